@@ -1,0 +1,43 @@
+import type { DType } from '../tensor/dtype.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
+
+/** Attention over a KV cache laid out [B, S, nKV, hd] (S = cache capacity). */
+export interface AttentionArgs {
+  /** Cache position of the first query token; query t sits at pastLen + t and sees keys 0..pastLen+t (causal). */
+  pastLen: number;
+  /** Key padding mask [B, pastLen + T] (1 = attend), or null when every key is real. */
+  keyMask: Uint8Array | null;
+  /** Score scale, usually 1/sqrt(hd) (OPT scales q beforehand and passes 1). */
+  scale: number;
+}
+
+export type OpName =
+  | 'matmul' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
+
+/**
+ * The op catalogue. Activations are F32; weights keep their checkpoint dtype (F32/BF16/F16) and are widened to
+ * f32 inside the kernel. Every op writes into `out`, which the caller allocates.
+ */
+export interface Backend {
+  readonly name: string;
+  readonly device: Device;
+  supports(op: OpName, dtypes: readonly DType[]): boolean;
+
+  /** out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]). */
+  matmul(x: Tensor<'F32'>, w: Tensor, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
+  /** Rows of x normalised by rms over the last dim, times w. */
+  rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
+  layernorm(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
+  /** In place on x [rows, nHeads, hd], HF rotate-half layout; positions has one entry per row. */
+  rope(x: Tensor<'F32'>, positions: Int32Array, invFreq: Float32Array): void;
+  /** q [B,T,H,hd], kCache/vCache [B,S,nKV,hd] already holding positions 0..pastLen+T-1 → out [B,T,H,hd]. */
+  attention(q: Tensor<'F32'>, kCache: Tensor<'F32'>, vCache: Tensor<'F32'>, args: AttentionArgs, out: Tensor<'F32'>): void;
+  /** out = silu(gate) * up. */
+  siluMul(gate: Tensor<'F32'>, up: Tensor<'F32'>, out: Tensor<'F32'>): void;
+  relu(x: Tensor<'F32'>, out: Tensor<'F32'>): void;
+  /** Softmax over the last dim. */
+  softmax(x: Tensor<'F32'>, out: Tensor<'F32'>): void;
+  /** out[n, D] = table[ids[n], :] widened to f32. */
+  embedding(table: Tensor, ids: Int32Array, out: Tensor<'F32'>): void;
+  add(a: Tensor<'F32'>, b: Tensor<'F32'>, out: Tensor<'F32'>): void;
+}

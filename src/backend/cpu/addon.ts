@@ -1,0 +1,65 @@
+// Loads the native CPU addon (native/cpu, built by node-gyp at `npm install`). Returns null when it is missing, so
+// the library still works on the `ref` backend and says why.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Weight element type codes shared with native/cpu. */
+export const WTYPE = { F32: 0, BF16: 1, F16: 2 } as const;
+
+/**
+ * The addon's functions. All arrays are TypeScript-owned; the addon reads and writes them in place (zero copy).
+ * Shapes are passed explicitly; layouts are row-major as in src/backend/backend.ts.
+ */
+export interface NativeAddon {
+  /** y[M,N] = x[M,K]·w[N,K]ᵀ (+bias[N]); wtype from WTYPE; w is Float32Array or Uint16Array. */
+  matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null): void;
+  rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
+  layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
+  /** In place on x [rows, nHeads, hd]. */
+  rope(x: Float32Array, rows: number, nHeads: number, hd: number, positions: Int32Array, invFreq: Float32Array): void;
+  /** out/q [B,T,H,hd], caches [B,S,nKV,hd]; keyMask [B, pastLen+T] or null. */
+  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, S: number, pastLen: number, keyMask: Uint8Array | null, scale: number): void;
+  siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  relu(y: Float32Array, x: Float32Array, n: number): void;
+  softmax(y: Float32Array, x: Float32Array, rows: number, cols: number): void;
+  embedding(y: Float32Array, table: Float32Array | Uint16Array, wtype: number, ids: Int32Array, dim: number): void;
+  add(y: Float32Array, a: Float32Array, b: Float32Array, n: number): void;
+
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** What the CPU offers and which kernel level is in use ('avx512' | 'avx2' | 'neon' | 'scalar'). */
+  cpuInfo(): { avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bf16: boolean; neon: boolean; level: string };
+  /** Force a lower kernel level (tests compare every level with `ref`); returns the level now in use. */
+  setLevel(level: string): string;
+  /** Read-only memory map of a whole file as an external ArrayBuffer (unmapped when garbage-collected). */
+  mmap(path: string): ArrayBuffer;
+  /** Measured read bandwidth in GB/s over a buffer of `bytes`, using the pool's threads. */
+  memBandwidth(bytes: number, iters: number): number;
+  /** Measured fp32 FMA peak in GFLOP/s over roughly `ms` milliseconds, using the pool's threads. */
+  fmaPeak(ms: number): number;
+}
+
+let cached: NativeAddon | null | undefined;
+export let addonLoadError: string | null = null;
+
+export function loadAddon(): NativeAddon | null {
+  if (cached !== undefined) return cached;
+  const here = dirname(fileURLToPath(import.meta.url));
+  // dist/src/backend/cpu → repo root
+  const root = join(here, '..', '..', '..', '..');
+  const path = join(root, 'native', 'cpu', 'build', 'Release', 'lowbit_cpu.node');
+  if (!existsSync(path)) {
+    addonLoadError = `native addon not built (${path} is missing): run npm install`;
+    cached = null;
+    return cached;
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    addonLoadError = `native addon at ${path} failed to load: ${(e as Error).message}`;
+    cached = null;
+  }
+  return cached;
+}

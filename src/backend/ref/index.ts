@@ -1,0 +1,169 @@
+// The reference backend: plain TypeScript, the definition of every op and the oracle in tests. Not a fast path.
+import type { AttentionArgs, Backend, OpName } from '../backend.js';
+import { f16ToF32, type DType } from '../../tensor/dtype.js';
+import { ShapeError, type Tensor } from '../../tensor/tensor.js';
+
+const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
+
+function lastDim(t: Tensor): number { return t.shape[t.shape.length - 1]; }
+
+function checkSize(what: string, t: Tensor, n: number): void {
+  if (t.numel !== n) throw new ShapeError(`${what}: expected ${n} elements, got [${t.shape}]`);
+}
+
+export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32Array): void } = {
+  name: 'ref',
+  device: 'cpu',
+
+  supports(op: OpName, dtypes: readonly DType[]): boolean {
+    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d));
+    return dtypes.every((d) => d === 'F32');
+  },
+
+  /** Row `row` of a 2-D float weight, widened into dst. */
+  rowF32(w: Tensor, row: number, dst: Float32Array): void {
+    const K = lastDim(w);
+    const base = row * K;
+    if (w.dtype === 'F32') { dst.set((w.data as Float32Array).subarray(base, base + K)); return; }
+    const src = w.data as Uint16Array;
+    if (w.dtype === 'BF16') {
+      const d32 = new Uint32Array(dst.buffer, dst.byteOffset, K);
+      for (let k = 0; k < K; k++) d32[k] = src[base + k] << 16;
+      return;
+    }
+    if (w.dtype === 'F16') { for (let k = 0; k < K; k++) dst[k] = f16ToF32(src[base + k]); return; }
+    throw new TypeError(`unsupported weight dtype ${w.dtype}`);
+  },
+
+  matmul(x, w, bias, out) {
+    const K = lastDim(x);
+    const M = x.numel / K;
+    const N = w.shape[0];
+    if (w.shape.length !== 2 || w.shape[1] !== K) throw new ShapeError(`matmul: x [${x.shape}] vs w [${w.shape}]`);
+    checkSize('matmul out', out, M * N);
+    const X = x.f32, Y = out.f32, row = new Float32Array(K);
+    const B = bias ? bias.f32 : null;
+    for (let n = 0; n < N; n++) {
+      this.rowF32(w, n, row);
+      for (let m = 0; m < M; m++) {
+        let acc = 0;
+        const xo = m * K;
+        for (let k = 0; k < K; k++) acc += X[xo + k] * row[k];
+        Y[m * N + n] = Math.fround(acc + (B ? B[n] : 0));
+      }
+    }
+  },
+
+  rmsnorm(x, w, eps, out) {
+    const D = lastDim(x), rows = x.numel / D, X = x.f32, W = w.f32, Y = out.f32;
+    for (let r = 0; r < rows; r++) {
+      let ss = 0;
+      for (let i = 0; i < D; i++) ss += X[r * D + i] * X[r * D + i];
+      const inv = 1 / Math.sqrt(ss / D + eps);
+      for (let i = 0; i < D; i++) Y[r * D + i] = W[i] * Math.fround(X[r * D + i] * inv);
+    }
+  },
+
+  layernorm(x, w, b, eps, out) {
+    const D = lastDim(x), rows = x.numel / D, X = x.f32, W = w.f32, Bb = b.f32, Y = out.f32;
+    for (let r = 0; r < rows; r++) {
+      let mean = 0;
+      for (let i = 0; i < D; i++) mean += X[r * D + i];
+      mean /= D;
+      let v = 0;
+      for (let i = 0; i < D; i++) { const d = X[r * D + i] - mean; v += d * d; }
+      const inv = 1 / Math.sqrt(v / D + eps);
+      for (let i = 0; i < D; i++) Y[r * D + i] = (X[r * D + i] - mean) * inv * W[i] + Bb[i];
+    }
+  },
+
+  rope(x, positions, invFreq) {
+    const hd = lastDim(x), half = hd / 2;
+    const rows = positions.length;
+    const nHeads = x.numel / (rows * hd);
+    const X = x.f32;
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < half; i++) {
+        const ang = Math.fround(positions[r] * invFreq[i]);
+        const c = Math.fround(Math.cos(ang)), s = Math.fround(Math.sin(ang));
+        for (let h = 0; h < nHeads; h++) {
+          const o = (r * nHeads + h) * hd;
+          const a = X[o + i], b = X[o + i + half];
+          X[o + i] = a * c - b * s;           // rotate_half: [x1, x2] → [−x2, x1]
+          X[o + i + half] = b * c + a * s;
+        }
+      }
+    }
+  },
+
+  attention(q, kCache, vCache, args: AttentionArgs, out) {
+    const [B, T, H, hd] = q.shape;
+    const S = kCache.shape[1], nKV = kCache.shape[2];
+    const group = H / nKV;
+    const kvLen = args.pastLen + T;
+    if (kvLen > S) throw new ShapeError(`attention: ${kvLen} positions exceed the cache capacity ${S}`);
+    const Q = q.f32, K = kCache.f32, V = vCache.f32, O = out.f32;
+    const scores = new Float64Array(kvLen);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / group);                      // kv head j serves q heads j·g … j·g+g−1
+      const qo = ((b * T + t) * H + h) * hd;
+      const last = args.pastLen + t;
+      let max = -Infinity;
+      for (let s = 0; s <= last; s++) {
+        if (args.keyMask && !args.keyMask[b * kvLen + s]) { scores[s] = -Infinity; continue; }
+        const ko = ((b * S + s) * nKV + kvh) * hd;
+        let dot = 0;
+        for (let i = 0; i < hd; i++) dot += Q[qo + i] * K[ko + i];
+        scores[s] = dot * args.scale;
+        if (scores[s] > max) max = scores[s];
+      }
+      const oo = qo;
+      for (let i = 0; i < hd; i++) O[oo + i] = 0;
+      if (max === -Infinity) continue;                         // a padding query with no visible key
+      let sum = 0;
+      for (let s = 0; s <= last; s++) { scores[s] = Math.exp(scores[s] - max); sum += scores[s]; }
+      for (let s = 0; s <= last; s++) {
+        const p = scores[s] / sum;
+        if (p === 0) continue;
+        const vo = ((b * S + s) * nKV + kvh) * hd;
+        for (let i = 0; i < hd; i++) O[oo + i] += p * V[vo + i];
+      }
+    }
+  },
+
+  siluMul(gate, up, out) {
+    const G = gate.f32, U = up.f32, Y = out.f32;
+    for (let i = 0; i < G.length; i++) Y[i] = (G[i] / (1 + Math.exp(-G[i]))) * U[i];
+  },
+
+  relu(x, out) {
+    const X = x.f32, Y = out.f32;
+    for (let i = 0; i < X.length; i++) Y[i] = X[i] > 0 ? X[i] : 0;
+  },
+
+  softmax(x, out) {
+    const D = lastDim(x), rows = x.numel / D, X = x.f32, Y = out.f32;
+    for (let r = 0; r < rows; r++) {
+      let max = -Infinity;
+      for (let i = 0; i < D; i++) max = Math.max(max, X[r * D + i]);
+      let sum = 0;
+      for (let i = 0; i < D; i++) { const e = Math.exp(X[r * D + i] - max); Y[r * D + i] = e; sum += e; }
+      for (let i = 0; i < D; i++) Y[r * D + i] /= sum;
+    }
+  },
+
+  embedding(table, ids, out) {
+    const D = lastDim(table), V = table.shape[0];
+    const row = new Float32Array(D), Y = out.f32;
+    for (let n = 0; n < ids.length; n++) {
+      if (ids[n] < 0 || ids[n] >= V) throw new RangeError(`embedding: token id ${ids[n]} outside [0, ${V})`);
+      this.rowF32(table, ids[n], row);
+      Y.set(row, n * D);
+    }
+  },
+
+  add(a, b, out) {
+    const A = a.f32, Bb = b.f32, Y = out.f32;
+    for (let i = 0; i < A.length; i++) Y[i] = A[i] + Bb[i];
+  },
+};
