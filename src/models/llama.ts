@@ -1,0 +1,108 @@
+// Llama decoder (also Mistral; Qwen2 differs only in its bias table). FORMATS.md §8.2.
+// Per layer, pre-norm: h += o_proj(Attn(RMSNorm(h))); h += down_proj(silu(gate_proj(x)) · up_proj(x)).
+import type { Backend } from '../backend/backend.js';
+import type { LlamaConfig } from '../io/config.js';
+import { KVCache } from '../nn/kvcache.js';
+import { Embedding, Linear, LinearLike, RMSNorm } from '../nn/layers.js';
+import { ropeInvFreq } from '../nn/rope.js';
+import { Tensor } from '../tensor/tensor.js';
+import { CausalLM, ForwardOptions, lastRows, linearsOf, prepareInput, replaceIn, Weights } from './model.js';
+
+/** Which projections carry a bias: per-architecture data, not branches. */
+export interface LlamaBiases { qkv: boolean; o: boolean; mlp: boolean }
+
+interface Layer {
+  inputNorm: RMSNorm;
+  postNorm: RMSNorm;
+  proj: Record<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj', LinearLike>;
+}
+
+export class LlamaForCausalLM implements CausalLM {
+  readonly embed: Embedding;
+  readonly layers: Layer[] = [];
+  readonly norm: RMSNorm;
+  lmHead: LinearLike;
+
+  constructor(readonly config: LlamaConfig, w: Weights, readonly backend: Backend, biases?: LlamaBiases) {
+    const c = config;
+    const b = biases ?? { qkv: c.attention_bias, o: c.attention_bias, mlp: c.mlp_bias };
+    if (c.hidden_act !== 'silu') throw new Error(`${w.source}: hidden_act "${c.hidden_act}" is not supported (only silu)`);
+    const H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+    const qOut = c.num_attention_heads * hd, kvOut = c.num_key_value_heads * hd;
+    const lin = (name: string, out: number, inp: number, bias: boolean) =>
+      new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias ? w.vector(`${name}.bias`, out) : null);
+    this.embed = new Embedding(backend, 'model.embed_tokens', w.matrix('model.embed_tokens.weight', [c.vocab_size, H]));
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const p = `model.layers.${i}`;
+      this.layers.push({
+        inputNorm: new RMSNorm(backend, `${p}.input_layernorm`, w.vector(`${p}.input_layernorm.weight`, H), c.rms_norm_eps),
+        postNorm: new RMSNorm(backend, `${p}.post_attention_layernorm`, w.vector(`${p}.post_attention_layernorm.weight`, H), c.rms_norm_eps),
+        proj: {
+          q_proj: lin(`${p}.self_attn.q_proj`, qOut, H, b.qkv),
+          k_proj: lin(`${p}.self_attn.k_proj`, kvOut, H, b.qkv),
+          v_proj: lin(`${p}.self_attn.v_proj`, kvOut, H, b.qkv),
+          o_proj: lin(`${p}.self_attn.o_proj`, H, qOut, b.o),
+          gate_proj: lin(`${p}.mlp.gate_proj`, I, H, b.mlp),
+          up_proj: lin(`${p}.mlp.up_proj`, I, H, b.mlp),
+          down_proj: lin(`${p}.mlp.down_proj`, H, I, b.mlp),
+        },
+      });
+    }
+    this.norm = new RMSNorm(backend, 'model.norm', w.vector('model.norm.weight', H), c.rms_norm_eps);
+    const tied = c.tie_word_embeddings || !w.has('lm_head.weight');
+    if (tied && !c.tie_word_embeddings) throw new Error(`${w.source}: missing tensor "lm_head.weight" (tie_word_embeddings is false)`);
+    this.lmHead = new Linear(backend, 'lm_head', tied ? this.embed.weight : w.matrix('lm_head.weight', [c.vocab_size, H]), null);
+  }
+
+  createCache(batch: number, capacity: number): KVCache {
+    const c = this.config;
+    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim);
+  }
+
+  forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
+    const c = this.config, be = this.backend;
+    const { ids, B, T, mask } = prepareInput(inputIds, opts);
+    const cache = opts.cache ?? this.createCache(B, T);
+    const pastLen = cache.length;
+    const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null);
+    let maxPos = 0;
+    for (const p of positions) maxPos = Math.max(maxPos, p);
+    const invFreq = ropeInvFreq(c, maxPos);
+    const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
+    const scale = 1 / Math.sqrt(hd);
+
+    let x = this.embed.forward(ids);                                   // [B·T, H]
+    for (let l = 0; l < this.layers.length; l++) {
+      const L = this.layers[l];
+      const h = L.inputNorm.forward(x);
+      const q = L.proj.q_proj.forward(h);                              // [B·T, nH·hd]
+      const k = L.proj.k_proj.forward(h);                              // [B·T, nKV·hd]
+      const v = L.proj.v_proj.forward(h);
+      be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
+      be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
+      cache.write(l, k, v, T);
+      const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale }, attn);
+      const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
+      be.add(x, o, x);
+      const h2 = L.postNorm.forward(x);
+      const g = L.proj.gate_proj.forward(h2);
+      const u = L.proj.up_proj.forward(h2);
+      be.siluMul(g, u, g);
+      be.add(x, L.proj.down_proj.forward(g), x);
+    }
+    cache.advance(T);
+    const last = opts.logits === 'last';
+    const hN = this.norm.forward(last ? lastRows(x, B, T) : x);
+    return this.lmHead.forward(hN).reshape([B, last ? 1 : T, c.vocab_size]);
+  }
+
+  linears(): Map<string, LinearLike> {
+    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
+  }
+
+  replaceLinear(name: string, layer: LinearLike): void {
+    if (name === this.lmHead.name) { this.lmHead = layer; return; }
+    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
+  }
+}

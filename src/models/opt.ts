@@ -1,0 +1,117 @@
+// OPT decoder (facebook/opt-*), FORMATS.md §8.3. Learned positions with offset 2, LayerNorm with bias, ReLU MLP,
+// pre-LN (125m, 1.3b+) or post-LN (350m), and project_in/out when word_embed_proj_dim ≠ hidden_size.
+import type { Backend } from '../backend/backend.js';
+import type { OptConfig } from '../io/config.js';
+import { KVCache } from '../nn/kvcache.js';
+import { Embedding, LayerNorm, Linear, LinearLike } from '../nn/layers.js';
+import { Tensor } from '../tensor/tensor.js';
+import { CausalLM, ForwardOptions, lastRows, linearsOf, prepareInput, replaceIn, Weights } from './model.js';
+
+const POSITION_OFFSET = 2;
+
+interface Layer {
+  attnNorm: LayerNorm;
+  ffnNorm: LayerNorm;
+  proj: Record<'q_proj' | 'k_proj' | 'v_proj' | 'out_proj' | 'fc1' | 'fc2', LinearLike>;
+}
+
+export class OPTForCausalLM implements CausalLM {
+  readonly embed: Embedding;
+  readonly positions: Embedding;
+  readonly projectIn: LinearLike | null;
+  readonly projectOut: LinearLike | null;
+  readonly layers: Layer[] = [];
+  readonly finalNorm: LayerNorm | null;
+  lmHead: LinearLike;
+
+  constructor(readonly config: OptConfig, weights: Weights, readonly backend: Backend) {
+    const c = config;
+    if (c.activation_function !== 'relu') throw new Error(`${weights.source}: activation_function "${c.activation_function}" is not supported (only relu)`);
+    // Checkpoints saved from OPTModel lack the "model." prefix; transformers accepts both.
+    const prefixed = [...weights.tensors.keys()].some((k) => k.startsWith('model.decoder.'));
+    const w = prefixed ? weights : new Weights(new Map([...weights.tensors].map(([k, t]) => [k.startsWith('decoder.') ? `model.${k}` : k, t])), weights.source);
+    const H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
+    const bias = c.enable_bias;
+    const lin = (name: string, out: number, inp: number, hasBias: boolean) =>
+      new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), hasBias ? w.vector(`${name}.bias`, out) : null);
+    const ln = (name: string, dim: number) => new LayerNorm(backend, name, w.vector(`${name}.weight`, dim), w.vector(`${name}.bias`, dim), 1e-5);
+    if (!c.layer_norm_elementwise_affine) throw new Error(`${weights.source}: layer_norm_elementwise_affine=false is not supported`);
+
+    const d = 'model.decoder';
+    this.embed = new Embedding(backend, `${d}.embed_tokens`, w.matrix(`${d}.embed_tokens.weight`, [c.vocab_size, E]));
+    this.positions = new Embedding(backend, `${d}.embed_positions`,
+      w.matrix(`${d}.embed_positions.weight`, [c.max_position_embeddings + POSITION_OFFSET, H]));
+    this.projectIn = E !== H ? lin(`${d}.project_in`, H, E, false) : null;
+    this.projectOut = E !== H ? lin(`${d}.project_out`, E, H, false) : null;
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const p = `${d}.layers.${i}`;
+      this.layers.push({
+        attnNorm: ln(`${p}.self_attn_layer_norm`, H),
+        ffnNorm: ln(`${p}.final_layer_norm`, H),
+        proj: {
+          q_proj: lin(`${p}.self_attn.q_proj`, H, H, bias),
+          k_proj: lin(`${p}.self_attn.k_proj`, H, H, bias),
+          v_proj: lin(`${p}.self_attn.v_proj`, H, H, bias),
+          out_proj: lin(`${p}.self_attn.out_proj`, H, H, bias),
+          fc1: lin(`${p}.fc1`, F, H, bias),
+          fc2: lin(`${p}.fc2`, H, F, bias),
+        },
+      });
+    }
+    this.finalNorm = c.do_layer_norm_before && !c._remove_final_layer_norm ? ln(`${d}.final_layer_norm`, H) : null;
+    const head = w.has('lm_head.weight') && !c.tie_word_embeddings ? w.matrix('lm_head.weight', [c.vocab_size, E]) : this.embed.weight;
+    this.lmHead = new Linear(backend, 'lm_head', head, null);
+  }
+
+  createCache(batch: number, capacity: number): KVCache {
+    const c = this.config;
+    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_attention_heads, c.hidden_size / c.num_attention_heads);
+  }
+
+  forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
+    const c = this.config, be = this.backend;
+    const { ids, B, T, mask } = prepareInput(inputIds, opts);
+    const cache = opts.cache ?? this.createCache(B, T);
+    const pastLen = cache.length;
+    // OPT: position = cumsum(mask)·mask − 1, so padding → −1 → row 1 after the offset.
+    const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null, -1);
+    const nH = c.num_attention_heads, hd = c.hidden_size / nH;
+    const posIds = new Int32Array(positions.length);
+    for (let i = 0; i < posIds.length; i++) posIds[i] = positions[i] + POSITION_OFFSET;
+
+    let x = this.embed.forward(ids);                                   // [B·T, E]
+    if (this.projectIn) x = this.projectIn.forward(x);                 // [B·T, H]
+    be.add(x, this.positions.forward(posIds), x);
+    const pre = c.do_layer_norm_before;
+    for (let l = 0; l < this.layers.length; l++) {
+      const L = this.layers[l];
+      const h = pre ? L.attnNorm.forward(x) : x;
+      const q = L.proj.q_proj.forward(h);                              // [B·T, H] = [B, T, nH, hd]
+      cache.write(l, L.proj.k_proj.forward(h), L.proj.v_proj.forward(h), T);
+      const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+      // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
+      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
+      be.add(x, L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size])), x);
+      if (!pre) x = L.attnNorm.forward(x);
+      const f = L.proj.fc1.forward(pre ? L.ffnNorm.forward(x) : x);
+      be.relu(f, f);
+      be.add(x, L.proj.fc2.forward(f), x);
+      if (!pre) x = L.ffnNorm.forward(x);
+    }
+    cache.advance(T);
+    const last = opts.logits === 'last';
+    let y = last ? lastRows(x, B, T) : x;
+    if (this.finalNorm) y = this.finalNorm.forward(y);
+    if (this.projectOut) y = this.projectOut.forward(y);
+    return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
+  }
+
+  linears(): Map<string, LinearLike> {
+    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
+  }
+
+  replaceLinear(name: string, layer: LinearLike): void {
+    if (name === this.lmHead.name) { this.lmHead = layer; return; }
+    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
+  }
+}
