@@ -69,7 +69,7 @@ export class Tokenizer {
     }
     const jinja = join(dir, 'chat_template.jinja');
     if (config.chat_template == null && existsSync(jinja)) config.chat_template = readFileSync(jinja, 'utf8');
-    return new Tokenizer(readJson(tj), config, dir);
+    return new Tokenizer(legacyFreeLlama(readJson(tj), config), config, dir);
   }
 
   tokenId(token: string | null): number | null {
@@ -87,6 +87,7 @@ export class Tokenizer {
   }
 
   decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return '';   // tokenizers.js rejects an empty list; transformers returns ''
     return this.tok.decode(Array.from(ids), { skip_special_tokens: opts.skipSpecialTokens ?? false });
   }
 
@@ -122,4 +123,23 @@ export class Tokenizer {
   encodeChat(messages: ChatMessage[], opts: ChatTemplateOptions = {}): number[] {
     return this.encode(this.applyChatTemplate(messages, opts), { addSpecialTokens: false });
   }
+}
+
+/**
+ * transformers ≥ 5 loads a SentencePiece-style Llama BPE whose config says `legacy: false` with a Metaspace
+ * pre-tokenizer (▁ prepended only when the text does not already start with one) instead of the file's
+ * Prepend+Replace normalizer, and without an unk token (unknown characters are dropped). Mirror that so ids match.
+ */
+function legacyFreeLlama(json: Record<string, unknown>, config: Record<string, unknown>): Record<string, unknown> {
+  const cls = String(config.tokenizer_class ?? '');
+  const norm = json.normalizer as { type?: string; normalizers?: { type: string; prepend?: string }[] } | null;
+  const isPrependReplace = norm?.type === 'Sequence' && norm.normalizers?.length === 2 &&
+    norm.normalizers[0].type === 'Prepend' && norm.normalizers[0].prepend === '\u2581' && norm.normalizers[1].type === 'Replace';
+  if (!/^LlamaTokenizer(Fast)?$/.test(cls) || config.legacy !== false || !isPrependReplace || json.pre_tokenizer) return json;
+  return {
+    ...json,
+    normalizer: null,
+    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false },
+    model: { ...(json.model as object), unk_token: null },
+  };
 }

@@ -1,0 +1,92 @@
+// Logits processors in transformers' order (FORMATS.md §7.2), on the fp32 logits of one row's last position.
+// Each works in place on `scores` and sees the row's whole token history (prompt, padding and generated).
+import type { ResolvedGeneration } from './config.js';
+
+/** Tokens seen anywhere in the row: s < 0 ? s·p : s/p, each id once. */
+export function applyRepetitionPenalty(scores: Float32Array, history: ArrayLike<number>, penalty: number): void {
+  if (penalty === 1) return;
+  const seen = new Set<number>();
+  for (let i = 0; i < history.length; i++) seen.add(history[i]);
+  for (const id of seen) {
+    if (id < 0 || id >= scores.length) continue;
+    const s = scores[id];
+    scores[id] = s < 0 ? s * penalty : s / penalty;
+  }
+}
+
+/** Ban every token that would complete an n-gram already present in the row. */
+export function applyNoRepeatNgram(scores: Float32Array, history: ArrayLike<number>, n: number): void {
+  if (n <= 0 || history.length + 1 < n) return;
+  const len = history.length;
+  for (let start = 0; start + n <= len; start++) {
+    let match = true;
+    // Does history[start … start+n−2] equal the last n−1 tokens?
+    for (let j = 0; j < n - 1; j++) {
+      if (history[start + j] !== history[len - n + 1 + j]) { match = false; break; }
+    }
+    if (match) scores[history[start + n - 1]] = -Infinity;
+  }
+}
+
+/** Eos can't win until enough new tokens exist. */
+export function applyMinNewTokens(scores: Float32Array, generated: number, minNew: number, eos: number[]): void {
+  if (generated >= minNew) return;
+  for (const e of eos) if (e >= 0 && e < scores.length) scores[e] = -Infinity;
+}
+
+export function applyTemperature(scores: Float32Array, t: number): void {
+  if (t === 1) return;
+  for (let i = 0; i < scores.length; i++) scores[i] = scores[i] / t;
+}
+
+/** Keep scores ≥ the k-th largest (ties at the threshold survive, as in transformers). */
+export function applyTopK(scores: Float32Array, k: number): void {
+  if (k <= 0 || k >= scores.length) return;
+  const sorted = Float32Array.from(scores).sort();
+  const threshold = sorted[sorted.length - k];
+  for (let i = 0; i < scores.length; i++) if (scores[i] < threshold) scores[i] = -Infinity;
+}
+
+/** Nucleus: drop the low tail whose cumulative probability is ≤ 1 − p; always keep the top token. */
+export function applyTopP(scores: Float32Array, p: number): void {
+  if (p >= 1) return;
+  const order = Array.from(scores.keys()).sort((a, b) => scores[a] - scores[b]);   // ascending
+  const probs = softmax(scores);
+  let cum = 0;
+  for (let r = 0; r < order.length - 1; r++) {
+    cum += probs[order[r]];
+    if (cum <= 1 - p) scores[order[r]] = -Infinity;
+    else break;
+  }
+}
+
+/** Drop tokens whose probability is below minP × the top probability. */
+export function applyMinP(scores: Float32Array, minP: number): void {
+  const probs = softmax(scores);
+  let top = 0;
+  for (const q of probs) top = Math.max(top, q);
+  const cut = minP * top;
+  for (let i = 0; i < scores.length; i++) if (probs[i] < cut) scores[i] = -Infinity;
+}
+
+export function softmax(scores: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const s of scores) if (s > max) max = s;
+  const out = new Float64Array(scores.length);
+  let sum = 0;
+  for (let i = 0; i < scores.length; i++) { out[i] = Math.exp(scores[i] - max); sum += out[i]; }
+  for (let i = 0; i < out.length; i++) out[i] /= sum;
+  return out;
+}
+
+/** The full chain for one row; sampling warpers only when sampling. */
+export function processLogits(scores: Float32Array, history: ArrayLike<number>, generated: number, g: ResolvedGeneration): void {
+  applyRepetitionPenalty(scores, history, g.repetitionPenalty);
+  applyNoRepeatNgram(scores, history, g.noRepeatNgramSize);
+  applyMinNewTokens(scores, generated, g.minNewTokens, g.eos);
+  if (!g.doSample) return;
+  applyTemperature(scores, g.temperature);
+  applyTopK(scores, g.topK);
+  applyTopP(scores, g.topP);
+  if (g.minP !== null && g.minP > 0) applyMinP(scores, g.minP);
+}

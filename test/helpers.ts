@@ -1,0 +1,72 @@
+// Shared test helpers: error metrics, the shared-data location, and golden fixture loading.
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors } from '../src/io/safetensors.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Repo root (tests run from dist/test). */
+export const ROOT = resolve(here, '..', '..');
+export const GOLDEN_DIR = join(ROOT, 'test', 'fixtures', 'golden');
+
+/** ../shared/data beside the repo, or $LOWBIT_TEST_DATA; null (and tests skip, saying why) when absent. */
+export function sharedData(): string | null {
+  const dir = process.env.LOWBIT_TEST_DATA ?? resolve(ROOT, '..', 'shared', 'data');
+  return existsSync(dir) ? dir : null;
+}
+export const NO_DATA = 'shared test data not found: set LOWBIT_TEST_DATA or place ../shared/data beside the repo';
+
+/** ‖a − b‖ / ‖b‖ over all elements (or the listed indices). */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>, idx?: number[]): number {
+  let num = 0, den = 0;
+  const each = (i: number) => { const d = a[i] - b[i]; num += d * d; den += b[i] * b[i]; };
+  if (idx) idx.forEach(each); else for (let i = 0; i < b.length; i++) each(i);
+  if (Number.isNaN(num)) return Infinity;
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
+}
+
+/** max |a − b| / max |b|: catches a single bad element that the norm would hide. */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= num)) num = Number.isNaN(d) ? Infinity : d;
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return num / Math.max(den, 1e-30);
+}
+
+export interface Golden {
+  name: string;
+  dir: string;
+  ints(name: string): { shape: number[]; rows: number[][] };
+  floats(name: string): { shape: number[]; data: Float32Array };
+  has(name: string): boolean;
+}
+
+export function goldenCases(): Golden[] {
+  if (!existsSync(GOLDEN_DIR)) return [];
+  return readdirSync(GOLDEN_DIR).sort().filter((n) => existsSync(join(GOLDEN_DIR, n, 'golden.safetensors'))).map((name) => {
+    const dir = join(GOLDEN_DIR, name);
+    const f = readSafetensors(join(dir, 'golden.safetensors'));
+    return {
+      name, dir,
+      has: (n: string) => f.has(n),
+      ints(n: string) {
+        const t = f.get(n);
+        const flat = Array.from(t.data as BigInt64Array, Number);
+        const cols = t.shape[t.shape.length - 1];
+        const rows: number[][] = [];
+        for (let i = 0; i < flat.length; i += cols) rows.push(flat.slice(i, i + cols));
+        return { shape: [...t.shape], rows };
+      },
+      floats(n: string) { const t = f.get(n); return { shape: [...t.shape], data: t.data as Float32Array }; },
+    };
+  });
+}
+
+export function argmax(a: ArrayLike<number>, off = 0, len = a.length): number {
+  let best = off;
+  for (let i = off + 1; i < off + len; i++) if (a[i] > a[best]) best = i;
+  return best - off;
+}
