@@ -133,7 +133,10 @@ def main():
         json.dump({"bos_token_id": bos, "eos_token_id": [eos, eot], "pad_token_id": pad, "max_new_tokens": 64}, f, indent=2)
 
     # Held-out verses as one stream: the perplexity the demo reports, for comparison.
-    held = "<|begin_of_text|>" + "\n".join(verses[i][3] for i in sorted(held_out))
+    held_text = "\n".join(verses[i][3] for i in sorted(held_out))
+    with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
+        f.write(held_text + "\n")  # lowbit demo measures perplexity on these verses
+    held = "<|begin_of_text|>" + held_text
     hid = torch.tensor(tok.encode(held, add_special_tokens=False).ids)
     nll, n = 0.0, 0
     with torch.no_grad():

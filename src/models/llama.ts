@@ -31,7 +31,9 @@ export class LlamaForCausalLM implements CausalLM {
     const qOut = c.num_attention_heads * hd, kvOut = c.num_key_value_heads * hd;
     const lin = (name: string, out: number, inp: number, bias: boolean) =>
       new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias ? w.vector(`${name}.bias`, out) : null);
-    this.embed = new Embedding(backend, 'model.embed_tokens', w.matrix('model.embed_tokens.weight', [c.vocab_size, H]));
+    // Tied checkpoints may keep only one of the pair (torch's save_model drops the duplicate): tie either way.
+    const embedName = c.tie_word_embeddings && !w.has('model.embed_tokens.weight') && w.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
+    this.embed = new Embedding(backend, 'model.embed_tokens', w.matrix(embedName, [c.vocab_size, H]));
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `model.layers.${i}`;
       this.layers.push({

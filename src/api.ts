@@ -1,0 +1,41 @@
+// The library's front door: load a model folder or Hub id into a ready model with its tokenizer and
+// generation defaults.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend } from './backend/backend.js';
+import { BackendName, defaultBackend, getBackend } from './backend/index.js';
+import { GenerationConfig, readGenerationConfig } from './generate/config.js';
+import { loadStateDict } from './io/checkpoint.js';
+import { ModelConfig, readConfig } from './io/config.js';
+import { resolveModelDir, ResolveOptions } from './io/hub.js';
+import type { CausalLM } from './models/model.js';
+import { Weights } from './models/model.js';
+import { buildModel } from './models/registry.js';
+import { Tokenizer } from './tokenizer/index.js';
+
+export interface LoadOptions extends ResolveOptions {
+  /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
+  backend?: BackendName | Backend;
+}
+
+export interface LoadedModel {
+  model: CausalLM;
+  config: ModelConfig;
+  /** null when the folder has no tokenizer.json. */
+  tokenizer: Tokenizer | null;
+  /** generation_config.json, normalised to camelCase. */
+  generationConfig: GenerationConfig;
+  dir: string;
+  loadMs: number;
+}
+
+export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const t0 = performance.now();
+  const dir = await resolveModelDir(idOrDir, opts);
+  const config = readConfig(join(dir, 'config.json'));
+  const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
+  const { tensors } = loadStateDict(dir);
+  const model = buildModel(config, new Weights(tensors, dir), backend);
+  const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
+  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), dir, loadMs: performance.now() - t0 };
+}

@@ -1,0 +1,164 @@
+// `lowbit bench`: prefill and decode speed of a real or random model, each set against this machine's measured
+// roofline (decode: weight bytes per token over memory bandwidth; prefill: FLOPs over fp32 FMA peak).
+import { parseArgs } from 'node:util';
+import { fromPretrained } from '../api.js';
+import { loadAddon } from '../backend/cpu/addon.js';
+import { getBackend } from '../backend/index.js';
+import { saveStateDict } from '../io/checkpoint.js';
+import type { LlamaConfig, ModelConfig } from '../io/config.js';
+import { pyJsonDumps } from '../util/pyjson.js';
+import { writeFileAtomic } from '../util/fs.js';
+import type { CausalLM } from '../models/model.js';
+import { Weights } from '../models/model.js';
+import { randomLlama, SHAPES } from '../models/random.js';
+import { buildModel } from '../models/registry.js';
+import { Tensor } from '../tensor/tensor.js';
+import { join } from 'node:path';
+import { intOpt, UsageError } from './args.js';
+import { mkdirSync } from 'node:fs';
+
+export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
+
+Usage:
+  lowbit bench --shape tinyllama-1.1b [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128] [--json]
+  lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model DIR   (save the random model as an HF folder)
+  lowbit bench <model dir> [--threads N] [--json]
+
+Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
+Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth);
+prefill as a fraction of the measured fp32 FMA peak.
+
+Examples:
+  lowbit bench --shape tinyllama-1.1b --dtype bf16
+  lowbit bench --shape tinyllama-1.1b --dtype f32 --threads 2 --json
+`;
+
+export interface BenchResult {
+  model: string; dtype: string; threads: number; promptLen: number; decodeLen: number;
+  loadMs: number | null; prefillTokPerSec: number; decodeTokPerSec: number;
+  bandwidthGBs: number; peakGflops: number; decodeRoofline: number; prefillOfPeak: number;
+  bytesPerToken: number; prefillFlops: number;
+}
+
+/** Weight bytes a decode step must read (every linear + one embedding row) and the matmul FLOPs of a prefill. */
+function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: number; prefillFlops: number } {
+  let bytes = 0, flops = 0;
+  for (const [name, lin] of model.linears()) {
+    const w = (lin as { weight?: Tensor }).weight;
+    const b = w ? w.byteLength : lin.inFeatures * lin.outFeatures * 2;
+    bytes += b;
+    // Prefill computes logits for the last position only.
+    flops += 2 * lin.inFeatures * lin.outFeatures * (name === 'lm_head' ? 1 : T);
+  }
+  const heads = cfg.num_attention_heads, hd = cfg.model_type === 'opt' ? cfg.hidden_size / heads : (cfg as LlamaConfig).head_dim;
+  flops += cfg.num_hidden_layers * heads * hd * 2 * T * (T + 1);  // q·kᵀ and p·v over the causal triangle
+  bytes += cfg.hidden_size * 2;
+  return { bytesPerToken: bytes, prefillFlops: flops };
+}
+
+export async function runBench(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      shape: { type: 'string' }, dtype: { type: 'string', default: 'bf16' }, threads: { type: 'string' },
+      'prompt-len': { type: 'string', default: '128' }, 'decode-len': { type: 'string', default: '128' },
+      json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) { process.stdout.write(benchHelp); return 0; }
+  const addon = loadAddon();
+  const backend = getBackend('cpu');
+  if (values.threads) {
+    const n = Number(values.threads);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${values.threads}"`);
+    addon!.setThreads(n);
+  }
+  const T = positiveInt(values['prompt-len']!, '--prompt-len');
+  const D = positiveInt(values['decode-len']!, '--decode-len');
+  const log = (s: string) => { if (!values.json) process.stderr.write(s + '\n'); };
+
+  let model: CausalLM, config: ModelConfig, label: string, loadMs: number | null = null, dtypeLabel: string;
+  if (positionals.length > 0) {
+    const loaded = await fromPretrained(positionals[0], { backend });
+    ({ model, config } = loaded);
+    loadMs = loaded.loadMs;
+    label = positionals[0];
+    dtypeLabel = String(config.torch_dtype ?? '?');
+    log(`loaded ${label} in ${loadMs.toFixed(0)} ms`);
+  } else {
+    if (!values.shape) throw new UsageError('give a model folder or --shape NAME (see lowbit bench --help)');
+    const dt = ({ bf16: 'BF16', f32: 'F32', f16: 'F16' } as const)[values.dtype as 'bf16'];
+    if (!dt) throw new UsageError(`--dtype must be bf16, f16 or f32, got "${values.dtype}"`);
+    log(`building random ${values.shape} (${values.dtype}) in memory…`);
+    const r = randomLlama(values.shape, dt);
+    config = r.config;
+    if (values['write-model']) {
+      const dir = values['write-model'];
+      mkdirSync(dir, { recursive: true });
+      const raw = { ...SHAPES[values.shape], torch_dtype: config.torch_dtype, architectures: ['LlamaForCausalLM'] };
+      saveStateDict(dir, r.tensors, { maxShardSize: '5GB' });
+      writeFileAtomic(join(dir, 'config.json'), pyJsonDumps(raw, { indent: 2, sortKeys: true }) + '\n');
+      log(`wrote ${dir}`);
+      return 0;
+    }
+    model = buildModel(config, new Weights(r.tensors, values.shape), backend);
+    label = values.shape;
+    dtypeLabel = values.dtype!;
+  }
+
+  const threads = addon!.getThreads();
+  log(`measuring memory bandwidth and fp32 peak on ${threads} thread(s)…`);
+  const bandwidthGBs = addon!.memBandwidth(1 << 30, 5);
+  const peakGflops = addon!.fmaPeak(500);
+
+  const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
+  const cache = model.createCache(1, T + D + 1);
+  // Warm up once (page faults of a freshly mapped checkpoint, first-touch of buffers), then measure.
+  model.forward([prompt.slice(0, 8)], { cache, logits: 'last' });
+  cache.reset();
+  let t0 = performance.now();
+  let logits = model.forward([prompt], { cache, logits: 'last' });
+  const prefillMs = performance.now() - t0;
+  let next = argmax(logits.f32);
+  t0 = performance.now();
+  for (let i = 0; i < D; i++) {
+    logits = model.forward([[next]], { cache, logits: 'last' });
+    next = argmax(logits.f32);
+  }
+  const decodeMs = performance.now() - t0;
+
+  const { bytesPerToken, prefillFlops } = costs(model, config, T);
+  const prefillTokPerSec = T / (prefillMs / 1000);
+  const decodeTokPerSec = D / (decodeMs / 1000);
+  const res: BenchResult = {
+    model: label, dtype: dtypeLabel, threads, promptLen: T, decodeLen: D, loadMs,
+    prefillTokPerSec, decodeTokPerSec, bandwidthGBs, peakGflops,
+    decodeRoofline: (decodeTokPerSec * bytesPerToken) / (bandwidthGBs * 1e9),
+    prefillOfPeak: prefillFlops / (prefillMs / 1000) / (peakGflops * 1e9),
+    bytesPerToken, prefillFlops,
+  };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(res) + '\n');
+  } else {
+    const gb = (bytesPerToken / 1e9).toFixed(3);
+    const rows = [
+      ['phase', 'measured', 'roofline', 'ratio'],
+      ['decode', `${decodeTokPerSec.toFixed(2)} tok/s`, `${(bandwidthGBs * 1e9 / bytesPerToken).toFixed(2)} tok/s (${gb} GB/token @ ${bandwidthGBs.toFixed(1)} GB/s)`, `${(res.decodeRoofline * 100).toFixed(1)}%`],
+      ['prefill', `${prefillTokPerSec.toFixed(1)} tok/s = ${(prefillFlops / (prefillMs / 1000) / 1e9).toFixed(1)} GFLOP/s`, `${peakGflops.toFixed(1)} GFLOP/s fp32 peak`, `${(res.prefillOfPeak * 100).toFixed(1)}%`],
+    ];
+    const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    process.stdout.write(`${label} ${dtypeLabel}, ${threads} thread(s), prompt ${T}, decode ${D}${loadMs !== null ? `, load ${loadMs.toFixed(0)} ms` : ''}\n`);
+    for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i])).join('  ') + '\n');
+  }
+  return 0;
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+function positiveInt(v: string, flag: string): number {
+  return intOpt(v, flag, 1)!;
+}

@@ -1,0 +1,59 @@
+// `lowbit info`: what a checkpoint is, without running it.
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadStateDict } from '../io/checkpoint.js';
+import { readConfig } from '../io/config.js';
+import { resolveModelDir } from '../io/hub.js';
+import { kvBytesPerToken, modelShape } from '../plan/plan.js';
+import { UsageError } from './args.js';
+
+export const infoHelp = `lowbit info — describe a model folder or Hub id
+
+Usage: lowbit info <model folder | org/name> [--json]
+
+Prints the architecture, parameter count (from the tensors), bytes per dtype, KV-cache bytes per token, and the
+quantization config if there is one.
+
+Examples:
+  lowbit info models/kjv-demo
+  lowbit info TinyLlama/TinyLlama-1.1B-Chat-v1.0 --json
+`;
+
+const TORCH_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
+
+export async function runInfo(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
+  if (v.help) { process.stdout.write(infoHelp); return 0; }
+  if (positionals.length !== 1) throw new UsageError('give one model folder or Hub id (see lowbit info --help)');
+  const dir = await resolveModelDir(positionals[0]);
+  const config = readConfig(join(dir, 'config.json'));
+  const { tensors } = loadStateDict(dir);
+  const byDtype: Record<string, { tensors: number; params: number; bytes: number }> = {};
+  let params = 0;
+  for (const t of tensors.values()) {
+    const e = (byDtype[t.dtype] ??= { tensors: 0, params: 0, bytes: 0 });
+    e.tensors++; e.params += t.numel; e.bytes += t.byteLength; params += t.numel;
+  }
+  const shape = modelShape(config);
+  const dtypeBytes = TORCH_BYTES[config.torch_dtype ?? ''] ?? 2;
+  const info = {
+    dir, model_type: config.model_type, architectures: config.raw.architectures ?? null, torch_dtype: config.torch_dtype,
+    parameters: params, layers: shape.layers, hidden_size: shape.hidden, heads: shape.heads, kv_heads: shape.kvHeads, head_dim: shape.headDim,
+    vocab_size: config.vocab_size, max_position_embeddings: config.max_position_embeddings, dtypes: byDtype,
+    kvBytesPerToken: kvBytesPerToken(shape, dtypeBytes), kvBytesPerTokenLowbitCpu: kvBytesPerToken(shape, 4),
+    quantization_config: config.raw.quantization_config ?? null,
+  };
+  if (v.json) { process.stdout.write(JSON.stringify(info) + '\n'); return 0; }
+  const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
+  const out = [
+    `${dir}`,
+    `architecture     ${config.model_type} (${(info.architectures as string[] | null)?.join(', ') ?? '?'}), ${config.torch_dtype ?? 'dtype unset'}`,
+    `parameters       ${params.toLocaleString('en-US')} (${(params / 1e6).toFixed(2)}M)`,
+    `shape            ${shape.layers} layers, hidden ${shape.hidden}, ${shape.heads} heads / ${shape.kvHeads} KV heads × ${shape.headDim}, vocab ${config.vocab_size}, context ${config.max_position_embeddings}`,
+    ...Object.entries(byDtype).map(([d, e]) => `  ${d.padEnd(14)} ${String(e.tensors).padStart(5)} tensors ${e.params.toLocaleString('en-US').padStart(16)} params ${mb(e.bytes).padStart(12)}`),
+    `KV cache         ${info.kvBytesPerToken.toLocaleString('en-US')} bytes/token at ${config.torch_dtype ?? 'fp16'} (${info.kvBytesPerTokenLowbitCpu.toLocaleString('en-US')} in lowbit's f32 CPU cache)`,
+    `quantization     ${info.quantization_config ? JSON.stringify(info.quantization_config) : 'none'}`,
+  ];
+  process.stdout.write(out.join('\n') + '\n');
+  return 0;
+}

@@ -1,0 +1,81 @@
+// `lowbit plan`: weights + KV cache against a device's memory; largest batch; where decode turns compute-bound.
+import { totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadAddon } from '../backend/cpu/addon.js';
+import { parseConfig, readConfig, type ModelConfig } from '../io/config.js';
+import { resolveModelDir } from '../io/hub.js';
+import { BYTES_PER_ELEMENT, DeviceSpec, DEVICES, kvBytesPerToken, MODEL_PRESETS, modelShape, plan } from '../plan/plan.js';
+import { intOpt, numOpt, UsageError } from './args.js';
+
+export const planHelp = `lowbit plan — KV-cache and batch-size planner
+
+Usage: lowbit plan <model folder | org/name | preset> [--device NAME] [--memory-gb G] [--seq-len N]
+                   [--dtype fp16|bf16|fp32|int8|int4] [--kv-dtype fp16|bf16|fp32|int8] [--reserve-gb G] [--json]
+
+KV bytes = 2 (K and V) × layers × KV heads × head_dim × sequence length × batch × bytes per element (GQA-aware).
+Devices: ${Object.keys(DEVICES).join(', ')}, cpu (this machine, measured). Presets: ${Object.keys(MODEL_PRESETS).join(', ')}.
+
+Examples:
+  lowbit plan llama-2-13b --device a100-40g --seq-len 4096 --dtype fp16
+  lowbit plan llama-3-8b --device h100 --seq-len 8192 --dtype int4
+  lowbit plan ./my-model --device cpu --seq-len 2048
+`;
+
+async function loadConfigFor(what: string): Promise<{ config: ModelConfig; label: string }> {
+  if (MODEL_PRESETS[what]) return { config: parseConfig(MODEL_PRESETS[what], `preset ${what}`), label: what };
+  const dir = await resolveModelDir(what);
+  return { config: readConfig(join(dir, 'config.json')), label: dir };
+}
+
+function cpuDevice(): DeviceSpec {
+  const addon = loadAddon();
+  if (!addon) throw new UsageError('--device cpu measures this machine with the native addon, which is not built (run npm install)');
+  return { name: `this CPU (${addon.getThreads()} threads)`, memoryBytes: totalmem(), bandwidth: addon.memBandwidth(1 << 28, 3) * 1e9, flops: addon.fmaPeak(300) * 1e9, note: 'measured: read bandwidth, fp32 FMA peak' };
+}
+
+export async function runPlan(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      device: { type: 'string', default: 'a100-40g' }, 'memory-gb': { type: 'string' }, 'seq-len': { type: 'string' },
+      dtype: { type: 'string', default: 'fp16' }, 'kv-dtype': { type: 'string' }, 'reserve-gb': { type: 'string', default: '0' },
+      json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) { process.stdout.write(planHelp); return 0; }
+  if (positionals.length !== 1) throw new UsageError('give one model folder, Hub id or preset (see lowbit plan --help)');
+  const { config, label } = await loadConfigFor(positionals[0]);
+  const devName = v.device!.toLowerCase();
+  const base = devName === 'cpu' ? cpuDevice() : DEVICES[devName];
+  if (!base) throw new UsageError(`--device "${v.device}" is unknown (choose ${Object.keys(DEVICES).join(', ')}, cpu)`);
+  const memGb = numOpt(v['memory-gb'], '--memory-gb', (x) => x > 0, 'a positive number');
+  const device = { ...base, memoryBytes: memGb !== undefined ? memGb * 1e9 : base.memoryBytes };
+  const wb = BYTES_PER_ELEMENT[v.dtype!];
+  if (wb === undefined) throw new UsageError(`--dtype must be one of ${Object.keys(BYTES_PER_ELEMENT).join(', ')}, got "${v.dtype}"`);
+  const kvDtype = v['kv-dtype'] ?? (v.dtype === 'fp32' ? 'fp32' : 'fp16');
+  const kb = BYTES_PER_ELEMENT[kvDtype];
+  if (kb === undefined || kvDtype === 'int4') throw new UsageError(`--kv-dtype must be fp16, bf16, fp32 or int8, got "${kvDtype}"`);
+  const seqLen = intOpt(v['seq-len'], '--seq-len', 1) ?? config.max_position_embeddings;
+  const shape = modelShape(config);
+  const reserve = (numOpt(v['reserve-gb'], '--reserve-gb', (x) => x >= 0, 'a number ≥ 0') ?? 0) * 1e9;
+  const p = plan({ shape, device, seqLen, weightBytesPerParam: wb, kvBytesPerElement: kb, reserveBytes: reserve });
+  // Short prompts: only the weights are read each step, so the crossover is FLOP/s ÷ bandwidth × bytes/param ÷ 2.
+  const weightsOnly = Math.ceil((device.flops / device.bandwidth) * wb / 2);
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ model: label, device: device.name, seqLen, dtype: v.dtype, kvDtype, ...p, computeBoundBatchShortContext: weightsOnly }) + '\n');
+    return 0;
+  }
+  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB (${(b / 2 ** 30).toFixed(3)} GiB)`;
+  const lines = [
+    `model            ${label}: ${(shape.params / 1e9).toFixed(2)}B params, ${shape.layers} layers, ${shape.heads} heads / ${shape.kvHeads} KV heads × ${shape.headDim}`,
+    `device           ${device.name}: ${(device.memoryBytes / 1e9).toFixed(1)} GB, ${(device.bandwidth / 1e9).toFixed(0)} GB/s, ${(device.flops / 1e12).toFixed(1)} TFLOP/s (${device.note})`,
+    `weights          ${gb(p.weightBytes)} at ${v.dtype}`,
+    `KV cache         ${(kvBytesPerToken(shape, kb) / 1024).toFixed(1)} KiB per token; ${gb(p.kvBytesPerSequence)} per ${seqLen}-token sequence at ${kvDtype}`,
+    `free for KV      ${gb(Math.max(0, p.freeBytes))}`,
+    `largest batch    ${p.maxBatch}${p.maxBatch === 0 ? ' (the weights alone do not fit)' : ''}`,
+    `compute-bound at ${p.computeBoundBatch === null ? `never at ${seqLen} tokens: each sequence's KV reads outweigh its FLOPs` : `batch ≥ ${p.computeBoundBatch}`} (short prompts: batch ≥ ${weightsOnly})`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}

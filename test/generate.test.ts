@@ -1,0 +1,124 @@
+// Generation: logits processors against transformers' semantics, batch = each prompt alone, per-row stopping,
+// reproducible sampling, and HF generate() goldens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { refBackend } from '../src/backend/ref/index.js';
+import { Weights } from '../src/models/model.js';
+import { randomLlama } from '../src/models/random.js';
+import { buildModel } from '../src/models/registry.js';
+import { fromPretrained } from '../src/api.js';
+import { generate, generateStream } from '../src/generate/generate.js';
+import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP } from '../src/generate/logits.js';
+import { normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
+import { goldenCases } from './helpers.js';
+
+const TINY = {
+  model_type: 'llama', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, vocab_size: 64, max_position_embeddings: 128, rms_norm_eps: 1e-6, eos_token_id: 2,
+};
+
+function tinyModel() {
+  const { config, tensors } = randomLlama(TINY, 'F32', 7);
+  // Larger weights than the benchmark default so that the argmax varies from step to step.
+  for (const t of tensors.values()) if (t.shape.length === 2) for (let i = 0; i < t.data.length; i++) (t.data as Float32Array)[i] *= 20;
+  return buildModel(config, new Weights(tensors, 'tiny'), refBackend);
+}
+
+test('repetition penalty divides positive and multiplies negative scores of seen tokens once', () => {
+  const s = Float32Array.from([2, -2, 1, 4]);
+  applyRepetitionPenalty(s, [0, 1, 1, 0], 2);
+  assert.deepEqual(Array.from(s), [1, -4, 1, 4]);
+});
+
+test('no-repeat n-gram bans completions of n-grams already in the row', () => {
+  const s = new Float32Array(6);
+  applyNoRepeatNgram(s, [1, 2, 3, 1, 2], 3);       // "1 2 → 3" occurred, the row ends in "1 2"
+  assert.equal(s[3], -Infinity);
+  assert.equal([...s].filter((x) => x === -Infinity).length, 1);
+  const s2 = new Float32Array(6);
+  applyNoRepeatNgram(s2, [4], 3);                  // too short: no ban
+  assert.ok(s2.every((x) => x === 0));
+});
+
+test('top-k keeps ties at the threshold; top-p keeps the nucleus; min-p scales with the top probability', () => {
+  const k = Float32Array.from([1, 3, 3, 2, 0]);
+  applyTopK(k, 2);
+  assert.deepEqual(Array.from(k), [-Infinity, 3, 3, -Infinity, -Infinity]);
+  const p = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
+  applyTopP(p, 0.8);                               // cum ascending: .05, .20 (≤ .2 removed), .50 → keep .5 and .3
+  assert.deepEqual(Array.from(p).map((x) => x === -Infinity), [false, false, true, true]);
+  const m = Float32Array.from([Math.log(0.6), Math.log(0.3), Math.log(0.1)]);
+  applyMinP(m, 0.25);                              // cut = 0.15
+  assert.deepEqual(Array.from(m).map((x) => x === -Infinity), [false, false, true]);
+});
+
+test('generation config: snake_case from JSON, defaults, max_length vs max_new_tokens', () => {
+  const c = normalizeGenerationConfig({ max_new_tokens: 5, eos_token_id: [1, 9], do_sample: true, top_p: 0.9, unknown: 1 });
+  assert.deepEqual(c, { maxNewTokens: 5, eosTokenId: [1, 9], doSample: true, topP: 0.9 });
+  const r = resolveGeneration([{ eosTokenId: 2 }, c], 4);
+  assert.equal(r.maxNewTokens, 5);
+  assert.deepEqual(r.eos, [1, 9]);
+  assert.equal(r.padTokenId, 1);
+  assert.equal(resolveGeneration([{}], 4).maxNewTokens, 16);  // max_length 20 − prompt 4
+  assert.throws(() => resolveGeneration([{ topP: 0 }], 1), /topP/);
+});
+
+test('a left-padded batch gives each prompt the tokens it gets alone', async () => {
+  const model = tinyModel();
+  const prompts = [[5, 9, 11, 3, 7, 20], [8, 4], [30, 31, 32, 33]];
+  const opts = { maxNewTokens: 10, eosTokenId: [] as number[], padTokenId: 0 };
+  const batch = await generate(model, prompts, opts);
+  for (let i = 0; i < prompts.length; i++) {
+    const alone = await generate(model, [prompts[i]], opts);
+    assert.deepEqual(batch.tokens[i], alone.tokens[0], `row ${i}`);
+  }
+  assert.deepEqual(batch.finishReasons, ['length', 'length', 'length']);
+  assert.ok(new Set(batch.tokens[0]).size > 1, 'the tiny model should not repeat a single token');
+});
+
+test('generation stops on any listed terminator, per row, with finish reasons', async () => {
+  const model = tinyModel();
+  const prompts = [[5, 9, 11], [8, 4]];
+  const free = await generate(model, prompts, { maxNewTokens: 8, eosTokenId: [], padTokenId: 0 });
+  // Force terminators: the 3rd token of row 0 and the 5th of row 1, given as a list like the seeds' `terminators`.
+  const t0 = free.tokens[0][2], t1 = free.tokens[1][4];
+  const stopped = await generate(model, prompts, { maxNewTokens: 8, eosTokenId: [t0, t1], padTokenId: 0 });
+  const cut = (row: number[], ids: number[]) => row.slice(0, row.findIndex((x) => ids.includes(x)) + 1);
+  assert.deepEqual(stopped.tokens[0], cut(free.tokens[0], [t0, t1]));
+  assert.deepEqual(stopped.tokens[1], cut(free.tokens[1], [t0, t1]));
+  assert.deepEqual(stopped.finishReasons, ['eos', 'eos']);
+  const streamed: number[] = [];
+  const it = generateStream(model, [prompts[0]], { maxNewTokens: 8, eosTokenId: [t0], padTokenId: 0 });
+  for await (const e of it) streamed.push(e.tokenId);
+  assert.deepEqual(streamed, stopped.tokens[0]);
+});
+
+test('sampling is reproducible with a seed and varies without one', async () => {
+  const model = tinyModel();
+  const o = { maxNewTokens: 12, doSample: true, temperature: 1.5, topK: 0, eosTokenId: [] as number[], padTokenId: 0 };
+  const a = await generate(model, [[1, 2, 3]], { ...o, seed: 42 });
+  const b = await generate(model, [[1, 2, 3]], { ...o, seed: 42 });
+  const c = await generate(model, [[1, 2, 3]], { ...o, seed: 43 });
+  assert.deepEqual(a.tokens, b.tokens);
+  assert.notDeepEqual(a.tokens, c.tokens);
+});
+
+for (const g of goldenCases()) {
+  test(`${g.name}: generate() equals transformers (greedy, no_repeat_ngram_size=2, repetition_penalty=1.3, batch)`, async () => {
+    const { model } = await fromPretrained(g.dir);
+    const pad = model.config.model_type === 'opt' ? 1 : 0;
+    const base = { eosTokenId: [] as number[], padTokenId: pad };
+    const run = async (name: string, extra: object) => {
+      const want = g.ints(name).rows[0];
+      const r = await generate(model, [want.slice(0, 8)], { ...base, maxNewTokens: want.length - 8, ...extra });
+      assert.deepEqual(r.sequences[0], want, name);
+    };
+    await run('gen_greedy', {});
+    await run('gen_ngram2', { noRepeatNgramSize: 2 });
+    await run('gen_rep13', { repetitionPenalty: 1.3 });
+    const ids = g.ints('gen_batch_ids').rows, mask = g.ints('gen_batch_mask').rows, out = g.ints('gen_batch_out').rows;
+    const prompts = ids.map((r, b) => r.filter((_, t) => mask[b][t]));
+    const r = await generate(model, prompts, { ...base, maxNewTokens: out[0].length - ids[0].length });
+    r.tokens.forEach((toks, b) => assert.deepEqual(toks, out[b].slice(ids[0].length), `batch row ${b}`));
+  });
+}
