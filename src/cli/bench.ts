@@ -19,10 +19,9 @@ import { mkdirSync } from 'node:fs';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
-Usage:
-  lowbit bench --shape tinyllama-1.1b [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128] [--json]
-  lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model DIR   (save the random model as an HF folder)
-  lowbit bench <model dir> [--threads N] [--json]
+Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128] [--json]
+       lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
+       lowbit bench <model dir> [--threads N] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth);
@@ -31,6 +30,7 @@ prefill as a fraction of the measured fp32 FMA peak.
 Examples:
   lowbit bench --shape tinyllama-1.1b --dtype bf16
   lowbit bench --shape tinyllama-1.1b --dtype f32 --threads 2 --json
+  lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model /tmp/tl && lowbit bench /tmp/tl
 `;
 
 export interface BenchResult {

@@ -1,0 +1,124 @@
+// Hub ids resolve through the standard HF cache layout; missing files download through @huggingface/hub. No test
+// touches the network: the cache is built here, and downloads go to a fake Hub served by an injected fetch.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { fromPretrained } from '../src/api.js';
+import { ModelNotFoundError, resolveModelDir } from '../src/io/hub.js';
+import { GOLDEN_DIR } from './helpers.js';
+
+const SRC = join(GOLDEN_DIR, 'llama_gqa');
+const COMMIT = 'a'.repeat(40);
+const FILES = ['config.json', 'generation_config.json', 'model.safetensors'];
+
+function makeCache(): string {
+  const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
+  const repo = join(cache, 'models--tiny-org--tiny-llama');
+  mkdirSync(join(repo, 'refs'), { recursive: true });
+  mkdirSync(join(repo, 'blobs'));
+  mkdirSync(join(repo, 'snapshots', COMMIT), { recursive: true });
+  writeFileSync(join(repo, 'refs', 'main'), COMMIT);
+  for (const f of FILES) {
+    // Like huggingface_hub: content in blobs/<hash>, a relative symlink in snapshots/<commit>/.
+    const bytes = readFileSync(join(SRC, f));
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    writeFileSync(join(repo, 'blobs', hash), bytes);
+    symlinkSync(join('..', '..', 'blobs', hash), join(repo, 'snapshots', COMMIT, f));
+  }
+  return cache;
+}
+
+test('a Hub id resolves to its cached snapshot through refs/main, offline, and loads', async () => {
+  const cache = makeCache();
+  try {
+    const dir = await resolveModelDir('tiny-org/tiny-llama', { cacheDir: cache, offline: true });
+    assert.equal(dir, join(cache, 'models--tiny-org--tiny-llama', 'snapshots', COMMIT));
+    const byCommit = await resolveModelDir('tiny-org/tiny-llama', { cacheDir: cache, offline: true, revision: COMMIT });
+    assert.equal(byCommit, dir);
+    const { model, config } = await fromPretrained('tiny-org/tiny-llama', { cacheDir: cache, offline: true, backend: 'ref' });
+    assert.equal(config.model_type, 'llama');
+    assert.equal(model.forward([[5, 6, 7]]).shape.join(','), `1,3,${config.vocab_size}`);
+  } finally { rmSync(cache, { recursive: true, force: true }); }
+});
+
+test('HF_HUB_OFFLINE=1 and HF_HUB_CACHE are honoured; a missing model names the id, revision and cache', async () => {
+  const cache = makeCache();
+  const saved = { ...process.env };
+  try {
+    process.env.HF_HUB_CACHE = cache;
+    process.env.HF_HUB_OFFLINE = '1';
+    assert.ok((await resolveModelDir('tiny-org/tiny-llama')).endsWith(COMMIT));
+    await assert.rejects(resolveModelDir('tiny-org/absent'), (e: Error) => e instanceof ModelNotFoundError && /tiny-org\/absent@main/.test(e.message) && e.message.includes(cache) && /HF_HUB_OFFLINE/.test(e.message));
+    await assert.rejects(resolveModelDir('tiny-org/tiny-llama', { revision: 'dev' }), /tiny-llama@dev/);
+    rmSync(join(cache, 'models--tiny-org--tiny-llama', 'snapshots', COMMIT, 'model.safetensors'));
+    await assert.rejects(resolveModelDir('tiny-org/tiny-llama'), /missing model\.safetensors/);
+    await assert.rejects(resolveModelDir('not a path or id'), /not a Hub id/);
+  } finally {
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+/** A fake Hub: the tree, paths-info and resolve endpoints that @huggingface/hub calls, over a local folder. */
+function fakeHub(srcDir: string, files: string[], seen: string[]): typeof fetch {
+  const oid = (f: string) => createHash('sha1').update(readFileSync(join(srcDir, f))).digest('hex');
+  const entry = (f: string) => ({ type: 'file', path: f, size: statSync(join(srcDir, f)).size, oid: oid(f), lastCommit: { id: COMMIT, date: '2026-01-01T00:00:00Z', title: 'init' } });
+  return (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+    const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+    seen.push(`${init?.method ?? 'GET'} ${url.pathname}`);
+    const auth = new Headers(init?.headers).get('authorization');
+    if (auth !== 'Bearer hf_test') return new Response('unauthorized', { status: 401 });
+    if (url.pathname === '/api/models/org/remote/tree/main') return Response.json(files.map(entry));
+    if (url.pathname === '/api/models/org/remote/paths-info/main') {
+      const body = JSON.parse(String(init?.body));
+      return Response.json((body.paths as string[]).map(entry));
+    }
+    const m = url.pathname.match(/^\/org\/remote\/resolve\/main\/(.+)$/);
+    if (m && files.includes(m[1])) {
+      const bytes = readFileSync(join(srcDir, m[1]));
+      const range = new Headers(init?.headers).get('range')?.match(/bytes=(\d+)-(\d*)/);
+      const start = range ? Number(range[1]) : 0, end = range && range[2] ? Number(range[2]) + 1 : bytes.length;
+      return new Response(bytes.subarray(start, end), {
+        status: range ? 206 : 200,
+        headers: { etag: `"${oid(m[1])}"`, 'content-range': `bytes ${start}-${end - 1}/${bytes.length}`, 'content-length': String(end - start) },
+      });
+    }
+    return new Response('not found', { status: 404, headers: { 'X-Error-Code': 'EntryNotFound' } });
+  }) as typeof fetch;
+}
+
+test('missing files download into the cache layout (blobs + snapshot links + refs), with progress and HF_TOKEN', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
+  const saved = { ...process.env };
+  try {
+    process.env.HF_TOKEN = 'hf_test';
+    delete process.env.HF_HUB_OFFLINE;
+    const seen: string[] = [];
+    const progress: number[] = [];
+    const remote = join(cache, 'remote-repo');
+    mkdirSync(remote);
+    for (const f of FILES) cpSync(join(SRC, f), join(remote, f));
+    writeFileSync(join(remote, 'README.md'), '# a model card the loader does not need\n');
+    const dir = await resolveModelDir('org/remote', {
+      cacheDir: cache, fetch: fakeHub(remote, [...FILES, 'README.md'], seen),
+      onProgress: (_f, done) => progress.push(done),
+    });
+    assert.equal(dir, join(cache, 'models--org--remote', 'snapshots', COMMIT));
+    for (const f of FILES) {
+      assert.deepEqual(readFileSync(join(dir, f)), readFileSync(join(SRC, f)), f);
+      assert.ok(readlinkSync(join(dir, f)).includes('blobs'), `${f} is a link into blobs/`);
+    }
+    assert.ok(!existsSync(join(dir, 'README.md')), 'only the files a model needs are fetched');
+    assert.equal(readFileSync(join(cache, 'models--org--remote', 'refs', 'main'), 'utf8'), COMMIT);
+    assert.ok(!readdirSync(join(cache, 'models--org--remote', 'blobs')).some((b) => b.endsWith('.incomplete')));
+    assert.ok(progress.length > 0 && progress.at(-1)! > 0, 'download progress was reported');
+    // Offline afterwards: the cache alone serves it.
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, offline: true }), dir);
+  } finally {
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
