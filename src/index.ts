@@ -1,0 +1,23 @@
+// Public API.
+export { fromPretrained } from './api.js';
+export type { LoadOptions, LoadedModel } from './api.js';
+export { generate, generateStream, padLeft } from './generate/generate.js';
+export type { GenerateOptions, GenerateResult, StreamEvent, FinishReason } from './generate/generate.js';
+export { TextStreamer, IncrementalDecoder } from './generate/stream.js';
+export { normalizeGenerationConfig, readGenerationConfig } from './generate/config.js';
+export type { GenerationConfig } from './generate/config.js';
+export { Tokenizer, TokenizerError } from './tokenizer/index.js';
+export type { ChatMessage, ChatTemplateOptions } from './tokenizer/index.js';
+export { perplexity } from './eval/perplexity.js';
+export { plan, modelShape, kvBytesPerToken, DEVICES, MODEL_PRESETS } from './plan/plan.js';
+export { readConfig, parseConfig, ConfigError, UnsupportedModelError } from './io/config.js';
+export type { ModelConfig, LlamaConfig, OptConfig } from './io/config.js';
+export { readSafetensors, writeSafetensors, serializeSafetensors, SafetensorsError } from './io/safetensors.js';
+export { loadStateDict, saveStateDict } from './io/checkpoint.js';
+export { resolveModelDir, hubCacheDir, ModelNotFoundError } from './io/hub.js';
+export { Tensor } from './tensor/tensor.js';
+export type { DType } from './tensor/dtype.js';
+export type { CausalLM, ForwardOptions } from './models/model.js';
+export { KVCache } from './nn/kvcache.js';
+export { getBackend, defaultBackend } from './backend/index.js';
+export type { Backend } from './backend/backend.js';
