@@ -94,3 +94,13 @@ test('demo runs offline on the bundled model: size, perplexity, a streamed answe
   assert.match(r.out, /bfloat16\s+10\.8 MB\s+\d+\.\d\d/);
   assert.match(r.out, /assistant: \S+/);
 });
+
+test('chat REPL: streams answers, /reset clears the history, /exit leaves', () => {
+  const r = spawnSync(process.execPath, [CLI, 'chat', join(ROOT, 'models', 'kjv-demo'), '--max-new-tokens', '16', '--temperature', '0'], {
+    encoding: 'utf8', input: 'Recite Genesis 1:1.\n/reset\nQuote Psalms 23:1.\n/exit\n',
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\(conversation cleared\)/);
+  const answers = r.stdout.split('\n').filter((l) => l.trim() && !l.startsWith('lowbit chat') && !l.includes('conversation cleared'));
+  assert.ok(answers.length >= 2, r.stdout);
+});

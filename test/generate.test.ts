@@ -10,7 +10,8 @@ import { fromPretrained } from '../src/api.js';
 import { generate, generateStream } from '../src/generate/generate.js';
 import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP } from '../src/generate/logits.js';
 import { normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
-import { goldenCases } from './helpers.js';
+import { goldenCases, ROOT } from './helpers.js';
+import { join } from 'node:path';
 
 const TINY = {
   model_type: 'llama', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4,
@@ -122,3 +123,18 @@ for (const g of goldenCases()) {
     r.tokens.forEach((toks, b) => assert.deepEqual(toks, out[b].slice(ids[0].length), `batch row ${b}`));
   });
 }
+
+test('stop strings end a row with finish reason "stop"; generation_config.json defaults apply', async () => {
+  const { model, tokenizer, generationConfig } = await fromPretrained(join(ROOT, 'models', 'kjv-demo'));
+  assert.equal(generationConfig.maxNewTokens, 64);
+  assert.deepEqual(generationConfig.eosTokenId, [1, 4]);
+  const ids = tokenizer!.encode('In the beginning');
+  const free = await generate(model, [ids], { tokenizer: tokenizer!, modelDefaults: generationConfig, maxNewTokens: 24, eosTokenId: [] });
+  const text = free.texts[0];
+  const word = text.trim().split(/\s+/)[2];                          // some word the model writes
+  const r = await generate(model, [ids], { tokenizer: tokenizer!, modelDefaults: generationConfig, maxNewTokens: 24, eosTokenId: [], stopStrings: [word] });
+  assert.equal(r.finishReasons[0], 'stop');
+  assert.ok(r.texts[0].includes(word) && r.texts[0].length < text.length, `${r.texts[0]} vs ${text}`);
+  const d = await generate(model, [ids], { tokenizer: tokenizer!, modelDefaults: generationConfig, eosTokenId: [] });
+  assert.equal(d.tokens[0].length, 64);                                // max_new_tokens from generation_config.json
+});

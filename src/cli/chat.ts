@@ -1,5 +1,5 @@
 // `lowbit chat`: an interactive REPL with streaming, a system prompt, and history trimmed to the context length.
-import { createInterface } from 'node:readline/promises';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { fromPretrained, LoadedModel } from '../api.js';
 import { generateStream } from '../generate/generate.js';
@@ -42,15 +42,16 @@ export async function runChat(argv: string[]): Promise<number> {
   const maxNew = gen.maxNewTokens ?? m.generationConfig.maxNewTokens ?? 256;
   const system: ChatMessage[] = v.system ? [{ role: 'system', content: v.system }] : [];
   let history: ChatMessage[] = [];
-  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+  const rl = createInterface({ input: process.stdin, terminal: false });
   process.stdout.write(`lowbit chat — ${m.dir} (/reset, /exit)\n`);
   try {
-    for (;;) {
-      let line: string;
-      try { line = (await rl.question('> ')).trim(); } catch { break; }   // Ctrl-D closes the input
+    process.stdout.write('> ');
+    // The line iterator buffers input, so piped lines are not lost while an answer is streaming; Ctrl-D ends it.
+    for await (const raw of rl) {
+      const line = raw.trim();
       if (line === '/exit' || line === '/quit') break;
-      if (line === '/reset') { history = []; process.stdout.write('(conversation cleared)\n'); continue; }
-      if (!line) continue;
+      if (line === '/reset') { history = []; process.stdout.write('(conversation cleared)\n> '); continue; }
+      if (!line) { process.stdout.write('> '); continue; }
       history.push({ role: 'user', content: line });
       const { ids, kept } = trimHistory(m, system, history, maxNew);
       history = kept;
@@ -61,7 +62,7 @@ export async function runChat(argv: string[]): Promise<number> {
         if (r.done) { answer = r.value.texts[0]; break; }
         process.stdout.write(r.value.text);
       }
-      process.stdout.write('\n');
+      process.stdout.write('\n> ');
       history.push({ role: 'assistant', content: answer });
     }
   } finally {
