@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
-const cpuAvailable = () => false; // TEMP
+import { cpuAvailable } from '../src/backend/cpu/index.js';
 import type { BackendName } from '../src/backend/index.js';
 import { argmax, goldenCases, relErr, maxRelErr } from './helpers.js';
 

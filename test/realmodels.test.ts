@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromPretrained } from '../src/api.js';
-const cpuAvailable = () => false; // TEMP
+import { cpuAvailable } from '../src/backend/cpu/index.js';
 import { argmax, maxRelErr, NO_DATA, relErr, ROOT, sharedData } from './helpers.js';
 import { generate } from '../src/generate/generate.js';
 

@@ -1,9 +1,21 @@
-// TEMPORARY (until src/backend/cpu/index.ts lands): ref only.
+// Backend selection. Model code receives a Backend and never imports one.
 import type { Backend } from './backend.js';
+import { cpuAvailable, cpuBackend } from './cpu/index.js';
+import { addonLoadError } from './cpu/addon.js';
 import { refBackend } from './ref/index.js';
+
 export type BackendName = 'cpu' | 'ref';
+
 export function getBackend(name: BackendName = 'cpu'): Backend {
   if (name === 'ref') return refBackend;
-  throw new Error(`backend "${name}" is unavailable`);
+  if (name === 'cpu') {
+    if (!cpuAvailable()) throw new Error(`backend "cpu" is unavailable: ${addonLoadError ?? 'native addon missing'}`);
+    return cpuBackend;
+  }
+  throw new Error(`unknown backend "${name as string}" (choose cpu or ref)`);
 }
-export function defaultBackend(): Backend { return refBackend; }
+
+/** The native backend when it is built, else the reference one. */
+export function defaultBackend(): Backend {
+  return cpuAvailable() ? cpuBackend : refBackend;
+}

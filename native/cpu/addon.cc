@@ -1,0 +1,331 @@
+// N-API surface of the CPU backend (see src/backend/cpu/addon.ts, NativeAddon). Every argument is checked here —
+// type, integer-ness, and array length against the dims — so the kernels can trust their inputs and a bad call
+// throws a JS TypeError / RangeError naming the argument instead of reading out of bounds.
+#include <napi.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define LOWBIT_POSIX 1
+#endif
+
+#include "dispatch.h"
+#include "ops.h"
+#include "pool.h"
+
+namespace {
+
+using namespace lowbit;
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  const char* fn;
+
+  [[noreturn]] void type_error(const std::string& msg) const { throw Napi::TypeError::New(info.Env(), std::string(fn) + ": " + msg); }
+  [[noreturn]] void range_error(const std::string& msg) const { throw Napi::RangeError::New(info.Env(), std::string(fn) + ": " + msg); }
+
+  void count(size_t n) const {
+    if (info.Length() < n) type_error("expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
+  }
+  Napi::TypedArray typed(size_t i, const char* name, napi_typedarray_type type, const char* tname) const {
+    Napi::Value v = info[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+      type_error(std::string(name) + " must be a " + tname);
+    return v.As<Napi::TypedArray>();
+  }
+  float* f32(size_t i, const char* name, int64_t len) const {
+    auto a = typed(i, name, napi_float32_array, "Float32Array");
+    check_len(name, int64_t(a.ElementLength()), len);
+    return reinterpret_cast<float*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+  }
+  const float* f32_or_null(size_t i, const char* name, int64_t len) const {
+    if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+    return f32(i, name, len);
+  }
+  template <class T>
+  T* raw(Napi::TypedArray a) const {
+    return reinterpret_cast<T*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+  }
+  // Weights: Float32Array for F32, Uint16Array (raw bits) for BF16/F16.
+  const void* weights(size_t i, const char* name, int wtype, int64_t len) const {
+    auto a = wtype == W_F32 ? typed(i, name, napi_float32_array, "Float32Array (wtype F32)")
+                            : typed(i, name, napi_uint16_array, "Uint16Array (wtype BF16/F16)");
+    check_len(name, int64_t(a.ElementLength()), len);
+    return raw<uint8_t>(a);
+  }
+  void check_len(const char* name, int64_t got, int64_t want) const {
+    if (got != want) range_error(std::string(name) + " has " + std::to_string(got) + " elements, expected " + std::to_string(want));
+  }
+  int64_t integer(size_t i, const char* name, int64_t min = 0) const {
+    if (!info[i].IsNumber()) type_error(std::string(name) + " must be a number");
+    double d = info[i].As<Napi::Number>().DoubleValue();
+    if (!(d == std::floor(d)) || d < double(min) || d > 1e15)
+      range_error(std::string(name) + " must be an integer >= " + std::to_string(min) + ", got " + std::to_string(d));
+    return int64_t(d);
+  }
+  double number(size_t i, const char* name) const {
+    if (!info[i].IsNumber()) type_error(std::string(name) + " must be a number");
+    return info[i].As<Napi::Number>().DoubleValue();
+  }
+  int wtype(size_t i) const {
+    int64_t w = integer(i, "wtype");
+    if (w > 2) range_error("wtype must be 0 (F32), 1 (BF16) or 2 (F16), got " + std::to_string(w));
+    return int(w);
+  }
+  int64_t mul(int64_t a, int64_t b) const {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r) || r > (int64_t(1) << 50)) range_error("dimensions too large");
+    return r;
+  }
+};
+
+// Kernel-side exceptions (std::range_error etc.) become JS errors.
+template <class F>
+Napi::Value guard(const Napi::CallbackInfo& info, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  } catch (const std::range_error& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), "out of memory");
+  }
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Args a{info, "matmul"};
+  a.count(8);
+  int wt = a.wtype(3);
+  int64_t M = a.integer(4, "M"), N = a.integer(5, "N"), K = a.integer(6, "K");
+  float* y = a.f32(0, "y", a.mul(M, N));
+  const float* x = a.f32(1, "x", a.mul(M, K));
+  const void* w = a.weights(2, "w", wt, a.mul(N, K));
+  const float* bias = a.f32_or_null(7, "bias", N);
+  matmul(y, x, w, wt, M, N, K, bias);
+  return info.Env().Undefined();
+}
+
+Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+  Args a{info, "rmsnorm"};
+  a.count(6);
+  int64_t rows = a.integer(3, "rows"), dim = a.integer(4, "dim", 1);
+  float* y = a.f32(0, "y", a.mul(rows, dim));
+  const float* x = a.f32(1, "x", a.mul(rows, dim));
+  const float* w = a.f32(2, "w", dim);
+  rmsnorm(y, x, w, rows, dim, float(a.number(5, "eps")));
+  return info.Env().Undefined();
+}
+
+Napi::Value Layernorm(const Napi::CallbackInfo& info) {
+  Args a{info, "layernorm"};
+  a.count(7);
+  int64_t rows = a.integer(4, "rows"), dim = a.integer(5, "dim", 1);
+  float* y = a.f32(0, "y", a.mul(rows, dim));
+  const float* x = a.f32(1, "x", a.mul(rows, dim));
+  const float* w = a.f32(2, "w", dim);
+  const float* b = a.f32(3, "b", dim);
+  layernorm(y, x, w, b, rows, dim, float(a.number(6, "eps")));
+  return info.Env().Undefined();
+}
+
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Args a{info, "rope"};
+  a.count(6);
+  int64_t rows = a.integer(1, "rows"), nHeads = a.integer(2, "nHeads"), hd = a.integer(3, "hd");
+  if (hd % 2) a.range_error("hd must be even, got " + std::to_string(hd));
+  float* x = a.f32(0, "x", a.mul(a.mul(rows, nHeads), hd));
+  auto pos = a.typed(4, "positions", napi_int32_array, "Int32Array");
+  a.check_len("positions", int64_t(pos.ElementLength()), rows);
+  const float* inv = a.f32(5, "invFreq", hd / 2);
+  rope(x, rows, nHeads, hd, a.raw<int32_t>(pos), inv);
+  return info.Env().Undefined();
+}
+
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Args a{info, "attention"};
+  a.count(13);
+  int64_t B = a.integer(4, "B"), T = a.integer(5, "T"), H = a.integer(6, "H"), nKV = a.integer(7, "nKV", 1);
+  int64_t hd = a.integer(8, "hd"), S = a.integer(9, "S"), pastLen = a.integer(10, "pastLen");
+  if (H % nKV) a.range_error("H (" + std::to_string(H) + ") must be a multiple of nKV (" + std::to_string(nKV) + ")");
+  if (pastLen + T > S)
+    a.range_error("pastLen + T = " + std::to_string(pastLen + T) + " exceeds the cache capacity S = " + std::to_string(S));
+  const int64_t qn = a.mul(a.mul(a.mul(B, T), H), hd), kn = a.mul(a.mul(a.mul(B, S), nKV), hd);
+  float* out = a.f32(0, "out", qn);
+  const float* q = a.f32(1, "q", qn);
+  const float* k = a.f32(2, "k", kn);
+  const float* v = a.f32(3, "v", kn);
+  const uint8_t* mask = nullptr;
+  if (!info[11].IsNull() && !info[11].IsUndefined()) {
+    auto m = a.typed(11, "keyMask", napi_uint8_array, "Uint8Array or null");
+    a.check_len("keyMask", int64_t(m.ElementLength()), a.mul(B, pastLen + T));
+    mask = a.raw<uint8_t>(m);
+  }
+  attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, mask, float(a.number(12, "scale")));
+  return info.Env().Undefined();
+}
+
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  Args a{info, "siluMul"};
+  a.count(4);
+  int64_t n = a.integer(3, "n");
+  silu_mul(a.f32(0, "y", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  Args a{info, "relu"};
+  a.count(3);
+  int64_t n = a.integer(2, "n");
+  relu(a.f32(0, "y", n), a.f32(1, "x", n), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  Args a{info, "softmax"};
+  a.count(4);
+  int64_t rows = a.integer(2, "rows"), cols = a.integer(3, "cols", 1);
+  softmax(a.f32(0, "y", a.mul(rows, cols)), a.f32(1, "x", a.mul(rows, cols)), rows, cols);
+  return info.Env().Undefined();
+}
+
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  Args a{info, "embedding"};
+  a.count(5);
+  int wt = a.wtype(2);
+  int64_t dim = a.integer(4, "dim", 1);
+  auto ids = a.typed(3, "ids", napi_int32_array, "Int32Array");
+  const int64_t nIds = int64_t(ids.ElementLength());
+  auto table = wt == W_F32 ? a.typed(1, "table", napi_float32_array, "Float32Array (wtype F32)")
+                           : a.typed(1, "table", napi_uint16_array, "Uint16Array (wtype BF16/F16)");
+  const int64_t tlen = int64_t(table.ElementLength());
+  if (tlen % dim) a.range_error("table has " + std::to_string(tlen) + " elements, not a multiple of dim " + std::to_string(dim));
+  const int64_t V = tlen / dim;
+  const int32_t* id = a.raw<int32_t>(ids);
+  for (int64_t i = 0; i < nIds; i++)
+    if (id[i] < 0 || id[i] >= V)
+      a.range_error("token id " + std::to_string(id[i]) + " at ids[" + std::to_string(i) + "] outside [0, " + std::to_string(V) + ")");
+  float* y = a.f32(0, "y", a.mul(nIds, dim));
+  embedding(y, a.raw<uint8_t>(table), wt, id, nIds, dim);
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Args a{info, "add"};
+  a.count(4);
+  int64_t n = a.integer(3, "n");
+  add(a.f32(0, "y", n), a.f32(1, "a", n), a.f32(2, "b", n), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Args a{info, "setThreads"};
+  a.count(1);
+  int64_t n = a.integer(0, "n", 1);
+  if (n > 1024) a.range_error("n must be at most 1024, got " + std::to_string(n));
+  pool_set_threads(int(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pool_threads()); }
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  CpuFeatures f = cpu_features();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("avx2", f.avx2);
+  o.Set("fma", f.fma);
+  o.Set("f16c", f.f16c);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bf16", f.avx512bf16);
+  o.Set("neon", f.neon);
+  o.Set("level", active()->name);
+  o.Set("best", best_kernels()->name);
+  o.Set("hardwareThreads", double(std::thread::hardware_concurrency()));
+  return o;
+}
+
+Napi::Value SetLevel(const Napi::CallbackInfo& info) {
+  Args a{info, "setLevel"};
+  a.count(1);
+  if (!info[0].IsString()) a.type_error("level must be a string");
+  return guard(info, [&] { return Napi::String::New(info.Env(), set_level(info[0].As<Napi::String>().Utf8Value())); });
+}
+
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Args a{info, "mmap"};
+  a.count(1);
+  if (!info[0].IsString()) a.type_error("path must be a string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+#ifdef LOWBIT_POSIX
+  auto fail = [&](const char* what, int err) {
+    throw Napi::Error::New(info.Env(), "mmap: cannot " + std::string(what) + " '" + path + "': " + std::strerror(err));
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open", errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) { int e = errno; ::close(fd); fail("stat", e); }
+  if (!S_ISREG(st.st_mode)) { ::close(fd); fail("map (not a regular file)", EINVAL); }
+  size_t size = size_t(st.st_size);
+  if (size == 0) { ::close(fd); return Napi::ArrayBuffer::New(info.Env(), 0); }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  ::close(fd);  // the mapping keeps the file alive
+  if (p == MAP_FAILED) fail("map", e);
+  return Napi::ArrayBuffer::New(info.Env(), p, size, [](Napi::Env, void* data, size_t* len) {
+    ::munmap(data, *len);
+    delete len;
+  }, new size_t(size));
+#else
+  throw Napi::Error::New(info.Env(), "mmap: not supported on this platform ('" + path + "')");
+#endif
+}
+
+Napi::Value MemBandwidth(const Napi::CallbackInfo& info) {
+  Args a{info, "memBandwidth"};
+  a.count(2);
+  int64_t bytes = a.integer(0, "bytes"), iters = a.integer(1, "iters", 1);
+  return guard(info, [&] { return Napi::Number::New(info.Env(), mem_bandwidth(bytes, int(iters))); });
+}
+
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  Args a{info, "fmaPeak"};
+  a.count(1);
+  double ms = a.number(0, "ms");
+  return guard(info, [&] { return Napi::Number::New(info.Env(), fma_peak(ms)); });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm, "rmsnorm"));
+  exports.Set("layernorm", Napi::Function::New(env, Layernorm, "layernorm"));
+  exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
+  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
+  exports.Set("siluMul", Napi::Function::New(env, SiluMul, "siluMul"));
+  exports.Set("relu", Napi::Function::New(env, Relu, "relu"));
+  exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
+  exports.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
+  exports.Set("add", Napi::Function::New(env, Add, "add"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  exports.Set("setLevel", Napi::Function::New(env, SetLevel, "setLevel"));
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("memBandwidth", Napi::Function::New(env, MemBandwidth, "memBandwidth"));
+  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak, "fmaPeak"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lowbit_cpu, Init)

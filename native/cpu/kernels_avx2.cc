@@ -1,0 +1,376 @@
+// AVX2 + FMA + F16C kernels (Haswell / Zen 1 and later). Same structure as kernels_avx512.cc with 8-lane vectors
+// and 16 registers, so the GEMV row blocking and the micro-kernel shape are smaller.
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#include <cmath>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace lowbit {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 vexp(__m256 x0) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f);
+  __m256 x = _mm256_min_ps(_mm256_max_ps(x0, lo), _mm256_set1_ps(88.3762626647949f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_andnot_ps(_mm256_cmp_ps(x0, lo, _CMP_LT_OQ), res);  // underflow (and -inf) → 0
+}
+
+// 16 weights → two f32 vectors; BF16 even/odd split as in the AVX-512 file (x de-interleaved in blocks of 16).
+struct LoadF32 {
+  static void load(const void* p, int64_t k, __m256& lo, __m256& hi) {
+    const float* f = static_cast<const float*>(p) + k;
+    lo = _mm256_loadu_ps(f);
+    hi = _mm256_loadu_ps(f + 8);
+  }
+  static constexpr int kBytes = 4;
+};
+struct LoadBF16 {
+  static void load(const void* p, int64_t k, __m256& lo, __m256& hi) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + k));
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    hi = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(int(0xffff0000u))));
+  }
+  static constexpr int kBytes = 2;
+};
+struct LoadF16 {
+  static void load(const void* p, int64_t k, __m256& lo, __m256& hi) {
+    const uint16_t* h = static_cast<const uint16_t*>(p) + k;
+    lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+    hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 8)));
+  }
+  static constexpr int kBytes = 2;
+};
+
+constexpr int64_t kPrefetch = 512;
+
+template <class L, int MM, int R>
+void gemv_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, int wtype, int64_t n, int64_t K,
+               const float* bias) {
+  constexpr int S = MM == 1 ? 2 : 1;
+  __m256 acc[S][MM][R];
+  for (int s = 0; s < S; s++)
+    for (int m = 0; m < MM; m++)
+      for (int r = 0; r < R; r++) acc[s][m][r] = _mm256_setzero_ps();
+  const char* row[R];
+  for (int r = 0; r < R; r++) row[r] = static_cast<const char*>(w) + (n + r) * K * L::kBytes;
+  const int64_t K16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < K16; k += 16) {
+    for (int r = 0; r < R; r++) {
+      _mm_prefetch(row[r] + k * L::kBytes + kPrefetch, _MM_HINT_T0);
+      __m256 lo, hi;
+      L::load(row[r], k, lo, hi);
+      for (int m = 0; m < MM; m++) {
+        acc[0][m][r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + m * ldx + k), acc[0][m][r]);
+        acc[S - 1][m][r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + m * ldx + k + 8), acc[S - 1][m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < R; r++) {
+      float s = hsum(S == 2 ? _mm256_add_ps(acc[0][m][r], acc[S - 1][m][r]) : acc[0][m][r]);
+      for (int64_t k = K16; k < K; k++) s += x[m * ldx + k] * widen1(row[r], wtype, k);
+      y[m * ldy + n + r] = s + (bias ? bias[n + r] : 0.f);
+    }
+}
+
+template <class L, int MM>
+void gemv_l(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, int wtype, int64_t n0, int64_t n1,
+            int64_t K, const float* bias) {
+  constexpr int R = MM <= 2 ? 4 : 2;
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_rows<L, MM, R>(y, ldy, x, ldx, w, wtype, n, K, bias);
+  for (; n < n1; n++) gemv_rows<L, MM, 1>(y, ldy, x, ldx, w, wtype, n, K, bias);
+}
+
+template <class L>
+void gemv_m(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0,
+            int64_t n1, int64_t K, const float* bias) {
+  switch (M) {
+    case 1: gemv_l<L, 1>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    case 2: gemv_l<L, 2>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    case 3: gemv_l<L, 3>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    default: gemv_l<L, 4>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+  }
+}
+
+void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0, int64_t n1,
+          int64_t K, const float* bias) {
+  if (wtype == W_BF16) gemv_m<LoadBF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+  else if (wtype == W_F16) gemv_m<LoadF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+  else gemv_m<LoadF32>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+}
+
+// 6×16 micro-kernel: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
+constexpr int MR = 6, NR = 16;
+
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* bias, bool accumulate) {
+  __m256 c0[MR], c1[MR];
+  for (int i = 0; i < MR; i++) {
+    if (accumulate) {
+      c0[i] = _mm256_loadu_ps(c + i * ldc);
+      c1[i] = _mm256_loadu_ps(c + i * ldc + 8);
+    } else if (bias) {
+      c0[i] = _mm256_loadu_ps(bias);
+      c1[i] = _mm256_loadu_ps(bias + 8);
+    } else {
+      c0[i] = _mm256_setzero_ps();
+      c1[i] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
+    for (int i = 0; i < MR; i++) {
+      __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
+      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    _mm256_storeu_ps(c + i * ldc, c0[i]);
+    _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
+  }
+}
+
+// W panel packing: 8 rows × 8 k widened, transposed in registers, stored as 8 k-rows.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; g++) {
+    u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g + 0], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g + 0], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int e = 0; e < 4; e++) {
+    r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+    r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+  }
+}
+
+void pack_b(float* b, const void* w, int wtype, int64_t K, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+  __m256 r[8];
+  float tmp[8];
+  for (int64_t j0 = 0; j0 < NR; j0 += 8) {
+    for (int64_t kb = 0; kb < kc; kb += 8) {
+      const int64_t kn = kc - kb < 8 ? kc - kb : 8;
+      for (int64_t j = 0; j < 8; j++) {
+        if (j0 + j >= nr) { r[j] = _mm256_setzero_ps(); continue; }
+        const int64_t off = (n0 + j0 + j) * K + k0 + kb;
+        if (kn == 8 && wtype == W_F32) r[j] = _mm256_loadu_ps(static_cast<const float*>(w) + off);
+        else if (kn == 8 && wtype == W_F16) r[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + off)));
+        else if (kn == 8) r[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + off))), 16));
+        else {
+          for (int64_t i = 0; i < 8; i++) tmp[i] = i < kn ? widen1(w, wtype, off + i) : 0.f;
+          r[j] = _mm256_loadu_ps(tmp);
+        }
+      }
+      transpose8(r);
+      for (int64_t i = 0; i < kn; i++) _mm256_storeu_ps(b + (kb + i) * NR + j0, r[i]);
+    }
+  }
+}
+
+void widen(float* dst, const void* src, int wtype, int64_t n) {
+  int64_t i = 0;
+  if (wtype == W_F32) {
+    std::memcpy(dst, src, size_t(n) * 4);
+    return;
+  }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  if (wtype == W_BF16) {
+    for (; i + 8 <= n; i += 8) {
+      __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; i < n; i++) dst[i] = bf16_to_f32(s[i]);
+  } else {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+    for (; i < n; i++) dst[i] = f16_to_f32(s[i]);
+  }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float r = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n; i++) r += a[i] * b[i];
+  return r;
+}
+
+void axpy(float* y, float a, const float* x, int64_t n) {
+  __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+float vmax(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; i++) r = x[i] > r ? x[i] : r;
+  return r;
+}
+
+float exp_sum(float* y, const float* x, float sub, int64_t n) {
+  __m256 vs = _mm256_set1_ps(sub), acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 e = vexp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+    _mm256_storeu_ps(y + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float s = hsum(acc);
+  if (i < n) {  // the tail goes through the same polynomial so every element is computed alike
+    float tx[8] = {0}, ty[8];
+    for (int64_t j = i; j < n; j++) tx[j - i] = x[j] - sub;
+    _mm256_storeu_ps(ty, vexp(_mm256_loadu_ps(tx)));
+    for (int64_t j = i; j < n; j++) { y[j] = ty[j - i]; s += ty[j - i]; }
+  }
+  return s;
+}
+
+inline __m256 silu_mul_v(__m256 g, __m256 u) {
+  __m256 e = vexp(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), u);
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu_mul_v(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+  if (i < n) {
+    float tg[8] = {0}, tu[8] = {0}, ty[8];
+    for (int64_t j = i; j < n; j++) { tg[j - i] = g[j]; tu[j - i] = u[j]; }
+    _mm256_storeu_ps(ty, silu_mul_v(_mm256_loadu_ps(tg), _mm256_loadu_ps(tu)));
+    for (int64_t j = i; j < n; j++) y[j] = ty[j - i];
+  }
+}
+
+void add(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  for (; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void scale(float* y, const float* x, float s, int64_t n) {
+  __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+  for (; i < n; i++) y[i] = x[i] * s;
+}
+
+// Attention: q (or o) stays in registers while the cache rows stream past; specialised for whole-vector head
+// dims up to 64 (hd 64/128 are the common ones), the general path goes through dot/axpy.
+template <int NV>
+void dots_v(float* out, const float* q, const float* k, int64_t ldk, int64_t n, float sc) {
+  __m256 qv[NV];
+  for (int i = 0; i < NV; i++) qv[i] = _mm256_loadu_ps(q + i * 8);
+  for (int64_t s = 0; s < n; s++) {
+    const float* kr = k + s * ldk;
+    __m256 a0 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kr)), a1 = _mm256_mul_ps(qv[NV > 1 ? 1 : 0], NV > 1 ? _mm256_loadu_ps(kr + 8) : _mm256_set1_ps(0.f));
+    for (int i = 2; i < NV; i += 2) {
+      a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kr + i * 8), a0);
+      if (i + 1 < NV) a1 = _mm256_fmadd_ps(qv[i + 1], _mm256_loadu_ps(kr + (i + 1) * 8), a1);
+    }
+    out[s] = hsum(NV > 1 ? _mm256_add_ps(a0, a1) : a0) * sc;
+  }
+}
+
+void dots(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float sc) {
+  switch (hd) {
+    case 8: dots_v<1>(out, q, k, ldk, n, sc); return;
+    case 16: dots_v<2>(out, q, k, ldk, n, sc); return;
+    case 32: dots_v<4>(out, q, k, ldk, n, sc); return;
+    case 64: dots_v<8>(out, q, k, ldk, n, sc); return;
+    default:
+      for (int64_t s = 0; s < n; s++) out[s] = dot(q, k + s * ldk, hd) * sc;
+  }
+}
+
+template <int NV>
+void wsum_v(float* o, const float* p, const float* v, int64_t ldv, int64_t n) {
+  __m256 acc[NV];
+  for (int i = 0; i < NV; i++) acc[i] = _mm256_loadu_ps(o + i * 8);
+  for (int64_t s = 0; s < n; s++) {
+    if (p[s] == 0.f) continue;
+    const __m256 ps = _mm256_set1_ps(p[s]);
+    const float* vr = v + s * ldv;
+    for (int i = 0; i < NV; i++) acc[i] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(vr + i * 8), acc[i]);
+  }
+  for (int i = 0; i < NV; i++) _mm256_storeu_ps(o + i * 8, acc[i]);
+}
+
+void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd) {
+  switch (hd) {
+    case 8: wsum_v<1>(o, p, v, ldv, n); return;
+    case 16: wsum_v<2>(o, p, v, ldv, n); return;
+    case 32: wsum_v<4>(o, p, v, ldv, n); return;
+    case 64: wsum_v<8>(o, p, v, ldv, n); return;
+    default:
+      for (int64_t s = 0; s < n; s++)
+        if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
+  }
+}
+
+const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+
+}  // namespace
+}  // namespace lowbit
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace lowbit {
+const Kernels* kernels_avx2() { return &kTable; }
+}  // namespace lowbit
+
+#else  // not x86-64
+namespace lowbit {
+const Kernels* kernels_avx2() { return nullptr; }
+}
+#endif

@@ -1,0 +1,112 @@
+// Portable kernels: always compiled, always correct, the oracle for the SIMD levels. Written so that -O3 can
+// auto-vectorise the easy loops with the baseline ISA (SSE2 / ASIMD), with independent partial sums for reductions.
+#include <cmath>
+
+#include "kernels.h"
+
+namespace lowbit {
+namespace {
+
+constexpr int64_t kChunk = 256;
+
+float dot(const float* a, const float* b, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; i++) r += a[i] * b[i];
+  return r;
+}
+
+void widen(float* dst, const void* src, int wtype, int64_t n) {
+  if (wtype == W_F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  if (wtype == W_BF16) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+    for (int64_t i = 0; i < n; i++) d[i] = uint32_t(s[i]) << 16;
+  } else {
+    for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
+  }
+}
+
+void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0,
+          int64_t n1, int64_t K, const float* bias) {
+  float row[kChunk];
+  const char* wb = static_cast<const char*>(w);
+  for (int64_t n = n0; n < n1; n++) {
+    float acc[4] = {0, 0, 0, 0};
+    for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+      int64_t kc = K - k0 < kChunk ? K - k0 : kChunk;
+      widen(row, wb + (n * K + k0) * wbytes(wtype), wtype, kc);
+      for (int m = 0; m < M; m++) acc[m] += dot(row, x + m * ldx + k0, kc);
+    }
+    for (int m = 0; m < M; m++) y[m * ldy + n] = acc[m] + (bias ? bias[n] : 0.f);
+  }
+}
+
+constexpr int MR = 4, NR = 8;
+
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* bias, bool accumulate) {
+  float acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) acc[i][j] = accumulate ? c[i * ldc + j] : (bias ? bias[j] : 0.f);
+  for (int64_t k = 0; k < kc; k++)
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) c[i * ldc + j] = acc[i][j];
+}
+
+void pack_b(float* b, const void* w, int wtype, int64_t K, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+  for (int64_t kk = 0; kk < kc; kk++) {
+    float* d = b + kk * NR;
+    for (int64_t j = 0; j < nr; j++) d[j] = widen1(w, wtype, (n0 + j) * K + k0 + kk);
+    for (int64_t j = nr; j < NR; j++) d[j] = 0.f;
+  }
+}
+
+void axpy(float* y, float a, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+float vmax(const float* x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+float exp_sum(float* y, const float* x, float sub, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; i++) { y[i] = std::exp(x[i] - sub); s += y[i]; }
+  return s;
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+void add(float* y, const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void scale(float* y, const float* x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * s;
+}
+
+void dots(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float sc) {
+  for (int64_t s = 0; s < n; s++) out[s] = dot(q, k + s * ldk, hd) * sc;
+}
+
+void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd) {
+  for (int64_t s = 0; s < n; s++)
+    if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
+}
+
+const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+
+}  // namespace
+
+const Kernels* kernels_scalar() { return &kTable; }
+
+}  // namespace lowbit

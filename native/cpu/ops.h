@@ -1,0 +1,23 @@
+// Level-agnostic op drivers: threading, blocking, edges. Arguments are already validated by addon.cc.
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias);
+void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t dim, float eps);
+void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps);
+void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos, const float* invFreq);
+void attention(float* out, const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t H,
+               int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale);
+void silu_mul(float* y, const float* g, const float* u, int64_t n);
+void relu(float* y, const float* x, int64_t n);
+void softmax(float* y, const float* x, int64_t rows, int64_t cols);
+void embedding(float* y, const void* table, int wtype, const int32_t* ids, int64_t nIds, int64_t dim);
+void add(float* y, const float* a, const float* b, int64_t n);
+
+// Roofline probes (roofline.cc).
+double mem_bandwidth(int64_t bytes, int iters);
+double fma_peak(double ms);
+
+}  // namespace lowbit

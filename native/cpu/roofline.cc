@@ -1,0 +1,165 @@
+// Roofline probes, measured with the same pool and threads as the kernels: read bandwidth (each thread sums its
+// own slice with wide loads) and FMA peak (each thread runs independent FMA chains at the best SIMD level).
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "ops.h"
+#include "pool.h"
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LOWBIT_X86 1
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags the _mm512_undefined_* inside its own _mm512_reduce_add_ps; not our code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace lowbit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// ---- read bandwidth: sum of a slice, several independent accumulators so loads, not adds, are the limit
+float sum_scalar(const float* p, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) s[j] += p[i + j];
+  return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+#ifdef LOWBIT_X86
+__attribute__((target("avx2"))) float sum_avx2(const float* p, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t i = 0; i + 32 <= n; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
+  }
+  float t[8];
+  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+__attribute__((target("avx512f"))) float sum_avx512(const float* p, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t i = 0; i + 64 <= n; i += 64) {
+    s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
+    s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
+    s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
+    s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+#endif
+
+// ---- FMA chains: `iters` steps of kAcc independent multiply-adds (values stay in (0, 1], no denormals).
+constexpr int kAcc = 16;  // ≥ latency (4) × FMA pipes (2) on every current x86 core, with margin
+float fma_scalar(int64_t iters) {
+  float a[kAcc];
+  for (int i = 0; i < kAcc; i++) a[i] = 0.5f + i * 0.01f;
+  for (int64_t it = 0; it < iters; it++)
+    for (int i = 0; i < kAcc; i++) a[i] = a[i] * 0.9999999f + 1e-7f;
+  float s = 0;
+  for (int i = 0; i < kAcc; i++) s += a[i];
+  return s;
+}
+#ifdef LOWBIT_X86
+__attribute__((target("avx2,fma"))) float fma_avx2(int64_t iters) {
+  __m256 a[kAcc];
+  const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+  for (int i = 0; i < kAcc; i++) a[i] = _mm256_set1_ps(0.5f + i * 0.01f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kAcc; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+  }
+  __m256 s = a[0];
+  for (int i = 1; i < kAcc; i++) s = _mm256_add_ps(s, a[i]);
+  float t[8];
+  _mm256_storeu_ps(t, s);
+  return t[0];
+}
+__attribute__((target("avx512f"))) float fma_avx512(int64_t iters) {
+  __m512 a[kAcc];
+  const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+  for (int i = 0; i < kAcc; i++) a[i] = _mm512_set1_ps(0.5f + i * 0.01f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kAcc; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < kAcc; i++) s = _mm512_add_ps(s, a[i]);
+  return _mm512_reduce_add_ps(s);
+}
+#endif
+
+volatile float g_sink;
+
+}  // namespace
+
+double mem_bandwidth(int64_t bytes, int iters) {
+  if (bytes < (1 << 20)) throw std::range_error("memBandwidth: bytes must be at least 1 MiB");
+  if (iters < 1) throw std::range_error("memBandwidth: iters must be at least 1");
+  const std::string lvl = best_kernels()->name;
+  float (*sum)(const float*, int64_t) = sum_scalar;
+#ifdef LOWBIT_X86
+  if (lvl == "avx512") sum = sum_avx512;
+  else if (lvl == "avx2") sum = sum_avx2;
+#endif
+  const int64_t n = bytes / 4 / 1024 * 1024;  // whole 4 KiB pages; every thread's slice a multiple of 64 floats
+  float* buf = static_cast<float*>(std::aligned_alloc(4096, size_t(n) * 4));
+  if (!buf) throw std::range_error("memBandwidth: cannot allocate " + std::to_string(bytes) + " bytes");
+  // First touch by the thread that will read the slice (page placement on NUMA machines).
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { std::memset(buf + b, 0, size_t(e - b) * 4); }, 1024);
+  std::vector<float> sums(256);
+  auto pass = [&] {
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { sums[size_t(b * 255 / n)] += sum(buf + b, e - b); }, 1024);
+  };
+  pass();  // warm-up (TLB, frequency)
+  auto t0 = Clock::now();
+  for (int i = 0; i < iters; i++) pass();
+  double dt = secs(t0, Clock::now());
+  g_sink = sums[0];
+  std::free(buf);
+  return double(n) * 4 * iters / dt / 1e9;
+}
+
+double fma_peak(double ms) {
+  if (!(ms > 0)) throw std::range_error("fmaPeak: ms must be positive");
+  const std::string lvl = best_kernels()->name;
+  float (*run)(int64_t) = fma_scalar;
+  int lanes = 1;
+#ifdef LOWBIT_X86
+  if (lvl == "avx512") { run = fma_avx512; lanes = 16; }
+  else if (lvl == "avx2") { run = fma_avx2; lanes = 8; }
+#endif
+  const int T = pool_threads();
+  std::vector<double> flops(size_t(T), 0.0), elapsed(size_t(T), 0.0);
+  const int64_t chunk = 1 << 16;
+  run(chunk);  // warm-up: wake the wide units
+  parallel_for(T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      auto t0 = Clock::now();
+      double f = 0, dt = 0;
+      float s = 0;
+      do {
+        s += run(chunk);
+        f += double(chunk) * kAcc * lanes * 2;
+        dt = secs(t0, Clock::now());
+      } while (dt * 1e3 < ms);
+      g_sink = s;
+      flops[size_t(t)] = f;
+      elapsed[size_t(t)] = dt;
+    }
+  });
+  double total = 0, tmax = 0;
+  for (int t = 0; t < T; t++) { total += flops[size_t(t)]; tmax = std::max(tmax, elapsed[size_t(t)]); }
+  return total / tmax / 1e9;
+}
+
+}  // namespace lowbit
