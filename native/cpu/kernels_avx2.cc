@@ -130,32 +130,39 @@ void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void*
 // 6×16 micro-kernel: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 constexpr int MR = 6, NR = 16;
 
+// Named accumulators rather than arrays: with 15 of 16 registers live, GCC 12 keeps array elements mirrored on
+// the stack (a store per FMA); separate variables stay in registers.
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* bias, bool accumulate) {
-  __m256 c0[MR], c1[MR];
-  for (int i = 0; i < MR; i++) {
-    if (accumulate) {
-      c0[i] = _mm256_loadu_ps(c + i * ldc);
-      c1[i] = _mm256_loadu_ps(c + i * ldc + 8);
-    } else if (bias) {
-      c0[i] = _mm256_loadu_ps(bias);
-      c1[i] = _mm256_loadu_ps(bias + 8);
-    } else {
-      c0[i] = _mm256_setzero_ps();
-      c1[i] = _mm256_setzero_ps();
-    }
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+#define LB_INIT(i)                                                                   \
+  if (accumulate) {                                                                 \
+    c##i##0 = _mm256_loadu_ps(c + i * ldc);                                         \
+    c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                     \
+  } else if (bias) {                                                                \
+    c##i##0 = _mm256_loadu_ps(bias);                                                \
+    c##i##1 = _mm256_loadu_ps(bias + 8);                                            \
+  } else {                                                                          \
+    c##i##0 = _mm256_setzero_ps();                                                  \
+    c##i##1 = _mm256_setzero_ps();                                                  \
   }
+  LB_INIT(0) LB_INIT(1) LB_INIT(2) LB_INIT(3) LB_INIT(4) LB_INIT(5)
+#undef LB_INIT
   for (int64_t k = 0; k < kc; k++) {
-    __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
-    for (int i = 0; i < MR; i++) {
-      __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
-      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
-    }
+    const __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
+    const float* ak = a + k * MR;
+    __m256 ai;
+#define LB_STEP(i)                          \
+  ai = _mm256_broadcast_ss(ak + i);         \
+  c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0); \
+  c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);
+    LB_STEP(0) LB_STEP(1) LB_STEP(2) LB_STEP(3) LB_STEP(4) LB_STEP(5)
+#undef LB_STEP
   }
-  for (int i = 0; i < MR; i++) {
-    _mm256_storeu_ps(c + i * ldc, c0[i]);
-    _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
-  }
+#define LB_STORE(i)                             \
+  _mm256_storeu_ps(c + i * ldc, c##i##0);       \
+  _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
+  LB_STORE(0) LB_STORE(1) LB_STORE(2) LB_STORE(3) LB_STORE(4) LB_STORE(5)
+#undef LB_STORE
 }
 
 // W panel packing: 8 rows × 8 k widened, transposed in registers, stored as 8 k-rows.

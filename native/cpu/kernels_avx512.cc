@@ -109,7 +109,10 @@ void gemv_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w
 template <class L, int MM>
 void gemv_l(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, int wtype, int64_t n0, int64_t n1,
             int64_t K, const float* bias) {
+  // M=1 is pure streaming: 8 rows keep more independent memory streams in flight per thread.
+  constexpr int R = MM == 1 ? 8 : 4;
   int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_rows<L, MM, R>(y, ldy, x, ldx, w, wtype, n, K, bias);
   for (; n + 4 <= n1; n += 4) gemv_rows<L, MM, 4>(y, ldy, x, ldx, w, wtype, n, K, bias);
   for (; n < n1; n++) gemv_rows<L, MM, 1>(y, ldy, x, ldx, w, wtype, n, K, bias);
 }
@@ -133,7 +136,8 @@ void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void*
 }
 
 // ---- GEMM micro-kernel: MR rows broadcast from the packed X panel, NR = 2 vectors of the packed W panel;
-// 2·MR accumulators cover FMA latency × 2 pipes with room to spare.
+// 2·MR accumulators cover FMA latency × 2 pipes with room to spare. KC=256 keeps the 32 KiB B panel in L1/L2
+// boundary; measured better than 128 and 384 on Zen 4.
 constexpr int MR = 8, NR = 32;
 
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* bias, bool accumulate) {
@@ -370,7 +374,7 @@ void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int6
   }
 }
 
-const Kernels kTable = {"avx512", 32, gemv, MR, NR, 128, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
 
 }  // namespace
 }  // namespace lowbit
