@@ -6,7 +6,7 @@ import { loadAddon } from '../backend/cpu/addon.js';
 import { getBackend } from '../backend/index.js';
 import { saveStateDict } from '../io/checkpoint.js';
 import type { LlamaConfig, ModelConfig } from '../io/config.js';
-import { pyJsonDumps } from '../util/pyjson.js';
+import { pyFloat, pyJsonDumps } from '../util/pyjson.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { CausalLM } from '../models/model.js';
 import { Weights } from '../models/model.js';
@@ -95,7 +95,9 @@ export async function runBench(argv: string[]): Promise<number> {
     if (values['write-model']) {
       const dir = values['write-model'];
       mkdirSync(dir, { recursive: true });
-      const raw = { ...SHAPES[values.shape], torch_dtype: config.torch_dtype, architectures: ['LlamaForCausalLM'] };
+      // Python floats stay floats in config.json (rope_theta 10000.0, as transformers writes it).
+      const shape = SHAPES[values.shape];
+      const raw = { ...shape, rope_theta: pyFloat(Number(shape.rope_theta)), torch_dtype: config.torch_dtype, architectures: ['LlamaForCausalLM'] };
       saveStateDict(dir, r.tensors, { maxShardSize: '5GB' });
       writeFileAtomic(join(dir, 'config.json'), pyJsonDumps(raw, { indent: 2, sortKeys: true }) + '\n');
       log(`wrote ${dir}`);
