@@ -70,3 +70,14 @@ for (const g of cases) {
     });
   }
 }
+
+test('a sliding window lowbit does not implement is refused, not silently ignored', async () => {
+  const { randomLlama } = await import('../src/models/random.js');
+  const { buildModel } = await import('../src/models/registry.js');
+  const { Weights } = await import('../src/models/model.js');
+  const { refBackend } = await import('../src/backend/ref/index.js');
+  const { config, tensors } = randomLlama({ model_type: 'mistral', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 32, sliding_window: 8 }, 'F32');
+  const model = buildModel(config, new Weights(tensors, 'mistral-sw'), refBackend);
+  assert.equal(model.forward([[1, 2, 3, 4, 5, 6, 7, 8]]).shape[1], 8);
+  assert.throws(() => model.forward([[1, 2, 3, 4, 5, 6, 7, 8, 9]]), /9 positions exceed sliding_window 8/);
+});

@@ -66,6 +66,11 @@ export class LlamaForCausalLM implements CausalLM {
     const { ids, B, T, mask } = prepareInput(inputIds, opts);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
+    // Sliding-window attention (Mistral v0.1, Qwen2 with use_sliding_window) only differs past the window; refuse
+    // rather than silently attend further back than the model was trained to.
+    if (c.sliding_window !== null && pastLen + T > c.sliding_window) {
+      throw new RangeError(`${c.model_type}: ${pastLen + T} positions exceed sliding_window ${c.sliding_window}, which lowbit does not implement yet`);
+    }
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null);
     let maxPos = 0;
     for (const p of positions) maxPos = Math.max(maxPos, p);
