@@ -53,7 +53,8 @@ export async function runPlan(argv: string[]): Promise<number> {
   const device = { ...base, memoryBytes: memGb !== undefined ? memGb * 1e9 : base.memoryBytes };
   const wb = BYTES_PER_ELEMENT[v.dtype!];
   if (wb === undefined) throw new UsageError(`--dtype must be one of ${Object.keys(BYTES_PER_ELEMENT).join(', ')}, got "${v.dtype}"`);
-  const kvDtype = v['kv-dtype'] ?? (v.dtype === 'fp32' ? 'fp32' : 'fp16');
+  // lowbit's CPU KV cache is f32; GPUs keep it in the compute dtype.
+  const kvDtype = v['kv-dtype'] ?? (v.dtype === 'fp32' || devName === 'cpu' ? 'fp32' : 'fp16');
   const kb = BYTES_PER_ELEMENT[kvDtype];
   if (kb === undefined || kvDtype === 'int4') throw new UsageError(`--kv-dtype must be fp16, bf16, fp32 or int8, got "${kvDtype}"`);
   const seqLen = intOpt(v['seq-len'], '--seq-len', 1) ?? config.max_position_embeddings;
@@ -69,7 +70,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB (${(b / 2 ** 30).toFixed(3)} GiB)`;
   const lines = [
     `model            ${label}: ${(shape.params / 1e9).toFixed(2)}B params, ${shape.layers} layers, ${shape.heads} heads / ${shape.kvHeads} KV heads × ${shape.headDim}`,
-    `device           ${device.name}: ${(device.memoryBytes / 1e9).toFixed(1)} GB, ${(device.bandwidth / 1e9).toFixed(0)} GB/s, ${(device.flops / 1e12).toFixed(1)} TFLOP/s (${device.note})`,
+    `device           ${device.name}: ${(device.memoryBytes / 1e9).toFixed(1)} GB, ${(device.bandwidth / 1e9).toFixed(0)} GB/s, ${device.flops >= 1e12 ? `${(device.flops / 1e12).toFixed(1)} TFLOP/s` : `${(device.flops / 1e9).toFixed(0)} GFLOP/s`} (${device.note})`,
     `weights          ${gb(p.weightBytes)} at ${v.dtype}`,
     `KV cache         ${(kvBytesPerToken(shape, kb) / 1024).toFixed(1)} KiB per token; ${gb(p.kvBytesPerSequence)} per ${seqLen}-token sequence at ${kvDtype}`,
     `free for KV      ${gb(Math.max(0, p.freeBytes))}`,
