@@ -1,6 +1,368 @@
-// NEON (AArch64 ASIMD) kernels: placeholder until filled in below.
+// NEON (AArch64 ASIMD) kernels: the baseline of every AArch64 CPU, so no run-time feature test beyond "this is
+// aarch64". Same structure as kernels_avx2.cc with 4-lane vectors and 32 registers: bf16 widens in order with a
+// 16-bit shift (no x de-interleave, xperm_block = 0), f16 with FCVTL, the GEMM micro-kernel is 8×12 (24
+// accumulators) over its own K-major [kc][12] panels. exp is range-extended so that overflow gives inf, deep
+// underflow gives 0 and NaN stays NaN, as std::exp does in the scalar oracle; max ignores NaN like the scalar loop.
+// Verified against kernels_scalar.cc under qemu-aarch64 by test/run_neon_check.sh (no native ARM run yet).
+// On other architectures this file compiles to kernels_neon() == nullptr ("not this architecture").
 #include "kernels.h"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include <cmath>
+
+namespace lowbit {
+namespace {
+
+// ---- loads: 4 or 8 weights widened to f32 (lanes in memory order)
+inline float32x4_t bf16x4(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+inline float32x4_t f16x4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+struct LoadF32 {
+  static void load(const void* p, int64_t k, float32x4_t& lo, float32x4_t& hi) {
+    const float* f = static_cast<const float*>(p) + k;
+    lo = vld1q_f32(f);
+    hi = vld1q_f32(f + 4);
+  }
+  static constexpr int kBytes = 4;
+};
+struct LoadBF16 {
+  static void load(const void* p, int64_t k, float32x4_t& lo, float32x4_t& hi) {
+    const uint16x8_t v = vld1q_u16(static_cast<const uint16_t*>(p) + k);
+    lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16));
+    hi = vreinterpretq_f32_u32(vshll_high_n_u16(v, 16));
+  }
+  static constexpr int kBytes = 2;
+};
+struct LoadF16 {
+  static void load(const void* p, int64_t k, float32x4_t& lo, float32x4_t& hi) {
+    const float16x8_t v = vreinterpretq_f16_u16(vld1q_u16(static_cast<const uint16_t*>(p) + k));
+    lo = vcvt_f32_f16(vget_low_f16(v));
+    hi = vcvt_high_f32_f16(v);
+  }
+  static constexpr int kBytes = 2;
+};
+
+// exp(x) for every float: Cephes polynomial on r = x - n·ln2, and 2^n applied as two factors 2^(n>>1)·2^(n-(n>>1))
+// so that n in [-150, 128] stays representable: results overflow to inf and round into the subnormals as exp does.
+inline float32x4_t vexp(float32x4_t x0) {
+  const float32x4_t lo = vdupq_n_f32(-104.f);  // exp(-104) < 2^-150 rounds to 0
+  float32x4_t x = vminq_f32(vmaxq_f32(x0, lo), vdupq_n_f32(88.8f));  // FMAX/FMIN propagate NaN
+  float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t p = vdupq_n_f32(1.9875691500E-4f);
+  p = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), p, r);
+  p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.f)), p, vmulq_f32(r, r));
+  const int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+  const int32x4_t bias = vdupq_n_s32(127);
+  const float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+  const float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+  const float32x4_t res = vmulq_f32(vmulq_f32(p, s1), s2);
+  return vbslq_f32(vcltq_f32(x0, lo), vdupq_n_f32(0.f), res);  // below -104 (and -inf) → 0; the clamp alone rounds to 0 too
+}
+
+// ---- GEMV: R weight rows × MM x rows per pass, 8 k per step (two vectors per row); for M = 1 the two halves keep
+// separate accumulators so there are always at least 8 independent FMA chains.
+template <class L, int MM, int R>
+void gemv_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, int wtype, int64_t n, int64_t K,
+               const float* bias) {
+  constexpr int S = MM == 1 ? 2 : 1;
+  float32x4_t acc[S][MM][R];
+  for (int s = 0; s < S; s++)
+    for (int m = 0; m < MM; m++)
+      for (int r = 0; r < R; r++) acc[s][m][r] = vdupq_n_f32(0.f);
+  const char* row[R];
+  for (int r = 0; r < R; r++) row[r] = static_cast<const char*>(w) + (n + r) * K * L::kBytes;
+  const int64_t K8 = K & ~int64_t(7);
+  for (int64_t k = 0; k < K8; k += 8) {
+    float32x4_t xl[MM], xh[MM];
+    for (int m = 0; m < MM; m++) {
+      xl[m] = vld1q_f32(x + m * ldx + k);
+      xh[m] = vld1q_f32(x + m * ldx + k + 4);
+    }
+    for (int r = 0; r < R; r++) {
+      __builtin_prefetch(row[r] + k * L::kBytes + 512);
+      float32x4_t lo, hi;
+      L::load(row[r], k, lo, hi);
+      for (int m = 0; m < MM; m++) {
+        acc[0][m][r] = vfmaq_f32(acc[0][m][r], lo, xl[m]);
+        acc[S - 1][m][r] = vfmaq_f32(acc[S - 1][m][r], hi, xh[m]);
+      }
+    }
+  }
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < R; r++) {
+      float s = vaddvq_f32(S == 2 ? vaddq_f32(acc[0][m][r], acc[S - 1][m][r]) : acc[0][m][r]);
+      for (int64_t k = K8; k < K; k++) s += x[m * ldx + k] * widen1(row[r], wtype, k);
+      y[m * ldy + n + r] = s + (bias ? bias[n + r] : 0.f);
+    }
+}
+
+template <class L, int MM>
+void gemv_l(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, int wtype, int64_t n0, int64_t n1,
+            int64_t K, const float* bias) {
+  constexpr int R = 4;  // MM = 4: 16 accumulators + 8 x vectors + 2 weight vectors of the 32 registers
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_rows<L, MM, R>(y, ldy, x, ldx, w, wtype, n, K, bias);
+  for (; n < n1; n++) gemv_rows<L, MM, 1>(y, ldy, x, ldx, w, wtype, n, K, bias);
+}
+
+template <class L>
+void gemv_m(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0,
+            int64_t n1, int64_t K, const float* bias) {
+  switch (M) {
+    case 1: gemv_l<L, 1>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    case 2: gemv_l<L, 2>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    case 3: gemv_l<L, 3>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+    default: gemv_l<L, 4>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
+  }
+}
+
+void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0, int64_t n1,
+          int64_t K, const float* bias) {
+  if (wtype == W_BF16) gemv_m<LoadBF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+  else if (wtype == W_F16) gemv_m<LoadF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+  else gemv_m<LoadF32>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
+}
+
+// ---- GEMM: 8×12 micro-kernel. Per k: two A vectors (8 rows) and three B vectors (12 columns), 24 FMAs by lane.
+constexpr int MR = 8, NR = 12;
+
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const float* bias, bool accumulate) {
+  float32x4_t acc[MR][3];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < 3; j++)
+      acc[i][j] = accumulate ? vld1q_f32(c + i * ldc + 4 * j) : bias ? vld1q_f32(bias + 4 * j) : vdupq_n_f32(0.f);
+  for (int64_t k = 0; k < kc; k++) {
+    const float32x4_t b0 = vld1q_f32(b + k * NR), b1 = vld1q_f32(b + k * NR + 4), b2 = vld1q_f32(b + k * NR + 8);
+    const float32x4_t a0 = vld1q_f32(a + k * MR), a1 = vld1q_f32(a + k * MR + 4);
+#define LB_ROW(i, av, l)                                 \
+  acc[i][0] = vfmaq_laneq_f32(acc[i][0], b0, av, l);     \
+  acc[i][1] = vfmaq_laneq_f32(acc[i][1], b1, av, l);     \
+  acc[i][2] = vfmaq_laneq_f32(acc[i][2], b2, av, l);
+    LB_ROW(0, a0, 0) LB_ROW(1, a0, 1) LB_ROW(2, a0, 2) LB_ROW(3, a0, 3)
+    LB_ROW(4, a1, 0) LB_ROW(5, a1, 1) LB_ROW(6, a1, 2) LB_ROW(7, a1, 3)
+#undef LB_ROW
+  }
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < 3; j++) vst1q_f32(c + i * ldc + 4 * j, acc[i][j]);
+}
+
+inline void transpose4(float32x4_t& r0, float32x4_t& r1, float32x4_t& r2, float32x4_t& r3) {
+  const float32x4_t t0 = vtrn1q_f32(r0, r1), t1 = vtrn2q_f32(r0, r1), t2 = vtrn1q_f32(r2, r3), t3 = vtrn2q_f32(r2, r3);
+  r0 = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+  r1 = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+  r2 = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+  r3 = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+}
+
+// W panel: per group of 4 columns and 8 k, load 4 rows × 8 k widened, transpose as two 4×4 blocks, store 8 k-rows.
+void pack_b(float* b, const void* w, int wtype, int64_t K, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+  float tmp[8];
+  for (int64_t j0 = 0; j0 < NR; j0 += 4) {
+    for (int64_t kb = 0; kb < kc; kb += 8) {
+      const int64_t kn = kc - kb < 8 ? kc - kb : 8;
+      float32x4_t lo[4], hi[4];
+      for (int64_t j = 0; j < 4; j++) {
+        if (j0 + j >= nr) { lo[j] = hi[j] = vdupq_n_f32(0.f); continue; }
+        const int64_t off = (n0 + j0 + j) * K + k0 + kb;
+        if (kn == 8 && wtype == W_F32) LoadF32::load(w, off, lo[j], hi[j]);
+        else if (kn == 8 && wtype == W_BF16) LoadBF16::load(w, off, lo[j], hi[j]);
+        else if (kn == 8) LoadF16::load(w, off, lo[j], hi[j]);
+        else {
+          for (int64_t i = 0; i < 8; i++) tmp[i] = i < kn ? widen1(w, wtype, off + i) : 0.f;
+          lo[j] = vld1q_f32(tmp);
+          hi[j] = vld1q_f32(tmp + 4);
+        }
+      }
+      transpose4(lo[0], lo[1], lo[2], lo[3]);
+      transpose4(hi[0], hi[1], hi[2], hi[3]);
+      for (int64_t i = 0; i < kn; i++) vst1q_f32(b + (kb + i) * NR + j0, i < 4 ? lo[i] : hi[i - 4]);
+    }
+  }
+}
+
+// ---- vector helpers
+void widen(float* dst, const void* src, int wtype, int64_t n) {
+  if (wtype == W_F32) {
+    std::memcpy(dst, src, size_t(n) * 4);
+    return;
+  }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (wtype == W_BF16) {
+    for (; i + 8 <= n; i += 8) {
+      float32x4_t lo, hi;
+      LoadBF16::load(s, i, lo, hi);
+      vst1q_f32(dst + i, lo);
+      vst1q_f32(dst + i + 4, hi);
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, bf16x4(s + i));
+    for (; i < n; i++) dst[i] = bf16_to_f32(s[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      float32x4_t lo, hi;
+      LoadF16::load(s, i, lo, hi);
+      vst1q_f32(dst + i, lo);
+      vst1q_f32(dst + i + 4, hi);
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, f16x4(s + i));
+    for (; i < n; i++) dst[i] = f16_to_f32(s[i]);
+  }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float32x4_t s0 = vdupq_n_f32(0.f), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+    s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+  }
+  for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+  float r = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+  for (; i < n; i++) r += a[i] * b[i];
+  return r;
+}
+
+void axpy(float* y, float a, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    vst1q_f32(y + i + 4, vfmaq_n_f32(vld1q_f32(y + i + 4), vld1q_f32(x + i + 4), a));
+  }
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+// The scalar loop's m = x > m ? x : m per lane (compare + select), so NaNs are skipped rather than propagated.
+float vmax(const float* x, int64_t n) {
+  float32x4_t m = vdupq_n_f32(-INFINITY);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vld1q_f32(x + i);
+    m = vbslq_f32(vcgtq_f32(v, m), v, m);
+  }
+  float lanes[4], r = -INFINITY;
+  vst1q_f32(lanes, m);
+  for (int l = 0; l < 4; l++) r = lanes[l] > r ? lanes[l] : r;
+  for (; i < n; i++) r = x[i] > r ? x[i] : r;
+  return r;
+}
+
+float exp_sum(float* y, const float* x, float sub, int64_t n) {
+  const float32x4_t vs = vdupq_n_f32(sub);
+  float32x4_t acc = vdupq_n_f32(0.f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t e = vexp(vsubq_f32(vld1q_f32(x + i), vs));
+    vst1q_f32(y + i, e);
+    acc = vaddq_f32(acc, e);
+  }
+  float s = vaddvq_f32(acc);
+  if (i < n) {  // the tail goes through the same polynomial so every element is computed alike
+    float tx[4] = {0, 0, 0, 0}, ty[4];
+    for (int64_t j = i; j < n; j++) tx[j - i] = x[j] - sub;
+    vst1q_f32(ty, vexp(vld1q_f32(tx)));
+    for (int64_t j = i; j < n; j++) { y[j] = ty[j - i]; s += ty[j - i]; }
+  }
+  return s;
+}
+
+inline float32x4_t silu_mul_v(float32x4_t g, float32x4_t u) {
+  const float32x4_t e = vexp(vnegq_f32(g));
+  return vmulq_f32(vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.f), e)), u);
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, silu_mul_v(vld1q_f32(g + i), vld1q_f32(u + i)));
+  if (i < n) {
+    float tg[4] = {0, 0, 0, 0}, tu[4] = {0, 0, 0, 0}, ty[4];
+    for (int64_t j = i; j < n; j++) { tg[j - i] = g[j]; tu[j - i] = u[j]; }
+    vst1q_f32(ty, silu_mul_v(vld1q_f32(tg), vld1q_f32(tu)));
+    for (int64_t j = i; j < n; j++) y[j] = ty[j - i];
+  }
+}
+
+void add(float* y, const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+  for (; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void scale(float* y, const float* x, float s, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_n_f32(vld1q_f32(x + i), s));
+  for (; i < n; i++) y[i] = x[i] * s;
+}
+
+// Attention: q (or o) stays in registers while the cache rows stream past; specialised for head dims 16/32/64,
+// the general path goes through dot/axpy.
+template <int NV>
+void dots_v(float* out, const float* q, const float* k, int64_t ldk, int64_t n, float sc) {
+  float32x4_t qv[NV];
+  for (int i = 0; i < NV; i++) qv[i] = vld1q_f32(q + i * 4);
+  for (int64_t s = 0; s < n; s++) {
+    const float* kr = k + s * ldk;
+    float32x4_t a[4];
+    for (int j = 0; j < 4; j++) a[j] = vmulq_f32(qv[j], vld1q_f32(kr + j * 4));
+    for (int i = 4; i < NV; i++) a[i & 3] = vfmaq_f32(a[i & 3], qv[i], vld1q_f32(kr + i * 4));
+    out[s] = vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]))) * sc;
+  }
+}
+
+void dots(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float sc) {
+  switch (hd) {
+    case 16: dots_v<4>(out, q, k, ldk, n, sc); return;
+    case 32: dots_v<8>(out, q, k, ldk, n, sc); return;
+    case 64: dots_v<16>(out, q, k, ldk, n, sc); return;
+    default:
+      for (int64_t s = 0; s < n; s++) out[s] = dot(q, k + s * ldk, hd) * sc;
+  }
+}
+
+template <int NV>
+void wsum_v(float* o, const float* p, const float* v, int64_t ldv, int64_t n) {
+  float32x4_t acc[NV];
+  for (int i = 0; i < NV; i++) acc[i] = vld1q_f32(o + i * 4);
+  for (int64_t s = 0; s < n; s++) {
+    if (p[s] == 0.f) continue;
+    const float ps = p[s];
+    const float* vr = v + s * ldv;
+    for (int i = 0; i < NV; i++) acc[i] = vfmaq_n_f32(acc[i], vld1q_f32(vr + i * 4), ps);
+  }
+  for (int i = 0; i < NV; i++) vst1q_f32(o + i * 4, acc[i]);
+}
+
+void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd) {
+  switch (hd) {
+    case 16: wsum_v<4>(o, p, v, ldv, n); return;
+    case 32: wsum_v<8>(o, p, v, ldv, n); return;
+    case 64: wsum_v<16>(o, p, v, ldv, n); return;
+    default:
+      for (int64_t s = 0; s < n; s++)
+        if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
+  }
+}
+
+const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+
+}  // namespace
+
+const Kernels* kernels_neon() { return &kTable; }
+
+}  // namespace lowbit
+
+#else  // not AArch64: this level does not exist here
 namespace lowbit {
 const Kernels* kernels_neon() { return nullptr; }
 }
+#endif

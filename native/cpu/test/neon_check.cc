@@ -1,0 +1,444 @@
+// NEON vs scalar, kernel by kernel, without Node: built for AArch64 and run under qemu by run_neon_check.sh.
+// Links the kernel files plus the level-agnostic drivers (dispatch, gemm, ops, pool), so it checks every entry of
+// the Kernels table directly and then the matmul / softmax / attention / silu / embedding drivers at both levels.
+// Inputs are fresh random numbers each run (seed printed; NEON_CHECK_SEED=<n> repeats a run). Exit 1 on any mismatch.
+//
+// Error measures: elementwise ops use |got − want| / |want| (|want| floored at FLT_MIN, so subnormal results are
+// judged in absolute terms); reductions (dot, GEMV, GEMM, dots, wsum, axpy, exp_sum's sum) use |got − want| / Σ|terms|,
+// the scale of the standard rounding-error bound, since both levels legitimately sum in different orders.
+#include <cfloat>
+#include <cstdarg>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../kernels.h"
+#include "../ops.h"
+#include "../pool.h"
+
+using namespace lowbit;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+std::mt19937_64 rng;
+int failures = 0, checks = 0;
+
+float uni(float lo = -1.f, float hi = 1.f) { return std::uniform_real_distribution<float>(lo, hi)(rng); }
+std::vector<float> rnd(size_t n, float lo = -1.f, float hi = 1.f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = uni(lo, hi);
+  return v;
+}
+uint32_t bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+uint16_t to_bf16(float f) { return uint16_t((bits(f) + 0x7fff + ((bits(f) >> 16) & 1)) >> 16); }
+uint16_t rnd_f16() {  // finite, |x| in [2^-6, 2^3): sign, exponent 9..17, random mantissa
+  uint16_t e = uint16_t(9 + rng() % 9), m = uint16_t(rng() & 0x3ff), s = uint16_t(rng() & 1);
+  return uint16_t(s << 15 | e << 10 | m);
+}
+
+// Weights of type wtype, N×K, returned as raw bytes.
+std::vector<uint8_t> rnd_w(int wtype, int64_t n) {
+  std::vector<uint8_t> w(size_t(n * wbytes(wtype)));
+  for (int64_t i = 0; i < n; i++) {
+    if (wtype == W_F32) { float f = uni(); std::memcpy(&w[size_t(i * 4)], &f, 4); }
+    else { uint16_t h = wtype == W_BF16 ? to_bf16(uni()) : rnd_f16(); std::memcpy(&w[size_t(i * 2)], &h, 2); }
+  }
+  return w;
+}
+const char* wname(int t) { return t == W_F32 ? "f32" : t == W_BF16 ? "bf16" : "f16"; }
+
+struct Stat {
+  std::string name;
+  double maxErr = 0;
+  int64_t n = 0, bad = 0;
+  std::string firstBad;
+};
+std::vector<Stat> stats;
+Stat& stat(const std::string& name) {
+  for (auto& s : stats)
+    if (s.name == name) return s;
+  stats.push_back(Stat{name, 0, 0, 0, ""});
+  return stats.back();
+}
+
+// got vs want, error normalised by `scale` (|want| for elementwise, Σ|terms| for reductions). Non-finite values must
+// match in class (NaN ↔ NaN, ±inf exactly); zeros must match in sign when want is an exact zero from an elementwise op.
+void cmp(const std::string& kernel, const std::string& what, float got, float want, double scale, double tol = kTol) {
+  Stat& s = stat(kernel);
+  s.n++;
+  checks++;
+  bool ok;
+  double err = 0;
+  if (std::isnan(want) || std::isnan(got)) ok = std::isnan(want) && std::isnan(got);
+  else if (std::isinf(want) || std::isinf(got)) ok = got == want;
+  else {
+    err = std::fabs(double(got) - double(want)) / std::max(scale, double(FLT_MIN));
+    ok = err <= tol;
+    if (err > s.maxErr) s.maxErr = err;
+  }
+  if (!ok) {
+    if (!s.bad++) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%s: neon %.9g (0x%08x) vs scalar %.9g (0x%08x), err %.3g", what.c_str(), got,
+                    bits(got), want, bits(want), err);
+      s.firstBad = buf;
+    }
+    failures++;
+  }
+}
+void cmp_exact(const std::string& kernel, const std::string& what, float got, float want) {
+  Stat& s = stat(kernel);
+  s.n++;
+  checks++;
+  if (bits(got) != bits(want)) {
+    if (!s.bad++) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%s: neon 0x%08x vs want 0x%08x", what.c_str(), bits(got), bits(want));
+      s.firstBad = buf;
+    }
+    failures++;
+  }
+}
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+const Kernels *S, *N;  // scalar oracle, NEON under test
+
+// ---------------------------------------------------------------- kernels
+void check_widen() {
+  // Every bf16 and f16 bit pattern: bf16 bit-exact; f16 bit-exact except NaNs, which FCVTL quiets (bit 22 set,
+  // payload kept) where the scalar conversion keeps a signalling NaN's bits as they are.
+  std::vector<uint16_t> all(65536 + 8);
+  for (int i = 0; i < 65536 + 8; i++) all[size_t(i)] = uint16_t(i);
+  for (int t : {W_BF16, W_F16}) {
+    for (int64_t off : {0, 1, 3}) {  // unaligned starts and lengths that leave 8/4/1-element tails
+      const int64_t n = 65536 - off + (off ? 5 : 0);
+      std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+      S->widen(a.data(), all.data() + off, t, n);
+      N->widen(b.data(), all.data() + off, t, n);
+      for (int64_t i = 0; i < n; i++) {
+        const std::string what = fmt("%s 0x%04x", wname(t), unsigned(all[size_t(i + off)]));
+        if (t == W_F16 && std::isnan(a[size_t(i)])) cmp_exact("widen", what, b[size_t(i)], [&] {
+            uint32_t u = bits(a[size_t(i)]) | 0x00400000u; float f; std::memcpy(&f, &u, 4); return f; }());
+        else cmp_exact("widen", what, b[size_t(i)], a[size_t(i)]);
+      }
+    }
+  }
+  for (int64_t n : {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 172}) {
+    auto x = rnd(size_t(n) + 1);
+    std::vector<float> a(size_t(n) + 1, 7.f), b(size_t(n) + 1, 7.f);
+    S->widen(a.data(), x.data(), W_F32, n);
+    N->widen(b.data(), x.data(), W_F32, n);
+    for (int64_t i = 0; i <= n; i++) cmp_exact("widen", fmt("f32 n=%" PRId64 " i=%" PRId64, n, i), b[size_t(i)], a[size_t(i)]);
+  }
+}
+
+const std::vector<int64_t> kLens = {0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 172, 173, 1000, 4099};
+
+void check_vec() {
+  for (int64_t n : kLens) {
+    auto a = rnd(size_t(n)), b = rnd(size_t(n));
+    double mag = 0;
+    for (int64_t i = 0; i < n; i++) mag += std::fabs(double(a[size_t(i)]) * b[size_t(i)]);
+    cmp("dot", fmt("n=%" PRId64, n), N->dot(a.data(), b.data(), n), S->dot(a.data(), b.data(), n), mag);
+
+    const float al = uni();
+    auto y1 = rnd(size_t(n)), y2 = y1;
+    S->axpy(y1.data(), al, a.data(), n);
+    N->axpy(y2.data(), al, a.data(), n);
+    for (int64_t i = 0; i < n; i++)
+      cmp("axpy", fmt("n=%" PRId64 " i=%" PRId64, n, i), y2[size_t(i)], y1[size_t(i)],
+          std::fabs(double(y1[size_t(i)])) + std::fabs(double(al) * a[size_t(i)]));
+
+    std::vector<float> r1(size_t(n) + 1, 5.f), r2(size_t(n) + 1, 5.f);  // +1: the element past the end is untouched
+    S->add(r1.data(), a.data(), b.data(), n);
+    N->add(r2.data(), a.data(), b.data(), n);
+    for (int64_t i = 0; i <= n; i++) cmp_exact("add", fmt("n=%" PRId64 " i=%" PRId64, n, i), r2[size_t(i)], r1[size_t(i)]);
+    S->scale(r1.data(), a.data(), al, n);
+    N->scale(r2.data(), a.data(), al, n);
+    for (int64_t i = 0; i <= n; i++) cmp_exact("scale", fmt("n=%" PRId64 " i=%" PRId64, n, i), r2[size_t(i)], r1[size_t(i)]);
+
+    // max: exact; NaNs (skipped by the scalar loop), -inf and an all-NaN input.
+    auto m = rnd(size_t(n), -50.f, 50.f);
+    for (int64_t i = 0; i < n; i++)
+      if (rng() % 7 == 0) m[size_t(i)] = rng() % 2 ? NAN : -INFINITY;
+    cmp_exact("max", fmt("n=%" PRId64, n), N->max(m.data(), n), S->max(m.data(), n));
+    std::vector<float> nan(size_t(n), NAN);
+    cmp_exact("max", fmt("all-NaN n=%" PRId64, n), N->max(nan.data(), n), S->max(nan.data(), n));
+
+    // exp_sum: softmax-like (x − max ≤ 0) and a spread that reaches both overflow and subnormal results.
+    for (int pass = 0; pass < 2; pass++) {
+      auto x = pass ? rnd(size_t(n), -110.f, 95.f) : rnd(size_t(n), -30.f, 10.f);
+      const float sub = pass ? 0.f : S->max(x.data(), n);
+      std::vector<float> e1(size_t(n) + 1, 3.f), e2(size_t(n) + 1, 3.f);
+      const float s1 = S->exp_sum(e1.data(), x.data(), sub, n), s2 = N->exp_sum(e2.data(), x.data(), sub, n);
+      double mag = 0;
+      for (int64_t i = 0; i < n; i++) {
+        cmp("exp_sum", fmt("y pass %d n=%" PRId64 " x=%g", pass, n, double(x[size_t(i)] - sub)), e2[size_t(i)],
+            e1[size_t(i)], std::fabs(double(e1[size_t(i)])));
+        mag += std::fabs(double(e1[size_t(i)]));
+      }
+      cmp_exact("exp_sum", fmt("pass %d n=%" PRId64 " past end", pass, n), e2[size_t(n)], e1[size_t(n)]);
+      cmp("exp_sum", fmt("sum pass %d n=%" PRId64, pass, n), s2, s1, mag);
+    }
+
+    // silu_mul over a wide range.
+    auto g = rnd(size_t(n), -30.f, 30.f), u = rnd(size_t(n), -3.f, 3.f);
+    std::vector<float> o1(size_t(n) + 1, 1.f), o2(size_t(n) + 1, 1.f);
+    S->silu_mul(o1.data(), g.data(), u.data(), n);
+    N->silu_mul(o2.data(), g.data(), u.data(), n);
+    for (int64_t i = 0; i <= n; i++)
+      cmp("silu_mul", fmt("n=%" PRId64 " g=%g", n, double(i < n ? g[size_t(i)] : 0.f)), o2[size_t(i)], o1[size_t(i)],
+          std::fabs(double(o1[size_t(i)])));
+  }
+  // Special values through exp_sum and silu_mul, in every lane position (n = 17: 4 full vectors + 1 tail element).
+  const float sp[] = {NAN, INFINITY, -INFINITY, 0.f, -0.f, 88.3f, 88.5f, 88.72f, 88.73f, 89.f, 100.f, -87.3f, -87.4f,
+                      -95.f, -103.f, -103.9f, -103.98f, -104.f, -104.5f, -200.f, 1e-30f, -1e-30f, 20.f, -20.f};
+  for (size_t sh = 0; sh < 17; sh++) {
+    std::vector<float> x(17);
+    for (size_t i = 0; i < 17; i++) x[i] = sp[(i + sh) % (sizeof sp / 4)];
+    std::vector<float> e1(17), e2(17), g1(17), g2(17), ones(17, 1.f);
+    const float s1 = S->exp_sum(e1.data(), x.data(), 0.f, 17), s2 = N->exp_sum(e2.data(), x.data(), 0.f, 17);
+    cmp("exp_sum", "specials sum", s2, s1, std::fabs(double(s1)));
+    S->silu_mul(g1.data(), x.data(), ones.data(), 17);
+    N->silu_mul(g2.data(), x.data(), ones.data(), 17);
+    for (size_t i = 0; i < 17; i++) {
+      cmp("exp_sum", fmt("special x=%g", double(x[i])), e2[i], e1[i], std::fabs(double(e1[i])));
+      if (e1[i] == 0.f) cmp_exact("exp_sum", fmt("special zero x=%g", double(x[i])), e2[i], e1[i]);
+      cmp("silu_mul", fmt("special g=%g", double(x[i])), g2[i], g1[i], std::fabs(double(g1[i])));
+      if (g1[i] == 0.f) cmp_exact("silu_mul", fmt("special zero g=%g", double(x[i])), g2[i], g1[i]);
+    }
+  }
+}
+
+void check_gemv() {
+  if (N->xperm_block != 0) { std::printf("FAIL: neon xperm_block %d, harness expects 0\n", N->xperm_block); failures++; }
+  for (int t : {W_F32, W_BF16, W_F16})
+    for (int64_t K : {1, 3, 4, 7, 8, 9, 15, 16, 17, 172, 173, 300, 1027})
+      for (int M = 1; M <= 4; M++)
+        for (int useBias = 0; useBias < 2; useBias++) {
+          const int64_t Nn = 33, ldx = K + 3, ldy = Nn + 2;
+          auto w = rnd_w(t, Nn * K);
+          auto x = rnd(size_t(M * ldx));
+          auto bias = rnd(size_t(Nn));
+          const float* bp = useBias ? bias.data() : nullptr;
+          for (auto rng2 : {std::pair<int64_t, int64_t>{0, Nn}, {3, 30}, {5, 6}, {32, 33}}) {
+            std::vector<float> y1(size_t(M * ldy), -9.f), y2 = y1;
+            S->gemv(y1.data(), ldy, x.data(), ldx, M, w.data(), t, rng2.first, rng2.second, K, bp);
+            N->gemv(y2.data(), ldy, x.data(), ldx, M, w.data(), t, rng2.first, rng2.second, K, bp);
+            for (int m = 0; m < M; m++)
+              for (int64_t n = 0; n < ldy; n++) {
+                const size_t i = size_t(m * ldy + n);
+                double mag = bp && n < Nn ? std::fabs(double(bp[n])) : 0;
+                for (int64_t k = 0; k < K && n < Nn; k++) mag += std::fabs(double(x[size_t(m * ldx + k)]) * widen1(w.data(), t, n * K + k));
+                cmp(std::string("gemv ") + wname(t), fmt("K=%" PRId64 " M=%d n=%" PRId64 " [%" PRId64 ",%" PRId64 ") bias=%d", K, M, n, rng2.first, rng2.second, useBias),
+                    y2[i], y1[i], mag > 0 ? mag : 1.0);
+              }
+          }
+        }
+}
+
+void check_pack_micro() {
+  const int MR = N->MR, NR = N->NR, KC = N->KC;
+  std::printf("neon GEMM shape: MR=%d NR=%d KC=%d\n", MR, NR, KC);
+  // pack_b against its contract, bit-exact.
+  for (int t : {W_F32, W_BF16, W_F16})
+    for (int64_t nr = 1; nr <= NR; nr++)
+      for (auto kk : {std::pair<int64_t, int64_t>{0, 1}, {0, 7}, {0, 8}, {3, 9}, {0, 172}, {5, 172}, {44, 256}, {256, 44}}) {
+        const int64_t K = 300, n0 = 2, k0 = kk.first, kc = kk.second;
+        auto w = rnd_w(t, (n0 + NR) * K);
+        std::vector<float> b(size_t(kc * NR + 1), 123.f);
+        N->pack_b(b.data(), w.data(), t, K, n0, nr, k0, kc);
+        for (int64_t k = 0; k < kc; k++)
+          for (int64_t j = 0; j < NR; j++)
+            cmp_exact(std::string("pack_b ") + wname(t), fmt("nr=%" PRId64 " k0=%" PRId64 " kc=%" PRId64 " k=%" PRId64 " j=%" PRId64, nr, k0, kc, k, j),
+                      b[size_t(k * NR + j)], j < nr ? widen1(w.data(), t, (n0 + j) * K + k0 + k) : 0.f);
+        cmp_exact(std::string("pack_b ") + wname(t), "past end untouched", b[size_t(kc * NR)], 123.f);
+      }
+  // micro against the scalar micro-kernel's loop (same definition, the scalar table's own MR×NR differs).
+  for (int64_t kc : {1, 2, 3, 7, 8, 172, 256})
+    for (int mode = 0; mode < 3; mode++) {  // 0: zero init, 1: bias init, 2: accumulate
+      const int64_t ldc = NR + 5;
+      auto a = rnd(size_t(kc * MR)), b = rnd(size_t(kc * NR)), bias = rnd(size_t(NR));
+      auto c0 = rnd(size_t(MR * ldc)), c = c0;
+      N->micro(kc, a.data(), b.data(), c.data(), ldc, mode == 1 ? bias.data() : nullptr, mode == 2);
+      for (int i = 0; i < MR; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+          const size_t ci = size_t(i * ldc + j);
+          if (j >= NR) { cmp_exact("micro", "outside tile untouched", c[ci], c0[ci]); continue; }
+          float acc = mode == 2 ? c0[ci] : mode == 1 ? bias[size_t(j)] : 0.f;
+          double mag = std::fabs(double(acc));
+          for (int64_t k = 0; k < kc; k++) {
+            acc += a[size_t(k * MR + i)] * b[size_t(k * NR + j)];
+            mag += std::fabs(double(a[size_t(k * MR + i)]) * b[size_t(k * NR + j)]);
+          }
+          cmp("micro", fmt("kc=%" PRId64 " mode=%d i=%d j=%" PRId64, kc, mode, i, j), c[ci], acc, mag);
+        }
+    }
+}
+
+void check_attention_kernels() {
+  for (int64_t hd : {1, 3, 8, 12, 16, 32, 64, 80, 128, 172})
+    for (int64_t n : {1, 2, 7, 33}) {
+      const int64_t ld = hd * 3 + 1;  // rows spaced like a KV cache with 3 heads, plus an odd pad
+      auto q = rnd(size_t(hd)), k = rnd(size_t(n * ld));
+      const float sc = 1.f / std::sqrt(float(hd));
+      std::vector<float> d1(size_t(n) + 1, 2.f), d2 = d1;
+      S->dots(d1.data(), q.data(), k.data(), ld, n, hd, sc);
+      N->dots(d2.data(), q.data(), k.data(), ld, n, hd, sc);
+      for (int64_t s = 0; s <= n; s++) {
+        double mag = 0;
+        for (int64_t i = 0; i < hd && s < n; i++) mag += std::fabs(double(q[size_t(i)]) * k[size_t(s * ld + i)]) * sc;
+        cmp("dots", fmt("hd=%" PRId64 " n=%" PRId64 " s=%" PRId64, hd, n, s), d2[size_t(s)], d1[size_t(s)], mag > 0 ? mag : 1.0);
+      }
+      // wsum: p has zeros whose v rows hold NaN/inf, which must be skipped, not multiplied by 0.
+      auto p = rnd(size_t(n), 0.f, 1.f), v = rnd(size_t(n * ld));
+      for (int64_t s = 0; s < n; s++)
+        if (s % 3 == 1) {
+          p[size_t(s)] = 0.f;
+          for (int64_t i = 0; i < hd; i++) v[size_t(s * ld + i)] = i % 2 ? NAN : INFINITY;
+        }
+      auto o1 = rnd(size_t(hd) + 1), o2 = o1;
+      S->wsum(o1.data(), p.data(), v.data(), ld, n, hd);
+      N->wsum(o2.data(), p.data(), v.data(), ld, n, hd);
+      for (int64_t i = 0; i <= hd; i++) {
+        double mag = std::fabs(double(o1[size_t(i)]));
+        for (int64_t s = 0; s < n && i < hd; s++)
+          if (p[size_t(s)] != 0.f) mag += std::fabs(double(p[size_t(s)]) * v[size_t(s * ld + i)]);
+        cmp("wsum", fmt("hd=%" PRId64 " n=%" PRId64 " i=%" PRId64, hd, n, i), o2[size_t(i)], o1[size_t(i)], mag);
+      }
+    }
+}
+
+// ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
+template <class F>
+std::vector<float> at_level(const char* level, size_t n, F&& f) {
+  set_level(level);
+  std::vector<float> out(n, -7.f);
+  f(out.data());
+  return out;
+}
+
+void check_drivers() {
+  for (int threads : {1, 2}) {
+    pool_set_threads(threads);
+    for (int t : {W_F32, W_BF16, W_F16})
+      for (int64_t M : {1, 4, 5, 64, 65, 128})
+        for (int64_t K : {172, 300})
+          for (int useBias = 0; useBias < 2; useBias++) {
+            const int64_t Nn = 33;
+            auto w = rnd_w(t, Nn * K);
+            auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
+            const float* bp = useBias ? bias.data() : nullptr;
+            auto run = [&](float* y) { matmul(y, x.data(), w.data(), t, M, Nn, K, bp); };
+            auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
+            for (int64_t m = 0; m < M; m++)
+              for (int64_t n = 0; n < Nn; n++) {
+                double mag = bp ? std::fabs(double(bp[n])) : 0;
+                for (int64_t k = 0; k < K; k++) mag += std::fabs(double(x[size_t(m * K + k)]) * widen1(w.data(), t, n * K + k));
+                cmp(std::string("matmul driver ") + wname(t),
+                    fmt("threads=%d M=%" PRId64 " K=%" PRId64 " bias=%d m=%" PRId64 " n=%" PRId64, threads, M, K, useBias, m, n),
+                    got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], mag);
+              }
+          }
+    for (int64_t cols : {1, 5, 33, 172}) {
+      const int64_t rows = 5;
+      auto x = rnd(size_t(rows * cols), -20.f, 20.f);
+      auto run = [&](float* y) { softmax(y, x.data(), rows, cols); };
+      auto want = at_level("scalar", size_t(rows * cols), run), got = at_level("neon", size_t(rows * cols), run);
+      for (size_t i = 0; i < want.size(); i++)
+        cmp("softmax driver", fmt("cols=%" PRId64 " i=%zu", cols, i), got[i], want[i], std::fabs(double(want[i])));
+    }
+    for (int64_t n : {1, 17, 4099}) {
+      auto g = rnd(size_t(n), -10.f, 10.f), u = rnd(size_t(n));
+      auto run = [&](float* y) { lowbit::silu_mul(y, g.data(), u.data(), n); };
+      auto want = at_level("scalar", size_t(n), run), got = at_level("neon", size_t(n), run);
+      for (size_t i = 0; i < want.size(); i++)
+        cmp("silu_mul driver", fmt("n=%" PRId64 " i=%zu", n, i), got[i], want[i], std::fabs(double(want[i])));
+    }
+    for (int t : {W_F32, W_BF16, W_F16}) {
+      const int64_t dim = 172, rowsT = 50, nIds = 9;
+      auto table = rnd_w(t, rowsT * dim);
+      std::vector<int32_t> ids(nIds);
+      for (auto& id : ids) id = int32_t(rng() % rowsT);
+      auto run = [&](float* y) { embedding(y, table.data(), t, ids.data(), nIds, dim); };
+      auto want = at_level("scalar", size_t(nIds * dim), run), got = at_level("neon", size_t(nIds * dim), run);
+      for (size_t i = 0; i < want.size(); i++) cmp_exact(std::string("embedding driver ") + wname(t), fmt("i=%zu", i), got[i], want[i]);
+    }
+    // attention with GQA, a KV cache longer than needed, a padding mask (incl. a fully masked batch row).
+    for (int64_t hd : {16, 64, 80, 128}) {
+      const int64_t B = 2, T = 3, H = 4, nKV = 2, S_ = 40, past = 29, kvLen = past + T;
+      auto q = rnd(size_t(B * T * H * hd)), kc = rnd(size_t(B * S_ * nKV * hd)), vc = rnd(size_t(B * S_ * nKV * hd));
+      std::vector<uint8_t> mask(size_t(B * kvLen), 1);
+      for (int64_t s = 0; s < kvLen; s += 3) mask[size_t(s)] = 0;
+      for (int64_t s = 0; s < kvLen; s++) mask[size_t(kvLen + s)] = s >= 20 ? 1 : 0;
+      auto run = [&](float* o) { attention(o, q.data(), kc.data(), vc.data(), B, T, H, nKV, hd, S_, past, mask.data(), 1.f / std::sqrt(float(hd))); };
+      auto want = at_level("scalar", size_t(B * T * H * hd), run), got = at_level("neon", size_t(B * T * H * hd), run);
+      for (size_t i = 0; i < want.size(); i++)
+        cmp("attention driver", fmt("hd=%" PRId64 " i=%zu", hd, i), got[i], want[i], 1.0);  // outputs are convex mixes of v ∈ [-1,1]
+    }
+  }
+  set_level("best");
+}
+
+void check_dispatch() {
+  const bool ok = best_kernels() == N && active() == N && std::string(active()->name) == "neon";
+  std::printf("dispatch: cpu_features().neon=%d best=%s active=%s -> %s\n", int(cpu_features().neon),
+              best_kernels()->name, active()->name, ok ? "ok" : "FAIL");
+  if (!ok) failures++;
+  for (const char* lv : {"scalar", "neon", "best"}) {
+    try { set_level(lv); } catch (const std::exception& e) { std::printf("FAIL: setLevel(%s) threw %s\n", lv, e.what()); failures++; }
+  }
+  for (const char* lv : {"avx2", "avx512"}) {
+    bool threw = false;
+    try { set_level(lv); } catch (const std::invalid_argument&) { threw = true; }
+    if (!threw) { std::printf("FAIL: setLevel(%s) accepted on aarch64\n", lv); failures++; }
+  }
+  set_level("best");
+}
+
+}  // namespace
+
+int main() {
+  uint64_t seed = std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32);
+  if (const char* s = std::getenv("NEON_CHECK_SEED")) seed = std::strtoull(s, nullptr, 10);
+  rng.seed(seed);
+  std::printf("neon_check seed=%" PRIu64 " (NEON_CHECK_SEED=%" PRIu64 " repeats this run)\n", seed, seed);
+  S = kernels_scalar();
+  N = kernels_neon();
+  if (!N) {
+    std::printf("kernels_neon() is nullptr: not an AArch64 build, nothing to check\n");
+    return 2;
+  }
+  pool_set_threads(1);
+  check_dispatch();
+  check_widen();
+  check_vec();
+  check_gemv();
+  check_pack_micro();
+  check_attention_kernels();
+  check_drivers();
+  std::printf("%-24s %10s %12s %6s\n", "kernel", "checks", "max err", "bad");
+  for (const auto& s : stats) {
+    std::printf("%-24s %10" PRId64 " %12.3g %6" PRId64 "%s\n", s.name.c_str(), s.n, s.maxErr, s.bad, s.bad ? "  FAIL" : "");
+    if (s.bad) std::printf("    first: %s\n", s.firstBad.c_str());
+  }
+  std::printf("%s: %d checks, %d failures (tolerance %.0e; exact where the table says exact)\n",
+              failures ? "FAIL" : "PASS", checks, failures, kTol);
+  return failures ? 1 : 0;
+}
