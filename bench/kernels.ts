@@ -98,7 +98,7 @@ for (const M of [4, 8, 16, 32]) {
   const B = 1, T = 1, H = 32, nKV = 4, hd = 64, S = 1024, past = 1023;
   const q = Float32Array.from({ length: B * T * H * hd }, () => Math.random()), out = new Float32Array(q.length);
   const k = Float32Array.from({ length: B * S * nKV * hd }, () => Math.random() - 0.5), v = k.slice();
-  const s = time(() => addon.attention(out, q, k, v, B, T, H, nKV, hd, S, past, null, 0.125));
+  const s = time(() => addon.attention(out, q, k, v, B, T, H, nKV, hd, S, past, null, 0.125, 0));
   const gbs = (2 * S * nKV * hd * 4) / s / 1e9;
   rows.push({ kernel: 'attention-decode', shape: `H=${H} nKV=${nKV} hd=${hd} kv=${S}`, dtype: 'f32', ms: s * 1e3, measured: gbs, unit: 'GB/s', roofline: bw, ratio: gbs / bw });
 }

@@ -10,9 +10,16 @@ import { argmax, goldenCases, relErr, maxRelErr } from './helpers.js';
 const TOL = 1e-4;
 const backends: BackendName[] = cpuAvailable() ? ['ref', 'cpu'] : ['ref'];
 const cases = goldenCases();
+/**
+ * Dynamic NTK RoPE rescales the frequencies from the longest position seen, so keys cached under shorter lengths keep
+ * their old rotation: an incremental decode legitimately differs from one full forward. transformers also keeps that
+ * length as state across calls (its batched and single greedy runs disagree in make_goldens.log), so only stateless
+ * single forwards are compared for it.
+ */
+const stateful = (name: string) => name.includes('dynamic');
 
 test('golden fixtures are present', () => {
-  assert.ok(cases.length >= 8, `expected ≥8 golden cases in test/fixtures/golden, found ${cases.length}`);
+  assert.ok(cases.length >= 11, `expected ≥11 golden cases in test/fixtures/golden, found ${cases.length}`);
 });
 
 for (const g of cases) {
@@ -39,7 +46,7 @@ for (const g of cases) {
       assert.ok(relErr(got, want, idx) <= TOL, `rel err ${relErr(got, want, idx)}`);
     });
 
-    test(`${g.name} [${be}]: incremental decode with the KV cache equals the full forward`, async () => {
+    test(`${g.name} [${be}]: incremental decode with the KV cache equals the full forward`, { skip: stateful(g.name) ? 'dynamic RoPE: see `stateful`' : false }, async () => {
       const { model } = await fromPretrained(g.dir, { backend: be });
       const ids = g.ints('input_ids').rows;
       const T = ids[0].length, V = model.config.vocab_size;
@@ -56,7 +63,7 @@ for (const g of cases) {
       assert.ok(relErr(got, full) <= TOL, `rel err ${relErr(got, full)}`);
     });
 
-    test(`${g.name} [${be}]: greedy tokens match transformers generate()`, async () => {
+    test(`${g.name} [${be}]: greedy tokens match transformers generate()`, { skip: stateful(g.name) ? 'dynamic RoPE: see `stateful`' : false }, async () => {
       const { model } = await fromPretrained(g.dir, { backend: be });
       const want = g.ints('gen_greedy').rows[0];
       const seq = want.slice(0, 8);
@@ -71,13 +78,23 @@ for (const g of cases) {
   }
 }
 
-test('a sliding window lowbit does not implement is refused, not silently ignored', async () => {
+test('sliding windows follow transformers: Mistral slides in every layer, Qwen2 from max_window_layers on', async () => {
   const { randomLlama } = await import('../src/models/random.js');
   const { buildModel } = await import('../src/models/registry.js');
   const { Weights } = await import('../src/models/model.js');
   const { refBackend } = await import('../src/backend/ref/index.js');
-  const { config, tensors } = randomLlama({ model_type: 'mistral', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 32, sliding_window: 8 }, 'F32');
-  const model = buildModel(config, new Weights(tensors, 'mistral-sw'), refBackend);
-  assert.equal(model.forward([[1, 2, 3, 4, 5, 6, 7, 8]]).shape[1], 8);
-  assert.throws(() => model.forward([[1, 2, 3, 4, 5, 6, 7, 8, 9]]), /9 positions exceed sliding_window 8/);
+  const shape = { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 3, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 32 };
+  const m = randomLlama({ ...shape, model_type: 'mistral', sliding_window: 4 }, 'F32').config;
+  assert.deepEqual(m.layer_types, ['sliding_attention', 'sliding_attention', 'sliding_attention']);
+  const q = randomLlama({ ...shape, model_type: 'qwen2', use_sliding_window: true, sliding_window: 4, max_window_layers: 1 }, 'F32').config;
+  assert.deepEqual(q.layer_types, ['full_attention', 'sliding_attention', 'sliding_attention']);
+  assert.equal(randomLlama({ ...shape, model_type: 'qwen2', sliding_window: 4 }, 'F32').config.sliding_window, null);
+  // Within the window a windowed model equals the same weights without one; beyond it, they differ.
+  const a = randomLlama({ ...shape, model_type: 'mistral', sliding_window: 4 }, 'F32', 3);
+  const b = randomLlama({ ...shape, model_type: 'mistral' }, 'F32', 3);
+  const ma = buildModel(a.config, new Weights(a.tensors, 'a'), refBackend), mb = buildModel(b.config, new Weights(b.tensors, 'b'), refBackend);
+  const V = 32, ids = [[3, 1, 4, 1, 5, 9, 2, 6]];
+  const la = ma.forward(ids).f32, lb = mb.forward(ids).f32;
+  assert.deepEqual(la.subarray(0, 4 * V), lb.subarray(0, 4 * V));
+  assert.notDeepEqual(la.subarray(4 * V), lb.subarray(4 * V));
 });

@@ -124,13 +124,15 @@ function opTests(level: string): void {
   });
 
   it('attention: GQA, decode with past, prefill, padded batch, no-visible-key rows', () => {
-    type Case = { B: number; T: number; H: number; nKV: number; hd: number; S: number; past: number; pad?: number };
+    type Case = { B: number; T: number; H: number; nKV: number; hd: number; S: number; past: number; pad?: number; window?: number };
     const cases: Case[] = [
       { B: 1, T: 1, H: 8, nKV: 2, hd: 64, S: 40, past: 21 },         // decode
       { B: 1, T: 7, H: 8, nKV: 2, hd: 32, S: 16, past: 0 },          // prefill
       { B: 2, T: 7, H: 8, nKV: 2, hd: 64, S: 12, past: 3, pad: 4 },  // row 1 left-padded: early queries see nothing
       { B: 2, T: 1, H: 8, nKV: 2, hd: 32, S: 30, past: 17, pad: 5 }, // padded decode
       { B: 1, T: 3, H: 4, nKV: 4, hd: 64, S: 300, past: 250 },       // MHA, long past
+      { B: 1, T: 9, H: 4, nKV: 2, hd: 32, S: 16, past: 0, window: 4 },  // sliding window, prefill
+      { B: 2, T: 1, H: 4, nKV: 2, hd: 64, S: 40, past: 30, pad: 3, window: 7 }, // sliding window, padded decode
     ];
     for (const c of cases) {
       const kvLen = c.past + c.T;
@@ -142,9 +144,13 @@ function opTests(level: string): void {
         keyMask = new Uint8Array(c.B * kvLen).fill(1);
         for (let s = 0; s < c.pad; s++) keyMask[kvLen + s] = 0;
       }
-      const args = { pastLen: c.past, keyMask, scale: 1 / Math.sqrt(c.hd) };
+      const args = { pastLen: c.past, keyMask, scale: 1 / Math.sqrt(c.hd), window: c.window };
       const [got, want] = runBoth((be, out) => be.attention(q, k, v, args, out.reshape(q.shape)), q.numel);
       close(got, want, `${level} attention ${JSON.stringify(c)}`);
+      if (c.window) {                                   // the window must change the result, or this proves nothing
+        const [full] = runBoth((be, out) => be.attention(q, k, v, { ...args, window: 0 }, out.reshape(q.shape)), q.numel);
+        assert.ok(full.some((x, i) => Math.abs(x - got[i]) > 1e-3), `${level} attention: window ${c.window} had no effect`);
+      }
       if (c.pad !== undefined && c.T > 1) {
         const rowLen = c.H * c.hd, start = c.T * rowLen; // batch row 1, query 0: every visible key is padding
         assert.ok(got.subarray(start, start + rowLen).every((x) => x === 0), `${level} attention: masked query not zero`);
@@ -234,9 +240,9 @@ describe('cpu addon surface', { skip }, () => {
     assert.throws(() => a.matmul(y, x, w, 0, 2, 3, 3, new Float32Array(2)), { name: 'RangeError', message: /bias has 2/ });
     assert.throws(() => a.add(y, x, [1, 2] as unknown as Float32Array, 6), { name: 'TypeError', message: /add: b must be a Float32Array/ });
     const q = new Float32Array(2 * 4 * 8), kv = new Float32Array(2 * 5 * 2 * 8);
-    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 2, 8, 5, 5, null, 1), { name: 'RangeError', message: /exceeds the cache capacity/ });
-    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 3, 8, 5, 2, null, 1), { name: 'RangeError', message: /multiple of nKV/ });
-    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 2, 8, 5, 2, new Uint8Array(5), 1), { name: 'RangeError', message: /keyMask has 5/ });
+    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 2, 8, 5, 5, null, 1, 0), { name: 'RangeError', message: /exceeds the cache capacity/ });
+    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 3, 8, 5, 2, null, 1, 0), { name: 'RangeError', message: /multiple of nKV/ });
+    assert.throws(() => a.attention(q, q, kv, kv, 2, 1, 4, 2, 8, 5, 2, new Uint8Array(5), 1, 0), { name: 'RangeError', message: /keyMask has 5/ });
     assert.throws(() => a.embedding(new Float32Array(4), new Float32Array(8), 0, Int32Array.of(2), 4), { name: 'RangeError', message: /token id 2/ });
     assert.throws(() => a.embedding(new Float32Array(4), new Float32Array(8), 0, Int32Array.of(-1), 4), { name: 'RangeError', message: /token id -1/ });
     assert.throws(() => a.rope(new Float32Array(6), 1, 1, 6, new Int32Array(2), new Float32Array(3)), { name: 'RangeError', message: /positions has 2/ });

@@ -155,7 +155,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Args a{info, "attention"};
-  a.count(13);
+  a.count(14);
   int64_t B = a.integer(4, "B"), T = a.integer(5, "T"), H = a.integer(6, "H"), nKV = a.integer(7, "nKV", 1);
   int64_t hd = a.integer(8, "hd"), S = a.integer(9, "S"), pastLen = a.integer(10, "pastLen");
   if (H % nKV) a.range_error("H (" + std::to_string(H) + ") must be a multiple of nKV (" + std::to_string(nKV) + ")");
@@ -172,7 +172,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     a.check_len("keyMask", int64_t(m.ElementLength()), a.mul(B, pastLen + T));
     mask = a.raw<uint8_t>(m);
   }
-  attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, mask, float(a.number(12, "scale")));
+  attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, mask, float(a.number(12, "scale")), a.integer(13, "window"));
   return info.Env().Undefined();
 }
 

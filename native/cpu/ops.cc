@@ -66,7 +66,8 @@ void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos
 }
 
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t B, int64_t T, int64_t H,
-               int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale) {
+               int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale,
+               int64_t window) {
   const Kernels* k = active();
   const int64_t group = H / nKV, kvLen = pastLen + T;
   // Items are (b, t, h) with h fastest, so the heads sharing one KV head sit together and reuse it from cache.
@@ -79,11 +80,13 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
       const int64_t kvh = h / group, last = pastLen + t;
       const float* qv = q + item * hd;
       float* o = out + item * hd;
-      const uint8_t* mask = keyMask ? keyMask + b * kvLen : nullptr;
+      // Keys first..last are visible: causal, and within the sliding window when there is one (0 = none).
+      const int64_t first = window > 0 && last - window + 1 > 0 ? last - window + 1 : 0;
+      const uint8_t* mask = keyMask ? keyMask + b * kvLen + first : nullptr;
       const float ninf = -std::numeric_limits<float>::infinity();
-      const float* kb = kc + (b * S * nKV + kvh) * hd;
-      const float* vb = vc + (b * S * nKV + kvh) * hd;
-      const int64_t ld = nKV * hd, n = last + 1;
+      const int64_t ld = nKV * hd, n = last + 1 - first;
+      const float* kb = kc + (b * S * nKV + kvh) * hd + first * ld;
+      const float* vb = vc + (b * S * nKV + kvh) * hd + first * ld;
       k->dots(sc, qv, kb, ld, n, hd, scale);
       if (mask)
         for (int64_t s = 0; s < n; s++)

@@ -9,7 +9,8 @@ void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t dim
 void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps);
 void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos, const float* invFreq);
 void attention(float* out, const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t H,
-               int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale);
+               int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale,
+               int64_t window);
 void silu_mul(float* y, const float* g, const float* u, int64_t n);
 void relu(float* y, const float* x, int64_t n);
 void softmax(float* y, const float* x, int64_t rows, int64_t cols);

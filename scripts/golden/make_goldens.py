@@ -144,6 +144,25 @@ def cases():
             dict(OPT_BASE, word_embed_proj_dim=32, do_layer_norm_before=False),
             1,
         ),
+        # Added later; appended so that the seeds (1000 + index) of the cases above are unchanged.
+        (
+            "llama_dynamic_rope",
+            LlamaConfig,
+            dict(LLAMA_BASE, max_position_embeddings=8, **rope_kwargs(10000.0, {"rope_type": "dynamic", "factor": 2.0})),
+            0,
+        ),
+        (
+            "mistral_sliding",
+            MistralConfig,
+            dict(LLAMA_BASE, intermediate_size=128, sliding_window=4, **rope_kwargs(10000.0)),
+            0,
+        ),
+        (
+            "qwen2_sliding",
+            Qwen2Config,
+            dict(LLAMA_BASE, use_sliding_window=True, sliding_window=5, max_window_layers=1, **rope_kwargs(10000.0)),
+            0,
+        ),
     ]
 
 

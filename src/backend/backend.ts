@@ -7,8 +7,10 @@ export interface AttentionArgs {
   pastLen: number;
   /** Key padding mask [B, pastLen + T] (1 = attend), or null when every key is real. */
   keyMask: Uint8Array | null;
-  /** Score scale, usually 1/sqrt(hd) (OPT scales q beforehand and passes 1). */
+  /** Score scale, usually 1/sqrt(hd). */
   scale: number;
+  /** Sliding window: query p sees keys s with p − s < window (transformers' rule); 0 or absent = no window. */
+  window?: number;
 }
 
 export type OpName =

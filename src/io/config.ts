@@ -41,6 +41,8 @@ export interface LlamaConfig extends BaseConfig {
   attention_bias: boolean;
   mlp_bias: boolean;
   sliding_window: number | null;
+  /** Per layer: whether it attends through the sliding window (resolved from layer_types / use_sliding_window). */
+  layer_types: ('full_attention' | 'sliding_attention')[];
 }
 
 export interface OptConfig extends BaseConfig {
@@ -108,6 +110,7 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
   const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
   const theta = r.num('rope_theta', typeof ropeParams?.rope_theta === 'number' ? ropeParams.rope_theta : 10000);
   const useSliding = isQwen ? r.bool('use_sliding_window', false) : true;
+  const slidingWindow = useSliding ? r.intOrNull('sliding_window', null) : null;
   return {
     ...b,
     model_type,
@@ -120,8 +123,25 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
     rope_scaling: parseRopeScaling((raw.rope_scaling ?? ropeParams ?? null) as Record<string, unknown> | null, r.source),
     attention_bias: r.bool('attention_bias', false),
     mlp_bias: r.bool('mlp_bias', false),
-    sliding_window: useSliding ? r.intOrNull('sliding_window', null) : null,
+    sliding_window: slidingWindow,
+    layer_types: layerTypes(r, raw, b.num_hidden_layers, slidingWindow, isQwen),
   };
+}
+
+/**
+ * Which layers use the sliding window. transformers ≥ 4.5x writes `layer_types`; older configs imply it: Mistral
+ * slides in every layer when sliding_window is set, Qwen2 only from layer max_window_layers on.
+ */
+function layerTypes(r: Reader, raw: Record<string, unknown>, n: number, window: number | null, isQwen: boolean): LlamaConfig['layer_types'] {
+  const given = raw.layer_types;
+  if (Array.isArray(given)) {
+    if (given.length !== n || !given.every((t) => t === 'full_attention' || t === 'sliding_attention')) {
+      throw new ConfigError(`${r.source}: "layer_types" must list ${n} entries of "full_attention" or "sliding_attention"`);
+    }
+    return window === null ? given.map(() => 'full_attention') : (given as LlamaConfig['layer_types']);
+  }
+  const from = isQwen ? r.int('max_window_layers', 28) : 0;
+  return Array.from({ length: n }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));
 }
 
 function parseRopeScaling(s: Record<string, unknown> | null, source: string): RopeScaling | null {

@@ -66,11 +66,6 @@ export class LlamaForCausalLM implements CausalLM {
     const { ids, B, T, mask } = prepareInput(inputIds, opts);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
-    // Sliding-window attention (Mistral v0.1, Qwen2 with use_sliding_window) only differs past the window; refuse
-    // rather than silently attend further back than the model was trained to.
-    if (c.sliding_window !== null && pastLen + T > c.sliding_window) {
-      throw new RangeError(`${c.model_type}: ${pastLen + T} positions exceed sliding_window ${c.sliding_window}, which lowbit does not implement yet`);
-    }
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null);
     let maxPos = 0;
     for (const p of positions) maxPos = Math.max(maxPos, p);
@@ -89,7 +84,8 @@ export class LlamaForCausalLM implements CausalLM {
       be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
       cache.write(l, k, v, T);
       const attn = Tensor.zeros('F32', [B, T, nH, hd]);
-      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale }, attn);
+      const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
+      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale, window }, attn);
       const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
       be.add(x, o, x);
       const h2 = L.postNorm.forward(x);

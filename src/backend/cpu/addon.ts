@@ -19,8 +19,8 @@ export interface NativeAddon {
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */
   rope(x: Float32Array, rows: number, nHeads: number, hd: number, positions: Int32Array, invFreq: Float32Array): void;
-  /** out/q [B,T,H,hd], caches [B,S,nKV,hd]; keyMask [B, pastLen+T] or null. */
-  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, S: number, pastLen: number, keyMask: Uint8Array | null, scale: number): void;
+  /** out/q [B,T,H,hd], caches [B,S,nKV,hd]; keyMask [B, pastLen+T] or null; window 0 = no sliding window. */
+  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, S: number, pastLen: number, keyMask: Uint8Array | null, scale: number, window: number): void;
   siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   relu(y: Float32Array, x: Float32Array, n: number): void;
   softmax(y: Float32Array, x: Float32Array, rows: number, cols: number): void;

@@ -117,7 +117,7 @@ export const cpuBackend: Backend = {
     if (args.pastLen + T > S) throw new ShapeError(`attention: ${args.pastLen + T} positions exceed the cache capacity ${S}`);
     checkSize('attention out', out, q.numel);
     a.attention(f32('attention', 'out', out), f32('attention', 'q', q), f32('attention', 'kCache', kCache), f32('attention', 'vCache', vCache),
-      B, T, H, nKV, hd, S, args.pastLen, args.keyMask, args.scale);
+      B, T, H, nKV, hd, S, args.pastLen, args.keyMask, args.scale, args.window ?? 0);
   },
 
   siluMul(gate, up, out) {

@@ -108,8 +108,10 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
       const kvh = Math.floor(h / group);                      // kv head j serves q heads j·g … j·g+g−1
       const qo = ((b * T + t) * H + h) * hd;
       const last = args.pastLen + t;
+      const first = args.window ? Math.max(0, last - args.window + 1) : 0;
       let max = -Infinity;
-      for (let s = 0; s <= last; s++) {
+      for (let s = 0; s < first; s++) scores[s] = -Infinity;
+      for (let s = first; s <= last; s++) {
         if (args.keyMask && !args.keyMask[b * kvLen + s]) { scores[s] = -Infinity; continue; }
         const ko = ((b * S + s) * nKV + kvh) * hd;
         let dot = 0;
