@@ -381,16 +381,17 @@ void check_drivers() {
       for (size_t i = 0; i < want.size(); i++) cmp_exact(std::string("embedding driver ") + wname(t), fmt("i=%zu", i), got[i], want[i]);
     }
     // attention with GQA, a KV cache longer than needed, a padding mask (incl. a fully masked batch row).
-    for (int64_t hd : {16, 64, 80, 128}) {
+    for (int64_t hd : {16, 64, 80, 128})
+    for (int64_t window : {0, 7}) {  // 0: full causal attention; 7: a sliding window
       const int64_t B = 2, T = 3, H = 4, nKV = 2, S_ = 40, past = 29, kvLen = past + T;
       auto q = rnd(size_t(B * T * H * hd)), kc = rnd(size_t(B * S_ * nKV * hd)), vc = rnd(size_t(B * S_ * nKV * hd));
       std::vector<uint8_t> mask(size_t(B * kvLen), 1);
       for (int64_t s = 0; s < kvLen; s += 3) mask[size_t(s)] = 0;
       for (int64_t s = 0; s < kvLen; s++) mask[size_t(kvLen + s)] = s >= 20 ? 1 : 0;
-      auto run = [&](float* o) { attention(o, q.data(), kc.data(), vc.data(), B, T, H, nKV, hd, S_, past, mask.data(), 1.f / std::sqrt(float(hd))); };
+      auto run = [&](float* o) { attention(o, q.data(), kc.data(), vc.data(), B, T, H, nKV, hd, S_, past, mask.data(), 1.f / std::sqrt(float(hd)), window); };
       auto want = at_level("scalar", size_t(B * T * H * hd), run), got = at_level("neon", size_t(B * T * H * hd), run);
       for (size_t i = 0; i < want.size(); i++)
-        cmp("attention driver", fmt("hd=%" PRId64 " i=%zu", hd, i), got[i], want[i], 1.0);  // outputs are convex mixes of v ∈ [-1,1]
+        cmp("attention driver", fmt("hd=%" PRId64 " window=%" PRId64 " i=%zu", hd, window, i), got[i], want[i], 1.0);  // outputs are convex mixes of v ∈ [-1,1]
     }
   }
   set_level("best");
