@@ -11,6 +11,7 @@ import { resolveModelDir, ResolveOptions } from './io/hub.js';
 import type { CausalLM } from './models/model.js';
 import { Weights } from './models/model.js';
 import { buildModel } from './models/registry.js';
+import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
 
 export interface LoadOptions extends ResolveOptions {
@@ -25,6 +26,8 @@ export interface LoadedModel {
   tokenizer: Tokenizer | null;
   /** generation_config.json, normalised to camelCase. */
   generationConfig: GenerationConfig;
+  /** Every checkpoint tensor by name (zero-copy views of the mapped files). */
+  tensors: Map<string, Tensor>;
   dir: string;
   loadMs: number;
 }
@@ -37,5 +40,5 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const { tensors } = loadStateDict(dir);
   const model = buildModel(config, new Weights(tensors, dir), backend);
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
-  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), dir, loadMs: performance.now() - t0 };
+  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0 };
 }

@@ -33,8 +33,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const m = await fromPretrained(DEMO_MODEL);
   const tok = m.tokenizer!;
   let params = 0, bytes = 0;
-  const { tensors } = await import('../io/checkpoint.js').then((c) => c.loadStateDict(DEMO_MODEL));
-  for (const t of tensors.values()) { params += t.numel; bytes += t.byteLength; }
+  for (const t of m.tensors.values()) { params += t.numel; bytes += t.byteLength; }
   const out = process.stdout;
   out.write(`lowbit demo — ${m.config.model_type} model, ${(params / 1e6).toFixed(2)}M parameters, ${(bytes / 1e6).toFixed(1)} MB in ${m.config.torch_dtype} (loaded in ${m.loadMs.toFixed(0)} ms on the ${m.model.backend.name} backend)\n\n`);
 
