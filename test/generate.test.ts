@@ -61,7 +61,12 @@ test('generation config: snake_case from JSON, defaults, max_length vs max_new_t
   assert.deepEqual(r.eos, [1, 9]);
   assert.equal(r.padTokenId, 1);
   assert.equal(resolveGeneration([{}], 4).maxNewTokens, 16);  // max_length 20 − prompt 4
-  assert.throws(() => resolveGeneration([{ topP: 0 }], 1), /topP/);
+  assert.throws(() => resolveGeneration([{ doSample: true, topP: 1.5 }], 1), /topP/);
+  assert.equal(resolveGeneration([{ temperature: 0 }], 1).doSample, false);        // warpers unchecked when greedy
+  assert.deepEqual(normalizeGenerationConfig({ top_k: null, eos_token_id: null }), { eosTokenId: null });
+  assert.throws(() => resolveGeneration([{}], 20), /prompt has 20 tokens but maxLength is 20/);
+  assert.equal(resolveGeneration([{ minNewTokens: 2, minLength: 10 }], 4).minNewTokens, 6);
+  assert.throws(() => resolveGeneration([{ maxNewTokens: 3, stopStrings: [''] }], 1), /stopStrings/);
 });
 
 test('a left-padded batch gives each prompt the tokens it gets alone', async () => {

@@ -122,3 +122,22 @@ test('missing files download into the cache layout (blobs + snapshot links + ref
     rmSync(cache, { recursive: true, force: true });
   }
 });
+
+test('configOnly fetches config.json alone (what plan needs), not the weights', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
+  try {
+    const remote = join(cache, 'remote-repo');
+    mkdirSync(remote);
+    for (const f of FILES) cpSync(join(SRC, f), join(remote, f));
+    const seen: string[] = [];
+    const saved = process.env.HF_TOKEN;
+    process.env.HF_TOKEN = 'hf_test';
+    try {
+      const dir = await resolveModelDir('org/remote', { cacheDir: cache, offline: false, configOnly: true, fetch: fakeHub(remote, FILES, seen) });
+      assert.deepEqual(readdirSync(dir), ['config.json']);
+      assert.ok(!seen.some((s) => s.includes('model.safetensors')), seen.join('\n'));
+    } finally {
+      if (saved === undefined) delete process.env.HF_TOKEN; else process.env.HF_TOKEN = saved;
+    }
+  } finally { rmSync(cache, { recursive: true, force: true }); }
+});

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
 import type { BackendName } from '../src/backend/index.js';
-import { argmax, goldenCases, relErr, maxRelErr } from './helpers.js';
+import { argmax, goldenCases, GOLDEN_DIR, relErr, maxRelErr } from './helpers.js';
+import { join } from 'node:path';
 
 const TOL = 1e-4;
 const backends: BackendName[] = cpuAvailable() ? ['ref', 'cpu'] : ['ref'];
@@ -97,4 +98,21 @@ test('sliding windows follow transformers: Mistral slides in every layer, Qwen2 
   const la = ma.forward(ids).f32, lb = mb.forward(ids).f32;
   assert.deepEqual(la.subarray(0, 4 * V), lb.subarray(0, 4 * V));
   assert.notDeepEqual(la.subarray(4 * V), lb.subarray(4 * V));
+});
+
+test('bad input: non-integer ids and out-of-range positions fail clearly; a failed forward leaves the cache as it was', async () => {
+  const { model } = await fromPretrained(join(GOLDEN_DIR, 'llama_gqa'), { backend: 'ref' });
+  assert.throws(() => model.forward([[2, 3.7]]), /row 0, position 1 is 3\.7/);
+  const cache = model.createCache(1, 8);
+  assert.throws(() => model.forward([[2, 999]], { cache }), /token id 999/);
+  assert.equal(cache.length, 0);
+  const after = model.forward([[2, 5]], { cache, logits: 'last' }).f32;
+  const fresh = model.forward([[2, 5]], { logits: 'last' }).f32;
+  assert.deepEqual(after, fresh);
+  const opt = (await fromPretrained(join(GOLDEN_DIR, 'opt_125m_like'), { backend: 'ref' })).model;
+  assert.throws(() => opt.forward([new Array(65).fill(5)]), /position 64 is past the 64 learned positions/);
+  const { parseConfig } = await import('../src/io/config.js');
+  const c = parseConfig({ model_type: 'llama', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8, pad_token_id: -1 });
+  assert.equal(c.pad_token_id, -1);
+  assert.equal((parseConfig({ model_type: 'mistral', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }) as { sliding_window: number }).sliding_window, 4096);
 });

@@ -17,7 +17,7 @@ Options:
   --prompts-file F            one prompt per line, generated together as one left-padded batch
   --chat                      wrap the prompt in the model's chat template
   --system TEXT               system message (with --chat)
-  --max-new-tokens N          new tokens at most (default: generation_config.json, else up to 20 total)
+  --max-new-tokens N          new tokens at most (default: generation_config.json's max_new_tokens, else 256)
   --min-new-tokens N          no end-of-sequence before N new tokens
   --temperature T             sampling temperature; 0 means greedy
   --top-k K  --top-p P  --min-p P
@@ -111,7 +111,9 @@ export async function runGenerate(argv: string[]): Promise<number> {
     onProgress: (f, d, t) => progressBar(`downloading ${f}`)(d, t),
   });
   const ids = prompts.map((p) => encodePrompt(m, p, v.chat!, v.system));
-  const opts = { ...gen, tokenizer: m.tokenizer!, modelDefaults: m.generationConfig };
+  // transformers' default of 20 tokens in total is too short for a command line; without a limit from the flag or
+  // generation_config.json's max_new_tokens, allow 256 new tokens.
+  const opts = { ...gen, maxNewTokens: gen.maxNewTokens ?? m.generationConfig.maxNewTokens ?? 256, tokenizer: m.tokenizer!, modelDefaults: m.generationConfig };
   if (v.chat) opts.eosTokenId = terminators(m, gen);
 
   const single = prompts.length === 1 && !v.json;
@@ -127,7 +129,9 @@ export async function runGenerate(argv: string[]): Promise<number> {
     text: res.texts[b], tokenIds: res.tokens[b], promptTokens: ids[b].length, generatedTokens: res.tokens[b].length,
     finishReason: res.finishReasons[b],
   });
-  const decodeTokens = res.timings.decodeSteps * prompts.length;
+  // Tokens produced by decode steps (each row's first token comes from the prefill); finished rows fed padding
+  // do not count.
+  const decodeTokens = res.tokens.reduce((n, t) => n + Math.max(0, t.length - 1), 0);
   const timings = {
     loadMs: round(m.loadMs), prefillMs: round(res.timings.prefillMs), decodeMs: round(res.timings.decodeMs),
     decodeTokPerSec: round(res.timings.decodeMs > 0 ? decodeTokens / (res.timings.decodeMs / 1000) : 0),

@@ -44,7 +44,10 @@ main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (e: unknown) => {
     const err = e as Error;
-    process.stderr.write(`lowbit: ${err.name && err.name !== 'Error' ? err.name + ': ' : ''}${err.message}\n`);
-    process.exitCode = err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+    // node:util parseArgs reports bad flags as TypeErrors with ERR_PARSE_ARGS_* codes: those are usage errors too.
+    const usage = err instanceof UsageError || /^ERR_PARSE_ARGS_/.test((err as { code?: string }).code ?? '');
+    const label = usage ? 'usage' : err.name && err.name !== 'Error' ? err.name : '';
+    process.stderr.write(`lowbit: ${label ? label + ': ' : ''}${err.message}\n`);
+    process.exitCode = usage ? 2 : 1;
   },
 );

@@ -24,7 +24,7 @@ Examples:
 
 async function loadConfigFor(what: string): Promise<{ config: ModelConfig; label: string }> {
   if (MODEL_PRESETS[what]) return { config: parseConfig(MODEL_PRESETS[what], `preset ${what}`), label: what };
-  const dir = await resolveModelDir(what);
+  const dir = await resolveModelDir(what, { configOnly: true });
   return { config: readConfig(join(dir, 'config.json')), label: dir };
 }
 

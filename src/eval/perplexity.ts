@@ -14,6 +14,10 @@ export interface PerplexityResult { perplexity: number; nll: number; tokens: num
 
 export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: PerplexityOptions = {}): PerplexityResult {
   const seqLen = opts.seqLen ?? 256;
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`perplexity: seqLen must be an integer ≥ 2, got ${seqLen}`);
+  if (opts.maxWindows !== undefined && !(Number.isInteger(opts.maxWindows) && opts.maxWindows >= 1)) {
+    throw new RangeError(`perplexity: maxWindows must be an integer ≥ 1, got ${opts.maxWindows}`);
+  }
   if (ids.length < 2) throw new RangeError('perplexity needs at least 2 tokens');
   let windows = Math.floor(ids.length / seqLen);
   const len = windows === 0 ? ids.length : seqLen;

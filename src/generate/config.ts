@@ -40,13 +40,16 @@ const SNAKE: Record<string, keyof GenerationConfig> = {
   pad_token_id: 'padTokenId', bos_token_id: 'bosTokenId', stop_strings: 'stopStrings', seed: 'seed',
 };
 
+const TOKEN_KEYS = new Set(['eosTokenId', 'padTokenId', 'bosTokenId']);
+
 /** Accept camelCase or snake_case keys; unknown keys are ignored as transformers ignores them. */
 export function normalizeGenerationConfig(raw: Record<string, unknown>): GenerationConfig {
   const out: Record<string, unknown> = {};
   const camel = new Set(Object.values(SNAKE) as string[]);
   for (const [k, v] of Object.entries(raw)) {
-    if (v === undefined) continue;
     const key = SNAKE[k] ?? (camel.has(k) ? k : null);
+    // null in a JSON file means "unset", except for token ids, where it means "none" (eos null: never stop on eos).
+    if (v === undefined || (v === null && !TOKEN_KEYS.has(key ?? ''))) continue;
     if (key) out[key] = v;
   }
   if (typeof out.stopStrings === 'string') out.stopStrings = [out.stopStrings];
@@ -86,15 +89,25 @@ export function resolveGeneration(layers: GenerationConfig[], promptLen: number)
     if (v !== undefined && (typeof v !== 'number' || !ok(v))) throw new GenerationConfigError(`${name} must be ${want}, got ${v}`);
   };
   num('maxNewTokens', c.maxNewTokens, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
-  num('temperature', c.temperature, (x) => x > 0 && Number.isFinite(x), 'a positive number (use doSample: false for greedy)');
-  num('topK', c.topK, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
-  num('topP', c.topP, (x) => x > 0 && x <= 1, 'in (0, 1]');
-  num('minP', c.minP, (x) => x >= 0 && x <= 1, 'in [0, 1]');
+  if (c.doSample) {
+    // The warpers only run when sampling (transformers warns, not fails, about them otherwise).
+    num('temperature', c.temperature, (x) => x > 0 && Number.isFinite(x), 'a positive number (use doSample: false for greedy)');
+    num('topK', c.topK, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+    num('topP', c.topP, (x) => x >= 0 && x <= 1, 'in [0, 1]');
+    num('minP', c.minP, (x) => x >= 0 && x <= 1, 'in [0, 1]');
+  }
   num('repetitionPenalty', c.repetitionPenalty, (x) => x > 0, 'a positive number');
   num('noRepeatNgramSize', c.noRepeatNgramSize, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
   const eos = c.eosTokenId == null ? [] : Array.isArray(c.eosTokenId) ? c.eosTokenId : [c.eosTokenId];
-  const maxNew = c.maxNewTokens ?? Math.max(0, (c.maxLength ?? 20) - promptLen);
-  const minNew = c.minNewTokens ?? Math.max(0, (c.minLength ?? 0) - promptLen);
+  const maxLength = c.maxLength ?? 20;
+  if (c.maxNewTokens === undefined && promptLen >= maxLength) {
+    // transformers raises here too, rather than returning nothing.
+    throw new GenerationConfigError(`the prompt has ${promptLen} tokens but maxLength is ${maxLength}: set maxNewTokens`);
+  }
+  const maxNew = c.maxNewTokens ?? maxLength - promptLen;
+  // MinLength and MinNewTokens are separate processors in transformers: the stricter one wins.
+  const minNew = Math.max(c.minNewTokens ?? 0, (c.minLength ?? 0) - promptLen);
+  if (c.stopStrings?.some((s) => typeof s !== 'string' || s === '')) throw new GenerationConfigError('stopStrings must be non-empty strings');
   return {
     maxNewTokens: maxNew,
     minNewTokens: minNew,

@@ -59,14 +59,19 @@ export async function* generateStream(model: CausalLM, prompts: number[][], opts
   ], maxPrompt);
   if (g.stopStrings.length && !opts.tokenizer) throw new GenerationConfigError('stopStrings need a tokenizer');
   const rng = new Rng(g.seed);
-  const { ids, mask } = padLeft(prompts, g.padTokenId);
   const V = model.config.vocab_size;
+  // A pad id outside the vocabulary (some configs say −1) is never attended to; feed a valid id in its place.
+  const feedPad = g.padTokenId >= 0 && g.padTokenId < V ? g.padTokenId : 0;
+  const { ids, mask } = padLeft(prompts, feedPad);
+  if (model.config.model_type === 'opt' && maxPrompt + g.maxNewTokens > model.config.max_position_embeddings) {
+    throw new GenerationConfigError(`OPT has ${model.config.max_position_embeddings} learned positions; ${maxPrompt} prompt + ${g.maxNewTokens} new tokens do not fit`);
+  }
   const cache = model.createCache(B, maxPrompt + g.maxNewTokens);
   const history = ids.map((r) => r.slice());
   const tokens: number[][] = prompts.map(() => []);
   const finish: (FinishReason | null)[] = prompts.map(() => null);
   const decoders = opts.tokenizer ? prompts.map(() => new IncrementalDecoder(opts.tokenizer!)) : null;
-  const texts = prompts.map(() => '');
+  const texts = prompts.map(() => '');   // filled from the decoders at the end
   const timings = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
 
   if (g.maxNewTokens === 0) finish.fill('length');
@@ -77,7 +82,7 @@ export async function* generateStream(model: CausalLM, prompts: number[][], opts
   for (let step = 0; logits && step < g.maxNewTokens; step++) {
     const next = new Array<number>(B);
     for (let b = 0; b < B; b++) {
-      if (finish[b]) { next[b] = g.padTokenId; continue; }    // finished rows are fed padding, as in transformers
+      if (finish[b]) { next[b] = feedPad; continue; }         // finished rows are fed padding, as in transformers
       const scores = logits.slice(b * V, (b + 1) * V);
       processLogits(scores, history[b], tokens[b].length, g);
       next[b] = g.doSample ? sample(scores, rng) : argmax(scores);
@@ -88,12 +93,12 @@ export async function* generateStream(model: CausalLM, prompts: number[][], opts
       const id = next[b];
       tokens[b].push(id);
       history[b].push(id);
-      const text = decoders ? decoders[b].push(id) : '';
-      texts[b] += text;
-      events.push({ row: b, tokenId: id, text });
+      let text = decoders ? decoders[b].push(id) : '';
       if (g.eos.includes(id)) finish[b] = 'eos';
       else if (g.stopStrings.length && g.stopStrings.some((s) => decoders![b].text.includes(s))) finish[b] = 'stop';
       else if (tokens[b].length >= g.maxNewTokens) finish[b] = 'length';
+      if (finish[b] && decoders) text += decoders[b].flush();     // the row is done: nothing is held back any more
+      events.push({ row: b, tokenId: id, text });
     }
     for (const e of events) yield e;
     if (finish.every((f) => f)) break;
@@ -101,7 +106,8 @@ export async function* generateStream(model: CausalLM, prompts: number[][], opts
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;
-  if (decoders) decoders.forEach((d, b) => { texts[b] += d.flush(); });
+  // The authoritative text is the full decode (streamed deltas may differ only where clean-up rewrote a word).
+  if (decoders) decoders.forEach((d, b) => { texts[b] = d.text; });
   return {
     sequences: prompts.map((p, b) => [...p, ...tokens[b]]),
     tokens,

@@ -90,9 +90,10 @@ function base(r: Reader, raw: Record<string, unknown>, d: { vocab: number; tie: 
     num_attention_heads: r.int('num_attention_heads'),
     max_position_embeddings: r.int('max_position_embeddings', d.maxPos),
     tie_word_embeddings: r.bool('tie_word_embeddings', d.tie),
-    bos_token_id: r.intOrNull('bos_token_id', d.bos),
+    // Token ids may be −1 in older conversions ("none"); transformers accepts them.
+    bos_token_id: r.tokenId('bos_token_id', d.bos),
     eos_token_id: r.eos(d.eos),
-    pad_token_id: r.intOrNull('pad_token_id', d.pad),
+    pad_token_id: r.tokenId('pad_token_id', d.pad),
     torch_dtype: (raw.torch_dtype ?? raw.dtype ?? null) as string | null,
     raw,
   };
@@ -110,7 +111,8 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
   const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
   const theta = r.num('rope_theta', typeof ropeParams?.rope_theta === 'number' ? ropeParams.rope_theta : 10000);
   const useSliding = isQwen ? r.bool('use_sliding_window', false) : true;
-  const slidingWindow = useSliding ? r.intOrNull('sliding_window', null) : null;
+  // MistralConfig's default window is 4096; an explicit null turns it off.
+  const slidingWindow = useSliding ? r.intOrNull('sliding_window', model_type === 'mistral' ? 4096 : null) : null;
   return {
     ...b,
     model_type,
@@ -207,6 +209,13 @@ class Reader {
     if (v === null) return null;
     return this.int(key);
   }
+  tokenId(key: string, dflt: number | null): number | null {
+    const v = this.raw[key];
+    if (v === undefined) return dflt;
+    if (v === null) return null;
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.bad(key, 'an integer token id');
+    return v;
+  }
   num(key: string, dflt: number): number {
     const v = this.raw[key];
     if (v === undefined || v === null) return dflt;
@@ -230,6 +239,6 @@ class Reader {
     if (v === undefined) return dflt;
     if (v === null) return null;
     if (Array.isArray(v) && v.every((x) => Number.isInteger(x))) return v as number[];
-    return this.int('eos_token_id');
+    return this.tokenId('eos_token_id', dflt);
   }
 }

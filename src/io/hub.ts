@@ -18,6 +18,8 @@ export interface ResolveOptions {
   token?: string;
   /** Injected fetch (tests serve a fake Hub with it). */
   fetch?: typeof fetch;
+  /** Fetch and require only config.json (for planning and inspecting without downloading weights). */
+  configOnly?: boolean;
   /** Progress of downloads: file name, bytes so far, total bytes (0 when unknown). */
   onProgress?: (file: string, done: number, total: number) => void;
 }
@@ -61,7 +63,13 @@ export function missingFiles(dir: string): string[] {
   const index = join(dir, 'model.safetensors.index.json');
   if (existsSync(join(dir, 'model.safetensors'))) return [];
   if (!existsSync(index)) return ['model.safetensors'];
-  const shards = new Set(Object.values(JSON.parse(readFileSync(index, 'utf8')).weight_map as Record<string, string>));
+  let weightMap: Record<string, string>;
+  try {
+    weightMap = JSON.parse(readFileSync(index, 'utf8')).weight_map;
+  } catch (e) {
+    throw new ModelNotFoundError(`${index}: ${(e as Error).message}`);
+  }
+  const shards = new Set(Object.values(weightMap ?? {}));
   return [...shards].filter((s) => !existsSync(join(dir, s)));
 }
 
@@ -74,7 +82,7 @@ export async function resolveModelDir(idOrPath: string, opts: ResolveOptions = {
   const revision = opts.revision ?? 'main';
   const cacheDir = opts.cacheDir ?? hubCacheDir();
   const snap = cachedSnapshot(idOrPath, revision, cacheDir);
-  const missing = snap ? missingFiles(snap) : ['config.json', 'model weights'];
+  const missing = !snap ? ['config.json', 'model weights'] : opts.configOnly ? (existsSync(join(snap, 'config.json')) ? [] : ['config.json']) : missingFiles(snap);
   if (snap && missing.length === 0) return snap;
   if (isOffline(opts)) {
     throw new ModelNotFoundError(`${idOrPath}@${revision}: not in the Hub cache at ${cacheDir} (missing ${missing.join(', ')}) and HF_HUB_OFFLINE is set`);
@@ -89,7 +97,7 @@ async function download(id: string, revision: string, cacheDir: string, opts: Re
   const files: string[] = [];
   for await (const f of hub.listFiles({ repo: { type: 'model', name: id }, revision, accessToken, fetch: fetchFn, expand: false })) {
     if (f.type !== 'file') continue;
-    if (WANTED.includes(f.path) || /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(f.path)) files.push(f.path);
+    if (opts.configOnly ? f.path === 'config.json' : WANTED.includes(f.path) || /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(f.path)) files.push(f.path);
   }
   if (!files.includes('config.json')) throw new ModelNotFoundError(`${id}@${revision}: the repository has no config.json`);
   let snapshot = '';
@@ -99,9 +107,9 @@ async function download(id: string, revision: string, cacheDir: string, opts: Re
   }
   // Record the ref so that later offline runs find this snapshot (the library links files but writes no refs/).
   if (!COMMIT.test(revision)) {
-    const refs = join(cacheDir, `models--${id.replace('/', '--')}`, 'refs');
-    mkdirSync(refs, { recursive: true });
-    writeFileAtomic(join(refs, revision), snapshot.split(/[\\/]/).pop()!);
+    const ref = join(cacheDir, `models--${id.replace('/', '--')}`, 'refs', revision);
+    mkdirSync(dirname(ref), { recursive: true });   // revisions such as refs/pr/1 nest
+    writeFileAtomic(ref, snapshot.split(/[\\/]/).pop()!);
   }
   return snapshot;
 }

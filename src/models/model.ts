@@ -72,7 +72,10 @@ export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; 
     ids = new Int32Array(B * T);
     inputIds.forEach((row, b) => {
       if (row.length !== T) throw new RangeError(`inputIds: row ${b} has ${row.length} tokens, row 0 has ${T}`);
-      for (let t = 0; t < T; t++) ids[b * T + t] = row[t];
+      for (let t = 0; t < T; t++) {
+        if (!Number.isInteger(row[t])) throw new RangeError(`inputIds: row ${b}, position ${t} is ${JSON.stringify(row[t])}, not an integer token id`);
+        ids[b * T + t] = row[t];
+      }
     });
   } else {
     const flat = inputIds as { ids: Int32Array; batch: number };

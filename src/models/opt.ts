@@ -77,7 +77,12 @@ export class OPTForCausalLM implements CausalLM {
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null, -1);
     const nH = c.num_attention_heads, hd = c.hidden_size / nH;
     const posIds = new Int32Array(positions.length);
-    for (let i = 0; i < posIds.length; i++) posIds[i] = positions[i] + POSITION_OFFSET;
+    for (let i = 0; i < posIds.length; i++) {
+      if (positions[i] >= c.max_position_embeddings) {
+        throw new RangeError(`OPT: position ${positions[i]} is past the ${c.max_position_embeddings} learned positions (max_position_embeddings)`);
+      }
+      posIds[i] = positions[i] + POSITION_OFFSET;
+    }
 
     let x = this.embed.forward(ids);                                   // [B·T, E]
     if (this.projectIn) x = this.projectIn.forward(x);                 // [B·T, H]

@@ -13,12 +13,20 @@ export class KVCache {
   readonly seen: Int32Array;
   /** Positions filled (the same for every row: padding keeps rows aligned). */
   length = 0;
+  /** `seen` after the step in progress; committed by advance(), so a forward that throws changes nothing. */
+  private pendingSeen: Int32Array;
 
   constructor(readonly nLayers: number, readonly batch: number, readonly capacity: number, readonly nKV: number, readonly headDim: number) {
-    for (let l = 0; l < nLayers; l++) {
-      this.k.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
-      this.v.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
+    const bytes = 2 * nLayers * batch * capacity * nKV * headDim * 4;
+    try {
+      for (let l = 0; l < nLayers; l++) {
+        this.k.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
+        this.v.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
+      }
+    } catch (e) {
+      throw new CacheFullError(`cannot allocate a KV cache of ${(bytes / 1e9).toFixed(2)} GB (batch ${batch} × ${capacity} positions × ${nLayers} layers, f32): ${(e as Error).message}; use fewer new tokens or a smaller batch`);
     }
+    this.pendingSeen = new Int32Array(batch);
     this.mask = new Uint8Array(batch * capacity);
     this.seen = new Int32Array(batch);
   }
@@ -44,13 +52,14 @@ export class KVCache {
     const B = this.batch, S = this.capacity, L = this.length;
     const positions = new Int32Array(B * T);
     let anyPad = false;
+    this.pendingSeen.set(this.seen);
     for (let b = 0; b < B; b++) {
       for (let t = 0; t < T; t++) {
         const m = newMask ? newMask[b * T + t] : 1;
-        this.mask[b * S + L + t] = m;
-        if (m) this.seen[b]++;
+        this.mask[b * S + L + t] = m;            // slots past `length` are not live until advance()
+        if (m) this.pendingSeen[b]++;
         // HF: position = cumsum(mask) − 1; padded slots get 1 (Llama's generate) or −1 (OPT).
-        positions[b * T + t] = m ? this.seen[b] - 1 : padPosition;
+        positions[b * T + t] = m ? this.pendingSeen[b] - 1 : padPosition;
       }
     }
     for (let b = 0; b < B && !anyPad; b++) for (let s = 0; s < L + T; s++) if (!this.mask[b * S + s]) { anyPad = true; break; }
@@ -63,7 +72,10 @@ export class KVCache {
   }
 
   /** Commit T positions after every layer has written them. */
-  advance(T: number): void { this.length += T; }
+  advance(T: number): void {
+    this.length += T;
+    this.seen.set(this.pendingSeen);
+  }
 
   reset(): void {
     this.length = 0;
