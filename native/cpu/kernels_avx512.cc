@@ -117,23 +117,7 @@ void gemv_l(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, i
   for (; n < n1; n++) gemv_rows<L, MM, 1>(y, ldy, x, ldx, w, wtype, n, K, bias);
 }
 
-template <class L>
-void gemv_m(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0,
-            int64_t n1, int64_t K, const float* bias) {
-  switch (M) {
-    case 1: gemv_l<L, 1>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
-    case 2: gemv_l<L, 2>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
-    case 3: gemv_l<L, 3>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
-    default: gemv_l<L, 4>(y, ldy, x, ldx, w, wtype, n0, n1, K, bias); break;
-  }
-}
-
-void gemv(float* y, int64_t ldy, const float* x, int64_t ldx, int M, const void* w, int wtype, int64_t n0, int64_t n1,
-          int64_t K, const float* bias) {
-  if (wtype == W_BF16) gemv_m<LoadBF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
-  else if (wtype == W_F16) gemv_m<LoadF16>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
-  else gemv_m<LoadF32>(y, ldy, x, ldx, M, w, wtype, n0, n1, K, bias);
-}
+#include "gemv_dispatch.inc"  // gemv_m + gemv, compiled under this file's SIMD target
 
 // ---- GEMM micro-kernel: MR rows broadcast from the packed X panel, NR = 2 vectors of the packed W panel;
 // 2·MR accumulators cover FMA latency × 2 pipes with room to spare. KC=256 keeps the 32 KiB B panel in L1/L2
