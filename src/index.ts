@@ -21,3 +21,5 @@ export type { CausalLM, ForwardOptions } from './models/model.js';
 export { KVCache } from './nn/kvcache.js';
 export { getBackend, defaultBackend } from './backend/index.js';
 export type { Backend } from './backend/backend.js';
+export { warnOnce, setWarningHandler } from './util/warn.js';
+export type { WarningHandler } from './util/warn.js';
