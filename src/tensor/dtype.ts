@@ -1,4 +1,4 @@
-// Element types. Names follow safetensors' dtype strings (FORMATS.md §1.3).
+// Element types. Names follow safetensors' dtype strings (../shared/spec/FORMATS.md §1.3).
 export type DType = 'F32' | 'F16' | 'BF16' | 'I8' | 'U8' | 'I16' | 'I32' | 'I64' | 'BOOL';
 
 export const DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'I8', 'U8', 'I16', 'I32', 'I64', 'BOOL'];

@@ -1,4 +1,4 @@
-// Python's json.dumps, byte for byte (FORMATS.md §0), so config.json / index / adapter_config.json files we write
+// Python's json.dumps, byte for byte (../shared/spec/FORMATS.md §0), so config.json / index / adapter_config.json files we write
 // diff clean against the ones transformers and peft write.
 
 /** Marks a JS number as a Python float, so `pyFloat(6)` prints `6.0` while a plain `6` prints `6`. */
