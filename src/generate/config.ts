@@ -1,7 +1,18 @@
 // Generation settings: transformers' defaults, overridden by generation_config.json, overridden by call options.
-// JSON files use snake_case keys; the TypeScript API uses camelCase. Both are accepted here.
-import { existsSync, readFileSync } from 'node:fs';
+// JSON files use snake_case keys; the TypeScript API uses camelCase. Every value is checked (type and range) where
+// it enters, and errors name the file or the options object and the key.
+//
+// The sampling rule, one for the CLI and the library (resolveGeneration):
+//   1. An explicit `doSample` in the call options always wins.
+//   2. Otherwise a temperature of 0 (after merging) means greedy.
+//   3. Otherwise, when the call options set `temperature`, `topP`, `topK` or `minP`, they sample: asking for a
+//      sampling knob is asking to sample (`--temperature 1.5` in the CLI, `temperature: 1.5` in the library).
+//   4. Otherwise generation_config.json decides through `do_sample`, as in transformers; the default is greedy.
+// A sampling knob that ends up with no effect (greedy decoding, and the layer that set it did not ask to sample)
+// is warned about once, as transformers' GenerationConfig.validate does.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { warnOnce } from '../util/warn.js';
 
 export interface GenerationConfig {
   maxNewTokens?: number;
@@ -27,43 +38,131 @@ export interface GenerationConfig {
 
 export class GenerationConfigError extends Error { override name = 'GenerationConfigError'; }
 
-/** transformers.GenerationConfig defaults (FORMATS.md §7.1). */
+/** transformers.GenerationConfig defaults (../shared/spec/FORMATS.md §7.1). */
 export const GENERATION_DEFAULTS = {
   maxLength: 20, minLength: 0, doSample: false, temperature: 1.0, topK: 50, topP: 1.0,
   repetitionPenalty: 1.0, noRepeatNgramSize: 0,
 } as const;
 
-const SNAKE: Record<string, keyof GenerationConfig> = {
+type Key = keyof GenerationConfig;
+
+const SNAKE: Record<string, Key> = {
   max_new_tokens: 'maxNewTokens', max_length: 'maxLength', min_new_tokens: 'minNewTokens', min_length: 'minLength',
   do_sample: 'doSample', temperature: 'temperature', top_k: 'topK', top_p: 'topP', min_p: 'minP',
   repetition_penalty: 'repetitionPenalty', no_repeat_ngram_size: 'noRepeatNgramSize', eos_token_id: 'eosTokenId',
   pad_token_id: 'padTokenId', bos_token_id: 'bosTokenId', stop_strings: 'stopStrings', seed: 'seed',
 };
+const CAMEL = new Set<string>(Object.values(SNAKE));
 
-const TOKEN_KEYS = new Set(['eosTokenId', 'padTokenId', 'bosTokenId']);
+const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isId = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v);
+const isFinite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
-/** Accept camelCase or snake_case keys; unknown keys are ignored as transformers ignores them. */
-export function normalizeGenerationConfig(raw: Record<string, unknown>): GenerationConfig {
-  const out: Record<string, unknown> = {};
-  const camel = new Set(Object.values(SNAKE) as string[]);
-  for (const [k, v] of Object.entries(raw)) {
-    const key = SNAKE[k] ?? (camel.has(k) ? k : null);
-    // null in a JSON file means "unset", except for token ids, where it means "none" (eos null: never stop on eos).
-    if (v === undefined || (v === null && !TOKEN_KEYS.has(key ?? ''))) continue;
-    if (key) out[key] = v;
+/** What each key must hold. Ranges that hold in any mode are checked here; "temperature > 0 when sampling" later. */
+const CHECKS: Record<Key, { ok: (v: unknown) => boolean; want: string }> = {
+  maxNewTokens: { ok: isCount, want: 'a non-negative integer' },
+  maxLength: { ok: isCount, want: 'a non-negative integer' },
+  minNewTokens: { ok: isCount, want: 'a non-negative integer' },
+  minLength: { ok: isCount, want: 'a non-negative integer' },
+  doSample: { ok: (v) => typeof v === 'boolean', want: 'true or false' },
+  temperature: { ok: (v) => isFinite(v) && v >= 0, want: 'a number ≥ 0 (0 means greedy)' },
+  topK: { ok: isCount, want: 'a non-negative integer (0 turns top-k off)' },
+  topP: { ok: (v) => isFinite(v) && v >= 0 && v <= 1, want: 'a number in [0, 1]' },
+  minP: { ok: (v) => isFinite(v) && v >= 0 && v <= 1, want: 'a number in [0, 1]' },
+  repetitionPenalty: { ok: (v) => isFinite(v) && v > 0, want: 'a number > 0 (1 turns it off)' },
+  noRepeatNgramSize: { ok: isCount, want: 'a non-negative integer' },
+  eosTokenId: { ok: (v) => v === null || isId(v) || (Array.isArray(v) && v.every(isId)), want: 'a token id, a list of token ids, or null' },
+  padTokenId: { ok: (v) => v === null || isId(v), want: 'a token id or null' },
+  bosTokenId: { ok: (v) => v === null || isId(v), want: 'a token id or null' },
+  stopStrings: { ok: (v) => Array.isArray(v) && v.every((s) => typeof s === 'string' && s !== ''), want: 'a non-empty string or a list of them' },
+  seed: { ok: isId, want: 'an integer' },
+};
+
+/** null means "unset" in transformers' files, except for token ids, where it means "none" (eos null: never stop on eos). */
+const TOKEN_KEYS = new Set<string>(['eosTokenId', 'padTokenId', 'bosTokenId']);
+
+/**
+ * transformers settings that change what generate does but that lowbit does not implement, with their no-op value.
+ * A file that sets one gets a warning (the model's authors expected it to act); call options that set one are refused.
+ */
+const UNSUPPORTED: Record<string, unknown> = {
+  num_beams: 1, num_beam_groups: 1, num_return_sequences: 1, typical_p: 1, epsilon_cutoff: 0, eta_cutoff: 0,
+  penalty_alpha: null, diversity_penalty: 0, encoder_repetition_penalty: 1, bad_words_ids: null, sequence_bias: null,
+  suppress_tokens: null, begin_suppress_tokens: null, forced_bos_token_id: null, forced_eos_token_id: null,
+  exponential_decay_length_penalty: null, renormalize_logits: false, max_time: null,
+};
+
+export interface NormalizeOptions {
+  /**
+   * Call options: unknown keys are errors (naming the nearest known key) instead of being ignored as in
+   * generation_config.json, where transformers writes bookkeeping such as `transformers_version`.
+   */
+  strict?: boolean;
+  /** Keys the caller's object legitimately carries besides generation settings (`tokenizer`, …): accepted, not copied. */
+  allow?: readonly string[];
+}
+
+/** The file or options object each normalized config came from, for messages in resolveGeneration. */
+const SOURCES = new WeakMap<object, string>();
+
+/**
+ * Accept camelCase or snake_case keys, check every value, and return camelCase settings. `source` (a file path, or
+ * a label such as 'generate options') starts every message. Unknown keys are ignored unless `strict`.
+ */
+export function normalizeGenerationConfig(raw: unknown, source = 'generation config', opts: NormalizeOptions = {}): GenerationConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new GenerationConfigError(`${source}: must be an object of generation settings, got ${show(raw)}`);
   }
-  if (typeof out.stopStrings === 'string') out.stopStrings = [out.stopStrings];
+  const out: Record<string, unknown> = {};
+  const spelledAs: Record<string, string> = {};
+  const allow = new Set(opts.allow ?? []);
+  for (const [k, v0] of Object.entries(raw)) {
+    // Own keys only: a key named "constructor" must not find Object.prototype's.
+    const key = Object.hasOwn(SNAKE, k) ? SNAKE[k] : CAMEL.has(k) ? (k as Key) : null;
+    if (key === null) {
+      if (allow.has(k)) continue;
+      const snakeOf = k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      const unsupported = Object.hasOwn(UNSUPPORTED, k) ? k : Object.hasOwn(UNSUPPORTED, snakeOf) ? snakeOf : null;
+      if (opts.strict) {
+        if (unsupported) throw new GenerationConfigError(`${source}: "${k}" is not supported by lowbit`);
+        const near = nearestKey(k, [...CAMEL, ...allow]);
+        throw new GenerationConfigError(`${source}: unknown option "${k}"${near ? ` (did you mean "${near}"?)` : ''}`);
+      }
+      if (unsupported && v0 != null && show(v0) !== show(UNSUPPORTED[unsupported])) {
+        warnOnce(`${source}: "${k}" is set to ${show(v0)}, which lowbit does not support: it has no effect`);
+      }
+      continue;
+    }
+    if (v0 === undefined || (v0 === null && !TOKEN_KEYS.has(key))) continue;
+    const v = key === 'stopStrings' && typeof v0 === 'string' ? [v0] : v0;
+    if (!CHECKS[key].ok(v)) throw new GenerationConfigError(`${source}: "${k}" must be ${CHECKS[key].want}, got ${show(v0)}`);
+    if (key in out && JSON.stringify(out[key]) !== JSON.stringify(v)) {
+      throw new GenerationConfigError(`${source}: "${spelledAs[key]}" and "${k}" name the same setting with different values`);
+    }
+    out[key] = Array.isArray(v) ? v.slice() : v;
+    spelledAs[key] = k;
+  }
+  SOURCES.set(out, source);
   return out as GenerationConfig;
 }
 
+/** The model folder's generation_config.json, checked; {} when there is none. */
 export function readGenerationConfig(dir: string): GenerationConfig {
   const path = join(dir, 'generation_config.json');
-  if (!existsSync(path)) return {};
+  let text: string;
   try {
-    return normalizeGenerationConfig(JSON.parse(readFileSync(path, 'utf8')));
+    text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new GenerationConfigError(`${path}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new GenerationConfigError(`${path}: cannot read: ${(e as Error).message}`);
   }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new GenerationConfigError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  return normalizeGenerationConfig(json, path);
 }
 
 export interface ResolvedGeneration {
@@ -82,24 +181,50 @@ export interface ResolvedGeneration {
   seed: number;
 }
 
-/** Merge defaults ← file ← call, check ranges, and settle max/min lengths for a prompt of `promptLen` tokens. */
+const SAMPLING_KNOBS = ['temperature', 'topP', 'topK', 'minP'] as const;
+
+/**
+ * Merge defaults ← layers (earliest first: model config, generation_config.json, …; the last layer is the call's
+ * options), check them, decide greedy or sampling by the rule at the top of this file, and settle max/min lengths
+ * for a prompt of `promptLen` tokens. Layers may use either key spelling; keys that are not generation settings
+ * (`tokenizer`, …) are ignored here (generate's options are checked strictly by normalizeGenerationConfig).
+ */
 export function resolveGeneration(layers: GenerationConfig[], promptLen: number): ResolvedGeneration {
-  const c: GenerationConfig = Object.assign({}, GENERATION_DEFAULTS, ...layers.map((l) => dropUndefined(l)));
-  const num = (name: keyof GenerationConfig, v: number | undefined, ok: (x: number) => boolean, want: string) => {
-    if (v !== undefined && (typeof v !== 'number' || !ok(v))) throw new GenerationConfigError(`${name} must be ${want}, got ${v}`);
-  };
-  num('maxNewTokens', c.maxNewTokens, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
-  if (c.doSample) {
-    // The warpers only run when sampling (transformers warns, not fails, about them otherwise).
-    num('temperature', c.temperature, (x) => x > 0 && Number.isFinite(x), 'a positive number (use doSample: false for greedy)');
-    num('topK', c.topK, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
-    num('topP', c.topP, (x) => x >= 0 && x <= 1, 'in [0, 1]');
-    num('minP', c.minP, (x) => x >= 0 && x <= 1, 'in [0, 1]');
+  const n = layers.length;
+  const label = (i: number) => SOURCES.get(layers[i]) ?? (i === n - 1 ? 'generate options' : `generation settings (layer ${i + 1} of ${n})`);
+  const norm = layers.map((l, i) => normalizeGenerationConfig(l, label(i)));
+  if (!Number.isSafeInteger(promptLen) || promptLen < 0) throw new GenerationConfigError(`prompt length must be a non-negative integer, got ${promptLen}`);
+  const c: GenerationConfig = Object.assign({}, GENERATION_DEFAULTS, ...norm);
+  const call: GenerationConfig = norm[n - 1] ?? {};
+  const callLabel = n ? label(n - 1) : 'generate options';
+
+  let doSample: boolean;
+  if (call.doSample !== undefined) {
+    doSample = call.doSample;
+    if (doSample && c.temperature === 0) {
+      // transformers raises here too: a zero temperature divides the logits by zero.
+      throw new GenerationConfigError(`${callLabel}: doSample is true but temperature is 0: use doSample: false (or temperature 0 alone) for greedy`);
+    }
+  } else if (c.temperature === 0) {
+    doSample = false;
+  } else if (SAMPLING_KNOBS.some((k) => call[k] !== undefined)) {
+    doSample = true;
+  } else {
+    doSample = norm.slice(0, -1).reduce<boolean>((d, l) => l.doSample ?? d, false);
   }
-  num('repetitionPenalty', c.repetitionPenalty, (x) => x > 0, 'a positive number');
-  num('noRepeatNgramSize', c.noRepeatNgramSize, (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+  if (!doSample) {
+    norm.forEach((l, i) => {
+      if (l.doSample === true) return;          // that layer asked to sample; a later one chose greedy
+      for (const k of SAMPLING_KNOBS) {
+        const v = l[k];
+        if (v === undefined || v === GENERATION_DEFAULTS[k as keyof typeof GENERATION_DEFAULTS] || (k === 'temperature' && v === 0)) continue;
+        warnOnce(`${label(i)}: \`${k}\` is set to ${v} but doSample is false: it has no effect`);
+      }
+    });
+  }
+
   const eos = c.eosTokenId == null ? [] : Array.isArray(c.eosTokenId) ? c.eosTokenId : [c.eosTokenId];
-  const maxLength = c.maxLength ?? 20;
+  const maxLength = c.maxLength ?? GENERATION_DEFAULTS.maxLength;
   if (c.maxNewTokens === undefined && promptLen >= maxLength) {
     // transformers raises here too, rather than returning nothing.
     throw new GenerationConfigError(`the prompt has ${promptLen} tokens but maxLength is ${maxLength}: set maxNewTokens`);
@@ -107,11 +232,10 @@ export function resolveGeneration(layers: GenerationConfig[], promptLen: number)
   const maxNew = c.maxNewTokens ?? maxLength - promptLen;
   // MinLength and MinNewTokens are separate processors in transformers: the stricter one wins.
   const minNew = Math.max(c.minNewTokens ?? 0, (c.minLength ?? 0) - promptLen);
-  if (c.stopStrings?.some((s) => typeof s !== 'string' || s === '')) throw new GenerationConfigError('stopStrings must be non-empty strings');
   return {
     maxNewTokens: maxNew,
     minNewTokens: minNew,
-    doSample: !!c.doSample,
+    doSample,
     temperature: c.temperature ?? 1,
     topK: c.topK ?? 50,
     topP: c.topP ?? 1,
@@ -126,6 +250,33 @@ export function resolveGeneration(layers: GenerationConfig[], promptLen: number)
   };
 }
 
-function dropUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+/** The closest known key by spelling (case, `_` and `-` ignored first, then edit distance), or null. */
+function nearestKey(k: string, known: string[]): string | null {
+  const flat = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
+  const same = known.find((x) => flat(x) === flat(k));
+  if (same) return same;
+  if (k.length > 64) return null;
+  let best: string | null = null, bestD = Infinity;
+  for (const x of known) {
+    const d = editDistance(flat(k), flat(x));
+    if (d < bestD) { best = x; bestD = d; }
+  }
+  return bestD <= Math.max(2, Math.floor(k.length / 3)) ? best : null;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** A value for a message, cut short (a hostile file can hold megabytes in one key). */
+function show(v: unknown): string {
+  let s: string;
+  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v); } catch { s = String(v); }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

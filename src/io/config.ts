@@ -1,5 +1,8 @@
-// Typed readers for HF config.json (FORMATS.md §8). Field names keep their JSON spelling; defaults are
-// transformers' own. transformers v5 folds rope_theta/rope_scaling into rope_parameters: both shapes are accepted.
+// Typed readers for HF config.json (../shared/spec/FORMATS.md §8.1, §8.3). Field names keep their JSON spelling;
+// defaults are transformers' own. transformers v5 folds rope_theta/rope_scaling into rope_parameters: both shapes
+// are accepted. Values that no model can have (0 layers, eps ≤ 0, a RoPE factor ≤ 0, sizes past CONFIG_LIMITS) are
+// rejected here, naming the file and key, because downstream they either abort the process (allocations sized by
+// the config) or quietly produce garbage tokens.
 import { readFileSync } from 'node:fs';
 
 export class ConfigError extends Error { override name = 'ConfigError'; }
@@ -60,6 +63,28 @@ export type ModelConfig = LlamaConfig | OptConfig;
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'opt'] as const;
 
+/**
+ * Largest size accepted per key. Real checkpoints stay far below (Llama-3.1-405B: 126 layers, hidden 16384,
+ * 128 heads, head_dim 128, intermediate 53248, vocab 128256; the largest vocabularies are ~256k; Llama-4-Scout has
+ * 10M positions), so each bound leaves ≥ 4× headroom. They exist because arrays and caches are sized from these
+ * numbers before any weight is read: `num_hidden_layers: 1e9` used to exhaust the V8 heap and abort the host
+ * process. Whether the weights agree with the config is checked separately when the model is built.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 1024,
+  hidden_size: 65536,
+  word_embed_proj_dim: 65536,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 4096,
+  intermediate_size: 1 << 20,
+  ffn_dim: 1 << 20,
+  vocab_size: 10_000_000,
+  max_position_embeddings: 1 << 26,
+  sliding_window: 1 << 26,
+  original_max_position_embeddings: 1 << 26,
+} as const;
+
 export function readConfig(path: string): ModelConfig {
   let json: unknown;
   try {
@@ -70,31 +95,39 @@ export function readConfig(path: string): ModelConfig {
   return parseConfig(json, path);
 }
 
+/** Check and type a parsed config.json; `source` (the file path) prefixes every error. */
 export function parseConfig(json: unknown, source = 'config.json'): ModelConfig {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`${source}: not a JSON object`);
   const raw = json as Record<string, unknown>;
   const r = new Reader(raw, source);
   const modelType = raw.model_type;
-  if (typeof modelType !== 'string') throw new ConfigError(`${source}: missing "model_type"`);
+  if (typeof modelType !== 'string') throw new ConfigError(`${source}: missing "model_type" (a string such as "llama")`);
   if (modelType === 'opt') return parseOpt(r, raw);
   if (modelType === 'llama' || modelType === 'mistral' || modelType === 'qwen2') return parseLlama(r, raw, modelType);
   throw new UnsupportedModelError(
-    `${source}: model_type "${modelType}" is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
+    `${source}: model_type ${JSON.stringify(modelType)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
 }
 
 function base(r: Reader, raw: Record<string, unknown>, d: { vocab: number; tie: boolean; maxPos: number; bos: number | null; eos: number | null; pad: number | null }): BaseConfig {
+  const dtype = raw.torch_dtype ?? raw.dtype ?? null;
+  if (dtype !== null && typeof dtype !== 'string') {
+    r.bad(raw.torch_dtype != null ? 'torch_dtype' : 'dtype', 'a dtype name such as "bfloat16"');
+  }
+  // Only read here, but `lowbit info` prints it: a non-list would reach a .join().
+  const arch = raw.architectures;
+  if (arch != null && !(Array.isArray(arch) && arch.every((a) => typeof a === 'string'))) r.bad('architectures', 'a list of class names');
   return {
-    vocab_size: r.int('vocab_size', d.vocab),
-    hidden_size: r.int('hidden_size'),
-    num_hidden_layers: r.int('num_hidden_layers'),
-    num_attention_heads: r.int('num_attention_heads'),
-    max_position_embeddings: r.int('max_position_embeddings', d.maxPos),
+    vocab_size: r.size('vocab_size', d.vocab),
+    hidden_size: r.size('hidden_size'),
+    num_hidden_layers: r.size('num_hidden_layers'),
+    num_attention_heads: r.size('num_attention_heads'),
+    max_position_embeddings: r.size('max_position_embeddings', d.maxPos),
     tie_word_embeddings: r.bool('tie_word_embeddings', d.tie),
     // Token ids may be −1 in older conversions ("none"); transformers accepts them.
     bos_token_id: r.tokenId('bos_token_id', d.bos),
     eos_token_id: r.eos(d.eos),
     pad_token_id: r.tokenId('pad_token_id', d.pad),
-    torch_dtype: (raw.torch_dtype ?? raw.dtype ?? null) as string | null,
+    torch_dtype: dtype,
     raw,
   };
 }
@@ -104,25 +137,31 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
   const b = base(r, raw, { vocab: 32000, tie: false, maxPos: model_type === 'mistral' ? 4096 * 32 : 2048, bos: 1, eos: 2, pad: null });
   const heads = b.num_attention_heads;
   if (b.hidden_size % heads !== 0 && raw.head_dim == null) {
-    throw new ConfigError(`${r.source}: hidden_size ${b.hidden_size} is not divisible by num_attention_heads ${heads} and head_dim is not set`);
+    throw new ConfigError(`${r.source}: "hidden_size" ${b.hidden_size} is not divisible by "num_attention_heads" ${heads} and "head_dim" is not set`);
   }
-  const kv = r.int('num_key_value_heads', heads);
-  if (heads % kv !== 0) throw new ConfigError(`${r.source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kv}`);
-  const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
-  const theta = r.num('rope_theta', typeof ropeParams?.rope_theta === 'number' ? ropeParams.rope_theta : 10000);
+  const kv = r.size('num_key_value_heads', heads);
+  if (heads % kv !== 0) throw new ConfigError(`${r.source}: "num_attention_heads" ${heads} is not a multiple of "num_key_value_heads" ${kv}`);
+  const headDim = r.size('head_dim', Math.floor(b.hidden_size / heads));
+  // rotate_half splits each head in two halves (../shared/spec/FORMATS.md §8.2, RoPE): an odd head_dim has no such split.
+  if (headDim % 2 !== 0) r.bad('head_dim', 'even (RoPE rotates pairs of dimensions)', headDim);
+  const ropeParams = r.objOrNull('rope_parameters');
+  const ropeScaling = r.objOrNull('rope_scaling');
+  const theta = r.positive('rope_theta', ropeParams && ropeParams.rope_theta != null
+    ? positiveIn(ropeParams, 'rope_parameters', 'rope_theta', r.source) : 10000);
   const useSliding = isQwen ? r.bool('use_sliding_window', false) : true;
   // MistralConfig's default window is 4096; an explicit null turns it off.
-  const slidingWindow = useSliding ? r.intOrNull('sliding_window', model_type === 'mistral' ? 4096 : null) : null;
+  const slidingWindow = useSliding ? r.sizeOrNull('sliding_window', model_type === 'mistral' ? 4096 : null) : null;
   return {
     ...b,
     model_type,
-    intermediate_size: r.int('intermediate_size'),
+    intermediate_size: r.size('intermediate_size'),
     num_key_value_heads: kv,
-    head_dim: r.int('head_dim', Math.floor(b.hidden_size / heads)),
+    head_dim: headDim,
     hidden_act: r.str('hidden_act', 'silu'),
-    rms_norm_eps: r.num('rms_norm_eps', 1e-6),
+    rms_norm_eps: r.positive('rms_norm_eps', 1e-6),
     rope_theta: theta,
-    rope_scaling: parseRopeScaling((raw.rope_scaling ?? ropeParams ?? null) as Record<string, unknown> | null, r.source),
+    rope_scaling: ropeScaling ? parseRopeScaling(ropeScaling, 'rope_scaling', r.source)
+      : ropeParams ? parseRopeScaling(ropeParams, 'rope_parameters', r.source) : null,
     attention_bias: r.bool('attention_bias', false),
     mlp_bias: r.bool('mlp_bias', false),
     sliding_window: slidingWindow,
@@ -136,51 +175,71 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
  */
 function layerTypes(r: Reader, raw: Record<string, unknown>, n: number, window: number | null, isQwen: boolean): LlamaConfig['layer_types'] {
   const given = raw.layer_types;
-  if (Array.isArray(given)) {
-    if (given.length !== n || !given.every((t) => t === 'full_attention' || t === 'sliding_attention')) {
-      throw new ConfigError(`${r.source}: "layer_types" must list ${n} entries of "full_attention" or "sliding_attention"`);
+  if (given != null) {
+    if (!Array.isArray(given) || given.length !== n || !given.every((t) => t === 'full_attention' || t === 'sliding_attention')) {
+      r.bad('layer_types', `a list of ${n} entries (num_hidden_layers), each "full_attention" or "sliding_attention"`);
     }
     return window === null ? given.map(() => 'full_attention') : (given as LlamaConfig['layer_types']);
   }
-  const from = isQwen ? r.int('max_window_layers', 28) : 0;
+  const from = isQwen ? r.count('max_window_layers', 28) : 0;
   return Array.from({ length: n }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));
 }
 
-function parseRopeScaling(s: Record<string, unknown> | null, source: string): RopeScaling | null {
-  if (!s) return null;
-  const type = (s.rope_type ?? s.type ?? 'default') as string;
+/** A finite number > 0 at `obj[key]`, named `${where}.${key}` in errors. */
+function positiveIn(obj: Record<string, unknown>, where: string, key: string, source: string): number {
+  const v = obj[key];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw new ConfigError(`${source}: "${where}.${key}" must be a number > 0, got ${show(v)}`);
+  }
+  return v;
+}
+
+function parseRopeScaling(s: Record<string, unknown>, where: string, source: string): RopeScaling | null {
+  const type = s.rope_type ?? s.type ?? 'default';
   if (type === 'default') return null;
   if (type !== 'linear' && type !== 'dynamic' && type !== 'llama3') {
-    throw new ConfigError(`${source}: rope_scaling type "${type}" is not supported (supported: linear, dynamic, llama3)`);
+    throw new UnsupportedModelError(`${source}: "${where}.rope_type" ${show(type)} is not supported (supported: default, linear, dynamic, llama3)`);
   }
-  const num = (k: string): number | undefined => {
-    const v = s[k];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'number') throw new ConfigError(`${source}: rope_scaling.${k} must be a number`);
+  const has = (k: string) => s[k] !== undefined && s[k] !== null;
+  if (!has('factor')) throw new ConfigError(`${source}: "${where}" of type "${type}" needs "factor" (a number > 0)`);
+  // factor divides frequencies or positions: 0 or less has no meaning (transformers wants ≥ 1 and only warns).
+  const out: RopeScaling = { rope_type: type, factor: positiveIn(s, where, 'factor', source) };
+  const origMax = (): number => {
+    const v = s.original_max_position_embeddings;
+    const lim = CONFIG_LIMITS.original_max_position_embeddings;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > lim) {
+      throw new ConfigError(`${source}: "${where}.original_max_position_embeddings" must be an integer in [1, ${lim}], got ${show(v)}`);
+    }
     return v;
   };
-  const factor = num('factor');
-  if (factor === undefined) throw new ConfigError(`${source}: rope_scaling of type "${type}" needs "factor"`);
-  const out: RopeScaling = { rope_type: type, factor };
   if (type === 'llama3') {
     for (const k of ['low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'] as const) {
-      const v = num(k);
-      if (v === undefined) throw new ConfigError(`${source}: rope_scaling of type "llama3" needs "${k}"`);
-      out[k] = v;
+      if (!has(k)) throw new ConfigError(`${source}: "${where}" of type "llama3" needs "${k}"`);
     }
-  } else {
-    out.original_max_position_embeddings = num('original_max_position_embeddings');
+    out.low_freq_factor = positiveIn(s, where, 'low_freq_factor', source);
+    out.high_freq_factor = positiveIn(s, where, 'high_freq_factor', source);
+    // The smooth band is (orig/high, orig/low) in wavelength: it only exists when high > low (../shared/spec/FORMATS.md §8.2).
+    if (out.high_freq_factor <= out.low_freq_factor) {
+      throw new ConfigError(`${source}: "${where}.high_freq_factor" must be greater than low_freq_factor ${out.low_freq_factor}, got ${out.high_freq_factor}`);
+    }
+    out.original_max_position_embeddings = origMax();
+  } else if (has('original_max_position_embeddings')) {
+    out.original_max_position_embeddings = origMax();
   }
   return out;
 }
 
 function parseOpt(r: Reader, raw: Record<string, unknown>): OptConfig {
   const b = base(r, raw, { vocab: 50272, tie: true, maxPos: 2048, bos: 2, eos: 2, pad: 1 });
+  // OPTAttention splits hidden_size evenly over the heads (transformers raises otherwise).
+  if (b.hidden_size % b.num_attention_heads !== 0) {
+    throw new ConfigError(`${r.source}: "hidden_size" ${b.hidden_size} is not divisible by "num_attention_heads" ${b.num_attention_heads}`);
+  }
   return {
     ...b,
     model_type: 'opt',
-    ffn_dim: r.int('ffn_dim', 3072),
-    word_embed_proj_dim: r.int('word_embed_proj_dim', b.hidden_size),
+    ffn_dim: r.size('ffn_dim', 3072),
+    word_embed_proj_dim: r.size('word_embed_proj_dim', b.hidden_size),
     do_layer_norm_before: r.bool('do_layer_norm_before', true),
     activation_function: r.str('activation_function', 'relu'),
     enable_bias: r.bool('enable_bias', true),
@@ -189,37 +248,56 @@ function parseOpt(r: Reader, raw: Record<string, unknown>): OptConfig {
   };
 }
 
+/** JSON.stringify for messages, cut short (a fuzzed or hostile value can be megabytes long). */
+function show(v: unknown): string {
+  let s: string;
+  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v); } catch { s = String(v); }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+type SizeKey = keyof typeof CONFIG_LIMITS;
+
 class Reader {
   constructor(readonly raw: Record<string, unknown>, readonly source: string) {}
-  private bad(key: string, want: string): never {
-    throw new ConfigError(`${this.source}: "${key}" must be ${want}, got ${JSON.stringify(this.raw[key])}`);
+  bad(key: string, want: string, got: unknown = this.raw[key]): never {
+    throw new ConfigError(`${this.source}: "${key}" must be ${want}, got ${show(got)}`);
   }
-  int(key: string, dflt?: number): number {
+  /** A dimension or count: an integer in [1, CONFIG_LIMITS[key]]. */
+  size(key: SizeKey, dflt?: number): number {
     const v = this.raw[key];
     if (v === undefined || v === null) {
-      if (dflt === undefined) throw new ConfigError(`${this.source}: missing "${key}"`);
+      if (dflt === undefined) throw new ConfigError(`${this.source}: missing "${key}" (an integer ≥ 1)`);
       return dflt;
     }
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) this.bad(key, 'a non-negative integer');
+    const max = CONFIG_LIMITS[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) this.bad(key, `an integer in [1, ${max}]`);
     return v;
   }
-  intOrNull(key: string, dflt: number | null): number | null {
+  sizeOrNull(key: SizeKey, dflt: number | null): number | null {
     const v = this.raw[key];
     if (v === undefined) return dflt;
     if (v === null) return null;
-    return this.int(key);
+    return this.size(key);
+  }
+  /** A non-negative safe integer that sizes nothing (a layer index). */
+  count(key: string, dflt: number): number {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) this.bad(key, 'a non-negative integer');
+    return v;
   }
   tokenId(key: string, dflt: number | null): number | null {
     const v = this.raw[key];
     if (v === undefined) return dflt;
     if (v === null) return null;
-    if (typeof v !== 'number' || !Number.isInteger(v)) this.bad(key, 'an integer token id');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.bad(key, 'an integer token id or null');
     return v;
   }
-  num(key: string, dflt: number): number {
+  /** A finite number > 0 (eps, theta: 0 or less gives NaN or constant outputs, never an error downstream). */
+  positive(key: string, dflt: number): number {
     const v = this.raw[key];
     if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v)) this.bad(key, 'a number');
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.bad(key, 'a number > 0');
     return v;
   }
   bool(key: string, dflt: boolean): boolean {
@@ -234,11 +312,20 @@ class Reader {
     if (typeof v !== 'string') this.bad(key, 'a string');
     return v;
   }
+  objOrNull(key: string): Record<string, unknown> | null {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'object' || Array.isArray(v)) this.bad(key, 'an object or null');
+    return v as Record<string, unknown>;
+  }
   eos(dflt: number | null): number | number[] | null {
     const v = this.raw.eos_token_id;
     if (v === undefined) return dflt;
     if (v === null) return null;
-    if (Array.isArray(v) && v.every((x) => Number.isInteger(x))) return v as number[];
+    if (Array.isArray(v)) {
+      if (!v.every((x) => typeof x === 'number' && Number.isSafeInteger(x))) this.bad('eos_token_id', 'an integer token id, a list of them, or null');
+      return v as number[];
+    }
     return this.tokenId('eos_token_id', dflt);
   }
 }
