@@ -17,6 +17,12 @@ import { Tokenizer } from './tokenizer/index.js';
 export interface LoadOptions extends ResolveOptions {
   /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
   backend?: BackendName | Backend;
+  /**
+   * Map the safetensors files (default true: zero-copy, pages shared with the OS cache). false reads them into
+   * memory instead: slower to start and memory-hungry, but immune to another process truncating a mapped file,
+   * which would otherwise kill this process with SIGBUS.
+   */
+  mmap?: boolean;
 }
 
 export interface LoadedModel {
@@ -37,7 +43,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const dir = await resolveModelDir(idOrDir, opts);
   const config = readConfig(join(dir, 'config.json'));
   const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
-  const { tensors } = loadStateDict(dir);
+  if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
+  const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
+  // buildModel checks the layers against config.json before building any, and warns about unused tensors.
   const model = buildModel(config, new Weights(tensors, dir), backend);
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
   return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0 };

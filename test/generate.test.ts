@@ -7,10 +7,12 @@ import { Weights } from '../src/models/model.js';
 import { randomLlama } from '../src/models/random.js';
 import { buildModel } from '../src/models/registry.js';
 import { fromPretrained } from '../src/api.js';
-import { generate, generateStream } from '../src/generate/generate.js';
+import { generate, generateStream, GenerateOptions, GenerateResult } from '../src/generate/generate.js';
+import { IncrementalDecoder } from '../src/generate/stream.js';
+import { Tokenizer } from '../src/tokenizer/index.js';
 import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP } from '../src/generate/logits.js';
-import { normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
-import { goldenCases, ROOT } from './helpers.js';
+import { GenerationConfigError, normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
+import { goldenCases, NO_DATA, ROOT, sharedData } from './helpers.js';
 import { join } from 'node:path';
 
 const TINY = {
@@ -101,12 +103,40 @@ test('generation stops on any listed terminator, per row, with finish reasons', 
 
 test('sampling is reproducible with a seed and varies without one', async () => {
   const model = tinyModel();
-  const o = { maxNewTokens: 12, doSample: true, temperature: 1.5, topK: 0, eosTokenId: [] as number[], padTokenId: 0 };
+  const o = { maxNewTokens: 24, doSample: true, temperature: 1.5, topK: 0, eosTokenId: [] as number[], padTokenId: 0 };
   const a = await generate(model, [[1, 2, 3]], { ...o, seed: 42 });
   const b = await generate(model, [[1, 2, 3]], { ...o, seed: 42 });
-  const c = await generate(model, [[1, 2, 3]], { ...o, seed: 43 });
   assert.deepEqual(a.tokens, b.tokens);
-  assert.notDeepEqual(a.tokens, c.tokens);
+  assert.equal(a.seed, 42);
+  // Two unseeded runs: different draws (200 seeds gave 200 different 12-token samples from this model).
+  const u1 = await generate(model, [[1, 2, 3]], o);
+  const u2 = await generate(model, [[1, 2, 3]], o);
+  assert.notDeepEqual(u1.tokens, u2.tokens);
+  // An unseeded run is repeated by its reported seed.
+  assert.deepEqual((await generate(model, [[1, 2, 3]], { ...o, seed: u1.seed })).tokens, u1.tokens);
+  // Calls within one millisecond must not share a seed (a clock-derived seed did): 50 quick calls, 50 seeds.
+  const seeds = new Set<number>();
+  for (let i = 0; i < 50; i++) seeds.add((await generate(model, [[1]], { ...o, maxNewTokens: 0 })).seed);
+  assert.equal(seeds.size, 50);
+});
+
+test('finish reasons: "eos" when the model config\'s eos is the greedy token, "length" when eos cannot occur', async () => {
+  const { config, tensors } = randomLlama(TINY, 'F32', 7);
+  for (const t of tensors.values()) if (t.shape.length === 2) for (let i = 0; i < t.data.length; i++) (t.data as Float32Array)[i] *= 20;
+  const build = (eos: number | null) => buildModel({ ...config, eos_token_id: eos }, new Weights(tensors, 'tiny'), refBackend);
+  const free = await generate(build(null), [[5, 9, 11]], { maxNewTokens: 6 });
+  assert.deepEqual(free.finishReasons, ['length']);              // eos_token_id null: nothing can end the row early
+  assert.equal(free.tokens[0].length, 6);
+  const first = free.tokens[0][0];
+  const r = await generate(build(first), [[5, 9, 11]], { maxNewTokens: 6 });
+  assert.deepEqual(r.tokens, [[first]]);
+  assert.deepEqual(r.finishReasons, ['eos']);
+  // Stream events say how each row ended on its last event only; onProgress counts the steps.
+  const events: { finishReason?: string }[] = [];
+  const steps: number[] = [];
+  for await (const e of generateStream(build(null), [[5, 9, 11], [7]], { maxNewTokens: 3, onProgress: (s, n) => steps.push(s * 10 + n) })) events.push(e);
+  assert.deepEqual(events.map((e) => e.finishReason ?? '-'), ['-', '-', '-', '-', 'length', 'length']);
+  assert.deepEqual(steps, [13, 23, 33]);
 });
 
 // Dynamic-RoPE goldens are skipped: transformers keeps the longest length seen as state across calls (models.test.ts).
@@ -143,4 +173,81 @@ test('stop strings end a row with finish reason "stop"; generation_config.json d
   assert.ok(r.texts[0].includes(word) && r.texts[0].length < text.length, `${r.texts[0]} vs ${text}`);
   const d = await generate(model, [ids], { tokenizer: tokenizer!, modelDefaults: generationConfig, eosTokenId: [] });
   assert.equal(d.tokens[0].length, 64);                                // max_new_tokens from generation_config.json
+});
+
+/**
+ * A SentencePiece-style (Metaspace) tokenizer built here: like Llama's, it decodes a first "▁and" as "and", which is
+ * how continuations used to lose their leading space.
+ */
+function wordTokenizer(): Tokenizer {
+  const special = ['<unk>', '<s>', '</s>'];
+  const words = ['▁The', '▁little', '▁dog', '▁and', '▁his', '▁ran', '.', ',', '▁do', "n't", '▁I', '▁'];
+  return new Tokenizer({
+    version: '1.0', truncation: null, padding: null, normalizer: null,
+    added_tokens: special.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+    post_processor: {
+      type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
+    model: { type: 'Unigram', unk_id: 0, byte_fallback: false, vocab: [...special.map((s) => [s, 0]), ...words.map((w) => [w, w === '▁' ? -3 : -1])] },
+  }, { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, 'word-tokenizer');
+}
+
+test('decoded continuations keep their leading space, streamed and final, with the prompt as context', () => {
+  const tok = wordTokenizer();
+  const ids = tok.encode('The little dog and his dog.');
+  assert.deepEqual(ids.slice(0, 4), [1, 3, 4, 5]);             // <s> ▁The ▁little ▁dog
+  assert.equal(tok.decode(ids.slice(4), { skipSpecialTokens: true }), 'and his dog.');   // alone: the space is lost
+  const dec = new IncrementalDecoder(tok, { context: ids.slice(0, 4) });
+  let streamed = '';
+  for (const id of ids.slice(4)) streamed += dec.push(id);
+  streamed += dec.flush();
+  assert.equal(streamed, ' and his dog.');
+  assert.equal(dec.text, ' and his dog.');
+  // Without context the decoder behaves as before (the whole output from its first token).
+  const bare = new IncrementalDecoder(tok);
+  ids.slice(4).forEach((id) => bare.push(id));
+  assert.equal(bare.text, 'and his dog.');
+});
+
+test('generate takes text and a LoadedModel: its tokenizer (with BOS) and generation config are the defaults', async () => {
+  const tok = wordTokenizer();
+  const { config, tensors } = randomLlama({ ...TINY, vocab_size: 15 }, 'F32', 3);
+  const model = buildModel(config, new Weights(tensors, 'words'), refBackend);
+  const loaded = { model, config, tokenizer: tok, generationConfig: { maxNewTokens: 4, eosTokenId: [] }, tensors, dir: 'words', loadMs: 0 };
+  const byText = await generate(loaded, 'The little dog');
+  const byIds = await generate(model, [[1, 3, 4, 5]], { tokenizer: tok, maxNewTokens: 4, eosTokenId: [] });
+  assert.deepEqual(byText.sequences, byIds.sequences);
+  assert.equal(byText.tokens[0].length, 4);                    // maxNewTokens from the LoadedModel's generation config
+  assert.deepEqual(byText.texts, byIds.texts);
+  const full = tok.decode(byText.sequences[0], { skipSpecialTokens: true });
+  assert.equal('The little dog' + byText.texts[0], full);
+  // One prompt or a batch, text or ids, mixed.
+  const mixed = await generate(loaded, ['The little dog', [1, 3, 4, 5]]);
+  assert.deepEqual(mixed.tokens, [byText.tokens[0], byText.tokens[0]]);
+  assert.deepEqual((await generate(loaded, [1, 3, 4, 5])).tokens, byText.tokens);
+  // Call options still win over the model's defaults; snake_case keys are mapped, misspelt ones refused.
+  assert.equal((await generate(loaded, 'The dog', { max_new_tokens: 2 } as GenerateOptions)).tokens[0].length, 2);
+  await assert.rejects(generate(loaded, 'The dog', { maxNewToken: 2 } as GenerateOptions), /generate options: unknown option "maxNewToken" \(did you mean "maxNewTokens"\?\)/);
+  await assert.rejects(generate(model, 'The dog', { maxNewTokens: 2 }), (e: Error) => e instanceof GenerationConfigError && /prompt 0 is text but there is no tokenizer/.test(e.message));
+  await assert.rejects(generate(model, [], { maxNewTokens: 2 }), /no prompts given/);
+  await assert.rejects(generate(model, [[]], { maxNewTokens: 2 }), /prompt 0 has no tokens/);
+});
+
+test('tinystories-656k: "The little dog" continues with " and his dog", streamed and returned', { skip: sharedData() ? false : NO_DATA }, async () => {
+  const m = await fromPretrained(join(sharedData()!, 'models', 'tinystories-656k'));
+  let streamed = '';
+  const it = generateStream(m, 'The little dog', { maxNewTokens: 12 });
+  let r: GenerateResult;
+  for (;;) {
+    const n = await it.next();
+    if (n.done) { r = n.value; break; }
+    streamed += n.value.text;
+  }
+  assert.ok(r.texts[0].startsWith(' and his dog'), JSON.stringify(r.texts[0]));
+  assert.equal(streamed, r.texts[0]);
+  assert.equal(m.tokenizer!.decode(r.sequences[0], { skipSpecialTokens: true }), 'The little dog' + r.texts[0]);
+  assert.equal(r.sequences[0][0], m.tokenizer!.bosTokenId);     // text prompts get BOS, as transformers' pipeline
 });

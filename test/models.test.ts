@@ -116,3 +116,52 @@ test('bad input: non-integer ids and out-of-range positions fail clearly; a fail
   assert.equal(c.pad_token_id, -1);
   assert.equal((parseConfig({ model_type: 'mistral', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }) as { sliding_window: number }).sliding_window, 4096);
 });
+
+test('RoPE frequencies are computed once per model, not per forward; dynamic scaling recomputes only past the trained length', async () => {
+  const { randomLlama } = await import('../src/models/random.js');
+  const { buildModel } = await import('../src/models/registry.js');
+  const { Weights } = await import('../src/models/model.js');
+  const { refBackend } = await import('../src/backend/ref/index.js');
+  const { ropeInvFreq } = await import('../src/nn/rope.js');
+  const seen: Float32Array[] = [];
+  const spy = { ...refBackend, rope(x: Parameters<typeof refBackend.rope>[0], p: Int32Array, inv: Float32Array) { seen.push(inv); refBackend.rope(x, p, inv); } };
+  const shape = { model_type: 'llama', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 32, max_position_embeddings: 8 };
+  const decode = (extra: object) => {
+    const { config, tensors } = randomLlama({ ...shape, ...extra }, 'F32');
+    const model = buildModel(config, new Weights(tensors, 'rope'), spy);
+    seen.length = 0;
+    const cache = model.createCache(1, 12);
+    model.forward([[1, 2, 3, 4, 5, 6]], { cache });
+    for (let t = 0; t < 5; t++) model.forward([[7]], { cache });   // positions 6 … 10
+    return { config, calls: seen.filter((_, i) => i % 2 === 0) };  // q and k share one array per forward
+  };
+  const plain = decode({});
+  assert.equal(plain.calls.length, 6);
+  assert.equal(new Set(plain.calls).size, 1);
+  const dyn = decode({ rope_scaling: { rope_type: 'dynamic', factor: 2 } });
+  // Lengths 6, 7, 8 are within the trained 8 (one array); 9, 10, 11 each rescale.
+  assert.equal(new Set(dyn.calls).size, 4);
+  assert.equal(dyn.calls[0], dyn.calls[2]);
+  dyn.calls.forEach((inv, i) => assert.deepEqual(inv, ropeInvFreq(dyn.config as never, 5 + i)));
+});
+
+test('linears() and replaceLinear() swap layers in Llama and OPT alike (one shared implementation)', async () => {
+  const { Tensor } = await import('../src/tensor/tensor.js');
+  for (const name of ['llama_gqa', 'opt_125m_like']) {
+    const { model } = await fromPretrained(join(GOLDEN_DIR, name), { backend: 'ref' });
+    const lin = model.linears();
+    const L = model.config.num_hidden_layers;
+    assert.equal(lin.size, (name === 'llama_gqa' ? 7 : 6) * L + 1, name);
+    const q = [...lin.keys()].find((k) => k.endsWith('layers.0.self_attn.q_proj'))!;
+    let calls = 0;
+    const orig = lin.get(q)!;
+    model.replaceLinear(q, { name: q, inFeatures: orig.inFeatures, outFeatures: orig.outFeatures, forward: (x) => { calls++; return orig.forward(x); } });
+    const head = lin.get('lm_head')!;
+    model.replaceLinear('lm_head', { name: 'lm_head', inFeatures: head.inFeatures, outFeatures: head.outFeatures, forward: (x) => Tensor.zeros('F32', [x.shape[0], head.outFeatures]) });
+    const out = model.forward([[2, 5, 7]]).f32;
+    assert.equal(calls, 1);
+    assert.ok(out.every((v) => v === 0));
+    assert.notEqual(model.linears().get(q), orig);
+    assert.throws(() => model.replaceLinear('model.layers.99.mlp.nope', orig), /no linear layer named "model\.layers\.99\.mlp\.nope"/);
+  }
+});

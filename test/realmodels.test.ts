@@ -1,4 +1,5 @@
-// Real checkpoints from ../shared/data: tinystories-656k against its float64 reference, eval-llama-16m (bf16) runs.
+// Real checkpoints from ../shared/data: tinystories-656k against its float64 reference, eval-llama-16m (bf16) runs,
+// and tinystories' 512 positions as a real limit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -7,6 +8,8 @@ import { fromPretrained } from '../src/api.js';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
 import { argmax, maxRelErr, NO_DATA, relErr, ROOT, sharedData } from './helpers.js';
 import { generate } from '../src/generate/generate.js';
+import { GenerationConfigError } from '../src/generate/config.js';
+import { setWarningHandler } from '../src/util/warn.js';
 
 const data = sharedData();
 const backends = cpuAvailable() ? (['ref', 'cpu'] as const) : (['ref'] as const);
@@ -45,3 +48,27 @@ for (const be of backends) {
     assert.ok(relErr(last, ref.logits_last) <= 1e-4, `rel err ${relErr(last, ref.logits_last)}`);
   });
 }
+
+test('tinystories-656k: a story ends at eos; a 1,200-token prompt is refused, or left-truncated on request; no unused-tensor warnings', { skip: data ? false : NO_DATA }, async () => {
+  const warnings: string[] = [];
+  const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+  let m;
+  try {
+    m = await fromPretrained(join(data!, 'models', 'tinystories-656k'));
+    await fromPretrained(join(data!, 'models', 'eval-llama-16m'));
+  } finally { setWarningHandler(prev); }
+  assert.deepEqual(warnings, []);
+  const story = await generate(m, 'Once upon a time', { maxNewTokens: 400 });
+  assert.deepEqual(story.finishReasons, ['eos']);
+  assert.equal(story.tokens[0].at(-1), m.config.eos_token_id);
+  assert.ok(story.tokens[0].length < 400);
+  assert.equal(m.model.maxPositions, 512);
+  const long = 'The little dog ran to the park and played with a red ball. '.repeat(135);
+  const n = m.tokenizer!.encode(long).length;
+  assert.ok(n > 1100, `${n} tokens`);
+  await assert.rejects(generate(m, long, { maxNewTokens: 8 }), (e: Error) => e instanceof GenerationConfigError &&
+    e.message.includes(`prompt 0 has ${n} tokens; with maxNewTokens 8 that is ${n + 8} positions, but the model takes at most 512`));
+  const cut = await generate(m, long, { maxNewTokens: 8, truncation: 'left' });
+  assert.deepEqual(cut.truncated, [n - 504]);
+  assert.equal(cut.sequences[0].length, 504 + cut.tokens[0].length);
+});

@@ -1,6 +1,8 @@
-// Perplexity over non-overlapping windows (the GPTQ/AWQ paper protocol, FORMATS.md §9.1): the text is tokenized
-// once, cut into windows of `seqLen` tokens (remainder dropped unless it is the only window), each window is an
-// independent forward without cache, and every position after a window's first is scored.
+// Perplexity over non-overlapping windows (the GPTQ/AWQ paper protocol, ../shared/spec/FORMATS.md §9.1): the text is
+// tokenized once, cut into windows of `seqLen` tokens (remainder dropped unless it is the only window), each window is
+// an independent forward without cache, and every position after a window's first is scored. Windows longer than the
+// model's positions and non-finite logits are errors: either would yield a number that means nothing.
+import { NonFiniteLogitsError } from '../generate/logits.js';
 import type { CausalLM } from '../models/model.js';
 
 export interface PerplexityOptions {
@@ -22,6 +24,9 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
   let windows = Math.floor(ids.length / seqLen);
   const len = windows === 0 ? ids.length : seqLen;
   if (windows === 0) windows = 1;
+  if (len > model.maxPositions) {
+    throw new RangeError(`perplexity: windows of ${len} tokens are longer than the model's ${model.maxPositions} positions; use seqLen ≤ ${model.maxPositions}`);
+  }
   if (opts.maxWindows !== undefined) windows = Math.min(windows, opts.maxWindows);
   const V = model.config.vocab_size;
   let nll = 0, tokens = 0;
@@ -31,7 +36,13 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
     for (let t = 0; t < len - 1; t++) {
       const row = logits.subarray(t * V, (t + 1) * V);
       let max = -Infinity;
-      for (let v = 0; v < V; v++) if (row[v] > max) max = row[v];
+      for (let v = 0; v < V; v++) {
+        // NaN would compare false and vanish from the max; Inf would give a perplexity of NaN or 1. Either is a broken model.
+        if (row[v] - row[v] !== 0) {
+          throw new NonFiniteLogitsError(`perplexity: non-finite logits in window ${w}, position ${t}: logit of token ${v} is ${row[v]}; the weights hold NaN/Inf or config.json has impossible values`, 'prefill', 0);
+        }
+        if (row[v] > max) max = row[v];
+      }
       let sum = 0;
       for (let v = 0; v < V; v++) sum += Math.exp(row[v] - max);
       nll += Math.log(sum) + max - row[win[t + 1]];                 // −log softmax(target)

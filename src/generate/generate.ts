@@ -1,20 +1,37 @@
-// The generation loop: left-padded batches, one prefill, then one-token decode steps over the KV cache, per-row
-// stopping (eos list, stop strings, length) and a finish reason per row. FORMATS.md §7.3–7.4.
-import type { CausalLM } from '../models/model.js';
+// The generation loop: prompts as text or ids, fitted to the model's positions, left-padded batches, one prefill,
+// then one-token decode steps over the KV cache, per-row stopping (eos list, stop strings, length) and a finish
+// reason per row. ../shared/spec/FORMATS.md §7.3–7.4.
+import type { LoadedModel } from '../api.js';
+import { checkTokenId, type CausalLM } from '../models/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { GenerationConfig, GenerationConfigError, resolveGeneration, ResolvedGeneration } from './config.js';
-import { processLogits } from './logits.js';
+import { GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration, ResolvedGeneration } from './config.js';
+import { checkFiniteRow, processLogits } from './logits.js';
 import { argmax, Rng, sample } from './sampling.js';
 import { IncrementalDecoder } from './stream.js';
 
 export type FinishReason = 'eos' | 'length' | 'stop';
 
+/** One prompt: text (tokenized with the tokenizer's special tokens, BOS included, as transformers' pipeline does) or ids. */
+export type Prompt = string | number[];
+
 export interface GenerateOptions extends GenerationConfig {
-  /** Needed for stop strings and for text in stream events and results. */
+  /** Tokenizes string prompts; needed for stop strings and for text in events and results. Default: the LoadedModel's. */
   tokenizer?: Tokenizer;
-  /** generation_config.json of the model, applied before the call options. */
+  /** generation_config.json of the model, applied before the call options. Default: the LoadedModel's. */
   modelDefaults?: GenerationConfig;
+  /**
+   * What to do when a prompt + max(maxNewTokens, minNewTokens) does not fit `model.maxPositions`:
+   * 'none' (default) refuses before the prefill; 'left' keeps each prompt's last (limit − new tokens) tokens and
+   * reports the dropped counts in `GenerateResult.truncated`. Truncation never shortens the generation: a request
+   * for as many new tokens as the model has positions is refused either way.
+   */
+  truncation?: 'left' | 'none';
+  /** Called after each token step with the steps done and the most there can be (maxNewTokens). */
+  onProgress?: (step: number, maxSteps: number) => void;
 }
+
+/** Option keys that are not generation settings (checked here, not by normalizeGenerationConfig). */
+const CALL_ONLY = ['tokenizer', 'modelDefaults', 'truncation', 'onProgress'] as const;
 
 export interface StreamEvent {
   /** Row of the batch. */
@@ -22,15 +39,22 @@ export interface StreamEvent {
   tokenId: number;
   /** Newly final text of this row ('' while a multi-byte character is incomplete, or without a tokenizer). */
   text: string;
+  /** Set on the row's last event: why it ended. */
+  finishReason?: FinishReason;
 }
 
 export interface GenerateResult {
-  /** Per row: the prompt (unpadded) followed by the generated tokens. */
+  /** Per row: the prompt as the model saw it (after any truncation, unpadded), then the generated tokens. */
   sequences: number[][];
   /** Per row: only the generated tokens, up to and including the stopping token. */
   tokens: number[][];
+  /** Per row: the generated text, decoded after the prompt's last tokens so a leading space is kept ('' without a tokenizer). */
   texts: string[];
   finishReasons: FinishReason[];
+  /** Per row: prompt tokens dropped from the front by `truncation: 'left'` (0 when none were). */
+  truncated: number[];
+  /** The sampler's seed: the one given, or a fresh random one (pass it as `seed` to repeat an unseeded run). */
+  seed: number;
   timings: { prefillMs: number; decodeMs: number; decodeSteps: number };
 }
 
@@ -43,46 +67,115 @@ export function padLeft(prompts: number[][], padId: number): { ids: number[][]; 
   };
 }
 
+function isLoadedModel(m: CausalLM | LoadedModel): m is LoadedModel {
+  return typeof (m as CausalLM).forward !== 'function' && typeof (m as LoadedModel).model?.forward === 'function';
+}
+
+/** One prompt or a batch → token id rows, each id checked against the vocabulary. */
+function promptIds(prompts: Prompt | Prompt[], tokenizer: Tokenizer | undefined, vocabSize: number): number[][] {
+  const list: unknown[] = typeof prompts === 'string' ? [prompts]
+    : Array.isArray(prompts) && prompts.length > 0 && prompts.every((x) => typeof x === 'number') ? [prompts]
+    : Array.isArray(prompts) ? prompts : [prompts];
+  if (list.length === 0) throw new GenerationConfigError('generate: no prompts given');
+  return list.map((p, row) => {
+    let ids: number[];
+    if (typeof p === 'string') {
+      if (!tokenizer) throw new GenerationConfigError(`generate: prompt ${row} is text but there is no tokenizer: pass options.tokenizer, or the LoadedModel from fromPretrained (its folder needs a tokenizer.json)`);
+      ids = tokenizer.encode(p);
+    } else if (Array.isArray(p)) {
+      ids = p;
+    } else {
+      throw new GenerationConfigError(`generate: prompt ${row} must be a string or an array of token ids, got ${p === null ? 'null' : typeof p}`);
+    }
+    if (ids.length === 0) throw new GenerationConfigError(`generate: prompt ${row} has no tokens; every prompt needs at least one`);
+    ids.forEach((id, t) => checkTokenId(id, row, t, vocabSize, 'prompt'));
+    return ids;
+  });
+}
+
+/**
+ * Make every row fit the model's positions before anything runs: a long prompt would otherwise run past the
+ * trained positions into garbage (or, at 370k tokens, into a prefill that never ends). Refuses as llama.cpp does,
+ * or cuts from the left when asked.
+ */
+function fitPositions(prompts: number[][], g: ResolvedGeneration, limit: number, truncation: 'left' | 'none'): { prompts: number[][]; truncated: number[] } {
+  const fromMin = g.minNewTokens > g.maxNewTokens;
+  const newTokens = fromMin ? g.minNewTokens : g.maxNewTokens;
+  const what = fromMin ? `minNewTokens ${g.minNewTokens}` : `maxNewTokens ${g.maxNewTokens}`;
+  if (newTokens >= limit) {
+    throw new GenerationConfigError(`${what} leaves no room for a prompt: the model takes at most ${limit} positions (prompt + new tokens); ask for at most ${limit - 1} new tokens`);
+  }
+  const room = limit - newTokens;
+  let longest = 0;
+  prompts.forEach((p, b) => { if (p.length > prompts[longest].length) longest = b; });
+  const truncated = prompts.map((p) => Math.max(0, p.length - room));
+  if (truncated[longest] === 0) return { prompts, truncated };
+  if (truncation === 'none') {
+    const n = prompts[longest].length;
+    throw new GenerationConfigError(`prompt ${longest} has ${n} tokens; with ${what} that is ${n + newTokens} positions, but the model takes at most ${limit}. ` +
+      `Shorten the prompt, ask for fewer new tokens, or pass truncation: 'left' (lowbit generate --truncate) to keep the prompt's last ${room} tokens`);
+  }
+  return { prompts: prompts.map((p, b) => (truncated[b] ? p.slice(truncated[b]) : p)), truncated };
+}
+
+/** A seed for a call that gave none: two unseeded calls must differ even within one millisecond. */
+function freshSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
 /**
  * Generate for one or more prompts, yielding each new token as it is chosen. The generator's return value is
- * the full result, so `for await` streams and `generate()` collects.
+ * the full result, so `for await` streams and `generate()` collects. `model` is a CausalLM or what fromPretrained
+ * returned (then its tokenizer and generation_config.json are the defaults).
  */
-export async function* generateStream(model: CausalLM, prompts: number[][], opts: GenerateOptions = {}): AsyncGenerator<StreamEvent, GenerateResult> {
-  if (prompts.length === 0 || prompts.some((p) => p.length === 0)) throw new GenerationConfigError('every prompt needs at least one token');
-  const B = prompts.length;
-  const maxPrompt = Math.max(...prompts.map((p) => p.length));
-  const cfgEos = model.config.eos_token_id;
+export async function* generateStream(model: CausalLM | LoadedModel, prompts: Prompt | Prompt[], opts: GenerateOptions = {}): AsyncGenerator<StreamEvent, GenerateResult> {
+  const loaded = isLoadedModel(model) ? model : null;
+  const lm = loaded ? loaded.model : (model as CausalLM);
+  // snake_case keys are mapped and unknown keys refused: a misspelt option must not be silently ignored.
+  const call = normalizeGenerationConfig(opts, 'generate options', { strict: true, allow: CALL_ONLY });
+  const truncation = opts.truncation ?? 'none';
+  if (truncation !== 'left' && truncation !== 'none') throw new GenerationConfigError(`generate options: "truncation" must be 'left' or 'none', got ${JSON.stringify(truncation)}`);
+  if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw new GenerationConfigError('generate options: "onProgress" must be a function');
+  const tokenizer = opts.tokenizer ?? loaded?.tokenizer ?? undefined;
+  const modelDefaults = opts.modelDefaults ?? loaded?.generationConfig ?? {};
+  const V = lm.config.vocab_size;
+  const given = promptIds(prompts, tokenizer, V);
   const g: ResolvedGeneration = resolveGeneration([
-    { eosTokenId: cfgEos, padTokenId: model.config.pad_token_id },
-    opts.modelDefaults ?? {},
-    opts,
-  ], maxPrompt);
-  if (g.stopStrings.length && !opts.tokenizer) throw new GenerationConfigError('stopStrings need a tokenizer');
-  const rng = new Rng(g.seed);
-  const V = model.config.vocab_size;
+    { eosTokenId: lm.config.eos_token_id, padTokenId: lm.config.pad_token_id },
+    modelDefaults,
+    call,
+  ], Math.max(...given.map((p) => p.length)));
+  if (g.stopStrings.length && !tokenizer) throw new GenerationConfigError('stopStrings need a tokenizer');
+  const { prompts: rows, truncated } = fitPositions(given, g, lm.maxPositions, truncation);
+
+  const B = rows.length;
+  const maxPrompt = Math.max(...rows.map((p) => p.length));
+  const seeded = call.seed != null || modelDefaults.seed != null;
+  const seed = seeded ? g.seed : freshSeed();
+  const rng = new Rng(seed);
   // A pad id outside the vocabulary (some configs say −1) is never attended to; feed a valid id in its place.
   const feedPad = g.padTokenId >= 0 && g.padTokenId < V ? g.padTokenId : 0;
-  const { ids, mask } = padLeft(prompts, feedPad);
-  if (model.config.model_type === 'opt' && maxPrompt + g.maxNewTokens > model.config.max_position_embeddings) {
-    throw new GenerationConfigError(`OPT has ${model.config.max_position_embeddings} learned positions; ${maxPrompt} prompt + ${g.maxNewTokens} new tokens do not fit`);
-  }
-  const cache = model.createCache(B, maxPrompt + g.maxNewTokens);
+  const { ids, mask } = padLeft(rows, feedPad);
+  // Sized for the whole request but allocated in chunks as positions arrive (src/nn/kvcache.ts).
+  const cache = lm.createCache(B, maxPrompt + g.maxNewTokens);
   const history = ids.map((r) => r.slice());
-  const tokens: number[][] = prompts.map(() => []);
-  const finish: (FinishReason | null)[] = prompts.map(() => null);
-  const decoders = opts.tokenizer ? prompts.map(() => new IncrementalDecoder(opts.tokenizer!)) : null;
-  const texts = prompts.map(() => '');   // filled from the decoders at the end
+  const tokens: number[][] = rows.map(() => []);
+  const finish: (FinishReason | null)[] = rows.map(() => null);
+  const decoders = tokenizer ? rows.map((p) => new IncrementalDecoder(tokenizer, { context: p })) : null;
+  const texts = rows.map(() => '');   // filled from the decoders at the end
   const timings = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
 
   if (g.maxNewTokens === 0) finish.fill('length');
   let t0 = performance.now();
-  let logits = g.maxNewTokens > 0 ? model.forward(ids, { attentionMask: mask, cache, logits: 'last' }).f32 : null;
+  let logits = g.maxNewTokens > 0 ? lm.forward(ids, { attentionMask: mask, cache, logits: 'last' }).f32 : null;
   timings.prefillMs = performance.now() - t0;
   t0 = performance.now();
   for (let step = 0; logits && step < g.maxNewTokens; step++) {
     const next = new Array<number>(B);
     for (let b = 0; b < B; b++) {
       if (finish[b]) { next[b] = feedPad; continue; }         // finished rows are fed padding, as in transformers
+      // NaN/Inf would make argmax return token 0 and sampling the last token: stop instead, naming where.
+      checkFiniteRow(logits, b, V, step === 0 ? 'prefill' : step);
       const scores = logits.slice(b * V, (b + 1) * V);
       processLogits(scores, history[b], tokens[b].length, g);
       next[b] = g.doSample ? sample(scores, rng) : argmax(scores);
@@ -98,27 +191,30 @@ export async function* generateStream(model: CausalLM, prompts: number[][], opts
       else if (g.stopStrings.length && g.stopStrings.some((s) => decoders![b].text.includes(s))) finish[b] = 'stop';
       else if (tokens[b].length >= g.maxNewTokens) finish[b] = 'length';
       if (finish[b] && decoders) text += decoders[b].flush();     // the row is done: nothing is held back any more
-      events.push({ row: b, tokenId: id, text });
+      events.push(finish[b] ? { row: b, tokenId: id, text, finishReason: finish[b]! } : { row: b, tokenId: id, text });
     }
+    opts.onProgress?.(step + 1, g.maxNewTokens);
     for (const e of events) yield e;
     if (finish.every((f) => f)) break;
-    logits = model.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' }).f32;
+    logits = lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' }).f32;
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;
   // The authoritative text is the full decode (streamed deltas may differ only where clean-up rewrote a word).
   if (decoders) decoders.forEach((d, b) => { texts[b] = d.text; });
   return {
-    sequences: prompts.map((p, b) => [...p, ...tokens[b]]),
+    sequences: rows.map((p, b) => [...p, ...tokens[b]]),
     tokens,
     texts,
     finishReasons: finish.map((f) => f ?? 'length'),
+    truncated,
+    seed,
     timings,
   };
 }
 
-/** Run generation to the end and return the result (no streaming). */
-export async function generate(model: CausalLM, prompts: number[][], opts: GenerateOptions = {}): Promise<GenerateResult> {
+/** Run generation to the end and return the result (no streaming). Arguments as for generateStream. */
+export async function generate(model: CausalLM | LoadedModel, prompts: Prompt | Prompt[], opts: GenerateOptions = {}): Promise<GenerateResult> {
   const it = generateStream(model, prompts, opts);
   for (;;) {
     const r = await it.next();

@@ -1,6 +1,37 @@
-// Logits processors in transformers' order (FORMATS.md §7.2), on the fp32 logits of one row's last position.
+// Logits processors in transformers' order (../shared/spec/FORMATS.md §7.2), on the fp32 logits of one row's last position.
 // Each works in place on `scores` and sees the row's whole token history (prompt, padding and generated).
 import type { ResolvedGeneration } from './config.js';
+
+/**
+ * The model produced NaN or ±Inf: broken weights (NaN/Inf in the checkpoint) or impossible config values. Choosing a
+ * token from such scores would silently return token 0, so generation and perplexity stop here instead.
+ */
+export class NonFiniteLogitsError extends Error {
+  override name = 'NonFiniteLogitsError';
+  constructor(
+    message: string,
+    /** 'prefill', or the 1-based decode step whose logits were bad. */
+    readonly step: 'prefill' | number,
+    readonly row: number,
+  ) { super(message); }
+}
+
+/** Index of the first NaN/±Inf in scores[from, to), or −1. One pass, no allocation. */
+export function firstNonFinite(scores: Float32Array, from = 0, to = scores.length): number {
+  for (let i = from; i < to; i++) {
+    const x = scores[i];
+    if (x - x !== 0) return i;                      // NaN − NaN and Inf − Inf are NaN; finite x − x is 0
+  }
+  return -1;
+}
+
+/** Throw NonFiniteLogitsError if row `row` of [rows, V] logits has a NaN/±Inf. `where` is e.g. "decode step 3". */
+export function checkFiniteRow(logits: Float32Array, row: number, V: number, step: 'prefill' | number): void {
+  const i = firstNonFinite(logits, row * V, (row + 1) * V);
+  if (i < 0) return;
+  const where = step === 'prefill' ? 'the prefill' : `decode step ${step}`;
+  throw new NonFiniteLogitsError(`non-finite logits at ${where}, row ${row}: logit of token ${i - row * V} is ${logits[i]}; the weights hold NaN/Inf or config.json has impossible values (rms_norm_eps, rope_theta, RoPE factors)`, step, row);
+}
 
 /** Tokens seen anywhere in the row: s < 0 ? s·p : s/p, each id once. */
 export function applyRepetitionPenalty(scores: Float32Array, history: ArrayLike<number>, penalty: number): void {

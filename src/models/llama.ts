@@ -1,12 +1,12 @@
-// Llama decoder (also Mistral; Qwen2 differs only in its bias table). FORMATS.md §8.2.
+// Llama decoder (also Mistral; Qwen2 differs only in its bias table). ../shared/spec/FORMATS.md §8.2.
 // Per layer, pre-norm: h += o_proj(Attn(RMSNorm(h))); h += down_proj(silu(gate_proj(x)) · up_proj(x)).
 import type { Backend } from '../backend/backend.js';
 import type { LlamaConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, Linear, LinearLike, RMSNorm } from '../nn/layers.js';
-import { ropeInvFreq } from '../nn/rope.js';
+import { RopeFrequencies } from '../nn/rope.js';
 import { Tensor } from '../tensor/tensor.js';
-import { CausalLM, ForwardOptions, lastRows, linearsOf, prepareInput, replaceIn, Weights } from './model.js';
+import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Weights } from './model.js';
 
 /** Which projections carry a bias: per-architecture data, not branches. */
 export interface LlamaBiases { qkv: boolean; o: boolean; mlp: boolean }
@@ -17,14 +17,18 @@ interface Layer {
   proj: Record<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj', LinearLike>;
 }
 
-export class LlamaForCausalLM implements CausalLM {
+export class LlamaForCausalLM extends DecoderLM {
   readonly embed: Embedding;
   readonly layers: Layer[] = [];
   readonly norm: RMSNorm;
   lmHead: LinearLike;
+  private readonly rope: RopeFrequencies;
 
   constructor(readonly config: LlamaConfig, w: Weights, readonly backend: Backend, biases?: LlamaBiases) {
+    super();
     const c = config;
+    checkLayerCount(w, 'model.layers', c.num_hidden_layers);
+    this.rope = new RopeFrequencies(c);
     const b = biases ?? { qkv: c.attention_bias, o: c.attention_bias, mlp: c.mlp_bias };
     if (c.hidden_act !== 'silu') throw new Error(`${w.source}: hidden_act "${c.hidden_act}" is not supported (only silu)`);
     const H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -56,6 +60,16 @@ export class LlamaForCausalLM implements CausalLM {
     this.lmHead = new Linear(backend, 'lm_head', tied ? this.embed.weight : w.matrix('lm_head.weight', [c.vocab_size, H]), null);
   }
 
+  /**
+   * Dynamic NTK scaling exists to run past the trained context: transformers documents `factor` × the original
+   * length as what it reaches. Other scalings already state their reach in max_position_embeddings.
+   */
+  override get maxPositions(): number {
+    const c = this.config, s = c.rope_scaling;
+    if (s?.rope_type !== 'dynamic') return c.max_position_embeddings;
+    return Math.max(c.max_position_embeddings, Math.floor(s.factor * (s.original_max_position_embeddings ?? c.max_position_embeddings)));
+  }
+
   createCache(batch: number, capacity: number): KVCache {
     const c = this.config;
     return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim);
@@ -63,13 +77,13 @@ export class LlamaForCausalLM implements CausalLM {
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
     const c = this.config, be = this.backend;
-    const { ids, B, T, mask } = prepareInput(inputIds, opts);
+    const { ids, B, T, mask } = prepareInput(inputIds, opts, c.vocab_size);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null);
     let maxPos = 0;
     for (const p of positions) maxPos = Math.max(maxPos, p);
-    const invFreq = ropeInvFreq(c, maxPos);
+    const invFreq = this.rope.get(maxPos);
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
     const scale = 1 / Math.sqrt(hd);
 
@@ -85,7 +99,8 @@ export class LlamaForCausalLM implements CausalLM {
       cache.write(l, k, v, T);
       const attn = Tensor.zeros('F32', [B, T, nH, hd]);
       const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
-      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale, window }, attn);
+      const kv = cache.layer(l);                                       // [B, S, nKV, hd] each
+      be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale, window }, attn);
       const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
       be.add(x, o, x);
       const h2 = L.postNorm.forward(x);
@@ -98,14 +113,5 @@ export class LlamaForCausalLM implements CausalLM {
     const last = opts.logits === 'last';
     const hN = this.norm.forward(last ? lastRows(x, B, T) : x);
     return this.lmHead.forward(hN).reshape([B, last ? 1 : T, c.vocab_size]);
-  }
-
-  linears(): Map<string, LinearLike> {
-    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
-  }
-
-  replaceLinear(name: string, layer: LinearLike): void {
-    if (name === this.lmHead.name) { this.lmHead = layer; return; }
-    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
   }
 }

@@ -6,7 +6,14 @@ import { KVCache } from '../nn/kvcache.js';
 import { DType, toF32Array } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 
+/** A tensor the config calls for is absent, has the wrong shape or dtype, or the checkpoint's layers disagree with it. */
 export class MissingTensorError extends Error { override name = 'MissingTensorError'; }
+
+/** An input token id that is not an integer in [0, vocab_size). `row`/`position` locate it in the input. */
+export class TokenIdError extends RangeError {
+  override name = 'TokenIdError';
+  constructor(message: string, readonly row: number, readonly position: number, readonly id: unknown, readonly vocabSize: number) { super(message); }
+}
 
 export interface ForwardOptions {
   /** [B, T] for the new tokens, or [B, past+T] like transformers; 1 = real token, 0 = padding. */
@@ -22,17 +29,42 @@ export interface ForwardOptions {
 export interface CausalLM {
   readonly config: ModelConfig;
   readonly backend: Backend;
+  /**
+   * How many positions (prompt + generated tokens) one sequence may span: max_position_embeddings, or what the
+   * RoPE scaling is documented to reach. generate() refuses longer requests before the prefill.
+   */
+  readonly maxPositions: number;
   /** Token ids [B, T] (or a flat Int32Array with `batch` rows) → logits [B, T, V] (or [B, 1, V]). */
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts?: ForwardOptions): Tensor<'F32'>;
+  /** A cache for `batch` rows of up to `capacity` positions; it allocates in chunks as positions arrive. */
   createCache(batch: number, capacity: number): KVCache;
   /** Every linear layer by HF name: the layers quantizers and LoRA swap. */
   linears(): Map<string, LinearLike>;
   replaceLinear(name: string, layer: LinearLike): void;
 }
 
-/** Named weights of one checkpoint. Matrices keep their dtype; vectors (norms, biases) are widened to F32. */
+/**
+ * Named weights of one checkpoint. Matrices keep their dtype; vectors (norms, biases) are widened to F32. Every name
+ * a model reads is recorded, so the loader can report checkpoint tensors the model never used.
+ */
 export class Weights {
+  private read = new Set<string>();
+  /** For a renamed view: the checkpoint's own name of each tensor, so reads are recorded under it. */
+  private original: Map<string, string> | null = null;
+
   constructor(readonly tensors: Map<string, Tensor>, readonly source: string) {}
+
+  /**
+   * The same tensors under other names (OPT checkpoints saved from OPTModel lack the "model." prefix); reads
+   * through the view count as reads of the original names.
+   */
+  renamed(rename: (name: string) => string): Weights {
+    const view = new Weights(new Map([...this.tensors].map(([k, t]) => [rename(k), t])), this.source);
+    const original = new Map([...this.tensors.keys()].map((k) => [rename(k), this.original?.get(k) ?? k]));
+    view.read = this.read;
+    view.original = original;
+    return view;
+  }
 
   has(name: string): boolean { return this.tensors.has(name); }
 
@@ -44,6 +76,7 @@ export class Weights {
     }
     const floats: DType[] = ['F32', 'BF16', 'F16'];
     if (!floats.includes(t.dtype)) throw new MissingTensorError(`${this.source}: tensor "${name}" has dtype ${t.dtype}, expected a float type`);
+    this.read.add(this.original?.get(name) ?? name);
     return t;
   }
 
@@ -55,6 +88,37 @@ export class Weights {
   optionalVector(name: string, length: number): Tensor<'F32'> | null {
     return this.has(name) ? this.vector(name, length) : null;
   }
+
+  /** Checkpoint names (as stored) that no model code has read, in checkpoint order. */
+  unused(): string[] {
+    const names = this.original ? [...this.original.values()] : [...this.tensors.keys()];
+    return names.filter((n) => !this.read.has(n));
+  }
+}
+
+/**
+ * Check the checkpoint's layers `${prefix}.<i>.*` against num_hidden_layers before a model allocates per-layer
+ * state, so a config that claims 10⁹ layers fails on the first missing tensor instead of exhausting the heap.
+ */
+export function checkLayerCount(w: Weights, prefix: string, numLayers: number): void {
+  const head = `${prefix}.`;
+  const present = new Map<number, string>();            // layer index → one of its tensor names
+  for (const name of w.tensors.keys()) {
+    if (!name.startsWith(head)) continue;
+    const m = /^(\d+)\./.exec(name.slice(head.length));
+    if (m && !present.has(Number(m[1]))) present.set(Number(m[1]), name);
+  }
+  const extra = [...present.keys()].filter((i) => i >= numLayers).sort((a, b) => a - b);
+  if (extra.length) {
+    throw new MissingTensorError(`${w.source}: tensor "${present.get(extra[0])}" belongs to layer ${extra[0]}, but config.json has num_hidden_layers ${numLayers} (the checkpoint has ${present.size} layers)`);
+  }
+  // Only indices up to present.size can be the first gap, so this loop is short whatever numLayers says.
+  for (let i = 0; i < numLayers; i++) {
+    if (present.has(i)) continue;
+    const like = present.get(0) ?? present.values().next().value;
+    const missing = like ? like.replace(/^(.*?\.)\d+\./, `$1${i}.`) : `${head}${i}.*`;
+    throw new MissingTensorError(`${w.source}: missing tensor "${missing}": config.json has num_hidden_layers ${numLayers}, the checkpoint has ${present.size} layer${present.size === 1 ? '' : 's'}`);
+  }
 }
 
 export interface PreparedInput {
@@ -64,7 +128,11 @@ export interface PreparedInput {
   mask: Uint8Array | null;
 }
 
-export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions): PreparedInput {
+/**
+ * Flatten [B, T] ids (or take a flat Int32Array), check every id against the vocabulary before any kernel runs, and
+ * cut the attention mask down to the new tokens.
+ */
+export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions, vocabSize: number): PreparedInput {
   let ids: Int32Array, B: number, T: number;
   if (Array.isArray(inputIds)) {
     B = inputIds.length;
@@ -73,7 +141,7 @@ export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; 
     inputIds.forEach((row, b) => {
       if (row.length !== T) throw new RangeError(`inputIds: row ${b} has ${row.length} tokens, row 0 has ${T}`);
       for (let t = 0; t < T; t++) {
-        if (!Number.isInteger(row[t])) throw new RangeError(`inputIds: row ${b}, position ${t} is ${JSON.stringify(row[t])}, not an integer token id`);
+        checkTokenId(row[t], b, t, vocabSize, 'inputIds');
         ids[b * T + t] = row[t];
       }
     });
@@ -81,6 +149,7 @@ export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; 
     const flat = inputIds as { ids: Int32Array; batch: number };
     ids = flat.ids; B = flat.batch; T = ids.length / B;
     if (!Number.isInteger(T)) throw new RangeError(`inputIds: ${ids.length} ids do not split into ${B} rows`);
+    for (let i = 0; i < ids.length; i++) checkTokenId(ids[i], Math.floor(i / T), i % T, vocabSize, 'inputIds');
   }
   if (B === 0 || T === 0) throw new RangeError('inputIds: empty batch');
   let mask: Uint8Array | null = null;
@@ -94,6 +163,15 @@ export function prepareInput(inputIds: ArrayLike<number>[] | { ids: Int32Array; 
     for (let b = 0; b < B; b++) mask.set(flat.subarray(b * cols + cols - T, (b + 1) * cols), b * T);
   }
   return { ids, B, T, mask };
+}
+
+/** Throw a TokenIdError unless `id` is an integer in [0, vocabSize). `what` names the input ("inputIds", "prompt"). */
+export function checkTokenId(id: unknown, row: number, position: number, vocabSize: number, what: string): void {
+  if (typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < vocabSize) return;
+  const why = typeof id === 'number' && Number.isInteger(id)
+    ? `is token id ${id}, outside the vocabulary (vocab_size ${vocabSize}: ids 0…${vocabSize - 1})`
+    : `is ${JSON.stringify(id) ?? String(id)}, not an integer token id`;
+  throw new TokenIdError(`${what}: row ${row}, position ${position} ${why}`, row, position, id, vocabSize);
 }
 
 /** Rows [B·T, D] → the last position of each sequence, [B, D]. */
@@ -120,4 +198,28 @@ export function replaceIn(tables: Record<string, LinearLike>[], name: string, la
     }
   }
   return false;
+}
+
+/**
+ * What decoder-only models share: the linear-layer hooks over per-layer projection tables (for quantizers and LoRA)
+ * and the position limit. A model file supplies its layers, its head and its forward.
+ */
+export abstract class DecoderLM implements CausalLM {
+  abstract readonly config: ModelConfig;
+  abstract readonly backend: Backend;
+  abstract readonly layers: { proj: Record<string, LinearLike> }[];
+  abstract lmHead: LinearLike;
+  abstract forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts?: ForwardOptions): Tensor<'F32'>;
+  abstract createCache(batch: number, capacity: number): KVCache;
+
+  get maxPositions(): number { return this.config.max_position_embeddings; }
+
+  linears(): Map<string, LinearLike> {
+    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
+  }
+
+  replaceLinear(name: string, layer: LinearLike): void {
+    if (name === this.lmHead.name) { this.lmHead = layer; return; }
+    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
+  }
 }

@@ -1,11 +1,11 @@
-// OPT decoder (facebook/opt-*), FORMATS.md §8.3. Learned positions with offset 2, LayerNorm with bias, ReLU MLP,
+// OPT decoder (facebook/opt-*), ../shared/spec/FORMATS.md §8.3. Learned positions with offset 2, LayerNorm with bias, ReLU MLP,
 // pre-LN (125m, 1.3b+) or post-LN (350m), and project_in/out when word_embed_proj_dim ≠ hidden_size.
 import type { Backend } from '../backend/backend.js';
 import type { OptConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, LayerNorm, Linear, LinearLike } from '../nn/layers.js';
 import { Tensor } from '../tensor/tensor.js';
-import { CausalLM, ForwardOptions, lastRows, linearsOf, prepareInput, replaceIn, Weights } from './model.js';
+import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Weights } from './model.js';
 
 const POSITION_OFFSET = 2;
 
@@ -15,7 +15,7 @@ interface Layer {
   proj: Record<'q_proj' | 'k_proj' | 'v_proj' | 'out_proj' | 'fc1' | 'fc2', LinearLike>;
 }
 
-export class OPTForCausalLM implements CausalLM {
+export class OPTForCausalLM extends DecoderLM {
   readonly embed: Embedding;
   readonly positions: Embedding;
   readonly projectIn: LinearLike | null;
@@ -25,11 +25,12 @@ export class OPTForCausalLM implements CausalLM {
   lmHead: LinearLike;
 
   constructor(readonly config: OptConfig, weights: Weights, readonly backend: Backend) {
+    super();
     const c = config;
     if (c.activation_function !== 'relu') throw new Error(`${weights.source}: activation_function "${c.activation_function}" is not supported (only relu)`);
     // Checkpoints saved from OPTModel lack the "model." prefix; transformers accepts both.
     const prefixed = [...weights.tensors.keys()].some((k) => k.startsWith('model.decoder.'));
-    const w = prefixed ? weights : new Weights(new Map([...weights.tensors].map(([k, t]) => [k.startsWith('decoder.') ? `model.${k}` : k, t])), weights.source);
+    const w = prefixed ? weights : weights.renamed((k) => (k.startsWith('decoder.') ? `model.${k}` : k));
     const H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
     const bias = c.enable_bias;
     const lin = (name: string, out: number, inp: number, hasBias: boolean) =>
@@ -38,6 +39,7 @@ export class OPTForCausalLM implements CausalLM {
     if (!c.layer_norm_elementwise_affine) throw new Error(`${weights.source}: layer_norm_elementwise_affine=false is not supported`);
 
     const d = 'model.decoder';
+    checkLayerCount(w, `${d}.layers`, c.num_hidden_layers);
     this.embed = new Embedding(backend, `${d}.embed_tokens`, w.matrix(`${d}.embed_tokens.weight`, [c.vocab_size, E]));
     this.positions = new Embedding(backend, `${d}.embed_positions`,
       w.matrix(`${d}.embed_positions.weight`, [c.max_position_embeddings + POSITION_OFFSET, H]));
@@ -70,7 +72,7 @@ export class OPTForCausalLM implements CausalLM {
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
     const c = this.config, be = this.backend;
-    const { ids, B, T, mask } = prepareInput(inputIds, opts);
+    const { ids, B, T, mask } = prepareInput(inputIds, opts, c.vocab_size);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
     // OPT: position = cumsum(mask)·mask − 1, so padding → −1 → row 1 after the offset.
@@ -95,7 +97,8 @@ export class OPTForCausalLM implements CausalLM {
       cache.write(l, L.proj.k_proj.forward(h), L.proj.v_proj.forward(h), T);
       const attn = Tensor.zeros('F32', [B, T, nH, hd]);
       // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
-      be.attention(q.reshape([B, T, nH, hd]), cache.k[l], cache.v[l], { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
+      const kv = cache.layer(l);                                       // [B, S, nH, hd] each
+      be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
       be.add(x, L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size])), x);
       if (!pre) x = L.attnNorm.forward(x);
       const f = L.proj.fc1.forward(pre ? L.ffnNorm.forward(x) : x);
@@ -109,14 +112,5 @@ export class OPTForCausalLM implements CausalLM {
     if (this.finalNorm) y = this.finalNorm.forward(y);
     if (this.projectOut) y = this.projectOut.forward(y);
     return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
-  }
-
-  linears(): Map<string, LinearLike> {
-    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
-  }
-
-  replaceLinear(name: string, layer: LinearLike): void {
-    if (name === this.lmHead.name) { this.lmHead = layer; return; }
-    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
   }
 }

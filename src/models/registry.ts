@@ -1,12 +1,22 @@
 // model_type → model class. Adding an architecture is one line here and one file beside this one.
 import type { Backend } from '../backend/backend.js';
 import { ModelConfig, UnsupportedModelError } from '../io/config.js';
+import { warnOnce } from '../util/warn.js';
 import { LlamaForCausalLM } from './llama.js';
 import type { CausalLM, Weights } from './model.js';
 import { OPTForCausalLM } from './opt.js';
 import { Qwen2ForCausalLM } from './qwen2.js';
 
+/** How many unused names the warning lists before it says "and N more" (transformers lists all; checkpoints can hold thousands). */
+const UNUSED_LISTED = 10;
+
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend): CausalLM {
+  const model = construct(config, weights, backend);
+  warnUnused(config, weights, model);
+  return model;
+}
+
+function construct(config: ModelConfig, weights: Weights, backend: Backend): CausalLM {
   switch (config.model_type) {
     case 'llama':
     case 'mistral':
@@ -18,4 +28,23 @@ export function buildModel(config: ModelConfig, weights: Weights, backend: Backe
     default:
       throw new UnsupportedModelError(`model_type "${(config as { model_type: string }).model_type}" is not supported`);
   }
+}
+
+/**
+ * Checkpoint tensors transformers loads without a word: old Llama checkpoints saved RoPE's `inv_freq` buffer, and a
+ * tied model's `lm_head.weight` is the embedding again (`_tied_weights_keys`).
+ */
+function expectedUnused(config: ModelConfig, name: string): boolean {
+  return /(^|\.)rotary_emb\.inv_freq$/.test(name) || (config.tie_word_embeddings && name === 'lm_head.weight');
+}
+
+/** transformers' "Some weights of the model checkpoint at … were not used" warning, once per checkpoint. */
+function warnUnused(config: ModelConfig, weights: Weights, model: CausalLM): void {
+  const unused = weights.unused().filter((n) => !expectedUnused(config, n));
+  if (!unused.length) return;
+  const archs = config.raw?.architectures;
+  const arch = (Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : null) ?? model.constructor.name;
+  const listed = unused.slice(0, UNUSED_LISTED).map((n) => `'${n}'`).join(', ');
+  const more = unused.length > UNUSED_LISTED ? `, … and ${unused.length - UNUSED_LISTED} more` : '';
+  warnOnce(`Some weights of the model checkpoint at ${weights.source} were not used when initializing ${arch}: [${listed}${more}]`);
 }

@@ -1,14 +1,27 @@
-// A preallocated KV cache: one K and one V tensor per layer, [B, S, nKV, hd] (S = capacity), plus the padding mask
-// of every position written so far. Keeping the mask here lets decode steps pass only the new tokens' mask.
+// A KV cache that grows in chunks: one K and one V tensor per layer, [B, S, nKV, hd] with S the positions allocated
+// so far, plus the padding mask of every position written. Keeping the mask here lets decode steps pass only the
+// new tokens' mask.
+//
+// Growth: nothing is allocated until the first forward; then S = the positions needed rounded up to CACHE_CHUNK,
+// doubled (in whole chunks) whenever a step needs more, never past `maxCapacity`. A generation that may run to 4,096
+// tokens but stops at eos after ten therefore holds one chunk, not 4,096 slots per row; doubling keeps the copying
+// on growth to at most the final size in total. The attention kernels take S from the tensors' shape
+// (AttentionArgs in src/backend/backend.ts), so models fetch the tensors through `layer(l)` after `begin()` and never
+// see the layout change under them.
 import { Tensor } from '../tensor/tensor.js';
 
 export class CacheFullError extends Error { override name = 'CacheFullError'; }
 
+/** Positions per growth chunk: small enough that a short generation stays small, large enough that growth is rare. */
+export const CACHE_CHUNK = 256;
+
 export class KVCache {
-  readonly k: Tensor<'F32'>[] = [];
-  readonly v: Tensor<'F32'>[] = [];
-  /** [B, S]: 1 where the position holds a real token. */
-  readonly mask: Uint8Array;
+  private k: Tensor<'F32'>[] = [];
+  private v: Tensor<'F32'>[] = [];
+  /** [B, capacity]: 1 where the position holds a real token. */
+  private maskBuf = new Uint8Array(0);
+  /** Positions allocated now (grows up to maxCapacity). */
+  capacity = 0;
   /** Real tokens seen per row (for positions derived from the mask). */
   readonly seen: Int32Array;
   /** Positions filled (the same for every row: padding keeps rows aligned). */
@@ -16,25 +29,72 @@ export class KVCache {
   /** `seen` after the step in progress; committed by advance(), so a forward that throws changes nothing. */
   private pendingSeen: Int32Array;
 
-  constructor(readonly nLayers: number, readonly batch: number, readonly capacity: number, readonly nKV: number, readonly headDim: number) {
-    const bytes = 2 * nLayers * batch * capacity * nKV * headDim * 4;
-    try {
-      for (let l = 0; l < nLayers; l++) {
-        this.k.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
-        this.v.push(Tensor.zeros('F32', [batch, capacity, nKV, headDim]));
+  constructor(
+    readonly nLayers: number,
+    readonly batch: number,
+    /** The most positions this cache may ever hold (prompt + new tokens). */
+    readonly maxCapacity: number,
+    readonly nKV: number,
+    readonly headDim: number,
+    readonly chunk = CACHE_CHUNK,
+  ) {
+    for (const [name, v] of Object.entries({ nLayers, batch, maxCapacity, nKV, headDim, chunk })) {
+      if (!Number.isSafeInteger(v) || v < (name === 'nLayers' || name === 'maxCapacity' ? 0 : 1)) {
+        throw new RangeError(`KVCache: ${name} must be a ${name === 'nLayers' || name === 'maxCapacity' ? 'non-negative' : 'positive'} integer, got ${v}`);
       }
-    } catch (e) {
-      throw new CacheFullError(`cannot allocate a KV cache of ${(bytes / 1e9).toFixed(2)} GB (batch ${batch} × ${capacity} positions × ${nLayers} layers, f32): ${(e as Error).message}; use fewer new tokens or a smaller batch`);
     }
     this.pendingSeen = new Int32Array(batch);
-    this.mask = new Uint8Array(batch * capacity);
     this.seen = new Int32Array(batch);
   }
 
+  /** Bytes allocated now (K and V, f32). */
   get bytes(): number { return 2 * this.nLayers * this.batch * this.capacity * this.nKV * this.headDim * 4; }
+
+  /** [B, capacity] padding mask of the positions written so far (slots past `length` are not live). */
+  get mask(): Uint8Array { return this.maskBuf; }
+
+  /** Layer l's keys and values, [B, capacity, nKV, hd] each; valid until the next `begin()` (which may grow them). */
+  layer(l: number): { k: Tensor<'F32'>; v: Tensor<'F32'> } {
+    if (!(l >= 0 && l < this.k.length)) throw new RangeError(`KVCache: no layer ${l} (${this.nLayers} layers, ${this.capacity} positions allocated)`);
+    return { k: this.k[l], v: this.v[l] };
+  }
+
+  /** Make room for `positions` positions in total, copying what is cached into larger tensors. */
+  reserve(positions: number): void {
+    if (positions <= this.capacity) return;
+    if (positions > this.maxCapacity) {
+      throw new CacheFullError(`KV cache holds at most ${this.maxCapacity} positions; ${this.length} used, ${positions - this.length} more requested`);
+    }
+    const roundUp = (n: number) => Math.ceil(n / this.chunk) * this.chunk;
+    const next = Math.min(this.maxCapacity, Math.max(roundUp(positions), roundUp(2 * this.capacity)));
+    const { batch: B, length: L } = this;
+    const row = this.nKV * this.headDim;
+    const k: Tensor<'F32'>[] = [], v: Tensor<'F32'>[] = [];
+    try {
+      for (let l = 0; l < this.nLayers; l++) {
+        k.push(Tensor.zeros('F32', [B, next, this.nKV, this.headDim]));
+        v.push(Tensor.zeros('F32', [B, next, this.nKV, this.headDim]));
+      }
+    } catch (e) {
+      const gb = (2 * this.nLayers * B * next * row * 4) / 1e9;
+      throw new CacheFullError(`cannot allocate a KV cache of ${gb.toFixed(2)} GB (batch ${B} × ${next} positions × ${this.nLayers} layers, f32): ${(e as Error).message}; use fewer new tokens or a smaller batch`);
+    }
+    // Only the live positions [0, length) of each row move; the rest of the new tensors stays zero.
+    for (let l = 0; l < this.k.length; l++) {
+      for (let b = 0; b < B; b++) {
+        const src = b * this.capacity * row, dst = b * next * row;
+        k[l].f32.set(this.k[l].f32.subarray(src, src + L * row), dst);
+        v[l].f32.set(this.v[l].f32.subarray(src, src + L * row), dst);
+      }
+    }
+    const mask = new Uint8Array(B * next);
+    for (let b = 0; b < B; b++) mask.set(this.maskBuf.subarray(b * this.capacity, b * this.capacity + L), b * next);
+    this.k = k; this.v = v; this.maskBuf = mask; this.capacity = next;
+  }
 
   /** Store T new tokens' keys and values ([B·T, nKV·hd] each) at positions length … length+T−1. */
   write(layer: number, k: Tensor<'F32'>, v: Tensor<'F32'>, T: number): void {
+    if (this.length + T > this.capacity) throw new CacheFullError(`KVCache.write: ${this.length + T} positions but ${this.capacity} allocated; call begin() first`);
     const row = this.nKV * this.headDim;
     const K = this.k[layer].f32, V = this.v[layer].f32, ks = k.f32, vs = v.f32;
     for (let b = 0; b < this.batch; b++) {
@@ -44,29 +104,30 @@ export class KVCache {
     }
   }
 
-  /** Record the new tokens' mask ([B, T]) and return their positions ([B·T]) and the key mask [B, length+T]. */
+  /**
+   * Make room for T new tokens, record their mask ([B, T]) and return their positions ([B·T]) and the key mask
+   * [B, length+T] (null when nothing is padded).
+   */
   begin(T: number, newMask: Uint8Array | null, explicitPositions: Int32Array | null, padPosition = 1): { positions: Int32Array; keyMask: Uint8Array | null } {
-    if (this.length + T > this.capacity) {
-      throw new CacheFullError(`KV cache holds ${this.capacity} positions; ${this.length} used, ${T} more requested`);
-    }
-    const B = this.batch, S = this.capacity, L = this.length;
+    this.reserve(this.length + T);
+    const B = this.batch, S = this.capacity, L = this.length, m0 = this.maskBuf;
     const positions = new Int32Array(B * T);
     let anyPad = false;
     this.pendingSeen.set(this.seen);
     for (let b = 0; b < B; b++) {
       for (let t = 0; t < T; t++) {
         const m = newMask ? newMask[b * T + t] : 1;
-        this.mask[b * S + L + t] = m;            // slots past `length` are not live until advance()
+        m0[b * S + L + t] = m;                    // slots past `length` are not live until advance()
         if (m) this.pendingSeen[b]++;
         // HF: position = cumsum(mask) − 1; padded slots get 1 (Llama's generate) or −1 (OPT).
         positions[b * T + t] = m ? this.pendingSeen[b] - 1 : padPosition;
       }
     }
-    for (let b = 0; b < B && !anyPad; b++) for (let s = 0; s < L + T; s++) if (!this.mask[b * S + s]) { anyPad = true; break; }
+    for (let b = 0; b < B && !anyPad; b++) for (let s = 0; s < L + T; s++) if (!m0[b * S + s]) { anyPad = true; break; }
     let keyMask: Uint8Array | null = null;
     if (anyPad) {
       keyMask = new Uint8Array(B * (L + T));
-      for (let b = 0; b < B; b++) keyMask.set(this.mask.subarray(b * S, b * S + L + T), b * (L + T));
+      for (let b = 0; b < B; b++) keyMask.set(m0.subarray(b * S, b * S + L + T), b * (L + T));
     }
     return { positions: explicitPositions ?? positions, keyMask };
   }
@@ -77,9 +138,10 @@ export class KVCache {
     this.seen.set(this.pendingSeen);
   }
 
+  /** Forget the cached positions; the allocation is kept for reuse. */
   reset(): void {
     this.length = 0;
-    this.mask.fill(0);
+    this.maskBuf.fill(0);
     this.seen.fill(0);
   }
 }

@@ -1,4 +1,4 @@
-// RoPE inverse frequencies, including the rope_scaling variants (FORMATS.md §8.2). Everything here is computed
+// RoPE inverse frequencies, including the rope_scaling variants (../shared/spec/FORMATS.md §8.2). Everything here is computed
 // in float32 like transformers' modeling_rope_utils, so angles agree with torch to the last bit or two.
 import type { LlamaConfig } from '../io/config.js';
 
@@ -53,5 +53,28 @@ export function ropeInvFreq(cfg: LlamaConfig, maxPos: number): Float32Array {
       return llama3InvFreq(cfg.rope_theta, dim, s as Required<typeof s>);
     default:
       return defaultInvFreq(cfg.rope_theta, dim);
+  }
+}
+
+/**
+ * ropeInvFreq memoised per model: the frequencies are fixed except under `dynamic` scaling, where they change only
+ * with the sequence length once it passes the trained context. Decode steps then reuse one array instead of
+ * recomputing `dim/2` powers per token.
+ */
+export class RopeFrequencies {
+  private key = -1;
+  private value: Float32Array | null = null;
+  constructor(private readonly cfg: LlamaConfig) {}
+
+  get(maxPos: number): Float32Array {
+    const s = this.cfg.rope_scaling;
+    const orig = s?.rope_type === 'dynamic' ? (s.original_max_position_embeddings ?? this.cfg.max_position_embeddings) : 0;
+    // Every length up to the trained context gives the same frequencies; past it, each length has its own.
+    const key = s?.rope_type === 'dynamic' ? Math.max(maxPos + 1, orig) : 0;
+    if (this.value === null || key !== this.key) {
+      this.value = ropeInvFreq(this.cfg, maxPos);
+      this.key = key;
+    }
+    return this.value;
   }
 }
