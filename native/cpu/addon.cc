@@ -1,4 +1,4 @@
-// N-API surface of the CPU backend (see src/backend/cpu/addon.ts, NativeAddon). Every argument is checked here —
+// N-API surface of the CPU backend (see src/native/addon.ts, NativeAddon). Every argument is checked here —
 // type, integer-ness, and array length against the dims — so the kernels can trust their inputs and a bad call
 // throws a JS TypeError / RangeError naming the argument instead of reading out of bounds.
 #include <napi.h>
@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "dispatch.h"
 #include "ops.h"
 #include "pool.h"
+#include "scratch.h"
 
 namespace {
 
@@ -88,19 +90,37 @@ struct Args {
   }
 };
 
-// Kernel-side exceptions (std::range_error etc.) become JS errors.
-template <class F>
-Napi::Value guard(const Napi::CallbackInfo& info, F&& f) {
+// "fn: what", unless `what` already names fn.
+std::string prefixed(const char* fn, const char* what) {
+  const size_t n = std::strlen(fn);
+  if (std::strncmp(what, fn, n) == 0 && what[n] == ':') return what;
+  return std::string(fn) + ": " + what;
+}
+
+// Every entry point runs inside this guard (see Init): a C++ exception escaping into N-API would call
+// std::terminate and abort the host process, so each becomes a JS error naming the function. Exceptions thrown on
+// pool threads reach here too (pool_run rethrows them on the calling thread).
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  const char* fn = static_cast<const char*>(info.Data());
   try {
-    return f();
+    return F(info);
   } catch (const Napi::Error&) {
     throw;
+  } catch (const std::bad_alloc&) {  // includes std::bad_array_new_length
+    throw Napi::RangeError::New(info.Env(), std::string(fn) + ": out of memory (a native buffer could not be allocated)");
   } catch (const std::invalid_argument& e) {
-    throw Napi::RangeError::New(info.Env(), e.what());
+    throw Napi::RangeError::New(info.Env(), prefixed(fn, e.what()));
   } catch (const std::range_error& e) {
-    throw Napi::RangeError::New(info.Env(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(info.Env(), "out of memory");
+    throw Napi::RangeError::New(info.Env(), prefixed(fn, e.what()));
+  } catch (const std::length_error& e) {
+    throw Napi::RangeError::New(info.Env(), prefixed(fn, e.what()));
+  } catch (const std::out_of_range& e) {
+    throw Napi::RangeError::New(info.Env(), prefixed(fn, e.what()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), prefixed(fn, e.what()));
+  } catch (...) {
+    throw Napi::Error::New(info.Env(), std::string(fn) + ": unknown native exception");
   }
 }
 
@@ -252,6 +272,17 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("level", active()->name);
   o.Set("best", best_kernels()->name);
   o.Set("hardwareThreads", double(std::thread::hardware_concurrency()));
+  o.Set("physicalCores", double(physical_cores()));
+  o.Set("defaultThreads", double(default_threads()));
+  o.Set("threads", double(pool_threads()));
+  return o;
+}
+
+Napi::Value ScratchStatsFn(const Napi::CallbackInfo& info) {
+  const ScratchStats st = scratch_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("grows", double(st.grows));
+  o.Set("bytes", double(st.bytes));
   return o;
 }
 
@@ -259,7 +290,7 @@ Napi::Value SetLevel(const Napi::CallbackInfo& info) {
   Args a{info, "setLevel"};
   a.count(1);
   if (!info[0].IsString()) a.type_error("level must be a string");
-  return guard(info, [&] { return Napi::String::New(info.Env(), set_level(info[0].As<Napi::String>().Utf8Value())); });
+  return Napi::String::New(info.Env(), set_level(info[0].As<Napi::String>().Utf8Value()));
 }
 
 Napi::Value Mmap(const Napi::CallbackInfo& info) {
@@ -295,34 +326,40 @@ Napi::Value MemBandwidth(const Napi::CallbackInfo& info) {
   Args a{info, "memBandwidth"};
   a.count(2);
   int64_t bytes = a.integer(0, "bytes"), iters = a.integer(1, "iters", 1);
-  return guard(info, [&] { return Napi::Number::New(info.Env(), mem_bandwidth(bytes, int(iters))); });
+  return Napi::Number::New(info.Env(), mem_bandwidth(bytes, int(iters)));
 }
 
 Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   Args a{info, "fmaPeak"};
   a.count(1);
   double ms = a.number(0, "ms");
-  return guard(info, [&] { return Napi::Number::New(info.Env(), fma_peak(ms)); });
+  return Napi::Number::New(info.Env(), fma_peak(ms));
+}
+
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+void add(Napi::Env env, Napi::Object exports, const char* name) {
+  exports.Set(name, Napi::Function::New(env, Guarded<F>, name, const_cast<char*>(name)));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
-  exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm, "rmsnorm"));
-  exports.Set("layernorm", Napi::Function::New(env, Layernorm, "layernorm"));
-  exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
-  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
-  exports.Set("siluMul", Napi::Function::New(env, SiluMul, "siluMul"));
-  exports.Set("relu", Napi::Function::New(env, Relu, "relu"));
-  exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
-  exports.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
-  exports.Set("add", Napi::Function::New(env, Add, "add"));
-  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
-  exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
-  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
-  exports.Set("setLevel", Napi::Function::New(env, SetLevel, "setLevel"));
-  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
-  exports.Set("memBandwidth", Napi::Function::New(env, MemBandwidth, "memBandwidth"));
-  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak, "fmaPeak"));
+  add<Matmul>(env, exports, "matmul");
+  add<Rmsnorm>(env, exports, "rmsnorm");
+  add<Layernorm>(env, exports, "layernorm");
+  add<Rope>(env, exports, "rope");
+  add<Attention>(env, exports, "attention");
+  add<SiluMul>(env, exports, "siluMul");
+  add<Relu>(env, exports, "relu");
+  add<Softmax>(env, exports, "softmax");
+  add<Embedding>(env, exports, "embedding");
+  add<Add>(env, exports, "add");
+  add<SetThreads>(env, exports, "setThreads");
+  add<GetThreads>(env, exports, "getThreads");
+  add<CpuInfo>(env, exports, "cpuInfo");
+  add<SetLevel>(env, exports, "setLevel");
+  add<Mmap>(env, exports, "mmap");
+  add<MemBandwidth>(env, exports, "memBandwidth");
+  add<FmaPeak>(env, exports, "fmaPeak");
+  add<ScratchStatsFn>(env, exports, "scratchStats");
   return exports;
 }
 

@@ -2,11 +2,11 @@
 // runs a BLIS-style GEMM: W is packed panel by panel into K-major [kc][NR] f32 blocks (bf16/f16 widened here, so
 // the packing cost is amortised over M), X into [kc][MR] blocks, and a register-blocked micro-kernel does the FMAs.
 #include <algorithm>
-#include <vector>
 
 #include "kernels.h"
 #include "ops.h"
 #include "pool.h"
+#include "scratch.h"
 
 namespace lowbit {
 namespace {
@@ -22,15 +22,16 @@ constexpr int64_t kGemvBlockBytes = 192 * 1024;
 
 void gemv_path(const Kernels* k, float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K,
                const float* bias) {
-  std::vector<float> perm;
+  // gemv_path runs on the calling thread, so one buffer per calling thread serves every decode step.
+  thread_local Scratch<float> perm;
   const float* xp = x;
   if (wtype == W_BF16 && k->xperm_block) {
     // De-interleave x (even elements, then odd, per block) to match the shift/mask widening of bf16 pairs.
     const int64_t bs = k->xperm_block, half = bs / 2, full = K / bs * bs;
-    perm.resize(size_t(M * K));
+    float* pd = perm.get(size_t(M * K));
     for (int64_t m = 0; m < M; m++) {
       const float* src = x + m * K;
-      float* dst = perm.data() + m * K;
+      float* dst = pd + m * K;
       for (int64_t b = 0; b < full; b += bs)
         for (int64_t i = 0; i < half; i++) {
           dst[b + i] = src[b + 2 * i];
@@ -38,7 +39,7 @@ void gemv_path(const Kernels* k, float* y, const float* x, const void* w, int wt
         }
       for (int64_t i = full; i < K; i++) dst[i] = src[i];
     }
-    xp = perm.data();
+    xp = pd;
   }
   const int64_t rowBytes = std::max<int64_t>(1, K * wbytes(wtype));
   const int64_t nb = std::max<int64_t>(4, kGemvBlockBytes / rowBytes / 4 * 4);
@@ -53,20 +54,18 @@ void gemv_path(const Kernels* k, float* y, const float* x, const void* w, int wt
 }
 
 struct GemmBuffers {
-  std::vector<float> a, b, tile, biasPad;
+  Scratch<float> a, b, tile, biasPad;
 };
 
 void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K,
                const float* bias) {
   const int64_t MR = k->MR, NR = k->NR, KC = k->KC;
-  const int64_t mBlocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
+  const int64_t mBlocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR, kcMax = std::min(KC, K);
   parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
     thread_local GemmBuffers buf;
-    buf.a.resize(size_t(mBlocks * MR * KC));
-    buf.b.resize(size_t(KC * NR));
-    buf.tile.resize(size_t(MR * NR));
-    buf.biasPad.resize(size_t(NR));
-    float *A = buf.a.data(), *Bp = buf.b.data(), *tile = buf.tile.data();
+    // The X slab holds kc <= min(KC, K) columns: a small K must not reserve KC of them per row.
+    float *A = buf.a.get(size_t(mBlocks * MR * kcMax)), *Bp = buf.b.get(size_t(kcMax * NR));
+    float *tile = buf.tile.get(size_t(MR * NR)), *biasPad = buf.biasPad.get(size_t(NR));
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       // Each thread packs its own copy of this X slab (M·kc floats): cheap next to its share of W, and no barrier.
@@ -88,9 +87,9 @@ void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wt
         const bool acc = k0 > 0;
         const float* bp = (!acc && bias) ? bias + n0 : nullptr;
         if (bp && nr < NR) {
-          std::fill(buf.biasPad.begin(), buf.biasPad.end(), 0.f);
-          std::copy(bp, bp + nr, buf.biasPad.begin());
-          bp = buf.biasPad.data();
+          std::fill(biasPad, biasPad + NR, 0.f);
+          std::copy(bp, bp + nr, biasPad);
+          bp = biasPad;
         }
         for (int64_t mb = 0; mb < mBlocks; mb++) {
           const int64_t mr = std::min(MR, M - mb * MR);

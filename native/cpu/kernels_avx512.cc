@@ -305,58 +305,20 @@ void scale(float* y, const float* x, float s, int64_t n) {
   }
 }
 
-// Attention: q (or o) stays in registers while the cache rows stream past; specialised for whole-vector head
-// dims up to 256 (hd 64/128 are the common ones), the general path goes through dot/axpy.
-template <int NV>
-void dots_v(float* out, const float* q, const float* k, int64_t ldk, int64_t n, float sc) {
-  __m512 qv[NV];
-  for (int i = 0; i < NV; i++) qv[i] = _mm512_loadu_ps(q + i * 16);
-  for (int64_t s = 0; s < n; s++) {
-    const float* kr = k + s * ldk;
-    __m512 a0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr)), a1 = _mm512_mul_ps(qv[NV > 1 ? 1 : 0], NV > 1 ? _mm512_loadu_ps(kr + 16) : _mm512_set1_ps(0.f));
-    for (int i = 2; i < NV; i += 2) {
-      a0 = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kr + i * 16), a0);
-      if (i + 1 < NV) a1 = _mm512_fmadd_ps(qv[i + 1], _mm512_loadu_ps(kr + (i + 1) * 16), a1);
-    }
-    out[s] = _mm512_reduce_add_ps(NV > 1 ? _mm512_add_ps(a0, a1) : a0) * sc;
-  }
-}
+// Vector primitives for the shared attention loops. 32 registers: up to 8 q vectors (hd 128) plus 2 accumulators.
+struct Vec {
+  using T = __m512;
+  static constexpr int kLanes = 16, kAttnAcc = 2, kAttnMaxNV = 8;
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static float hsum(T v) { return _mm512_reduce_add_ps(v); }
+};
 
-void dots(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float sc) {
-  switch (hd) {
-    case 16: dots_v<1>(out, q, k, ldk, n, sc); return;
-    case 32: dots_v<2>(out, q, k, ldk, n, sc); return;
-    case 64: dots_v<4>(out, q, k, ldk, n, sc); return;
-    case 128: dots_v<8>(out, q, k, ldk, n, sc); return;
-    default:
-      for (int64_t s = 0; s < n; s++) out[s] = dot(q, k + s * ldk, hd) * sc;
-  }
-}
-
-template <int NV>
-void wsum_v(float* o, const float* p, const float* v, int64_t ldv, int64_t n) {
-  __m512 acc[NV];
-  for (int i = 0; i < NV; i++) acc[i] = _mm512_loadu_ps(o + i * 16);
-  for (int64_t s = 0; s < n; s++) {
-    if (p[s] == 0.f) continue;
-    const __m512 ps = _mm512_set1_ps(p[s]);
-    const float* vr = v + s * ldv;
-    for (int i = 0; i < NV; i++) acc[i] = _mm512_fmadd_ps(ps, _mm512_loadu_ps(vr + i * 16), acc[i]);
-  }
-  for (int i = 0; i < NV; i++) _mm512_storeu_ps(o + i * 16, acc[i]);
-}
-
-void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd) {
-  switch (hd) {
-    case 16: wsum_v<1>(o, p, v, ldv, n); return;
-    case 32: wsum_v<2>(o, p, v, ldv, n); return;
-    case 64: wsum_v<4>(o, p, v, ldv, n); return;
-    case 128: wsum_v<8>(o, p, v, ldv, n); return;
-    default:
-      for (int64_t s = 0; s < n; s++)
-        if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
-  }
-}
+#include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
 const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
 

@@ -288,54 +288,21 @@ void scale(float* y, const float* x, float s, int64_t n) {
   for (; i < n; i++) y[i] = x[i] * s;
 }
 
-// Attention: q (or o) stays in registers while the cache rows stream past; specialised for head dims 16/32/64,
-// the general path goes through dot/axpy.
-template <int NV>
-void dots_v(float* out, const float* q, const float* k, int64_t ldk, int64_t n, float sc) {
-  float32x4_t qv[NV];
-  for (int i = 0; i < NV; i++) qv[i] = vld1q_f32(q + i * 4);
-  for (int64_t s = 0; s < n; s++) {
-    const float* kr = k + s * ldk;
-    float32x4_t a[4];
-    for (int j = 0; j < 4; j++) a[j] = vmulq_f32(qv[j], vld1q_f32(kr + j * 4));
-    for (int i = 4; i < NV; i++) a[i & 3] = vfmaq_f32(a[i & 3], qv[i], vld1q_f32(kr + i * 4));
-    out[s] = vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]))) * sc;
-  }
-}
+// Vector primitives for the shared attention loops. 32 registers: up to 16 q vectors (hd 64) plus 4 accumulators,
+// 4 so that the short 4-lane FMA chains still cover the FMA latency.
+struct Vec {
+  using T = float32x4_t;
+  static constexpr int kLanes = 4, kAttnAcc = 4, kAttnMaxNV = 16;
+  static T load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, T v) { vst1q_f32(p, v); }
+  static T mul(T a, T b) { return vmulq_f32(a, b); }
+  static T fmadd(T a, T b, T c) { return vfmaq_f32(c, a, b); }
+  static T add(T a, T b) { return vaddq_f32(a, b); }
+  static T set1(float x) { return vdupq_n_f32(x); }
+  static float hsum(T v) { return vaddvq_f32(v); }
+};
 
-void dots(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float sc) {
-  switch (hd) {
-    case 16: dots_v<4>(out, q, k, ldk, n, sc); return;
-    case 32: dots_v<8>(out, q, k, ldk, n, sc); return;
-    case 64: dots_v<16>(out, q, k, ldk, n, sc); return;
-    default:
-      for (int64_t s = 0; s < n; s++) out[s] = dot(q, k + s * ldk, hd) * sc;
-  }
-}
-
-template <int NV>
-void wsum_v(float* o, const float* p, const float* v, int64_t ldv, int64_t n) {
-  float32x4_t acc[NV];
-  for (int i = 0; i < NV; i++) acc[i] = vld1q_f32(o + i * 4);
-  for (int64_t s = 0; s < n; s++) {
-    if (p[s] == 0.f) continue;
-    const float ps = p[s];
-    const float* vr = v + s * ldv;
-    for (int i = 0; i < NV; i++) acc[i] = vfmaq_n_f32(acc[i], vld1q_f32(vr + i * 4), ps);
-  }
-  for (int i = 0; i < NV; i++) vst1q_f32(o + i * 4, acc[i]);
-}
-
-void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd) {
-  switch (hd) {
-    case 16: wsum_v<4>(o, p, v, ldv, n); return;
-    case 32: wsum_v<8>(o, p, v, ldv, n); return;
-    case 64: wsum_v<16>(o, p, v, ldv, n); return;
-    default:
-      for (int64_t s = 0; s < n; s++)
-        if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
-  }
-}
+#include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
 const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
 

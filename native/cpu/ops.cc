@@ -1,11 +1,11 @@
 // Non-matmul ops. Each splits rows (or flat ranges) over the pool; hot inner loops go through the kernel table.
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "kernels.h"
 #include "ops.h"
 #include "pool.h"
+#include "scratch.h"
 
 namespace lowbit {
 namespace {
@@ -45,7 +45,8 @@ void layernorm(float* y, const float* x, const float* w, const float* b, int64_t
 void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos, const float* invFreq) {
   const int64_t half = hd / 2;
   parallel_for(rows, row_grain(nHeads * hd * 4), [&](int64_t r0, int64_t r1) {
-    std::vector<float> cs(size_t(2 * half));
+    thread_local Scratch<float> table;
+    float* cs = table.get(size_t(2 * half));
     for (int64_t r = r0; r < r1; r++) {
       // Same rounding as the reference: the angle is rounded to f32 before cos/sin, which are rounded to f32.
       for (int64_t i = 0; i < half; i++) {
@@ -72,9 +73,8 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
   const int64_t group = H / nKV, kvLen = pastLen + T;
   // Items are (b, t, h) with h fastest, so the heads sharing one KV head sit together and reuse it from cache.
   parallel_for(B * T * H, row_grain(kvLen * hd * 2), [&](int64_t i0, int64_t i1) {
-    thread_local std::vector<float> scores;
-    if (scores.size() < size_t(kvLen)) scores.resize(size_t(kvLen));
-    float* sc = scores.data();
+    thread_local Scratch<float> scores;
+    float* sc = scores.get(size_t(kvLen));
     for (int64_t item = i0; item < i1; item++) {
       const int64_t h = item % H, t = (item / H) % T, b = item / (H * T);
       const int64_t kvh = h / group, last = pastLen + t;

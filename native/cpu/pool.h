@@ -1,19 +1,32 @@
-// A persistent thread pool. Workers spin briefly after each job (decode issues ~10 small ops per layer, and a
-// futex wake per op would cost more than many of the ops), then sleep on a condition variable. The calling (JS)
-// thread always runs chunk 0 itself, so one thread means no synchronisation at all.
+// A persistent thread pool that degrades gracefully when other processes hold the cores.
+//  - Chunks are claimed, not assigned: the calling (JS) thread runs chunks too and takes any chunk that no worker
+//    has started, so a descheduled worker costs nothing unless it was preempted in the middle of a chunk.
+//  - Every wait (an idle worker waiting for the next job, the caller waiting for chunks in flight) spins briefly,
+//    then yields the CPU, then sleeps on a condition variable. Decode issues ~10 small ops per layer, so the short
+//    spin keeps wake-ups off the fast path on an idle machine; the yield and the sleep hand the core back when it
+//    is contended.
+//  - An exception thrown by a chunk on any thread is caught there and rethrown on the caller once every chunk has
+//    finished (chunks may point into the caller's stack), so a kernel's std::bad_alloc becomes a JS error.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 
 namespace lowbit {
 
-void pool_set_threads(int n);   // n >= 1; rebuilds the workers
+void pool_set_threads(int n);  // n >= 1; rebuilds the workers
 int pool_threads();
-// Runs fn(ctx, i) for i in [0, nchunks) with nchunks <= pool_threads(); chunk i on thread i; returns when all are done.
+// The thread count the pool starts with: LOWBIT_THREADS when set (a positive integer, else std::invalid_argument),
+// otherwise the physical cores this process may run on (affinity mask and cgroup CPU quota), at most 16.
+int default_threads();
+int physical_cores();  // distinct cores in this process's affinity mask (hardware threads where unknown)
+
+// Runs fn(ctx, i) for i in [0, nchunks), each chunk exactly once on some pool thread (the caller included); returns
+// when all are done. Rethrows the first exception a chunk threw.
 void pool_run(int nchunks, void (*fn)(void*, int), void* ctx);
 
 // Static split of [0, n) into at most pool_threads() contiguous ranges of at least `grain` items (aligned to
-// `align`), fn(begin, end) on each.
+// `align`), fn(begin, end) on each. The split depends only on n, grain, align and the thread count, never on which
+// thread runs a range, so results are reproducible.
 template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& fn, int64_t align = 1) {
   if (n <= 0) return;

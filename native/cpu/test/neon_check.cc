@@ -293,7 +293,7 @@ void check_pack_micro() {
 }
 
 void check_attention_kernels() {
-  for (int64_t hd : {1, 3, 8, 12, 16, 32, 64, 80, 128, 172})
+  for (int64_t hd : {1, 3, 4, 8, 12, 16, 32, 64, 80, 128, 172})
     for (int64_t n : {1, 2, 7, 33}) {
       const int64_t ld = hd * 3 + 1;  // rows spaced like a KV cache with 3 heads, plus an odd pad
       auto q = rnd(size_t(hd)), k = rnd(size_t(n * ld));

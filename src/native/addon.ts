@@ -1,0 +1,97 @@
+// Loads the native CPU addon (native/cpu, built by node-gyp at `npm install`). Returns null when it is missing, so
+// the library still works on the `ref` backend and says why. This module sits below io/ and backend/: it knows the
+// addon's functions and nothing about tensors.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Weight element type codes shared with native/cpu. */
+export const WTYPE = { F32: 0, BF16: 1, F16: 2 } as const;
+
+/** What the CPU offers, which kernel level is in use, and how many threads the pool runs. */
+export interface CpuInfo {
+  avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bf16: boolean; neon: boolean;
+  /** Kernel level in use: 'avx512' | 'avx2' | 'neon' | 'scalar'. */
+  level: string;
+  /** Best level this CPU and build support. */
+  best: string;
+  /** Logical CPUs (std::thread::hardware_concurrency). */
+  hardwareThreads: number;
+  /** Distinct physical cores in this process's CPU affinity mask. */
+  physicalCores: number;
+  /** Threads the pool starts with: LOWBIT_THREADS, else the physical cores (cgroup quota applied), at most 16. */
+  defaultThreads: number;
+  /** Threads the pool runs now (the calling thread included). */
+  threads: number;
+}
+
+/**
+ * The addon's functions. All arrays are TypeScript-owned; the addon reads and writes them in place (zero copy).
+ * Shapes are passed explicitly; layouts are row-major as in src/backend/backend.ts. Every function throws a JS
+ * TypeError / RangeError naming itself on bad arguments, and a RangeError "<fn>: out of memory …" when a native
+ * buffer cannot be allocated; no native exception reaches the host process.
+ */
+export interface NativeAddon {
+  /** y[M,N] = x[M,K]·w[N,K]ᵀ (+bias[N]); wtype from WTYPE; w is Float32Array or Uint16Array. */
+  matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null): void;
+  rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
+  layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
+  /** In place on x [rows, nHeads, hd]. */
+  rope(x: Float32Array, rows: number, nHeads: number, hd: number, positions: Int32Array, invFreq: Float32Array): void;
+  /** out/q [B,T,H,hd], caches [B,S,nKV,hd]; keyMask [B, pastLen+T] or null; window 0 = no sliding window. */
+  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, S: number, pastLen: number, keyMask: Uint8Array | null, scale: number, window: number): void;
+  siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  relu(y: Float32Array, x: Float32Array, n: number): void;
+  softmax(y: Float32Array, x: Float32Array, rows: number, cols: number): void;
+  embedding(y: Float32Array, table: Float32Array | Uint16Array, wtype: number, ids: Int32Array, dim: number): void;
+  add(y: Float32Array, a: Float32Array, b: Float32Array, n: number): void;
+
+  /** Threads of the pool, the calling thread included (1..1024). */
+  setThreads(n: number): void;
+  getThreads(): number;
+  cpuInfo(): CpuInfo;
+  /** Force a lower kernel level (tests compare every level with `ref`); returns the level now in use. */
+  setLevel(level: string): string;
+  /** Read-only memory map of a whole file as an external ArrayBuffer (unmapped when garbage-collected). */
+  mmap(path: string): ArrayBuffer;
+  /** Measured read bandwidth in GB/s over a buffer of `bytes`, using the pool's threads. */
+  memBandwidth(bytes: number, iters: number): number;
+  /** Measured fp32 FMA peak in GFLOP/s over roughly `ms` milliseconds, using the pool's threads. */
+  fmaPeak(ms: number): number;
+  /** Per-thread scratch buffers: how often any grew since the process started, and the bytes they hold now. */
+  scratchStats(): { grows: number; bytes: number };
+}
+
+/** The native addon is not built or does not load; the message says which and what to do. */
+export class NativeUnavailableError extends Error { override name = 'NativeUnavailableError'; }
+
+let cached: NativeAddon | null | undefined;
+export let addonLoadError: string | null = null;
+
+export function loadAddon(): NativeAddon | null {
+  if (cached !== undefined) return cached;
+  const here = dirname(fileURLToPath(import.meta.url));
+  // dist/src/native → repo root
+  const root = join(here, '..', '..', '..');
+  const path = join(root, 'native', 'cpu', 'build', 'Release', 'lowbit_cpu.node');
+  if (!existsSync(path)) {
+    addonLoadError = `native addon not built (${path} is missing): run npm install`;
+    cached = null;
+    return cached;
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    addonLoadError = `native addon at ${path} failed to load: ${(e as Error).message}`;
+    cached = null;
+  }
+  return cached;
+}
+
+/** The addon, or a NativeUnavailableError that names `what` needed it and why it is unavailable. */
+export function requireAddon(what: string): NativeAddon {
+  const a = loadAddon();
+  if (!a) throw new NativeUnavailableError(`${what}: ${addonLoadError ?? 'native addon unavailable'}`);
+  return a;
+}
