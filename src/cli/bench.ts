@@ -1,31 +1,39 @@
 // `lowbit bench`: prefill and decode speed of a real or random model, each set against this machine's measured
-// roofline (decode: weight bytes per token over memory bandwidth; prefill: FLOPs over fp32 FMA peak).
+// roofline (decode: weight bytes per token over memory bandwidth; prefill: FLOPs over fp32 FMA peak). Decode is
+// measured twice: on its own, and beside one busy process that the bench starts and stops itself, since a machine
+// with every core free is the exception (see the thread pool notes in native/cpu/pool.h).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fromPretrained } from '../api.js';
-import { loadAddon } from '../backend/cpu/addon.js';
+import { getThreads, measureRoofline, setThreads } from '../backend/cpu/index.js';
 import { getBackend } from '../backend/index.js';
 import { saveStateDict } from '../io/checkpoint.js';
 import type { LlamaConfig, ModelConfig } from '../io/config.js';
 import { pyFloat, pyJsonDumps } from '../util/pyjson.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { CausalLM } from '../models/model.js';
+import type { KVCache } from '../nn/kvcache.js';
 import { Weights } from '../models/model.js';
 import { randomLlama, SHAPES } from '../models/random.js';
 import { buildModel } from '../models/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { join } from 'node:path';
-import { intOpt, UsageError } from './args.js';
+import { intOpt, progressBar, UsageError } from './args.js';
 import { mkdirSync } from 'node:fs';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
-Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128] [--json]
+Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128]
+                    [--no-competitor] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
        lowbit bench <model dir> [--threads N] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth);
-prefill as a fraction of the measured fp32 FMA peak.
+prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
+that spins on one core and is stopped afterwards) to show how the speed holds up when a core is taken;
+--no-competitor skips that row. Progress goes to stderr, with --json too. The default thread count is
+LOWBIT_THREADS when set, else the physical cores (at most 16).
 
 Examples:
   lowbit bench --shape tinyllama-1.1b --dtype bf16
@@ -38,6 +46,8 @@ export interface BenchResult {
   loadMs: number | null; prefillTokPerSec: number; decodeTokPerSec: number;
   bandwidthGBs: number; peakGflops: number; decodeRoofline: number; prefillOfPeak: number;
   bytesPerToken: number; prefillFlops: number;
+  /** Decode beside one busy process (null with --no-competitor), its roofline fraction, and idle / contended. */
+  decodeContendedTokPerSec: number | null; decodeContendedRoofline: number | null; contendedSlowdown: number | null;
 }
 
 /** Weight bytes a decode step must read (every linear + one embedding row) and the matmul FLOPs of a prefill. */
@@ -63,19 +73,20 @@ export async function runBench(argv: string[]): Promise<number> {
       shape: { type: 'string' }, dtype: { type: 'string', default: 'bf16' }, threads: { type: 'string' },
       'prompt-len': { type: 'string', default: '128' }, 'decode-len': { type: 'string', default: '128' },
       json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'no-competitor': { type: 'boolean', default: false },
     },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
-  const addon = loadAddon();
   const backend = getBackend('cpu');
   if (values.threads) {
     const n = Number(values.threads);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${values.threads}"`);
-    addon!.setThreads(n);
+    if (!Number.isInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads must be an integer from 1 to 1024, got "${values.threads}"`);
+    setThreads(n);
   }
   const T = positiveInt(values['prompt-len']!, '--prompt-len');
   const D = positiveInt(values['decode-len']!, '--decode-len');
-  const log = (s: string) => { if (!values.json) process.stderr.write(s + '\n'); };
+  // Progress always goes to stderr, so that --json (on stdout) stays parseable and a long run still shows life.
+  const log = (s: string) => { process.stderr.write(s + '\n'); };
 
   let model: CausalLM, config: ModelConfig, label: string, loadMs: number | null = null, dtypeLabel: string;
   if (positionals.length > 0) {
@@ -108,44 +119,64 @@ export async function runBench(argv: string[]): Promise<number> {
     dtypeLabel = values.dtype!;
   }
 
-  const threads = addon!.getThreads();
+  const threads = getThreads();
   log(`measuring memory bandwidth and fp32 peak on ${threads} thread(s)…`);
-  const bandwidthGBs = addon!.memBandwidth(1 << 30, 5);
-  const peakGflops = addon!.fmaPeak(500);
+  const { bandwidthGBs, peakGflops } = measureRoofline();
 
   const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
   const cache = model.createCache(1, T + D + 1);
   // Warm up once (page faults of a freshly mapped checkpoint, first-touch of buffers), then measure.
   model.forward([prompt.slice(0, 8)], { cache, logits: 'last' });
   cache.reset();
-  let t0 = performance.now();
-  let logits = model.forward([prompt], { cache, logits: 'last' });
+  log(`prefill: ${T} tokens…`);
+  const t0 = performance.now();
+  const logits = model.forward([prompt], { cache, logits: 'last' });
   const prefillMs = performance.now() - t0;
-  let next = argmax(logits.f32);
-  t0 = performance.now();
-  for (let i = 0; i < D; i++) {
-    logits = model.forward([[next]], { cache, logits: 'last' });
-    next = argmax(logits.f32);
+  const first = argmax(logits.f32);
+  log(`decode: ${D} tokens…`);
+  const decodeMs = decode(model, cache, first, D, progressBar('decode'));
+
+  let contendedMs: number | null = null;
+  if (!values['no-competitor']) {
+    // Same positions as the idle run: prefill again (untimed), then decode beside the competitor.
+    cache.reset();
+    model.forward([prompt], { cache, logits: 'last' });
+    log(`decode: ${D} tokens beside one busy process…`);
+    // Bounded even if this process dies without stopping it: the idle run's time, several times over, plus slack.
+    const competitor = await startCompetitor(Math.ceil(decodeMs * 10 + 30_000));
+    try {
+      contendedMs = decode(model, cache, first, D, progressBar('decode, 1 busy process'));
+    } finally {
+      await stopCompetitor(competitor);
+    }
   }
-  const decodeMs = performance.now() - t0;
 
   const { bytesPerToken, prefillFlops } = costs(model, config, T);
   const prefillTokPerSec = T / (prefillMs / 1000);
   const decodeTokPerSec = D / (decodeMs / 1000);
+  const contendedTokPerSec = contendedMs === null ? null : D / (contendedMs / 1000);
+  const roofline = (tokPerSec: number) => (tokPerSec * bytesPerToken) / (bandwidthGBs * 1e9);
   const res: BenchResult = {
     model: label, dtype: dtypeLabel, threads, promptLen: T, decodeLen: D, loadMs,
     prefillTokPerSec, decodeTokPerSec, bandwidthGBs, peakGflops,
-    decodeRoofline: (decodeTokPerSec * bytesPerToken) / (bandwidthGBs * 1e9),
+    decodeRoofline: roofline(decodeTokPerSec),
     prefillOfPeak: prefillFlops / (prefillMs / 1000) / (peakGflops * 1e9),
     bytesPerToken, prefillFlops,
+    decodeContendedTokPerSec: contendedTokPerSec,
+    decodeContendedRoofline: contendedTokPerSec === null ? null : roofline(contendedTokPerSec),
+    contendedSlowdown: contendedTokPerSec === null ? null : decodeTokPerSec / contendedTokPerSec,
   };
   if (values.json) {
     process.stdout.write(JSON.stringify(res) + '\n');
   } else {
     const gb = (bytesPerToken / 1e9).toFixed(3);
+    const decodeRoof = `${(bandwidthGBs * 1e9 / bytesPerToken).toFixed(2)} tok/s (${gb} GB/token @ ${bandwidthGBs.toFixed(1)} GB/s)`;
     const rows = [
       ['phase', 'measured', 'roofline', 'ratio'],
-      ['decode', `${decodeTokPerSec.toFixed(2)} tok/s`, `${(bandwidthGBs * 1e9 / bytesPerToken).toFixed(2)} tok/s (${gb} GB/token @ ${bandwidthGBs.toFixed(1)} GB/s)`, `${(res.decodeRoofline * 100).toFixed(1)}%`],
+      ['decode', `${decodeTokPerSec.toFixed(2)} tok/s`, decodeRoof, `${(res.decodeRoofline * 100).toFixed(1)}%`],
+      ...(contendedTokPerSec === null ? [] : [[
+        'decode, 1 busy process', `${contendedTokPerSec.toFixed(2)} tok/s (${res.contendedSlowdown!.toFixed(2)}x slower)`, decodeRoof,
+        `${(res.decodeContendedRoofline! * 100).toFixed(1)}%`]]),
       ['prefill', `${prefillTokPerSec.toFixed(1)} tok/s = ${(prefillFlops / (prefillMs / 1000) / 1e9).toFixed(1)} GFLOP/s`, `${peakGflops.toFixed(1)} GFLOP/s fp32 peak`, `${(res.prefillOfPeak * 100).toFixed(1)}%`],
     ];
     const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
@@ -153,6 +184,40 @@ export async function runBench(argv: string[]): Promise<number> {
     for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i])).join('  ') + '\n');
   }
   return 0;
+}
+
+/** Greedy decode of n tokens after `first`; returns the milliseconds it took. */
+function decode(model: CausalLM, cache: KVCache, first: number, n: number,
+  progress: (done: number, total: number) => void): number {
+  let next = first;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const logits = model.forward([[next]], { cache, logits: 'last' });
+    next = argmax(logits.f32);
+    progress(i + 1, n);
+  }
+  return performance.now() - t0;
+}
+
+/**
+ * A child Node process that spins on one core until `limitMs` has passed or it is stopped; resolves once it is
+ * spinning. Its own deadline bounds it even if this process is killed before stopCompetitor runs.
+ */
+function startCompetitor(limitMs: number): Promise<ChildProcess> {
+  const code = `process.stdout.write('spinning\\n'); const end = Date.now() + ${limitMs}; let x = 0; while (Date.now() < end) x++;`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (c, sig) => reject(new Error(`bench: the busy competitor process exited early (code ${c}, signal ${sig})`)));
+    child.stdout!.once('data', () => resolve(child));
+  });
+}
+
+async function stopCompetitor(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await exited;
 }
 
 function argmax(a: Float32Array): number {

@@ -1,37 +1,64 @@
-// The native CPU backend: unpacks tensors (zero copy) and calls the addon in native/cpu. Shapes are checked here
-// with the same rules as the reference backend; the addon re-checks array lengths so nothing reads out of bounds.
-// Importing never throws; using the backend without a built addon throws an error that says why (addonLoadError).
+// The native CPU backend: unpacks tensors (zero copy) and calls the addon in native/cpu. Shapes are checked by
+// src/backend/shapes.ts, the same rules as the reference backend; the addon re-checks array lengths so nothing reads
+// out of bounds. Importing never throws; using the backend without a built addon throws a NativeUnavailableError
+// that says why (addonLoadError).
+//
+// Also the runtime controls of the native CPU runtime, part of the public API: setThreads / getThreads / cpuInfo /
+// measureRoofline. The thread count starts at LOWBIT_THREADS when that is set, else at the physical cores this
+// process may use (at most 16).
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
-import { ShapeError, type Tensor } from '../../tensor/tensor.js';
-import { WTYPE, addonLoadError, loadAddon, type NativeAddon } from './addon.js';
+import type { Tensor } from '../../tensor/tensor.js';
+import { WTYPE, loadAddon, requireAddon, type CpuInfo } from '../../native/addon.js';
+import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 
-export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from './addon.js';
+export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from '../../native/addon.js';
+export type { CpuInfo } from '../../native/addon.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-
-/** The addon, or an error naming the op and why the addon is unavailable. */
-function native(op: string): NativeAddon {
-  const a = loadAddon();
-  if (!a) throw new Error(`cpu backend (${op}): ${addonLoadError ?? 'native addon unavailable'}`);
-  return a;
-}
 
 /** True when the native addon is built and loads. */
 export function cpuAvailable(): boolean {
   return loadAddon() !== null;
 }
 
+/**
+ * Threads the native CPU backend splits each op over, the calling thread included (an integer from 1 to 1024).
+ * Applies to every later op in this process. Throws NativeUnavailableError when the addon is not built, RangeError
+ * for a bad count.
+ */
 export function setThreads(n: number): void {
-  native('setThreads').setThreads(n);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new RangeError(`setThreads: n must be an integer from 1 to 1024, got ${n}`);
+  requireAddon('setThreads').setThreads(n);
 }
 
+/** Threads the native CPU backend uses now (see setThreads). */
 export function getThreads(): number {
-  return native('getThreads').getThreads();
+  return requireAddon('getThreads').getThreads();
 }
 
-function lastDim(t: Tensor): number {
-  return t.shape[t.shape.length - 1];
+/** The CPU's SIMD features, the kernel level in use, physical cores, and the default and current thread counts. */
+export function cpuInfo(): CpuInfo {
+  return requireAddon('cpuInfo').cpuInfo();
+}
+
+export interface Roofline {
+  /** Read bandwidth in GB/s over a buffer larger than the caches, with the current threads. */
+  bandwidthGBs: number;
+  /** fp32 FMA peak in GFLOP/s with the current threads at the best SIMD level. */
+  peakGflops: number;
+  threads: number;
+}
+
+/**
+ * Measures this machine's roofline with the current thread count: read bandwidth over `bandwidthBytes` (default
+ * 1 GiB, `iters` passes) and the fp32 FMA peak over `peakMs` milliseconds. Takes about a second with the defaults.
+ */
+export function measureRoofline(opts: { bandwidthBytes?: number; iters?: number; peakMs?: number } = {}): Roofline {
+  const a = requireAddon('measureRoofline');
+  const bandwidthGBs = a.memBandwidth(opts.bandwidthBytes ?? 2 ** 30, opts.iters ?? 5);
+  const peakGflops = a.fmaPeak(opts.peakMs ?? 500);
+  return { bandwidthGBs, peakGflops, threads: a.getThreads() };
 }
 
 function f32(op: string, what: string, t: Tensor): Float32Array {
@@ -49,15 +76,6 @@ function weights(op: string, w: Tensor): { data: Float32Array | Uint16Array; wty
   throw new TypeError(`cpu ${op}: unsupported weight dtype ${w.dtype} (supported: F32, BF16, F16)`);
 }
 
-function checkSize(what: string, t: Tensor, n: number): void {
-  if (t.numel !== n) throw new ShapeError(`${what}: expected ${n} elements, got [${t.shape}]`);
-}
-
-function rowsOf(op: string, x: Tensor, dim: number): number {
-  if (!(dim > 0) || x.numel % dim !== 0) throw new ShapeError(`${op}: [${x.shape}] has no whole rows of ${dim}`);
-  return x.numel / dim;
-}
-
 export const cpuBackend: Backend = {
   name: 'cpu',
   device: 'cpu',
@@ -69,89 +87,65 @@ export const cpuBackend: Backend = {
   },
 
   matmul(x, w, bias, out) {
-    const a = native('matmul');
-    const K = lastDim(x);
-    const M = rowsOf('matmul', x, K);
-    if (w.shape.length !== 2 || w.shape[1] !== K) throw new ShapeError(`matmul: x [${x.shape}] vs w [${w.shape}]`);
-    const N = w.shape[0];
-    checkSize('matmul out', out, M * N);
-    if (bias) checkSize('matmul bias', bias, N);
+    const a = requireAddon('cpu backend (matmul)');
+    const { M, N, K } = matmulShape(x, w, bias, out);
     const { data, wtype } = weights('matmul', w);
     a.matmul(f32('matmul', 'out', out), f32('matmul', 'x', x), data, wtype, M, N, K, bias ? f32('matmul', 'bias', bias) : null);
   },
 
   rmsnorm(x, w, eps, out) {
-    const a = native('rmsnorm');
-    const D = lastDim(x), rows = rowsOf('rmsnorm', x, D);
-    checkSize('rmsnorm w', w, D);
-    checkSize('rmsnorm out', out, x.numel);
+    const a = requireAddon('cpu backend (rmsnorm)');
+    const { rows, D } = normShape('rmsnorm', x, { w }, out);
     a.rmsnorm(f32('rmsnorm', 'out', out), f32('rmsnorm', 'x', x), f32('rmsnorm', 'w', w), rows, D, eps);
   },
 
   layernorm(x, w, b, eps, out) {
-    const a = native('layernorm');
-    const D = lastDim(x), rows = rowsOf('layernorm', x, D);
-    checkSize('layernorm w', w, D);
-    checkSize('layernorm b', b, D);
-    checkSize('layernorm out', out, x.numel);
+    const a = requireAddon('cpu backend (layernorm)');
+    const { rows, D } = normShape('layernorm', x, { w, b }, out);
     a.layernorm(f32('layernorm', 'out', out), f32('layernorm', 'x', x), f32('layernorm', 'w', w), f32('layernorm', 'b', b), rows, D, eps);
   },
 
   rope(x, positions, invFreq) {
-    const a = native('rope');
-    const hd = lastDim(x), rows = positions.length;
-    if (hd % 2 !== 0) throw new ShapeError(`rope: head dim ${hd} is odd`);
-    if (rows === 0 || x.numel % (rows * hd) !== 0) throw new ShapeError(`rope: [${x.shape}] vs ${rows} positions`);
-    if (invFreq.length !== hd / 2) throw new ShapeError(`rope: invFreq has ${invFreq.length} entries, expected ${hd / 2}`);
-    a.rope(f32('rope', 'x', x), rows, x.numel / (rows * hd), hd, positions, invFreq);
+    const a = requireAddon('cpu backend (rope)');
+    const { rows, nHeads, hd } = ropeShape(x, positions, invFreq);
+    a.rope(f32('rope', 'x', x), rows, nHeads, hd, positions, invFreq);
   },
 
   attention(q, kCache, vCache, args: AttentionArgs, out) {
-    const a = native('attention');
-    if (q.shape.length !== 4 || kCache.shape.length !== 4) throw new ShapeError(`attention: q [${q.shape}], cache [${kCache.shape}] must be 4-D`);
-    const [B, T, H, hd] = q.shape;
-    const S = kCache.shape[1], nKV = kCache.shape[2];
-    if (kCache.shape[0] !== B || kCache.shape[3] !== hd) throw new ShapeError(`attention: q [${q.shape}] vs k cache [${kCache.shape}]`);
-    if (vCache.shape.join() !== kCache.shape.join()) throw new ShapeError(`attention: k cache [${kCache.shape}] vs v cache [${vCache.shape}]`);
-    if (H % nKV !== 0) throw new ShapeError(`attention: ${H} heads not a multiple of ${nKV} kv heads`);
-    if (args.pastLen + T > S) throw new ShapeError(`attention: ${args.pastLen + T} positions exceed the cache capacity ${S}`);
-    checkSize('attention out', out, q.numel);
+    const a = requireAddon('cpu backend (attention)');
+    const { B, T, H, nKV, hd, S } = attentionShape(q, kCache, vCache, args, out);
     a.attention(f32('attention', 'out', out), f32('attention', 'q', q), f32('attention', 'kCache', kCache), f32('attention', 'vCache', vCache),
       B, T, H, nKV, hd, S, args.pastLen, args.keyMask, args.scale, args.window ?? 0);
   },
 
   siluMul(gate, up, out) {
-    const a = native('siluMul');
-    checkSize('siluMul up', up, gate.numel);
-    checkSize('siluMul out', out, gate.numel);
-    a.siluMul(f32('siluMul', 'out', out), f32('siluMul', 'gate', gate), f32('siluMul', 'up', up), gate.numel);
+    const a = requireAddon('cpu backend (siluMul)');
+    const n = elementwiseShape('siluMul', gate, { up }, out);
+    a.siluMul(f32('siluMul', 'out', out), f32('siluMul', 'gate', gate), f32('siluMul', 'up', up), n);
   },
 
   relu(x, out) {
-    const a = native('relu');
-    checkSize('relu out', out, x.numel);
-    a.relu(f32('relu', 'out', out), f32('relu', 'x', x), x.numel);
+    const a = requireAddon('cpu backend (relu)');
+    const n = elementwiseShape('relu', x, {}, out);
+    a.relu(f32('relu', 'out', out), f32('relu', 'x', x), n);
   },
 
   softmax(x, out) {
-    const a = native('softmax');
-    const D = lastDim(x), rows = rowsOf('softmax', x, D);
-    checkSize('softmax out', out, x.numel);
+    const a = requireAddon('cpu backend (softmax)');
+    const { rows, D } = softmaxShape(x, out);
     a.softmax(f32('softmax', 'out', out), f32('softmax', 'x', x), rows, D);
   },
 
   embedding(table, ids, out) {
-    const a = native('embedding');
-    const D = lastDim(table);
-    checkSize('embedding out', out, ids.length * D);
+    const a = requireAddon('cpu backend (embedding)');
+    const { D } = embeddingShape(table, ids, out);
     const { data, wtype } = weights('embedding', table);
     a.embedding(f32('embedding', 'out', out), data, wtype, ids, D);
   },
 
   add(x, y, out) {
-    const a = native('add');
-    checkSize('add b', y, x.numel);
-    checkSize('add out', out, x.numel);
-    a.add(f32('add', 'out', out), f32('add', 'a', x), f32('add', 'b', y), x.numel);
+    const a = requireAddon('cpu backend (add)');
+    const n = elementwiseShape('add', x, { b: y }, out);
+    a.add(f32('add', 'out', out), f32('add', 'a', x), f32('add', 'b', y), n);
   },
 };

@@ -1,15 +1,11 @@
 // The reference backend: plain TypeScript, the definition of every op and the oracle in tests. Not a fast path.
+// Shapes are checked by src/backend/shapes.ts, the same rules as every other backend.
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import { f16ToF32, type DType } from '../../tensor/dtype.js';
-import { ShapeError, type Tensor } from '../../tensor/tensor.js';
+import type { Tensor } from '../../tensor/tensor.js';
+import { attentionShape, elementwiseShape, embeddingShape, lastDim, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-
-function lastDim(t: Tensor): number { return t.shape[t.shape.length - 1]; }
-
-function checkSize(what: string, t: Tensor, n: number): void {
-  if (t.numel !== n) throw new ShapeError(`${what}: expected ${n} elements, got [${t.shape}]`);
-}
 
 export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32Array): void } = {
   name: 'ref',
@@ -36,11 +32,7 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   matmul(x, w, bias, out) {
-    const K = lastDim(x);
-    const M = x.numel / K;
-    const N = w.shape[0];
-    if (w.shape.length !== 2 || w.shape[1] !== K) throw new ShapeError(`matmul: x [${x.shape}] vs w [${w.shape}]`);
-    checkSize('matmul out', out, M * N);
+    const { M, N, K } = matmulShape(x, w, bias, out);
     const X = x.f32, Y = out.f32, row = new Float32Array(K);
     const B = bias ? bias.f32 : null;
     for (let n = 0; n < N; n++) {
@@ -55,7 +47,8 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   rmsnorm(x, w, eps, out) {
-    const D = lastDim(x), rows = x.numel / D, X = x.f32, W = w.f32, Y = out.f32;
+    const { rows, D } = normShape('rmsnorm', x, { w }, out);
+    const X = x.f32, W = w.f32, Y = out.f32;
     for (let r = 0; r < rows; r++) {
       let ss = 0;
       for (let i = 0; i < D; i++) ss += X[r * D + i] * X[r * D + i];
@@ -65,7 +58,8 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   layernorm(x, w, b, eps, out) {
-    const D = lastDim(x), rows = x.numel / D, X = x.f32, W = w.f32, Bb = b.f32, Y = out.f32;
+    const { rows, D } = normShape('layernorm', x, { w, b }, out);
+    const X = x.f32, W = w.f32, Bb = b.f32, Y = out.f32;
     for (let r = 0; r < rows; r++) {
       let mean = 0;
       for (let i = 0; i < D; i++) mean += X[r * D + i];
@@ -78,9 +72,8 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   rope(x, positions, invFreq) {
-    const hd = lastDim(x), half = hd / 2;
-    const rows = positions.length;
-    const nHeads = x.numel / (rows * hd);
+    const { rows, nHeads, hd } = ropeShape(x, positions, invFreq);
+    const half = hd / 2;
     const X = x.f32;
     for (let r = 0; r < rows; r++) {
       for (let i = 0; i < half; i++) {
@@ -97,11 +90,9 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   attention(q, kCache, vCache, args: AttentionArgs, out) {
-    const [B, T, H, hd] = q.shape;
-    const S = kCache.shape[1], nKV = kCache.shape[2];
+    const { B, T, H, nKV, hd, S } = attentionShape(q, kCache, vCache, args, out);
     const group = H / nKV;
     const kvLen = args.pastLen + T;
-    if (kvLen > S) throw new ShapeError(`attention: ${kvLen} positions exceed the cache capacity ${S}`);
     const Q = q.f32, K = kCache.f32, V = vCache.f32, O = out.f32;
     const scores = new Float64Array(kvLen);
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
@@ -134,17 +125,20 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   siluMul(gate, up, out) {
+    elementwiseShape('siluMul', gate, { up }, out);
     const G = gate.f32, U = up.f32, Y = out.f32;
     for (let i = 0; i < G.length; i++) Y[i] = (G[i] / (1 + Math.exp(-G[i]))) * U[i];
   },
 
   relu(x, out) {
+    elementwiseShape('relu', x, {}, out);
     const X = x.f32, Y = out.f32;
     for (let i = 0; i < X.length; i++) Y[i] = X[i] > 0 ? X[i] : 0;
   },
 
   softmax(x, out) {
-    const D = lastDim(x), rows = x.numel / D, X = x.f32, Y = out.f32;
+    const { rows, D } = softmaxShape(x, out);
+    const X = x.f32, Y = out.f32;
     for (let r = 0; r < rows; r++) {
       let max = -Infinity;
       for (let i = 0; i < D; i++) max = Math.max(max, X[r * D + i]);
@@ -155,7 +149,7 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   embedding(table, ids, out) {
-    const D = lastDim(table), V = table.shape[0];
+    const { V, D } = embeddingShape(table, ids, out);
     const row = new Float32Array(D), Y = out.f32;
     for (let n = 0; n < ids.length; n++) {
       if (ids[n] < 0 || ids[n] >= V) throw new RangeError(`embedding: token id ${ids[n]} outside [0, ${V})`);
@@ -165,6 +159,7 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   },
 
   add(a, b, out) {
+    elementwiseShape('add', a, { b }, out);
     const A = a.f32, Bb = b.f32, Y = out.f32;
     for (let i = 0; i < A.length; i++) Y[i] = A[i] + Bb[i];
   },
