@@ -116,7 +116,7 @@ export function checkLayerCount(w: Weights, prefix: string, numLayers: number): 
   for (let i = 0; i < numLayers; i++) {
     if (present.has(i)) continue;
     const like = present.get(0) ?? present.values().next().value;
-    const missing = like ? like.replace(/^(.*?\.)\d+\./, `$1${i}.`) : `${head}${i}.*`;
+    const missing = like ? `${head}${i}${like.slice(head.length).replace(/^\d+/, '')}` : `${head}${i}.*`;
     throw new MissingTensorError(`${w.source}: missing tensor "${missing}": config.json has num_hidden_layers ${numLayers}, the checkpoint has ${present.size} layer${present.size === 1 ? '' : 's'}`);
   }
 }
