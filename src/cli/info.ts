@@ -1,18 +1,16 @@
-// `lowbit info`: what a checkpoint is, without running it.
-import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { loadStateDict } from '../io/checkpoint.js';
-import { readConfig } from '../io/config.js';
-import { resolveModelDir } from '../io/hub.js';
+// `lowbit info`: what a checkpoint is, without running it. The model is built as generate builds it (config,
+// every tensor's name and shape, tokenizer and generation_config.json), so info accepts exactly what generate accepts.
+import { fromPretrained } from '../api.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
-import { UsageError } from './args.js';
+import { parseCommand, UsageError } from './args.js';
 
 export const infoHelp = `lowbit info — describe a model folder or Hub id
 
-Usage: lowbit info <model folder | org/name> [--json]
+Usage: lowbit info <model folder | org/name> [--json] [--revision REV] [--no-mmap]
 
 Prints the architecture, parameter count (from the tensors), bytes per dtype, KV-cache bytes per token, and the
-quantization config if there is one.
+quantization config if there is one. The model is checked as lowbit generate checks it (config values, every tensor's
+name and shape, tokenizer files, generation_config.json) without running it: a model info accepts, generate loads.
 
 Examples:
   lowbit info models/kjv-demo
@@ -22,12 +20,12 @@ Examples:
 const TORCH_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
 export async function runInfo(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
+  const { values: v, positionals } = parseCommand('info', argv, {
+    json: { type: 'boolean', default: false }, revision: { type: 'string' }, 'no-mmap': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  });
   if (v.help) { process.stdout.write(infoHelp); return 0; }
   if (positionals.length !== 1) throw new UsageError('give one model folder or Hub id (see lowbit info --help)');
-  const dir = await resolveModelDir(positionals[0]);
-  const config = readConfig(join(dir, 'config.json'));
-  const { tensors } = loadStateDict(dir);
+  const { dir, config, tensors } = await fromPretrained(positionals[0], { revision: v.revision, mmap: !v['no-mmap'] });
   const byDtype: Record<string, { tensors: number; params: number; bytes: number }> = {};
   let params = 0;
   for (const t of tensors.values()) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The lowbit command line. Each command lives in its own file and has --help with examples.
+import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { benchHelp, runBench } from './bench.js';
 import { chatHelp, runChat } from './chat.js';
@@ -20,8 +21,14 @@ Commands:
   plan      KV-cache memory and batch-size planner for a device
   bench     measure prefill/decode speed against this machine's roofline
 
-Run "lowbit <command> --help" for a command's options and examples.
+Run "lowbit <command> --help" for a command's options and examples; "lowbit --version" prints the version.
 `;
+
+/** The version in the package.json two folders above dist/src/cli. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string }> = {
   demo: { run: runDemo, help: demoHelp },
@@ -35,19 +42,25 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { process.stdout.write(HELP); return cmd ? 0 : 1; }
+  if (cmd === '--version' || cmd === '-v') { process.stdout.write(`lowbit ${version()}\n`); return 0; }
   const c = COMMANDS[cmd];
-  if (!c) { process.stderr.write(`lowbit: unknown command "${cmd}"\n\n${HELP}`); return 2; }
-  return c.run(rest);
+  if (!c) {
+    const what = cmd.startsWith('-') ? `unknown option ${cmd}` : `unknown command "${cmd}"`;
+    process.stderr.write(`lowbit: ${what}\n\n${HELP}`);
+    return 2;
+  }
+  try {
+    return await c.run(rest);
+  } catch (e) {
+    const err = e as Error;
+    // Usage errors (exit 2) point to the command's help; anything else (exit 1) is labelled with its error type.
+    // node:util parseArgs errors (ERR_PARSE_ARGS_*) are usage errors too, in case one gets past parseCommand.
+    const usage = err instanceof UsageError || /^ERR_PARSE_ARGS_/.test((err as { code?: string }).code ?? '');
+    const label = !usage && err.name && err.name !== 'Error' ? `${err.name}: ` : '';
+    const hint = usage && !/--help/.test(err.message) ? ` (see lowbit ${cmd} --help)` : '';
+    process.stderr.write(`lowbit ${cmd}: ${label}${err.message ?? String(e)}${hint}\n`);
+    return usage ? 2 : 1;
+  }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (e: unknown) => {
-    const err = e as Error;
-    // node:util parseArgs reports bad flags as TypeErrors with ERR_PARSE_ARGS_* codes: those are usage errors too.
-    const usage = err instanceof UsageError || /^ERR_PARSE_ARGS_/.test((err as { code?: string }).code ?? '');
-    const label = usage ? 'usage' : err.name && err.name !== 'Error' ? err.name : '';
-    process.stderr.write(`lowbit: ${label ? label + ': ' : ''}${err.message}\n`);
-    process.exitCode = usage ? 2 : 1;
-  },
-);
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; });

@@ -35,6 +35,16 @@ export const MODEL_PRESETS: Record<string, Record<string, unknown>> = {
   'tinyllama-1.1b': { model_type: 'llama', hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048 },
 };
 
+/** The planner's name for a config's torch_dtype / dtype (null when unset or not a float type the planner knows). */
+export function plannerDtype(torchDtype: string | null | undefined): 'fp32' | 'fp16' | 'bf16' | null {
+  switch (torchDtype) {
+    case 'float32': return 'fp32';
+    case 'float16': return 'fp16';
+    case 'bfloat16': return 'bf16';
+    default: return null;
+  }
+}
+
 export interface ModelShape {
   layers: number; kvHeads: number; heads: number; headDim: number; hidden: number; params: number;
 }
