@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { fromPretrained } from '../src/api.js';
-import { ModelNotFoundError, resolveModelDir } from '../src/io/hub.js';
+import { HubError, ModelNotFoundError, resolveModelDir } from '../src/io/hub.js';
+import { setWarningHandler } from '../src/util/warn.js';
 import { GOLDEN_DIR } from './helpers.js';
 
 const SRC = join(GOLDEN_DIR, 'llama_gqa');
@@ -62,21 +63,27 @@ test('HF_HUB_OFFLINE=1 and HF_HUB_CACHE are honoured; a missing model names the 
   }
 });
 
-/** A fake Hub: the tree, paths-info and resolve endpoints that @huggingface/hub calls, over a local folder. */
+/**
+ * A fake Hub: the revision, tree, paths-info and resolve endpoints that @huggingface/hub calls, over a local folder,
+ * at revision main (= COMMIT) or COMMIT itself. Each file reports a different lastCommit, as on the real Hub where
+ * the last commit that changed a file is rarely the head of the branch.
+ */
 function fakeHub(srcDir: string, files: string[], seen: string[]): typeof fetch {
   const oid = (f: string) => createHash('sha1').update(readFileSync(join(srcDir, f))).digest('hex');
-  const entry = (f: string) => ({ type: 'file', path: f, size: statSync(join(srcDir, f)).size, oid: oid(f), lastCommit: { id: COMMIT, date: '2026-01-01T00:00:00Z', title: 'init' } });
+  const entry = (f: string) => ({ type: 'file', path: f, size: statSync(join(srcDir, f)).size, oid: oid(f), lastCommit: { id: createHash('sha1').update(`commit of ${f}`).digest('hex'), date: '2026-01-01T00:00:00Z', title: 'init' } });
+  const rev = `(?:main|${COMMIT})`;
   return (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
     const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
     seen.push(`${init?.method ?? 'GET'} ${url.pathname}`);
     const auth = new Headers(init?.headers).get('authorization');
     if (auth !== 'Bearer hf_test') return new Response('unauthorized', { status: 401 });
-    if (url.pathname === '/api/models/org/remote/tree/main') return Response.json(files.map(entry));
-    if (url.pathname === '/api/models/org/remote/paths-info/main') {
+    if (new RegExp(`^/api/models/org/remote/revision/${rev}$`).test(url.pathname)) return Response.json({ _id: 'x', id: 'org/remote', sha: COMMIT });
+    if (new RegExp(`^/api/models/org/remote/tree/${rev}$`).test(url.pathname)) return Response.json(files.map(entry));
+    if (new RegExp(`^/api/models/org/remote/paths-info/${rev}$`).test(url.pathname)) {
       const body = JSON.parse(String(init?.body));
       return Response.json((body.paths as string[]).map(entry));
     }
-    const m = url.pathname.match(/^\/org\/remote\/resolve\/main\/(.+)$/);
+    const m = url.pathname.match(new RegExp(`^/org/remote/resolve/${rev}/(.+)$`));
     if (m && files.includes(m[1])) {
       const bytes = readFileSync(join(srcDir, m[1]));
       const range = new Headers(init?.headers).get('range')?.match(/bytes=(\d+)-(\d*)/);
@@ -90,7 +97,7 @@ function fakeHub(srcDir: string, files: string[], seen: string[]): typeof fetch 
   }) as typeof fetch;
 }
 
-test('missing files download into the cache layout (blobs + snapshot links + refs), with progress and HF_TOKEN', async () => {
+test('missing files download into one snapshot folder of the pinned commit (blobs + snapshot links + refs), with progress and HF_TOKEN', async () => {
   const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
   const saved = { ...process.env };
   try {
@@ -140,4 +147,110 @@ test('configOnly fetches config.json alone (what plan needs), not the weights', 
       if (saved === undefined) delete process.env.HF_TOKEN; else process.env.HF_TOKEN = saved;
     }
   } finally { rmSync(cache, { recursive: true, force: true }); }
+});
+
+test('a relative path on disk wins over the same Hub id, and a broken link there is a local error, never a Hub id', async () => {
+  const cache = makeCache();
+  const work = mkdtempSync(join(tmpdir(), 'lowbit-cwd-'));
+  const cwd = process.cwd();
+  try {
+    process.chdir(work);
+    mkdirSync(join('tiny-org', 'tiny-llama'), { recursive: true });
+    for (const f of FILES) cpSync(join(SRC, f), join('tiny-org', 'tiny-llama', f));
+    const seen: string[] = [];
+    const noHub = (async (input: Parameters<typeof fetch>[0]) => { seen.push(String(input)); throw new TypeError('fetch failed'); }) as typeof fetch;
+    assert.equal(await resolveModelDir('tiny-org/tiny-llama', { cacheDir: cache, offline: false, fetch: noHub }), 'tiny-org/tiny-llama');
+    // A dangling symlink (a moved model folder) was taken for a Hub id and sent to the network.
+    symlinkSync(join(work, 'moved-away'), join('tiny-org', 'gone'));
+    await assert.rejects(resolveModelDir('tiny-org/gone', { cacheDir: cache, offline: false, fetch: noHub }),
+      (e: Error) => e instanceof ModelNotFoundError && /tiny-org\/gone: is a dangling symlink/.test(e.message));
+    assert.deepEqual(seen, []);
+    await assert.rejects(resolveModelDir('models/no such dir', { cacheDir: cache }),
+      (e: Error) => e instanceof ModelNotFoundError && e.message.includes(`resolved against the current directory, ${work}`));
+  } finally {
+    process.chdir(cwd);
+    rmSync(work, { recursive: true, force: true });
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('Hub failures (network down, 404, 401) are HubErrors that name the id and say what to try', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
+  const saved = { ...process.env };
+  try {
+    delete process.env.HF_HUB_OFFLINE;
+    delete process.env.HF_TOKEN;
+    const advice = (e: Error): boolean => e instanceof HubError && e instanceof ModelNotFoundError
+      && e.message.includes(`a relative path is resolved against ${process.cwd()}`) && e.message.includes('HF_HUB_OFFLINE=1')
+      && e.message.includes(cache) && /network connection and HF_TOKEN/.test(e.message);
+    const down = (async () => { throw new TypeError('fetch failed', { cause: Object.assign(new Error('getaddrinfo ENOTFOUND huggingface.co'), { code: 'ENOTFOUND' }) }); }) as typeof fetch;
+    await assert.rejects(resolveModelDir('org/remote', { cacheDir: cache, fetch: down }), (e: Error) => {
+      assert.ok(advice(e), e.message);
+      assert.match(e.message, /^org\/remote@main: the Hugging Face Hub could not be reached \(fetch failed: ENOTFOUND\)/);
+      assert.equal((e as HubError).status, undefined);
+      assert.equal((e as HubError).id, 'org/remote');
+      return true;
+    });
+    const remote = join(cache, 'remote-repo');
+    mkdirSync(remote);
+    for (const f of FILES) cpSync(join(SRC, f), join(remote, f));
+    const hub = fakeHub(remote, FILES, []);
+    // No token: the fake Hub answers 401, as the real one does for private, gated and missing repositories.
+    await assert.rejects(resolveModelDir('org/remote', { cacheDir: cache, fetch: hub }), (e: Error) => {
+      assert.ok(advice(e), e.message);
+      assert.equal((e as HubError).status, 401);
+      assert.match(e.message, /refused access \(HTTP 401[^)]*\)\. A private or gated model needs HF_TOKEN/);
+      return true;
+    });
+    await assert.rejects(resolveModelDir('org/absent', { cacheDir: cache, fetch: hub, token: 'hf_test' }), (e: Error) => {
+      assert.ok(advice(e), e.message);
+      assert.equal((e as HubError).status, 404);
+      assert.match(e.message, /^org\/absent@main: the Hugging Face Hub has no repository org\/absent with a revision main \(HTTP 404/);
+      return true;
+    });
+  } finally {
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('online, a cached snapshot without tokenizer.json gets the tokenizer files the repository has, at the same commit', async () => {
+  const cache = makeCache();
+  const saved = { ...process.env };
+  try {
+    delete process.env.HF_HUB_OFFLINE;
+    // The remote repository is published under the cached id's name in the fake Hub, which serves org/remote.
+    const repo = join(cache, 'models--tiny-org--tiny-llama');
+    cpSync(repo, join(cache, 'models--org--remote'), { recursive: true, verbatimSymlinks: true });
+    const remote = join(cache, 'remote-repo');
+    mkdirSync(remote);
+    for (const f of FILES) cpSync(join(SRC, f), join(remote, f));
+    writeFileSync(join(remote, 'tokenizer.json'), '{"version": "1.0"}\n');
+    writeFileSync(join(remote, 'tokenizer_config.json'), '{}\n');
+    const seen: string[] = [];
+    const files = [...FILES, 'tokenizer.json', 'tokenizer_config.json'];
+    const dir = await resolveModelDir('org/remote', { cacheDir: cache, fetch: fakeHub(remote, files, seen), token: 'hf_test' });
+    assert.equal(dir, join(cache, 'models--org--remote', 'snapshots', COMMIT));
+    assert.equal(readFileSync(join(dir, 'tokenizer.json'), 'utf8'), '{"version": "1.0"}\n');
+    assert.ok(existsSync(join(dir, 'tokenizer_config.json')));
+    assert.ok(seen.every((s) => !s.includes('/main')), `pinned to the cached commit: ${seen.join(', ')}`);
+    assert.ok(!seen.some((s) => s.includes('model.safetensors')), 'cached weights are not fetched again');
+    // Complete now: no Hub call at all.
+    seen.length = 0;
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: fakeHub(remote, files, seen), token: 'hf_test' }), dir);
+    assert.deepEqual(seen, []);
+    // With the Hub unreachable, a snapshot without a tokenizer still loads from the cache, with a warning.
+    rmSync(join(dir, 'tokenizer.json'));
+    const warnings: string[] = [];
+    const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+    try {
+      const down = (async () => { throw new TypeError('fetch failed'); }) as typeof fetch;
+      assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: down }), dir);
+    } finally { setWarningHandler(prev); }
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /no tokenizer\.json and the Hub could not be asked for one \(fetch failed\); using the cached copy/);
+  } finally {
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
 });

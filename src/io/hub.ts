@@ -2,12 +2,24 @@
 // (HF_HUB_CACHE or HF_HOME/hub → models--org--name/{refs,snapshots,blobs}). Missing files are fetched with
 // @huggingface/hub (which writes blobs atomically and links them into snapshots/); HF_HUB_OFFLINE=1 uses the
 // cache alone.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { writeFileAtomic } from '../util/fs.js';
+import { basename, dirname, isAbsolute, join } from 'node:path';
+import { probePath, writeFileAtomic } from '../util/fs.js';
+import { warnOnce } from '../util/warn.js';
 
 export class ModelNotFoundError extends Error { override name = 'ModelNotFoundError'; }
+
+/**
+ * The Hub could not provide a model that is not on disk: unreachable (`status` undefined), refused (401/403), not
+ * found (404), or another HTTP failure. The message names the id and what to try instead.
+ */
+export class HubError extends ModelNotFoundError {
+  override name = 'HubError';
+  constructor(readonly id: string, readonly revision: string, message: string, readonly status?: number, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
 
 export interface ResolveOptions {
   revision?: string;
@@ -73,45 +85,131 @@ export function missingFiles(dir: string): string[] {
   return [...shards].filter((s) => !existsSync(join(dir, s)));
 }
 
+/** What a relative path was resolved against, for messages about a name that was not found on disk. */
+function whereRelative(path: string): string {
+  return isAbsolute(path) ? '' : ` (a relative path is resolved against the current directory, ${process.cwd()})`;
+}
+
 export async function resolveModelDir(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
-  if (existsSync(idOrPath)) {
-    if (!statSync(idOrPath).isDirectory()) throw new ModelNotFoundError(`${idOrPath}: not a folder (give the model folder, not a file)`);
-    return idOrPath;
+  // Anything on disk at this path, even a broken symlink, is the user's local model: it always wins over a Hub id.
+  const local = probePath(idOrPath);
+  if (local.kind === 'dir') return idOrPath;
+  if (local.kind === 'file') throw new ModelNotFoundError(`${idOrPath}: not a folder (give the model folder, not a file)`);
+  if (local.kind === 'bad') throw new ModelNotFoundError(`${idOrPath}: ${local.problem}`);
+  if (!REPO_ID.test(idOrPath)) {
+    throw new ModelNotFoundError(`${idOrPath}: no such folder${whereRelative(idOrPath)}, and not a Hub id of the form org/name`);
   }
-  if (!REPO_ID.test(idOrPath)) throw new ModelNotFoundError(`${idOrPath}: no such folder, and not a Hub id of the form org/name`);
   const revision = opts.revision ?? 'main';
   const cacheDir = opts.cacheDir ?? hubCacheDir();
   const snap = cachedSnapshot(idOrPath, revision, cacheDir);
   const missing = !snap ? ['config.json', 'model weights'] : opts.configOnly ? (existsSync(join(snap, 'config.json')) ? [] : ['config.json']) : missingFiles(snap);
-  if (snap && missing.length === 0) return snap;
+  if (snap && missing.length === 0) {
+    // A snapshot with weights but no tokenizer.json may come from a download that fetched weights only; when online,
+    // fetch what the repository has at that same commit. The cached copy still serves if the Hub cannot be asked.
+    if (!opts.configOnly && !isOffline(opts) && !existsSync(join(snap, 'tokenizer.json'))) {
+      try {
+        await fetchMissing(idOrPath, basename(snap), snap, cacheDir, opts);
+      } catch (e) {
+        warnOnce(`${idOrPath}: the cached copy at ${snap} has no tokenizer.json and the Hub could not be asked for one (${(e as Error).message}); using the cached copy as it is`);
+      }
+    }
+    return snap;
+  }
   if (isOffline(opts)) {
     throw new ModelNotFoundError(`${idOrPath}@${revision}: not in the Hub cache at ${cacheDir} (missing ${missing.join(', ')}) and HF_HUB_OFFLINE is set`);
   }
-  return download(idOrPath, revision, cacheDir, opts);
+  try {
+    return await download(idOrPath, revision, cacheDir, opts);
+  } catch (e) {
+    throw hubFailure(e, idOrPath, revision, cacheDir, snap !== null);
+  }
+}
+
+/**
+ * Turns a failed Hub call into a HubError that names the id and what to try. Errors that are not about the Hub (a
+ * cache folder that cannot be written) pass through unchanged.
+ */
+function hubFailure(e: unknown, id: string, revision: string, cacheDir: string, cached: boolean): unknown {
+  if (e instanceof ModelNotFoundError) return e;
+  const status = (e as { statusCode?: unknown })?.statusCode;
+  let what: string;
+  if (typeof status === 'number') {
+    const detail = (e as Error).message.split('. URL:')[0];
+    what = status === 401 || status === 403
+      ? `the Hugging Face Hub refused access (HTTP ${status}: ${detail}). A private or gated model needs HF_TOKEN; the Hub also answers ${status} for a repository that does not exist`
+      : status === 404
+        ? `the Hugging Face Hub has no repository ${id} with a revision ${revision} (HTTP 404: ${detail}); check the spelling`
+        : `the Hugging Face Hub answered HTTP ${status}: ${detail}`;
+  } else if (e instanceof TypeError || (e as Error)?.name === 'AbortError') {
+    // undici's fetch reports every network failure as TypeError('fetch failed') with the reason in `cause`.
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message;
+    what = `the Hugging Face Hub could not be reached (${(e as Error).message}${why ? `: ${why}` : ''})`;
+  } else {
+    return e;
+  }
+  const cwd = process.cwd();
+  const message = `${id}@${revision}: ${what}. `
+    + `"${id}" is not a folder in the current directory (${cwd}), so it was taken for a Hub id. To load it anyway: `
+    + `give the path of a local model folder (a relative path is resolved against ${cwd}); `
+    + `or set HF_HUB_OFFLINE=1 to use a copy in the Hub cache at ${cacheDir}${cached ? ' (the copy there is incomplete)' : ' (there is none yet)'}; `
+    + 'or check the network connection and HF_TOKEN.';
+  return new HubError(id, revision, message, typeof status === 'number' ? status : undefined, { cause: e });
+}
+
+type Hub = typeof import('@huggingface/hub');
+
+function isWanted(path: string, configOnly: boolean | undefined): boolean {
+  return configOnly ? path === 'config.json' : WANTED.includes(path) || /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(path);
+}
+
+/** Downloads `files` of `id` at `commit` into that commit's snapshot folder; returns the folder. */
+async function downloadAt(hub: Hub, id: string, commit: string, files: string[], cacheDir: string, opts: ResolveOptions): Promise<string> {
+  const accessToken = opts.token ?? process.env.HF_TOKEN ?? undefined;
+  const fetchFn = progressFetch(opts.fetch ?? fetch, opts.onProgress);
+  let snapshot = join(cacheDir, `models--${id.replace('/', '--')}`, 'snapshots', commit);
+  for (const path of files) {
+    const p = await hub.downloadFileToCacheDir({ repo: { type: 'model', name: id }, path, revision: commit, cacheDir, accessToken, fetch: fetchFn });
+    snapshot = dirname(p);
+  }
+  return snapshot;
+}
+
+async function listWanted(hub: Hub, id: string, commit: string, opts: ResolveOptions): Promise<string[]> {
+  const accessToken = opts.token ?? process.env.HF_TOKEN ?? undefined;
+  const files: string[] = [];
+  for await (const f of hub.listFiles({ repo: { type: 'model', name: id }, revision: commit, accessToken, fetch: opts.fetch ?? fetch, expand: false })) {
+    if (f.type === 'file' && isWanted(f.path, opts.configOnly)) files.push(f.path);
+  }
+  return files;
 }
 
 async function download(id: string, revision: string, cacheDir: string, opts: ResolveOptions): Promise<string> {
   const hub = await import('@huggingface/hub');
   const accessToken = opts.token ?? process.env.HF_TOKEN ?? undefined;
-  const fetchFn = progressFetch(opts.fetch ?? fetch, opts.onProgress);
-  const files: string[] = [];
-  for await (const f of hub.listFiles({ repo: { type: 'model', name: id }, revision, accessToken, fetch: fetchFn, expand: false })) {
-    if (f.type !== 'file') continue;
-    if (opts.configOnly ? f.path === 'config.json' : WANTED.includes(f.path) || /^model(-\d{5}-of-\d{5})?\.safetensors$/.test(f.path)) files.push(f.path);
-  }
+  // Pin the revision to one commit first. Downloading by branch name files each file under the commit that last
+  // changed it (@huggingface/hub's downloadFileToCacheDir uses the file's lastCommit), which scatters one model
+  // over several snapshot folders; huggingface_hub and @huggingface/hub's own snapshotDownload pin the commit too.
+  const commit = COMMIT.test(revision) ? revision
+    : (await hub.modelInfo({ name: id, revision, additionalFields: ['sha'], accessToken, fetch: opts.fetch ?? fetch })).sha;
+  if (typeof commit !== 'string' || !COMMIT.test(commit)) throw new ModelNotFoundError(`${id}@${revision}: the Hub gave no commit for this revision`);
+  const files = await listWanted(hub, id, commit, opts);
   if (!files.includes('config.json')) throw new ModelNotFoundError(`${id}@${revision}: the repository has no config.json`);
-  let snapshot = '';
-  for (const path of files) {
-    const p = await hub.downloadFileToCacheDir({ repo: { type: 'model', name: id }, path, revision, cacheDir, accessToken, fetch: fetchFn });
-    snapshot = dirname(p);
-  }
+  const snapshot = await downloadAt(hub, id, commit, files, cacheDir, opts);
   // Record the ref so that later offline runs find this snapshot (the library links files but writes no refs/).
   if (!COMMIT.test(revision)) {
     const ref = join(cacheDir, `models--${id.replace('/', '--')}`, 'refs', revision);
     mkdirSync(dirname(ref), { recursive: true });   // revisions such as refs/pr/1 nest
-    writeFileAtomic(ref, snapshot.split(/[\\/]/).pop()!);
+    writeFileAtomic(ref, commit);
   }
   return snapshot;
+}
+
+/** Adds the wanted files that the repository has at `commit` and the snapshot `snap` lacks. */
+async function fetchMissing(id: string, commit: string, snap: string, cacheDir: string, opts: ResolveOptions): Promise<void> {
+  const hub = await import('@huggingface/hub');
+  const files = (await listWanted(hub, id, commit, opts)).filter((f) => !existsSync(join(snap, f)));
+  if (files.length) await downloadAt(hub, id, commit, files, cacheDir, opts);
 }
 
 /** Wrap fetch so that response bodies report their progress as they stream. */

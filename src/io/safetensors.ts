@@ -1,12 +1,12 @@
-// safetensors reader/writer (FORMATS.md §1). Reading validates as strictly as the Rust reference
+// safetensors reader/writer (../shared/spec/FORMATS.md §1). Reading validates as strictly as the Rust reference
 // (safetensors/src/tensor.rs) and hands out zero-copy views over one buffer (an mmap, or a single read of the
 // whole file). Writing reproduces the Rust/Python writer byte for byte and replaces the target atomically.
 import * as fs from 'node:fs';
 import { DTYPES, DType, DTYPE_BYTES, viewAs } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
-import { loadAddon } from '../backend/cpu/addon.js';
+import { loadAddon } from '../native/addon.js';
 import { compareCodePoints } from '../util/pyjson.js';
-import { commitTemp, MAX_IO_CHUNK, writeFileTemp } from '../util/fs.js';
+import { commitTemp, MAX_IO_CHUNK, probePath, writeFileTemp } from '../util/fs.js';
 
 /**
  * Every dtype of the Rust `enum Dtype`, in declaration order. The writer orders tensors by this rank (descending),
@@ -52,6 +52,14 @@ export class UnknownDtypeError extends SafetensorsError { override name = 'Unkno
 /** A valid safetensors dtype that lowbit has no Tensor type for (F64, U32, F8_*, …). */
 export class UnsupportedDtypeError extends SafetensorsError { override name = 'UnsupportedDtypeError'; }
 export class TensorNotFoundError extends SafetensorsError { override name = 'TensorNotFoundError'; }
+/**
+ * The path cannot be opened as a file: missing, a folder, a FIFO or device, a dangling symlink, a symlink loop, or
+ * no permission. `code` is the errno name behind it (ENOENT, EISDIR, ELOOP, EACCES, …).
+ */
+export class FileAccessError extends SafetensorsError {
+  override name = 'FileAccessError';
+  constructor(file: string, detail: string, readonly code?: string) { super(file, detail); }
+}
 /** Refusing to write: bad input tensors/metadata. Thrown before any file is created. */
 export class SafetensorsWriteError extends SafetensorsError { override name = 'SafetensorsWriteError'; }
 
@@ -380,11 +388,30 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>', mapped = 
   };
 }
 
+/** Throws FileAccessError unless `path` is (or links to) a regular file; checked before any open, so a FIFO never blocks. */
+function requireRegularFile(path: string): number {
+  const p = probePath(path);
+  if (p.kind === 'file') return p.stats.size;
+  if (p.kind === 'missing') throw new FileAccessError(path, 'does not exist', 'ENOENT');
+  if (p.kind === 'dir') throw new FileAccessError(path, 'is a folder, not a safetensors file', 'EISDIR');
+  throw new FileAccessError(path, p.problem, p.code);
+}
+
+function openForRead(path: string): number {
+  try {
+    return fs.openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' || code === 'EPERM' ? 'cannot be opened: permission denied' : `cannot be opened: ${(e as Error).message}`;
+    throw new FileAccessError(path, why, code);
+  }
+}
+
 function readWholeFile(path: string, size: number): Uint8Array {
   // A fresh ArrayBuffer (not Buffer.allocUnsafe, which may hand out a slice of a shared pool) so views start at a
   // known alignment, and so files over Buffer's 4 GiB limit still fit.
   const out = new Uint8Array(new ArrayBuffer(size));
-  const fd = fs.openSync(path, 'r');
+  const fd = openForRead(path);
   try {
     let off = 0;
     while (off < size) {
@@ -401,9 +428,13 @@ function readWholeFile(path: string, size: number): Uint8Array {
 /**
  * Opens and validates a safetensors file. With `mmap` (the default) and the native addon present, the file is
  * memory-mapped; otherwise it is read whole into one buffer. Either way tensors are views, not copies.
+ *
+ * A mapping reads the file lazily: if another process truncates the file while it is mapped, touching a tensor
+ * past the new end raises SIGBUS and kills the process, which no JavaScript code can catch. `mmap: false` reads
+ * every byte up front, so later changes to the file cannot affect the tensors.
  */
 export function readSafetensors(path: string, opts: { mmap?: boolean } = {}): SafetensorsFile {
-  const size = fs.statSync(path).size;
+  const size = requireRegularFile(path);
   if (size < 8) throw new TruncatedFileError(path, `file is ${size} bytes, shorter than the 8-byte header length`);
   if (opts.mmap ?? true) {
     const addon = loadAddon();
@@ -411,7 +442,7 @@ export function readSafetensors(path: string, opts: { mmap?: boolean } = {}): Sa
     try {
       mapped = addon?.mmap(path);
     } catch {
-      // Fall through to a plain read; mmap can fail on unusual filesystems.
+      // Fall through to a plain read; mmap can fail on unusual filesystems (and a plain read then names the cause).
     }
     if (mapped) return parseSafetensors(new Uint8Array(mapped), path, true);
   }
@@ -505,13 +536,25 @@ function writeAll(fd: number, b: Uint8Array): void {
   while (off < b.length) off += fs.writeSync(fd, b, off, Math.min(MAX_IO_CHUNK, b.length - off));
 }
 
+/**
+ * Validates `tensors` and `metadata` (throwing SafetensorsWriteError before any file is touched) and returns a
+ * function that writes the file's bytes to an open fd. `afterHeader` runs between the header and the tensor data:
+ * a progress hook, which the kill tests use to stop a writer with a partial file on disk.
+ */
+export function safetensorsWriter(
+  file: string, tensors: TensorDict, metadata?: Record<string, string>, afterHeader?: () => void,
+): (fd: number) => void {
+  const p = prepare(file, tensors, metadata);
+  return (fd) => {
+    writeAll(fd, p.head);
+    afterHeader?.();
+    for (const { bytes } of p.order) writeAll(fd, bytes());
+  };
+}
+
 /** Validates and writes a safetensors file next to `path` under a temp name; see `commitTemp`. */
 export function writeSafetensorsTemp(path: string, tensors: TensorDict, metadata?: Record<string, string>): string {
-  const p = prepare(path, tensors, metadata);
-  return writeFileTemp(path, (fd) => {
-    writeAll(fd, p.head);
-    for (const { bytes } of p.order) writeAll(fd, bytes());
-  });
+  return writeFileTemp(path, safetensorsWriter(path, tensors, metadata));
 }
 
 /** Writes a safetensors file byte-identical to the Rust/Python writer, atomically. */
