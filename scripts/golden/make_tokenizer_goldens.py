@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Tokenizer, chat-template and real-model goldens from HF transformers, for lowbit's tests.
 
-Usage: python3 make_tokenizer_goldens.py DATA_DIR OUT_DIR
-  DATA_DIR is a copy of ../shared/data (tokenizers/ and models/). Writes OUT_DIR/tokenizers.json and
-  OUT_DIR/eval_llama_16m.json (small: ids, decoded text, rendered chat templates, last-position logits).
+Usage: python3 make_tokenizer_goldens.py DATA_DIR OUT_DIR [--part base|extra|all]
+  DATA_DIR is a copy of ../shared/data (tokenizers/ and models/; `extra` needs only the tokenizer files).
+  base:  OUT_DIR/tokenizers.json and OUT_DIR/eval_llama_16m.json (ids, decoded text, rendered chat templates,
+         last-position logits).
+  extra: OUT_DIR/tokenizers_extra.json: SentencePiece-style Llama tokenizers (LlamaTokenizer class, byte fallback)
+         on runs of spaces and literal special tokens, under several tokenizer_config.json variants; and
+         clean_up_tokenization_spaces on decode, for the shared tokenizers and two tiny ones built here.
 Run on the GPU machine (it has torch + transformers); see scripts/golden/README.md.
 """
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import torch
 import transformers
@@ -43,9 +49,7 @@ def load(data, name):
     return AutoTokenizer.from_pretrained(path)
 
 
-def main():
-    data, out = sys.argv[1], sys.argv[2]
-    os.makedirs(out, exist_ok=True)
+def base(data, out):
     result = {"transformers": transformers.__version__, "texts": TEXTS, "tokenizers": {}}
     for name in ["llama2", "llama3", "gpt2", "tinystories-656k", "eval-llama-16m"]:
         tok = load(data, name)
@@ -86,6 +90,148 @@ def main():
     print("eval-llama-16m", res["greedy_text"], flush=True)
     with open(os.path.join(out, "eval_llama_16m.json"), "w") as f:
         json.dump(res, f)
+
+
+# Runs of spaces, leading/trailing spaces, tabs/newlines, literal special tokens, byte-fallback characters.
+SPM_TEXTS = [
+    "Hello world", "a  b", "a   b", "a    b", "a     b", "a      b", "a       b", "a        b",
+    " x", "  x", "   leading", "        eight", "trailing  ", "trailing        ", "  both  ", " ", "  ", "        ",
+    "tab\tx", "\t\tx", "\n", "line\n  indented\n\n    more", " \n ", "a \t b",
+    "Hello <s>.", "Hello<s>world", "<s>", "</s>", "<unk>", " <s> ", "<s> x", "<s>  two", "x </s> y", "x</s>",
+    "a<unk>b", "<s><s></s>", "<s>\n</s>", "  <s>  ",
+    "\U0001F600", "  \U0001F600  ", "\U0001F600<s>\u6771\u4eac", "\u6771\u4eac  <s>  \U0001F600",
+    "<s>\U0001F600</s>", "\u65e5\u672c\u8a9e \u306e \u30c6\u30ad\u30b9\u30c8", "\u2581x", "\u2581\u2581 y",
+    "mixed \U0001F600  \u6771\u4eac\t<unk>  end  ",
+    "",
+]
+
+# tokenizer_config.json variants for the Llama-2 tokenizer folder (which ships none). "meta" is Meta's own
+# Llama-2 file, less its AddedToken dicts.
+LLAMA2_CONFIGS = {
+    "none": None,
+    "class": {"tokenizer_class": "LlamaTokenizer"},
+    "meta": {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+             "clean_up_tokenization_spaces": False, "legacy": False, "pad_token": None, "padding_side": "right",
+             "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer"},
+    "fast_legacy": {"tokenizer_class": "LlamaTokenizerFast", "legacy": True},
+    "no_prefix": {"tokenizer_class": "LlamaTokenizer", "add_prefix_space": False},
+    "fast_class": {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+}
+
+CLEANUP_TEXTS = [
+    "owned ... it",
+    "Hello , world ! Is it ? I 'm sure they 're here , it 's fine . don 't we 've",
+    "x ' y",
+]
+
+TINY_WORDS = ["[UNK]", "owned", "...", "it", ".", ",", "!", "?", "'", "Hello", "world", "Is", "I", "'m", "sure",
+              "they", "'re", "here", "'s", "fine", "don", "'t", "we", "'ve", "x", "y"]
+
+
+def backend_json(tok):
+    j = json.loads(tok.backend_tokenizer.to_str())
+    j["model"].pop("vocab", None)
+    j["model"].pop("merges", None)
+    return j
+
+
+def describe(tok):
+    return {"class": type(tok).__name__, "bos_token": tok.bos_token, "eos_token": tok.eos_token,
+            "unk_token": tok.unk_token, "pad_token": tok.pad_token, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "legacy": getattr(tok, "legacy", None),
+            "add_prefix_space": getattr(tok, "add_prefix_space", None),
+            "clean_up_tokenization_spaces": tok.clean_up_tokenization_spaces, "backend": backend_json(tok)}
+
+
+def run_texts(tok, texts):
+    rows = []
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        ns = tok(t, add_special_tokens=False)["input_ids"]
+        rows.append({"text": t, "ids": ids, "ids_no_special": ns, "tokens": tok.convert_ids_to_tokens(ids),
+                     "decode": tok.decode(ids), "decode_skip_special": tok.decode(ids, skip_special_tokens=True),
+                     "decode_no_special": tok.decode(ns)})
+    return rows
+
+
+def cleanup_rows(tok):
+    rows = []
+    for t in CLEANUP_TEXTS:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        rows.append({"text": t, "ids": ids, "decode": tok.decode(ids),
+                     "decode_true": tok.decode(ids, clean_up_tokenization_spaces=True),
+                     "decode_false": tok.decode(ids, clean_up_tokenization_spaces=False)})
+    return rows
+
+
+def extra(data, out):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    import tokenizers
+    from transformers import LlamaTokenizer
+    result = {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__, "spm_texts": SPM_TEXTS,
+              "llama2": {}, "cleanup": {}}
+    src = os.path.join(data, "tokenizers", "llama2")
+    for name, cfg in LLAMA2_CONFIGS.items():
+        d = tempfile.mkdtemp()
+        for f in ("tokenizer.json", "tokenizer.model"):
+            shutil.copy(os.path.join(src, f), d)
+        if cfg is not None:
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as fh:
+                json.dump(cfg, fh)
+        try:
+            tok = AutoTokenizer.from_pretrained(d)
+            result["llama2"][name] = {"config": cfg, **describe(tok), "rows": run_texts(tok, SPM_TEXTS)}
+        except Exception as e:  # record what transformers does, failure included
+            result["llama2"][name] = {"config": cfg, "error": repr(e)}
+        print("llama2", name, result["llama2"][name].get("class"), result["llama2"][name].get("error", ""), flush=True)
+    # The class used directly, as a user of LlamaTokenizer.from_pretrained would.
+    for name, kw in {"LlamaTokenizer": {}, "LlamaTokenizer_legacy": {"legacy": True}}.items():
+        tok = LlamaTokenizer.from_pretrained(src, **kw)
+        result["llama2"][name] = {"config": kw, **describe(tok), "rows": run_texts(tok, SPM_TEXTS)}
+    ts = AutoTokenizer.from_pretrained(os.path.join(data, "models", "tinystories-656k"))
+    result["tinystories-656k"] = {**describe(ts), "rows": run_texts(ts, SPM_TEXTS)}
+
+    # clean_up_tokenization_spaces: the shared tokenizers as loaded, then two tiny ones (WordLevel, BPE) with the
+    # flag absent, true and false.
+    loaders = {
+        "gpt2": lambda: AutoTokenizer.from_pretrained(os.path.join(data, "tokenizers", "gpt2")),
+        "llama3": lambda: AutoTokenizer.from_pretrained(os.path.join(data, "tokenizers", "llama3")),
+        "llama2": lambda: load(data, "llama2"),
+        "llama2_LlamaTokenizer": lambda: LlamaTokenizer.from_pretrained(src),
+        "tinystories-656k": lambda: ts,
+        "eval-llama-16m": lambda: AutoTokenizer.from_pretrained(os.path.join(data, "models", "eval-llama-16m")),
+    }
+    for name, mk in loaders.items():
+        tok = mk()
+        result["cleanup"][name] = {"clean_up_tokenization_spaces": tok.clean_up_tokenization_spaces, "rows": cleanup_rows(tok)}
+    vocab = {w: i for i, w in enumerate(TINY_WORDS)}
+    tiny = {
+        "wordlevel": lambda: Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
+        "bpe": lambda: Tokenizer(models.BPE(vocab, [], unk_token="[UNK]", ignore_merges=True)),
+    }
+    for kind, mk in tiny.items():
+        for flag in (None, True, False):
+            t = mk()
+            t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+            kw = {} if flag is None else {"clean_up_tokenization_spaces": flag}
+            tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", **kw)
+            result["cleanup"][f"tiny_{kind}_{flag}"] = {"tokenizer_json": json.loads(t.to_str()), "flag": flag,
+                                                        "clean_up_tokenization_spaces": tok.clean_up_tokenization_spaces,
+                                                        "rows": cleanup_rows(tok)}
+    for name, r in result["cleanup"].items():
+        print("cleanup", name, r["clean_up_tokenization_spaces"], repr(r["rows"][0]["decode"]), flush=True)
+    with open(os.path.join(out, "tokenizers_extra.json"), "w") as f:
+        json.dump(result, f, ensure_ascii=False, indent=1)
+
+
+def main():
+    data, out = sys.argv[1], sys.argv[2]
+    part = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--part" else "all"
+    os.makedirs(out, exist_ok=True)
+    if part in ("base", "all"):
+        base(data, out)
+    if part in ("extra", "all"):
+        extra(data, out)
 
 
 if __name__ == "__main__":

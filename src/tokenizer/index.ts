@@ -3,34 +3,30 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import { asObject, llamaClassRewrite, readJsonObject, readSettings, SPECIAL_KEYS, specialToken, TokenizerSettings } from './config.js';
+import { TokenizerError } from './errors.js';
+import { ChatTemplateSource, parseChatTemplate, renderChatTemplate, TemplateBudget } from './template.js';
 
-export class TokenizerError extends Error { override name = 'TokenizerError'; }
+export { TokenizerError } from './errors.js';
+export {
+  chatTemplateFromConfig, ChatTemplateSource, DEFAULT_TEMPLATE_BUDGET, MAX_RANGE, readChatTemplateFile, TemplateBudget,
+} from './template.js';
 
 export interface ChatMessage { role: string; content: string }
 
 export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
-  /** A template to use instead of (or in the absence of) the tokenizer's own. */
-  chatTemplate?: string;
+  /** A template to use instead of (or in the absence of) the tokenizer's own: its text, or what
+   *  readChatTemplateFile returned (errors then name that file). */
+  chatTemplate?: string | ChatTemplateSource;
   /** Extra variables for the template (e.g. tools, date_string). */
   extra?: Record<string, unknown>;
+  /** Raise or lower the render limits (DEFAULT_TEMPLATE_BUDGET). */
+  budget?: Partial<TemplateBudget>;
 }
 
-type SpecialToken = string | { content: string } | null | undefined;
-
-function tokenText(t: SpecialToken): string | null {
-  if (t == null) return null;
-  return typeof t === 'string' ? t : t.content ?? null;
-}
-
-function readJson(path: string): Record<string, unknown> {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new TokenizerError(`${path}: ${(e as Error).message}`);
-  }
-}
+/** Where the tokenizer's parts came from, for error messages (fromDir fills these in). */
+export interface TokenizerFiles { tokenizerJson?: string; config?: string; chatTemplate?: string }
 
 export class Tokenizer {
   readonly bosToken: string | null;
@@ -38,22 +34,40 @@ export class Tokenizer {
   readonly padToken: string | null;
   readonly unkToken: string | null;
   readonly chatTemplate: string | null;
+  /** The file (or description) the chat template came from, named in template errors. */
+  readonly chatTemplatePath: string;
+  private readonly settings: TokenizerSettings;
+  private readonly isBpe: boolean;
   private readonly tok: HfTokenizer;
 
-  constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, readonly source = 'tokenizer') {
+  /**
+   * Build from a parsed tokenizer.json and tokenizer_config.json. Wrong shapes or types are TokenizerErrors that
+   * name `files` (or `source`) and the key.
+   */
+  constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, readonly source = 'tokenizer', files: TokenizerFiles = {}) {
+    const jsonWhere = files.tokenizerJson ?? `${source} (tokenizer.json)`;
+    const cfgWhere = files.config ?? `${source} (tokenizer config)`;
+    const json = llamaClassRewrite(asObject(tokenizerJson, jsonWhere), this.settings = readSettings(asObject(config, cfgWhere), cfgWhere), jsonWhere);
+    const s = this.settings;
+    this.isBpe = (json.model as { type?: unknown } | null)?.type === 'BPE';
+    // Only the keys tokenizers.js reads, already checked; clean-up is decided per decode call (see decode).
+    const hfConfig = {
+      bos_token: s.bosToken ?? undefined, eos_token: s.eosToken ?? undefined, pad_token: s.padToken ?? undefined,
+      unk_token: s.unkToken ?? undefined, additional_special_tokens: s.additionalSpecialTokens,
+      remove_space: s.removeSpace, do_lowercase_and_remove_accent: s.doLowercaseAndRemoveAccent,
+      clean_up_tokenization_spaces: false,
+    };
     try {
-      this.tok = new HfTokenizer(tokenizerJson, config);
+      this.tok = new HfTokenizer(json, hfConfig);
     } catch (e) {
-      throw new TokenizerError(`${source}: cannot build the tokenizer: ${(e as Error).message}`);
+      throw new TokenizerError(`${jsonWhere}: cannot build the tokenizer: ${(e as Error)?.message ?? String(e)}`);
     }
-    this.bosToken = tokenText(config.bos_token as SpecialToken);
-    this.eosToken = tokenText(config.eos_token as SpecialToken);
-    this.padToken = tokenText(config.pad_token as SpecialToken);
-    this.unkToken = tokenText(config.unk_token as SpecialToken);
-    const tpl = config.chat_template;
-    // A list of named templates (newer tokenizer_config.json) → the "default" one.
-    this.chatTemplate = typeof tpl === 'string' ? tpl
-      : Array.isArray(tpl) ? ((tpl as { name: string; template: string }[]).find((t) => t.name === 'default')?.template ?? null) : null;
+    this.bosToken = s.bosToken ?? null;
+    this.eosToken = s.eosToken ?? null;
+    this.padToken = s.padToken ?? null;
+    this.unkToken = s.unkToken ?? null;
+    this.chatTemplate = s.chatTemplate;
+    this.chatTemplatePath = files.chatTemplate ?? cfgWhere;
   }
 
   /** Read tokenizer.json + tokenizer_config.json (+ special_tokens_map.json, chat_template.jinja) from a folder. */
@@ -61,15 +75,25 @@ export class Tokenizer {
     const tj = join(dir, 'tokenizer.json');
     if (!existsSync(tj)) throw new TokenizerError(`${dir}: no tokenizer.json (only fast tokenizers are supported)`);
     const cfgPath = join(dir, 'tokenizer_config.json');
-    const config: Record<string, unknown> = existsSync(cfgPath) ? readJson(cfgPath) : {};
+    const config: Record<string, unknown> = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
+    const files: TokenizerFiles = { tokenizerJson: tj, config: cfgPath };
     const mapPath = join(dir, 'special_tokens_map.json');
     if (existsSync(mapPath)) {
-      const map = readJson(mapPath);
-      for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token']) if (config[k] == null && map[k] != null) config[k] = map[k];
+      const map = readJsonObject(mapPath);
+      for (const k of SPECIAL_KEYS) {
+        if (config[k] == null && map[k] != null) config[k] = specialToken(map[k], mapPath, k);
+      }
     }
     const jinja = join(dir, 'chat_template.jinja');
-    if (config.chat_template == null && existsSync(jinja)) config.chat_template = readFileSync(jinja, 'utf8');
-    return new Tokenizer(legacyFreeLlama(readJson(tj), config), config, dir);
+    if (config.chat_template == null && existsSync(jinja)) {
+      try {
+        config.chat_template = readFileSync(jinja, 'utf8');
+      } catch (e) {
+        throw new TokenizerError(`${jinja}: ${(e as Error).message}`);
+      }
+      files.chatTemplate = jinja;
+    }
+    return new Tokenizer(readJsonObject(tj), config, dir, files);
   }
 
   tokenId(token: string | null): number | null {
@@ -86,26 +110,38 @@ export class Tokenizer {
     return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
   }
 
-  decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean } = {}): string {
+  /**
+   * Ids → text. Clean-up (" ." → ".", " n't" → "n't") follows clean_up_tokenization_spaces (default false) or the
+   * call's option, and, as in transformers 5 (tokenization_utils_tokenizers.py, _decode), is never applied to a BPE
+   * model, whose spaces before punctuation are real, unless the config sets
+   * clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output.
+   */
+  decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean } = {}): string {
     if (ids.length === 0) return '';   // tokenizers.js rejects an empty list; transformers returns ''
-    return this.tok.decode(Array.from(ids), { skip_special_tokens: opts.skipSpecialTokens ?? false });
+    const cleanUp = (opts.cleanUpTokenizationSpaces ?? this.settings.cleanUpTokenizationSpaces) && (!this.isBpe || this.settings.cleanUpForBpe);
+    return this.tok.decode(Array.from(ids), { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
   }
 
   idToToken(id: number): string | null { return this.tok.id_to_token(id) ?? null; }
 
-  /** Render the chat template to text, like transformers' apply_chat_template(tokenize=False). */
+  /** tokenizer.json's added tokens (special tokens, chat-turn markers), in id order. */
+  addedTokens(): { id: number; content: string; special: boolean }[] {
+    return [...this.tok.get_added_tokens_decoder()].map(([id, t]) => ({ id, content: t.content, special: t.special })).sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * Render the chat template to text, like transformers' apply_chat_template(tokenize=False). Rendering runs under
+   * a budget (DEFAULT_TEMPLATE_BUDGET); a template that exceeds it, raises, or does not parse is a TokenizerError
+   * naming the template's file (or "the chatTemplate option").
+   */
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
-    const source = opts.chatTemplate ?? this.chatTemplate;
+    const given = opts.chatTemplate;
+    const source = given == null ? this.chatTemplate : typeof given === 'string' ? given : given.template;
+    const where = given == null ? this.chatTemplatePath : typeof given === 'string' ? 'the chatTemplate option' : given.path;
     if (!source) {
       throw new TokenizerError(`${this.source}: this tokenizer has no chat_template; pass one with chatTemplate (CLI: --chat-template FILE)`);
     }
-    let tpl: Template;
-    try {
-      tpl = new Template(source);
-    } catch (e) {
-      throw new TokenizerError(`${this.source}: chat template does not parse: ${(e as Error).message}`);
-    }
-    return tpl.render({
+    return renderChatTemplate(parseChatTemplate(source, where), {
       messages,
       add_generation_prompt: opts.addGenerationPrompt ?? false,
       bos_token: this.bosToken ?? '',
@@ -113,7 +149,7 @@ export class Tokenizer {
       pad_token: this.padToken ?? '',
       unk_token: this.unkToken ?? '',
       ...opts.extra,
-    });
+    }, where, opts.budget);
   }
 
   /**
@@ -123,23 +159,4 @@ export class Tokenizer {
   encodeChat(messages: ChatMessage[], opts: ChatTemplateOptions = {}): number[] {
     return this.encode(this.applyChatTemplate(messages, opts), { addSpecialTokens: false });
   }
-}
-
-/**
- * transformers ≥ 5 loads a SentencePiece-style Llama BPE whose config says `legacy: false` with a Metaspace
- * pre-tokenizer (▁ prepended only when the text does not already start with one) instead of the file's
- * Prepend+Replace normalizer, and without an unk token (unknown characters are dropped). Mirror that so ids match.
- */
-function legacyFreeLlama(json: Record<string, unknown>, config: Record<string, unknown>): Record<string, unknown> {
-  const cls = String(config.tokenizer_class ?? '');
-  const norm = json.normalizer as { type?: string; normalizers?: { type: string; prepend?: string }[] } | null;
-  const isPrependReplace = norm?.type === 'Sequence' && norm.normalizers?.length === 2 &&
-    norm.normalizers[0].type === 'Prepend' && norm.normalizers[0].prepend === '\u2581' && norm.normalizers[1].type === 'Replace';
-  if (!/^LlamaTokenizer(Fast)?$/.test(cls) || config.legacy !== false || !isPrependReplace || json.pre_tokenizer) return json;
-  return {
-    ...json,
-    normalizer: null,
-    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false },
-    model: { ...(json.model as object), unk_token: null },
-  };
 }
