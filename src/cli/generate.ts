@@ -134,8 +134,8 @@ export function encodePrompt(m: LoadedModel, prompt: string, chat: boolean, syst
 export function cliMessage(e: unknown): unknown {
   if (!(e instanceof GenerationConfigError)) return e;
   const msg = e.message
-    .replace(/pass truncation: 'left' \\(lowbit generate --truncate\\)/, 'pass --truncate')
-    .replace(/\\bmaxNewTokens\\b/g, '--max-new-tokens').replace(/\\bminNewTokens\\b/g, '--min-new-tokens');
+    .replace(/pass truncation: 'left' \(lowbit generate --truncate\)/, 'pass --truncate')
+    .replace(/\bmaxNewTokens\b/g, '--max-new-tokens').replace(/\bminNewTokens\b/g, '--min-new-tokens');
   const out = new GenerationConfigError(msg);
   out.stack = e.stack;
   return out;
