@@ -31,6 +31,7 @@ test('sizes past the limits are ConfigErrors, not heap exhaustion', () => {
   rejects({ ...LLAMA, num_attention_heads: 4096, num_key_value_heads: 1, head_dim: 16 }, 'num_attention_heads', '4096');
   rejects({ ...LLAMA, num_key_value_heads: 2048 }, 'num_key_value_heads', '2048');
   rejects({ ...LLAMA, head_dim: 1 << 14 }, 'head_dim', String(1 << 14));
+  rejects({ ...LLAMA, hidden_size: 65536 }, 'head_dim of 16384');                          // derived: 65536 / 4 heads
   rejects({ ...LLAMA, intermediate_size: 1e12 }, 'intermediate_size', '1000000000000');
   rejects({ ...LLAMA, vocab_size: 1e8 }, 'vocab_size', '100000000');
   rejects({ ...LLAMA, max_position_embeddings: 2 ** 40 }, 'max_position_embeddings');
@@ -49,6 +50,8 @@ test('zero sizes and impossible numbers are rejected when reading', () => {
   rejects({ ...LLAMA, rms_norm_eps: -1e-6 }, 'rms_norm_eps', '-0.000001');
   rejects({ ...LLAMA, rope_theta: 0 }, 'rope_theta', '0');
   rejects({ ...LLAMA, rope_theta: -10000 }, 'rope_theta', '-10000');
+  rejects({ ...LLAMA, rope_theta: 1e-300 }, 'rope_theta', '1e-300');          // inv_freq overflows float32
+  rejects({ ...LLAMA, rope_theta: 500000, rope_parameters: { rope_type: 'default', rope_theta: -1 } }, 'rope_parameters.rope_theta', '-1');
   rejects({ ...LLAMA, rope_parameters: { rope_type: 'default', rope_theta: 0 } }, 'rope_parameters.rope_theta', '0');
   rejects({ ...LLAMA, rope_parameters: { rope_type: 'default', rope_theta: '1e4' } }, 'rope_parameters.rope_theta', '"1e4"');
   rejects({ ...LLAMA, hidden_size: Infinity }, 'hidden_size');
@@ -58,10 +61,13 @@ test('zero sizes and impossible numbers are rejected when reading', () => {
   rejects({ ...OPT, word_embed_proj_dim: 0 }, 'word_embed_proj_dim', '0');
 });
 
-test('RoPE scaling factors must be positive, llama3 bands ordered', () => {
+test('RoPE: base > 1, scaling factors ≥ 1, llama3 factors positive and bands ordered', () => {
   rejects({ ...LLAMA, rope_scaling: { rope_type: 'linear', factor: 0 } }, 'rope_scaling.factor', '0');
   rejects({ ...LLAMA, rope_parameters: { rope_type: 'dynamic', factor: -2, rope_theta: 1e4 } }, 'rope_parameters.factor', '-2');
   rejects({ ...LLAMA, rope_scaling: { type: 'dynamic', factor: 2, original_max_position_embeddings: 0 } }, 'original_max_position_embeddings', '0');
+  rejects({ ...LLAMA, rope_scaling: { type: 'linear', factor: 1e-300 } }, 'rope_scaling.factor', '1e-300');   // inv_freq / factor = Infinity
+  rejects({ ...LLAMA, rope_scaling: { type: 'linear', factor: 0.5 } }, 'rope_scaling.factor', '0.5');       // transformers: ≥ 1
+  rejects({ ...LLAMA, rope_scaling: { type: 'linear' } }, 'rope_scaling');
   const l3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
   assert.deepEqual((parseConfig({ ...LLAMA, rope_scaling: l3 }) as LlamaConfig).rope_scaling, l3);
   rejects({ ...LLAMA, rope_scaling: { ...l3, low_freq_factor: 0 } }, 'rope_scaling.low_freq_factor', '0');

@@ -276,7 +276,9 @@ function editDistance(a: string, b: string): number {
 
 /** A value for a message, cut short (a hostile file can hold megabytes in one key). */
 function show(v: unknown): string {
+  if (typeof v === 'number') return String(v);       // JSON.stringify would write NaN and Infinity as null
   let s: string;
-  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v); } catch { s = String(v); }
+  // Deeply nested values overflow JSON.stringify (and String(), which joins recursively): describe those instead.
+  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? typeof v; } catch { s = Array.isArray(v) ? 'a deeply nested list' : typeof v; }
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

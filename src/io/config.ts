@@ -142,12 +142,17 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
   const kv = r.size('num_key_value_heads', heads);
   if (heads % kv !== 0) throw new ConfigError(`${r.source}: "num_attention_heads" ${heads} is not a multiple of "num_key_value_heads" ${kv}`);
   const headDim = r.size('head_dim', Math.floor(b.hidden_size / heads));
-  // rotate_half splits each head in two halves (../shared/spec/FORMATS.md §8.2, RoPE): an odd head_dim has no such split.
+  if (headDim > CONFIG_LIMITS.head_dim) {      // only when derived: an explicit head_dim was checked by size()
+    throw new ConfigError(`${r.source}: "hidden_size" ${b.hidden_size} / "num_attention_heads" ${heads} gives a head_dim of ${headDim}, past the limit ${CONFIG_LIMITS.head_dim}`);
+  }
+  // rotate_half splits each head in two halves (../shared/spec/FORMATS.md §8.2, RoPE): an odd head_dim has no
+  // such split.
   if (headDim % 2 !== 0) r.bad('head_dim', 'even (RoPE rotates pairs of dimensions)', headDim);
   const ropeParams = r.objOrNull('rope_parameters');
   const ropeScaling = r.objOrNull('rope_scaling');
-  const theta = r.positive('rope_theta', ropeParams && ropeParams.rope_theta != null
-    ? positiveIn(ropeParams, 'rope_parameters', 'rope_theta', r.source) : 10000);
+  // A top-level rope_theta (v4) wins over rope_parameters.rope_theta (v5); both are checked.
+  const v5Theta = ropeParams && ropeParams.rope_theta != null ? ropeBase(ropeParams.rope_theta, 'rope_parameters.rope_theta', r.source) : 10000;
+  const theta = raw.rope_theta != null ? ropeBase(raw.rope_theta, 'rope_theta', r.source) : v5Theta;
   const useSliding = isQwen ? r.bool('use_sliding_window', false) : true;
   // MistralConfig's default window is 4096; an explicit null turns it off.
   const slidingWindow = useSliding ? r.sizeOrNull('sliding_window', model_type === 'mistral' ? 4096 : null) : null;
@@ -185,6 +190,16 @@ function layerTypes(r: Reader, raw: Record<string, unknown>, n: number, window: 
   return Array.from({ length: n }, (_, i) => (window !== null && i >= from ? 'sliding_attention' : 'full_attention'));
 }
 
+/**
+ * RoPE's base θ: inv_freq[i] = θ^(−2i/d) must fall along the head (../shared/spec/FORMATS.md §8.2). θ ≤ 0 gives NaN,
+ * and θ < 1 reverses the frequencies and, when tiny, overflows float32 to Infinity; every real model uses ≥ 10⁴.
+ */
+const THETA_WANT = 'a number > 1 (the RoPE base; 10000 by default)';
+function ropeBase(v: unknown, name: string, source: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 1) throw new ConfigError(`${source}: "${name}" must be ${THETA_WANT}, got ${show(v)}`);
+  return v;
+}
+
 /** A finite number > 0 at `obj[key]`, named `${where}.${key}` in errors. */
 function positiveIn(obj: Record<string, unknown>, where: string, key: string, source: string): number {
   const v = obj[key];
@@ -201,9 +216,14 @@ function parseRopeScaling(s: Record<string, unknown>, where: string, source: str
     throw new UnsupportedModelError(`${source}: "${where}.rope_type" ${show(type)} is not supported (supported: default, linear, dynamic, llama3)`);
   }
   const has = (k: string) => s[k] !== undefined && s[k] !== null;
-  if (!has('factor')) throw new ConfigError(`${source}: "${where}" of type "${type}" needs "factor" (a number > 0)`);
-  // factor divides frequencies or positions: 0 or less has no meaning (transformers wants ≥ 1 and only warns).
-  const out: RopeScaling = { rope_type: type, factor: positiveIn(s, where, 'factor', source) };
+  if (!has('factor')) throw new ConfigError(`${source}: "${where}" of type "${type}" needs "factor" (a number ≥ 1)`);
+  // factor stretches the trained context: transformers' rope validation wants ≥ 1 (and only warns). Below 1 it
+  // shrinks it, and a tiny factor overflows the float32 frequencies to Infinity, so it is an error here.
+  const factor = s.factor;
+  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1) {
+    throw new ConfigError(`${source}: "${where}.factor" must be a number ≥ 1, got ${show(factor)}`);
+  }
+  const out: RopeScaling = { rope_type: type, factor };
   const origMax = (): number => {
     const v = s.original_max_position_embeddings;
     const lim = CONFIG_LIMITS.original_max_position_embeddings;
@@ -218,7 +238,8 @@ function parseRopeScaling(s: Record<string, unknown>, where: string, source: str
     }
     out.low_freq_factor = positiveIn(s, where, 'low_freq_factor', source);
     out.high_freq_factor = positiveIn(s, where, 'high_freq_factor', source);
-    // The smooth band is (orig/high, orig/low) in wavelength: it only exists when high > low (../shared/spec/FORMATS.md §8.2).
+    // The smooth band is (orig/high, orig/low) in wavelength: it only exists when high > low
+    // (../shared/spec/FORMATS.md §8.2, llama3).
     if (out.high_freq_factor <= out.low_freq_factor) {
       throw new ConfigError(`${source}: "${where}.high_freq_factor" must be greater than low_freq_factor ${out.low_freq_factor}, got ${out.high_freq_factor}`);
     }
@@ -250,8 +271,10 @@ function parseOpt(r: Reader, raw: Record<string, unknown>): OptConfig {
 
 /** JSON.stringify for messages, cut short (a fuzzed or hostile value can be megabytes long). */
 function show(v: unknown): string {
+  if (typeof v === 'number') return String(v);       // JSON.stringify would write NaN and Infinity as null
   let s: string;
-  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v); } catch { s = String(v); }
+  // Deeply nested values overflow JSON.stringify (and String(), which joins recursively): describe those instead.
+  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? typeof v; } catch { s = Array.isArray(v) ? 'a deeply nested list' : typeof v; }
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
@@ -293,7 +316,7 @@ class Reader {
     if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.bad(key, 'an integer token id or null');
     return v;
   }
-  /** A finite number > 0 (eps, theta: 0 or less gives NaN or constant outputs, never an error downstream). */
+  /** A finite number > 0 (rms_norm_eps: 0 or less gives NaN or Infinity for small rows, never an error downstream). */
   positive(key: string, dflt: number): number {
     const v = this.raw[key];
     if (v === undefined || v === null) return dflt;
