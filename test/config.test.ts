@@ -91,6 +91,8 @@ test('shapes that no layer can hold are rejected', () => {
   rejects({ ...LLAMA, torch_dtype: 16 }, 'torch_dtype', '16');
   rejects({ ...LLAMA, eos_token_id: [1, '2'] }, 'eos_token_id');
   rejects({ ...LLAMA, model_type: 'qwen2', max_window_layers: -1 }, 'max_window_layers', '-1');
+  // Nesting deep enough to overflow JSON.stringify while the message is written (before: a RangeError).
+  rejects({ ...LLAMA, hidden_act: JSON.parse(`${'['.repeat(100_000)}${']'.repeat(100_000)}`) }, 'hidden_act', 'a deeply nested list');
   // Legitimate oddities still parse: −1 token ids, an explicit head_dim that does not divide hidden_size.
   assert.equal(parseConfig({ ...LLAMA, hidden_size: 66, head_dim: 16, pad_token_id: -1 }).pad_token_id, -1);
 });

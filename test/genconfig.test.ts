@@ -8,6 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GenerationConfigError, normalizeGenerationConfig, readGenerationConfig, resolveGeneration, type GenerationConfig } from '../src/generate/config.js';
 import { setWarningHandler } from '../src/util/warn.js';
+import { refBackend } from '../src/backend/ref/index.js';
+import { generate } from '../src/generate/generate.js';
+import { Weights } from '../src/models/model.js';
+import { randomLlama } from '../src/models/random.js';
+import { buildModel } from '../src/models/registry.js';
 
 /** Run `fn` and return the warnings it emitted (each test starts from a clean warnOnce memory). */
 function warnings(fn: () => void): string[] {
@@ -61,6 +66,8 @@ test('generation_config.json values of the wrong type are errors naming the file
   fileRejects('[1, 2]', 'must be an object', '[1,2]');
   fileRejects('null', 'must be an object', 'null');
   fileRejects('{"do_sample": tru', 'not valid JSON', 'JSON');
+  // Nesting deep enough to overflow JSON.stringify while the message is written.
+  fileRejects(`{"stop_strings": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`, '"stop_strings"', 'a deeply nested list');
   // A directory where the file should be.
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-genconfig-'));
   try {
@@ -92,6 +99,7 @@ test('call options: snake_case is mapped, unknown keys are refused in strict mod
   refuse({ tokenizr: {} }, /did you mean "tokenizer"/);
   refuse({ tokenizer: {} }, /unknown option "tokenizer"/, []);
   refuse({ xyzzy: 1 }, /unknown option "xyzzy"$/);
+  refuse({ ['k'.repeat(100_000)]: 1 }, /^generate options: unknown option "k{76}\.\.\.$/);   // a message, not a megabyte
   refuse({ num_beams: 2 }, /"num_beams" is not supported/);
   refuse({ max_new_tokens: 5, maxNewTokens: 6 }, /"max_new_tokens" and "maxNewTokens" name the same setting/);
   refuse({ doSample: 'yes' }, /^generate options: "doSample" must be true or false, got "yes"$/);
@@ -150,4 +158,25 @@ test('knobs with no effect warn once, naming where they were set', () => {
   assert.deepEqual(warnings(() => sampling({ doSample: true, temperature: 0.6, topP: 0.9 }, { doSample: false })), []);
   assert.deepEqual(warnings(() => sampling({}, { temperature: 0 })), []);
   assert.deepEqual(warnings(() => sampling({}, { temperature: 1.2 })), []);
+});
+
+test('through generate(): temperature alone samples in the library as in the CLI; max_new_tokens is honoured', async () => {
+  const { config, tensors } = randomLlama({ model_type: 'llama', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1,
+    num_attention_heads: 4, vocab_size: 64, max_position_embeddings: 64 }, 'F32', 5);
+  for (const t of tensors.values()) if (t.shape.length === 2) (t.data as Float32Array).forEach((x, i, a) => { a[i] = x * 20; });
+  const model = buildModel(config, new Weights(tensors, 'tiny'), refBackend);
+  const run = (o: Record<string, unknown>) => generate(model, [[3, 5, 7]], { eosTokenId: [], maxNewTokens: 12, ...o } as GenerationConfig).then((r) => r.tokens[0]);
+  const greedy = await run({});
+  assert.deepEqual(await run({ temperature: 0 }), greedy);
+  // Before, `temperature: 1.5` was greedy in the library: every seed gave the greedy tokens.
+  const sampled = await Promise.all([1, 2, 3, 4].map((seed) => run({ temperature: 1.5, seed })));
+  assert.ok(sampled.some((t) => t.join() !== greedy.join()), 'temperature 1.5 never left the greedy path');
+  assert.deepEqual(await run({ temperature: 1.5, seed: 2 }), sampled[1]);
+  const seen: string[] = [];
+  const prev = setWarningHandler((m) => seen.push(m), { reset: true });
+  try {
+    assert.deepEqual(await run({ temperature: 1.5, doSample: false, seed: 2 }), greedy);
+  } finally { setWarningHandler(prev, { reset: true }); }
+  assert.deepEqual(seen, ['generate options: `temperature` is set to 1.5 but doSample is false: it has no effect']);
+  assert.equal((await run({ maxNewTokens: undefined, max_new_tokens: 3 })).length, 3);
 });

@@ -2,14 +2,16 @@
 // JSON files use snake_case keys; the TypeScript API uses camelCase. Every value is checked (type and range) where
 // it enters, and errors name the file or the options object and the key.
 //
-// The sampling rule, one for the CLI and the library (resolveGeneration):
-//   1. An explicit `doSample` in the call options always wins.
-//   2. Otherwise a temperature of 0 (after merging) means greedy.
+// The sampling rule, one for the CLI and the library (resolveGeneration; the call options are the last layer):
+//   1. An explicit `doSample` in the call options always wins (`doSample: true` with temperature 0 is an error, as
+//      in transformers: there is nothing to sample from).
+//   2. Otherwise a temperature of 0 (whichever layer set it last) means greedy. This includes a file that says
+//      `do_sample: true, temperature: 0`, which transformers refuses.
 //   3. Otherwise, when the call options set `temperature`, `topP`, `topK` or `minP`, they sample: asking for a
 //      sampling knob is asking to sample (`--temperature 1.5` in the CLI, `temperature: 1.5` in the library).
 //   4. Otherwise generation_config.json decides through `do_sample`, as in transformers; the default is greedy.
-// A sampling knob that ends up with no effect (greedy decoding, and the layer that set it did not ask to sample)
-// is warned about once, as transformers' GenerationConfig.validate does.
+// A sampling knob that ends up with no effect (greedy decoding, and the layer that set it did not itself ask to
+// sample) is warned about once, as transformers' GenerationConfig.validate does.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { warnOnce } from '../util/warn.js';
@@ -126,7 +128,7 @@ export function normalizeGenerationConfig(raw: unknown, source = 'generation con
       if (opts.strict) {
         if (unsupported) throw new GenerationConfigError(`${source}: "${k}" is not supported by lowbit`);
         const near = nearestKey(k, [...CAMEL, ...allow]);
-        throw new GenerationConfigError(`${source}: unknown option "${k}"${near ? ` (did you mean "${near}"?)` : ''}`);
+        throw new GenerationConfigError(`${source}: unknown option ${show(k)}${near ? ` (did you mean "${near}"?)` : ''}`);
       }
       if (unsupported && v0 != null && show(v0) !== show(UNSUPPORTED[unsupported])) {
         warnOnce(`${source}: "${k}" is set to ${show(v0)}, which lowbit does not support: it has no effect`);
