@@ -142,8 +142,15 @@ test('info builds the model as generate does: a checkpoint whose tensors do not 
     r = lowbit('info', dir);
     assert.equal(r.code, 1, r.out);
     assert.match(r.err, /mlp\.(gate|up|down)_proj\.weight/);
-    // --no-mmap reads the same checkpoint into memory.
+    // generation_config.json is checked as generate checks it.
     writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    const genCfg = readFileSync(join(dir, 'generation_config.json'), 'utf8');
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ ...JSON.parse(genCfg), do_sample: 'false' }));
+    r = lowbit('info', dir);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.err, /generation_config\.json: "do_sample" must be/);
+    writeFileSync(join(dir, 'generation_config.json'), genCfg);
+    // --no-mmap reads the same checkpoint into memory.
     assert.deepEqual(JSON.parse(lowbit('info', dir, '--json', '--no-mmap').out), JSON.parse(lowbit('info', dir, '--json').out));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { chatTerminators } from '../generate/terminators.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 import { parseCommand, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
-import { chatTemplateOption, cliMessage, GENERATION_OPTIONS, generationFromFlags, loadModel } from './generate.js';
+import { chatTemplateOption, cliMessage, GENERATION_OPTIONS, generationFromFlags, loadModel, maxNewTokens } from './generate.js';
 
 export const chatHelp = `lowbit chat — talk to a chat model in the terminal
 
@@ -57,7 +57,7 @@ export async function runChat(argv: string[]): Promise<number> {
   const m = await loadModel(positionals[0], v);
   if (!m.tokenizer) throw new UsageError(`${m.dir}: no tokenizer.json`);
   m.tokenizer.applyChatTemplate([{ role: 'user', content: 'x' }], { chatTemplate });   // fail now, not after the first question
-  const maxNew = gen.maxNewTokens ?? m.generationConfig.maxNewTokens ?? 256;
+  const maxNew = maxNewTokens(m, gen);
   const system: ChatMessage[] = v.system ? [{ role: 'system', content: v.system }] : [];
   const eos = chatTerminators(m, gen, { chatTemplate });
   let history: ChatMessage[] = [];

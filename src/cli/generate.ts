@@ -29,7 +29,8 @@ Options:
   --chat                      wrap the prompt in the model's chat template
   --chat-template FILE        use this chat template instead (a .jinja file, or JSON with a chat_template key)
   --system TEXT               system message (with --chat)
-  --max-new-tokens N          new tokens at most (default: generation_config.json's max_new_tokens, else 256)
+  --max-new-tokens N          new tokens at most (default: generation_config.json's max_new_tokens, else 256, or
+                              half the model's positions if that is fewer)
   --min-new-tokens N          no end-of-sequence before N new tokens
   --temperature T             0 means greedy; any other value samples (as do --top-k, --top-p, --min-p)
   --do-sample                 sample even when no option above asks for it (with the model's defaults)
@@ -56,14 +57,13 @@ Output:
   --prompts-file --json       JSON Lines: one object per row, in input order as rows finish:
                                 {"type":"row","index":0,"prompt":"…","text":"…","tokenIds":[…],"promptTokens":9,
                                  "generatedTokens":48,"finishReason":"length","truncatedTokens":0}
-                              then one summary line:
+                              then one summary line (batchSize: the largest micro-batch run):
                                 {"type":"summary","rows":N,"batchSize":16,"batches":…,"promptTokens":…,
                                  "generatedTokens":…,"timings":{"loadMs","prefillMs","decodeMs","totalMs",
                                  "prefillTokPerSec","decodeTokPerSec"}}
 
 Examples:
-  lowbit generate models/kjv-demo --prompt "John 10
-11 I am" --stop $'\\n'
+  lowbit generate models/kjv-demo --prompt $'John 10\\n11 I am' --stop $'\\n' --temperature 0
   lowbit generate ./tinystories --prompt "Once upon a time" --max-new-tokens 48 --temperature 0 --json
   lowbit generate ./tinystories --prompts-file prompts.txt --temperature 0.8 --top-p 0.9 --seed 1 --json > out.jsonl
 `;
@@ -101,6 +101,15 @@ export function generationFromFlags(v: Record<string, unknown>): GenerationConfi
     g.doSample = true;
   }
   return g;
+}
+
+/**
+ * New tokens per answer: the flag, else generation_config.json's max_new_tokens. transformers' default of 20 tokens
+ * in total is too short for a command line, so without either allow 256, or half the model's positions when that
+ * is fewer (a 256-token answer would leave a 128-position model no room for the prompt).
+ */
+export function maxNewTokens(m: LoadedModel, gen: GenerationConfig): number {
+  return gen.maxNewTokens ?? m.generationConfig.maxNewTokens ?? Math.min(256, Math.floor(m.model.maxPositions / 2));
 }
 
 /** Load a model as generate and chat do: --backend, --revision, --no-mmap, a download bar on a terminal. */
@@ -170,7 +179,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   backendOpt(v.backend);
   setThreadsOption(v.threads);
   let prompts: string[];
-  let lines: number[] = [0];
+  let lines: number[] = [];
   const file = v['prompts-file'];
   if (file !== undefined) {
     let text: string;
@@ -184,10 +193,8 @@ export async function runGenerate(argv: string[]): Promise<number> {
 
   const m = await loadModel(positionals[0], v);
   const encode = (p: string) => encodePrompt(m, p, v.chat!, v.system, chatTemplate);
-  // transformers' default of 20 tokens in total is too short for a command line; without a limit from the flag or
-  // generation_config.json's max_new_tokens, allow 256 new tokens.
   const opts: RunOptions = {
-    ...gen, maxNewTokens: gen.maxNewTokens ?? m.generationConfig.maxNewTokens ?? 256, tokenizer: m.tokenizer!, modelDefaults: m.generationConfig,
+    ...gen, maxNewTokens: maxNewTokens(m, gen), tokenizer: m.tokenizer!, modelDefaults: m.generationConfig,
     truncation: v.truncate ? 'left' : 'none',
   };
   if (v.chat) opts.eosTokenId = chatTerminators(m, gen, { chatTemplate });

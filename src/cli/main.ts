@@ -52,13 +52,13 @@ async function main(argv: string[]): Promise<number> {
   try {
     return await c.run(rest);
   } catch (e) {
-    const err = e as Error;
+    const err = e instanceof Error ? e : new Error(String(e));
     // Usage errors (exit 2) point to the command's help; anything else (exit 1) is labelled with its error type.
     // node:util parseArgs errors (ERR_PARSE_ARGS_*) are usage errors too, in case one gets past parseCommand.
     const usage = err instanceof UsageError || /^ERR_PARSE_ARGS_/.test((err as { code?: string }).code ?? '');
     const label = !usage && err.name && err.name !== 'Error' ? `${err.name}: ` : '';
     const hint = usage && !/--help/.test(err.message) ? ` (see lowbit ${cmd} --help)` : '';
-    process.stderr.write(`lowbit ${cmd}: ${label}${err.message ?? String(e)}${hint}\n`);
+    process.stderr.write(`lowbit ${cmd}: ${label}${err.message}${hint}\n`);
     return usage ? 2 : 1;
   }
 }
