@@ -198,3 +198,13 @@ test('generate --no-mmap reads the weights into memory and gives the same tokens
   const a = JSON.parse(lowbit(...args).out), b = JSON.parse(lowbit(...args, '--no-mmap').out);
   assert.deepEqual(b.tokenIds, a.tokenIds);
 });
+
+test('without --max-new-tokens, a model with few positions gets half of them for the answer instead of a refusal', { skip }, () => {
+  const model = join(tmp, 'ts128');
+  spawnSync('mkdir', [model]);
+  for (const f of ['model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) symlinkSync(join(TS, f), join(model, f));
+  writeFileSync(join(model, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(TS, 'config.json'), 'utf8')), max_position_embeddings: 128 }));
+  const r = lowbit('generate', model, '--prompt', 'Once upon a time', '--min-new-tokens', '64', '--temperature', '0', '--json');
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out).generatedTokens, 64);
+});
