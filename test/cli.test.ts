@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cpuAvailable } from '../src/backend/cpu/index.js';
 import { GOLDEN_DIR, NO_DATA, ROOT, sharedData } from './helpers.js';
 
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -281,8 +282,11 @@ test('chat --no-mmap keeps answering after the weights file is truncated under i
     const copy = await run(false);
     assert.equal(copy.code, 0);
     assert.match(copy.out, /> \w+ \w+/);
-    const mapped = await run(true);
-    assert.equal(mapped.signal, 'SIGBUS');
+    // Without the native addon the weights are read, never mapped, and there is nothing to fault.
+    if (cpuAvailable()) {
+      const mapped = await run(true);
+      assert.equal(mapped.signal, 'SIGBUS');
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
