@@ -275,6 +275,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("physicalCores", double(physical_cores()));
   o.Set("defaultThreads", double(default_threads()));
   o.Set("threads", double(pool_threads()));
+  o.Set("activeThreads", double(pool_width()));
   return o;
 }
 

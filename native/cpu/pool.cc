@@ -30,6 +30,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::microseconds;
+using std::chrono::milliseconds;
 
 // Wait stages (see pool.h). An idle worker spins long enough to bridge the JS glue between two ops of a layer,
 // then yields for a while (a cheap syscall on an idle core, a handover on a busy one), then sleeps.
@@ -40,6 +41,15 @@ constexpr auto kWorkerYield = microseconds(500);
 constexpr auto kCallerSpin = microseconds(20);
 constexpr auto kCallerYield = microseconds(200);
 constexpr int kMaxDefaultThreads = 16;
+// Adaptive width: a wait this much longer than the caller's own share is a stall (a preempted worker); the width
+// then halves for a backoff that doubles on each repeat, and a stall this long after the previous one starts the
+// backoff afresh.
+constexpr auto kStallSlack = microseconds(250);
+constexpr auto kMinBackoff = milliseconds(10);
+constexpr auto kMaxBackoff = milliseconds(1000);
+constexpr auto kForget = milliseconds(2000);
+
+int64_t ticks(Clock::time_point t) { return int64_t(t.time_since_epoch().count()); }
 
 // Job word: generation (32 bits) | chunk count (16) | next unclaimed chunk (16). Claims are a CAS on the whole word,
 // so a worker that read a stale generation can never claim a chunk of the next job (see Pool::work).
@@ -77,6 +87,18 @@ struct Pool {
   std::atomic<bool> stop{false};
   uint32_t gen = 0;  // written by the job's caller only (under `busy`)
   std::atomic<bool> started{false};
+  std::atomic<int> width{1};             // see pool_width()
+  std::atomic<int64_t> grow_at{0};       // Clock ticks after which a reduced width may double again
+  Clock::duration backoff{0};            // caller only (under `busy`)
+  Clock::time_point last_stall{};
+
+  void on_stall(Clock::time_point now) {
+    backoff = (backoff == Clock::duration(0) || now - last_stall > kForget) ? Clock::duration(kMinBackoff)
+                                                                            : std::min<Clock::duration>(2 * backoff, kMaxBackoff);
+    last_stall = now;
+    width.store(std::max(1, width.load(std::memory_order_relaxed) / 2), std::memory_order_relaxed);
+    grow_at.store(ticks(now + backoff), std::memory_order_relaxed);
+  }
   std::mutex m;  // idle workers sleep on cv
   std::condition_variable cv;
   std::mutex dm;  // the caller sleeps on dcv while chunks are in flight
@@ -151,6 +173,9 @@ struct Pool {
     stop = false;
     const uint32_t g = gen_of(state.load());
     for (int i = 1; i < n; i++) workers.emplace_back([this, g] { worker(g); });
+    width = n;
+    backoff = Clock::duration(0);
+    grow_at = 0;
     started = true;
   }
   void shutdown() {
@@ -255,6 +280,17 @@ void pool_set_threads(int n) {
 
 int pool_threads() { return pool().threads(); }
 
+int pool_width() {
+  Pool& p = pool();
+  int w = p.width.load(std::memory_order_relaxed);
+  const int t = p.threads();
+  if (w < t && ticks(Clock::now()) >= p.grow_at.load(std::memory_order_relaxed)) {
+    w = std::min(t, 2 * w);  // probe: a stall will halve it again, with a longer backoff
+    p.width.store(w, std::memory_order_relaxed);
+  }
+  return w;
+}
+
 void pool_run(int nchunks, void (*fn)(void*, int), void* ctx) {
   Pool& p = pool();
   std::unique_lock<std::mutex> lk(p.busy, std::try_to_lock);
@@ -266,13 +302,17 @@ void pool_run(int nchunks, void (*fn)(void*, int), void* ctx) {
   p.ctx.store(ctx, std::memory_order_relaxed);
   p.done.store(0, std::memory_order_relaxed);
   const uint64_t s = pack(++p.gen, nchunks, 0);
+  const auto t0 = Clock::now();
   p.state.store(s);  // seq_cst: publishes fn/ctx/done and pairs with the sleepers increment in worker()
   if (p.sleepers.load() > 0) {
     { std::lock_guard<std::mutex> g(p.m); }
     p.cv.notify_all();
   }
   p.work(s);
+  const auto t1 = Clock::now();
   p.wait_done(nchunks);
+  const auto t2 = Clock::now();
+  if (t2 - t1 > (t1 - t0) + kStallSlack) p.on_stall(t2);
   std::exception_ptr e;
   {
     std::lock_guard<std::mutex> g(p.err_m);

@@ -5,6 +5,10 @@
 //    then yields the CPU, then sleeps on a condition variable. Decode issues ~10 small ops per layer, so the short
 //    spin keeps wake-ups off the fast path on an idle machine; the yield and the sleep hand the core back when it
 //    is contended.
+//  - The split width adapts: when the caller, done with its own share, waits much longer for a chunk in flight than
+//    its share took, that chunk's thread was preempted, so later splits use half as many threads (and leave the
+//    other workers asleep). After a backoff (10 ms, doubling on each repeat up to 1 s) the width doubles again to
+//    probe; on an idle machine no stall happens and every op uses every thread.
 //  - An exception thrown by a chunk on any thread is caught there and rethrown on the caller once every chunk has
 //    finished (chunks may point into the caller's stack), so a kernel's std::bad_alloc becomes a JS error.
 #pragma once
@@ -15,6 +19,8 @@ namespace lowbit {
 
 void pool_set_threads(int n);  // n >= 1; rebuilds the workers
 int pool_threads();
+// Threads parallel_for splits over now: pool_threads(), or fewer while the pool backs off after stalls (see above).
+int pool_width();
 // The thread count the pool starts with: LOWBIT_THREADS when set (a positive integer, else std::invalid_argument),
 // otherwise the physical cores this process may run on (affinity mask and cgroup CPU quota), at most 16.
 int default_threads();
@@ -24,13 +30,10 @@ int physical_cores();  // distinct cores in this process's affinity mask (hardwa
 // when all are done. Rethrows the first exception a chunk threw.
 void pool_run(int nchunks, void (*fn)(void*, int), void* ctx);
 
-// Static split of [0, n) into at most pool_threads() contiguous ranges of at least `grain` items (aligned to
-// `align`), fn(begin, end) on each. The split depends only on n, grain, align and the thread count, never on which
-// thread runs a range, so results are reproducible.
+// Split of [0, n) into t contiguous ranges (edges aligned to `align`), fn(begin, end) on each, spread over the pool.
 template <class F>
-void parallel_for(int64_t n, int64_t grain, F&& fn, int64_t align = 1) {
+void parallel_for_n(int64_t t, int64_t n, F&& fn, int64_t align = 1) {
   if (n <= 0) return;
-  int64_t t = std::min<int64_t>(pool_threads(), std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
   if (t <= 1) { fn(int64_t(0), n); return; }
   struct Ctx { F* f; int64_t n, t, align; } ctx{&fn, n, t, align};
   pool_run(int(t), [](void* p, int i) {
@@ -42,6 +45,16 @@ void parallel_for(int64_t n, int64_t grain, F&& fn, int64_t align = 1) {
     int64_t b = edge(i), e = edge(i + 1);
     if (b < e) (*c->f)(b, e);
   }, &ctx);
+}
+
+// Static split of [0, n) into at most pool_width() contiguous ranges of at least `grain` items (aligned to
+// `align`), fn(begin, end) on each. Every op computes each output element the same way whatever the split, so
+// results do not depend on the thread count or on which thread runs a range.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& fn, int64_t align = 1) {
+  if (n <= 0) return;
+  const int64_t t = std::min<int64_t>(pool_width(), std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  parallel_for_n(t, n, static_cast<F&&>(fn), align);
 }
 
 }  // namespace lowbit

@@ -115,10 +115,12 @@ double mem_bandwidth(int64_t bytes, int iters) {
   float* buf = static_cast<float*>(std::aligned_alloc(4096, size_t(n) * 4));
   if (!buf) throw std::range_error("memBandwidth: cannot allocate " + std::to_string(bytes) + " bytes");
   // First touch by the thread that will read the slice (page placement on NUMA machines).
-  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { std::memset(buf + b, 0, size_t(e - b) * 4); }, 1024);
+  // Every configured thread (parallel_for_n, not the adaptive width): the roofline of the thread count in use.
+  const int64_t T = pool_threads();
+  parallel_for_n(T, n, [&](int64_t b, int64_t e) { std::memset(buf + b, 0, size_t(e - b) * 4); }, 1024);
   std::vector<float> sums(256);
   auto pass = [&] {
-    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { sums[size_t(b * 255 / n)] += sum(buf + b, e - b); }, 1024);
+    parallel_for_n(T, n, [&](int64_t b, int64_t e) { sums[size_t(b * 255 / n)] += sum(buf + b, e - b); }, 1024);
   };
   pass();  // warm-up (TLB, frequency)
   auto t0 = Clock::now();
@@ -146,7 +148,7 @@ double fma_peak(double ms) {
   const int64_t chunk = 1 << 16;
   run(chunk);  // warm-up: wake the wide units
   const auto t0 = Clock::now();
-  parallel_for(T, 1, [&](int64_t b, int64_t e) {
+  parallel_for_n(T, T, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; t++) {
       const auto c0 = Clock::now();
       double f = 0;

@@ -24,6 +24,8 @@ export interface CpuInfo {
   defaultThreads: number;
   /** Threads the pool runs now (the calling thread included). */
   threads: number;
+  /** Threads ops are split over now: `threads`, or fewer while the pool backs off after a preempted worker stalled it. */
+  activeThreads: number;
 }
 
 /**
