@@ -215,3 +215,13 @@ test('tokenizer.json, tokenizer_config.json or special_tokens_map.json holding n
   assert.throws(() => new Tokenizer(null as unknown as Record<string, unknown>), (e: Error) => e instanceof TokenizerError && /^tokenizer \(tokenizer.json\): expected a JSON object, got null/.test(e.message));
   assert.throws(() => new Tokenizer(tinyTokenizer('bpe'), [] as unknown as Record<string, unknown>, 'mine'), (e: Error) => e instanceof TokenizerError && /^mine \(tokenizer config\): expected a JSON object, got an array/.test(e.message));
 });
+
+test('decode drops ids that name no token (as the Rust tokenizers library does) and rejects ids that are not non-negative integers', () => {
+  const tok = new Tokenizer(tinyTokenizer('wordlevel'), {}, 'tiny');
+  const ids = tok.encode('owned ... it');
+  assert.equal(tok.decode([...ids, 10_000]), 'owned ... it');
+  assert.equal(tok.decode([10_000]), '');
+  for (const bad of [-1, 1.5, NaN]) {
+    assert.throws(() => tok.decode([ids[0], bad]), (e: Error) => e instanceof TokenizerError && e.message === `tiny: cannot decode token id ${bad} (at 1): ids are non-negative integers`);
+  }
+});

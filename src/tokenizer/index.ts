@@ -47,8 +47,9 @@ export class Tokenizer {
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, readonly source = 'tokenizer', files: TokenizerFiles = {}) {
     const jsonWhere = files.tokenizerJson ?? `${source} (tokenizer.json)`;
     const cfgWhere = files.config ?? `${source} (tokenizer config)`;
-    const json = llamaClassRewrite(asObject(tokenizerJson, jsonWhere), this.settings = readSettings(asObject(config, cfgWhere), cfgWhere), jsonWhere);
-    const s = this.settings;
+    const raw = asObject(tokenizerJson, jsonWhere);
+    const s = this.settings = readSettings(asObject(config, cfgWhere), cfgWhere);
+    const json = llamaClassRewrite(raw, s, jsonWhere);
     this.isBpe = (json.model as { type?: unknown } | null)?.type === 'BPE';
     // Only the keys tokenizers.js reads, already checked; clean-up is decided per decode call (see decode).
     const hfConfig = {
@@ -117,9 +118,17 @@ export class Tokenizer {
    * clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output.
    */
   decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean } = {}): string {
-    if (ids.length === 0) return '';   // tokenizers.js rejects an empty list; transformers returns ''
+    // As the Rust tokenizers library does, ids that name no token are dropped (tokenizers.js would hand the decoder
+    // a null and throw a TypeError); an id that is not a non-negative integer is the caller's error.
+    const known: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0) throw new TokenizerError(`${this.source}: cannot decode token id ${id} (at ${i}): ids are non-negative integers`);
+      if (this.tok.id_to_token(id) != null) known.push(id);
+    }
+    if (known.length === 0) return '';   // tokenizers.js rejects an empty list; transformers returns ''
     const cleanUp = (opts.cleanUpTokenizationSpaces ?? this.settings.cleanUpTokenizationSpaces) && (!this.isBpe || this.settings.cleanUpForBpe);
-    return this.tok.decode(Array.from(ids), { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
+    return this.tok.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
   }
 
   idToToken(id: number): string | null { return this.tok.id_to_token(id) ?? null; }

@@ -10,9 +10,9 @@ import { TokenizerError } from './errors.js';
 export interface TemplateBudget {
   /** Expression and statement evaluations. */
   steps: number;
-  /** Block executions: each loop iteration, taken branch and macro call. @huggingface/jinja spends ~10 µs on a
-   *  loop iteration (it builds the `loop` object and a scope), far more than on a step, so these are counted
-   *  apart; an empty loop body evaluates no step at all. */
+  /** Loop iterations (charged when the loop starts, from its iterable's length: jinja prepares a scope for every
+   *  item before running the first) and macro calls. @huggingface/jinja spends 10–35 µs on each, far more than on
+   *  a step, and an empty loop body evaluates no step at all, so these are counted apart. */
   blocks: number;
   /** Items that range() may produce, summed over the render. */
   rangeItems: number;
@@ -30,17 +30,17 @@ export interface TemplateBudget {
 }
 
 /**
- * Defaults. Per message, the Llama-3, ChatML, Mistral and Qwen2 templates spend under 30 steps, 4 blocks and a
- * volume of ~7 × the message's length (plus the number of messages, for templates that index `messages` in their
- * loop), so these allow conversations of ~10,000 messages and tens of MB; a template that hits a count stops within
- * about a second on an idle core.
+ * Defaults. Per message, the Llama-3, ChatML, Mistral and Qwen2 templates spend under 30 steps, 1 block (their loop
+ * iteration) and a volume of ~7 × the message's length (plus the number of messages, for templates that index
+ * `messages` in their loop), so these allow conversations of ~15,000 messages and tens of MB; a template that hits
+ * a count stops within about a second on an idle core (blocks: 25,000 × up to 35 µs).
  */
 export const DEFAULT_TEMPLATE_BUDGET: Readonly<TemplateBudget> = Object.freeze({
   steps: 500_000,
-  blocks: 50_000,
+  blocks: 25_000,
   rangeItems: 100_000,
   volume: 256 * 2 ** 20,
-  maxString: 32 * 2 ** 20,
+  maxString: 16 * 2 ** 20,
   maxItems: 1_000_000,
   depth: 400,
   timeMs: 10_000,
@@ -54,6 +54,9 @@ export interface ChatTemplateSource { template: string; path: string }
 
 class BudgetExceeded extends Error {}
 class TemplateRaised extends Error {}
+
+/** The few AST fields read here. */
+interface Node { type?: string; iterable?: { lhs?: unknown } }
 
 interface Meter { steps: number; blocks: number; range: number; volume: number; deadline: number }
 
@@ -77,6 +80,8 @@ class MeteredInterpreter extends JinjaInterpreterClass {
   private sizingFilter = false;
   /** List/mapping entries yielded by the direct children of the node under evaluation. */
   private childItems = 0;
+  /** The node under evaluation (the parent of the one evaluate() is called for). */
+  private current: Node | undefined;
   constructor(env: unknown, private readonly budget: TemplateBudget, private readonly meter: Meter) { super(env); }
 
   override evaluate(statement: unknown, environment: unknown): RuntimeValue {
@@ -84,9 +89,10 @@ class MeteredInterpreter extends JinjaInterpreterClass {
     if (++m.steps > b.steps) throw new BudgetExceeded(`more than ${b.steps} evaluation steps`);
     if ((m.steps & 1023) === 0 && performance.now() > m.deadline) throw new BudgetExceeded(`more than ${b.timeMs} ms`);
     if (++this.depth > b.depth) throw new BudgetExceeded(`nesting deeper than ${b.depth} (runaway macro recursion?)`);
-    const outer = this.sizingFilter, outerItems = this.childItems;
+    const outer = this.sizingFilter, outerItems = this.childItems, parent = this.current;
     this.sizingFilter = isSizingFilter(statement);
     this.childItems = 0;
+    this.current = statement as Node;
     let items = 0;
     try {
       const v = super.evaluate(statement, environment);
@@ -99,11 +105,17 @@ class MeteredInterpreter extends JinjaInterpreterClass {
       // a character; other nodes either yield what they walked (counted as it is yielded) or only index into it.
       const scans = this.childItems > 0 && scansOperands(statement) ? SCAN_WEIGHT * this.childItems : 0;
       if ((m.volume += chars + items + scans) > b.volume) throw new BudgetExceeded(`more than ${b.volume} characters and entries processed`);
+      // A loop's iterations are charged as soon as its iterable is known: jinja prepares a scope for every item
+      // before running the first, so counting only the bodies would come too late.
+      if (items > 0 && parent?.type === 'For' && (parent.iterable === statement || parent.iterable?.lhs === statement)) {
+        if ((m.blocks += items) > b.blocks) throw new BudgetExceeded(`more than ${b.blocks} loop iterations and macro calls`);
+      }
       return v;
     } finally {
       this.depth--;
       this.sizingFilter = outer;
       this.childItems = outerItems + items;
+      this.current = parent;
     }
   }
 
@@ -120,9 +132,12 @@ class MeteredInterpreter extends JinjaInterpreterClass {
   }
 
   evaluateBlock(statements: unknown, environment: unknown): RuntimeValue {
-    const b = this.budget, m = this.meter;
-    if (++m.blocks > b.blocks) throw new BudgetExceeded(`more than ${b.blocks} loop iterations, branches and macro calls`);
-    if ((m.blocks & 255) === 0 && performance.now() > m.deadline) throw new BudgetExceeded(`more than ${b.timeMs} ms`);
+    const b = this.budget, m = this.meter, t = this.current?.type;
+    // A loop body was charged with its loop; an if branch builds no scope and is paid for in steps.
+    if (t !== 'For' && t !== 'If') {
+      if (++m.blocks > b.blocks) throw new BudgetExceeded(`more than ${b.blocks} loop iterations and macro calls`);
+      if ((m.blocks & 255) === 0 && performance.now() > m.deadline) throw new BudgetExceeded(`more than ${b.timeMs} ms`);
+    }
     return (JinjaInterpreterClass.prototype as unknown as { evaluateBlock: (s: unknown, e: unknown) => RuntimeValue }).evaluateBlock.call(this, statements, environment);
   }
 }
@@ -217,8 +232,8 @@ export function renderChatTemplate(
 
 /**
  * Read a chat template from a file, for `--chat-template FILE`: a Jinja file as is, or a JSON file shaped like
- * tokenizer_config.json whose `chat_template` is a string or a list of {name, template} (the one named "default",
- * or the only one). Errors are TokenizerErrors naming the file.
+ * tokenizer_config.json whose `chat_template` is a string or a list of {name, template} (the one named "default").
+ * Errors are TokenizerErrors naming the file.
  */
 export function readChatTemplateFile(path: string): ChatTemplateSource {
   let text: string;
@@ -240,13 +255,18 @@ export function readChatTemplateFile(path: string): ChatTemplateSource {
     throw new TokenizerError(`${path}: not valid JSON: ${(e as Error).message}`);
   }
   const template = chatTemplateFromConfig(json, path);
-  if (template == null) throw new TokenizerError(`${path}: no chat_template in this file`);
+  if (template == null) {
+    const list = (json as { chat_template?: unknown }).chat_template;
+    throw new TokenizerError(Array.isArray(list)
+      ? `${path}: chat_template lists no template named "default" (it has ${list.map((t) => JSON.stringify((t as { name: string }).name)).join(', ')})`
+      : `${path}: no chat_template in this file`);
+  }
   return { template, path };
 }
 
 /**
  * The `chat_template` of a tokenizer_config.json-like object: a string, or the "default" entry of a list of named
- * templates (the only entry when there is one), or null when absent. A value of another shape is a TokenizerError.
+ * templates, or null when absent. A value of another shape is a TokenizerError.
  */
 export function chatTemplateFromConfig(json: unknown, path: string): string | null {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
@@ -262,7 +282,8 @@ export function chatTemplateFromConfig(json: unknown, path: string): string | nu
     }
     return { name: o.name, template: o.template };
   });
-  return (named.find((t) => t.name === 'default') ?? (named.length === 1 ? named[0] : undefined))?.template ?? null;
+  // As transformers' get_chat_template: the one named "default" ("tool_use" only when tools are passed).
+  return named.find((t) => t.name === 'default')?.template ?? null;
 }
 
 /** A short type description for error messages: "null", "an array", "a number (5)". */
