@@ -225,3 +225,49 @@ test('decode drops ids that name no token (as the Rust tokenizers library does) 
     assert.throws(() => tok.decode([ids[0], bad]), (e: Error) => e instanceof TokenizerError && e.message === `tiny: cannot decode token id ${bad} (at 1): ids are non-negative integers`);
   }
 });
+
+// --- which tokenizer file says what (goldens: make_tokenizer_goldens.py --part files) ------------------------------
+
+const filesGolden = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'tokenizers', 'hf_tokenizers_files.json'), 'utf8'));
+
+/** A folder holding a shared tokenizer's files, with `config` merged over its tokenizer_config.json. */
+function variant(name: string, sub: string, config: Record<string, unknown>, more: Record<string, string> = {}): string {
+  const src = join(data!, sub);
+  const dir = join(tmp, name);
+  mkdirSync(dir);
+  symlinkSync(join(src, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  let base: Record<string, unknown> = {};
+  try { base = JSON.parse(readFileSync(join(src, 'tokenizer_config.json'), 'utf8')); } catch { /* the Llama-2 folder has none */ }
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...base, ...config }));
+  for (const [f, text] of Object.entries(more)) writeFileSync(join(dir, f), text);
+  try { symlinkSync(join(src, 'special_tokens_map.json'), join(dir, 'special_tokens_map.json')); } catch { /* absent, or written above */ }
+  return dir;
+}
+
+test('add_bos_token / add_eos_token in tokenizer_config.json leave tokenizer.json\'s post-processor as it is (transformers 5.17)', { skip: data ? false : NO_DATA }, () => {
+  // Llama-3's 9 MB tokenizer.json is loaded for one case only, to keep the test short.
+  const names = Object.keys(filesGolden.cases).filter((n) => !n.startsWith('llama3') || n === 'llama3_add_eos');
+  for (const name of names) {
+    const c = filesGolden.cases[name];
+    const tok = Tokenizer.fromDir(variant(`files-${name}`, c.dir, c.config));
+    assert.equal(tok.bosToken, c.bos_token, `${name} bos_token`);
+    assert.equal(tok.eosToken, c.eos_token, `${name} eos_token`);
+    for (const r of c.rows) {
+      assert.deepEqual(tok.encode(r.text), r.ids, `${name} ${JSON.stringify(r.text)}`);
+      assert.deepEqual(tok.encode(r.text, { addSpecialTokens: false }), r.ids_no_special, `${name} ${JSON.stringify(r.text)} (no special)`);
+    }
+  }
+});
+
+test('chat_template.jinja and special_tokens_map.json win over tokenizer_config.json, as in transformers 5', { skip: data ? false : NO_DATA }, () => {
+  for (const [name, p] of Object.entries(filesGolden.precedence) as [string, { config: Record<string, unknown>; jinja: string | null; special_tokens_map: Record<string, unknown> | null; bos_token: string; eos_token: string; pad_token: string | null; rendered: string }][]) {
+    const more: Record<string, string> = {};
+    if (p.jinja !== null) more['chat_template.jinja'] = p.jinja;
+    if (p.special_tokens_map !== null) more['special_tokens_map.json'] = JSON.stringify(p.special_tokens_map);
+    const dir = variant(`precedence-${name}`, DIRS['eval-llama-16m'], p.config, more);
+    const tok = Tokenizer.fromDir(dir);
+    assert.deepEqual([tok.bosToken, tok.eosToken, tok.padToken], [p.bos_token, p.eos_token, p.pad_token], name);
+    assert.equal(tok.applyChatTemplate([{ role: 'user', content: 'hi' }]), p.rendered, name);
+    if (p.jinja !== null) assert.equal(tok.chatTemplatePath, join(dir, 'chat_template.jinja'));
+  }
+});

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Tokenizer, chat-template and real-model goldens from HF transformers, for lowbit's tests.
 
-Usage: python3 make_tokenizer_goldens.py DATA_DIR OUT_DIR [--part base|extra|all]
+Usage: python3 make_tokenizer_goldens.py DATA_DIR OUT_DIR [--part base|extra|files|all]
   DATA_DIR is a copy of ../shared/data (tokenizers/ and models/; `extra` needs only the tokenizer files).
   base:  OUT_DIR/tokenizers.json and OUT_DIR/eval_llama_16m.json (ids, decoded text, rendered chat templates,
          last-position logits).
   extra: OUT_DIR/tokenizers_extra.json: SentencePiece-style Llama tokenizers (LlamaTokenizer class, byte fallback)
          on runs of spaces and literal special tokens, under several tokenizer_config.json variants; and
          clean_up_tokenization_spaces on decode, for the shared tokenizers and two tiny ones built here.
+  files: OUT_DIR/tokenizers_files.json: what tokenizer_config.json keys beyond the class do on load (add_bos_token /
+         add_eos_token rebuilding the post-processor) and which file wins when chat_template.jinja or
+         special_tokens_map.json disagree with tokenizer_config.json.
 Run on the GPU machine (it has torch + transformers); see scripts/golden/README.md.
 """
 import json
@@ -224,6 +227,85 @@ def extra(data, out):
         json.dump(result, f, ensure_ascii=False, indent=1)
 
 
+FILES_TEXTS = ["Hello world", "", " x", "a <s> b </s>", "<|endoftext|> y"]
+
+# (tokenizer folder, tokenizer_config.json to write: None keeps the folder's own, a dict is merged over it)
+FILES_CASES = {
+    "llama2_class_add_eos": ("tokenizers/llama2", {"tokenizer_class": "LlamaTokenizer", "add_eos_token": True}),
+    "llama2_class_no_bos": ("tokenizers/llama2", {"tokenizer_class": "LlamaTokenizer", "add_bos_token": False}),
+    "llama2_class_bos_null": ("tokenizers/llama2", {"tokenizer_class": "LlamaTokenizer", "add_bos_token": None}),
+    "llama2_fast_both": ("tokenizers/llama2", {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True, "add_eos_token": True}),
+    "llama2_fast_eos_only": ("tokenizers/llama2", {"bos_token": "<s>", "eos_token": "</s>", "add_eos_token": True}),
+    "llama2_fast_no_bos_token": ("tokenizers/llama2", {"add_bos_token": True}),
+    "gpt2_add_bos": ("tokenizers/gpt2", {"add_bos_token": True}),
+    "gpt2_add_eos": ("tokenizers/gpt2", {"add_eos_token": True}),
+    "llama3_add_eos": ("tokenizers/llama3", {"add_eos_token": True}),
+    "llama3_no_bos": ("tokenizers/llama3", {"add_bos_token": False}),
+}
+
+
+def files(data, out):
+    result = {"transformers": transformers.__version__, "texts": FILES_TEXTS, "cases": {}}
+    for name, (sub, extra_cfg) in FILES_CASES.items():
+        src = os.path.join(data, sub)
+        d = tempfile.mkdtemp()
+        for f in os.listdir(src):
+            shutil.copy(os.path.join(src, f), d)
+        cfg_path = os.path.join(d, "tokenizer_config.json")
+        cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+        cfg.update(extra_cfg)
+        with open(cfg_path, "w") as fh:
+            json.dump(cfg, fh)
+        try:
+            tok = AutoTokenizer.from_pretrained(d)
+            rows = [{"text": t, "ids": tok(t)["input_ids"], "ids_no_special": tok(t, add_special_tokens=False)["input_ids"]}
+                    for t in FILES_TEXTS]
+            post = json.loads(tok.backend_tokenizer.to_str()).get("post_processor")
+            result["cases"][name] = {"dir": sub, "config": extra_cfg, "class": type(tok).__name__, "bos_token": tok.bos_token,
+                                     "eos_token": tok.eos_token, "post_processor": post, "rows": rows}
+        except Exception as e:
+            result["cases"][name] = {"dir": sub, "config": extra_cfg, "error": repr(e)}
+        print("files", name, result["cases"][name].get("class"), result["cases"][name].get("error", ""),
+              result["cases"][name].get("rows", [{}])[0].get("ids"), flush=True)
+
+    # Which file wins: chat_template.jinja against tokenizer_config.json's chat_template, special_tokens_map.json
+    # against tokenizer_config.json's special tokens (tokenizer.json from eval-llama-16m).
+    src = os.path.join(data, "models", "eval-llama-16m")
+    precedence = {}
+    for name, cfg_extra, jinja, stmap in [
+        ("both_templates", {"chat_template": "CONFIG{{ messages[0]['content'] }}"}, "JINJA{{ messages[0]['content'] }}", None),
+        ("map_vs_config", {"eos_token": "<|eot_id|>", "pad_token": None}, None, {"eos_token": "<|pad|>", "pad_token": "<|eot_id|>", "bos_token": "<|end_of_text|>"}),
+        ("map_only", {"eos_token": None}, None, {"eos_token": "<|eot_id|>"}),
+    ]:
+        d = tempfile.mkdtemp()
+        shutil.copy(os.path.join(src, "tokenizer.json"), d)
+        cfg = json.load(open(os.path.join(src, "tokenizer_config.json")))
+        cfg.update(cfg_extra)
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as fh:
+            json.dump(cfg, fh)
+        if jinja is not None:
+            with open(os.path.join(d, "chat_template.jinja"), "w") as fh:
+                fh.write(jinja)
+        if stmap is not None:
+            with open(os.path.join(d, "special_tokens_map.json"), "w") as fh:
+                json.dump(stmap, fh)
+        try:
+            tok = AutoTokenizer.from_pretrained(d)
+            entry = {"config": cfg_extra, "jinja": jinja, "special_tokens_map": stmap, "bos_token": tok.bos_token,
+                     "eos_token": tok.eos_token, "pad_token": tok.pad_token}
+            try:
+                entry["rendered"] = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+            except Exception as e:
+                entry["rendered_error"] = repr(e)
+        except Exception as e:
+            entry = {"config": cfg_extra, "error": repr(e)}
+        precedence[name] = entry
+        print("precedence", name, entry, flush=True)
+    result["precedence"] = precedence
+    with open(os.path.join(out, "tokenizers_files.json"), "w") as f:
+        json.dump(result, f, ensure_ascii=False, indent=1)
+
+
 def main():
     data, out = sys.argv[1], sys.argv[2]
     part = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--part" else "all"
@@ -232,6 +314,8 @@ def main():
         base(data, out)
     if part in ("extra", "all"):
         extra(data, out)
+    if part in ("files", "all"):
+        files(data, out)
 
 
 if __name__ == "__main__":

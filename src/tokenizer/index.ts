@@ -78,15 +78,18 @@ export class Tokenizer {
     const cfgPath = join(dir, 'tokenizer_config.json');
     const config: Record<string, unknown> = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
     const files: TokenizerFiles = { tokenizerJson: tj, config: cfgPath };
+    // transformers 5 lets special_tokens_map.json override tokenizer_config.json's special tokens, and
+    // chat_template.jinja override its chat_template (goldens: test/fixtures/tokenizers/hf_tokenizers_files.json).
     const mapPath = join(dir, 'special_tokens_map.json');
     if (existsSync(mapPath)) {
       const map = readJsonObject(mapPath);
       for (const k of SPECIAL_KEYS) {
-        if (config[k] == null && map[k] != null) config[k] = specialToken(map[k], mapPath, k);
+        if (map[k] != null) config[k] = specialToken(map[k], mapPath, k);
       }
+      if (map.additional_special_tokens != null) config.additional_special_tokens = map.additional_special_tokens;
     }
     const jinja = join(dir, 'chat_template.jinja');
-    if (config.chat_template == null && existsSync(jinja)) {
+    if (existsSync(jinja)) {
       try {
         config.chat_template = readFileSync(jinja, 'utf8');
       } catch (e) {
