@@ -197,6 +197,7 @@ test('tokenizer.json, tokenizer_config.json or special_tokens_map.json holding n
   ];
   for (const [key, value, re] of badKeys) cases.push(['tokenizer_config.json', JSON.stringify({ [key]: value }), 'tokenizer_config.json', re]);
   cases.push(['special_tokens_map.json', JSON.stringify({ eos_token: [1] }), 'special_tokens_map.json', /eos_token must be a string/]);
+  cases.push(['special_tokens_map.json', JSON.stringify({ additional_special_tokens: [{ content: null }] }), 'special_tokens_map.json', /additional_special_tokens\[0\] must be a string/]);
   cases.push(['tokenizer.json', JSON.stringify({ model: null }), 'tokenizer.json', /cannot build the tokenizer/]);
   cases.push(['tokenizer.json', '{"model": ', 'tokenizer.json', /JSON/]);
   cases.forEach(([file, text, named, re], i) => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { asObject, llamaClassRewrite, readJsonObject, readSettings, SPECIAL_KEYS, specialToken, TokenizerSettings } from './config.js';
 import { TokenizerError } from './errors.js';
-import { ChatTemplateSource, parseChatTemplate, renderChatTemplate, TemplateBudget } from './template.js';
+import { ChatTemplateSource, describe, parseChatTemplate, renderChatTemplate, TemplateBudget } from './template.js';
 
 export { TokenizerError } from './errors.js';
 export {
@@ -86,7 +86,11 @@ export class Tokenizer {
       for (const k of SPECIAL_KEYS) {
         if (map[k] != null) config[k] = specialToken(map[k], mapPath, k);
       }
-      if (map.additional_special_tokens != null) config.additional_special_tokens = map.additional_special_tokens;
+      const extra = map.additional_special_tokens;
+      if (extra != null) {
+        if (!Array.isArray(extra)) throw new TokenizerError(`${mapPath}: additional_special_tokens must be a list, got ${describe(extra)}`);
+        config.additional_special_tokens = extra.map((t, i) => specialToken(t, mapPath, `additional_special_tokens[${i}]`));
+      }
     }
     const jinja = join(dir, 'chat_template.jinja');
     if (existsSync(jinja)) {
