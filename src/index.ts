@@ -41,3 +41,5 @@ export type { NormalizeOptions } from './generate/config.js';
 export { CONFIG_LIMITS } from './io/config.js';
 export { chatTerminators } from './generate/terminators.js';
 export { demoModelPath } from './demo.js';
+export { readChatTemplateFile, DEFAULT_TEMPLATE_BUDGET } from './tokenizer/template.js';
+export type { ChatTemplateSource, TemplateBudget } from './tokenizer/template.js';

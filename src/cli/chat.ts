@@ -6,6 +6,7 @@ import { GenerationConfigError } from '../generate/config.js';
 import { generateStream, type GenerateResult } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import type { ChatMessage } from '../tokenizer/index.js';
+import type { ChatTemplateSource } from '../tokenizer/template.js';
 import { parseCommand, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 import { chatTemplateOption, cliMessage, GENERATION_OPTIONS, generationFromFlags, loadModel, maxNewTokens } from './generate.js';
@@ -35,7 +36,7 @@ Ctrl-C while an answer is being written stops it; Ctrl-C at the prompt leaves.
 `;
 
 /** Drop the oldest user/assistant turns until the rendered prompt leaves room for the answer. */
-export function trimHistory(m: LoadedModel, system: ChatMessage[], history: ChatMessage[], room: number, chatTemplate?: string): { ids: number[]; kept: ChatMessage[] } {
+export function trimHistory(m: LoadedModel, system: ChatMessage[], history: ChatMessage[], room: number, chatTemplate?: ChatTemplateSource): { ids: number[]; kept: ChatMessage[] } {
   let kept = history;
   for (;;) {
     const ids = m.tokenizer!.encodeChat([...system, ...kept], { addGenerationPrompt: true, chatTemplate });

@@ -7,7 +7,7 @@ import { GenerationConfigError, type GenerationConfig } from '../generate/config
 import { generateStream, GenerateOptions, GenerateResult, type FinishReason } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
-import { readChatTemplateFile } from '../tokenizer/template.js';
+import { readChatTemplateFile, type ChatTemplateSource } from '../tokenizer/template.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 import { backendOpt, intOpt, numOpt, parseCommand, progressBar, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
@@ -119,8 +119,9 @@ export async function loadModel(id: string, v: { backend?: string; revision?: st
 }
 
 /** --chat-template FILE: the template source, or undefined for the model's own. */
-export function chatTemplateOption(file: string | undefined): string | undefined {
-  return file === undefined ? undefined : readChatTemplateFile(file).template;
+export function chatTemplateOption(file: string | undefined): ChatTemplateSource | undefined {
+  // The whole source, not just its text, so that render errors name the file.
+  return file === undefined ? undefined : readChatTemplateFile(file);
 }
 
 export function chatMessages(prompt: string, system?: string): ChatMessage[] {
@@ -128,7 +129,7 @@ export function chatMessages(prompt: string, system?: string): ChatMessage[] {
 }
 
 /** Prompt text → ids: through the chat template (which writes BOS itself) or plain encoding. */
-export function encodePrompt(m: LoadedModel, prompt: string, chat: boolean, system?: string, chatTemplate?: string): number[] {
+export function encodePrompt(m: LoadedModel, prompt: string, chat: boolean, system?: string, chatTemplate?: ChatTemplateSource): number[] {
   if (!m.tokenizer) throw new UsageError(`${m.dir}: no tokenizer.json, so text prompts cannot be encoded`);
   if (chat) return m.tokenizer.encodeChat(chatMessages(prompt, system), { addGenerationPrompt: true, chatTemplate });
   if (system) throw new UsageError('--system needs --chat');
