@@ -175,7 +175,7 @@ export async function runBench(argv: string[]): Promise<number> {
       ['phase', 'measured', 'roofline', 'ratio'],
       ['decode', `${decodeTokPerSec.toFixed(2)} tok/s`, decodeRoof, `${(res.decodeRoofline * 100).toFixed(1)}%`],
       ...(contendedTokPerSec === null ? [] : [[
-        'decode, 1 busy process', `${contendedTokPerSec.toFixed(2)} tok/s (${res.contendedSlowdown!.toFixed(2)}x slower)`, decodeRoof,
+        'decode, 1 busy process', `${contendedTokPerSec.toFixed(2)} tok/s (${((contendedTokPerSec / decodeTokPerSec) * 100).toFixed(0)}% of idle)`, decodeRoof,
         `${(res.decodeContendedRoofline! * 100).toFixed(1)}%`]]),
       ['prefill', `${prefillTokPerSec.toFixed(1)} tok/s = ${(prefillFlops / (prefillMs / 1000) / 1e9).toFixed(1)} GFLOP/s`, `${peakGflops.toFixed(1)} GFLOP/s fp32 peak`, `${(res.prefillOfPeak * 100).toFixed(1)}%`],
     ];
