@@ -3,7 +3,6 @@
 // measured twice: on its own, and beside one busy process that the bench starts and stops itself, since a machine
 // with every core free is the exception (see the thread pool notes in native/cpu/pool.h).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { parseArgs } from 'node:util';
 import { fromPretrained } from '../api.js';
 import { getThreads, measureRoofline, setThreads } from '../backend/cpu/index.js';
 import { getBackend } from '../backend/index.js';
@@ -18,7 +17,7 @@ import { randomLlama, SHAPES } from '../models/random.js';
 import { buildModel } from '../models/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { join } from 'node:path';
-import { intOpt, progressBar, UsageError } from './args.js';
+import { intOpt, parseCommand, progressBar, UsageError } from './args.js';
 import { mkdirSync } from 'node:fs';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
@@ -26,7 +25,7 @@ export const benchHelp = `lowbit bench — measure prefill and decode speed agai
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128]
                     [--no-competitor] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
-       lowbit bench <model dir> [--threads N] [--json]
+       lowbit bench <model dir> [--threads N] [--no-mmap] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth);
@@ -67,14 +66,11 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
 }
 
 export async function runBench(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true,
-    options: {
+  const { values, positionals } = parseCommand('bench', argv, {
       shape: { type: 'string' }, dtype: { type: 'string', default: 'bf16' }, threads: { type: 'string' },
       'prompt-len': { type: 'string', default: '128' }, 'decode-len': { type: 'string', default: '128' },
       json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
-      'no-competitor': { type: 'boolean', default: false },
-    },
+      'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
   const backend = getBackend('cpu');
@@ -90,7 +86,7 @@ export async function runBench(argv: string[]): Promise<number> {
 
   let model: CausalLM, config: ModelConfig, label: string, loadMs: number | null = null, dtypeLabel: string;
   if (positionals.length > 0) {
-    const loaded = await fromPretrained(positionals[0], { backend });
+    const loaded = await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'] });
     ({ model, config } = loaded);
     loadMs = loaded.loadMs;
     label = positionals[0];
@@ -125,6 +121,7 @@ export async function runBench(argv: string[]): Promise<number> {
 
   const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
   const cache = model.createCache(1, T + D + 1);
+  cache.reserve(T + D + 1);   // the cache grows in chunks: allocate it now, not inside a timed step
   // Warm up once (page faults of a freshly mapped checkpoint, first-touch of buffers), then measure.
   model.forward([prompt.slice(0, 8)], { cache, logits: 'last' });
   cache.reset();

@@ -1,7 +1,7 @@
 // `lowbit plan`: weights + KV cache against a device's memory; largest batch; where decode turns compute-bound.
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import { loadAddon } from '../backend/cpu/addon.js';
+import { cpuAvailable, measureRoofline } from '../backend/cpu/index.js';
 import { parseConfig, readConfig, type ModelConfig } from '../io/config.js';
 import { resolveModelDir } from '../io/hub.js';
 import { BYTES_PER_ELEMENT, DeviceSpec, DEVICES, kvBytesPerToken, MODEL_PRESETS, modelShape, plan, plannerDtype } from '../plan/plan.js';
@@ -31,9 +31,9 @@ async function loadConfigFor(what: string): Promise<{ config: ModelConfig; label
 }
 
 function cpuDevice(): DeviceSpec {
-  const addon = loadAddon();
-  if (!addon) throw new UsageError('--device cpu measures this machine with the native addon, which is not built (run npm install)');
-  return { name: `this CPU (${addon.getThreads()} threads)`, memoryBytes: totalmem(), bandwidth: addon.memBandwidth(1 << 28, 3) * 1e9, flops: addon.fmaPeak(300) * 1e9, note: 'measured: read bandwidth, fp32 FMA peak' };
+  if (!cpuAvailable()) throw new UsageError('--device cpu measures this machine with the native addon, which is not built (run npm install)');
+  const r = measureRoofline({ bandwidthBytes: 1 << 28, iters: 3, peakMs: 300 });
+  return { name: `this CPU (${r.threads} threads)`, memoryBytes: totalmem(), bandwidth: r.bandwidthGBs * 1e9, flops: r.peakGflops * 1e9, note: 'measured: read bandwidth, fp32 FMA peak' };
 }
 
 export async function runPlan(argv: string[]): Promise<number> {
