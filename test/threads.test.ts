@@ -56,7 +56,7 @@ describe('thread API', { skip }, () => {
 });
 
 /** One decode step's worth of small ops (6 layers of a 256-wide bf16 Llama): matmuls and attention split over threads. */
-function decodeLike(a: NativeAddon): () => void {
+function decodeLike(a: NativeAddon): () => Float32Array {
   const H = 256, I = 688, hd = 32, nH = 8, nKV = 4, S = 64, past = 40;
   const r = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
   const bf = (n: number) => Uint16Array.from({ length: n }, () => 0x3c00 | ((Math.random() * 0x3ff) & 0x3ff));
@@ -78,40 +78,33 @@ function decodeLike(a: NativeAddon): () => void {
       a.matmul(y, act, l.down, 1, 1, H, I, null);
       x.fill(0.01);
     }
+    return y;
   };
 }
 
-/** Steps per second over ~ms milliseconds. */
-function rate(step: () => void, ms: number): number {
-  step();
-  let n = 0;
-  const t0 = performance.now();
-  while (performance.now() - t0 < ms) { step(); n++; }
-  return n / ((performance.now() - t0) / 1000);
-}
-
 describe('thread pool under load', { skip }, () => {
-  // Not a speed test: a collapse detector with a wide margin. Before the pool claimed chunks and backed off, two
-  // threads ran 3-9x slower than one here (the caller spun for a descheduled worker's chunk); now they run about
-  // as fast. Both counts are measured alternately under the same competitors, and medians are compared.
+  // Correctness under contention, not speed (speed is `lowbit bench`'s "decode, 1 busy process" row): with every
+  // core taken by another process, a 2-thread pool must neither deadlock nor change results while its workers are
+  // descheduled mid-job, which is when chunk claiming and the spin → yield → sleep waits are exercised.
   const cores = availableParallelism();
-  it('with every core busy, 2 threads decode at least half as fast as 1', { skip: cores > 32 ? `${cores} cores: too many competitor processes for a unit test` : false }, async () => {
+  it('with every core busy, 2 threads finish 200 decode steps with the 1-thread results', { skip: cores > 32 ? `${cores} cores: too many competitor processes for a unit test` : false, timeout: 120_000 }, async () => {
     const a = loadAddon()!, t = getThreads();
     const step = decodeLike(a);
     const kids: ChildProcess[] = [];
     try {
+      setThreads(1);
+      const want = Float32Array.from(step());
       for (let i = 0; i < cores; i++) {
-        kids.push(spawn(process.execPath, ['-e', 'process.stdout.write("go\\n"); const e = Date.now() + 30000; while (Date.now() < e);'], { stdio: ['ignore', 'pipe', 'ignore'] }));
+        kids.push(spawn(process.execPath, ['-e', 'process.stdout.write("go\\n"); const e = Date.now() + 60000; while (Date.now() < e);'], { stdio: ['ignore', 'pipe', 'ignore'] }));
       }
       await Promise.all(kids.map((k) => new Promise((res) => k.stdout!.once('data', res))));
-      const one: number[] = [], two: number[] = [];
-      for (let round = 0; round < 3; round++) {
-        setThreads(1); one.push(rate(step, 250));
-        setThreads(2); two.push(rate(step, 250));
+      setThreads(2);
+      for (let i = 0; i < 200; i++) {
+        const got = step();
+        for (let j = 0; j < want.length; j++) {
+          if (got[j] !== want[j]) assert.fail(`step ${i}: element ${j} is ${got[j]} with 2 threads, ${want[j]} with 1`);
+        }
       }
-      const med = (xs: number[]) => [...xs].sort((p, q) => p - q)[1];
-      const ratio = med(one) / med(two);
-      assert.ok(ratio < 2, `2 threads ${ratio.toFixed(2)}x slower than 1 with ${cores} busy processes (steps/s: 1 thread ${one.map((v) => v.toFixed(0))}, 2 threads ${two.map((v) => v.toFixed(0))})`);
     } finally {
       for (const k of kids) k.kill('SIGKILL');
       setThreads(t);
