@@ -48,7 +48,7 @@ test('a config with more layers than the checkpoint fails on the first missing t
   // 10⁹ layers used to exhaust the V8 heap (the process aborted with exit 134); now it is one quick typed error.
   const t0 = performance.now();
   assert.throws(() => build({ ...config, num_hidden_layers: 1e9 }), MissingTensorError);
-  assert.ok(performance.now() - t0 < 1000);
+  assert.ok(performance.now() - t0 < 10_000);   // a hang detector with room for a busy CI machine
   // Layers the config does not have are a mismatch too, not something to ignore.
   assert.throws(() => build({ ...config, num_hidden_layers: 1 }),
     (e: Error) => e instanceof MissingTensorError && /tensor "model\.layers\.1\.[a-z_.]+" belongs to layer 1, but config\.json has num_hidden_layers 1/.test(e.message));
@@ -137,7 +137,7 @@ test('prompt + new tokens past the model\'s positions is refused before the pref
   const huge = new Array(370_000).fill(7);
   const t0 = performance.now();
   await assert.rejects(generate(model, [huge], { maxNewTokens: 4 }), /370000 tokens/);
-  assert.ok(performance.now() - t0 < 2000, `refusal took ${performance.now() - t0} ms`);
+  assert.ok(performance.now() - t0 < 10_000, `refusal took ${performance.now() - t0} ms`);
   // OPT's learned positions are the model's own limit now (generate no longer asks for model_type).
   const opt = (await fromPretrained(join(GOLDEN_DIR, 'opt_125m_like'), { backend: 'ref' })).model;
   assert.equal(opt.maxPositions, 64);
