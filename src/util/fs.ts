@@ -52,6 +52,23 @@ export function probePath(path: string): PathProbe {
 }
 
 /**
+ * Reads a small text file (config.json, tokenizer files, templates, indexes) after checking that it is a regular
+ * file: opening a FIFO would block forever, and a folder or a loop would give a raw errno. Problems are reported
+ * through `toError(message)` so each reader keeps its own error class; the message starts with the path.
+ */
+export function readTextFile(path: string, toError: (message: string) => Error): string {
+  const p = probePath(path);
+  if (p.kind === 'missing') throw toError(`${path}: no such file`);
+  if (p.kind === 'dir') throw toError(`${path}: is a folder, not a file`);
+  if (p.kind === 'bad') throw toError(`${path}: ${p.problem}`);
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch (e) {
+    throw toError(`${path}: cannot be read: ${(e as Error).message}`);
+  }
+}
+
+/**
  * The tag in every temp name lowbit writes: `.tmp-<pid>-<12 hex>`. The pid lets a later writer tell an abandoned
  * temp file (its writer is gone) from one that another live process is still writing.
  */
