@@ -159,7 +159,8 @@ test('the next save removes temp and staged files of dead writers only, and noth
       deadStaged: `model-00001-of-00003${tag(dead)}.safetensors`,
       liveTemp: `model-00002-of-00002.safetensors${tag(live.pid!)}`,
       liveStaged: `model-00001-of-00002${tag(live.pid!)}.safetensors`,
-      ownTemp: `model.safetensors${tag(process.pid)}`,
+      // A worker thread of this process tags its files with its thread id; it may be writing them now.
+      ownWorkerTemp: `model.safetensors.tmp-${process.pid}-t7-0123456789ab`,
       orphanShard: 'model-00003-of-00005.safetensors',
       notOurs: ['config.json', 'model-00001-of-00002.safetensors.bak', 'model.tmp-1-0123456789ab', 'notes.tmp-1-0123456789ab.safetensors'],
     };
@@ -167,15 +168,74 @@ test('the next save removes temp and staged files of dead writers only, and noth
     saveStateDict(dir, tensors(2), { maxShardSize: 128 });
     const now = new Set(fs.readdirSync(dir));
     for (const f of [files.deadTemp, files.deadIndexTemp, files.deadStaged, files.orphanShard]) assert.ok(!now.has(f), `${f} removed`);
-    for (const f of [files.liveTemp, files.liveStaged, files.ownTemp, ...files.notOurs]) assert.ok(now.has(f), `${f} kept`);
+    for (const f of [files.liveTemp, files.liveStaged, files.ownWorkerTemp, ...files.notOurs]) assert.ok(now.has(f), `${f} kept`);
     assert.deepEqual(valuesOf(loadStateDict(dir).tensors), valuesOf(tensors(2)));
     live.kill('SIGKILL');
     await new Promise((r) => live.on('close', r));
     saveStateDict(dir, tensors(3));
-    assert.deepEqual(fs.readdirSync(dir).sort(), [files.ownTemp, ...files.notOurs, 'model.safetensors'].sort());
+    assert.deepEqual(fs.readdirSync(dir).sort(), [files.ownWorkerTemp, ...files.notOurs, 'model.safetensors'].sort());
   } finally {
     live.kill('SIGKILL');
   }
+});
+
+test('temp and staged files tagged with our own pid that no save of ours holds are leftovers (pids repeat), and removed', () => {
+  // An earlier process with this pid (a container restarted, pids reused) was killed mid-save.
+  const dir = freshDir();
+  saveStateDict(dir, tensors(1));
+  const leftovers = [
+    `model.safetensors.tmp-${process.pid}-0123456789ab`,
+    `model.safetensors.index.json.tmp-${process.pid}-0123456789ab`,
+    `model-00001-of-00002.tmp-${process.pid}-0123456789ab.safetensors`,
+    `model-00002-of-00002.tmp-${process.pid}-0123456789ab.safetensors`,
+  ];
+  for (const f of leftovers) fs.writeFileSync(join(dir, f), 'x');
+  const removed: string[] = [];
+  saveStateDict(dir, tensors(2), { maxShardSize: 128, onStep: (step, f) => { if (step === 'remove-leftover') removed.push(f!); } });
+  assert.deepEqual(removed.sort(), [...leftovers].sort());
+  assert.deepEqual(fs.readdirSync(dir).sort(),
+    ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  assert.deepEqual(valuesOf(loadStateDict(dir).tensors), valuesOf(tensors(2)));
+});
+
+test('a save leaves alone the temp and staged files that a save in progress in this process holds', () => {
+  // Concurrent saves to one folder are not supported, but one started from another's onStep must not take that
+  // save's staged shards and temp index (our pid, held) for leftovers: the outer save then commits intact.
+  const dir = freshDir();
+  saveStateDict(dir, tensors(1));
+  let held: string[] = [];
+  saveStateDict(dir, tensors(2), {
+    maxShardSize: 128,
+    onStep: (step) => {
+      if (step !== 'index-written' || held.length) return;
+      held = fs.readdirSync(dir).filter((f) => f.includes(`.tmp-${process.pid}-`));
+      saveStateDict(dir, tensors(3));
+      assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.tmp-')).sort(), held.sort());
+    },
+  });
+  assert.equal(held.length, 3, held.join(' '));   // two staged shards and the temp index
+  assert.deepEqual(valuesOf(loadStateDict(dir).tensors), valuesOf(tensors(2)));
+  assert.deepEqual(fs.readdirSync(dir).sort(),
+    ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+});
+
+test('when model.safetensors cannot be removed to commit a sharded save, the new index and staged shards are removed', () => {
+  const dir = freshDir();
+  saveStateDict(dir, tensors(1));
+  const single = join(dir, 'model.safetensors');
+  const bytes = fs.readFileSync(single);
+  assert.throws(() => saveStateDict(dir, tensors(2), {
+    maxShardSize: 128,
+    onStep: (step) => {
+      // A folder in its place cannot be unlinked (EISDIR), as a file on a read-only mount or an immutable file cannot.
+      if (step === 'index-renamed') { fs.rmSync(single); fs.mkdirSync(single); fs.writeFileSync(join(single, 'keep'), 'x'); }
+    },
+  }), (e: unknown) => e instanceof CheckpointError && e.message.startsWith(`${single}: could not remove it`));
+  assert.deepEqual(fs.readdirSync(dir), ['model.safetensors']);
+  // The folder is as before (with the original file put back).
+  fs.rmSync(single, { recursive: true });
+  fs.writeFileSync(single, bytes);
+  assert.deepEqual(valuesOf(loadStateDict(dir).tensors), valuesOf(tensors(1)));
 });
 
 test('without a free standard name the shards keep their staged names, with a warning, and the folder loads', () => {

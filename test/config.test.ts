@@ -1,6 +1,8 @@
 // config.json reader: impossible values and sizes past CONFIG_LIMITS are ConfigErrors naming the file, the key and
-// the value (issue 6: `num_hidden_layers: 1e9` aborted the process; eps/theta/RoPE factors ≤ 0 and 0 layers gave
-// garbage tokens with exit 0). Real configs (goldens, shared models, presets) still parse.
+// the value, before anything is allocated from them (a layer count of 10⁹ would exhaust the heap; eps, θ or RoPE
+// factors ≤ 0 and 0 layers would give garbage tokens without an error); settings lowbit does not implement
+// (activations, LayerNorms without weights) are UnsupportedModelErrors. Real configs (goldens, shared models,
+// presets) still parse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -95,6 +97,23 @@ test('shapes that no layer can hold are rejected', () => {
   rejects({ ...LLAMA, hidden_act: JSON.parse(`${'['.repeat(100_000)}${']'.repeat(100_000)}`) }, 'hidden_act', 'a deeply nested list');
   // Legitimate oddities still parse: −1 token ids, an explicit head_dim that does not divide hidden_size.
   assert.equal(parseConfig({ ...LLAMA, hidden_size: 66, head_dim: 16, pad_token_id: -1 }).pad_token_id, -1);
+});
+
+test('activations and LayerNorms that lowbit does not implement are UnsupportedModelErrors naming the file, key and value', () => {
+  const unsupported = (json: Record<string, unknown>, re: RegExp) => assert.throws(() => parseConfig(json, '/m/config.json'),
+    (e: Error) => e instanceof UnsupportedModelError && re.test(e.message));
+  for (const model_type of ['llama', 'mistral', 'qwen2']) {
+    unsupported({ ...LLAMA, model_type, hidden_act: 'gelu' }, new RegExp(`^/m/config\\.json: "hidden_act" "gelu" is not supported for ${model_type} \\(supported: silu, swish\\)$`));
+  }
+  unsupported({ ...LLAMA, hidden_act: 'relu' }, /"hidden_act" "relu"/);
+  unsupported({ ...OPT, activation_function: 'gelu' }, /^\/m\/config\.json: "activation_function" "gelu" is not supported for opt \(supported: relu\)$/);
+  unsupported({ ...OPT, layer_norm_elementwise_affine: false }, /^\/m\/config\.json: "layer_norm_elementwise_affine" false is not supported \(only true/);
+  // transformers' ACT2FN maps "swish" to SiLU too; the model code sees one name.
+  assert.equal((parseConfig({ ...LLAMA, hidden_act: 'swish' }) as LlamaConfig).hidden_act, 'silu');
+  assert.equal((parseConfig(LLAMA) as LlamaConfig).hidden_act, 'silu');
+  const opt = parseConfig({ ...OPT, activation_function: 'relu', layer_norm_elementwise_affine: true }) as OptConfig;
+  assert.equal(opt.activation_function, 'relu');
+  rejects({ ...OPT, activation_function: 5 }, 'activation_function', '5');
 });
 
 test('readConfig names the file; long values are cut short in messages', () => {

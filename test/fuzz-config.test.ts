@@ -1,7 +1,8 @@
-// Fuzz the config.json and generation-config readers (issue 6, "Done when"): random JSON values, types, sizes and
-// nesting, and mutations of real configs. The only errors allowed are the typed ones (ConfigError and its
-// UnsupportedModelError, GenerationConfigError); every case must finish quickly; and whatever is accepted must be
-// usable (sizes within limits, positive eps/theta/factors, finite RoPE frequencies, a sane resolved generation).
+// Fuzz the config.json and generation-config readers: random JSON values, types, sizes and nesting, and mutations
+// of real configs. The only errors allowed are the typed ones (ConfigError and its UnsupportedModelError,
+// GenerationConfigError); no case may hang; and whatever is accepted must be usable (sizes within limits, positive
+// eps/theta/factors, finite RoPE frequencies, a sane resolved generation), and a small accepted config builds a
+// model with weights of its shapes that runs a forward pass to finite logits.
 // Seeded: a failure prints the seed and case number, and LOWBIT_FUZZ_SEED / LOWBIT_FUZZ_CASES replay or widen it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,29 +11,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_LIMITS, ConfigError, parseConfig, readConfig, type LlamaConfig, type ModelConfig } from '../src/io/config.js';
 import { GenerationConfigError, normalizeGenerationConfig, resolveGeneration, type GenerationConfig } from '../src/generate/config.js';
+import { refBackend } from '../src/backend/ref/index.js';
+import { Weights } from '../src/models/model.js';
+import { buildModel } from '../src/models/registry.js';
 import { ropeInvFreq } from '../src/nn/rope.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { GOLDEN_DIR, ROOT, sharedData } from './helpers.js';
+import { GOLDEN_DIR, Rand, ROOT, sharedData } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_FUZZ_SEED ?? 20240611);
 const CASES = Number(process.env.LOWBIT_FUZZ_CASES ?? 8000);
-/** A single case slower than this counts as a hang (parsing a config is microseconds). */
-const SLOW_MS = 1000;
-
-/** mulberry32: small, seedable, good enough to pick fuzz inputs. */
-class Rand {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0; }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number { return Math.floor(this.next() * n); }
-  chance(p: number): boolean { return this.next() < p; }
-  pick<T>(a: readonly T[]): T { return a[this.int(a.length)]; }
-}
+/**
+ * A single case slower than this counts as a hang. Parsing a config takes microseconds and building a small model
+ * milliseconds; the margin is for a loaded two-core CI machine.
+ */
+const SLOW_MS = 5000;
+/** Accepted configs whose weights have at most this many elements are built and run; larger ones only parse. */
+const BUILD_ELEMS = 1 << 18;
 
 const NUMBERS = [0, -0, 1, -1, 2, 3, 4, 8, 15, 16, 64, 0.5, 1e-6, -1e-6, 1e-300, 1e9, 1e308, -1e308, 2 ** 31, 2 ** 32, 2 ** 53,
   2 ** 53 + 2, 1023, 1024, 1025, 4096, 4097, 65536, 65537, 1 << 20, (1 << 20) + 1, 10_000_000, 10_000_001, 1 << 26, 2 ** 27,
@@ -125,6 +120,69 @@ function mutate(r: Rand, base: Record<string, unknown>): Record<string, unknown>
   return c;
 }
 
+/**
+ * The tensors a model of config `c` reads, by their HF names, as zeros; null when they would hold more than
+ * BUILD_ELEMS elements (a fuzzed config may ask for 1024 layers of hidden size 65536).
+ */
+function tinyTensors(c: ModelConfig): Map<string, Tensor> | null {
+  const shapes = new Map<string, number[]>();
+  let total = 0;
+  const add = (name: string, ...shape: number[]) => { shapes.set(name, shape); total += shape.reduce((a, b) => a * b, 1); };
+  const H = c.hidden_size, V = c.vocab_size;
+  const linear = (name: string, out: number, inp: number, bias: boolean) => { add(`${name}.weight`, out, inp); if (bias) add(`${name}.bias`, out); };
+  if (c.model_type === 'opt') {
+    const E = c.word_embed_proj_dim, F = c.ffn_dim, d = 'model.decoder', b = c.enable_bias;
+    add(`${d}.embed_tokens.weight`, V, E);
+    add(`${d}.embed_positions.weight`, c.max_position_embeddings + 2, H);   // OPT's learned positions start at 2
+    if (E !== H) { linear(`${d}.project_in`, H, E, false); linear(`${d}.project_out`, E, H, false); }
+    for (let i = 0; i < c.num_hidden_layers && total <= BUILD_ELEMS; i++) {
+      const p = `${d}.layers.${i}`;
+      for (const n of ['self_attn_layer_norm', 'final_layer_norm']) { add(`${p}.${n}.weight`, H); add(`${p}.${n}.bias`, H); }
+      for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) linear(`${p}.self_attn.${n}`, H, H, b);
+      linear(`${p}.fc1`, F, H, b);
+      linear(`${p}.fc2`, H, F, b);
+    }
+    if (c.do_layer_norm_before && !c._remove_final_layer_norm) { add(`${d}.final_layer_norm.weight`, H); add(`${d}.final_layer_norm.bias`, H); }
+    if (!c.tie_word_embeddings) add('lm_head.weight', V, E);
+  } else {
+    const I = c.intermediate_size, hd = c.head_dim, qOut = c.num_attention_heads * hd, kvOut = c.num_key_value_heads * hd;
+    // Qwen2 has q/k/v biases whatever attention_bias says (src/models/qwen2.ts).
+    const qkv = c.model_type === 'qwen2' || c.attention_bias, o = c.model_type !== 'qwen2' && c.attention_bias;
+    const mlp = c.model_type !== 'qwen2' && c.mlp_bias;
+    add('model.embed_tokens.weight', V, H);
+    for (let i = 0; i < c.num_hidden_layers && total <= BUILD_ELEMS; i++) {
+      const p = `model.layers.${i}`;
+      add(`${p}.input_layernorm.weight`, H);
+      add(`${p}.post_attention_layernorm.weight`, H);
+      linear(`${p}.self_attn.q_proj`, qOut, H, qkv);
+      linear(`${p}.self_attn.k_proj`, kvOut, H, qkv);
+      linear(`${p}.self_attn.v_proj`, kvOut, H, qkv);
+      linear(`${p}.self_attn.o_proj`, H, qOut, o);
+      linear(`${p}.mlp.gate_proj`, I, H, mlp);
+      linear(`${p}.mlp.up_proj`, I, H, mlp);
+      linear(`${p}.mlp.down_proj`, H, I, mlp);
+    }
+    add('model.norm.weight', H);
+    if (!c.tie_word_embeddings) add('lm_head.weight', V, H);
+  }
+  if (total > BUILD_ELEMS) return null;
+  return new Map([...shapes].map(([name, shape]) => [name, Tensor.zeros('F32', shape)]));
+}
+
+let built = 0;
+
+/** An accepted config that is small enough builds a model from weights of its shapes, which runs to finite logits. */
+function buildAccepted(c: ModelConfig): void {
+  const tensors = tinyTensors(c);
+  if (!tensors) return;
+  const model = buildModel(c, new Weights(tensors, 'fuzz'), refBackend);
+  const T = Math.min(3, model.maxPositions);
+  const logits = model.forward([Array.from({ length: T }, (_, i) => (i * 7) % c.vocab_size)], { logits: 'last' });
+  assert.deepEqual([...logits.shape], [1, 1, c.vocab_size]);
+  for (const x of logits.f32) assert.ok(Number.isFinite(x), `logit ${x}`);
+  built++;
+}
+
 /** What an accepted config promises to the model code. */
 function checkAccepted(c: ModelConfig): void {
   for (const [k, lim] of Object.entries(CONFIG_LIMITS)) {
@@ -134,6 +192,7 @@ function checkAccepted(c: ModelConfig): void {
   }
   if (c.model_type === 'opt') {
     assert.equal(c.hidden_size % c.num_attention_heads, 0);
+    buildAccepted(c);
     return;
   }
   const l = c as LlamaConfig;
@@ -149,6 +208,7 @@ function checkAccepted(c: ModelConfig): void {
     assert.equal(inv.length, l.head_dim / 2);
     for (const f of inv) assert.ok(Number.isFinite(f), `inv_freq ${f} at position ${pos}`);
   }
+  buildAccepted(c);
 }
 
 /** Run one case: typed errors only, and quickly. Returns whether the input was accepted. */
@@ -175,17 +235,26 @@ test('config.json fuzz: random and mutated real configs give a usable config or 
   const reals = realConfigs();
   assert.ok(reals.length >= 11);
   let accepted = 0;
-  for (let i = 0; i < CASES; i++) {
-    const x = r.next();
-    const input = x < 0.1 ? randomValue(r, CONFIG_KEYS)
-      : x < 0.4 ? { model_type: r.pick(['llama', 'mistral', 'qwen2', 'opt', 'gpt2']), ...randomObject(r, CONFIG_KEYS) }
-        : mutate(r, r.pick(reals));
-    if (runCase('config', i, input, () => checkAccepted(parseConfig(input, 'fuzz/config.json')),
-      (e) => e instanceof ConfigError && e.message.startsWith('fuzz/config.json: '))) accepted++;
+  built = 0;
+  // Unused-tensor warnings from the builds are not under test.
+  const prev = setWarningHandler(() => {}, { reset: true });
+  try {
+    for (let i = 0; i < CASES; i++) {
+      const x = r.next();
+      const input = x < 0.1 ? randomValue(r, CONFIG_KEYS)
+        : x < 0.4 ? { model_type: r.pick(['llama', 'mistral', 'qwen2', 'opt', 'gpt2']), ...randomObject(r, CONFIG_KEYS) }
+          : mutate(r, r.pick(reals));
+      if (runCase('config', i, input, () => checkAccepted(parseConfig(input, 'fuzz/config.json')),
+        (e) => e instanceof ConfigError && e.message.startsWith('fuzz/config.json: '))) accepted++;
+    }
+  } finally {
+    setWarningHandler(prev, { reset: true });
   }
-  // The mutations must leave enough configs valid to exercise the accepted path, and break enough to test errors.
-  t.diagnostic(`${accepted} of ${CASES} accepted`);
+  // The mutations must leave enough configs valid to exercise the accepted path, and break enough to test errors;
+  // and enough accepted configs must be small enough to build.
+  t.diagnostic(`${accepted} of ${CASES} accepted, ${built} built and run`);
   assert.ok(accepted > CASES * 0.05 && accepted < CASES * 0.9, `${accepted} of ${CASES} accepted`);
+  assert.ok(built > accepted * 0.2, `only ${built} of ${accepted} accepted configs built`);
 });
 
 test('config.json fuzz through the file reader: corrupted text is a ConfigError naming the file', { timeout: 60_000 }, () => {

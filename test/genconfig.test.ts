@@ -1,12 +1,13 @@
 // generation_config.json and call options: every value is type- and range-checked with the file (or 'generate
-// options') and key named (issue 6 item 2); snake_case call options are mapped or, in strict mode, unknown keys
-// refused (issue 7 item 5); one sampling rule for the CLI and the library, with warnings for knobs that do nothing.
+// options') and key named; snake_case call options are mapped or, in strict mode, unknown keys refused with the
+// nearest known key suggested; one sampling rule for the CLI and the library, with warnings for knobs that do
+// nothing; an unseeded resolution gets a fresh random seed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GenerationConfigError, normalizeGenerationConfig, readGenerationConfig, resolveGeneration, type GenerationConfig } from '../src/generate/config.js';
+import { freshSeed, GenerationConfigError, normalizeGenerationConfig, readGenerationConfig, resolveGeneration, type GenerationConfig } from '../src/generate/config.js';
 import { setWarningHandler } from '../src/util/warn.js';
 import { refBackend } from '../src/backend/ref/index.js';
 import { generate } from '../src/generate/generate.js';
@@ -120,6 +121,29 @@ test('resolveGeneration maps snake_case and checks every layer, naming the optio
   // A file's layer keeps its name through resolveGeneration.
   const file = normalizeGenerationConfig({ do_sample: true, temperature: 0 }, '/m/generation_config.json');
   assert.throws(() => resolveGeneration([file, { doSample: true }], 1), /doSample is true but temperature is 0/);
+});
+
+test('resolveGeneration uses a layer as normalizeGenerationConfig returned it, and checks it again once changed', () => {
+  const file = normalizeGenerationConfig({ temperature: 0.5, eos_token_id: [2, 3] }, '/m/generation_config.json');
+  const g = warnings(() => assert.deepEqual(resolveGeneration([file, {}], 1).eos, [2, 3]));
+  assert.equal(g.length, 1);    // temperature without sampling
+  (file as Record<string, unknown>).temperature = -1;
+  const refused = (re: RegExp) => (e: Error) => e instanceof GenerationConfigError && re.test(e.message);
+  assert.throws(() => resolveGeneration([file, {}], 1), refused(/^\/m\/generation_config\.json: "temperature" must be a number ≥ 0/));
+  const ids = normalizeGenerationConfig({ eos_token_id: [2, 3] }, '/m/a.json');
+  (ids.eosTokenId as unknown[]).push('4');       // changed in place
+  assert.throws(() => resolveGeneration([ids, {}], 1), refused(/^\/m\/a\.json: "eosTokenId" must be a token id/));
+  const added = normalizeGenerationConfig({}, '/m/b.json');
+  (added as Record<string, unknown>).max_new_tokens = 3;
+  assert.equal(resolveGeneration([added, {}], 1).maxNewTokens, 3);
+});
+
+test('without a seed, each resolution gets a fresh random seed (the one generate() uses), even within a millisecond', () => {
+  const seeds = new Set(Array.from({ length: 8 }, () => resolveGeneration([{}], 1).seed));
+  assert.equal(seeds.size, 8);                 // before: Date.now() >>> 0, the same within a millisecond
+  for (const s of seeds) assert.ok(Number.isSafeInteger(s) && s >= 0 && s < 2 ** 32);
+  assert.equal(resolveGeneration([{ seed: 7 }, {}], 1).seed, 7);
+  assert.ok(Number.isSafeInteger(freshSeed()));
 });
 
 /** doSample as resolved for layers [file, call]. */

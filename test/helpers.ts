@@ -70,3 +70,20 @@ export function argmax(a: ArrayLike<number>, off = 0, len = a.length): number {
   for (let i = off + 1; i < off + len; i++) if (a[i] > a[best]) best = i;
   return best - off;
 }
+
+/** mulberry32: a small seedable generator, good enough to pick fuzz inputs and random test data. */
+export class Rand {
+  private s: number;
+  constructor(seed: number) { this.s = seed >>> 0; }
+  /** A float in [0, 1). */
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** An integer in [0, n). */
+  int(n: number): number { return Math.floor(this.next() * n); }
+  chance(p: number): boolean { return this.next() < p; }
+  pick<T>(a: readonly T[]): T { return a[this.int(a.length)]; }
+}

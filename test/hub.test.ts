@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { fromPretrained } from '../src/api.js';
+import { CheckpointError } from '../src/io/checkpoint.js';
 import { HubError, ModelNotFoundError, resolveModelDir } from '../src/io/hub.js';
 import { setWarningHandler } from '../src/util/warn.js';
 import { GOLDEN_DIR } from './helpers.js';
@@ -253,4 +254,83 @@ test('online, a cached snapshot without tokenizer.json gets the tokenizer files 
     process.env = saved;
     rmSync(cache, { recursive: true, force: true });
   }
+});
+
+/** A cached org/remote snapshot (the fake Hub's name) with config and weights but no tokenizer files. */
+function cacheWithoutTokenizer(): { cache: string; snap: string; marker: string } {
+  const cache = makeCache();
+  cpSync(join(cache, 'models--tiny-org--tiny-llama'), join(cache, 'models--org--remote'), { recursive: true, verbatimSymlinks: true });
+  const repo = join(cache, 'models--org--remote');
+  return { cache, snap: join(repo, 'snapshots', COMMIT), marker: join(repo, '.no_exist', COMMIT, 'tokenizer.json') };
+}
+
+test('a repository without tokenizer.json is asked once: a .no_exist marker (huggingface_hub\'s layout) answers later loads', async () => {
+  const { cache, snap, marker } = cacheWithoutTokenizer();
+  const saved = { ...process.env };
+  const warnings: string[] = [];
+  const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+  try {
+    delete process.env.HF_HUB_OFFLINE;
+    const remote = join(cache, 'remote-repo');
+    mkdirSync(remote);
+    for (const f of FILES) cpSync(join(SRC, f), join(remote, f));
+    const seen: string[] = [];
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: fakeHub(remote, FILES, seen), token: 'hf_test' }), snap);
+    assert.ok(seen.length > 0, 'the Hub was asked');
+    assert.equal(readFileSync(marker, 'utf8'), '');
+    seen.length = 0;
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: fakeHub(remote, FILES, seen), token: 'hf_test' }), snap);
+    assert.deepEqual(seen, []);
+    assert.deepEqual(warnings, [], 'a repository that has no tokenizer.json is no failure');
+  } finally {
+    setWarningHandler(prev);
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('a Hub that never answers: completing a cached snapshot gives up after completionTimeoutMs, warns once, and is not retried', async () => {
+  const { cache, snap, marker } = cacheWithoutTokenizer();
+  const saved = { ...process.env };
+  const warnings: string[] = [];
+  const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+  try {
+    delete process.env.HF_HUB_OFFLINE;
+    let calls = 0;
+    // Ignores the abort signal too: the load must not depend on the fetch giving up.
+    const silent = (() => { calls++; return new Promise<Response>(() => {}); }) as typeof fetch;
+    const t0 = performance.now();
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: silent, completionTimeoutMs: 150 }), snap);
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 140 && ms < 5000, `gave up after ${ms.toFixed(0)} ms`);
+    assert.equal(calls, 1);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /no tokenizer\.json and the Hub could not be asked for one \(the Hub did not answer within 150 ms\); using the cached copy/);
+    assert.ok(warnings[0].includes(`remove ${marker} to retry`), warnings[0]);
+    assert.ok(existsSync(marker));
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, fetch: silent, completionTimeoutMs: 150 }), snap);
+    assert.equal(calls, 1, 'no request after the marker');
+    rmSync(marker);
+    await assert.rejects(resolveModelDir('org/remote', { cacheDir: cache, fetch: silent, completionTimeoutMs: 0 }),
+      (e: Error) => e instanceof TypeError && /completionTimeoutMs must be a number > 0, got 0/.test(e.message));
+    assert.equal(calls, 1);
+  } finally {
+    setWarningHandler(prev);
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('a cached index whose weight_map names something other than a file beside it is a CheckpointError naming the index', async () => {
+  const cache = makeCache();
+  try {
+    const snap = join(cache, 'models--tiny-org--tiny-llama', 'snapshots', COMMIT);
+    rmSync(join(snap, 'model.safetensors'));
+    const index = join(snap, 'model.safetensors.index.json');
+    for (const shard of [5, null, '../../elsewhere.safetensors']) {
+      writeFileSync(index, JSON.stringify({ weight_map: { 'model.embed_tokens.weight': shard } }));
+      await assert.rejects(resolveModelDir('tiny-org/tiny-llama', { cacheDir: cache, offline: true }),
+        (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${index}: `) && /weight_map entry must be a file name/.test(e.message));
+    }
+  } finally { rmSync(cache, { recursive: true, force: true }); }
 });

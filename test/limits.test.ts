@@ -1,4 +1,4 @@
-// Hostile and broken inputs at model build and generation (issue 6): configs that disagree with the weights, unused
+// Hostile and broken inputs at model build and generation: configs that disagree with the weights, unused
 // checkpoint tensors, NaN weights, prompts past the model's positions, token ids outside the vocabulary.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -10,16 +10,11 @@ import { cpuAvailable, cpuBackend } from '../src/backend/cpu/index.js';
 import { addonLoadError, loadAddon, WTYPE, type NativeAddon } from '../src/native/addon.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { bf16ToF32, f16ToF32, fromF32Array, type DType } from '../src/tensor/dtype.js';
+import { Rand } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
-let state = SEED >>> 0;
-function rand(): number { // mulberry32
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const rng = new Rand(SEED);
+const rand = (): number => rng.next();
 function randn(n: number, scale = 1, offset = 0): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = offset + scale * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());

@@ -1,6 +1,7 @@
 // Small helpers shared by the commands: argument parsing with lowbit's own messages, and typed option values
 // with errors that name the option.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { nearest } from '../util/text.js';
 
 export class UsageError extends Error { override name = 'UsageError'; }
 
@@ -46,26 +47,6 @@ export function parseCommand<O extends Options>(command: string, args: string[],
     }
   }
   return parseArgs({ args: rewritten, options, allowPositionals: true, strict: true });
-}
-
-/** The known name closest to a mistyped one (edit distance ≤ 2, or a prefix), if any. */
-function nearest(name: string, names: string[]): string | null {
-  let best: string | null = null, bestD = 3;
-  for (const n of names) {
-    const d = n.startsWith(name) && name.length >= 3 ? 1 : editDistance(name, n);
-    if (d < bestD) { best = n; bestD = d; }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 export function intOpt(v: string | undefined, flag: string, min = 0): number | undefined {

@@ -12,8 +12,9 @@
 //   4. Otherwise generation_config.json decides through `do_sample`, as in transformers; the default is greedy.
 // A sampling knob that ends up with no effect (greedy decoding, and the layer that set it did not itself ask to
 // sample) is warned about once, as transformers' GenerationConfig.validate does.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { probePath, readTextFile } from '../util/fs.js';
+import { nearest, show } from '../util/text.js';
 import { warnOnce } from '../util/warn.js';
 
 export interface GenerationConfig {
@@ -104,8 +105,25 @@ export interface NormalizeOptions {
   allow?: readonly string[];
 }
 
-/** The file or options object each normalized config came from, for messages in resolveGeneration. */
-const SOURCES = new WeakMap<object, string>();
+/**
+ * Each object normalizeGenerationConfig returned: the file or options object it came from (for messages in
+ * resolveGeneration) and its values as returned, so that resolveGeneration can skip checking it again unless it was
+ * changed since.
+ */
+const NORMALIZED = new WeakMap<object, { source: string; values: Map<string, unknown> }>();
+
+/** Whether `l` holds exactly the values normalizeGenerationConfig gave it (arrays compared by their elements). */
+function unchangedSinceNormalized(l: object): boolean {
+  const rec = NORMALIZED.get(l);
+  if (!rec) return false;
+  const entries = Object.entries(l);
+  if (entries.length !== rec.values.size) return false;
+  return entries.every(([k, v]) => {
+    const was = rec.values.get(k);
+    if (!Array.isArray(v) || !Array.isArray(was)) return Object.is(v, was);
+    return v.length === was.length && v.every((x, i) => Object.is(x, was[i]));
+  });
+}
 
 /**
  * Accept camelCase or snake_case keys, check every value, and return camelCase settings. `source` (a file path, or
@@ -127,7 +145,7 @@ export function normalizeGenerationConfig(raw: unknown, source = 'generation con
       const unsupported = Object.hasOwn(UNSUPPORTED, k) ? k : Object.hasOwn(UNSUPPORTED, snakeOf) ? snakeOf : null;
       if (opts.strict) {
         if (unsupported) throw new GenerationConfigError(`${source}: "${k}" is not supported by lowbit`);
-        const near = nearestKey(k, [...CAMEL, ...allow]);
+        const near = nearest(k, [...CAMEL, ...allow]);
         throw new GenerationConfigError(`${source}: unknown option ${show(k)}${near ? ` (did you mean "${near}"?)` : ''}`);
       }
       if (unsupported && v0 != null && show(v0) !== show(UNSUPPORTED[unsupported])) {
@@ -144,20 +162,16 @@ export function normalizeGenerationConfig(raw: unknown, source = 'generation con
     out[key] = Array.isArray(v) ? v.slice() : v;
     spelledAs[key] = k;
   }
-  SOURCES.set(out, source);
+  NORMALIZED.set(out, { source, values: new Map(Object.entries(out).map(([k, v]) => [k, Array.isArray(v) ? v.slice() : v])) });
   return out as GenerationConfig;
 }
 
 /** The model folder's generation_config.json, checked; {} when there is none. */
 export function readGenerationConfig(dir: string): GenerationConfig {
   const path = join(dir, 'generation_config.json');
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new GenerationConfigError(`${path}: cannot read: ${(e as Error).message}`);
-  }
+  if (probePath(path).kind === 'missing') return {};
+  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+  const text = readTextFile(path, (m) => new GenerationConfigError(m));
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -185,6 +199,11 @@ export interface ResolvedGeneration {
 
 const SAMPLING_KNOBS = ['temperature', 'topP', 'topK', 'minP'] as const;
 
+/** A seed for a call that gave none: two unseeded calls must differ even within one millisecond. */
+export function freshSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
 /**
  * Merge defaults ← layers (earliest first: model config, generation_config.json, …; the last layer is the call's
  * options), check them, decide greedy or sampling by the rule at the top of this file, and settle max/min lengths
@@ -193,8 +212,10 @@ const SAMPLING_KNOBS = ['temperature', 'topP', 'topK', 'minP'] as const;
  */
 export function resolveGeneration(layers: GenerationConfig[], promptLen: number): ResolvedGeneration {
   const n = layers.length;
-  const label = (i: number) => SOURCES.get(layers[i]) ?? (i === n - 1 ? 'generate options' : `generation settings (layer ${i + 1} of ${n})`);
-  const norm = layers.map((l, i) => normalizeGenerationConfig(l, label(i)));
+  const label = (i: number) => NORMALIZED.get(layers[i])?.source ?? (i === n - 1 ? 'generate options' : `generation settings (layer ${i + 1} of ${n})`);
+  // Layers that normalizeGenerationConfig returned (a file read by readGenerationConfig, generate's checked options)
+  // are used as they are, unless changed since.
+  const norm = layers.map((l, i) => (unchangedSinceNormalized(l) ? l : normalizeGenerationConfig(l, label(i))));
   if (!Number.isSafeInteger(promptLen) || promptLen < 0) throw new GenerationConfigError(`prompt length must be a non-negative integer, got ${promptLen}`);
   const c: GenerationConfig = Object.assign({}, GENERATION_DEFAULTS, ...norm);
   const call: GenerationConfig = norm[n - 1] ?? {};
@@ -248,39 +269,6 @@ export function resolveGeneration(layers: GenerationConfig[], promptLen: number)
     // transformers: no pad id → the first eos id.
     padTokenId: c.padTokenId ?? eos[0] ?? 0,
     stopStrings: c.stopStrings ?? [],
-    seed: c.seed ?? (Date.now() >>> 0),
+    seed: c.seed ?? freshSeed(),
   };
-}
-
-/** The closest known key by spelling (case, `_` and `-` ignored first, then edit distance), or null. */
-function nearestKey(k: string, known: string[]): string | null {
-  const flat = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
-  const same = known.find((x) => flat(x) === flat(k));
-  if (same) return same;
-  if (k.length > 64) return null;
-  let best: string | null = null, bestD = Infinity;
-  for (const x of known) {
-    const d = editDistance(flat(k), flat(x));
-    if (d < bestD) { best = x; bestD = d; }
-  }
-  return bestD <= Math.max(2, Math.floor(k.length / 3)) ? best : null;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
-/** A value for a message, cut short (a hostile file can hold megabytes in one key). */
-function show(v: unknown): string {
-  if (typeof v === 'number') return String(v);       // JSON.stringify would write NaN and Infinity as null
-  let s: string;
-  // Deeply nested values overflow JSON.stringify (and String(), which joins recursively): describe those instead.
-  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? typeof v; } catch { s = Array.isArray(v) ? 'a deeply nested list' : typeof v; }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

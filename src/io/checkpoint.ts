@@ -5,7 +5,10 @@ import * as fs from 'node:fs';
 import { basename, join } from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { pyJsonDumps } from '../util/pyjson.js';
-import { commitTemp, fsyncDir, probePath, writeFileExclusive, writeFileTemp, tempTag, writerIsGone } from '../util/fs.js';
+import {
+  commitTemp, fsyncDir, holdTemp, probePath, readTextFile, releaseTemp, tempIsAbandoned, tempTag, TEMP_TAG_RE, writeFileExclusive,
+  writeFileTemp,
+} from '../util/fs.js';
 import { warnOnce } from '../util/warn.js';
 import {
   SafetensorsError, SafetensorsFile, TensorDict, readSafetensors, safetensorsWriter,
@@ -19,9 +22,9 @@ const SHARD_RE = /^model-\d{5}-of-\d{5}\.safetensors$/;
  * written; an index names it only between a save's commit and its rename to the standard name. It ends in
  * `.safetensors` because transformers picks its loader by that suffix.
  */
-const STAGED_RE = /^model-\d{5}-of-\d{5}\.tmp-(\d+)-[0-9a-f]{12}\.safetensors$/;
+const STAGED_RE = new RegExp(String.raw`^model-\d{5}-of-\d{5}${TEMP_TAG_RE}\.safetensors$`);
 /** A temp file of `writeFileTemp` for one of our names; never complete until renamed. */
-const TEMP_RE = /^(?:model\.safetensors|model\.safetensors\.index\.json|model-\d{5}-of-\d{5}\.safetensors)\.tmp-(\d+)-[0-9a-f]{12}$/;
+const TEMP_RE = new RegExp(String.raw`^(?:model\.safetensors|model\.safetensors\.index\.json|model-\d{5}-of-\d{5}\.safetensors)${TEMP_TAG_RE}$`);
 
 /** A checkpoint folder or its index is unusable. `.file` is the folder or the index file. */
 export class CheckpointError extends SafetensorsError { override name = 'CheckpointError'; }
@@ -31,10 +34,15 @@ export interface StateDict {
   files: SafetensorsFile[];
 }
 
-function parseIndex(indexPath: string): Map<string, string> {
+/**
+ * Reads `model.safetensors.index.json`: tensor name → shard file name. Each shard must be a plain file name (it sits
+ * beside the index); anything else is a CheckpointError naming the index and the tensor.
+ */
+export function parseIndex(indexPath: string): Map<string, string> {
+  const text = readTextFile(indexPath, (_m, detail) => new CheckpointError(indexPath, detail));
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+    raw = JSON.parse(text);
   } catch (e) {
     throw new CheckpointError(indexPath, `not valid JSON: ${(e as Error).message}`);
   }
@@ -199,8 +207,8 @@ function committedNames(dir: string): Set<string> | null {
 
 /**
  * Files of ours in `dir` that `keep` does not name: standard checkpoint names (unless `keep` is null), files that
- * `previous` (the checkpoint just replaced) named, and temp and staged files whose writer process is gone. Never
- * anything else in the folder (config.json, a user's files), and never a temp file of a writer that still runs. The
+ * `previous` (the checkpoint just replaced) named, and temp and staged files that no one is writing (their process
+ * is gone, or they carry this thread's tag but no save of ours holds them: see tempIsAbandoned). Never anything else in the folder (config.json, a user's files), and never a temp file of a writer that still runs. The
  * index comes first, so that an index never names a deleted shard.
  */
 function unusedFiles(dir: string, keep: Set<string> | null, previous: Set<string> | null = null): string[] {
@@ -209,7 +217,7 @@ function unusedFiles(dir: string, keep: Set<string> | null, previous: Set<string
     if (keep?.has(f)) continue;
     const tmp = TEMP_RE.exec(f) ?? STAGED_RE.exec(f);
     if (previous?.has(f)) out.push(f);
-    else if (tmp) { if (writerIsGone(Number(tmp[1]))) out.push(f); }
+    else if (tmp) { if (tempIsAbandoned(join(dir, f), Number(tmp[1]), Number(tmp[2] ?? 0))) out.push(f); }
     else if (keep !== null && (f === SAFE_WEIGHTS_NAME || f === SAFE_WEIGHTS_INDEX_NAME || SHARD_RE.test(f))) out.push(f);
   }
   return out.sort((a, b) => Number(b === SAFE_WEIGHTS_INDEX_NAME) - Number(a === SAFE_WEIGHTS_INDEX_NAME));
@@ -264,7 +272,7 @@ function writeIndexTemp(dir: string, bytes: Buffer): string {
  *   (still the new checkpoint), and unlink the staged names. Where hard links are not supported the staged names
  *   stay, with a warning; transformers loads whatever names an index lists.
  * Files of ours that the folder's checkpoint does not use (temp and staged files of an interrupted save whose
- * process is gone, orphaned shards) are removed first. Concurrent saves to one folder are not supported.
+ * writer is gone, orphaned shards) are removed first. Concurrent saves to one folder are not supported.
  */
 export function saveStateDict(dir: string, tensors: TensorDict, opts: SaveOptions = {}): SaveResult {
   const max = parseSize(opts.maxShardSize ?? '5GB');
@@ -297,6 +305,23 @@ export function saveStateDict(dir: string, tensors: TensorDict, opts: SaveOption
   const fills = shardList.map((shard, i) =>
     safetensorsWriter(join(dir, names[i]), shard, metadata, () => onStep('write', firstNames[i])));
 
+  // Held from before they exist until this save returns: files with our pid that nothing holds are leftovers of an
+  // earlier process that had our pid, and a save removes them.
+  const held = firstNames.map((f) => join(dir, f));
+  held.forEach(holdTemp);
+  try {
+    return commitSave(dir, shardList, names, firstNames, fills, totalSize, onStep);
+  } finally {
+    held.forEach(releaseTemp);
+  }
+}
+
+/** saveStateDict's filesystem steps, once every tensor is validated and every name chosen. */
+function commitSave(
+  dir: string, shardList: Map<string, Tensor>[], names: string[], firstNames: string[], fills: ((fd: number) => void)[],
+  totalSize: number, onStep: (s: SaveStep, f?: string) => void,
+): SaveResult {
+  const n = shardList.length;
   try {
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
@@ -322,7 +347,7 @@ export function saveStateDict(dir: string, tensors: TensorDict, opts: SaveOption
     }
   } catch (e) {
     for (const f of written) fs.rmSync(join(dir, f), { force: true });
-    if (indexTmp) fs.rmSync(indexTmp, { force: true });
+    if (indexTmp) { fs.rmSync(indexTmp, { force: true }); releaseTemp(indexTmp); }
     throw e;
   }
 
@@ -343,10 +368,13 @@ export function saveStateDict(dir: string, tensors: TensorDict, opts: SaveOption
   if (probePath(single).kind !== 'missing') {
     onStep('index-renamed');
     // model.safetensors still wins over the new index: removing it is the commit. If that fails the old checkpoint
-    // stays in force, and the next save removes the unused index and staged shards.
+    // stays in force, and the new index and staged shards are removed.
     try {
       fs.unlinkSync(single);
     } catch (e) {
+      // Undo the new index (ours: an old one was removed as unused at the start) and then the shards it names.
+      for (const f of [SAFE_WEIGHTS_INDEX_NAME, ...written]) fs.rmSync(join(dir, f), { force: true });
+      fsyncDir(dir);
       throw new CheckpointError(single, `could not remove it to put the new sharded checkpoint in force, so the folder still holds the old one: ${(e as Error).message}`);
     }
     fsyncDir(dir);
@@ -371,7 +399,7 @@ export function saveStateDict(dir: string, tensors: TensorDict, opts: SaveOption
   } catch (e) {
     // The index in place still names the staged shards; the standard-name links it does not use can go.
     for (const f of linked) fs.rmSync(join(dir, f), { force: true });
-    if (finalTmp) fs.rmSync(finalTmp, { force: true });
+    if (finalTmp) { fs.rmSync(finalTmp, { force: true }); releaseTemp(finalTmp); }
     warnOnce(`${dir}: saved the shards as ${firstNames[0]} … (the index lists them) because they could not be given `
       + `their standard names: ${(e as Error).message}`);
     finalNames = firstNames;

@@ -3,7 +3,8 @@
 // are accepted. Values that no model can have (0 layers, eps ≤ 0, a RoPE factor ≤ 0, sizes past CONFIG_LIMITS) are
 // rejected here, naming the file and key, because downstream they either abort the process (allocations sized by
 // the config) or quietly produce garbage tokens.
-import { readFileSync } from 'node:fs';
+import { readTextFile } from '../util/fs.js';
+import { show } from '../util/text.js';
 
 export class ConfigError extends Error { override name = 'ConfigError'; }
 export class UnsupportedModelError extends ConfigError { override name = 'UnsupportedModelError'; }
@@ -86,9 +87,11 @@ export const CONFIG_LIMITS = {
 } as const;
 
 export function readConfig(path: string): ModelConfig {
+  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+  const text = readTextFile(path, (m) => new ConfigError(m));
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new ConfigError(`${path}: cannot read config: ${(e as Error).message}`);
   }
@@ -132,6 +135,12 @@ function base(r: Reader, raw: Record<string, unknown>, d: { vocab: number; tie: 
   };
 }
 
+/**
+ * The activations lowbit implements, by the names transformers' ACT2FN gives them: "swish" is another name for
+ * SiLU there, so it is read as "silu". Anything else (gelu, relu, …) is a different function, refused at read.
+ */
+const HIDDEN_ACTS: Record<string, string> = { silu: 'silu', swish: 'silu' };
+
 function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaConfig['model_type']): LlamaConfig {
   const isQwen = model_type === 'qwen2';
   const b = base(r, raw, { vocab: 32000, tie: false, maxPos: model_type === 'mistral' ? 4096 * 32 : 2048, bos: 1, eos: 2, pad: null });
@@ -162,7 +171,7 @@ function parseLlama(r: Reader, raw: Record<string, unknown>, model_type: LlamaCo
     intermediate_size: r.size('intermediate_size'),
     num_key_value_heads: kv,
     head_dim: headDim,
-    hidden_act: r.str('hidden_act', 'silu'),
+    hidden_act: r.oneOf('hidden_act', 'silu', HIDDEN_ACTS, model_type),
     rms_norm_eps: r.positive('rms_norm_eps', 1e-6),
     rope_theta: theta,
     rope_scaling: ropeScaling ? parseRopeScaling(ropeScaling, 'rope_scaling', r.source)
@@ -262,20 +271,11 @@ function parseOpt(r: Reader, raw: Record<string, unknown>): OptConfig {
     ffn_dim: r.size('ffn_dim', 3072),
     word_embed_proj_dim: r.size('word_embed_proj_dim', b.hidden_size),
     do_layer_norm_before: r.bool('do_layer_norm_before', true),
-    activation_function: r.str('activation_function', 'relu'),
+    activation_function: r.oneOf('activation_function', 'relu', { relu: 'relu' }, 'opt'),
     enable_bias: r.bool('enable_bias', true),
-    layer_norm_elementwise_affine: r.bool('layer_norm_elementwise_affine', true),
+    layer_norm_elementwise_affine: r.required('layer_norm_elementwise_affine', true, "lowbit's OPT LayerNorms always have a weight and a bias"),
     _remove_final_layer_norm: r.bool('_remove_final_layer_norm', false),
   };
-}
-
-/** JSON.stringify for messages, cut short (a fuzzed or hostile value can be megabytes long). */
-function show(v: unknown): string {
-  if (typeof v === 'number') return String(v);       // JSON.stringify would write NaN and Infinity as null
-  let s: string;
-  // Deeply nested values overflow JSON.stringify (and String(), which joins recursively): describe those instead.
-  try { s = v === undefined ? 'nothing' : JSON.stringify(v) ?? typeof v; } catch { s = Array.isArray(v) ? 'a deeply nested list' : typeof v; }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 type SizeKey = keyof typeof CONFIG_LIMITS;
@@ -333,6 +333,18 @@ class Reader {
     const v = this.raw[key];
     if (v === undefined || v === null) return dflt;
     if (typeof v !== 'string') this.bad(key, 'a string');
+    return v;
+  }
+  /** A string that lowbit implements: `names` maps each accepted spelling to the name the model code uses. */
+  oneOf(key: string, dflt: string, names: Record<string, string>, modelType: string): string {
+    const v = this.str(key, dflt);
+    if (Object.hasOwn(names, v)) return names[v];
+    throw new UnsupportedModelError(`${this.source}: "${key}" ${show(v)} is not supported for ${modelType} (supported: ${Object.keys(names).join(', ')})`);
+  }
+  /** A boolean that must have the one value lowbit implements (`why` says so in the message). */
+  required(key: string, want: boolean, why: string): boolean {
+    const v = this.bool(key, want);
+    if (v !== want) throw new UnsupportedModelError(`${this.source}: "${key}" ${v} is not supported (only ${want}: ${why})`);
     return v;
   }
   objOrNull(key: string): Record<string, unknown> | null {

@@ -1,12 +1,14 @@
 // Model location: a local folder, or a Hub id resolved through the standard HF cache layout
 // (HF_HUB_CACHE or HF_HOME/hub → models--org--name/{refs,snapshots,blobs}). Missing files are fetched with
 // @huggingface/hub (which writes blobs atomically and links them into snapshots/); HF_HUB_OFFLINE=1 uses the
-// cache alone.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+// cache alone. A file that a cached commit lacks is recorded as huggingface_hub does, by an empty
+// models--org--name/.no_exist/<commit>/<file>, so that later loads do not ask the Hub again.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
-import { probePath, writeFileAtomic } from '../util/fs.js';
+import { probePath, readTextFile, writeFileAtomic } from '../util/fs.js';
 import { warnOnce } from '../util/warn.js';
+import { parseIndex } from './checkpoint.js';
 
 export class ModelNotFoundError extends Error { override name = 'ModelNotFoundError'; }
 
@@ -34,7 +36,14 @@ export interface ResolveOptions {
   configOnly?: boolean;
   /** Progress of downloads: file name, bytes so far, total bytes (0 when unknown). */
   onProgress?: (file: string, done: number, total: number) => void;
+  /**
+   * Milliseconds allowed for asking the Hub for the tokenizer files that a cached snapshot lacks (default 10,000);
+   * past it the cached copy is used as it is, with a warning. Downloads of a model not in the cache have no limit.
+   */
+  completionTimeoutMs?: number;
 }
+
+const COMPLETION_TIMEOUT_MS = 10_000;
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 const COMMIT = /^[0-9a-f]{40}$/;
@@ -63,26 +72,28 @@ export function cachedSnapshot(id: string, revision = 'main', cacheDir = hubCach
   if (!COMMIT.test(revision)) {
     const ref = join(repo, 'refs', revision);
     if (!existsSync(ref)) return null;
-    commit = readFileSync(ref, 'utf8').trim();
+    commit = readTextFile(ref, (m) => new ModelNotFoundError(m)).trim();
   }
   const snap = join(repo, 'snapshots', commit);
   return existsSync(snap) ? snap : null;
 }
 
-/** Which needed files a snapshot lacks (config and every weight file). */
+/**
+ * Which needed files a snapshot lacks (config and every weight file). The index is read by the checkpoint loader's
+ * rules (parseIndex): a FIFO, a malformed index or a shard name that is not a plain file name is a CheckpointError.
+ */
 export function missingFiles(dir: string): string[] {
   if (!existsSync(join(dir, 'config.json'))) return ['config.json'];
   const index = join(dir, 'model.safetensors.index.json');
   if (existsSync(join(dir, 'model.safetensors'))) return [];
   if (!existsSync(index)) return ['model.safetensors'];
-  let weightMap: Record<string, string>;
-  try {
-    weightMap = JSON.parse(readFileSync(index, 'utf8')).weight_map;
-  } catch (e) {
-    throw new ModelNotFoundError(`${index}: ${(e as Error).message}`);
-  }
-  const shards = new Set(Object.values(weightMap ?? {}));
+  const shards = new Set(parseIndex(index).values());
   return [...shards].filter((s) => !existsSync(join(dir, s)));
+}
+
+/** huggingface_hub's record that `file` does not exist at `commit`: models--org--name/.no_exist/<commit>/<file>. */
+function noExistMarker(cacheDir: string, id: string, commit: string, file: string): string {
+  return join(cacheDir, `models--${id.replace('/', '--')}`, '.no_exist', commit, file);
 }
 
 /** What a relative path was resolved against, for messages about a name that was not found on disk. */
@@ -104,15 +115,7 @@ export async function resolveModelDir(idOrPath: string, opts: ResolveOptions = {
   const snap = cachedSnapshot(idOrPath, revision, cacheDir);
   const missing = !snap ? ['config.json', 'model weights'] : opts.configOnly ? (existsSync(join(snap, 'config.json')) ? [] : ['config.json']) : missingFiles(snap);
   if (snap && missing.length === 0) {
-    // A snapshot with weights but no tokenizer.json may come from a download that fetched weights only; when online,
-    // fetch what the repository has at that same commit. The cached copy still serves if the Hub cannot be asked.
-    if (!opts.configOnly && !isOffline(opts) && !existsSync(join(snap, 'tokenizer.json'))) {
-      try {
-        await fetchMissing(idOrPath, basename(snap), snap, cacheDir, opts);
-      } catch (e) {
-        warnOnce(`${idOrPath}: the cached copy at ${snap} has no tokenizer.json and the Hub could not be asked for one (${(e as Error).message}); using the cached copy as it is`);
-      }
-    }
+    if (!opts.configOnly && !isOffline(opts) && !existsSync(join(snap, 'tokenizer.json'))) await completeTokenizer(idOrPath, snap, cacheDir, opts);
     return snap;
   }
   if (isOffline(opts)) {
@@ -203,6 +206,71 @@ async function download(id: string, revision: string, cacheDir: string, opts: Re
     writeFileAtomic(ref, commit);
   }
   return snapshot;
+}
+
+/**
+ * A snapshot with weights but no tokenizer.json may come from a download that fetched weights only: ask the Hub,
+ * once and within `completionTimeoutMs`, for the wanted files the repository has at that same commit. Afterwards a
+ * `.no_exist` marker records a tokenizer.json still missing, so later loads make no request: the repository has none
+ * at that commit (facebook/opt-*), or the Hub could not be asked (then the warning names the marker to remove to
+ * ask again). The cached copy serves either way.
+ */
+async function completeTokenizer(id: string, snap: string, cacheDir: string, opts: ResolveOptions): Promise<void> {
+  const commit = basename(snap);
+  const marker = noExistMarker(cacheDir, id, commit, 'tokenizer.json');
+  if (existsSync(marker)) return;
+  const ms = opts.completionTimeoutMs ?? COMPLETION_TIMEOUT_MS;
+  if (typeof ms !== 'number' || !(ms > 0)) throw new TypeError(`resolveModelDir: completionTimeoutMs must be a number > 0, got ${JSON.stringify(ms)}`);
+  let failure: string | null = null;
+  try {
+    await withTimeout(ms, opts.fetch ?? fetch, (fetchFn) => fetchMissing(id, commit, snap, cacheDir, { ...opts, fetch: fetchFn }));
+  } catch (e) {
+    failure = (e as Error)?.message ?? String(e);
+  }
+  if (existsSync(join(snap, 'tokenizer.json'))) return;
+  try {
+    mkdirSync(dirname(marker), { recursive: true });
+    writeFileSync(marker, '');
+  } catch { /* a read-only cache: the next load asks again */ }
+  if (failure !== null) {
+    warnOnce(`${id}: the cached copy at ${snap} has no tokenizer.json and the Hub could not be asked for one (${failure}); using the cached copy as it is. `
+      + `Later loads will not ask again: remove ${marker} to retry`);
+  }
+}
+
+/**
+ * Runs `work` with a fetch whose requests are aborted after `ms` milliseconds, and gives up at that moment even if
+ * an injected fetch ignores the abort. A ref'd timer, unlike AbortSignal.timeout's, keeps the process alive until
+ * then, so a fetch that holds no socket cannot let Node exit with the load still pending.
+ */
+async function withTimeout<T>(ms: number, base: typeof fetch, work: (fetchFn: typeof fetch) => Promise<T>): Promise<T> {
+  const ctl = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const e = new Error(`the Hub did not answer within ${ms} ms`);
+      e.name = 'TimeoutError';
+      ctl.abort(e);
+      reject(e);
+    }, ms);
+  });
+  const fetchFn = ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) =>
+    base(input, { ...init, signal: init?.signal ? eitherSignal(init.signal, ctl.signal) : ctl.signal })) as typeof fetch;
+  try {
+    return await Promise.race([work(fetchFn), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A signal that aborts when either does (AbortSignal.any, which Node 20.0–20.2 lack). */
+function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  const ctl = new AbortController();
+  for (const s of [a, b]) {
+    if (s.aborted) { ctl.abort(s.reason); break; }
+    s.addEventListener('abort', () => ctl.abort(s.reason), { once: true, signal: ctl.signal });
+  }
+  return ctl.signal;
 }
 
 /** Adds the wanted files that the repository has at `commit` and the snapshot `snap` lacks. */

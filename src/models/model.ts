@@ -5,8 +5,12 @@ import type { LinearLike } from '../nn/layers.js';
 import { KVCache } from '../nn/kvcache.js';
 import { DType, toF32Array } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
+import { UnsupportedDtypeError } from '../io/safetensors.js';
 
-/** A tensor the config calls for is absent, has the wrong shape or dtype, or the checkpoint's layers disagree with it. */
+/**
+ * A tensor the config calls for is absent or has the wrong shape, or the checkpoint's layers disagree with it. (A
+ * weight of a dtype that is not a float type is an UnsupportedDtypeError from io/safetensors.)
+ */
 export class MissingTensorError extends Error { override name = 'MissingTensorError'; }
 
 /** An input token id that is not an integer in [0, vocab_size). `row`/`position` locate it in the input. */
@@ -75,7 +79,10 @@ export class Weights {
       throw new MissingTensorError(`${this.source}: tensor "${name}" has shape [${t.shape}], expected [${shape}]`);
     }
     const floats: DType[] = ['F32', 'BF16', 'F16'];
-    if (!floats.includes(t.dtype)) throw new MissingTensorError(`${this.source}: tensor "${name}" has dtype ${t.dtype}, expected a float type`);
+    if (!floats.includes(t.dtype)) {
+      // The checkpoint's own name, as the file spells it.
+      throw new UnsupportedDtypeError(this.source, `has dtype ${t.dtype}; model weights must be F32, BF16 or F16`, this.original?.get(name) ?? name);
+    }
     this.read.add(this.original?.get(name) ?? name);
     return t;
   }

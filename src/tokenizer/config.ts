@@ -1,10 +1,11 @@
 // Reading tokenizer files the way transformers 5 does: tokenizer_config.json keys checked for type (a wrong type
 // is a TokenizerError naming the file and key, never a TypeError later), and the tokenizer rewrites that
 // transformers applies on load.
-import { readFileSync } from 'node:fs';
+import { readTextFile } from '../util/fs.js';
+import { describe } from '../util/text.js';
 import { warnOnce } from '../util/warn.js';
 import { TokenizerError } from './errors.js';
-import { chatTemplateFromConfig, describe } from './template.js';
+import { chatTemplateFromConfig } from './template.js';
 
 /** The tokenizer_config.json keys lowbit uses, checked. `undefined`: the key is absent; `null`: it says none. */
 export interface TokenizerSettings {
@@ -28,9 +29,11 @@ export const SPECIAL_KEYS = ['bos_token', 'eos_token', 'pad_token', 'unk_token']
 
 /** Read a JSON file that must hold an object (tokenizer.json, tokenizer_config.json, special_tokens_map.json). */
 export function readJsonObject(path: string): Record<string, unknown> {
+  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+  const text = readTextFile(path, (m) => new TokenizerError(m));
   let v: unknown;
   try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
+    v = JSON.parse(text);
   } catch (e) {
     throw new TokenizerError(`${path}: ${(e as Error).message}`);
   }

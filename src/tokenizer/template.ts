@@ -2,9 +2,12 @@
 // template (a tokenizer_config.json is data from the Hub) cannot hang or kill the host process. transformers renders
 // templates in jinja2's ImmutableSandboxedEnvironment, which refuses range() over 100,000 items but has no other
 // limit; a library that a server embeds needs one on work and memory as well.
-import { readFileSync, statSync } from 'node:fs';
 import { Environment, Interpreter, Template } from '@huggingface/jinja';
+import { readTextFile } from '../util/fs.js';
+import { describe } from '../util/text.js';
 import { TokenizerError } from './errors.js';
+
+export { describe };
 
 /** Limits for one render. Each is far above what a real chat template needs for thousands of messages. */
 export interface TemplateBudget {
@@ -236,13 +239,8 @@ export function renderChatTemplate(
  * Errors are TokenizerErrors naming the file.
  */
 export function readChatTemplateFile(path: string): ChatTemplateSource {
-  let text: string;
-  try {
-    if (statSync(path).isDirectory()) throw new Error('is a folder, not a file');
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TokenizerError(`${path}: cannot read the chat template: ${(e as Error).message}`);
-  }
+  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+  const text = readTextFile(path, (_m, detail) => new TokenizerError(`${path}: cannot read the chat template: ${detail}`));
   const looksJson = /\.json$/i.test(path) || /^\s*\{/.test(text) && !/^\s*\{[{%#]/.test(text);
   if (!looksJson) {
     if (text.trim() === '') throw new TokenizerError(`${path}: the chat template file is empty`);
@@ -284,13 +282,4 @@ export function chatTemplateFromConfig(json: unknown, path: string): string | nu
   });
   // As transformers' get_chat_template: the one named "default" ("tool_use" only when tools are passed).
   return named.find((t) => t.name === 'default')?.template ?? null;
-}
-
-/** A short type description for error messages: "null", "an array", "a number (5)". */
-export function describe(v: unknown): string {
-  if (v === null || v === undefined) return String(v);
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'object') return 'an object';
-  const s = JSON.stringify(v) ?? String(v);
-  return `a ${typeof v} (${s.length > 40 ? s.slice(0, 37) + '...' : s})`;
 }

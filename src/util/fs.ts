@@ -1,9 +1,11 @@
 // Atomic file writes: write a sibling temp file, fsync, rename over the target. An existing target is either the
-// old file or the new one, never half of each; several files can be staged first and committed together. Also
-// probePath, which tells a missing path from a dangling symlink, a loop or a FIFO without opening anything.
+// old file or the new one, never half of each; several files can be staged first and committed together; a temp
+// file's tag tells a later save whether anyone may still be writing it. Also probePath, which tells a missing path
+// from a dangling symlink, a loop or a FIFO without opening anything, and readTextFile, which reads only regular files.
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { threadId } from 'node:worker_threads';
 
 /** Largest single read/write call (Node refuses ≥ 2 GiB in one call). */
 export const MAX_IO_CHUNK = 1 << 30;
@@ -54,32 +56,49 @@ export function probePath(path: string): PathProbe {
 /**
  * Reads a small text file (config.json, tokenizer files, templates, indexes) after checking that it is a regular
  * file: opening a FIFO would block forever, and a folder or a loop would give a raw errno. Problems are reported
- * through `toError(message)` so each reader keeps its own error class; the message starts with the path.
+ * through `toError(message, detail)` so each reader keeps its own error class; `message` is `<path>: <detail>`.
  */
-export function readTextFile(path: string, toError: (message: string) => Error): string {
+export function readTextFile(path: string, toError: (message: string, detail: string) => Error): string {
+  const fail = (detail: string) => toError(`${path}: ${detail}`, detail);
   const p = probePath(path);
-  if (p.kind === 'missing') throw toError(`${path}: no such file`);
-  if (p.kind === 'dir') throw toError(`${path}: is a folder, not a file`);
-  if (p.kind === 'bad') throw toError(`${path}: ${p.problem}`);
+  if (p.kind === 'missing') throw fail('no such file');
+  if (p.kind === 'dir') throw fail('is a folder, not a file');
+  if (p.kind === 'bad') throw fail(p.problem);
   try {
     return fs.readFileSync(path, 'utf8');
   } catch (e) {
-    throw toError(`${path}: cannot be read: ${(e as Error).message}`);
+    throw fail(`cannot be read: ${(e as Error).message}`);
   }
 }
 
 /**
- * The tag in every temp name lowbit writes: `.tmp-<pid>-<12 hex>`. The pid lets a later writer tell an abandoned
- * temp file (its writer is gone) from one that another live process is still writing.
+ * Temp and staged files that this thread is writing right now (resolved paths), from their creation until they are
+ * committed, removed, or the save that staged them returns. A file tagged with our own pid and thread that is not
+ * here was left by an earlier process that had the same pid (pids repeat, in containers especially) or by a save of
+ * ours that failed, so a later save may remove it.
  */
-export function tempTag(): string {
-  return `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-}
+const inProgress = new Set<string>();
+
+/** Marks `path` as being written by this thread until `releaseTemp(path)`. */
+export function holdTemp(path: string): void { inProgress.add(resolve(path)); }
+export function releaseTemp(path: string): void { inProgress.delete(resolve(path)); }
 
 /**
- * Whether a temp file tagged with `pid` may be deleted: its writer is not this process and no longer runs. A
- * process of another user still counts as running (EPERM). Our own pid counts as running: a save in another worker
- * thread of this process may own the file.
+ * The tag in every temp name lowbit writes: `.tmp-<pid>-<12 hex>`, or `.tmp-<pid>-t<threadId>-<12 hex>` from a worker
+ * thread. The pid lets a later writer tell an abandoned temp file (its writer is gone) from one that another live
+ * process is still writing; the thread id does the same within this process, since each thread has its own
+ * `inProgress` set.
+ */
+export function tempTag(): string {
+  return `.tmp-${process.pid}${threadId === 0 ? '' : `-t${threadId}`}-${randomBytes(6).toString('hex')}`;
+}
+
+/** The tag as a regular expression source; group 1 is the pid, group 2 the thread id (absent: the main thread). */
+export const TEMP_TAG_RE = String.raw`\.tmp-(\d+)(?:-t(\d+))?-[0-9a-f]{12}`;
+
+/**
+ * Whether a temp file tagged with `pid` may be deleted: its writer no longer runs. A process of another user still
+ * counts as running (EPERM). Our own pid counts as running here; `tempIsAbandoned` also settles that case.
  */
 export function writerIsGone(pid: number): boolean {
   if (pid === process.pid || !Number.isSafeInteger(pid) || pid <= 0) return false;
@@ -89,6 +108,16 @@ export function writerIsGone(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ESRCH';
   }
+}
+
+/**
+ * Whether the temp file at `path`, tagged with `pid` and `thread` (0: the main thread), is abandoned: its writer
+ * process is gone, or it carries this thread's tag but this thread is not writing it now. A file of another thread
+ * of this process is kept: that thread may be writing it, and its set cannot be seen from here.
+ */
+export function tempIsAbandoned(path: string, pid: number, thread = 0): boolean {
+  if (pid !== process.pid) return writerIsGone(pid);
+  return thread === threadId && !inProgress.has(resolve(path));
 }
 
 /**
@@ -112,11 +141,17 @@ export function writeFileExclusive(path: string, fill: (fd: number) => void): vo
 /**
  * Writes `fill`'s output to a sibling temp file `<path>.tmp-<pid>-<hex>` (same folder, so the later rename cannot
  * cross filesystems), fsyncs it and returns its path. On failure the temp file is removed. The caller commits it
- * with `commitTemp`.
+ * with `commitTemp`, or removes it and calls `releaseTemp`; until then a save in this folder leaves it alone.
  */
 export function writeFileTemp(path: string, fill: (fd: number) => void): string {
   const tmp = path + tempTag();
-  writeFileExclusive(tmp, fill);
+  holdTemp(tmp);
+  try {
+    writeFileExclusive(tmp, fill);
+  } catch (e) {
+    releaseTemp(tmp);
+    throw e;
+  }
   return tmp;
 }
 
@@ -141,6 +176,8 @@ export function commitTemp(tmp: string, path: string): void {
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw e;
+  } finally {
+    releaseTemp(tmp);
   }
   fsyncDir(dirname(path));
 }
