@@ -21,13 +21,18 @@ describe('native errors', { skip }, () => {
   it('a native allocation that fails (std::bad_alloc) is a RangeError naming the op, on the caller and on pool threads', () => {
     // hd = 0 makes q, k and v empty, so a cache capacity of 10^15 positions passes the length checks; the
     // attention driver's per-thread score buffer (pastLen + T floats, 4 PB) cannot be allocated. H = 1 fails on
-    // the calling thread; H = 65536 splits over two pool threads, whose exceptions must cross back too.
+    // the calling thread; H = 65536 splits over two pool threads, and with the width pinned and a worker claiming
+    // first (poolConfig), a chunk certainly fails on the worker, whose exception must cross back too.
     const r = child(`
       const e = new Float32Array(0);
       a.setThreads(2);
+      a.poolConfig({ adaptive: false, workerFirst: true });
       for (const H of [1, 65536]) {
+        const before = a.poolStats();
         try { a.attention(e, e, e, e, 1, 1, H, 1, 0, 1e15, 1e15 - 1, null, 1, 0); console.log('H=' + H + ' returned'); }
         catch (err) { console.log('H=' + H + ' ' + err.name + ': ' + err.message); }
+        const after = a.poolStats();
+        console.log('H=' + H + ' worker chunks ' + (after.chunksOnWorkers - before.chunksOnWorkers) + ', worker errors ' + (after.errorsOnWorkers - before.errorsOnWorkers));
       }
       // The pool still works afterwards.
       const y = new Float32Array(70001), x = Float32Array.from({ length: 70001 }, (_, i) => i);
@@ -37,8 +42,31 @@ describe('native errors', { skip }, () => {
     assert.equal(r.signal, null, `child died by ${r.signal}: ${r.out}`);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /H=1 RangeError: attention: out of memory/);
+    assert.match(r.out, /H=1 worker chunks 0, worker errors 0/);
     assert.match(r.out, /H=65536 RangeError: attention: out of memory/);
+    assert.match(r.out, /H=65536 worker chunks [12], worker errors [12]\b/);
     assert.match(r.out, /after: true/);
+  });
+
+  it('LOWBIT_POOL_ADAPT=0 pins the split width; poolConfig switches it; a malformed value is an error naming it', () => {
+    let r = child(`console.log(JSON.stringify(a.poolConfig()) + ' ' + a.cpuInfo().activeThreads + '/' + a.getThreads());`, { LOWBIT_POOL_ADAPT: '0', LOWBIT_THREADS: '2' });
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /\{"adaptive":false,"workerFirst":false\} 2\/2/);
+    r = child(`
+      console.log(JSON.stringify(a.poolConfig()));
+      console.log(JSON.stringify(a.poolConfig({ adaptive: false })));
+      a.setThreads(3);  // a new pool keeps the switch
+      console.log(JSON.stringify(a.poolConfig()));
+      try { a.poolConfig({ adaptive: 'no' }); } catch (err) { console.log(err.name + ': ' + err.message); }
+    `, { LOWBIT_POOL_ADAPT: undefined });
+    assert.equal(r.status, 0, r.out);
+    assert.deepEqual(r.out.trim().split('\n'), [
+      '{"adaptive":true,"workerFirst":false}', '{"adaptive":false,"workerFirst":false}', '{"adaptive":false,"workerFirst":false}',
+      'TypeError: poolConfig: adaptive must be a boolean',
+    ]);
+    r = child(`try { a.getThreads(); console.log('no error'); } catch (err) { console.log(err.name + ': ' + err.message); }`, { LOWBIT_POOL_ADAPT: 'off' });
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /RangeError: getThreads: LOWBIT_POOL_ADAPT must be 0 or 1, got 'off'/);
   });
 
   it('kernel-side argument errors keep their message and name the function once', () => {

@@ -1,10 +1,12 @@
 // The thread API of the package (setThreads / getThreads / cpuInfo / measureRoofline) and the pool's behaviour when
 // the cores are taken: chunks that a preempted worker has not started are run by the caller, and waits give the
 // CPU back, so two threads on busy cores decode about as fast as one instead of collapsing (native/cpu/pool.h).
+// Tests that need a chunk on a worker thread pin the width (poolConfig adaptive: false) and make the caller let a
+// worker claim first (workerFirst), then check poolStats: which thread ran what is otherwise up to the scheduler.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { cpuAvailable, cpuInfo, getThreads, measureRoofline, setThreads } from '../src/index.js';
 import { loadAddon, type NativeAddon } from '../src/native/addon.js';
@@ -36,20 +38,125 @@ describe('thread API', { skip }, () => {
   });
 
   it('the pool survives thousands of jobs mixed with failing ones, at 1, 2 and 3 threads', () => {
-    const a = loadAddon()!, t = getThreads();
-    const n = 70001, x = Float32Array.from({ length: n }, (_, i) => i), y = new Float32Array(n), e = new Float32Array(0);
+    const a = loadAddon()!, t = getThreads(), cfg = a.poolConfig();
+    // add splits in chunks of at least 65536 elements, so n = 4·65536 + 1 splits over every one of 3 threads.
+    const n = 262145, x = Float32Array.from({ length: n }, (_, i) => i), y = new Float32Array(n), e = new Float32Array(0);
     try {
+      a.poolConfig({ adaptive: false });  // every job splits over every thread, whatever the machine is doing
       for (const threads of [2, 3, 1]) {
         setThreads(threads);
+        const s0 = a.poolStats();
         for (let i = 0; i < 2000; i++) {
           y.fill(-1);
           a.add(y, x, x, n);
           assert.ok(y[0] === 0 && y[n - 1] === 2 * (n - 1) && y[n >> 1] === 2 * (n >> 1), `threads ${threads}, job ${i}`);
-          // Every 100th job throws std::bad_alloc on the pool's threads (see native-errors.test.ts).
-          if (i % 100 === 0) assert.throws(() => a.attention(e, e, e, e, 1, 1, 65536, 1, 0, 1e15, 1e15 - 1, null, 1, 0), /out of memory/);
+          // Every 100th job throws std::bad_alloc on the pool's threads (see native-errors.test.ts); a worker claims
+          // a chunk first, so with 2+ threads the exception crosses from a worker thread.
+          if (i % 100 === 0) {
+            a.poolConfig({ workerFirst: true });
+            const before = a.poolStats().errorsOnWorkers;
+            try {
+              assert.throws(() => a.attention(e, e, e, e, 1, 1, 65536, 1, 0, 1e15, 1e15 - 1, null, 1, 0), /out of memory/);
+            } finally {
+              a.poolConfig({ workerFirst: false });
+            }
+            if (threads > 1) assert.ok(a.poolStats().errorsOnWorkers > before, `threads ${threads}, job ${i}: no chunk threw on a worker`);
+          }
+        }
+        const s1 = a.poolStats();
+        if (threads > 1) {
+          assert.ok(s1.jobs - s0.jobs >= 2000, `threads ${threads}: ${s1.jobs - s0.jobs} split jobs`);
+          assert.ok(s1.chunksOnWorkers > s0.chunksOnWorkers, `threads ${threads}: no chunk ran on a worker`);
+        } else {
+          assert.equal(s1.chunksOnWorkers, s0.chunksOnWorkers, 'one thread: no workers');
         }
       }
     } finally {
+      a.poolConfig(cfg);
+      setThreads(t);
+    }
+  });
+
+  it('attention gives the same bits on 1, 2 and 3 threads (chunks cut at equal cost), with chunks on workers', () => {
+    const a = loadAddon()!, t = getThreads(), cfg = a.poolConfig();
+    const r = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+    type Case = { B: number; T: number; H: number; nKV: number; hd: number; S: number; past: number; window: number; pad?: number };
+    const cases: Case[] = [
+      { B: 1, T: 300, H: 8, nKV: 2, hd: 64, S: 300, past: 0, window: 0 },      // causal prefill: cost grows with t
+      { B: 2, T: 97, H: 4, nKV: 1, hd: 33, S: 160, past: 50, window: 37, pad: 9 },  // past, window, padding, odd hd
+      { B: 3, T: 1, H: 64, nKV: 8, hd: 128, S: 700, past: 650, window: 0 },    // decode: equal costs
+      { B: 1, T: 129, H: 1, nKV: 1, hd: 64, S: 129, past: 0, window: 16 },     // one head: items are positions
+    ];
+    try {
+      a.poolConfig({ adaptive: false, workerFirst: true });
+      for (const c of cases) {
+        const kvLen = c.past + c.T;
+        const q = r(c.B * c.T * c.H * c.hd), k = r(c.B * c.S * c.nKV * c.hd), v = r(c.B * c.S * c.nKV * c.hd);
+        let mask: Uint8Array | null = null;
+        if (c.pad) { mask = new Uint8Array(c.B * kvLen).fill(1); mask.fill(0, kvLen, kvLen + c.pad); }
+        const run = (threads: number) => {
+          setThreads(threads);
+          const out = new Float32Array(q.length).fill(NaN);
+          a.attention(out, q, k, v, c.B, c.T, c.H, c.nKV, c.hd, c.S, c.past, mask, 1 / Math.sqrt(c.hd), c.window);
+          return out;
+        };
+        const want = run(1);
+        assert.equal(want.findIndex((x) => Number.isNaN(x)), -1, `${JSON.stringify(c)}: an output was not written`);
+        for (const threads of [2, 3]) {
+          const w0 = a.poolStats().chunksOnWorkers;
+          const got = run(threads);
+          assert.ok(a.poolStats().chunksOnWorkers > w0, `${JSON.stringify(c)}, ${threads} threads: no chunk ran on a worker`);
+          const bad = got.findIndex((x, i) => !Object.is(x, want[i]));
+          assert.equal(bad, -1, `${JSON.stringify(c)}, ${threads} threads: element ${bad} is ${got[bad]}, ${want[bad]} on 1 thread`);
+        }
+      }
+    } finally {
+      a.poolConfig(cfg);
+      setThreads(t);
+    }
+  });
+
+  it('causal prefill attention keeps every thread unless a worker was measured off its core (no width misfire)', (ctx) => {
+    // Query t of a causal prefill sees t + 1 keys, so chunks of equal item counts differ fourfold in cost; waiting on
+    // the costlier one once narrowed the width on an idle machine. Now the split is by cost and only a worker
+    // measured off its core while the caller waited on it (a stall) narrows the width. Which calls stall depends on
+    // what else the machine runs; what is certain is that without a stall no call narrows: on an idle machine every
+    // call keeps activeThreads == threads.
+    const a = loadAddon()!, t = getThreads(), cfg = a.poolConfig();
+    const T = 1024, H = 8, nKV = 2, hd = 64;
+    const r = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+    const q = r(T * H * hd), k = r(T * nKV * hd), v = r(T * nKV * hd);
+    const run = () => {
+      const out = new Float32Array(q.length);
+      a.attention(out, q, k, v, 1, T, H, nKV, hd, T, 0, null, 0.125, 0);
+      return out;
+    };
+    try {
+      a.poolConfig({ adaptive: true, workerFirst: false });
+      setThreads(1);
+      const want = run();
+      setThreads(2);  // a fresh pool: full width, no backoff carried over
+      const s0 = a.poolStats();
+      let narrow = 0, stalledCalls = 0, firstStall = -1;
+      for (let i = 0; i < 40; i++) {
+        const before = a.poolStats().stalls;
+        const got = run();
+        const stalled = a.poolStats().stalls > before;
+        if (stalled) { stalledCalls++; if (firstStall < 0) firstStall = i; }
+        const active = cpuInfo().activeThreads;
+        if (active < 2) {
+          narrow++;
+          assert.ok(firstStall >= 0 && firstStall <= i, `call ${i}: activeThreads ${active} with no stall measured before it`);
+        }
+        const bad = got.findIndex((x, j) => !Object.is(x, want[j]));
+        assert.equal(bad, -1, `call ${i}: element ${bad} differs from 1 thread`);
+      }
+      const s1 = a.poolStats();
+      assert.equal(s1.stalls - s0.stalls, stalledCalls);
+      if (stalledCalls === 0) assert.equal(narrow, 0);
+      ctx.diagnostic(`40 calls: ${narrow} narrowed, ${stalledCalls} with a measured stall, ${s1.chunksOnWorkers - s0.chunksOnWorkers} chunks on the worker, ${s1.chunksOnCaller - s0.chunksOnCaller} on the caller, load ${loadavg()[0].toFixed(2)}`);
+    } finally {
+      a.poolConfig(cfg);
       setThreads(t);
     }
   });
@@ -116,7 +223,8 @@ describe('lowbit bench', { skip }, () => {
   it('reports decode beside one busy process and shows progress on stderr, --json included', () => {
     const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
     const model = fileURLToPath(new URL('../../models/kjv-demo', import.meta.url));
-    const r = spawnSync(process.execPath, [cli, 'bench', model, '--prompt-len', '4', '--decode-len', '8', '--threads', '2', '--json'], { encoding: 'utf8', timeout: 120_000 });
+    // A 16 MiB bandwidth probe instead of the default 1 GiB: the test checks the report, not this machine's figures.
+    const r = spawnSync(process.execPath, [cli, 'bench', model, '--prompt-len', '4', '--decode-len', '8', '--threads', '2', '--roofline-bytes', String(16 << 20), '--json'], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
     const res = JSON.parse(r.stdout) as Record<string, number | null>;
     assert.equal(res.threads, 2);
@@ -125,5 +233,18 @@ describe('lowbit bench', { skip }, () => {
     }
     assert.match(r.stderr, /measuring memory bandwidth/);
     assert.match(r.stderr, /decode: 8 tokens beside one busy process/);
+  });
+
+  it('refuses a bad --threads or --roofline-bytes before loading anything', () => {
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    for (const [args, msg] of [
+      [['--threads', '0'], /--threads must be an integer ≥ 1, got "0"/],
+      [['--threads', '2000'], /--threads must be at most 1024, got 2000/],
+      [['--roofline-bytes', '4096'], /--roofline-bytes must be an integer ≥ 1048576, got "4096"/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [cli, 'bench', '/no/such/model', ...args], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, msg);
+    }
   });
 });

@@ -279,6 +279,39 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value PoolStatsFn(const Napi::CallbackInfo& info) {
+  const PoolStats st = pool_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("jobs", double(st.jobs));
+  o.Set("chunksOnWorkers", double(st.chunks_on_workers));
+  o.Set("chunksOnCaller", double(st.chunks_on_caller));
+  o.Set("errorsOnWorkers", double(st.errors_on_workers));
+  o.Set("stalls", double(st.stalls));
+  return o;
+}
+
+// poolConfig({adaptive?, workerFirst?}): sets the given switches (booleans), returns both as they are now.
+Napi::Value PoolConfigFn(const Napi::CallbackInfo& info) {
+  Args a{info, "poolConfig"};
+  PoolConfig c = pool_config();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsObject()) a.type_error("options must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto flag = [&](const char* key, bool& dst) {
+      if (!o.Has(key) || o.Get(key).IsUndefined()) return;
+      if (!o.Get(key).IsBoolean()) a.type_error(std::string(key) + " must be a boolean");
+      dst = o.Get(key).As<Napi::Boolean>().Value();
+    };
+    flag("adaptive", c.adaptive);
+    flag("workerFirst", c.worker_first);
+    pool_set_config(c);
+  }
+  Napi::Object r = Napi::Object::New(info.Env());
+  r.Set("adaptive", c.adaptive);
+  r.Set("workerFirst", c.worker_first);
+  return r;
+}
+
 Napi::Value ScratchStatsFn(const Napi::CallbackInfo& info) {
   const ScratchStats st = scratch_stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -361,6 +394,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<MemBandwidth>(env, exports, "memBandwidth");
   add<FmaPeak>(env, exports, "fmaPeak");
   add<ScratchStatsFn>(env, exports, "scratchStats");
+  add<PoolStatsFn>(env, exports, "poolStats");
+  add<PoolConfigFn>(env, exports, "poolConfig");
   return exports;
 }
 

@@ -66,13 +66,58 @@ void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos
   });
 }
 
+namespace {
+// Attention cost in key rows: query t sees keys(t) keys (pastLen + t + 1, or the window), plus about one row's worth
+// of fixed work. Causal prefill costs grow with t, so equal item counts would hand the last chunk most of the work
+// (and a caller waiting on it looks like it waits on a preempted worker); chunks are cut at equal cost instead.
+struct AttnCost {
+  int64_t T, H, pastLen, window;
+  static constexpr int64_t kItem = 1;
+  int64_t keys(int64_t t) const {
+    const int64_t n = pastLen + t + 1;
+    return window > 0 && n > window ? window : n;
+  }
+  // Σ_{u<m} (keys(u) + kItem): keys grow by one per row until they reach the window.
+  __int128 rows(int64_t m) const {
+    int64_t a = m;  // rows before the window is full
+    if (window > 0) a = std::min(m, std::max<int64_t>(0, window - pastLen));
+    const __int128 grow = __int128(a) * (pastLen + 1) + __int128(a) * (a - 1) / 2;
+    return grow + __int128(m - a) * window + __int128(m) * kItem;
+  }
+  // Cost of items [0, i), items being (b, t, h) with h fastest.
+  __int128 upto(int64_t i) const {
+    const int64_t h = i % H, t = (i / H) % T, b = i / (H * T);
+    return __int128(b) * H * rows(T) + __int128(H) * rows(t) + __int128(h) * (keys(t) + kItem);
+  }
+  // First item of chunk j of n: the smallest i with upto(i) >= total·j/n.
+  int64_t edge(int64_t j, int64_t n, int64_t items, __int128 total) const {
+    if (j <= 0) return 0;
+    if (j >= n) return items;
+    const __int128 target = total * j / n;
+    int64_t lo = 0, hi = items;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (upto(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+};
+}  // namespace
+
 void attention(float* out, const float* q, const float* kc, const float* vc, int64_t B, int64_t T, int64_t H,
                int64_t nKV, int64_t hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale,
                int64_t window) {
   const Kernels* k = active();
-  const int64_t group = H / nKV, kvLen = pastLen + T;
+  const int64_t group = H / nKV, kvLen = pastLen + T, items = B * T * H;
+  if (items <= 0) return;
+  const AttnCost cost{T, H, pastLen, window};
+  const __int128 total = cost.upto(items);
+  // One chunk per kMinWork elements of work (q·k and p·v: 2·hd per key row), at most one per thread of the width.
+  const __int128 work = total * std::max<int64_t>(hd, 1) * 2;
+  const int64_t most = std::min<int64_t>(pool_width(), items);
+  const int64_t chunks = int64_t(std::min<__int128>(most, std::max<__int128>(1, work / kMinWork)));
   // Items are (b, t, h) with h fastest, so the heads sharing one KV head sit together and reuse it from cache.
-  parallel_for(B * T * H, row_grain(kvLen * hd * 2), [&](int64_t i0, int64_t i1) {
+  auto run = [&](int64_t i0, int64_t i1) {
     thread_local Scratch<float> scores;
     float* sc = scores.get(size_t(kvLen));
     for (int64_t item = i0; item < i1; item++) {
@@ -99,6 +144,14 @@ void attention(float* out, const float* q, const float* kc, const float* vc, int
         for (int64_t s = 0; s < n; s++)
           if (!mask[s]) sc[s] = 0.f;
       k->wsum(o, sc, vb, ld, n, hd);
+    }
+  };
+  if (chunks <= 1) { run(0, items); return; }
+  // Chunk c runs items [edge(c), edge(c + 1)); each item is computed the same way whichever chunk holds it.
+  parallel_for_n(chunks, chunks, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+      const int64_t i0 = cost.edge(c, chunks, items, total), i1 = cost.edge(c + 1, chunks, items, total);
+      if (i0 < i1) run(i0, i1);
     }
   });
 }

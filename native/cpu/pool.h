@@ -5,10 +5,12 @@
 //    then yields the CPU, then sleeps on a condition variable. Decode issues ~10 small ops per layer, so the short
 //    spin keeps wake-ups off the fast path on an idle machine; the yield and the sleep hand the core back when it
 //    is contended.
-//  - The split width adapts: when the caller, done with its own share, waits much longer for a chunk in flight than
-//    its share took, that chunk's thread was preempted, so later splits use half as many threads (and leave the
-//    other workers asleep). After a backoff (10 ms, doubling on each repeat up to 1 s) the width doubles again to
-//    probe; on an idle machine no stall happens and every op uses every thread.
+//  - The split width adapts: when the caller, done with its own share, waits on a chunk whose thread was off its
+//    core for 250 µs or more meanwhile (its wall time against its CPU time, read with pthread_getcpuclockid once the
+//    wait passes 50 µs), that thread was preempted, so later splits use half as many threads (and leave the other
+//    workers asleep). After a backoff (10 ms, doubling on each repeat up to 1 s) the width doubles again to probe.
+//    Chunks of unequal cost or a worker slow to wake are not stalls, so on an idle machine every op uses every
+//    thread. LOWBIT_POOL_ADAPT=0 (read at the first start) or pool_set_config pins the width at the thread count.
 //  - An exception thrown by a chunk on any thread is caught there and rethrown on the caller once every chunk has
 //    finished (chunks may point into the caller's stack), so a kernel's std::bad_alloc becomes a JS error.
 #pragma once
@@ -25,6 +27,21 @@ int pool_width();
 // otherwise the physical cores this process may run on (affinity mask and cgroup CPU quota), at most 16.
 int default_threads();
 int physical_cores();  // distinct cores in this process's affinity mask (hardware threads where unknown)
+
+// What the pool did since the process started (poolStats in the addon; tests read it): split jobs, chunks run on
+// workers and on the calling thread (inline runs included), exceptions thrown on workers, stalls detected.
+struct PoolStats {
+  uint64_t jobs = 0, chunks_on_workers = 0, chunks_on_caller = 0, errors_on_workers = 0, stalls = 0;
+};
+PoolStats pool_stats();
+// adaptive: the width follows stalls (default; LOWBIT_POOL_ADAPT=0 starts it off). worker_first (a test hook): the
+// caller waits, up to 2 s, until a worker has claimed a chunk of each split job before it takes any itself, so a
+// test can make an op's chunk run on a worker thread.
+struct PoolConfig {
+  bool adaptive = true, worker_first = false;
+};
+PoolConfig pool_config();
+void pool_set_config(const PoolConfig& c);
 
 // Runs fn(ctx, i) for i in [0, nchunks), each chunk exactly once on some pool thread (the caller included); returns
 // when all are done. Rethrows the first exception a chunk threw.

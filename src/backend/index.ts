@@ -1,7 +1,7 @@
 // Backend selection. Model code receives a Backend and never imports one.
 import type { Backend } from './backend.js';
 import { cpuAvailable, cpuBackend } from './cpu/index.js';
-import { addonLoadError } from './cpu/addon.js';
+import { addonLoadError } from '../native/addon.js';
 import { refBackend } from './ref/index.js';
 
 export type BackendName = 'cpu' | 'ref';

@@ -4,10 +4,11 @@
 // with every core free is the exception (see the thread pool notes in native/cpu/pool.h).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fromPretrained } from '../api.js';
-import { getThreads, measureRoofline, setThreads } from '../backend/cpu/index.js';
+import { getThreads, measureRoofline } from '../backend/cpu/index.js';
 import { getBackend } from '../backend/index.js';
 import { saveStateDict } from '../io/checkpoint.js';
-import type { LlamaConfig, ModelConfig } from '../io/config.js';
+import type { ModelConfig } from '../io/config.js';
+import { modelShape } from '../plan/plan.js';
 import { pyFloat, pyJsonDumps } from '../util/pyjson.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { CausalLM } from '../models/model.js';
@@ -18,21 +19,23 @@ import { buildModel } from '../models/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { join } from 'node:path';
 import { intOpt, parseCommand, progressBar, UsageError } from './args.js';
+import { setThreadsOption } from './common.js';
 import { mkdirSync } from 'node:fs';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--threads N] [--prompt-len 128] [--decode-len 128]
-                    [--no-competitor] [--json]
+                    [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
-       lowbit bench <model dir> [--threads N] [--no-mmap] [--json]
+       lowbit bench <model dir> [--threads N] [--no-mmap] [--roofline-bytes N] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth);
 prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
 that spins on one core and is stopped afterwards) to show how the speed holds up when a core is taken;
---no-competitor skips that row. Progress goes to stderr, with --json too. The default thread count is
-LOWBIT_THREADS when set, else the physical cores (at most 16).
+--no-competitor skips that row. The bandwidth probe reads a buffer of --roofline-bytes (default 1 GiB, at least
+1 MiB; a buffer that fits in the caches overstates the bandwidth). Progress goes to stderr, with --json too. The
+default thread count is LOWBIT_THREADS when set, else the physical cores (at most 16).
 
 Examples:
   lowbit bench --shape tinyllama-1.1b --dtype bf16
@@ -59,8 +62,8 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
     // Prefill computes logits for the last position only.
     flops += 2 * lin.inFeatures * lin.outFeatures * (name === 'lm_head' ? 1 : T);
   }
-  const heads = cfg.num_attention_heads, hd = cfg.model_type === 'opt' ? cfg.hidden_size / heads : (cfg as LlamaConfig).head_dim;
-  flops += cfg.num_hidden_layers * heads * hd * 2 * T * (T + 1);  // q·kᵀ and p·v over the causal triangle
+  const { layers, heads, headDim } = modelShape(cfg);
+  flops += layers * heads * headDim * 2 * T * (T + 1);  // q·kᵀ and p·v over the causal triangle
   bytes += cfg.hidden_size * 2;
   return { bytesPerToken: bytes, prefillFlops: flops };
 }
@@ -71,16 +74,14 @@ export async function runBench(argv: string[]): Promise<number> {
       'prompt-len': { type: 'string', default: '128' }, 'decode-len': { type: 'string', default: '128' },
       json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
+      'roofline-bytes': { type: 'string' },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
   const backend = getBackend('cpu');
-  if (values.threads) {
-    const n = Number(values.threads);
-    if (!Number.isInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads must be an integer from 1 to 1024, got "${values.threads}"`);
-    setThreads(n);
-  }
-  const T = positiveInt(values['prompt-len']!, '--prompt-len');
-  const D = positiveInt(values['decode-len']!, '--decode-len');
+  setThreadsOption(values.threads);
+  const T = intOpt(values['prompt-len'], '--prompt-len', 1)!;
+  const D = intOpt(values['decode-len'], '--decode-len', 1)!;
+  const rooflineBytes = intOpt(values['roofline-bytes'], '--roofline-bytes', 1 << 20);
   // Progress always goes to stderr, so that --json (on stdout) stays parseable and a long run still shows life.
   const log = (s: string) => { process.stderr.write(s + '\n'); };
 
@@ -117,7 +118,7 @@ export async function runBench(argv: string[]): Promise<number> {
 
   const threads = getThreads();
   log(`measuring memory bandwidth and fp32 peak on ${threads} thread(s)…`);
-  const { bandwidthGBs, peakGflops } = measureRoofline();
+  const { bandwidthGBs, peakGflops } = measureRoofline({ bandwidthBytes: rooflineBytes });
 
   const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
   const cache = model.createCache(1, T + D + 1);
@@ -221,8 +222,4 @@ function argmax(a: Float32Array): number {
   let best = 0;
   for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
   return best;
-}
-
-function positiveInt(v: string, flag: string): number {
-  return intOpt(v, flag, 1)!;
 }

@@ -28,6 +28,28 @@ export interface CpuInfo {
   activeThreads: number;
 }
 
+/** What the native thread pool did since the process started (NativeAddon.poolStats; tests read it). */
+export interface PoolStats {
+  /** Jobs split over the pool's threads. */
+  jobs: number;
+  /** Chunks of split jobs run on worker threads. */
+  chunksOnWorkers: number;
+  /** Chunks run on the calling thread, including jobs run inline (one thread, or the pool busy with another caller). */
+  chunksOnCaller: number;
+  /** Exceptions thrown by chunks on worker threads (each rethrown on the caller). */
+  errorsOnWorkers: number;
+  /** Waits on a worker that was off its core for 250 µs or more meanwhile (a preempted worker); each narrows the width while adaptive. */
+  stalls: number;
+}
+
+/** Switches of the native thread pool (NativeAddon.poolConfig). */
+export interface PoolConfig {
+  /** The split width follows stalls (default). LOWBIT_POOL_ADAPT=0, read when the pool first starts, turns it off; off pins activeThreads at threads. */
+  adaptive: boolean;
+  /** Test hook: before taking a chunk itself, the caller waits (up to 2 s) until a worker has claimed one of each split job. */
+  workerFirst: boolean;
+}
+
 /**
  * The addon's functions. All arrays are TypeScript-owned; the addon reads and writes them in place (zero copy).
  * Shapes are passed explicitly; layouts are row-major as in src/backend/backend.ts. Every function throws a JS
@@ -63,6 +85,10 @@ export interface NativeAddon {
   fmaPeak(ms: number): number;
   /** Per-thread scratch buffers: how often any grew since the process started, and the bytes they hold now. */
   scratchStats(): { grows: number; bytes: number };
+  /** The pool's counters (see PoolStats). */
+  poolStats(): PoolStats;
+  /** Sets the given pool switches and returns both as they are now (see PoolConfig). */
+  poolConfig(opts?: Partial<PoolConfig>): PoolConfig;
 }
 
 /** The native addon is not built or does not load; the message says which and what to do. */
