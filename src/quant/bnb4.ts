@@ -60,9 +60,9 @@ export function codeValue(type: Bnb4QuantType, code: number): number {
 // `x > t` tree picks the lower code on a tie.
 const NF4_THRESHOLDS = Float32Array.from({ length: 15 }, (_, i) => f(f(NF4_CODE[i] + NF4_CODE[i + 1]) / 2));
 
-// FP4 decision points on |y|, as the CUDA literals of `dQuantizeFP4` (0.583333f is 6 ulp below the float32
-// midpoint 0.58333337; 0.00260417f, 0.20833333f, 0.29166667f and 0.8333333f differ by 1 ulp), so codes match files
-// written on a GPU. FP4_BY_RANK maps "number of thresholds below |y|" to the magnitude code of that level.
+// FP4 decision points on |y|, as the CUDA literals of `dQuantizeFP4`, so codes match files written on a GPU. They are
+// not the float32 midpoints of the levels: 0.00260417f is 14 ulp above its midpoint, 0.583333f 6 ulp below, and
+// 0.20833333f, 0.29166667f and 0.8333333f 1 ulp below. FP4_BY_RANK maps "number of thresholds below |y|" to the magnitude code of that level.
 const FP4_THRESHOLDS = Float32Array.from([0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333]);
 const FP4_BY_RANK = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
 
@@ -206,8 +206,8 @@ export function unpack4(packed: Uint8Array, n: number): Uint8Array {
  * torch's CPU linspace computes `start + step*i` below the halfway index and `end - step*(steps-1-i)` above it.
  * Its AVX2 and AVX-512 kernels (what torch picks on any recent x86-64, so what checkpoints carry) are compiled with
  * FMA contraction, so each product and sum round once; `fusedMultiplyAdd: false` rounds them separately, as torch's
- * DEFAULT (no-SIMD) kernel and the spec's bnb_dynamic_map_f32.UNCONFIRMED.json do. The two differ by 1 ulp at 42
- * entries. Measured on torch 2.11 with ATEN_CPU_CAPABILITY = default / avx2 / avx512 (docs/p4-progress.md).
+ * DEFAULT (no-SIMD) kernel and the spec's bnb_dynamic_map_f32.UNCONFIRMED.json do. The two differ at 42 entries,
+ * by 1 ulp (2 ulp at two of them). Measured on torch 2.11 with ATEN_CPU_CAPABILITY = default / avx2 / avx512.
  */
 export function createDynamicMap(opts: { fusedMultiplyAdd?: boolean } = {}): Float32Array {
   const fma = opts.fusedMultiplyAdd ?? true;

@@ -4,8 +4,9 @@
 // Semantics are bitsandbytes' (`Int8Params._quantize`, `MatMul8bitLt.forward`, `int8_vectorwise_quant`,
 // `int8_mixed_scaled_mm`): the weight and the activations are cast to float16 before quantization, rounding is
 // half-to-even (`torch.round`, CUDA `__float2int_rn`), and the scale 127/absmax is a float32 reciprocal times 127
-// (CUDA `__fdividef` = MUFU.RCP + FMUL, torch `t.reciprocal() * 127`). The matmul accumulates in float64 and rescales by the exact 1/127², where bitsandbytes
-// multiplies by a float literal (CUDA 6.200012e-05f, torch backend 6.200124e-05) and rounds through float16.
+// (CUDA `__fdividef` = MUFU.RCP + FMUL, torch `t.reciprocal() * 127`). The matmul accumulates in float64 and
+// rescales by the exact 1/127², where bitsandbytes multiplies by a float literal (CUDA 6.200012e-05f, torch backend
+// 6.200124e-05) and rounds through float16.
 import { f16ToF32, f32ToF16 } from '../tensor/dtype.js';
 import { cudaReciprocal, type Reciprocal } from './bnb4.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -174,14 +175,19 @@ export function int8FromStateDict(prefix: string, get: (name: string) => Tensor 
   const wt = get(wName), st = get(sName), ft = get(fName);
   if (!wt) throw new Int8Error(`${wName}: missing from the checkpoint`);
   if (!st) throw new Int8Error(`${sName}: missing from the checkpoint (an int8 layer needs its row scales)`);
-  if (wt.dtype !== 'I8' || wt.shape.length !== 2) throw new Int8Error(`${wName}: expected I8 [out, in], got ${wt.dtype} [${wt.shape.join(', ')}]`);
+  if (wt.dtype !== 'I8' || wt.shape.length !== 2) {
+    throw new Int8Error(`${wName}: expected I8 [out, in], got ${wt.dtype} [${wt.shape.join(', ')}]`);
+  }
   const [rows, cols] = wt.shape as [number, number];
   if (st.dtype !== 'F32' || st.shape.length !== 1 || st.shape[0] !== rows) {
     throw new Int8Error(`${sName}: expected F32 [${rows}], got ${st.dtype} [${st.shape.join(', ')}]`);
   }
   if (ft) {
     const v = ft.dtype === 'U8' && ft.shape.length === 0 ? (ft.data as Uint8Array)[0] : undefined;
-    if (v !== WEIGHT_FORMAT_ROW) throw new Int8Error(`${fName}: only the "row" format (U8 scalar 0) is supported, got ${ft.dtype} [${ft.shape.join(', ')}]${v === undefined ? '' : ` = ${v}`}`);
+    if (v !== WEIGHT_FORMAT_ROW) {
+      const got = `${ft.dtype} [${ft.shape.join(', ')}]${v === undefined ? '' : ` = ${v}`}`;
+      throw new Int8Error(`${fName}: only the "row" format (U8 scalar 0) is supported, got ${got}`);
+    }
   }
   return { shape: [rows, cols], CB: wt.data as Int8Array, SCB: st.data as Float32Array };
 }
