@@ -48,3 +48,7 @@ export {
   TruncatedFileError, HeaderTooLargeError, InvalidHeaderError, InvalidOffsetsError, SizeMismatchError, DuplicateTensorError,
   UnknownDtypeError, UnsupportedDtypeError, TensorNotFoundError, SafetensorsWriteError,
 } from './io/safetensors.js';
+export { checkGenerationFits, isRowError } from './generate/generate.js';
+export type { FitsOptions, RowError } from './generate/generate.js';
+export { StopStringMatcher } from './generate/stream.js';
+export { cleanUpTokenizationSpaces } from './tokenizer/index.js';

@@ -6,7 +6,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { autoBatchSize } from '../src/cli/generate.js';
+import { autoBatchSize, cliMessage, inRows } from '../src/cli/generate.js';
+import { GenerationConfigError } from '../src/generate/config.js';
+import { NonFiniteLogitsError } from '../src/generate/logits.js';
+import { TokenIdError } from '../src/models/model.js';
 import { kvBytesPerToken, modelShape } from '../src/plan/plan.js';
 import { parseConfig } from '../src/io/config.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
@@ -164,6 +167,41 @@ test('in a prompts file, an over-long prompt is named by its line; --truncate ru
   const rows = r.out.trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(rows.slice(0, 3).map((x) => x.truncatedTokens), [0, 0, tokens - 508]);
   assert.equal(rows[2].promptTokens, 508);
+});
+
+test('in a prompts file, an over-long prompt in a later micro-batch is named by its line (blank lines counted)', () => {
+  const file = join(tmp, 'lines.txt');
+  const long = 'And God said, Let there be light: and there was light. '.repeat(60);      // over 512 tokens
+  writeFileSync(file, `In the beginning\n\n${long}\nAmen\n`);
+  const r = lowbit('generate', KJV, '--prompts-file', file, '--batch-size', '1', '--max-new-tokens', '4', '--temperature', '0', '--json');
+  assert.equal(r.code, 1);
+  assert.match(r.err, /^lowbit generate: GenerationConfigError: \S*lines\.txt line 3 \(row 1\): prompt has \d+ tokens; with --max-new-tokens 4 that is \d+ positions, but the model takes at most 512\. .*pass --truncate/m);
+  // The first micro-batch ran and was written before the second was refused.
+  assert.equal(JSON.parse(r.out.trim().split('\n')[0]).index, 0);
+});
+
+test('errors about one prompt carry its row; the CLI renumbers them to the file\'s line and keeps their class and fields', () => {
+  const lines = [1, 2, 4, 5, 9];                                   // file lines of rows 0…4 (blank lines skipped)
+  // An id outside the vocabulary cannot come from text; the error as prepareInput/generate throw it for row 1.
+  const tokenId = new TokenIdError('prompt: row 1, position 7 is token id 99999, outside the vocabulary (vocab_size 4096: ids 0…4095)', 1, 7, 99999, 4096);
+  const t = inRows(tokenId, 3, 'p.txt', lines) as TokenIdError;
+  assert.ok(t instanceof TokenIdError && t.name === 'TokenIdError');
+  assert.equal(t.message, 'p.txt line 9 (row 4): prompt: position 7 is token id 99999, outside the vocabulary (vocab_size 4096: ids 0…4095)');
+  assert.deepEqual([t.row, t.position, t.id, t.vocabSize], [4, 7, 99999, 4096]);
+  assert.equal(tokenId.row, 1);                                    // the original is left as it was
+  const nonFinite = new NonFiniteLogitsError('non-finite logits at decode step 3, row 0: logit of token 5 is NaN; the weights hold NaN/Inf', 3, 0);
+  const n = inRows(nonFinite, 2, 'p.txt', lines) as NonFiniteLogitsError;
+  assert.ok(n instanceof NonFiniteLogitsError);
+  assert.equal(n.message, 'p.txt line 4 (row 2): non-finite logits at decode step 3: logit of token 5 is NaN; the weights hold NaN/Inf');
+  assert.deepEqual([n.step, n.row], [3, 2]);
+  // Errors without a row pass through untouched; the CLI's rewording of a GenerationConfigError keeps its row.
+  const plain = new GenerationConfigError('maxNewTokens 600 leaves no room for a prompt');
+  assert.equal(inRows(plain, 3, 'p.txt', lines), plain);
+  const withRow = Object.defineProperty(new GenerationConfigError('prompt 0 has 600 tokens; with maxNewTokens 4 that is 604 positions'), 'row', { value: 0 });
+  const c = cliMessage(inRows(withRow, 1, 'p.txt', lines)) as GenerationConfigError & { row: number };
+  assert.ok(c instanceof GenerationConfigError);
+  assert.equal(c.message, 'p.txt line 2 (row 1): prompt has 600 tokens; with --max-new-tokens 4 that is 604 positions');
+  assert.equal(c.row, 1);
 });
 
 test('--chat-template FILE renders the prompt with that template (.jinja or JSON); errors name the file', () => {

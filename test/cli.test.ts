@@ -158,6 +158,31 @@ test('info builds the model as generate does: a checkpoint whose tensors do not 
   }
 });
 
+test('info refuses generation settings that generate refuses (new tokens ≥ the model\'s positions), with the same message', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-info-gen-'));
+  try {
+    cpSync(KJV, dir, { recursive: true });
+    const genCfg = JSON.parse(readFileSync(join(dir, 'generation_config.json'), 'utf8'));
+    for (const [key, value, flag] of [['max_new_tokens', 512, '--max-new-tokens'], ['min_new_tokens', 600, '--min-new-tokens']] as const) {
+      writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ ...genCfg, [key]: value }));
+      const gen = lowbit('generate', dir, '--prompt', 'In the beginning');
+      assert.equal(gen.code, 1, gen.out);
+      const why = `GenerationConfigError: ${flag} ${value} leaves no room for a prompt: the model takes at most 512 positions (prompt + new tokens); ask for at most 511 new tokens`;
+      assert.equal(gen.err, `lowbit generate: ${why}\n`);
+      const info = lowbit('info', dir);
+      assert.equal(info.code, 1, info.out);
+      assert.equal(info.err, `lowbit info: ${why}\n`);
+    }
+    // What fits passes: the file's own 64 new tokens, and without a file the command line's default (256 here).
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify(genCfg));
+    assert.equal(lowbit('info', dir).code, 0);
+    rmSync(join(dir, 'generation_config.json'));
+    assert.equal(lowbit('info', dir).code, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('generate --json on tinystories-656k gives the reference greedy ids', { skip: data ? false : NO_DATA }, () => {
   const ref = JSON.parse(readFileSync(join(data!, 'refs', 'tinystories656k_reference.json'), 'utf8'));
   const r = lowbit('generate', join(data!, 'models', 'tinystories-656k'), '--prompt', ref.prompt, '--max-new-tokens', '48', '--temperature', '0', '--json');
@@ -221,15 +246,31 @@ test('chat REPL: real answers, /reset clears the history, /help lists the comman
   assert.match(a[4], /\/help .*\n\/reset .*\n\/exit /);
 });
 
+/**
+ * The bundled model with 8,192 positions instead of 512 (RoPE takes any position; what it writes past 512 does not
+ * matter here), so an answer can be made too long to finish before a Ctrl-C sent after its first bytes arrives.
+ */
+function longKjv(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-long-'));
+  cpSync(KJV, dir, { recursive: true });
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, max_position_embeddings: 8192 }));
+  return dir;
+}
+
 test('chat: Ctrl-C stops the answer being written and returns to the prompt; the next question is answered; Ctrl-C at the prompt leaves', async () => {
-  // --min-new-tokens keeps the first answer going long enough (hundreds of tokens) to interrupt it after its first bytes.
-  const child = spawn(process.execPath, [CLI, 'chat', KJV, '--temperature', '0', '--max-new-tokens', '300', '--min-new-tokens', '300'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '', err = '';
+  // Every answer is 8,000 tokens (--min-new-tokens holds eos back): far more than any machine writes between the
+  // first streamed bytes and the Ctrl-C sent on seeing them, so the Ctrl-C always lands inside an answer.
+  const model = longKjv();
+  const child = spawn(process.execPath, [CLI, 'chat', model, '--temperature', '0', '--max-new-tokens', '8000', '--min-new-tokens', '8000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '', err = '', exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve(exit = { code, signal })));
   const waitFor = async (pred: () => boolean, what: string) => {
     const t0 = Date.now();
     while (!pred()) {
+      if (exit) throw new Error(`lowbit chat exited (${JSON.stringify(exit)}) while waiting for ${what}; stdout: ${out}\nstderr: ${err}`);
+      if (/finished: (length|eos)\]/.test(err)) throw new Error(`an answer finished before the Ctrl-C (waiting for ${what}); stderr: ${err}`);
       if (Date.now() - t0 > 60_000) throw new Error(`timed out waiting for ${what}; stdout: ${out}\nstderr: ${err}`);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -245,21 +286,22 @@ test('chat: Ctrl-C stops the answer being written and returns to the prompt; the
     const stoppedAt = out.length;
     assert.match(err, /\[\d+ prompt \+ (\d+) answer tokens · finished: interrupted\]/);
     const partial = Number(/\+ (\d+) answer tokens · finished: interrupted/.exec(err)![1]);
-    assert.ok(partial < 300, `stopped after ${partial} tokens`);
+    assert.ok(partial < 8000, `stopped after ${partial} tokens`);
     child.stdin.write('/help\n');
     await waitFor(() => out.length > stoppedAt && out.endsWith('> '), 'the help');
     assert.match(out.slice(stoppedAt), /\/reset/);
-    // Still alive and answering (a 300-token answer again: --min-new-tokens holds for every turn).
+    // Still alive and answering: the next answer streams words, and Ctrl-C stops it too.
     const before = out.length;
     child.stdin.write('Quote Psalms 23:1.\n');
-    await waitFor(() => /finished: length\]/.test(err), 'the second answer');
-    await waitFor(() => out.endsWith('> '), 'the prompt after the answer');
-    assert.match(out.slice(before), /^\w+ \w+ \w+/);
+    await waitFor(() => /^\w+ \w+ \w+ /.test(out.slice(before)), 'the second answer\'s first words');
+    child.kill('SIGINT');
+    await waitFor(() => (err.match(/finished: interrupted\]/g) ?? []).length === 2 && out.endsWith('(stopped)\n> '), 'the second stop');
     child.kill('SIGINT');       // idle at the prompt: leave
     const { code } = await exited;
     assert.equal(code, 130);
   } finally {
     child.kill('SIGKILL');
+    rmSync(model, { recursive: true, force: true });
   }
 });
 

@@ -7,11 +7,11 @@ import { Weights } from '../src/models/model.js';
 import { randomLlama } from '../src/models/random.js';
 import { buildModel } from '../src/models/registry.js';
 import { fromPretrained } from '../src/api.js';
-import { generate, generateStream, GenerateOptions, GenerateResult } from '../src/generate/generate.js';
+import { checkGenerationFits, generate, generateStream, GenerateOptions, GenerateResult, isRowError } from '../src/generate/generate.js';
 import { IncrementalDecoder } from '../src/generate/stream.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP } from '../src/generate/logits.js';
-import { GenerationConfigError, normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
+import { GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
 import { goldenCases, NO_DATA, ROOT, sharedData } from './helpers.js';
 import { join } from 'node:path';
 
@@ -250,4 +250,32 @@ test('tinystories-656k: "The little dog" continues with " and his dog", streamed
   assert.equal(streamed, r.texts[0]);
   assert.equal(m.tokenizer!.decode(r.sequences[0], { skipSpecialTokens: true }), 'The little dog' + r.texts[0]);
   assert.equal(r.sequences[0][0], m.tokenizer!.bosTokenId);     // text prompts get BOS, as transformers' pipeline
+});
+
+test('checkGenerationFits runs generate\'s pre-flight checks without running the model, and refuses what generate refuses', async () => {
+  const model = tinyModel();                                        // 128 positions
+  const g = checkGenerationFits(model, { maxNewTokens: 20, temperature: 0.7 }, {});
+  assert.equal(g.maxNewTokens, 20);
+  assert.equal(g.doSample, false);                                  // generation_config.json alone: greedy unless do_sample
+  assert.equal(checkGenerationFits(model, {}, { maxNewTokens: 127 }).maxNewTokens, 127);
+  for (const [file, call] of [[{ maxNewTokens: 128 }, {}], [{}, { minNewTokens: 200, maxNewTokens: 4 }], [{ max_new_tokens: 300 } as GenerationConfig, {}]] as [GenerationConfig, GenerationConfig][]) {
+    const fits = (() => { try { checkGenerationFits(model, file, call); return null; } catch (e) { return e as Error; } })();
+    assert.ok(fits instanceof GenerationConfigError, JSON.stringify([file, call]));
+    await assert.rejects(generate(model, [[1, 2, 3]], { modelDefaults: file, ...call }), (e: Error) => e.message === fits.message);
+  }
+  // A prompt length can be checked too; truncation: 'left' lets a long prompt through, as in generate.
+  assert.throws(() => checkGenerationFits(model, {}, { maxNewTokens: 28, promptTokens: 101 }), /prompt 0 has 101 tokens; with maxNewTokens 28 that is 129 positions/);
+  checkGenerationFits(model, {}, { maxNewTokens: 28, promptTokens: 101, truncation: 'left' });
+  assert.throws(() => checkGenerationFits(model, {}, { maxNewTokens: 4, tokenizr: 1 } as never), /unknown option "tokenizr"/);
+});
+
+test('errors about one prompt carry its row (the index in the prompts given)', async () => {
+  const model = tinyModel();
+  const rowOf = async (p: Promise<unknown>) => { try { await p; } catch (e) { assert.ok(isRowError(e), String(e)); return e.row; } assert.fail('no error'); };
+  assert.equal(await rowOf(generate(model, [[1, 2], [3, ...new Array(125).fill(4)]], { maxNewTokens: 8 })), 1);   // too long
+  assert.equal(await rowOf(generate(model, [[1, 2], [1], []], { maxNewTokens: 2 })), 2);                           // no tokens
+  assert.equal(await rowOf(generate(model, [[1, 2], [1, 64]], { maxNewTokens: 2 })), 1);                           // TokenIdError
+  assert.equal(await rowOf(generate(model, [[1], 'text'], { maxNewTokens: 2 })), 1);                               // no tokenizer
+  // Errors about the settings concern no row.
+  await generate(model, [[1]], { maxNewTokens: 200 }).then(() => assert.fail('accepted'), (e) => assert.ok(!isRowError(e)));
 });

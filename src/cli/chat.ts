@@ -3,7 +3,7 @@
 import { createInterface } from 'node:readline';
 import type { LoadedModel } from '../api.js';
 import { GenerationConfigError } from '../generate/config.js';
-import { generateStream, type GenerateResult } from '../generate/generate.js';
+import { checkGenerationFits, generateStream, type GenerateResult } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 import type { ChatTemplateSource } from '../tokenizer/template.js';
@@ -61,6 +61,12 @@ export async function runChat(argv: string[]): Promise<number> {
   const maxNew = maxNewTokens(m, gen);
   const system: ChatMessage[] = v.system ? [{ role: 'system', content: v.system }] : [];
   const eos = chatTerminators(m, gen, { chatTemplate });
+  // Settings that no question could satisfy (new tokens ≥ the model's positions) fail now, as generate fails.
+  try {
+    checkGenerationFits(m, m.generationConfig, { ...gen, maxNewTokens: maxNew, eosTokenId: eos });
+  } catch (e) {
+    throw cliMessage(e);
+  }
   let history: ChatMessage[] = [];
   const rl = createInterface({ input: process.stdin, terminal: false });
   const out = process.stdout;

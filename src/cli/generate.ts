@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { fromPretrained, LoadedModel } from '../api.js';
 import { GenerationConfigError, type GenerationConfig } from '../generate/config.js';
-import { generateStream, GenerateOptions, GenerateResult, type FinishReason } from '../generate/generate.js';
+import { generateStream, GenerateOptions, GenerateResult, isRowError, type FinishReason } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
 import { readChatTemplateFile, type ChatTemplateSource } from '../tokenizer/template.js';
@@ -146,8 +146,19 @@ export function cliMessage(e: unknown): unknown {
   const msg = e.message
     .replace(/pass truncation: 'left' \(lowbit generate --truncate\)/, 'pass --truncate')
     .replace(/\bmaxNewTokens\b/g, '--max-new-tokens').replace(/\bminNewTokens\b/g, '--min-new-tokens');
-  const out = new GenerationConfigError(msg);
-  out.stack = e.stack;
+  return msg === e.message ? e : withMessage(e, msg);
+}
+
+/**
+ * A copy of `e` with another message: same prototype (class), every own property (a subclass's fields, `row`,
+ * the stack) copied as it is, and the constructor not called (it may take other arguments or check them).
+ */
+export function withMessage<E extends Error>(e: E, message: string, props: Record<string, unknown> = {}): E {
+  const out = Object.create(Object.getPrototypeOf(e)) as E;
+  const own = Object.getOwnPropertyDescriptors(e) as Record<string, PropertyDescriptor>;
+  own.message = { value: message, enumerable: false, writable: true, configurable: true };
+  for (const [k, v] of Object.entries(props)) own[k] = { enumerable: false, writable: false, configurable: true, ...own[k], value: v };
+  Object.defineProperties(out, own);
   return out;
 }
 
@@ -306,15 +317,21 @@ async function batches(m: LoadedModel, prompts: string[], encode: (p: string) =>
   return 0;
 }
 
-/** The library numbers prompts within its micro-batch; name the row and the line of the prompts file instead. */
-function inRows(e: unknown, start: number, file: string, lines: number[]): unknown {
-  if (!(e instanceof Error)) return e;
-  const m = /^prompt (\d+) /.exec(e.message);
-  if (!m) return e;
-  const row = start + Number(m[1]);
-  const out = new (e.constructor as new (msg: string) => Error)(`${file} line ${lines[row]} (row ${row}): prompt ${e.message.slice(m[0].length)}`);
-  out.stack = e.stack;
-  return out;
+/**
+ * An error about one prompt of a micro-batch carries its `row` there (isRowError); name the prompts file's line and
+ * row instead, and drop the micro-batch's numbering from the message. The error keeps its class and every field
+ * (TokenIdError's id and position, NonFiniteLogitsError's step): it is copied without calling its constructor,
+ * with `row` renumbered to the file's row.
+ */
+export function inRows(e: unknown, start: number, file: string, lines: number[]): unknown {
+  if (!isRowError(e)) return e;
+  const row = start + e.row;
+  const n = String(e.row);
+  const msg = e.message
+    .replace(new RegExp(`^((?:generate: )?prompt) ${n} `), '$1 ')            // GenerationConfigError: "prompt 2 has …"
+    .replace(new RegExp(`^(\\w+): row ${n}, `), '$1: ')                         // TokenIdError: "prompt: row 2, position …"
+    .replace(new RegExp(`, row ${n}: `), ': ');                                 // NonFiniteLogitsError: "…decode step 3, row 2: …"
+  return withMessage(e, `${file} line ${lines[row]} (row ${row}): ${msg}`, { row });
 }
 
 interface Row { text: string; tokenIds: number[]; promptTokens: number; generatedTokens: number; finishReason: FinishReason; truncatedTokens: number }
@@ -340,7 +357,4 @@ function progressLine(total: number): (done: number) => void {
 }
 
 function rate(tokens: number, ms: number): number { return ms > 0 ? round(tokens / (ms / 1000)) : 0; }
-function mb(bytes: number): string {
-  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`;
-}
 function round(x: number): number { return Math.round(x * 100) / 100; }

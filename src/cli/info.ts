@@ -1,8 +1,10 @@
 // `lowbit info`: what a checkpoint is, without running it. The model is built as generate builds it (config,
 // every tensor's name and shape, tokenizer and generation_config.json), so info accepts exactly what generate accepts.
 import { fromPretrained } from '../api.js';
+import { checkGenerationFits } from '../generate/generate.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
 import { parseCommand, UsageError } from './args.js';
+import { cliMessage, maxNewTokens } from './generate.js';
 
 export const infoHelp = `lowbit info — describe a model folder or Hub id
 
@@ -10,7 +12,8 @@ Usage: lowbit info <model folder | org/name> [--json] [--revision REV] [--no-mma
 
 Prints the architecture, parameter count (from the tensors), bytes per dtype, KV-cache bytes per token, and the
 quantization config if there is one. The model is checked as lowbit generate checks it (config values, every tensor's
-name and shape, tokenizer files, generation_config.json) without running it: a model info accepts, generate loads.
+name and shape, tokenizer files, generation_config.json and its settings against the model's positions, with
+generate's default answer length) without running it: a model info accepts, generate runs.
 
 Examples:
   lowbit info models/kjv-demo
@@ -25,7 +28,14 @@ export async function runInfo(argv: string[]): Promise<number> {
   });
   if (v.help) { process.stdout.write(infoHelp); return 0; }
   if (positionals.length !== 1) throw new UsageError('give one model folder or Hub id (see lowbit info --help)');
-  const { dir, config, tensors } = await fromPretrained(positionals[0], { revision: v.revision, mmap: !v['no-mmap'] });
+  const m = await fromPretrained(positionals[0], { revision: v.revision, mmap: !v['no-mmap'] });
+  const { dir, config, tensors } = m;
+  // generate's own pre-flight check, with the answer length lowbit generate uses when no flag is given.
+  try {
+    checkGenerationFits(m, m.generationConfig, { maxNewTokens: maxNewTokens(m, {}) });
+  } catch (e) {
+    throw cliMessage(e);
+  }
   const byDtype: Record<string, { tensors: number; params: number; bytes: number }> = {};
   let params = 0;
   for (const t of tensors.values()) {

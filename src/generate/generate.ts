@@ -4,10 +4,10 @@
 import type { LoadedModel } from '../api.js';
 import { checkTokenId, type CausalLM } from '../models/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration, ResolvedGeneration } from './config.js';
+import { freshSeed, GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration, ResolvedGeneration } from './config.js';
 import { checkFiniteRow, processLogits } from './logits.js';
 import { argmax, Rng, sample } from './sampling.js';
-import { IncrementalDecoder } from './stream.js';
+import { IncrementalDecoder, StopStringMatcher } from './stream.js';
 
 export type FinishReason = 'eos' | 'length' | 'stop';
 
@@ -67,6 +67,24 @@ export function padLeft(prompts: number[][], padId: number): { ids: number[][]; 
   };
 }
 
+/**
+ * An error about one prompt of the batch: `row` is its index in the prompts given to generate (TokenIdError and
+ * NonFiniteLogitsError have their own `row`; GenerationConfigErrors about one prompt get it here), so a caller that
+ * ran a slice of a larger list can name the prompt in its own terms (lowbit generate names the prompts file's line).
+ */
+export type RowError = Error & { readonly row: number };
+
+/** `e` with a `row` property (non-enumerable like `message`, and configurable so a copy can renumber it). */
+function withRow<E extends Error>(e: E, row: number): E & { readonly row: number } {
+  Object.defineProperty(e, 'row', { value: row, enumerable: false, writable: false, configurable: true });
+  return e as E & { readonly row: number };
+}
+
+/** Whether `e` is about one prompt of the batch (see RowError). */
+export function isRowError(e: unknown): e is RowError {
+  return e instanceof Error && Number.isSafeInteger((e as { row?: unknown }).row);
+}
+
 function isLoadedModel(m: CausalLM | LoadedModel): m is LoadedModel {
   return typeof (m as CausalLM).forward !== 'function' && typeof (m as LoadedModel).model?.forward === 'function';
 }
@@ -80,14 +98,14 @@ function promptIds(prompts: Prompt | Prompt[], tokenizer: Tokenizer | undefined,
   return list.map((p, row) => {
     let ids: number[];
     if (typeof p === 'string') {
-      if (!tokenizer) throw new GenerationConfigError(`generate: prompt ${row} is text but there is no tokenizer: pass options.tokenizer, or the LoadedModel from fromPretrained (its folder needs a tokenizer.json)`);
+      if (!tokenizer) throw withRow(new GenerationConfigError(`generate: prompt ${row} is text but there is no tokenizer: pass options.tokenizer, or the LoadedModel from fromPretrained (its folder needs a tokenizer.json)`), row);
       ids = tokenizer.encode(p);
     } else if (Array.isArray(p)) {
       ids = p;
     } else {
-      throw new GenerationConfigError(`generate: prompt ${row} must be a string or an array of token ids, got ${p === null ? 'null' : typeof p}`);
+      throw withRow(new GenerationConfigError(`generate: prompt ${row} must be a string or an array of token ids, got ${p === null ? 'null' : typeof p}`), row);
     }
-    if (ids.length === 0) throw new GenerationConfigError(`generate: prompt ${row} has no tokens; every prompt needs at least one`);
+    if (ids.length === 0) throw withRow(new GenerationConfigError(`generate: prompt ${row} has no tokens; every prompt needs at least one`), row);
     ids.forEach((id, t) => checkTokenId(id, row, t, vocabSize, 'prompt'));
     return ids;
   });
@@ -99,12 +117,7 @@ function promptIds(prompts: Prompt | Prompt[], tokenizer: Tokenizer | undefined,
  * or cuts from the left when asked.
  */
 function fitPositions(prompts: number[][], g: ResolvedGeneration, limit: number, truncation: 'left' | 'none'): { prompts: number[][]; truncated: number[] } {
-  const fromMin = g.minNewTokens > g.maxNewTokens;
-  const newTokens = fromMin ? g.minNewTokens : g.maxNewTokens;
-  const what = fromMin ? `minNewTokens ${g.minNewTokens}` : `maxNewTokens ${g.maxNewTokens}`;
-  if (newTokens >= limit) {
-    throw new GenerationConfigError(`${what} leaves no room for a prompt: the model takes at most ${limit} positions (prompt + new tokens); ask for at most ${limit - 1} new tokens`);
-  }
+  const { newTokens, what } = checkRoom(g, limit);
   const room = limit - newTokens;
   let longest = 0;
   prompts.forEach((p, b) => { if (p.length > prompts[longest].length) longest = b; });
@@ -112,15 +125,54 @@ function fitPositions(prompts: number[][], g: ResolvedGeneration, limit: number,
   if (truncated[longest] === 0) return { prompts, truncated };
   if (truncation === 'none') {
     const n = prompts[longest].length;
-    throw new GenerationConfigError(`prompt ${longest} has ${n} tokens; with ${what} that is ${n + newTokens} positions, but the model takes at most ${limit}. ` +
-      `Shorten the prompt, ask for fewer new tokens, or pass truncation: 'left' (lowbit generate --truncate) to keep the prompt's last ${room} tokens`);
+    throw withRow(new GenerationConfigError(`prompt ${longest} has ${n} tokens; with ${what} that is ${n + newTokens} positions, but the model takes at most ${limit}. ` +
+      `Shorten the prompt, ask for fewer new tokens, or pass truncation: 'left' (lowbit generate --truncate) to keep the prompt's last ${room} tokens`), longest);
   }
   return { prompts: prompts.map((p, b) => (truncated[b] ? p.slice(truncated[b]) : p)), truncated };
 }
 
-/** A seed for a call that gave none: two unseeded calls must differ even within one millisecond. */
-function freshSeed(): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0];
+/** The new tokens a request reserves (the larger of max and min), refused when they leave no position for a prompt. */
+function checkRoom(g: ResolvedGeneration, limit: number): { newTokens: number; what: string } {
+  const fromMin = g.minNewTokens > g.maxNewTokens;
+  const newTokens = fromMin ? g.minNewTokens : g.maxNewTokens;
+  const what = fromMin ? `minNewTokens ${g.minNewTokens}` : `maxNewTokens ${g.maxNewTokens}`;
+  if (newTokens >= limit) {
+    throw new GenerationConfigError(`${what} leaves no room for a prompt: the model takes at most ${limit} positions (prompt + new tokens); ask for at most ${limit - 1} new tokens`);
+  }
+  return { newTokens, what };
+}
+
+/** The settings one call runs with: the model config's eos/pad ← generation_config.json ← the call. */
+function resolveFor(lm: CausalLM, modelDefaults: GenerationConfig, call: GenerationConfig, promptLen: number): ResolvedGeneration {
+  return resolveGeneration([
+    { eosTokenId: lm.config.eos_token_id, padTokenId: lm.config.pad_token_id },
+    modelDefaults,
+    call,
+  ], promptLen);
+}
+
+export interface FitsOptions extends GenerationConfig {
+  /** The prompt's length in tokens (default 1, the shortest there is: then only the settings themselves are checked). */
+  promptTokens?: number;
+  /** As GenerateOptions.truncation: with 'left' an over-long prompt is not refused (new tokens still must fit). */
+  truncation?: 'left' | 'none';
+}
+
+/**
+ * What generate() checks before it runs anything, without running anything: the settings of generation_config.json
+ * (`generationConfig`, default the LoadedModel's) and of `call` (generation options, as generate takes them) resolved
+ * against the model the way generate resolves them, and a prompt of `promptTokens` plus the new tokens within
+ * `model.maxPositions`. Throws what generate would throw (GenerationConfigError); returns the resolved settings.
+ * `lowbit info` runs it with the command line's default answer length, so a model it accepts, generate runs.
+ */
+export function checkGenerationFits(model: CausalLM | LoadedModel, generationConfig?: GenerationConfig, call: FitsOptions = {}): ResolvedGeneration {
+  const lm = isLoadedModel(model) ? model.model : model;
+  const { promptTokens = 1, truncation = 'none', ...rest } = call;
+  if (!Number.isSafeInteger(promptTokens) || promptTokens < 1) throw new GenerationConfigError(`promptTokens must be an integer ≥ 1, got ${String(promptTokens)}`);
+  const settings = normalizeGenerationConfig(rest, 'generate options', { strict: true });
+  const g = resolveFor(lm, generationConfig ?? (isLoadedModel(model) ? model.generationConfig : {}), settings, promptTokens);
+  fitPositions([new Array<number>(promptTokens).fill(0)], g, lm.maxPositions, truncation);
+  return g;
 }
 
 /**
@@ -140,11 +192,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const modelDefaults = opts.modelDefaults ?? loaded?.generationConfig ?? {};
   const V = lm.config.vocab_size;
   const given = promptIds(prompts, tokenizer, V);
-  const g: ResolvedGeneration = resolveGeneration([
-    { eosTokenId: lm.config.eos_token_id, padTokenId: lm.config.pad_token_id },
-    modelDefaults,
-    call,
-  ], Math.max(...given.map((p) => p.length)));
+  const g = resolveFor(lm, modelDefaults, call, Math.max(...given.map((p) => p.length)));
   if (g.stopStrings.length && !tokenizer) throw new GenerationConfigError('stopStrings need a tokenizer');
   const { prompts: rows, truncated } = fitPositions(given, g, lm.maxPositions, truncation);
 
@@ -162,6 +210,8 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const tokens: number[][] = rows.map(() => []);
   const finish: (FinishReason | null)[] = rows.map(() => null);
   const decoders = tokenizer ? rows.map((p) => new IncrementalDecoder(tokenizer, { context: p })) : null;
+  // Each check sees only the text a new occurrence can touch: no step scans the whole output.
+  const stops = decoders && g.stopStrings.length ? rows.map(() => new StopStringMatcher(g.stopStrings)) : null;
   const texts = rows.map(() => '');   // filled from the decoders at the end
   const timings = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
 
@@ -188,7 +238,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
       history[b].push(id);
       let text = decoders ? decoders[b].push(id) : '';
       if (g.eos.includes(id)) finish[b] = 'eos';
-      else if (g.stopStrings.length && g.stopStrings.some((s) => decoders![b].text.includes(s))) finish[b] = 'stop';
+      else if (stops && stops[b].check(text, decoders![b].pendingText)) finish[b] = 'stop';
       else if (tokens[b].length >= g.maxNewTokens) finish[b] = 'length';
       if (finish[b] && decoders) text += decoders[b].flush();     // the row is done: nothing is held back any more
       events.push(finish[b] ? { row: b, tokenId: id, text, finishReason: finish[b]! } : { row: b, tokenId: id, text });
@@ -200,7 +250,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;
-  // The authoritative text is the full decode (streamed deltas may differ only where clean-up rewrote a word).
+  // The authoritative text is one full decode per row (the streamed deltas add up to it: test/stream.test.ts).
   if (decoders) decoders.forEach((d, b) => { texts[b] = d.text; });
   return {
     sequences: rows.map((p, b) => [...p, ...tokens[b]]),

@@ -1,8 +1,9 @@
 // Tokenizers come from @huggingface/tokenizers and chat templates from @huggingface/jinja; this file only reads a
 // model folder's tokenizer files the way transformers does and exposes the few things generation needs.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { readTextFile } from '../util/fs.js';
 import { asObject, llamaClassRewrite, readJsonObject, readSettings, SPECIAL_KEYS, specialToken, TokenizerSettings } from './config.js';
 import { TokenizerError } from './errors.js';
 import { ChatTemplateSource, describe, parseChatTemplate, renderChatTemplate, TemplateBudget } from './template.js';
@@ -13,6 +14,16 @@ export {
 } from './template.js';
 
 export interface ChatMessage { role: string; content: string }
+
+/**
+ * transformers' clean_up_tokenization (" ." → ".", " n't" → "n't", …), the same replacements in the same order as
+ * Python's str.replace and tokenizers.js. Each pattern starts with a space and spans at most 4 characters, so text
+ * can be cleaned piece by piece at cuts no pattern spans (IncrementalDecoder relies on that).
+ */
+export function cleanUpTokenizationSpaces(text: string): string {
+  return text.replace(/ \./g, '.').replace(/ \?/g, '?').replace(/ !/g, '!').replace(/ ,/g, ',').replace(/ ' /g, "'")
+    .replace(/ n't/g, "n't").replace(/ 'm/g, "'m").replace(/ 's/g, "'s").replace(/ 've/g, "'ve").replace(/ 're/g, "'re");
+}
 
 export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
@@ -39,6 +50,11 @@ export class Tokenizer {
   private readonly settings: TokenizerSettings;
   private readonly isBpe: boolean;
   private readonly tok: HfTokenizer;
+  /** Token strings that skipSpecialTokens drops (as tokenizers.js decides: added special tokens and the config's additional ones). */
+  private readonly specialTokens: Set<string>;
+  private vocabSizeCache: number | null = null;
+  /** tokenizers.js trims the text of a BPE model with an end-of-word suffix ("</w>") when it skips special tokens. */
+  private readonly trimOnSkip: boolean;
 
   /**
    * Build from a parsed tokenizer.json and tokenizer_config.json. Wrong shapes or types are TokenizerErrors that
@@ -51,6 +67,7 @@ export class Tokenizer {
     const s = this.settings = readSettings(asObject(config, cfgWhere), cfgWhere);
     const json = llamaClassRewrite(raw, s, jsonWhere);
     this.isBpe = (json.model as { type?: unknown } | null)?.type === 'BPE';
+    this.trimOnSkip = this.isBpe && json.decoder != null && !!(json.model as { end_of_word_suffix?: unknown }).end_of_word_suffix;
     // Only the keys tokenizers.js reads, already checked; clean-up is decided per decode call (see decode).
     const hfConfig = {
       bos_token: s.bosToken ?? undefined, eos_token: s.eosToken ?? undefined, pad_token: s.padToken ?? undefined,
@@ -69,6 +86,8 @@ export class Tokenizer {
     this.unkToken = s.unkToken ?? null;
     this.chatTemplate = s.chatTemplate;
     this.chatTemplatePath = files.chatTemplate ?? cfgWhere;
+    this.specialTokens = new Set([...this.tok.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.content));
+    for (const t of s.additionalSpecialTokens) this.specialTokens.add(t);
   }
 
   /** Read tokenizer.json + tokenizer_config.json (+ special_tokens_map.json, chat_template.jinja) from a folder. */
@@ -94,11 +113,8 @@ export class Tokenizer {
     }
     const jinja = join(dir, 'chat_template.jinja');
     if (existsSync(jinja)) {
-      try {
-        config.chat_template = readFileSync(jinja, 'utf8');
-      } catch (e) {
-        throw new TokenizerError(`${jinja}: ${(e as Error).message}`);
-      }
+      // Refuses a FIFO (which would block forever), a folder or a symlink loop before opening.
+      config.chat_template = readTextFile(jinja, (msg) => new TokenizerError(msg));
       files.chatTemplate = jinja;
     }
     return new Tokenizer(readJsonObject(tj), config, dir, files);
@@ -111,7 +127,11 @@ export class Tokenizer {
   get bosTokenId(): number | null { return this.tokenId(this.bosToken); }
   get eosTokenId(): number | null { return this.tokenId(this.eosToken); }
   get padTokenId(): number | null { return this.tokenId(this.padToken); }
-  get vocabSize(): number { return this.tok.get_vocab(true).size; }
+  /** Tokens in the vocabulary, added tokens included (counted once: get_vocab builds a map of every token). */
+  get vocabSize(): number { return (this.vocabSizeCache ??= this.tok.get_vocab(true).size); }
+
+  /** Whether decode cleans up spaces by default (clean_up_tokenization_spaces, never for BPE unless forced; see decode). */
+  get cleansUpSpaces(): boolean { return this.settings.cleanUpTokenizationSpaces && (!this.isBpe || this.settings.cleanUpForBpe); }
 
   /** Text → ids; special tokens (BOS…) added by the tokenizer's post-processor unless addSpecialTokens is false. */
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
@@ -126,16 +146,23 @@ export class Tokenizer {
    */
   decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean } = {}): string {
     // As the Rust tokenizers library does, ids that name no token are dropped (tokenizers.js would hand the decoder
-    // a null and throw a TypeError); an id that is not a non-negative integer is the caller's error.
+    // a null and throw a TypeError); an id that is not a non-negative integer is the caller's error. Special tokens
+    // are dropped here through a set (tokenizers.js searches its list of them for every id); clean-up is ours too.
+    // The work is proportional to the ids given: streaming decodes a few ids per token (IncrementalDecoder).
+    const skip = opts.skipSpecialTokens ?? false;
     const known: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!Number.isInteger(id) || id < 0) throw new TokenizerError(`${this.source}: cannot decode token id ${id} (at ${i}): ids are non-negative integers`);
-      if (this.tok.id_to_token(id) != null) known.push(id);
+      const token = this.tok.id_to_token(id);
+      if (token != null && !(skip && this.specialTokens.has(token))) known.push(id);
     }
     if (known.length === 0) return '';   // tokenizers.js rejects an empty list; transformers returns ''
-    const cleanUp = (opts.cleanUpTokenizationSpaces ?? this.settings.cleanUpTokenizationSpaces) && (!this.isBpe || this.settings.cleanUpForBpe);
-    return this.tok.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
+    let text = this.tok.decode(known, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    if (skip && this.trimOnSkip) text = text.trim();
+    const cleanUp = opts.cleanUpTokenizationSpaces === undefined ? this.cleansUpSpaces
+      : opts.cleanUpTokenizationSpaces && (!this.isBpe || this.settings.cleanUpForBpe);
+    return cleanUp ? cleanUpTokenizationSpaces(text) : text;
   }
 
   idToToken(id: number): string | null { return this.tok.id_to_token(id) ?? null; }
