@@ -21,12 +21,15 @@ OUTDIR receives:
   hf_llama_bf16/          a 1-layer random Llama saved by transformers (bf16),
   hf_llama_nf4dq/         the same loaded with BitsAndBytesConfig(nf4, double quant, bf16 compute), save_pretrained,
   hf_llama_int8/          the same loaded with BitsAndBytesConfig(load_in_8bit=True) in fp16, save_pretrained.
+  cuda_rcp_h200.txt       how far --use_fast_math `1.0f/x` (bitsandbytes' block scale; one MUFU.RCP) is from IEEE
+                          for every float32 mantissa a float16/bfloat16 value can have (RCP_CU below, built by nvcc).
 """
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import torch
 import bitsandbytes as bnb
@@ -131,6 +134,56 @@ for name, qc, dtype in [
         q.save_pretrained(os.path.join(out, name))
     except Exception as e:
         meta["errors"][name] = repr(e)
+
+# ---- the GPU's block-scale reciprocal ---------------------------------------------------------------------
+RCP_CU = r"""
+// For the 1024 float32 mantissas whose low 13 bits are zero (every float16 / bfloat16 value has one), the ulp
+// deviation of --use_fast_math 1.0f/x from IEEE, whether it is the same in every binade tried, and whether
+// __fdividef(127.0f, x) equals fl32(127 * (1.0f/x)).
+#include <cstdio>
+#include <cstdint>
+#include <cstring>
+#include <cmath>
+__global__ void k(const float* x, float* r, float* d, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) { r[i] = 1.0f / x[i]; d[i] = __fdividef(127.0f, x[i]); }
+}
+static uint32_t bits(float v) { uint32_t b; memcpy(&b, &v, 4); return b; }
+int main() {
+  const int E0 = -30, NE = 61, M = 1024, n = M * NE;
+  float *x = new float[n], *r = new float[n], *d = new float[n], *gx, *gr, *gd;
+  if (cudaMalloc(&gx, n * 4) || cudaMalloc(&gr, n * 4) || cudaMalloc(&gd, n * 4)) { printf("cudaMalloc failed\n"); return 1; }
+  for (int e = 0; e < NE; e++) for (int m = 0; m < M; m++) x[e * M + m] = ldexpf(1.0f + m / 1024.0f, E0 + e);
+  cudaMemcpy(gx, x, n * 4, cudaMemcpyHostToDevice);
+  k<<<(n + 255) / 256, 256>>>(gx, gr, gd, n);
+  if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(r, gr, n * 4, cudaMemcpyDeviceToHost) != cudaSuccess ||
+      cudaMemcpy(d, gd, n * 4, cudaMemcpyDeviceToHost) != cudaSuccess) { printf("cuda failed\n"); return 1; }
+  int binade_mismatch = 0, fdiv_mismatch = 0, nonzero = 0;
+  printf("DEV ");
+  for (int m = 0; m < M; m++) {
+    long dev0 = 0;
+    for (int e = 0; e < NE; e++) {
+      int i = e * M + m;
+      float ieee = (float)(1.0 / (double)x[i]);
+      long dv = (long)bits(r[i]) - (long)bits(ieee);
+      if (e == 0) dev0 = dv; else if (dv != dev0) binade_mismatch++;
+      if (bits(d[i]) != bits((float)(127.0f * r[i]))) fdiv_mismatch++;
+    }
+    if (dev0) nonzero++;
+    printf("%c", dev0 == 0 ? '0' : dev0 == 1 ? '+' : dev0 == -1 ? '-' : '?');
+  }
+  printf("\nmantissas with a deviation: %d of %d; binade mismatches: %d; fdividef != 127*rcp: %d of %d\n",
+         nonzero, M, binade_mismatch, fdiv_mismatch, n);
+  return 0;
+}
+"""
+with tempfile.TemporaryDirectory() as tmp:
+    src, exe = os.path.join(tmp, "rcp_table.cu"), os.path.join(tmp, "rcp_table")
+    with open(src, "w") as f:
+        f.write(RCP_CU)
+    subprocess.run(["nvcc", "--use_fast_math", "-gencode=arch=compute_90,code=sm_90", "-o", exe, src], check=True)
+    with open(os.path.join(out, "cuda_rcp_h200.txt"), "w") as f:
+        f.write(subprocess.run([exe], check=True, capture_output=True, text=True).stdout)
 
 with open(os.path.join(out, "bnb_golden.json"), "w") as f:
     json.dump(meta, f, indent=1)
