@@ -1,3 +1,4 @@
+import type { QuantFormat, QuantizedWeight } from '../quant/qweight.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 
@@ -14,7 +15,7 @@ export interface AttentionArgs {
 }
 
 export type OpName =
-  | 'matmul' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
+  | 'matmul' | 'matmulQ' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
 
 /**
  * The op catalogue. Activations are F32; weights keep their checkpoint dtype (F32/BF16/F16) and are widened to
@@ -23,10 +24,16 @@ export type OpName =
 export interface Backend {
   readonly name: string;
   readonly device: Device;
-  supports(op: OpName, dtypes: readonly DType[]): boolean;
+  /** Whether `op` runs here for these operand dtypes (or, for matmulQ, quantized formats). */
+  supports(op: OpName, types: readonly (DType | QuantFormat)[]): boolean;
 
   /** out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]). */
   matmul(x: Tensor<'F32'>, w: Tensor, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
+  /**
+   * out[M,N] = x[M,K] · dequant(qw)[N,K]ᵀ (+ bias[N]) for a quantized weight. A backend may lack it, or lack some
+   * formats: callers go through backend/dispatch.ts, which asks supports('matmulQ', [format]) and falls back to ref.
+   */
+  matmulQ?(x: Tensor<'F32'>, qw: QuantizedWeight, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   layernorm(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;

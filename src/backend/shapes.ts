@@ -27,6 +27,16 @@ export function matmulShape(x: Tensor, w: Tensor, bias: Tensor | null, out: Tens
   return { M, N, K };
 }
 
+/** matmulQ: out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]) with the quantized weight's [N, K]. */
+export function matmulQShape(x: Tensor, wShape: readonly [number, number], bias: Tensor | null, out: Tensor): { M: number; N: number; K: number } {
+  const [N, K] = wShape;
+  if (lastDim(x) !== K) throw new ShapeError(`matmulQ: x [${x.shape}] vs quantized w [${wShape}]`);
+  const M = rowsOf('matmulQ', x, K);
+  checkSize('matmulQ out', out, M * N);
+  if (bias) checkSize('matmulQ bias', bias, N);
+  return { M, N, K };
+}
+
 /** rmsnorm / layernorm: x [rows, D], each parameter [D], out like x. */
 export function normShape(op: string, x: Tensor, params: Record<string, Tensor>, out: Tensor): { rows: number; D: number } {
   const D = lastDim(x), rows = rowsOf(op, x, D);

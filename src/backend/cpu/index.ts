@@ -8,6 +8,7 @@
 // process may use (at most 16).
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
+import type { QuantFormat } from '../../quant/qweight.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { WTYPE, loadAddon, requireAddon, type CpuInfo } from '../../native/addon.js';
 import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
@@ -80,9 +81,10 @@ export const cpuBackend: Backend = {
   name: 'cpu',
   device: 'cpu',
 
-  supports(op: OpName, dtypes: readonly DType[]): boolean {
-    if (!cpuAvailable()) return false;
-    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d));
+  supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
+    // No quantized kernels yet (P4 step 3 adds NF4/FP4/int8 GEMV/GEMM); the dispatcher falls back to ref.
+    if (!cpuAvailable() || op === 'matmulQ') return false;
+    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },
 

@@ -3,6 +3,8 @@
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import { f16ToF32, type DType } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { QUANT_FORMATS, type QuantFormat } from '../../quant/qweight.js';
+import { matmulQRef } from './quant.js';
 import { attentionShape, elementwiseShape, embeddingShape, lastDim, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
@@ -11,8 +13,9 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
   name: 'ref',
   device: 'cpu',
 
-  supports(op: OpName, dtypes: readonly DType[]): boolean {
-    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d));
+  supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
+    if (op === 'matmulQ') return dtypes.every((d) => QUANT_FORMATS.includes(d as QuantFormat));
+    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },
 
@@ -44,6 +47,10 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
         Y[m * N + n] = Math.fround(acc + (B ? B[n] : 0));
       }
     }
+  },
+
+  matmulQ(x, qw, bias, out) {
+    matmulQRef(x, qw, bias, out);
   },
 
   rmsnorm(x, w, eps, out) {

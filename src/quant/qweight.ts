@@ -1,0 +1,76 @@
+// A quantized linear weight as the backend sees it: one description for every quantized format, so a matmul op,
+// a layer and a file writer can hold any of them. bitsandbytes NF4/FP4 (../shared/spec/FORMATS.md §2) and LLM.int8
+// (§3) are the first formats; GPTQ/AWQ add a member to the union, not a new path.
+import { BNB4_BLOCKSIZES, Bnb4Error, blockAbsmax, codeValue, dequantize4bit, type Bnb4Weight, type TorchFloatDtype } from './bnb4.js';
+import { dequantizeInt8, type Int8Weight } from './int8.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
+
+/** Formats a quantized matmul op is asked about in `supports('matmulQ', [format])`. */
+export type QuantFormat = 'nf4' | 'fp4' | 'int8';
+export const QUANT_FORMATS: readonly QuantFormat[] = ['nf4', 'fp4', 'int8'];
+
+interface QuantizedWeightBase {
+  /** [out, in] of the linear layer. */
+  readonly shape: readonly [number, number];
+  /**
+   * bitsandbytes' compute dtype (bnb_4bit_compute_dtype; int8 computes in the float16 it casts to). Recorded for
+   * files and for kernels; lowbit's activations stay float32, so the reference ops compute in float32.
+   */
+  readonly computeDtype: TorchFloatDtype;
+}
+
+/** NF4/FP4 blocks over the flattened weight, packed two codes per byte, absmax plain or double-quantized. */
+export interface Bnb4QuantizedWeight extends QuantizedWeightBase {
+  readonly format: 'nf4' | 'fp4';
+  readonly bnb4: Bnb4Weight;
+}
+
+/** Per-row int8 codes with their absmax (SCB); activations past `threshold` go through the outlier path. */
+export interface Int8QuantizedWeight extends QuantizedWeightBase {
+  readonly format: 'int8';
+  readonly int8: Int8Weight;
+  /** llm_int8_threshold: |x| at or above it makes a column an outlier (0 turns the outlier path off). */
+  readonly threshold: number;
+}
+
+export type QuantizedWeight = Bnb4QuantizedWeight | Int8QuantizedWeight;
+
+/** Wrap a bitsandbytes 4-bit weight of a linear layer ([out, in]). */
+export function fromBnb4(w: Bnb4Weight, computeDtype: TorchFloatDtype = 'float32'): Bnb4QuantizedWeight {
+  if (w.shape.length !== 2) throw new Bnb4Error(`a linear layer's 4-bit weight must be 2-D, got shape [${w.shape.join(', ')}]`);
+  if (!BNB4_BLOCKSIZES.includes(w.blocksize)) throw new Bnb4Error(`blocksize ${w.blocksize} is not a bitsandbytes 4-bit block size`);
+  return { format: w.quantType, shape: [w.shape[0], w.shape[1]], computeDtype, bnb4: w };
+}
+
+/** Wrap an LLM.int8 weight; int8 layers compute in float16 in bitsandbytes whatever the model dtype. */
+export function fromInt8(w: Int8Weight, threshold: number, computeDtype: TorchFloatDtype = 'float16'): Int8QuantizedWeight {
+  return { format: 'int8', shape: w.shape, computeDtype, int8: w, threshold };
+}
+
+// Per-block scales of a 4-bit weight, computed once per weight (double quantization makes them a small pass).
+const scalesCache = new WeakMap<Bnb4Weight, Float32Array>();
+export function bnb4Scales(w: Bnb4Weight): Float32Array {
+  let s = scalesCache.get(w);
+  if (!s) { s = blockAbsmax(w); scalesCache.set(w, s); }
+  return s;
+}
+
+/**
+ * Elements [lo, hi) of the flattened 4-bit weight into dst, exactly as `dequantize4bit` computes them (value of the
+ * code × block absmax in float32, rounded to the weight's dtype); blocks span rows, so `lo` need not be aligned.
+ */
+export function dequantize4bitRange(w: Bnb4Weight, lo: number, hi: number, dst: Float32Array): void {
+  const scale = bnb4Scales(w), p = w.packed, bs = w.blocksize;
+  const value = Float32Array.from({ length: 16 }, (_, c) => codeValue(w.quantType, c));
+  const round = w.dtype === 'bfloat16' ? (v: number) => bf16ToF32(f32ToBf16(v))
+    : w.dtype === 'float16' ? (v: number) => f16ToF32(f32ToF16(v)) : (v: number) => v;
+  for (let i = lo; i < hi; i++) {
+    const code = i & 1 ? p[i >> 1] & 0x0f : p[i >> 1] >> 4;
+    dst[i - lo] = round(Math.fround(value[code] * scale[Math.floor(i / bs)]));
+  }
+}
+
+/** The float32 weight [out, in] (`dequantize_4bit` / `int8_vectorwise_dequant`): for tests and reference paths. */
+export function dequantizeWeight(q: QuantizedWeight): Float32Array {
+  return q.format === 'int8' ? dequantizeInt8(q.int8) : dequantize4bit(q.bnb4);
+}
