@@ -1,0 +1,34 @@
+// Linear layers over quantized weights, named as bitsandbytes names them. They are LinearLikes: a model holds them
+// where it would hold a Linear and never knows the difference. Forward goes through the matmulQ dispatcher, so a
+// backend without a kernel for the format falls back to ref with a warning instead of failing.
+import type { Backend } from '../backend/backend.js';
+import { matmulQ } from '../backend/dispatch.js';
+import type { Bnb4QuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
+import { ShapeError, Tensor } from '../tensor/tensor.js';
+import type { LinearLike } from './layers.js';
+
+abstract class QuantLinear<W extends QuantizedWeight> implements LinearLike {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  constructor(readonly backend: Backend, readonly name: string, readonly qweight: W, readonly bias: Tensor<'F32'> | null) {
+    [this.outFeatures, this.inFeatures] = qweight.shape;
+    if (bias && bias.numel !== this.outFeatures) throw new ShapeError(`${name}.bias: ${bias.numel} values for ${this.outFeatures} outputs`);
+  }
+  forward(x: Tensor<'F32'>): Tensor<'F32'> {
+    if (x.numel % this.inFeatures !== 0) throw new ShapeError(`${this.name}: input [${x.shape}] does not end in ${this.inFeatures}`);
+    const out = Tensor.zeros('F32', [...x.shape.slice(0, -1), this.outFeatures]);
+    matmulQ(this.backend, x, this.qweight, this.bias, out);
+    return out;
+  }
+}
+
+/** bitsandbytes' Linear4bit: NF4 or FP4 blocks, optionally with double-quantized scales. */
+export class Linear4bit extends QuantLinear<Bnb4QuantizedWeight> {}
+
+/** bitsandbytes' Linear8bitLt: LLM.int8 rows with the outlier threshold the weight carries. */
+export class Linear8bitLt extends QuantLinear<Int8QuantizedWeight> {}
+
+/** The layer class for a quantized weight's format. */
+export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight, bias: Tensor<'F32'> | null): Linear4bit | Linear8bitLt {
+  return qw.format === 'int8' ? new Linear8bitLt(backend, name, qw, bias) : new Linear4bit(backend, name, qw, bias);
+}
