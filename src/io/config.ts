@@ -5,6 +5,7 @@
 // the config) or quietly produce garbage tokens.
 import { readTextFile } from '../util/fs.js';
 import { show } from '../util/text.js';
+import { parseQuantizationConfig, type QuantizationSpec } from './quantconfig.js';
 
 export class ConfigError extends Error { override name = 'ConfigError'; }
 export class UnsupportedModelError extends ConfigError { override name = 'UnsupportedModelError'; }
@@ -28,6 +29,8 @@ interface BaseConfig {
   eos_token_id: number | number[] | null;
   pad_token_id: number | null;
   torch_dtype: string | null;
+  /** quantization_config, checked and normalised (src/io/quantconfig.ts); null for a float checkpoint. */
+  quantization_config: QuantizationSpec | null;
   /** Anything else from the file (quantization_config and so on). */
   raw: Record<string, unknown>;
 }
@@ -131,6 +134,7 @@ function base(r: Reader, raw: Record<string, unknown>, d: { vocab: number; tie: 
     eos_token_id: r.eos(d.eos),
     pad_token_id: r.tokenId('pad_token_id', d.pad),
     torch_dtype: dtype,
+    quantization_config: parseQuantizationConfig(raw.quantization_config, r.source),
     raw,
   };
 }

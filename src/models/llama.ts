@@ -6,6 +6,7 @@ import { KVCache } from '../nn/kvcache.js';
 import { Embedding, Linear, LinearLike, RMSNorm } from '../nn/layers.js';
 import { RopeFrequencies } from '../nn/rope.js';
 import { Tensor } from '../tensor/tensor.js';
+import { linearFactory, type LinearFactory } from './factory.js';
 import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Weights } from './model.js';
 
 /** Which projections carry a bias: per-architecture data, not branches. */
@@ -24,17 +25,18 @@ export class LlamaForCausalLM extends DecoderLM {
   lmHead: LinearLike;
   private readonly rope: RopeFrequencies;
 
-  constructor(readonly config: LlamaConfig, w: Weights, readonly backend: Backend, biases?: LlamaBiases) {
+  /** `linear` builds every projection (float, or quantized per quantization_config); lm_head stays float. */
+  constructor(readonly config: LlamaConfig, w: Weights, readonly backend: Backend,
+              opts: { linear?: LinearFactory; biases?: LlamaBiases } = {}) {
     super();
     const c = config;
     checkLayerCount(w, 'model.layers', c.num_hidden_layers);
     this.rope = new RopeFrequencies(c);
-    const b = biases ?? { qkv: c.attention_bias, o: c.attention_bias, mlp: c.mlp_bias };
+    const b = opts.biases ?? { qkv: c.attention_bias, o: c.attention_bias, mlp: c.mlp_bias };
     if (c.hidden_act !== 'silu') throw new Error(`${w.source}: hidden_act "${c.hidden_act}" is not supported (only silu)`);
     const H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
     const qOut = c.num_attention_heads * hd, kvOut = c.num_key_value_heads * hd;
-    const lin = (name: string, out: number, inp: number, bias: boolean) =>
-      new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias ? w.vector(`${name}.bias`, out) : null);
+    const lin = opts.linear ?? linearFactory(w, backend, null);
     // Tied checkpoints may keep only one of the pair (torch's save_model drops the duplicate): tie either way.
     const embedName = c.tie_word_embeddings && !w.has('model.embed_tokens.weight') && w.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
     this.embed = new Embedding(backend, 'model.embed_tokens', w.matrix(embedName, [c.vocab_size, H]));

@@ -87,6 +87,13 @@ export class Weights {
     return t;
   }
 
+  /** Any tensor by name, recorded as read (quantized layers' side tensors: absmax, SCB, quant_state…); undefined if absent. */
+  take(name: string): Tensor | undefined {
+    const t = this.tensors.get(name);
+    if (t) this.read.add(this.original?.get(name) ?? name);
+    return t;
+  }
+
   vector(name: string, length: number): Tensor<'F32'> {
     const t = this.matrix(name, [length]);
     return t.dtype === 'F32' ? (t as Tensor<'F32'>) : new Tensor('F32', t.shape, toF32Array(t.dtype, t.data));

@@ -5,6 +5,7 @@ import type { OptConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, LayerNorm, Linear, LinearLike } from '../nn/layers.js';
 import { Tensor } from '../tensor/tensor.js';
+import { linearFactory, type LinearFactory } from './factory.js';
 import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Weights } from './model.js';
 
 const POSITION_OFFSET = 2;
@@ -24,7 +25,9 @@ export class OPTForCausalLM extends DecoderLM {
   readonly finalNorm: LayerNorm | null;
   lmHead: LinearLike;
 
-  constructor(readonly config: OptConfig, weights: Weights, readonly backend: Backend) {
+  /** `linear(w)` makes the factory for the (possibly renamed) weights; lm_head stays float. */
+  constructor(readonly config: OptConfig, weights: Weights, readonly backend: Backend,
+              linear: (w: Weights) => LinearFactory = (w) => linearFactory(w, backend, null)) {
     super();
     const c = config;
     if (c.activation_function !== 'relu') throw new Error(`${weights.source}: activation_function "${c.activation_function}" is not supported (only relu)`);
@@ -33,8 +36,7 @@ export class OPTForCausalLM extends DecoderLM {
     const w = prefixed ? weights : weights.renamed((k) => (k.startsWith('decoder.') ? `model.${k}` : k));
     const H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
     const bias = c.enable_bias;
-    const lin = (name: string, out: number, inp: number, hasBias: boolean) =>
-      new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), hasBias ? w.vector(`${name}.bias`, out) : null);
+    const lin = linear(w);
     const ln = (name: string, dim: number) => new LayerNorm(backend, name, w.vector(`${name}.weight`, dim), w.vector(`${name}.bias`, dim), 1e-5);
     if (!c.layer_norm_elementwise_affine) throw new Error(`${weights.source}: layer_norm_elementwise_affine=false is not supported`);
 

@@ -1,8 +1,10 @@
 // model_type → model class. Adding an architecture is one line here and one file beside this one.
 import type { Backend } from '../backend/backend.js';
-import { ModelConfig, UnsupportedModelError } from '../io/config.js';
+import { ConfigError, ModelConfig, UnsupportedModelError } from '../io/config.js';
 import { warnOnce } from '../util/warn.js';
 import { LlamaForCausalLM } from './llama.js';
+import type { QuantizationSpec } from '../io/quantconfig.js';
+import { linearFactory, type QuantizeMode } from './factory.js';
 import type { CausalLM, Weights } from './model.js';
 import { OPTForCausalLM } from './opt.js';
 import { Qwen2ForCausalLM } from './qwen2.js';
@@ -10,21 +12,35 @@ import { Qwen2ForCausalLM } from './qwen2.js';
 /** How many unused names the warning lists before it says "and N more" (transformers lists all; checkpoints can hold thousands). */
 const UNUSED_LISTED = 10;
 
-export function buildModel(config: ModelConfig, weights: Weights, backend: Backend): CausalLM {
-  const model = construct(config, weights, backend);
+export interface BuildOptions {
+  /**
+   * Quantize the float checkpoint while building (fromPretrained's quantizationConfig). A checkpoint whose
+   * config.json has a quantization_config is loaded as quantized instead, and refuses this option.
+   */
+  quantize?: QuantizationSpec | null;
+}
+
+export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
+  const model = construct(config, weights, backend, opts);
   warnUnused(config, weights, model);
   return model;
 }
 
-function construct(config: ModelConfig, weights: Weights, backend: Backend): CausalLM {
+function construct(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions): CausalLM {
+  const stored = config.quantization_config;
+  if (stored && opts.quantize) {
+    throw new ConfigError(`${weights.source}: the checkpoint is already quantized (config.json has a ${stored.method} quantization_config); load it without quantizationConfig`);
+  }
+  const spec = stored ?? opts.quantize ?? null, mode: QuantizeMode = stored ? 'load' : 'quantize';
+  const factory = (w: Weights) => linearFactory(w, backend, spec, mode);
   switch (config.model_type) {
     case 'llama':
     case 'mistral':
-      return new LlamaForCausalLM(config, weights, backend);
+      return new LlamaForCausalLM(config, weights, backend, { linear: factory(weights) });
     case 'qwen2':
-      return new Qwen2ForCausalLM(config, weights, backend);
+      return new Qwen2ForCausalLM(config, weights, backend, factory(weights));
     case 'opt':
-      return new OPTForCausalLM(config, weights, backend);
+      return new OPTForCausalLM(config, weights, backend, factory);
     default:
       throw new UnsupportedModelError(`model_type "${(config as { model_type: string }).model_type}" is not supported`);
   }

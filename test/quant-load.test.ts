@@ -1,0 +1,156 @@
+// Build, then load: bitsandbytes checkpoints saved by transformers load by name through the linear factory, and
+// quantization_config is checked where it enters (src/io/quantconfig.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fromPretrained } from '../src/api.js';
+import { refBackend } from '../src/backend/ref/index.js';
+import { ConfigError, readConfig, UnsupportedModelError } from '../src/io/config.js';
+import { loadStateDict } from '../src/io/checkpoint.js';
+import { parseQuantizationConfig } from '../src/io/quantconfig.js';
+import { keepsFloat } from '../src/models/factory.js';
+import { Weights } from '../src/models/model.js';
+import { buildModel } from '../src/models/registry.js';
+import { Linear, type LinearLike } from '../src/nn/layers.js';
+import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
+import { Bnb4Error } from '../src/quant/bnb4.js';
+import { Int8Error } from '../src/quant/int8.js';
+import { dequantizeWeight, type QuantizedWeight } from '../src/quant/qweight.js';
+import { setWarningHandler } from '../src/util/warn.js';
+import { relErr, ROOT } from './helpers.js';
+
+const FIX = join(ROOT, 'test', 'fixtures', 'bnb');
+const IDS = [[1, 5, 9, 3, 7, 11, 2, 4], [0, 127, 64, 33, 8, 90, 45, 6]];
+
+/** Run `fn`, returning its value and every warning it emitted (earlier warnings forgotten, so each can fire again). */
+async function withWarnings<T>(fn: () => Promise<T>): Promise<{ value: T; warnings: string[] }> {
+  const warnings: string[] = [];
+  const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+  try {
+    return { value: await fn(), warnings };
+  } finally {
+    setWarningHandler(prev, { reset: true });
+  }
+}
+
+const qweight = (l: LinearLike): QuantizedWeight => (l as Linear4bit | Linear8bitLt).qweight;
+
+/** The worst relative error of a quantized model's weights against the float model's: the scale logits can move by. */
+function worstWeightErr(q: Map<string, LinearLike>, f: Map<string, LinearLike>): number {
+  let worst = 0;
+  for (const [name, l] of q) {
+    if (name === 'lm_head') continue;
+    worst = Math.max(worst, relErr(dequantizeWeight(qweight(l)), (f.get(name) as Linear).weight.toF32()));
+  }
+  return worst;
+}
+
+test('transformers nf4 (double quant) and int8 saves load by name, lm_head float, logits close to the bf16 model', async () => {
+  const float = await fromPretrained(join(FIX, 'hf_llama_bf16'), { backend: 'ref' });
+  const ref = float.model.forward(IDS).f32;
+  for (const [dir, cls, format] of [['hf_llama_nf4dq', Linear4bit, 'nf4'], ['hf_llama_int8', Linear8bitLt, 'int8']] as const) {
+    // ref has matmulQ, so a warning here could only be the unused-tensor one (or an unknown config key).
+    const { value: m, warnings } = await withWarnings(() => fromPretrained(join(FIX, dir), { backend: 'ref' }));
+    assert.deepEqual(warnings, [], `${dir}: absmax, quant_map, nested_*, quant_state, SCB and weight_format are all read`);
+    const lin = m.model.linears();
+    assert.equal(lin.size, 8);
+    for (const [name, l] of lin) {
+      if (name === 'lm_head') { assert.ok(l instanceof Linear); continue; }
+      assert.ok(l instanceof cls, `${dir}: ${name} is ${l.constructor.name}`);
+      assert.equal(qweight(l).format, format);
+    }
+    const q = qweight(lin.get('model.layers.0.mlp.down_proj')!);
+    if (q.format === 'int8') {
+      assert.equal(q.threshold, 6);
+    } else {
+      assert.ok(q.bnb4.nested && q.bnb4.blocksize === 64 && q.bnb4.dtype === 'bfloat16');
+      assert.equal(q.computeDtype, 'bfloat16');
+    }
+    const y = m.model.forward(IDS).f32;
+    assert.ok(y.every(Number.isFinite));
+    // The logits move by about the weights' own quantization error (random init, one layer): measured NF4 weights
+    // 0.090-0.094, logits 0.130; int8 weights 0.0058-0.0065, logits 0.0123 (activations are rounded to int8 too).
+    // Allowed: 2.5x the worst weight error, and more than nothing (a float weight slipping through would show).
+    const wErr = worstWeightErr(lin, float.model.linears()), lErr = relErr(y, ref);
+    assert.ok(lErr < 2.5 * wErr && lErr > 0.1 * wErr, `${dir}: logits rel. error ${lErr}, weights ${wErr}`);
+  }
+});
+
+test('a quantized checkpoint missing a side tensor or of the wrong quant type is a typed error naming dir and tensor', () => {
+  for (const [dir, drop, E] of [
+    ['hf_llama_nf4dq', 'model.layers.0.self_attn.k_proj.weight.nested_quant_map', Bnb4Error],
+    ['hf_llama_int8', 'model.layers.0.mlp.up_proj.SCB', Int8Error],
+  ] as const) {
+    const path = join(FIX, dir);
+    const config = readConfig(join(path, 'config.json'));
+    const { tensors } = loadStateDict(path, { mmap: false });
+    tensors.delete(drop);
+    assert.throws(() => buildModel(config, new Weights(tensors, path), refBackend),
+      (e: Error) => e instanceof E && e.message.startsWith(`${path}: ${drop}: missing`), drop);
+  }
+  const path = join(FIX, 'hf_llama_nf4dq'), { tensors } = loadStateDict(path, { mmap: false });
+  const config = readConfig(join(path, 'config.json'));
+  const fp4 = { ...config, quantization_config: { ...config.quantization_config!, format: 'fp4' as const } };
+  assert.throws(() => buildModel(fp4, new Weights(tensors, path), refBackend), /stored as nf4, but .*bnb_4bit_quant_type is fp4/);
+  assert.throws(() => buildModel(config, new Weights(tensors, path), refBackend, { quantize: config.quantization_config }),
+    (e: Error) => e instanceof ConfigError && /already quantized/.test(e.message));
+});
+
+test('quantization_config is checked where it enters, naming file and key', () => {
+  const src = '/m/config.json';
+  const spec = parseQuantizationConfig({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, bnb_4bit_compute_dtype: 'torch.bfloat16' }, src);
+  assert.deepEqual(spec, { method: 'bitsandbytes', format: 'nf4', doubleQuant: true, computeDtype: 'bfloat16', threshold: 6, skipModules: null });
+  // BitsAndBytesConfig's defaults: fp4, no double quant, float32 compute; int8 computes in float16.
+  assert.deepEqual(parseQuantizationConfig({ loadIn4bit: true }, src), { method: 'bitsandbytes', format: 'fp4', doubleQuant: false, computeDtype: 'float32', threshold: 6, skipModules: null });
+  assert.deepEqual(parseQuantizationConfig({ quant_method: 'bitsandbytes', loadIn8bit: true, llmInt8Threshold: 0, llmInt8SkipModules: ['mlp'] }, src),
+    { method: 'bitsandbytes', format: 'int8', doubleQuant: false, computeDtype: 'float16', threshold: 0, skipModules: ['mlp'] });
+  assert.equal(parseQuantizationConfig(null, src), null);
+  const refuses = (v: unknown, E: typeof ConfigError, re: RegExp, strict = false) =>
+    assert.throws(() => parseQuantizationConfig(v, src, { strict }), (e: Error) => e instanceof E && e.message.startsWith(`${src}: `) && re.test(e.message), re.source);
+  refuses({ quant_method: 'gptq', bits: 4 }, UnsupportedModelError, /"quantization_config\.quant_method" "gptq" is not supported \(supported: bitsandbytes\)/);
+  refuses({ quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: true }, ConfigError, /sets both load_in_4bit and load_in_8bit/);
+  refuses({ quant_method: 'bitsandbytes' }, ConfigError, /sets neither/);
+  refuses({ bits: 4 }, ConfigError, /has no "quant_method"/);
+  refuses([1], ConfigError, /"quantization_config" must be an object or null/);
+  refuses({ load_in_4bit: 'yes' }, ConfigError, /"quantization_config\.load_in_4bit" must be true or false/);
+  refuses({ load_in_4bit: true, bnb_4bit_quant_type: 'int4' }, ConfigError, /bnb_4bit_quant_type" must be "nf4" or "fp4", got "int4"/);
+  refuses({ load_in_4bit: true, bnb_4bit_compute_dtype: 'float8' }, ConfigError, /bnb_4bit_compute_dtype/);
+  refuses({ load_in_8bit: true, llm_int8_threshold: -1 }, ConfigError, /llm_int8_threshold" must be a number ≥ 0/);
+  refuses({ load_in_8bit: true, llm_int8_skip_modules: 'lm_head' }, ConfigError, /llm_int8_skip_modules" must be a list/);
+  refuses({ load_in_8bit: true, llm_int8_has_fp16_weight: true }, UnsupportedModelError, /llm_int8_has_fp16_weight" true is not supported/);
+  refuses({ load_in_8bit: true, _load_in_8bit: false }, ConfigError, /_load_in_8bit" must be equal to "load_in_8bit"/);
+  refuses({ loadIn8bit: true, load_in_8bit: true }, ConfigError, /gives load_in_8bit twice/);
+  refuses({ loadIn8bit: true, loadIn8Bit: true }, ConfigError, /"quantization_config\.loadIn8Bit" is not a BitsAndBytesConfig field/, true);
+  // From a file, a key transformers may add later is a warning, once.
+  const said: string[] = [];
+  const prev = setWarningHandler((m) => said.push(m), { reset: true });
+  try {
+    parseQuantizationConfig({ load_in_8bit: true, bnb_future_knob: 1 }, src);
+    parseQuantizationConfig({ load_in_8bit: true, bnb_future_knob: 1 }, src);
+  } finally { setWarningHandler(prev, { reset: true }); }
+  assert.deepEqual(said, [`${src}: "quantization_config.bnb_future_knob" is not a BitsAndBytesConfig field lowbit knows; ignored`]);
+  // readConfig runs the same checks on config.json.
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-qc-'));
+  try {
+    const cfg = JSON.parse(JSON.stringify({ model_type: 'llama', hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 4, intermediate_size: 8,
+      quantization_config: { quant_method: 'awq', bits: 4 } }));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    assert.throws(() => readConfig(join(dir, 'config.json')),
+      (e: Error) => e instanceof UnsupportedModelError && e.message.startsWith(join(dir, 'config.json')) && /quant_method" "awq"/.test(e.message));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
+test('skip modules match whole dotted segments; lm_head always stays float', () => {
+  const spec = parseQuantizationConfig({ load_in_8bit: true, llm_int8_skip_modules: ['mlp', 'model.layers.1.self_attn.q_proj', 'out_proj'] }, 'x')!;
+  const keep = (n: string) => keepsFloat(n, spec);
+  assert.ok(keep('lm_head'));
+  assert.ok(keep('model.layers.0.mlp.down_proj'));
+  assert.ok(keep('model.layers.1.self_attn.q_proj'));
+  assert.ok(keep('model.decoder.layers.3.self_attn.out_proj'));
+  assert.ok(!keep('model.layers.11.self_attn.q_proj'));
+  assert.ok(!keep('model.layers.0.self_attn.k_proj'));
+  assert.ok(!keep('model.layers.0.mlpx.up_proj'));
+  assert.ok(keepsFloat('lm_head', { ...spec, skipModules: [] }));
+});
