@@ -11,6 +11,7 @@ import { resolveModelDir, ResolveOptions } from './io/hub.js';
 import type { CausalLM } from './models/model.js';
 import { Weights } from './models/model.js';
 import { buildModel } from './models/registry.js';
+import { parseQuantizationConfig, type BitsAndBytesConfig } from './io/quantconfig.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
 
@@ -23,6 +24,12 @@ export interface LoadOptions extends ResolveOptions {
    * which would otherwise kill this process with SIGBUS.
    */
   mmap?: boolean;
+  /**
+   * Quantize a float checkpoint as it loads, with transformers' BitsAndBytesConfig meanings (camelCase or
+   * snake_case keys): NF4/FP4 (double quant optional) or LLM.int8. lm_head and llmInt8SkipModules stay float. A
+   * checkpoint saved quantized (config.json has quantization_config) loads as it is and refuses this option.
+   */
+  quantizationConfig?: BitsAndBytesConfig | Record<string, unknown>;
 }
 
 export interface LoadedModel {
@@ -44,9 +51,10 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const config = readConfig(join(dir, 'config.json'));
   const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
+  const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
-  const model = buildModel(config, new Weights(tensors, dir), backend);
+  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize });
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
   return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0 };
 }

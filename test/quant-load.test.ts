@@ -15,11 +15,12 @@ import { Weights } from '../src/models/model.js';
 import { buildModel } from '../src/models/registry.js';
 import { Linear, type LinearLike } from '../src/nn/layers.js';
 import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
-import { Bnb4Error } from '../src/quant/bnb4.js';
-import { Int8Error } from '../src/quant/int8.js';
+import { Bnb4Error, bnb4ToStateDict } from '../src/quant/bnb4.js';
+import { Int8Error, int8ToStateDict } from '../src/quant/int8.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { dequantizeWeight, type QuantizedWeight } from '../src/quant/qweight.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { relErr, ROOT } from './helpers.js';
+import { GOLDEN_DIR, relErr, ROOT } from './helpers.js';
 
 const FIX = join(ROOT, 'test', 'fixtures', 'bnb');
 const IDS = [[1, 5, 9, 3, 7, 11, 2, 4], [0, 127, 64, 33, 8, 90, 45, 6]];
@@ -153,4 +154,86 @@ test('skip modules match whole dotted segments; lm_head always stays float', () 
   assert.ok(!keep('model.layers.0.self_attn.k_proj'));
   assert.ok(!keep('model.layers.0.mlpx.up_proj'));
   assert.ok(keepsFloat('lm_head', { ...spec, skipModules: [] }));
+});
+
+// ---- quantize on load ----
+
+/** Every tensor of `ours` is in `file` under the same name with the same dtype, shape and bytes. */
+function assertSameTensors(ours: Map<string, Tensor>, file: Map<string, Tensor>, what: string): void {
+  for (const [name, t] of ours) {
+    const theirs = file.get(name);
+    assert.ok(theirs, `${what}: ${name} not in the transformers save`);
+    assert.equal(t.dtype, theirs.dtype, name);
+    assert.deepEqual([...t.shape], [...theirs.shape], name);
+    assert.deepEqual(bytes(t), bytes(theirs), name);
+  }
+}
+const bytes = (t: Tensor) => { const d = t.data as unknown as ArrayBufferView; return new Uint8Array(d.buffer, d.byteOffset, d.byteLength); };
+
+test('quantize-on-load of hf_llama_bf16 gives exactly the tensors transformers saved (nf4 + double quant, int8)', async () => {
+  const bf16 = join(FIX, 'hf_llama_bf16');
+  const mapped = loadStateDict(bf16, { mmap: true }).tensors;
+  const before = new Map([...mapped].map(([k, t]) => [k, Uint8Array.from(bytes(t))]));
+  const cases = [
+    ['hf_llama_nf4dq', { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true, bnb4bitComputeDtype: 'bfloat16' }],
+    ['hf_llama_int8', { load_in_8bit: true }],                                  // snake_case keys, as in config.json
+  ] as const;
+  for (const [saved, quantizationConfig] of cases) {
+    const q = await fromPretrained(bf16, { backend: 'ref', quantizationConfig });
+    const file = await fromPretrained(join(FIX, saved), { backend: 'ref' });
+    const fileTensors = loadStateDict(join(FIX, saved), { mmap: false }).tensors;
+    let layers = 0;
+    for (const [name, l] of q.model.linears()) {
+      if (name === 'lm_head') { assert.ok(l instanceof Linear); continue; }
+      const qw = qweight(l);
+      const ours = qw.format === 'int8' ? int8ToStateDict(name, qw.int8) : bnb4ToStateDict(name, qw.bnb4);
+      assertSameTensors(ours, fileTensors, saved);
+      assert.deepEqual([...ours.keys()].sort(), [...fileTensors.keys()].filter((k) => k.startsWith(`${name}.`)).sort());
+      layers++;
+    }
+    assert.equal(layers, 7);
+    const y = q.model.forward(IDS).f32, yFile = file.model.forward(IDS).f32;
+    // Same quantized weights; the int8 save also cast embeddings and norms to float16, which moves logits ~1e-9.
+    if (saved === 'hf_llama_nf4dq') assert.deepEqual(y, yFile);
+    else assert.ok(relErr(y, yFile) < 1e-6, `${relErr(y, yFile)}`);
+  }
+  // Quantization read the mapped weights and wrote new arrays: every checkpoint byte is as it was.
+  for (const [k, t] of loadStateDict(bf16, { mmap: true }).tensors) assert.deepEqual(bytes(t), before.get(k), k);
+});
+
+test('every family builds through the factory: OPT, Qwen2, Mistral quantize on load, logits finite and near float', async () => {
+  for (const g of ['opt_125m_like', 'opt_350m_like', 'qwen2', 'mistral_sliding']) {
+    const dir = join(GOLDEN_DIR, g);
+    const float = await fromPretrained(dir, { backend: 'ref' });
+    const ref = float.model.forward(IDS.map((r) => r.map((i) => i % float.config.vocab_size))).f32;
+    const errs: Record<string, number> = {};
+    for (const [key, qc] of [['int8', { loadIn8bit: true }], ['nf4', { loadIn4bit: true, bnb4bitQuantType: 'nf4' }],
+      ['fp4', { loadIn4bit: true }]] as const) {
+      const m = await fromPretrained(dir, { backend: 'ref', quantizationConfig: qc });
+      const lin = m.model.linears();
+      for (const [name, l] of lin) assert.equal(l instanceof Linear, name === 'lm_head', `${g} ${key}: ${name} is ${l.constructor.name}`);
+      const y = m.model.forward(IDS.map((r) => r.map((i) => i % float.config.vocab_size))).f32;
+      assert.ok(y.every(Number.isFinite), `${g} ${key}`);
+      // 1-2 random-init layers: the logits move by a few times the worst weight error (measured 1.4x-4.6x).
+      const wErr = worstWeightErr(lin, float.model.linears());
+      errs[key] = relErr(y, ref);
+      assert.ok(errs[key] < 6 * wErr && errs[key] > 0, `${g} ${key}: logits ${errs[key]}, weights ${wErr}`);
+    }
+    // int8 keeps the most, FP4 (default quant type) the least.
+    assert.ok(errs.int8 < errs.nf4 && errs.nf4 < errs.fp4, `${g}: ${JSON.stringify(errs)}`);
+  }
+});
+
+test('quantizationConfig: skip modules stay float, the cpu backend falls back to ref once, bad options are typed errors', async () => {
+  const dir = join(GOLDEN_DIR, 'opt_125m_like');
+  const { value: m, warnings } = await withWarnings(() => fromPretrained(dir, { quantizationConfig: { loadIn8bit: true, llmInt8SkipModules: ['fc1', 'lm_head'] } }));
+  for (const [name, l] of m.model.linears()) assert.equal(l instanceof Linear, /fc1$|^lm_head$/.test(name), name);
+  const { warnings: fwd } = await withWarnings(async () => { m.model.forward([[1, 2, 3]]); m.model.forward([[4, 5]]); });
+  const backend = m.model.backend;
+  if (backend.name === 'cpu') assert.deepEqual(fwd, ['backend "cpu" has no matmulQ kernel for int8 weights; using the reference backend (plain TypeScript, slow)']);
+  assert.deepEqual(warnings, []);
+  await assert.rejects(fromPretrained(dir, { quantizationConfig: { loadIn4bit: true, bnb4bitQuantTyp: 'nf4' } }),
+    (e: Error) => e instanceof ConfigError && /^fromPretrained: "quantizationConfig\.bnb4bitQuantTyp" is not a BitsAndBytesConfig field/.test(e.message));
+  await assert.rejects(fromPretrained(dir, { quantizationConfig: { quantMethod: 'gptq' } as never }), UnsupportedModelError);
+  await assert.rejects(fromPretrained(join(FIX, 'hf_llama_int8'), { quantizationConfig: { loadIn8bit: true } }), /already quantized/);
 });
