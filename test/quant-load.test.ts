@@ -211,6 +211,8 @@ test('every family builds through the factory: OPT, Qwen2, Mistral quantize on l
       ['fp4', { loadIn4bit: true }]] as const) {
       const m = await fromPretrained(dir, { backend: 'ref', quantizationConfig: qc });
       const lin = m.model.linears();
+      // OPT-350m's project_in/out (word_embed_proj_dim 32 ≠ hidden 64) are linears too, quantized as transformers does.
+      if (g === 'opt_350m_like') assert.ok(lin.has('model.decoder.project_in') && lin.has('model.decoder.project_out'));
       for (const [name, l] of lin) assert.equal(l instanceof Linear, name === 'lm_head', `${g} ${key}: ${name} is ${l.constructor.name}`);
       const y = m.model.forward(IDS.map((r) => r.map((i) => i % float.config.vocab_size))).f32;
       assert.ok(y.every(Number.isFinite), `${g} ${key}`);

@@ -228,12 +228,19 @@ export abstract class DecoderLM implements CausalLM {
 
   get maxPositions(): number { return this.config.max_position_embeddings; }
 
+  /** Linear layers outside the per-layer tables (OPT's project_in / project_out), keyed by short name. */
+  readonly outer: Record<string, LinearLike> = {};
+
+  private tables(): Record<string, LinearLike>[] {
+    return [this.outer, ...this.layers.map((L) => L.proj)];
+  }
+
   linears(): Map<string, LinearLike> {
-    return linearsOf(this.layers.map((L) => L.proj), this.lmHead);
+    return linearsOf(this.tables(), this.lmHead);
   }
 
   replaceLinear(name: string, layer: LinearLike): void {
     if (name === this.lmHead.name) { this.lmHead = layer; return; }
-    if (!replaceIn(this.layers.map((L) => L.proj), name, layer)) throw new Error(`no linear layer named "${name}"`);
+    if (!replaceIn(this.tables(), name, layer)) throw new Error(`no linear layer named "${name}"`);
   }
 }

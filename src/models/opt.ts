@@ -19,8 +19,6 @@ interface Layer {
 export class OPTForCausalLM extends DecoderLM {
   readonly embed: Embedding;
   readonly positions: Embedding;
-  readonly projectIn: LinearLike | null;
-  readonly projectOut: LinearLike | null;
   readonly layers: Layer[] = [];
   readonly finalNorm: LayerNorm | null;
   lmHead: LinearLike;
@@ -45,8 +43,10 @@ export class OPTForCausalLM extends DecoderLM {
     this.embed = new Embedding(backend, `${d}.embed_tokens`, w.matrix(`${d}.embed_tokens.weight`, [c.vocab_size, E]));
     this.positions = new Embedding(backend, `${d}.embed_positions`,
       w.matrix(`${d}.embed_positions.weight`, [c.max_position_embeddings + POSITION_OFFSET, H]));
-    this.projectIn = E !== H ? lin(`${d}.project_in`, H, E, false) : null;
-    this.projectOut = E !== H ? lin(`${d}.project_out`, E, H, false) : null;
+    if (E !== H) {
+      this.outer.project_in = lin(`${d}.project_in`, H, E, false);
+      this.outer.project_out = lin(`${d}.project_out`, E, H, false);
+    }
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `${d}.layers.${i}`;
       this.layers.push({
@@ -89,7 +89,7 @@ export class OPTForCausalLM extends DecoderLM {
     }
 
     let x = this.embed.forward(ids);                                   // [B·T, E]
-    if (this.projectIn) x = this.projectIn.forward(x);                 // [B·T, H]
+    if (this.outer.project_in) x = this.outer.project_in.forward(x);   // [B·T, H]
     be.add(x, this.positions.forward(posIds), x);
     const pre = c.do_layer_norm_before;
     for (let l = 0; l < this.layers.length; l++) {
@@ -112,7 +112,7 @@ export class OPTForCausalLM extends DecoderLM {
     const last = opts.logits === 'last';
     let y = last ? lastRows(x, B, T) : x;
     if (this.finalNorm) y = this.finalNorm.forward(y);
-    if (this.projectOut) y = this.projectOut.forward(y);
+    if (this.outer.project_out) y = this.outer.project_out.forward(y); // [B·T, E]
     return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
   }
 }
