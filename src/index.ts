@@ -58,3 +58,4 @@ export { checkGenerationFits, isRowError } from './generate/generate.js';
 export type { FitsOptions, RowError } from './generate/generate.js';
 export { StopStringMatcher } from './generate/stream.js';
 export { cleanUpTokenizationSpaces } from './tokenizer/index.js';
+export type { PerplexityOptions, PerplexityResult, PerplexityProgress } from './eval/perplexity.js';

@@ -5,6 +5,7 @@ import { UsageError } from './args.js';
 import { benchHelp, runBench } from './bench.js';
 import { chatHelp, runChat } from './chat.js';
 import { demoHelp, runDemo } from './demo.js';
+import { evalHelp, runEval } from './eval.js';
 import { generateHelp, runGenerate } from './generate.js';
 import { infoHelp, runInfo } from './info.js';
 import { planHelp, runPlan } from './plan.js';
@@ -17,6 +18,7 @@ Commands:
   demo      the main job on the bundled model: size, perplexity, a streamed chat answer
   generate  generate text (streamed, batched, greedy or sampled, chat templates)
   chat      interactive chat in the terminal
+  eval      perplexity on a text file (GPTQ papers' protocol: non-overlapping windows)
   info      describe a model: architecture, parameters, dtypes, KV bytes per token
   plan      KV-cache memory and batch-size planner for a device
   bench     measure prefill/decode speed against this machine's roofline
@@ -34,6 +36,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   demo: { run: runDemo, help: demoHelp },
   generate: { run: runGenerate, help: generateHelp },
   chat: { run: runChat, help: chatHelp },
+  eval: { run: runEval, help: evalHelp },
   info: { run: runInfo, help: infoHelp },
   plan: { run: runPlan, help: planHelp },
   bench: { run: runBench, help: benchHelp },

@@ -1,18 +1,39 @@
-// Perplexity over non-overlapping windows (the GPTQ/AWQ paper protocol, ../shared/spec/FORMATS.md §9.1): the text is
-// tokenized once, cut into windows of `seqLen` tokens (remainder dropped unless it is the only window), each window is
-// an independent forward without cache, and every position after a window's first is scored. Windows longer than the
-// model's positions and non-finite logits are errors: either would yield a number that means nothing.
+// Perplexity over non-overlapping windows (the GPTQ/AWQ paper protocol, ../shared/spec/FORMATS.md §9.1): the caller
+// tokenizes the text once as one stream (with the tokenizer's special tokens, so a Llama stream starts with one BOS);
+// here it is cut into ⌊n / seqLen⌋ windows of `seqLen` tokens with the trailing remainder dropped, each window is an
+// independent forward without cache and without an extra BOS, and the seqLen − 1 shifted targets of every window are
+// scored. ppl = exp(Σ nll / Σ targets), which is §9.1's exp(mean of the per-window mean losses) since every window
+// scores as many targets. A stream shorter than one window has no §9.1 answer (GPTQ's script divides by zero); it is
+// scored here as one window of its own length, and the result's `seqLen` says so. Windows longer than the model's
+// positions and non-finite logits are errors: either would yield a number that means nothing.
 import { NonFiniteLogitsError } from '../generate/logits.js';
 import type { CausalLM } from '../models/model.js';
 
+/** Where a perplexity run stands after a window: tokens fed to the model so far and the time they took. */
+export interface PerplexityProgress { tokens: number; elapsedMs: number; tokensPerSec: number }
+
 export interface PerplexityOptions {
   seqLen?: number;
-  /** Score at most this many windows. */
+  /** Score at most this many windows (the first ones). */
   maxWindows?: number;
-  onProgress?: (window: number, windows: number) => void;
+  /** Called after each window with the windows done, the windows in all, and the throughput so far. */
+  onProgress?: (window: number, windows: number, progress: PerplexityProgress) => void;
+  /** Checked before each window: an aborted signal stops the run with its reason (from onProgress, say). */
+  signal?: AbortSignal;
 }
 
-export interface PerplexityResult { perplexity: number; nll: number; tokens: number; windows: number }
+export interface PerplexityResult {
+  perplexity: number;
+  /** Σ −log p(target) in nats over the scored targets; nll / tokens = log(perplexity). */
+  nll: number;
+  /** Targets scored: windows × (seqLen − 1). */
+  tokens: number;
+  windows: number;
+  /** Tokens per window (the requested seqLen, or the whole stream when it is shorter than one window). */
+  seqLen: number;
+  /** Full windows in the stream before maxWindows (0 when the stream is shorter than one window). */
+  windowsAvailable: number;
+}
 
 export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: PerplexityOptions = {}): PerplexityResult {
   const seqLen = opts.seqLen ?? 256;
@@ -21,19 +42,21 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
     throw new RangeError(`perplexity: maxWindows must be an integer ≥ 1, got ${opts.maxWindows}`);
   }
   if (ids.length < 2) throw new RangeError('perplexity needs at least 2 tokens');
-  let windows = Math.floor(ids.length / seqLen);
-  const len = windows === 0 ? ids.length : seqLen;
-  if (windows === 0) windows = 1;
+  const windowsAvailable = Math.floor(ids.length / seqLen);   // §9.1: nsamples = numel // seqlen
+  let windows = Math.max(1, windowsAvailable);
+  const len = windowsAvailable === 0 ? ids.length : seqLen;
   if (len > model.maxPositions) {
     throw new RangeError(`perplexity: windows of ${len} tokens are longer than the model's ${model.maxPositions} positions; use seqLen ≤ ${model.maxPositions}`);
   }
   if (opts.maxWindows !== undefined) windows = Math.min(windows, opts.maxWindows);
   const V = model.config.vocab_size;
   let nll = 0, tokens = 0;
+  const t0 = performance.now();
   for (let w = 0; w < windows; w++) {
+    opts.signal?.throwIfAborted();
     const win = Array.from({ length: len }, (_, i) => ids[w * seqLen + i]);
     const logits = model.forward([win]).f32;                      // [1, len, V]
-    for (let t = 0; t < len - 1; t++) {
+    for (let t = 0; t < len - 1; t++) {                           // position t predicts win[t + 1]
       const row = logits.subarray(t * V, (t + 1) * V);
       let max = -Infinity;
       for (let v = 0; v < V; v++) {
@@ -48,7 +71,10 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
       nll += Math.log(sum) + max - row[win[t + 1]];                 // −log softmax(target)
       tokens++;
     }
-    opts.onProgress?.(w + 1, windows);
+    if (opts.onProgress) {
+      const elapsedMs = performance.now() - t0, fed = (w + 1) * len;
+      opts.onProgress(w + 1, windows, { tokens: fed, elapsedMs, tokensPerSec: elapsedMs > 0 ? fed / (elapsedMs / 1000) : 0 });
+    }
   }
-  return { perplexity: Math.exp(nll / tokens), nll, tokens, windows };
+  return { perplexity: Math.exp(nll / tokens), nll, tokens, windows, seqLen: len, windowsAvailable };
 }
