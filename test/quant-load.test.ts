@@ -130,6 +130,7 @@ test('quantization_config is checked where it enters, naming file and key', () =
   try {
     parseQuantizationConfig({ load_in_8bit: true, bnb_future_knob: 1 }, src);
     parseQuantizationConfig({ load_in_8bit: true, bnb_future_knob: 1 }, src);
+    assert.throws(() => parseQuantizationConfig({ load_in_8bit: 1, other_knob: 1 }, src), /load_in_8bit" must be true or false/);
   } finally { setWarningHandler(prev, { reset: true }); }
   assert.deepEqual(said, [`${src}: "quantization_config.bnb_future_knob" is not a BitsAndBytesConfig field lowbit knows; ignored`]);
   // readConfig runs the same checks on config.json.

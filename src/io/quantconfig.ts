@@ -59,11 +59,12 @@ export function parseQuantizationConfig(v: unknown, source: string, opts: { wher
   if (v === undefined || v === null) return null;
   if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${source}: "${where}" must be an object or null, got ${show(v)}`);
   const o: Record<string, unknown> = {};
+  const unknown: string[] = [];
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
     const key = CAMEL[k] ?? k;
     if (!SNAKE.has(key)) {
       if (opts.strict) throw new ConfigError(`${source}: "${where}.${k}" is not a BitsAndBytesConfig field (known: ${Object.keys(CAMEL).join(', ')})`);
-      warnOnce(`${source}: "${where}.${k}" is not a BitsAndBytesConfig field lowbit knows; ignored`);
+      unknown.push(k);
       continue;
     }
     if (key in o) throw new ConfigError(`${source}: "${where}" gives ${key} twice (camelCase and snake_case)`);
@@ -110,6 +111,8 @@ export function parseQuantizationConfig(v: unknown, source: string, opts: { wher
     throw new UnsupportedModelError(`${source}: "${where}.llm_int8_has_fp16_weight" true is not supported (it keeps float16 weights for training)`);
   }
   bool('llm_int8_enable_fp32_cpu_offload', false);                     // every weight is on the CPU already
+  // Said only for a config that is otherwise accepted, so a refused one gives its error alone.
+  for (const k of unknown) warnOnce(`${source}: "${where}.${k}" is not a BitsAndBytesConfig field lowbit knows; ignored`);
   return {
     method: 'bitsandbytes', format: in8 ? 'int8' : (quantType as 'nf4' | 'fp4'),
     doubleQuant: in4 && bool('bnb_4bit_use_double_quant', false), computeDtype: in8 ? 'float16' : computeDtype,
