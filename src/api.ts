@@ -11,7 +11,8 @@ import { resolveModelDir, ResolveOptions } from './io/hub.js';
 import type { CausalLM } from './models/model.js';
 import { Weights } from './models/model.js';
 import { buildModel } from './models/registry.js';
-import { parseQuantizationConfig, type BitsAndBytesConfig } from './io/quantconfig.js';
+import { bitsAndBytesConfigDict, parseQuantizationConfig, type BitsAndBytesConfig } from './io/quantconfig.js';
+import type { QuantizedLayerEvent } from './models/factory.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
 
@@ -30,6 +31,8 @@ export interface LoadOptions extends ResolveOptions {
    * checkpoint saved quantized (config.json has quantization_config) loads as it is and refuses this option.
    */
   quantizationConfig?: BitsAndBytesConfig | Record<string, unknown>;
+  /** Called after each linear layer is quantized on load (with quantizationConfig), in build order. */
+  onQuantize?: (layer: QuantizedLayerEvent) => void;
 }
 
 export interface LoadedModel {
@@ -43,6 +46,11 @@ export interface LoadedModel {
   tensors: Map<string, Tensor>;
   dir: string;
   loadMs: number;
+  /**
+   * The quantization_config transformers would write for this model (FORMATS.md §2.5): the checkpoint's own, or the
+   * one quantizationConfig asked for; null for a float model. savePretrained writes it.
+   */
+  quantizationConfig?: Map<string, unknown> | null;
 }
 
 export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -54,7 +62,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
-  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize });
+  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: opts.onQuantize });
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
-  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0 };
+  const qc = config.quantization_config ? bitsAndBytesConfigDict(config.raw.quantization_config, join(dir, 'config.json'))
+    : quantize ? bitsAndBytesConfigDict(opts.quantizationConfig, 'fromPretrained') : null;
+  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0, quantizationConfig: qc };
 }

@@ -5,6 +5,7 @@ import { ConfigError, UnsupportedModelError } from './config.js';
 import type { TorchFloatDtype } from '../quant/bnb4.js';
 import { LLM_INT8_THRESHOLD } from '../quant/int8.js';
 import { show } from '../util/text.js';
+import { pyFloat } from '../util/pyjson.js';
 import { warnOnce } from '../util/warn.js';
 
 /** A quantization request, normalised: what the linear factory builds. */
@@ -118,4 +119,34 @@ export function parseQuantizationConfig(v: unknown, source: string, opts: { wher
     doubleQuant: in4 && bool('bnb_4bit_use_double_quant', false), computeDtype: in8 ? 'float16' : computeDtype,
     threshold: threshold as number, skipModules: skip as string[] | null,
   };
+}
+
+/**
+ * The quantization_config transformers writes for an accepted BitsAndBytesConfig (`to_dict()`, FORMATS.md §2.5):
+ * every field with its default filled in, snake_case, keys sorted as `to_json_string(sort_keys=True)` sorts them.
+ * `llm_int8_threshold` is a float (BitsAndBytesConfig refuses an int), compute dtypes lose their `torch.` prefix.
+ * Keys lowbit does not know (warned about at read) are not written back.
+ */
+export function bitsAndBytesConfigDict(v: unknown, source: string): Map<string, unknown> {
+  const spec = parseQuantizationConfig(v, source);
+  if (!spec) throw new ConfigError(`${source}: no quantization_config to write`);
+  const o: Record<string, unknown> = {};
+  for (const [k, val] of Object.entries(v as Record<string, unknown>)) o[CAMEL[k] ?? k] = val;
+  const torchName = (x: unknown, dflt: string) => (typeof x === 'string' ? x.replace(/^torch\./, '') : dflt);
+  const in4 = spec.format !== 'int8';
+  return new Map<string, unknown>([
+    ['_load_in_4bit', in4],
+    ['_load_in_8bit', !in4],
+    ['bnb_4bit_compute_dtype', torchName(o.bnb_4bit_compute_dtype, 'float32')],
+    ['bnb_4bit_quant_storage', torchName(o.bnb_4bit_quant_storage, 'uint8')],
+    ['bnb_4bit_quant_type', o.bnb_4bit_quant_type ?? 'fp4'],
+    ['bnb_4bit_use_double_quant', o.bnb_4bit_use_double_quant ?? false],
+    ['llm_int8_enable_fp32_cpu_offload', o.llm_int8_enable_fp32_cpu_offload ?? false],
+    ['llm_int8_has_fp16_weight', false],
+    ['llm_int8_skip_modules', spec.skipModules],
+    ['llm_int8_threshold', pyFloat(spec.threshold)],
+    ['load_in_4bit', in4],
+    ['load_in_8bit', !in4],
+    ['quant_method', 'bitsandbytes'],
+  ]);
 }

@@ -30,11 +30,23 @@ export function keepsFloat(name: string, spec: QuantizationSpec): boolean {
   return (spec.skipModules ?? []).some((k) => `.${name}.`.includes(`.${k}.`));
 }
 
-export function linearFactory(w: Weights, backend: Backend, spec: QuantizationSpec | null, mode: QuantizeMode = 'load'): LinearFactory {
+/** One linear layer quantized while building: its name, format and how long quantizing it took. */
+export interface QuantizedLayerEvent {
+  name: string;
+  format: QuantizedWeight['format'];
+  /** [out, in]. */
+  shape: readonly [number, number];
+  ms: number;
+}
+
+export function linearFactory(w: Weights, backend: Backend, spec: QuantizationSpec | null, mode: QuantizeMode = 'load',
+  onQuantize?: (e: QuantizedLayerEvent) => void): LinearFactory {
   return (name, out, inp, hasBias) => {
     const bias = hasBias ? w.vector(`${name}.bias`, out) : null;
     if (!spec || keepsFloat(name, spec)) return new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias);
+    const t0 = performance.now();
     const qw = mode === 'load' ? loadQuantized(w, spec, name) : quantizeFloat(w, spec, name, out, inp);
+    onQuantize?.({ name, format: qw.format, shape: qw.shape, ms: performance.now() - t0 });
     if (qw.shape[0] !== out || qw.shape[1] !== inp) {
       throw new MissingTensorError(`${w.source}: tensor "${name}.weight" holds a [${qw.shape}] ${qw.format} weight, expected [${out},${inp}]`);
     }

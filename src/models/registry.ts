@@ -4,7 +4,7 @@ import { ConfigError, ModelConfig, UnsupportedModelError } from '../io/config.js
 import { warnOnce } from '../util/warn.js';
 import { LlamaForCausalLM } from './llama.js';
 import type { QuantizationSpec } from '../io/quantconfig.js';
-import { linearFactory, type QuantizeMode } from './factory.js';
+import { linearFactory, type QuantizedLayerEvent, type QuantizeMode } from './factory.js';
 import type { CausalLM, Weights } from './model.js';
 import { OPTForCausalLM } from './opt.js';
 import { Qwen2ForCausalLM } from './qwen2.js';
@@ -18,6 +18,8 @@ export interface BuildOptions {
    * config.json has a quantization_config is loaded as quantized instead, and refuses this option.
    */
   quantize?: QuantizationSpec | null;
+  /** Told about each layer quantized while building (quantize mode only). */
+  onQuantize?: (e: QuantizedLayerEvent) => void;
 }
 
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
@@ -32,7 +34,7 @@ function construct(config: ModelConfig, weights: Weights, backend: Backend, opts
     throw new ConfigError(`${weights.source}: the checkpoint is already quantized (config.json has a ${stored.method} quantization_config); load it without quantizationConfig`);
   }
   const spec = stored ?? opts.quantize ?? null, mode: QuantizeMode = stored ? 'load' : 'quantize';
-  const factory = (w: Weights) => linearFactory(w, backend, spec, mode);
+  const factory = (w: Weights) => linearFactory(w, backend, spec, mode, mode === 'quantize' ? opts.onQuantize : undefined);
   switch (config.model_type) {
     case 'llama':
     case 'mistral':

@@ -157,3 +157,60 @@ export function pyJsonDumps(value: unknown, opts: PyJsonOptions = {}): string {
   };
   return enc(value, 0);
 }
+
+/**
+ * JSON text → values that `pyJsonDumps` writes back as Python wrote them: objects become Maps (key order kept, even
+ * for integer-like keys), and a number written with a '.' or an exponent becomes a PyFloat, so `0.0`, `6.0` and
+ * `1e-06` survive a read–modify–write of a transformers config.json. Python's NaN/Infinity are read as floats too.
+ */
+export function pyJsonParse(text: string): unknown {
+  let i = 0;
+  const fail = (what: string): never => { throw new PyJsonError(`JSON: ${what} at offset ${i}`); };
+  const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
+  const value = (): unknown => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++; const m = new Map<string, unknown>(); ws();
+      if (text[i] === '}') { i++; return m; }
+      for (;;) {
+        ws(); if (text[i] !== '"') fail('expected a key');
+        const k = value() as string; ws();
+        if (text[i++] !== ':') fail("expected ':'");
+        m.set(k, value()); ws();
+        const d = text[i++];
+        if (d === '}') return m;
+        if (d !== ',') fail("expected ',' or '}'");
+      }
+    }
+    if (c === '[') {
+      i++; const a: unknown[] = []; ws();
+      if (text[i] === ']') { i++; return a; }
+      for (;;) {
+        a.push(value()); ws();
+        const d = text[i++];
+        if (d === ']') return a;
+        if (d !== ',') fail("expected ',' or ']'");
+      }
+    }
+    if (c === '"') {
+      const m = /^"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/.exec(text.slice(i));
+      if (!m) return fail('bad string');
+      i += m[0].length;
+      return JSON.parse(m[0]) as string;
+    }
+    for (const [word, v] of [['true', true], ['false', false], ['null', null], ['NaN', pyFloat(NaN)],
+      ['Infinity', pyFloat(Infinity)], ['-Infinity', pyFloat(-Infinity)]] as const) {
+      if (text.startsWith(word, i)) { i += word.length; return v; }
+    }
+    const m = /^-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400));
+    if (!m) return fail('unexpected character');
+    i += m[0].length;
+    const n = Number(m[0]);
+    return m[1] || m[2] ? pyFloat(n) : Number.isSafeInteger(n) ? n : BigInt(m[0]);
+  };
+  const v = value();
+  ws();
+  if (i !== text.length) fail('trailing text');
+  return v;
+}

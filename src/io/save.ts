@@ -1,0 +1,127 @@
+// savePretrained: a model folder as transformers + bitsandbytes write it (FORMATS.md §2.4-2.5, §3), so Python loads
+// what lowbit quantized and lowbit loads it back by name. Tensors go through saveStateDict (atomic, sharded); the
+// JSON files through writeFileAtomic.
+import * as fs from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { LoadedModel } from '../api.js';
+import { Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { bnb4ToStateDict } from '../quant/bnb4.js';
+import { int8ToStateDict } from '../quant/int8.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { fsyncDir, probePath, readTextFile, TEMP_TAG_RE, tempTag, writeFileAtomic, writerIsGone } from '../util/fs.js';
+import { pyJsonDumps, pyJsonParse } from '../util/pyjson.js';
+import { saveStateDict, type SaveResult } from './checkpoint.js';
+
+export class SavePretrainedError extends Error { override name = 'SavePretrainedError'; }
+
+export interface SavePretrainedOptions {
+  /** Replace the files of a non-empty `dir` (each one atomically). Default false: a non-empty folder is refused. */
+  overwrite?: boolean;
+  /** As saveStateDict (default "5GB"). */
+  maxShardSize?: number | string;
+}
+
+/** Files beside the weights that a model folder carries and transformers copies on save, byte for byte. */
+const SIDE_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+  'tokenizer.model', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.jinja', 'chat_template.json'];
+
+/**
+ * The state dict transformers would save for `m`: every checkpoint tensor as loaded, except that the weight of a
+ * quantized layer is replaced by its bitsandbytes tensors (Linear4bit: weight, absmax, quant_map, nested_*,
+ * quant_state; Linear8bitLt: weight, SCB, weight_format). Biases and unquantized layers keep their checkpoint dtype.
+ */
+export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
+  const quant = new Map<string, Map<string, Tensor>>();
+  for (const [name, l] of m.model.linears()) {
+    if (l instanceof Linear4bit) quant.set(name, bnb4ToStateDict(name, l.qweight.bnb4));
+    else if (l instanceof Linear8bitLt) quant.set(name, int8ToStateDict(name, l.qweight.int8));
+  }
+  // A quantized layer's own names (float weight, or the side tensors of a pre-quantized file) give way to the
+  // layer's state dict, written where its first name stood, so the file keeps the checkpoint's order.
+  const owner = (k: string): string | undefined => {
+    const p = /^(.*)\.(?:weight(?:\..*)?|weight_format|SCB)$/.exec(k)?.[1];
+    return p !== undefined && quant.has(p) ? p : undefined;
+  };
+  const out = new Map<string, Tensor>();
+  for (const [k, t] of m.tensors) {
+    const p = owner(k);
+    if (p === undefined) { out.set(k, t); continue; }
+    for (const [qk, qt] of quant.get(p)!) out.set(qk, qt);
+  }
+  for (const [p, sd] of quant) if (!out.has(`${p}.weight`)) for (const [qk, qt] of sd) out.set(qk, qt);
+  return out;
+}
+
+/** config.json as transformers writes it: the source's keys (floats kept as floats) with quantization_config. */
+function configText(m: LoadedModel): string {
+  const src = join(m.dir, 'config.json');
+  const cfg = pyJsonParse(readTextFile(src, (msg) => new SavePretrainedError(msg))) as Map<string, unknown>;
+  if (m.quantizationConfig) cfg.set('quantization_config', m.quantizationConfig);
+  else cfg.delete('quantization_config');
+  return pyJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n';
+}
+
+export interface SavePretrainedResult extends SaveResult {
+  dir: string;
+  /** Side files copied from the source folder. */
+  copied: string[];
+}
+
+/**
+ * Writes `m` to `dir` as a transformers model folder: model.safetensors (or shards + index), config.json with
+ * quantization_config (sorted keys, indent 2, as `save_pretrained`), and generation_config.json and tokenizer
+ * files copied from the source folder.
+ *
+ * A new or empty `dir` appears whole or not at all: the files are written to a sibling staging folder, which one
+ * rename makes `dir`. With `overwrite`, a non-empty `dir` has each file replaced atomically, the weights first (one
+ * commit, by saveStateDict's protocol) and config.json last, so no file is ever half-written. Writing into the
+ * folder the model was loaded from is refused: its tensors are views of the files there.
+ */
+export function savePretrained(m: LoadedModel, dir: string, opts: SavePretrainedOptions = {}): SavePretrainedResult {
+  const target = resolve(dir);
+  const p = probePath(target);
+  if (p.kind === 'bad') throw new SavePretrainedError(`${dir}: ${p.problem}`);
+  if (p.kind === 'file') throw new SavePretrainedError(`${dir}: is a file, not a folder`);
+  const nonEmpty = p.kind === 'dir' && fs.readdirSync(target).length > 0;
+  if (p.kind === 'dir' && fs.realpathSync(target) === fs.realpathSync(m.dir)) {
+    throw new SavePretrainedError(`${dir}: is the folder the model was loaded from; save to another folder`);
+  }
+  if (nonEmpty && !opts.overwrite) throw new SavePretrainedError(`${dir}: folder is not empty (pass overwrite to replace its files)`);
+
+  const tensors = quantizedStateDict(m);
+  const config = configText(m);
+  const copied = SIDE_FILES.filter((f) => probePath(join(m.dir, f)).kind === 'file');
+  const side = copied.map((f) => [f, fs.readFileSync(join(m.dir, f))] as const);
+  const writeAll = (to: string): SaveResult => {
+    const r = saveStateDict(to, tensors, { maxShardSize: opts.maxShardSize });
+    for (const [f, bytes] of side) writeFileAtomic(join(to, f), bytes);
+    writeFileAtomic(join(to, 'config.json'), config);
+    return r;
+  };
+  if (nonEmpty) return { ...writeAll(target), dir: target, copied };
+
+  const parent = dirname(target);
+  fs.mkdirSync(parent, { recursive: true });
+  removeAbandonedStages(parent, basename(target));
+  const stage = target + tempTag();
+  fs.mkdirSync(stage);
+  try {
+    const r = writeAll(stage);
+    // rename(2) replaces an empty folder, and fails (ENOTEMPTY/EEXIST) if something was written there meanwhile.
+    fs.renameSync(stage, target);
+    fsyncDir(parent);
+    return { ...r, dir: target, copied };
+  } catch (e) {
+    fs.rmSync(stage, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Staging folders `<name>.tmp-<pid>-<hex>` of savePretrained calls whose process is gone. */
+function removeAbandonedStages(parent: string, name: string): void {
+  const re = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}${TEMP_TAG_RE}$`);
+  for (const f of fs.readdirSync(parent)) {
+    const m = re.exec(f);
+    if (m && writerIsGone(Number(m[1]))) fs.rmSync(join(parent, f), { recursive: true, force: true });
+  }
+}
