@@ -6,7 +6,8 @@ import type { Backend } from './backend/backend.js';
 import { BackendName, defaultBackend, getBackend } from './backend/index.js';
 import { GenerationConfig, readGenerationConfig } from './generate/config.js';
 import { loadStateDict } from './io/checkpoint.js';
-import { ModelConfig, readConfig } from './io/config.js';
+import { ConfigError, ModelConfig, readConfig } from './io/config.js';
+import { BNB4_BLOCKSIZES } from './quant/bnb4.js';
 import { resolveModelDir, ResolveOptions } from './io/hub.js';
 import type { CausalLM } from './models/model.js';
 import { Weights } from './models/model.js';
@@ -31,6 +32,11 @@ export interface LoadOptions extends ResolveOptions {
    * checkpoint saved quantized (config.json has quantization_config) loads as it is and refuses this option.
    */
   quantizationConfig?: BitsAndBytesConfig | Record<string, unknown>;
+  /**
+   * 4-bit block size for quantizationConfig (32 … 4096, powers of two; default 64, bitsandbytes' `blocksize`).
+   * transformers' BitsAndBytesConfig has no such field; the saved quant_state records it, so any size loads.
+   */
+  blocksize?: number;
   /** Called after each linear layer is quantized on load (with quantizationConfig), in build order. */
   onQuantize?: (layer: QuantizedLayerEvent) => void;
 }
@@ -60,6 +66,11 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
+  if (opts.blocksize !== undefined) {
+    if (!quantize || quantize.format === 'int8') throw new ConfigError('fromPretrained: blocksize applies to 4-bit quantizationConfig only');
+    if (!BNB4_BLOCKSIZES.includes(opts.blocksize)) throw new ConfigError(`fromPretrained: blocksize must be one of ${BNB4_BLOCKSIZES.join(', ')}, got ${JSON.stringify(opts.blocksize)}`);
+    quantize.blocksize = opts.blocksize;
+  }
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
   const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: opts.onQuantize });

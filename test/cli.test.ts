@@ -18,7 +18,7 @@ function lowbit(...args: string[]): { code: number; out: string; err: string } {
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
-for (const cmd of ['demo', 'generate', 'chat', 'info', 'plan', 'bench']) {
+for (const cmd of ['demo', 'generate', 'chat', 'info', 'plan', 'bench', 'quantize']) {
   test(`lowbit ${cmd} --help shows usage and examples`, () => {
     const r = lowbit(cmd, '--help');
     assert.equal(r.code, 0);

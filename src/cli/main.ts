@@ -9,6 +9,7 @@ import { evalHelp, runEval } from './eval.js';
 import { generateHelp, runGenerate } from './generate.js';
 import { infoHelp, runInfo } from './info.js';
 import { planHelp, runPlan } from './plan.js';
+import { quantizeHelp, runQuantize } from './quantize.js';
 
 const HELP = `lowbit — run, quantize and fine-tune Hugging Face LLMs natively in Node.js
 
@@ -18,6 +19,7 @@ Commands:
   demo      the main job on the bundled model: size, perplexity, a streamed chat answer
   generate  generate text (streamed, batched, greedy or sampled, chat templates)
   chat      interactive chat in the terminal
+  quantize  write a bitsandbytes int8/NF4/FP4 copy of a model that transformers loads
   eval      perplexity on a text file (GPTQ papers' protocol: non-overlapping windows)
   info      describe a model: architecture, parameters, dtypes, KV bytes per token
   plan      KV-cache memory and batch-size planner for a device
@@ -37,6 +39,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   generate: { run: runGenerate, help: generateHelp },
   chat: { run: runChat, help: chatHelp },
   eval: { run: runEval, help: evalHelp },
+  quantize: { run: runQuantize, help: quantizeHelp },
   info: { run: runInfo, help: infoHelp },
   plan: { run: runPlan, help: planHelp },
   bench: { run: runBench, help: benchHelp },

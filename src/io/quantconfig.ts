@@ -20,6 +20,11 @@ export interface QuantizationSpec {
   threshold: number;
   /** llm_int8_skip_modules: module names kept in float besides lm_head; null when not given. */
   skipModules: string[] | null;
+  /**
+   * 4-bit block size for quantize-on-load (fromPretrained's `blocksize`; bitsandbytes' 64 when absent).
+   * BitsAndBytesConfig has no such key: a file's block size is in each layer's quant_state.
+   */
+  blocksize?: number;
 }
 
 /** transformers' BitsAndBytesConfig fields in camelCase; snake_case (as in config.json) is accepted too. */

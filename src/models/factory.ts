@@ -80,6 +80,6 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
   const x = t.toF32();                                                 // a new array: the mapping is never written
   if (spec.format === 'int8') return fromInt8(quantizeInt8(x, [out, inp]), spec.threshold);
   return fromBnb4(quantize4bit(x, [out, inp], {
-    quantType: spec.format, doubleQuant: spec.doubleQuant, dtype: TORCH_DTYPE[t.dtype] ?? 'float32',
+    quantType: spec.format, doubleQuant: spec.doubleQuant, dtype: TORCH_DTYPE[t.dtype] ?? 'float32', blocksize: spec.blocksize,
   }), spec.computeDtype);
 }

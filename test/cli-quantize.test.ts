@@ -1,0 +1,109 @@
+// lowbit quantize: the folder it writes is transformers' own (byte for byte on the committed fixture), loads back in
+// lowbit, and every option error names the option (exit 2).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fromPretrained } from '../src/api.js';
+import { loadStateDict } from '../src/io/checkpoint.js';
+import { Linear } from '../src/nn/layers.js';
+import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
+import { quantStats } from '../src/quant/stats.js';
+import { ROOT } from './helpers.js';
+
+const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const FIX = join(ROOT, 'test', 'fixtures', 'bnb');
+const BF16 = join(FIX, 'hf_llama_bf16');
+
+function lowbit(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+test('lowbit quantize --method nf4 --double-quant --compute-dtype bf16 writes transformers\' file byte for byte', () => {
+  const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
+  try {
+    const out = join(root, 'nf4');
+    const r = lowbit('quantize', BF16, '--method', 'nf4', '--double-quant', '--compute-dtype', 'bf16', '--out', out);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /^quantized layer 1\/1: 7 linears in \d+ ms\n$/);
+    assert.match(r.out, /7 linear layers quantized \(lm_head kept float\)/);
+    assert.match(r.out, /45,312 weights, 16\.000 → 4\.130 bits\/weight/);
+    for (const f of ['model.safetensors', 'config.json', 'generation_config.json']) {
+      assert.deepEqual(readFileSync(join(out, f)), readFileSync(join(FIX, 'hf_llama_nf4dq', f)), f);
+    }
+    // A non-empty --out is refused (exit 2, nothing touched) unless --force.
+    const again = lowbit('quantize', BF16, '--method', 'int8', '--out', out);
+    assert.equal(again.code, 2);
+    assert.match(again.err, /--out .* is a folder that is not empty \(pass --force to replace its files\)/);
+    assert.deepEqual(readFileSync(join(out, 'config.json')), readFileSync(join(FIX, 'hf_llama_nf4dq', 'config.json')));
+    assert.equal(lowbit('quantize', BF16, '--method', 'int8', '--out', out, '--force').code, 0);
+    assert.match(readFileSync(join(out, 'config.json'), 'utf8'), /"load_in_8bit": true/);
+    // A checkpoint that is already quantized: exit 1, the loader's ConfigError.
+    const q = lowbit('quantize', join(FIX, 'hf_llama_nf4dq'), '--method', 'nf4', '--out', join(root, 'twice'));
+    assert.equal(q.code, 1);
+    assert.match(q.err, /ConfigError: .*already quantized/);
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+test('lowbit quantize: int8 with --skip-modules and --threshold, fp4 with --blocksize, load back in lowbit', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
+  try {
+    const i8 = join(root, 'int8');
+    assert.equal(lowbit('quantize', BF16, '--method', 'int8', '--threshold', '4.5', '--skip-modules', 'mlp,o_proj', '--out', i8).code, 0);
+    const m = await fromPretrained(i8, { backend: 'ref' });
+    for (const [name, l] of m.model.linears()) {
+      const float = name === 'lm_head' || /\.mlp\.|o_proj/.test(name);
+      assert.ok(float ? l instanceof Linear : l instanceof Linear8bitLt, name);
+    }
+    const cfg = JSON.parse(readFileSync(join(i8, 'config.json'), 'utf8')).quantization_config;
+    assert.equal(cfg.llm_int8_threshold, 4.5);
+    assert.deepEqual(cfg.llm_int8_skip_modules, ['mlp', 'o_proj']);
+    const fp4 = join(root, 'fp4');
+    const r = lowbit('quantize', BF16, '--method', 'fp4', '--blocksize', '128', '--out', fp4);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /fp4, block 128, compute float32/);
+    const st = quantStats(loadStateDict(fp4).tensors);
+    assert.deepEqual([st.formats, st.blocksizes, st.doubleQuant], [['fp4'], [128], false]);
+    const f = await fromPretrained(fp4, { backend: 'ref' });
+    assert.ok([...f.model.linears().values()].filter((l) => l instanceof Linear4bit).length === 7);
+    assert.ok(f.model.forward([[1, 2, 3]]).f32.every(Number.isFinite));
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+test('lowbit quantize: option errors name the option and exit 2', () => {
+  const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
+  try {
+    const out = join(root, 'o');
+    const cases: [string[], RegExp][] = [
+      [[BF16, '--out', out], /--method is required/],
+      [[BF16, '--method', 'nf3', '--out', out], /--method "nf3" is unknown \(choose int8, nf4 or fp4\)/],
+      [[BF16, '--method', 'nf4'], /--out DIR is required/],
+      [[BF16, '--method', 'nf4', '--threshold', '5', '--out', out], /--threshold applies to --method int8, not nf4/],
+      [[BF16, '--method', 'int8', '--double-quant', '--out', out], /--double-quant applies to --method nf4 or fp4/],
+      [[BF16, '--method', 'int8', '--blocksize', '64', '--out', out], /--blocksize applies to --method nf4 or fp4/],
+      [[BF16, '--method', 'nf4', '--blocksize', '100', '--out', out], /--blocksize must be one of 32, 64, 128, 256, 512, 1024, 2048, 4096, got 100/],
+      [[BF16, '--method', 'nf4', '--compute-dtype', 'fp8', '--out', out], /--compute-dtype "fp8" is unknown \(choose bf16, f16 or f32\)/],
+      [[BF16, '--method', 'int8', '--threshold', '-1', '--out', out], /--threshold must be a number ≥ 0, got "-1"/],
+      [[BF16, '--method', 'int8', '--skip-modules', 'mlp,', '--out', out], /--skip-modules "mlp," has an empty name/],
+      [[BF16, '--method', 'nf4', '--out', join(FIX, 'bnb_golden.json')], /--out .* is a file, not a folder/],
+      [[BF16, '--method', 'nf4', '--outt', out], /unknown option --outt \(did you mean --out\?\)/],
+      [['--method', 'nf4', '--out', out], /give one model folder or Hub id/],
+    ];
+    for (const [args, re] of cases) {
+      const r = lowbit('quantize', ...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, re);
+      assert.match(r.err, /^lowbit quantize: /);
+    }
+    assert.equal(lowbit('quantize', '/no/such/model', '--method', 'nf4', '--out', join(root, 'p')).code, 1);
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+test('fromPretrained blocksize: 4-bit only, one of bitsandbytes\' sizes', async () => {
+  await assert.rejects(fromPretrained(BF16, { quantizationConfig: { loadIn8bit: true }, blocksize: 64 }), /blocksize applies to 4-bit quantizationConfig only/);
+  await assert.rejects(fromPretrained(BF16, { blocksize: 64 }), /blocksize applies to 4-bit quantizationConfig only/);
+  await assert.rejects(fromPretrained(BF16, { quantizationConfig: { loadIn4bit: true }, blocksize: 48 }), /blocksize must be one of 32, 64, .*got 48/);
+});
