@@ -107,3 +107,36 @@ test('fromPretrained blocksize: 4-bit only, one of bitsandbytes\' sizes', async 
   await assert.rejects(fromPretrained(BF16, { blocksize: 64 }), /blocksize applies to 4-bit quantizationConfig only/);
   await assert.rejects(fromPretrained(BF16, { quantizationConfig: { loadIn4bit: true }, blocksize: 48 }), /blocksize must be one of 32, 64, .*got 48/);
 });
+
+test('lowbit info shows the quantization: format, block size, double quant, bits per weight with scales, file bytes', () => {
+  const info = (dir: string) => {
+    const r = lowbit('info', dir, '--json');
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out) as { quantization: Record<string, unknown> | null; fileBytes: number };
+  };
+  const nf4 = info(join(FIX, 'hf_llama_nf4dq'));
+  // 45312 weights: packed 22656 B + 708 U8 absmax + 7 nested float32 = 23392 B → 4.1299 bits (small layers).
+  assert.deepEqual(nf4.quantization, { formats: ['nf4'], blocksizes: [64], doubleQuant: true, computeDtype: 'bfloat16', layers: 7,
+    params: 45312, bytes: 23392, bitsPerWeight: (23392 * 8) / 45312 });
+  assert.equal(nf4.fileBytes, 70436);
+  const i8 = info(join(FIX, 'hf_llama_int8'));
+  assert.deepEqual([i8.quantization!.formats, i8.quantization!.bytes, i8.fileBytes], [['int8'], 45312 + 4 * 600, 83415]);
+  assert.equal(info(BF16).quantization, null);
+  const text = lowbit('info', join(FIX, 'hf_llama_nf4dq')).out;
+  assert.match(text, /^quantization     nf4, block 64, double quant, compute bfloat16: 7 layers, 45,312 weights at 4\.130 bits\/weight \(scales included\)$/m);
+  assert.match(text, /^checkpoint       70,436 bytes in safetensors files \(0\.07 MB\)$/m);
+  assert.match(lowbit('info', BF16).out, /^quantization     none$/m);
+
+  // On layers of real width the figure is bitsandbytes' 4 + 8/64 + 32/(64·256) ≈ 4.127: the demo model, quantized.
+  const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
+  try {
+    const out = join(root, 'kjv');
+    const q = lowbit('quantize', join(ROOT, 'models', 'kjv-demo'), '--method', 'nf4', '--double-quant', '--out', out);
+    assert.equal(q.code, 0, q.err);
+    assert.match(q.out, /16\.000 → 4\.127 bits\/weight/);
+    const k = info(out).quantization!;
+    assert.equal(k.layers, 42);
+    assert.ok(Math.abs((k.bitsPerWeight as number) - (4 + 8 / 64 + 32 / (64 * 256))) < 5e-4, `${k.bitsPerWeight}`);
+    assert.match(lowbit('info', out).out, /42 layers, 4,349,952 weights at 4\.127 bits\/weight/);
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});

@@ -3,6 +3,11 @@
 import { fromPretrained } from '../api.js';
 import { checkGenerationFits } from '../generate/generate.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseIndex, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME } from '../io/checkpoint.js';
+import { quantStats } from '../quant/stats.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { parseCommand, UsageError } from './args.js';
 import { cliMessage, maxNewTokens } from './generate.js';
 
@@ -10,8 +15,11 @@ export const infoHelp = `lowbit info — describe a model folder or Hub id
 
 Usage: lowbit info <model folder | org/name> [--json] [--revision REV] [--no-mmap]
 
-Prints the architecture, parameter count (from the tensors), bytes per dtype, KV-cache bytes per token, and the
-quantization config if there is one. The model is checked as lowbit generate checks it (config values, every tensor's
+Prints the architecture, parameter count (from the tensors), bytes per dtype, KV-cache bytes per token, the
+checkpoint files' total bytes, and for a bitsandbytes checkpoint the quantization: format, block size, double
+quantization, compute dtype, and bits per weight in the quantized layers with their scales counted (codes + absmax
++ nested absmax, or int8 codes + SCB: NF4 + double quant at block 64 is 4 + 8/64 + 32/(64·256) ≈ 4.127 on large
+layers). The model is checked as lowbit generate checks it (config values, every tensor's
 name and shape, tokenizer files, generation_config.json and its settings against the model's positions, with
 generate's default answer length) without running it: a model info accepts, generate runs.
 
@@ -19,6 +27,32 @@ Examples:
   lowbit info models/kjv-demo
   lowbit info TinyLlama/TinyLlama-1.1B-Chat-v1.0 --json
 `;
+
+/** What `lowbit info --json` says about a quantized checkpoint (null for a float one). */
+function quantization(tensors: Map<string, Tensor>, computeDtype: string | null) {
+  const st = quantStats(tensors);
+  if (!st.layers.length) return null;
+  return {
+    formats: st.formats, blocksizes: st.blocksizes, doubleQuant: st.doubleQuant, computeDtype, layers: st.layers.length,
+    params: st.params, bytes: st.bytes, bitsPerWeight: st.bitsPerWeight,
+  };
+}
+
+function describe(q: ReturnType<typeof quantization>): string {
+  if (!q) return 'none';
+  const four = q.formats.some((f) => f !== 'int8');
+  const how = [q.formats.join('+'), ...(four ? [`block ${q.blocksizes.join('/')}`, q.doubleQuant ? 'double quant' : q.doubleQuant === false ? 'no double quant' : 'mixed double quant'] : []),
+    `compute ${q.computeDtype}`].join(', ');
+  return `${how}: ${q.layers} layers, ${q.params.toLocaleString('en-US')} weights at ${q.bitsPerWeight.toFixed(3)} bits/weight (scales included)`;
+}
+
+/** The bytes of the safetensors files the checkpoint loads from (model.safetensors, or the index and its shards). */
+function checkpointBytes(dir: string): number {
+  const single = join(dir, SAFE_WEIGHTS_NAME);
+  if (existsSync(single)) return statSync(single).size;
+  const index = join(dir, SAFE_WEIGHTS_INDEX_NAME);
+  return [...new Set(parseIndex(index).values())].reduce((a, f) => a + statSync(join(dir, f)).size, statSync(index).size);
+}
 
 const TORCH_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
@@ -50,6 +84,8 @@ export async function runInfo(argv: string[]): Promise<number> {
     vocab_size: config.vocab_size, max_position_embeddings: config.max_position_embeddings, dtypes: byDtype,
     kvBytesPerToken: kvBytesPerToken(shape, dtypeBytes), kvBytesPerTokenLowbitCpu: kvBytesPerToken(shape, 4),
     quantization_config: config.raw.quantization_config ?? null,
+    quantization: quantization(m.tensors, config.quantization_config?.computeDtype ?? null),
+    fileBytes: checkpointBytes(dir),
   };
   if (v.json) { process.stdout.write(JSON.stringify(info) + '\n'); return 0; }
   const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
@@ -60,7 +96,8 @@ export async function runInfo(argv: string[]): Promise<number> {
     `shape            ${shape.layers} layers, hidden ${shape.hidden}, ${shape.heads} heads / ${shape.kvHeads} KV heads × ${shape.headDim}, vocab ${config.vocab_size}, context ${config.max_position_embeddings}`,
     ...Object.entries(byDtype).map(([d, e]) => `  ${d.padEnd(14)} ${String(e.tensors).padStart(5)} tensors ${e.params.toLocaleString('en-US').padStart(16)} params ${mb(e.bytes).padStart(12)}`),
     `KV cache         ${info.kvBytesPerToken.toLocaleString('en-US')} bytes/token at ${config.torch_dtype ?? 'fp16'} (${info.kvBytesPerTokenLowbitCpu.toLocaleString('en-US')} in lowbit's f32 CPU cache)`,
-    `quantization     ${info.quantization_config ? JSON.stringify(info.quantization_config) : 'none'}`,
+    `checkpoint       ${info.fileBytes.toLocaleString('en-US')} bytes in safetensors files (${mb(info.fileBytes)})`,
+    `quantization     ${describe(info.quantization)}`,
   ];
   process.stdout.write(out.join('\n') + '\n');
   return 0;

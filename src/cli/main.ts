@@ -21,7 +21,7 @@ Commands:
   chat      interactive chat in the terminal
   quantize  write a bitsandbytes int8/NF4/FP4 copy of a model that transformers loads
   eval      perplexity on a text file (GPTQ papers' protocol: non-overlapping windows)
-  info      describe a model: architecture, parameters, dtypes, KV bytes per token
+  info      describe a model: architecture, parameters, dtypes, KV bytes per token, quantization
   plan      KV-cache memory and batch-size planner for a device
   bench     measure prefill/decode speed against this machine's roofline
 
