@@ -137,6 +137,50 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulQ4(y, x, packed, absmax, qabsmax, nestedAbsmax, nestedQuantMap, nestedBlocksize, nestedOffset, M, N, K,
+//           blocksize, quantType, dtype, bias): NF4/FP4 weights [N, K]. absmax (Float32Array, one per block) for plain
+// scales, or absmax null and qabsmax (Uint8Array, one per block) + nestedAbsmax + nestedQuantMap (256) for double
+// quantization.
+Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
+  Args a{info, "matmulQ4"};
+  a.count(16);
+  const int64_t M = a.integer(9, "M"), N = a.integer(10, "N"), K = a.integer(11, "K");
+  const int64_t bs = a.integer(12, "blocksize", 1);
+  const int64_t qt = a.integer(13, "quantType");
+  if (qt > 1) a.range_error("quantType must be 0 (nf4) or 1 (fp4), got " + std::to_string(qt));
+  const int dt = a.wtype(14);
+  const int64_t numel = a.mul(N, K), nBlocks = (numel + bs - 1) / bs;
+  float* y = a.f32(0, "y", a.mul(M, N));
+  const float* x = a.f32(1, "x", a.mul(M, K));
+  auto packed = a.typed(2, "packed", napi_uint8_array, "Uint8Array");
+  a.check_len("packed", int64_t(packed.ElementLength()), (numel + 1) / 2);
+  Q4Weight w{};
+  w.packed = a.raw<uint8_t>(packed);
+  w.N = N;
+  w.K = K;
+  w.blocksize = bs;
+  w.code = q4_code_values(int(qt));
+  w.dtype = dt;
+  const bool plain = !(info[3].IsNull() || info[3].IsUndefined());
+  if (plain) {
+    w.absmax = a.f32(3, "absmax", nBlocks);
+    for (size_t i = 4; i <= 6; i++)
+      if (!(info[i].IsNull() || info[i].IsUndefined())) a.type_error("absmax and the double-quantization arrays are exclusive: pass null for qabsmax, nestedAbsmax and nestedQuantMap with a plain absmax");
+  } else {
+    const int64_t nb = a.integer(7, "nestedBlocksize", 1);
+    auto q = a.typed(4, "qabsmax", napi_uint8_array, "Uint8Array (double quantization; absmax is null)");
+    a.check_len("qabsmax", int64_t(q.ElementLength()), nBlocks);
+    w.qabsmax = a.raw<uint8_t>(q);
+    w.nested_absmax = a.f32(5, "nestedAbsmax", (nBlocks + nb - 1) / nb);
+    w.nested_map = a.f32(6, "nestedQuantMap", 256);
+    w.nested_blocksize = nb;
+    w.offset = float(a.number(8, "nestedOffset"));
+  }
+  const float* bias = a.f32_or_null(15, "bias", N);
+  matmul_q4(y, x, w, M, bias);
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a{info, "rmsnorm"};
   a.count(6);
@@ -377,6 +421,7 @@ void add(Napi::Env env, Napi::Object exports, const char* name) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<Matmul>(env, exports, "matmul");
+  add<MatmulQ4>(env, exports, "matmulQ4");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");
   add<Rope>(env, exports, "rope");

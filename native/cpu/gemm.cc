@@ -110,6 +110,30 @@ void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wt
 
 }  // namespace
 
+// NF4/FP4: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias) through the fused dequantize-GEMV, output rows split over the pool.
+// M > 1 loops the GEMV over the rows of x for each L2-sized block of weight rows (the packed block is decoded again
+// per row of x, from cache); a prefill GEMM that dequantizes one tile at a time and reuses it across rows is the
+// next step.
+void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const float* bias) {
+  const int64_t N = w.N, K = w.K;
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.f;
+    return;
+  }
+  const Kernels* k = active();
+  const int64_t rowBytes = std::max<int64_t>(1, (K + 1) / 2);
+  const int64_t nb = std::max<int64_t>(4, kGemvBlockBytes / rowBytes / 4 * 4);
+  const int64_t grain = std::max<int64_t>(4, (1 << 15) / std::max<int64_t>(1, K * M));
+  parallel_for(N, grain, [&](int64_t b, int64_t e) {
+    for (int64_t n0 = b; n0 < e; n0 += nb) {
+      const int64_t n1 = std::min(e, n0 + nb);
+      for (int64_t m = 0; m < M; m++) k->gemv_q4(y + m * N, x + m * K, w, n0, n1, bias);
+    }
+  }, 4);
+}
+
 void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias) {
   if (M == 0 || N == 0) return;
   if (K == 0) {

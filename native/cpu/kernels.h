@@ -7,6 +7,8 @@
 
 namespace lowbit {
 
+struct Q4Weight;  // below
+
 enum WType : int { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
 
 struct Kernels {
@@ -38,6 +40,11 @@ struct Kernels {
   // Attention inner loops over n cache rows spaced ld floats apart (hd floats each):
   void (*dots)(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float scale);  // out[s] = scale·q·k_s
   void (*wsum)(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd);  // o += Σ p[s]·v_s (p[s] = 0 skipped)
+
+  // ---- NF4/FP4 fused dequantize-GEMV (one activation row): y[n] = dot(x, dequant(w) row n) (+ bias[n]) for n in
+  // [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked up
+  // by code as the packed bytes stream past. The driver (gemm.cc, matmul_q4) loops it over the rows of x.
+  void (*gemv_q4)(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
 };
 
 const Kernels* kernels_scalar();
@@ -81,5 +88,78 @@ inline float widen1(const void* w, int wtype, int64_t i) {
   return wtype == W_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 inline int64_t wbytes(int wtype) { return wtype == W_F32 ? 4 : 2; }
+
+// ---- bitsandbytes 4-bit weights (src/quant/bnb4.ts, ../shared/spec/FORMATS.md §2)
+
+// Rounding of a dequantized value to the weight's original dtype, as src/tensor/dtype.ts's f32ToBf16/f32ToF16
+// (round half to even) followed by the exact widening.
+inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float round_bf16(float f) {
+  const uint32_t b = f32_bits(f);
+  uint32_t h = (b & 0x7fffffffu) > 0x7f800000u ? ((b >> 16) | 0x40u) & 0xffffu : ((b + 0x7fffu + ((b >> 16) & 1u)) >> 16) & 0xffffu;
+  return bf16_to_f32(uint16_t(h));
+}
+inline uint16_t f32_to_f16(float f) {
+  const uint32_t b = f32_bits(f);
+  const uint32_t sign = (b >> 16) & 0x8000u, exp = (b >> 23) & 0xffu;
+  uint32_t mant = b & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  const int e = int(exp) - 127 + 15;
+  if (e >= 31) return uint16_t(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return uint16_t(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - e;
+    const uint32_t half = 1u << (shift - 1), rest = mant & ((1u << shift) - 1u);
+    uint32_t r = mant >> shift;
+    if (rest > half || (rest == half && (r & 1u))) r++;
+    return uint16_t(sign | r);
+  }
+  const uint32_t rest = mant & 0x1fffu;
+  uint32_t r = (uint32_t(e) << 10) | (mant >> 13);
+  if (rest > 0x1000u || (rest == 0x1000u && (r & 1u))) r++;
+  return uint16_t(sign | r);
+}
+
+enum Q4Type : int { Q4_NF4 = 0, Q4_FP4 = 1 };
+
+// Value of each 4-bit code (codeValue in bnb4.ts): the NF4 levels; FP4 magnitudes / 12 with bit 3 the sign, so
+// code 8 is -0.0 as in bitsandbytes' CUDA LUT.
+const float* q4_code_values(int quantType);
+
+// A packed NF4/FP4 weight [N, K]: blocks of `blocksize` run over the flattened weight (a block may span two rows),
+// two codes per byte, element 2i in the high nibble. The block scale is absmax[b], or with double quantization
+// nested_map[qabsmax[b]] * nested_absmax[b / nested_blocksize] + offset (dequantizeNested in bnb4.ts).
+struct Q4Weight {
+  const uint8_t* packed;
+  int64_t N, K, blocksize;
+  const float* code;  // 16 values, q4_code_values(quantType)
+  const float* absmax;  // per block, or null with double quantization
+  const uint8_t* qabsmax;
+  const float* nested_absmax;
+  const float* nested_map;
+  int64_t nested_blocksize;
+  float offset;
+  int dtype;  // the weight's original dtype, which dequantize rounds to: W_F32, W_BF16 or W_F16
+};
+
+inline float q4_block_scale(const Q4Weight& w, int64_t b) {
+  if (w.absmax) return w.absmax[b];
+  // Two float32 roundings, as dequantizeBlockwise8 then `+ offset`: the volatile keeps the compiler from fusing
+  // them into one FMA.
+  const int64_t nb = w.nested_blocksize == 256 ? b >> 8 : b / w.nested_blocksize;  // 256: bitsandbytes' only size
+  volatile float p = w.nested_map[w.qabsmax[b]] * w.nested_absmax[nb];
+  return p + w.offset;
+}
+
+// lut[c] = the dequantized weight of code c in block b: value(c) · scale in float32, rounded to the original dtype
+// (dequantize4bit / dequantize4bitRange), so the kernels multiply exactly the ref twin's weights.
+inline void q4_lut(const Q4Weight& w, float s, float* lut) {
+  for (int c = 0; c < 16; c++) {
+    const float v = w.code[c] * s;
+    lut[c] = w.dtype == W_BF16 ? round_bf16(v) : w.dtype == W_F16 ? f16_to_f32(f32_to_f16(v)) : v;
+  }
+}
+inline void q4_block_lut(const Q4Weight& w, int64_t b, float* lut) { q4_lut(w, q4_block_scale(w, b), lut); }
 
 }  // namespace lowbit

@@ -5,6 +5,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #if defined(__clang__)
@@ -308,7 +309,54 @@ struct Vec {
 
 #include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
-const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+// NF4/FP4: the 16-entry LUT as two 8-float halves; vpermps looks a code's low 3 bits up in both halves and bit 3
+// (moved to the sign bit) blends between them. 32 codes (16 bytes) per step: nibbles split and interleaved back
+// into element order with byte unpacks (high nibble first), widened to 32-bit indices.
+struct Q4Acc {
+  static constexpr int64_t kStep = 32;
+  __m256 a0, a1, a2, a3, lo, hi;
+  // An explicit constructor: GCC gives an implicit one no target attribute, so it could not inline the intrinsics.
+  Q4Acc() { a0 = a1 = a2 = a3 = lo = hi = _mm256_setzero_ps(); }
+  // round_dtype in SIMD: bf16 as f32ToBf16 (half to even; NaN quieted), f16 through F16C (round to nearest even).
+  static __m256 round_to(__m256 v, int dtype) {
+    if (dtype == W_BF16) {
+      const __m256i u = _mm256_castps_si256(v), hiMask = _mm256_set1_epi32(int(0xffff0000u));
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+      const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), hiMask);
+      const __m256i q = _mm256_or_si256(_mm256_and_si256(u, hiMask), _mm256_set1_epi32(0x00400000));
+      return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(q), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    if (dtype == W_F16) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+  }
+  void block(const Q4Weight& w, float s) {
+    const __m256 sv = _mm256_set1_ps(s);
+    lo = round_to(_mm256_mul_ps(_mm256_loadu_ps(w.code), sv), w.dtype);
+    hi = round_to(_mm256_mul_ps(_mm256_loadu_ps(w.code + 8), sv), w.dtype);
+  }
+  void store(float* l) const { _mm256_storeu_ps(l, lo); _mm256_storeu_ps(l + 8, hi); }
+  __m256 look(__m256i idx) const {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  }
+  void run(const uint8_t* p, const float* x, int64_t n) {
+    const __m128i m = _mm_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n; i += 32, p += 16, x += 32) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), m), l = _mm_and_si128(b, m);
+      const __m128i c0 = _mm_unpacklo_epi8(h, l), c1 = _mm_unpackhi_epi8(h, l);  // codes 0..15, 16..31
+      a0 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(c0)), _mm256_loadu_ps(x), a0);
+      a1 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8))), _mm256_loadu_ps(x + 8), a1);
+      a2 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(c1)), _mm256_loadu_ps(x + 16), a2);
+      a3 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(_mm_srli_si128(c1, 8))), _mm256_loadu_ps(x + 24), a3);
+    }
+  }
+  float total() const { return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))); }
+};
+
+#include "q4_gemv.inc"
+
+const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
 
 }  // namespace
 }  // namespace lowbit

@@ -6,6 +6,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #if defined(__clang__)
@@ -320,7 +321,42 @@ struct Vec {
 
 #include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
-const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+// NF4/FP4: the whole 16-entry LUT in one zmm; one vpermps per 16 codes. 32 codes (16 bytes) per step.
+struct Q4Acc {
+  static constexpr int64_t kStep = 32;
+  __m512 a0, a1, lut;
+  Q4Acc() { a0 = a1 = lut = _mm512_setzero_ps(); }  // explicit: see kernels_avx2.cc
+  // round_dtype in SIMD, as in kernels_avx2.cc.
+  void block(const Q4Weight& w, float s) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(w.code), _mm512_set1_ps(s));
+    if (w.dtype == W_BF16) {
+      const __m512i u = _mm512_castps_si512(v), hiMask = _mm512_set1_epi32(int(0xffff0000u));
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      const __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), hiMask);
+      const __m512i q = _mm512_or_si512(_mm512_and_si512(u, hiMask), _mm512_set1_epi32(0x00400000));
+      lut = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_castsi512_ps(r), _mm512_castsi512_ps(q));
+    } else if (w.dtype == W_F16) {
+      lut = _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    } else {
+      lut = v;
+    }
+  }
+  void store(float* l) const { _mm512_storeu_ps(l, lut); }
+  void run(const uint8_t* p, const float* x, int64_t n) {
+    const __m128i m = _mm_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n; i += 32, p += 16, x += 32) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), m), l = _mm_and_si128(b, m);
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(h, l)), lut), _mm512_loadu_ps(x), a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(h, l)), lut), _mm512_loadu_ps(x + 16), a1);
+    }
+  }
+  float total() const { return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)); }
+};
+
+#include "q4_gemv.inc"
+
+const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
 
 }  // namespace
 }  // namespace lowbit

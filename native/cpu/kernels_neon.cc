@@ -10,6 +10,7 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace lowbit {
@@ -304,7 +305,58 @@ struct Vec {
 
 #include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
-const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+// NF4/FP4: the LUT as 64 bytes in four q registers; TBL (vqtbl4q_u8) gathers each float's 4 bytes by the index
+// 4·code + {0,1,2,3}. 16 codes (8 bytes) per step: nibbles split, zipped back into element order (high first).
+struct Q4Acc {
+  static constexpr int64_t kStep = 16;
+  float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0), a2 = vdupq_n_f32(0), a3 = vdupq_n_f32(0);
+  uint8x16x4_t lut;
+  // round_dtype in SIMD: bf16 as f32ToBf16 (half to even; NaN quieted), f16 through FCVTN/FCVTL (nearest even).
+  static float32x4_t round_to(float32x4_t v, int dtype) {
+    if (dtype == W_BF16) {
+      const uint32x4_t u = vreinterpretq_u32_f32(v), hiMask = vdupq_n_u32(0xffff0000u);
+      const uint32x4_t lsb = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+      const uint32x4_t r = vandq_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), lsb), hiMask);
+      const uint32x4_t q = vorrq_u32(vandq_u32(u, hiMask), vdupq_n_u32(0x00400000));
+      return vreinterpretq_f32_u32(vbslq_u32(vceqq_f32(v, v), r, q));
+    }
+    if (dtype == W_F16) return vcvt_f32_f16(vcvt_f16_f32(v));
+    return v;
+  }
+  void block(const Q4Weight& w, float s) {
+    for (int j = 0; j < 4; j++)
+      lut.val[j] = vreinterpretq_u8_f32(round_to(vmulq_n_f32(vld1q_f32(w.code + 4 * j), s), w.dtype));
+  }
+  void store(float* l) const {
+    for (int j = 0; j < 4; j++) vst1q_u8(reinterpret_cast<uint8_t*>(l) + 16 * j, lut.val[j]);
+  }
+  // Floats of the 4 codes at bytes j..j+3 of c4 (codes already times 4).
+  float32x4_t look(uint8x16_t c4, int j) const {
+    static const uint8_t kRep[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                        {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                        {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                        {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+    static const uint8_t kOff[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    const uint8x16_t idx = vaddq_u8(vqtbl1q_u8(c4, vld1q_u8(kRep[j])), vld1q_u8(kOff));
+    return vreinterpretq_f32_u8(vqtbl4q_u8(lut, idx));
+  }
+  void run(const uint8_t* p, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16, p += 8, x += 16) {
+      const uint8x8_t b = vld1_u8(p);
+      const uint8x8_t h = vshr_n_u8(b, 4), l = vand_u8(b, vdup_n_u8(0x0f));
+      const uint8x16_t c4 = vshlq_n_u8(vcombine_u8(vzip1_u8(h, l), vzip2_u8(h, l)), 2);  // element order, ×4
+      a0 = vfmaq_f32(a0, look(c4, 0), vld1q_f32(x));
+      a1 = vfmaq_f32(a1, look(c4, 1), vld1q_f32(x + 4));
+      a2 = vfmaq_f32(a2, look(c4, 2), vld1q_f32(x + 8));
+      a3 = vfmaq_f32(a3, look(c4, 3), vld1q_f32(x + 12));
+    }
+  }
+  float total() const { return vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3))); }
+};
+
+#include "q4_gemv.inc"
+
+const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
 
 }  // namespace
 

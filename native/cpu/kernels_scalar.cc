@@ -1,5 +1,6 @@
 // Portable kernels: always compiled, always correct, the oracle for the SIMD levels. Written so that -O3 can
 // auto-vectorise the easy loops with the baseline ISA (SSE2 / ASIMD), with independent partial sums for reductions.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels.h"
@@ -103,10 +104,39 @@ void wsum(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int6
     if (p[s] != 0.f) axpy(o, p[s], v + s * ldv, hd);
 }
 
-const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum};
+// NF4/FP4: two codes per byte through the block's LUT, 4 partial sums.
+struct Q4Acc {
+  static constexpr int64_t kStep = 8;
+  float s[4] = {0, 0, 0, 0};
+  float lut[16];
+  void block(const Q4Weight& w, float sc) { q4_lut(w, sc, lut); }
+  void store(float* l) const { std::memcpy(l, lut, sizeof lut); }
+  void run(const uint8_t* p, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8, p += 4, x += 8)
+      for (int j = 0; j < 4; j++) s[j] += lut[p[j] >> 4] * x[2 * j] + lut[p[j] & 15] * x[2 * j + 1];
+  }
+  float total() const { return (s[0] + s[1]) + (s[2] + s[3]); }
+};
+
+#include "q4_gemv.inc"
+
+const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
 
 }  // namespace
 
 const Kernels* kernels_scalar() { return &kTable; }
+
+namespace {
+const float kNf4[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+                        -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+                        0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+                        0.7229568362236023f, 1.0f};
+// bitsandbytes' FP4 magnitudes by the low 3 bits, divided by 12 (rounded once, as Float32Array.from(m / 12)).
+const float kFp4[16] = {float(0 / 12.0), float(0.0625 / 12.0), float(8 / 12.0), float(12 / 12.0), float(4 / 12.0),
+                        float(6 / 12.0), float(2 / 12.0), float(3 / 12.0), -0.0f, float(-0.0625 / 12.0), float(-8 / 12.0),
+                        float(-12 / 12.0), float(-4 / 12.0), float(-6 / 12.0), float(-2 / 12.0), float(-3 / 12.0)};
+}  // namespace
+
+const float* q4_code_values(int quantType) { return quantType == Q4_FP4 ? kFp4 : kNf4; }
 
 }  // namespace lowbit

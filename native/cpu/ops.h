@@ -5,6 +5,9 @@
 namespace lowbit {
 
 void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias);
+struct Q4Weight;
+// NF4/FP4 weights (kernels.h Q4Weight, [N, K]): y[M,N] = x[M,K]·dequant(w)ᵀ (+bias[N]).
+void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const float* bias);
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t dim, float eps);
 void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps);
 void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos, const float* invFreq);

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 /** Weight element type codes shared with native/cpu. */
 export const WTYPE = { F32: 0, BF16: 1, F16: 2 } as const;
+/** 4-bit code book codes shared with native/cpu (matmulQ4's quantType). */
+export const Q4TYPE = { nf4: 0, fp4: 1 } as const;
 
 /** What the CPU offers, which kernel level is in use, and how many threads the pool runs. */
 export interface CpuInfo {
@@ -59,6 +61,17 @@ export interface PoolConfig {
 export interface NativeAddon {
   /** y[M,N] = x[M,K]·w[N,K]ᵀ (+bias[N]); wtype from WTYPE; w is Float32Array or Uint16Array. */
   matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null): void;
+  /**
+   * NF4/FP4 (bitsandbytes 4-bit) weights [N,K]: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias[N]) through the fused
+   * dequantize-GEMV. packed: ceil(N·K/2) bytes, high nibble first; blocks of `blocksize` over the flattened weight.
+   * Plain scales: absmax (one per block) and null for qabsmax/nestedAbsmax/nestedQuantMap. Double quantization:
+   * absmax null, qabsmax (one U8 per block), nestedAbsmax (one per nestedBlocksize blocks), nestedQuantMap (256)
+   * and nestedOffset. quantType from Q4TYPE; dtype (a WTYPE) is the weight's original dtype, which each
+   * dequantized value is rounded to, as dequantize_4bit does.
+   */
+  matmulQ4(y: Float32Array, x: Float32Array, packed: Uint8Array, absmax: Float32Array | null, qabsmax: Uint8Array | null,
+    nestedAbsmax: Float32Array | null, nestedQuantMap: Float32Array | null, nestedBlocksize: number, nestedOffset: number,
+    M: number, N: number, K: number, blocksize: number, quantType: number, dtype: number, bias: Float32Array | null): void;
   rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */

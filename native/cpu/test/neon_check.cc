@@ -325,6 +325,97 @@ void check_attention_kernels() {
     }
 }
 
+// NF4/FP4 fused dequantize-GEMV: random packed codes and scales (plain and double-quantized), f32/bf16/f16 rounding,
+// blocks that straddle rows (K odd: rows start at a low nibble), block sizes 32..4096, output ranges inside N.
+struct Q4Case {
+  std::vector<uint8_t> packed, qabsmax;
+  std::vector<float> absmax, nested, map;
+  Q4Weight w{};
+};
+Q4Case make_q4(int64_t Nn, int64_t K, int64_t bs, int qt, bool dq, int dtype) {
+  Q4Case c;
+  const int64_t numel = Nn * K, nBlocks = (numel + bs - 1) / bs;
+  c.packed.resize(size_t((numel + 1) / 2));
+  for (auto& b : c.packed) b = uint8_t(rng());
+  c.w.packed = c.packed.data();
+  c.w.N = Nn;
+  c.w.K = K;
+  c.w.blocksize = bs;
+  c.w.code = q4_code_values(qt);
+  c.w.dtype = dtype;
+  if (dq) {
+    c.qabsmax.resize(size_t(nBlocks));
+    for (auto& q : c.qabsmax) q = uint8_t(rng());
+    c.nested = rnd(size_t((nBlocks + 255) / 256), 0.01f, 0.1f);
+    c.map = rnd(256);
+    c.w.qabsmax = c.qabsmax.data();
+    c.w.nested_absmax = c.nested.data();
+    c.w.nested_map = c.map.data();
+    c.w.nested_blocksize = 256;
+    c.w.offset = uni(0.05f, 0.2f);
+  } else {
+    c.absmax = rnd(size_t(nBlocks), 0.f, 0.2f);
+    c.w.absmax = c.absmax.data();
+  }
+  return c;
+}
+// Σ|x·w| over row n: the scale of the rounding-error bound.
+double q4_mag(const Q4Weight& w, const float* x, int64_t n) {
+  double mag = 0;
+  float lut[16];
+  for (int64_t k = 0; k < w.K; k++) {
+    const int64_t i = n * w.K + k;
+    q4_block_lut(w, i / w.blocksize, lut);
+    const uint8_t b = w.packed[i >> 1];
+    mag += std::fabs(double(x[k]) * lut[i & 1 ? b & 15 : b >> 4]);
+  }
+  return mag;
+}
+
+void check_q4() {
+  const int64_t shapes[][3] = {{172, 65, 64}, {33, 4160, 64}, {33, 4160, 4096}, {9, 33, 32}, {40, 256, 128}, {5, 1027, 128}, {3, 31, 4096}};
+  for (const auto& sh : shapes)
+    for (int qt : {Q4_NF4, Q4_FP4})
+      for (int dq = 0; dq < 2; dq++)
+        for (int dtype : {W_F32, W_BF16, W_F16}) {
+          const int64_t Nn = sh[0], K = sh[1], bs = sh[2];
+          Q4Case c = make_q4(Nn, K, bs, qt, dq, dtype);
+          auto x = rnd(size_t(K)), bias = rnd(size_t(Nn));
+          for (int useBias = 0; useBias < 2; useBias++)
+            for (auto r : {std::pair<int64_t, int64_t>{0, Nn}, {1, Nn - 1}, {Nn - 1, Nn}}) {
+              if (r.first >= r.second) continue;
+              std::vector<float> y1(size_t(Nn) + 1, -9.f), y2 = y1;
+              const float* bp = useBias ? bias.data() : nullptr;
+              S->gemv_q4(y1.data(), x.data(), c.w, r.first, r.second, bp);
+              N->gemv_q4(y2.data(), x.data(), c.w, r.first, r.second, bp);
+              for (int64_t n = 0; n <= Nn; n++) {
+                const std::string what = fmt("%s dq=%d %s N=%" PRId64 " K=%" PRId64 " bs=%" PRId64 " [%" PRId64 ",%" PRId64 ") bias=%d n=%" PRId64,
+                                             qt ? "fp4" : "nf4", dq, wname(dtype), Nn, K, bs, r.first, r.second, useBias, n);
+                if (n < r.first || n >= r.second) { cmp_exact("gemv_q4", what + " untouched", y2[size_t(n)], y1[size_t(n)]); continue; }
+                const double mag = q4_mag(c.w, x.data(), n) + (bp ? std::fabs(double(bp[n])) : 0);
+                cmp("gemv_q4", what, y2[size_t(n)], y1[size_t(n)], mag > 0 ? mag : 1.0);
+              }
+            }
+        }
+  // Bit-exact LUT values: a straddling row in which only one code is non-zero picks out lut[c] · 1 at both levels.
+  for (int qt : {Q4_NF4, Q4_FP4})
+    for (int64_t pos : {0, 1, 2, 31, 32, 62, 63, 64}) {  // row 1 = elements 65..129: blocks 1 and 2
+      Q4Case c = make_q4(2, 65, 64, qt, true, W_BF16);
+      for (int code = 0; code < 16; code++) {
+        std::vector<float> x(65, 0.f);
+        x[size_t(pos)] = 1.f;
+        const int64_t i = 65 + pos;  // row 1
+        c.packed[size_t(i >> 1)] = uint8_t(i & 1 ? (c.packed[size_t(i >> 1)] & 0xf0) | code : (c.packed[size_t(i >> 1)] & 0x0f) | code << 4);
+        float y1[2], y2[2], lut[16];
+        S->gemv_q4(y1, x.data(), c.w, 1, 2, nullptr);
+        N->gemv_q4(y2, x.data(), c.w, 1, 2, nullptr);
+        q4_block_lut(c.w, i / 64, lut);
+        cmp_exact("gemv_q4 lut", fmt("%s pos=%" PRId64 " code=%d scalar", qt ? "fp4" : "nf4", pos, code), y1[1], lut[code] + 0.f);
+        cmp_exact("gemv_q4 lut", fmt("%s pos=%" PRId64 " code=%d neon", qt ? "fp4" : "nf4", pos, code), y2[1], lut[code] + 0.f);
+      }
+    }
+}
+
 // ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
 template <class F>
 std::vector<float> at_level(const char* level, size_t n, F&& f) {
@@ -356,6 +447,18 @@ void check_drivers() {
                     got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], mag);
               }
           }
+    for (int64_t M : {1, 3, 17})
+      for (int dq = 0; dq < 2; dq++) {
+        const int64_t Nn = 172, K = 65;
+        Q4Case c = make_q4(Nn, K, 64, dq ? Q4_NF4 : Q4_FP4, dq, dq ? W_BF16 : W_F32);
+        auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
+        auto run = [&](float* y) { matmul_q4(y, x.data(), c.w, M, bias.data()); };
+        auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t n = 0; n < Nn; n++)
+            cmp("matmul_q4 driver", fmt("threads=%d M=%" PRId64 " dq=%d m=%" PRId64 " n=%" PRId64, threads, M, dq, m, n),
+                got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], q4_mag(c.w, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
+      }
     for (int64_t cols : {1, 5, 33, 172}) {
       const int64_t rows = 5;
       auto x = rnd(size_t(rows * cols), -20.f, 20.f);
@@ -433,6 +536,7 @@ int main() {
   check_gemv();
   check_pack_micro();
   check_attention_kernels();
+  check_q4();
   check_drivers();
   std::printf("%-24s %10s %12s %6s\n", "kernel", "checks", "max err", "bad");
   for (const auto& s : stats) {

@@ -10,13 +10,16 @@ import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
 import type { QuantFormat } from '../../quant/qweight.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { WTYPE, loadAddon, requireAddon, type CpuInfo } from '../../native/addon.js';
-import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
+import { Q4TYPE, WTYPE, loadAddon, requireAddon, type CpuInfo } from '../../native/addon.js';
+import { attentionShape, elementwiseShape, embeddingShape, matmulQShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 
 export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from '../../native/addon.js';
 export type { CpuInfo } from '../../native/addon.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
+/** Quantized formats with a native matmulQ kernel; int8 (LLM.int8) still falls back to ref through the dispatcher. */
+const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4'];
+const DTYPE_CODE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
 
 /** True when the native addon is built and loads. */
 export function cpuAvailable(): boolean {
@@ -82,8 +85,8 @@ export const cpuBackend: Backend = {
   device: 'cpu',
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
-    // No quantized kernels yet (P4 step 3 adds NF4/FP4/int8 GEMV/GEMM); the dispatcher falls back to ref.
-    if (!cpuAvailable() || op === 'matmulQ') return false;
+    if (!cpuAvailable()) return false;
+    if (op === 'matmulQ') return dtypes.every((d) => NATIVE_QUANT.includes(d as QuantFormat));
     if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },
@@ -93,6 +96,17 @@ export const cpuBackend: Backend = {
     const { M, N, K } = matmulShape(x, w, bias, out);
     const { data, wtype } = weights('matmul', w);
     a.matmul(f32('matmul', 'out', out), f32('matmul', 'x', x), data, wtype, M, N, K, bias ? f32('matmul', 'bias', bias) : null);
+  },
+
+  matmulQ(x, qw, bias, out) {
+    const a = requireAddon('cpu backend (matmulQ)');
+    const { M, N, K } = matmulQShape(x, qw.shape, bias, out);
+    if (qw.format === 'int8') throw new TypeError('cpu matmulQ: no native kernel for int8 weights (supports() says so; use backend/dispatch.ts)');
+    const w = qw.bnb4, nested = w.nested;
+    a.matmulQ4(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), w.packed, nested ? null : w.absmax,
+      nested ? nested.qabsmax : null, nested ? nested.nestedAbsmax : null, nested ? nested.nestedQuantMap : null,
+      nested ? nested.nestedBlocksize : 1, nested ? nested.offset : 0, M, N, K, w.blocksize, Q4TYPE[w.quantType],
+      DTYPE_CODE[w.dtype], bias ? f32('matmulQ', 'bias', bias) : null);
   },
 
   rmsnorm(x, w, eps, out) {

@@ -1,0 +1,139 @@
+// The native NF4/FP4 fused dequantize-GEMV (native/cpu q4_gemv.inc, cpu matmulQ) against its TypeScript twin, the
+// ref matmulQ, at every SIMD level this CPU offers: both code books, plain and double-quantized scales, block sizes
+// 64/128/4096, blocks that straddle rows (out 172 × in 65), bf16/f16 rounding of the dequantized weights, M = 1, 3,
+// 17. Then a golden Llama quantized on load (nf4) gives the ref backend's logits on the cpu backend, with no fallback.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { refBackend } from '../src/backend/ref/index.js';
+import { cpuBackend } from '../src/backend/cpu/index.js';
+import { matmulQ } from '../src/backend/dispatch.js';
+import { addonLoadError, loadAddon } from '../src/native/addon.js';
+import { quantize4bit, type TorchFloatDtype } from '../src/quant/bnb4.js';
+import { fromBnb4, fromInt8, type QuantizedWeight } from '../src/quant/qweight.js';
+import { quantizeInt8 } from '../src/quant/int8.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
+import { setWarningHandler } from '../src/util/warn.js';
+import { fromPretrained } from '../src/api.js';
+import { GOLDEN_DIR, Rand, relErr } from './helpers.js';
+
+const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
+const rng = new Rand(SEED);
+function randn(n: number, std = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(rng.next() + 1e-12)) * Math.cos(2 * Math.PI * rng.next()));
+}
+const TOL = 1e-5;  // ../shared/GUIDE.md's fp32 bound: the weights are the same floats, only the summation differs
+
+const addon = loadAddon();
+const skip = addon ? false : `native addon not built: ${addonLoadError}`;
+
+function levels(): string[] {
+  if (!addon) return [];
+  const best = addon.cpuInfo().best;
+  return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
+}
+
+/** Weights exact in `dtype` (quantize4bit expects values already in it). */
+function weights(n: number, dtype: TorchFloatDtype): Float32Array {
+  const w = randn(n, 0.05);
+  if (dtype === 'bfloat16') return w.map((v) => bf16ToF32(f32ToBf16(v)));
+  if (dtype === 'float16') return w.map((v) => f16ToF32(f32ToF16(v)));
+  return w;
+}
+
+function run(backend: typeof cpuBackend, x: Tensor<'F32'>, q: QuantizedWeight, bias: Tensor<'F32'> | null, M: number): Float32Array {
+  const out = Tensor.f32([M, q.shape[0]], new Float32Array(M * q.shape[0]).fill(NaN));
+  backend.matmulQ!(x, q, bias, out);
+  return out.f32;
+}
+
+// [out, in, blocksize]: straddling blocks with an odd row length (rows start at a low nibble), a partial last block,
+// in = 4096 + 64 (one 4096 block per row plus a piece of the next), and a plain aligned case.
+const SHAPES: [number, number, number][] = [[172, 65, 64], [172, 65, 128], [33, 4160, 64], [33, 4160, 4096], [40, 256, 128], [7, 33, 4096]];
+
+describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
+  after(() => { addon?.setLevel('best'); });
+  for (const level of levels()) {
+    it(`${level}: nf4/fp4, double quant on/off, blocks 64/128/4096, odd shapes, M = 1, 3, 17`, () => {
+      assert.equal(addon!.setLevel(level), level);
+      for (const [N, K, blocksize] of SHAPES) {
+        for (const quantType of ['nf4', 'fp4'] as const) {
+          for (const doubleQuant of [false, true]) {
+            const dtype: TorchFloatDtype = doubleQuant ? 'bfloat16' : (K === 65 ? 'float16' : 'float32');
+            const q = fromBnb4(quantize4bit(weights(N * K, dtype), [N, K], { quantType, blocksize, doubleQuant, dtype }));
+            for (const M of [1, 3, 17]) {
+              const x = Tensor.f32([M, K], randn(M * K));
+              const bias = M === 3 ? Tensor.f32([N], randn(N, 0.1)) : null;
+              const got = run(cpuBackend, x, q, bias, M), want = run(refBackend, x, q, bias, M);
+              const what = `${level} ${quantType} dq=${doubleQuant} ${dtype} out ${N} in ${K} block ${blocksize} M=${M} bias=${!!bias} (seed ${SEED})`;
+              assert.equal(got.findIndex((v) => Number.isNaN(v)), -1, `${what}: NaN`);
+              const e = relErr(got, want);
+              assert.ok(e <= TOL, `${what}: relative error ${e.toExponential(2)}`);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('supports nf4/fp4 but not int8; int8 falls back to ref with the one-time warning, nf4 runs natively', () => {
+    assert.equal(cpuBackend.supports('matmulQ', ['nf4']), true);
+    assert.equal(cpuBackend.supports('matmulQ', ['fp4']), true);
+    assert.equal(cpuBackend.supports('matmulQ', ['int8']), false);
+    const N = 20, K = 48, w = randn(N * K, 0.05), x = Tensor.f32([2, K], randn(2 * K));
+    const said: string[] = [];
+    const prev = setWarningHandler((m) => said.push(m), { reset: true });
+    try {
+      for (const q of [fromBnb4(quantize4bit(w, [N, K], { quantType: 'nf4' })), fromInt8(quantizeInt8(w, [N, K]), 6)]) {
+        const out = Tensor.zeros('F32', [2, N]);
+        matmulQ(cpuBackend, x, q, null, out);
+        assert.ok(relErr(out.f32, run(refBackend, x, q, null, 2)) <= TOL, q.format);
+      }
+      assert.deepEqual(said, ['backend "cpu" has no matmulQ kernel for int8 weights; using the reference backend (plain TypeScript, slow)']);
+    } finally {
+      setWarningHandler(prev, { reset: true });
+    }
+  });
+
+  it('matmulQ4 checks its arguments (types, lengths against the dims) and throws typed errors', () => {
+    const N = 4, K = 64, q = quantize4bit(randn(N * K), [N, K], { quantType: 'nf4' });
+    const y = new Float32Array(N), x = new Float32Array(K);
+    const call = (over: Partial<Record<string, unknown>> = {}) => {
+      const a = { y, x, packed: q.packed, absmax: q.absmax, qabsmax: null, nested: null, map: null, nb: 1, off: 0, M: 1, N, K, bs: 64, qt: 0, dt: 0, bias: null, ...over };
+      addon!.matmulQ4(a.y as Float32Array, a.x as Float32Array, a.packed as Uint8Array, a.absmax as Float32Array | null, a.qabsmax as Uint8Array | null,
+        a.nested as Float32Array | null, a.map as Float32Array | null, a.nb as number, a.off as number, a.M as number, a.N as number, a.K as number,
+        a.bs as number, a.qt as number, a.dt as number, a.bias as Float32Array | null);
+    };
+    call();
+    assert.throws(() => call({ packed: q.packed.subarray(1) }), /matmulQ4: packed has 127 elements, expected 128/);
+    assert.throws(() => call({ packed: new Int8Array(128) }), (e: Error) => e instanceof TypeError && /packed must be a Uint8Array/.test(e.message));
+    assert.throws(() => call({ absmax: new Float32Array(3) }), RangeError);
+    assert.throws(() => call({ x: new Float32Array(K - 1) }), RangeError);
+    assert.throws(() => call({ qt: 2 }), /quantType must be 0 \(nf4\) or 1 \(fp4\)/);
+    assert.throws(() => call({ bs: 0 }), RangeError);
+    assert.throws(() => call({ qabsmax: new Uint8Array(4) }), TypeError);                       // both kinds of scale
+    assert.throws(() => call({ absmax: null, qabsmax: new Uint8Array(4), nested: new Float32Array(4) }), TypeError);  // no map
+    assert.throws(() => call({ absmax: null, qabsmax: new Uint8Array(3), nested: new Float32Array(4), map: new Float32Array(256) }), RangeError);
+    call({ absmax: null, qabsmax: new Uint8Array(4), nested: new Float32Array(1), map: new Float32Array(256), nb: 256 });
+    assert.throws(() => call({ bias: new Float32Array(N + 1) }), RangeError);
+  });
+
+  it('a golden Llama quantized on load (nf4) gives the ref logits on the cpu backend, with no fallback warning', async () => {
+    const dir = join(GOLDEN_DIR, 'llama_gqa');
+    const quantizationConfig = { loadIn4bit: true, bnb4bitQuantType: 'nf4' as const };
+    const said: string[] = [];
+    const prev = setWarningHandler((m) => said.push(m), { reset: true });
+    try {
+      const cpu = await fromPretrained(dir, { quantizationConfig, backend: 'cpu' });
+      const ref = await fromPretrained(dir, { quantizationConfig, backend: 'ref' });
+      const ids = [[1, 5, 9, 2, 7, 3, 11]];
+      const a = cpu.model.forward(ids).f32, b = ref.model.forward(ids).f32;
+      const e = relErr(a, b);
+      assert.ok(e <= TOL, `logits relative error ${e.toExponential(2)}`);
+      assert.deepEqual(said, []);
+    } finally {
+      setWarningHandler(prev, { reset: true });
+    }
+  });
+});
