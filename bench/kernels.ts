@@ -11,7 +11,8 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { WTYPE, addonLoadError, loadAddon } from '../src/native/addon.js';
+import { randomFillSync } from 'node:crypto';
+import { Q4TYPE, WTYPE, addonLoadError, loadAddon } from '../src/native/addon.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({ options: { out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
@@ -101,6 +102,31 @@ for (const N of [5632, 32000]) {
     const s = time((i) => addon.matmul(y, x, ws[i % copies], wt, M, N, K, null));
     const gbs = wBytes / s / 1e9;
     rows.push({ kernel: 'gemv', shape: `M=${M} K=${K} N=${N}`, dtype: name, ms: s * 1e3, measured: gbs, unit: 'GB/s', roofline: bw, ratio: gbs / bw });
+  }
+}
+
+// NF4 GEMV (decode, the fused dequantize-GEMV): random codes and scales (speed does not depend on the values). Bytes
+// moved = packed codes + block scales (+ the nested scales and map with double quantization) + x. Weights come
+// from a bf16 model with double quantization (the QLoRA setting) or float32 with plain float32 absmax.
+for (const N of [5632, 32000]) {
+  const K = 2048, M = 1, bs = 64, nBlocks = Math.ceil((N * K) / bs), nNested = Math.ceil(nBlocks / 256);
+  for (const dq of [true, false]) {
+    const bytes = (N * K) / 2 + (dq ? nBlocks + nNested * 4 + 256 * 4 : nBlocks * 4) + K * 4;
+    const copies = copiesFor(bytes);
+    const ws = Array.from({ length: copies }, () => ({
+      packed: randomFillSync(new Uint8Array((N * K) / 2)),
+      absmax: dq ? null : Float32Array.from({ length: nBlocks }, () => Math.random() * 0.1),
+      qabsmax: dq ? randomFillSync(new Uint8Array(nBlocks)) : null,
+      nested: dq ? Float32Array.from({ length: nNested }, () => Math.random() * 0.01) : null,
+    }));
+    const map = Float32Array.from({ length: 256 }, (_, i) => (i - 127.5) / 128);
+    const x = Float32Array.from({ length: M * K }, () => Math.random() - 0.5), y = new Float32Array(M * N);
+    const s = time((i) => {
+      const w = ws[i % copies];
+      addon.matmulQ4(y, x, w.packed, w.absmax, w.qabsmax, w.nested, dq ? map : null, 256, 0.05, M, N, K, bs, Q4TYPE.nf4, dq ? WTYPE.BF16 : WTYPE.F32, null);
+    });
+    const gbs = bytes / s / 1e9;
+    rows.push({ kernel: 'gemv-nf4', shape: `M=${M} K=${K} N=${N} b${bs}`, dtype: dq ? 'nf4+dq' : 'nf4', ms: s * 1e3, measured: gbs, unit: 'GB/s', roofline: bw, ratio: gbs / bw });
   }
 }
 

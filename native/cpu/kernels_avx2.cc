@@ -310,8 +310,7 @@ struct Vec {
 #include "attention_loops.inc"  // dots + wsum, compiled under this file's SIMD target
 
 // NF4/FP4: the 16-entry LUT as two 8-float halves; vpermps looks a code's low 3 bits up in both halves and bit 3
-// (moved to the sign bit) blends between them. 32 codes (16 bytes) per step: nibbles split and interleaved back
-// into element order with byte unpacks (high nibble first), widened to 32-bit indices.
+// (moved to the sign bit) blends between them. 32 codes (16 bytes) per step.
 struct Q4Acc {
   static constexpr int64_t kStep = 32;
   __m256 a0, a1, a2, a3, lo, hi;
@@ -339,16 +338,23 @@ struct Q4Acc {
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
                             _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
+  // 8 codes = 4 bytes, broadcast to every lane; per-lane shifts put lane j's code (element order: byte k's high
+  // nibble, then its low one) in bits 0..2 for vpermps (which ignores the bits above) and its bit 3 at bit 31 for
+  // the blend. No shuffle-port work besides the two vpermps.
+  __m256 look4(const uint8_t* p) const {
+    int32_t word;
+    std::memcpy(&word, p, 4);
+    const __m256i v = _mm256_set1_epi32(word);
+    const __m256i idx = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
+    const __m256i sel = _mm256_sllv_epi32(v, _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel));
+  }
   void run(const uint8_t* p, const float* x, int64_t n) {
-    const __m128i m = _mm_set1_epi8(0x0f);
     for (int64_t i = 0; i < n; i += 32, p += 16, x += 32) {
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      const __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), m), l = _mm_and_si128(b, m);
-      const __m128i c0 = _mm_unpacklo_epi8(h, l), c1 = _mm_unpackhi_epi8(h, l);  // codes 0..15, 16..31
-      a0 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(c0)), _mm256_loadu_ps(x), a0);
-      a1 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8))), _mm256_loadu_ps(x + 8), a1);
-      a2 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(c1)), _mm256_loadu_ps(x + 16), a2);
-      a3 = _mm256_fmadd_ps(look(_mm256_cvtepu8_epi32(_mm_srli_si128(c1, 8))), _mm256_loadu_ps(x + 24), a3);
+      a0 = _mm256_fmadd_ps(look4(p), _mm256_loadu_ps(x), a0);
+      a1 = _mm256_fmadd_ps(look4(p + 4), _mm256_loadu_ps(x + 8), a1);
+      a2 = _mm256_fmadd_ps(look4(p + 8), _mm256_loadu_ps(x + 16), a2);
+      a3 = _mm256_fmadd_ps(look4(p + 12), _mm256_loadu_ps(x + 24), a3);
     }
   }
   float total() const { return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))); }
