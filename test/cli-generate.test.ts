@@ -13,18 +13,12 @@ import { TokenIdError } from '../src/models/model.js';
 import { kvBytesPerToken, modelShape } from '../src/plan/plan.js';
 import { parseConfig } from '../src/io/config.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
-import { NO_DATA, ROOT, sharedData } from './helpers.js';
+import { CLI, KJV, lowbit, NO_DATA, sharedData } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const KJV = join(ROOT, 'models', 'kjv-demo');
 const data = sharedData();
 const TS = data ? join(data, 'models', 'tinystories-656k') : '';
 const skip = data ? false : NO_DATA;
 
-function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
 
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-cli-gen-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));

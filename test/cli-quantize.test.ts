@@ -2,7 +2,6 @@
 // lowbit, and every option error names the option (exit 2).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,16 +10,11 @@ import { loadStateDict } from '../src/io/checkpoint.js';
 import { Linear } from '../src/nn/layers.js';
 import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
 import { quantStats } from '../src/quant/stats.js';
-import { ROOT } from './helpers.js';
+import { KJV, lowbit, ROOT } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const FIX = join(ROOT, 'test', 'fixtures', 'bnb');
 const BF16 = join(FIX, 'hf_llama_bf16');
 
-function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
 
 test('lowbit quantize --method nf4 --double-quant --compute-dtype bf16 writes transformers\' file byte for byte', () => {
   const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
@@ -131,7 +125,7 @@ test('lowbit info shows the quantization: format, block size, double quant, bits
   const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));
   try {
     const out = join(root, 'kjv');
-    const q = lowbit('quantize', join(ROOT, 'models', 'kjv-demo'), '--method', 'nf4', '--double-quant', '--out', out);
+    const q = lowbit('quantize', KJV, '--method', 'nf4', '--double-quant', '--out', out);
     assert.equal(q.code, 0, q.err);
     assert.match(q.out, /16\.000 → 4\.127 bits\/weight/);
     const k = info(out).quantization!;

@@ -4,7 +4,6 @@
 // transformers 5.17.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,16 +12,10 @@ import { perplexity, type PerplexityProgress } from '../src/eval/perplexity.js';
 import { Weights } from '../src/models/model.js';
 import { randomLlama } from '../src/models/random.js';
 import { buildModel } from '../src/models/registry.js';
-import { NO_DATA, ROOT, sharedData } from './helpers.js';
+import { KJV, lowbit, NO_DATA, sharedData } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const KJV = join(ROOT, 'models', 'kjv-demo');
 const data = sharedData();
 
-function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
 
 function json(r: { code: number; out: string; err: string }): Record<string, number> {
   assert.equal(r.code, 0, r.err);

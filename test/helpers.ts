@@ -1,4 +1,5 @@
 // Shared test helpers: error metrics, the shared-data location, and golden fixture loading.
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,15 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Repo root (tests run from dist/test). */
 export const ROOT = resolve(here, '..', '..');
 export const GOLDEN_DIR = join(ROOT, 'test', 'fixtures', 'golden');
+/** The built command line and the bundled demo model. */
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+export const KJV = join(ROOT, 'models', 'kjv-demo');
+
+/** Runs `lowbit ...args` offline (HF_HUB_OFFLINE=1) and returns its exit code and output. */
+export function lowbit(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
 
 /** ../shared/data beside the repo, or $LOWBIT_TEST_DATA; null (and tests skip, saying why) when absent. */
 export function sharedData(): string | null {
