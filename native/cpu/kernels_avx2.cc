@@ -362,7 +362,115 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// The aligned fast path (K a multiple of the block size, block size a multiple of 32, so every row starts on a
+// byte and holds whole blocks): two output rows per pass share each x load; the rows' block scales are computed
+// once into a small scratch before the walk, off the lookups' path. With float32 weights (no dtype rounding) no
+// per-block LUT is built at all: the 16 code values stay in two registers for the call, each block's partial dot
+// product Σ code·x is accumulated unscaled and multiplied by the scale once per block (s·Σ code·x differs from
+// Σ (code·s)·x by float32 rounding only). bf16/f16 weights need round_dtype(code·s) per block, so there the LUT
+// is built per block as in Q4Acc (without the NaN blend when the row's scales are all finite: |code| <= 1, so
+// code·s is finite too).
+inline __m256 q4_look(__m256 lo, __m256 hi, const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  const __m256i v = _mm256_set1_epi32(word);
+  const __m256i idx = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
+  const __m256i sel = _mm256_sllv_epi32(v, _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4));
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel));
+}
+inline __m256 q4_round_bf16_finite(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_castsi256_ps(
+      _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), _mm256_set1_epi32(int(0xffff0000u))));
+}
+// Scales of blocks b0 .. b0+nb-1 (q4_block_scale's two float32 roundings; the empty asm keeps the product from
+// being fused into an FMA with the offset). Returns whether all are finite.
+inline bool q4_scales(const Q4Weight& w, int64_t b0, int64_t nb, float* sc) {
+  bool finite = true;
+  for (int64_t j = 0; j < nb; j++) {
+    const int64_t b = b0 + j;
+    float s;
+    if (w.absmax) {
+      s = w.absmax[b];
+    } else {
+      float p = w.nested_map[w.qabsmax[b]] * w.nested_absmax[w.nested_blocksize == 256 ? b >> 8 : b / w.nested_blocksize];
+      __asm__("" : "+x"(p));
+      s = p + w.offset;
+    }
+    sc[j] = s;
+    finite &= std::isfinite(s);
+  }
+  return finite;
+}
+inline void q4_lut_regs(const Q4Weight& w, __m256 clo, __m256 chi, float s, bool finite, __m256& lo, __m256& hi) {
+  const __m256 sv = _mm256_set1_ps(s);
+  lo = _mm256_mul_ps(clo, sv);
+  hi = _mm256_mul_ps(chi, sv);
+  if (w.dtype == W_BF16 && finite) {
+    lo = q4_round_bf16_finite(lo);
+    hi = q4_round_bf16_finite(hi);
+  } else {
+    lo = Q4Acc::round_to(lo, w.dtype);
+    hi = Q4Acc::round_to(hi, w.dtype);
+  }
+}
+void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias) {
+  const int64_t K = w.K, bs = w.blocksize;
+  if (K % bs || bs % 32) {
+    gemv_q4(y, x, w, n0, n1, bias);
+    return;
+  }
+  const int64_t nbr = K / bs;
+  constexpr int64_t kChunk = 256;  // blocks whose scales sit in the scratch at once, per row
+  alignas(32) float sc0[kChunk], sc1[kChunk];
+  const __m256 clo = _mm256_loadu_ps(w.code), chi = _mm256_loadu_ps(w.code + 8);
+  const bool f32 = w.dtype == W_F32;
+  int64_t n = n0;
+  for (; n + 2 <= n1; n += 2) {
+    const uint8_t* p0 = w.packed + n * (K / 2);
+    const uint8_t* p1 = p0 + K / 2;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+    for (int64_t bc = 0; bc < nbr; bc += kChunk) {
+      const int64_t nb = std::min(kChunk, nbr - bc);
+      const bool finite = q4_scales(w, n * nbr + bc, nb, sc0) & q4_scales(w, (n + 1) * nbr + bc, nb, sc1);
+      const float* xb = x + bc * bs;
+      for (int64_t j = 0; j < nb; j++) {
+        if (f32) {
+          __m256 t0 = _mm256_setzero_ps(), t1 = t0, u0 = t0, u1 = t0;
+          for (int64_t i = 0; i < bs; i += 16, p0 += 8, p1 += 8, xb += 16) {
+            const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+            t0 = _mm256_fmadd_ps(q4_look(clo, chi, p0), x0, t0);
+            t1 = _mm256_fmadd_ps(q4_look(clo, chi, p0 + 4), x1, t1);
+            u0 = _mm256_fmadd_ps(q4_look(clo, chi, p1), x0, u0);
+            u1 = _mm256_fmadd_ps(q4_look(clo, chi, p1 + 4), x1, u1);
+          }
+          const __m256 s0 = _mm256_set1_ps(sc0[j]), s1 = _mm256_set1_ps(sc1[j]);
+          a0 = _mm256_fmadd_ps(t0, s0, a0);
+          a1 = _mm256_fmadd_ps(t1, s0, a1);
+          c0 = _mm256_fmadd_ps(u0, s1, c0);
+          c1 = _mm256_fmadd_ps(u1, s1, c1);
+        } else {
+          __m256 lo0, hi0, lo1, hi1;
+          q4_lut_regs(w, clo, chi, sc0[j], finite, lo0, hi0);
+          q4_lut_regs(w, clo, chi, sc1[j], finite, lo1, hi1);
+          for (int64_t i = 0; i < bs; i += 16, p0 += 8, p1 += 8, xb += 16) {
+            const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+            a0 = _mm256_fmadd_ps(q4_look(lo0, hi0, p0), x0, a0);
+            a1 = _mm256_fmadd_ps(q4_look(lo0, hi0, p0 + 4), x1, a1);
+            c0 = _mm256_fmadd_ps(q4_look(lo1, hi1, p1), x0, c0);
+            c1 = _mm256_fmadd_ps(q4_look(lo1, hi1, p1 + 4), x1, c1);
+          }
+        }
+      }
+    }
+    y[n] = hsum(_mm256_add_ps(a0, a1)) + (bias ? bias[n] : 0.f);
+    y[n + 1] = hsum(_mm256_add_ps(c0, c1)) + (bias ? bias[n + 1] : 0.f);
+  }
+  if (n < n1) gemv_q4(y, x, w, n, n1, bias);
+}
+
+const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast};
 
 }  // namespace
 }  // namespace lowbit
