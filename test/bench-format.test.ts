@@ -2,20 +2,11 @@
 // that ran the quantized matmul. No speed assertions (speed lives in lowbit bench itself).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
-import { ROOT } from './helpers.js';
+import { KJV, lowbit } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const KJV = join(ROOT, 'models', 'kjv-demo');
 const skip = cpuAvailable() ? false : 'the native cpu backend is not built';
 const SMALL = ['--prompt-len', '4', '--decode-len', '4', '--json', '--no-competitor', '--roofline-bytes', String(16 << 20)];
-
-function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
 
 function bench(...args: string[]): Record<string, unknown> {
   const r = lowbit('bench', KJV, ...SMALL, ...args);

@@ -7,16 +7,10 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
-import { GOLDEN_DIR, NO_DATA, ROOT, sharedData } from './helpers.js';
+import { CLI, GOLDEN_DIR, KJV, lowbit, NO_DATA, ROOT, sharedData } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const KJV = join(ROOT, 'models', 'kjv-demo');
 const data = sharedData();
 
-function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
 
 for (const cmd of ['demo', 'generate', 'chat', 'info', 'plan', 'bench', 'quantize']) {
   test(`lowbit ${cmd} --help shows usage and examples`, () => {

@@ -13,9 +13,9 @@ export const GOLDEN_DIR = join(ROOT, 'test', 'fixtures', 'golden');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const KJV = join(ROOT, 'models', 'kjv-demo');
 
-/** Runs `lowbit ...args` offline (HF_HUB_OFFLINE=1) and returns its exit code and output. */
+/** Runs `lowbit ...args` offline (HF_HUB_OFFLINE=1) and returns its exit code and output; a hung run is killed at 5 min. */
 export function lowbit(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
