@@ -311,6 +311,18 @@ struct Vec {
 
 // NF4/FP4: the 16-entry LUT as two 8-float halves; vpermps looks a code's low 3 bits up in both halves and bit 3
 // (moved to the sign bit) blends between them. 32 codes (16 bytes) per step.
+// 8 codes = 4 bytes, broadcast to every lane; per-lane shifts put lane j's code (element order: byte k's high
+// nibble, then its low one) in bits 0..2 for vpermps (which ignores the bits above) and its bit 3 at bit 31 for
+// the blend. No shuffle-port work besides the two vpermps.
+inline __m256 q4_look(__m256 lo, __m256 hi, const uint8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  const __m256i v = _mm256_set1_epi32(word);
+  const __m256i idx = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
+  const __m256i sel = _mm256_sllv_epi32(v, _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4));
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel));
+}
+
 struct Q4Acc {
   static constexpr int64_t kStep = 32;
   __m256 a0, a1, a2, a3, lo, hi;
@@ -338,17 +350,7 @@ struct Q4Acc {
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
                             _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
-  // 8 codes = 4 bytes, broadcast to every lane; per-lane shifts put lane j's code (element order: byte k's high
-  // nibble, then its low one) in bits 0..2 for vpermps (which ignores the bits above) and its bit 3 at bit 31 for
-  // the blend. No shuffle-port work besides the two vpermps.
-  __m256 look4(const uint8_t* p) const {
-    int32_t word;
-    std::memcpy(&word, p, 4);
-    const __m256i v = _mm256_set1_epi32(word);
-    const __m256i idx = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
-    const __m256i sel = _mm256_sllv_epi32(v, _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4));
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel));
-  }
+  __m256 look4(const uint8_t* p) const { return q4_look(lo, hi, p); }
   void run(const uint8_t* p, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; i += 32, p += 16, x += 32) {
       a0 = _mm256_fmadd_ps(look4(p), _mm256_loadu_ps(x), a0);
@@ -370,14 +372,6 @@ struct Q4Acc {
 // Σ (code·s)·x by float32 rounding only). bf16/f16 weights need round_dtype(code·s) per block, so there the LUT
 // is built per block as in Q4Acc (without the NaN blend when the row's scales are all finite: |code| <= 1, so
 // code·s is finite too).
-inline __m256 q4_look(__m256 lo, __m256 hi, const uint8_t* p) {
-  int32_t word;
-  std::memcpy(&word, p, 4);
-  const __m256i v = _mm256_set1_epi32(word);
-  const __m256i idx = _mm256_srlv_epi32(v, _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
-  const __m256i sel = _mm256_sllv_epi32(v, _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4));
-  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel));
-}
 inline __m256 q4_round_bf16_finite(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));

@@ -153,20 +153,25 @@ function checkBlocksize(blocksize: number): void {
  */
 export function quantizeCodes4(x: Float32Array, type: Bnb4QuantType, blocksize = 64, rcp: Reciprocal = 'cuda'): Codes4 {
   checkBlocksize(blocksize);
+  const { q: codes, absmax } = blockwise(x, blocksize, rcp, type === 'nf4' ? nf4Code : fp4Code);
+  return { codes, absmax };
+}
+
+/** Blockwise absmax quantization (§2.2, §2.3): each block's values times 1/absmax, encoded one by one. */
+function blockwise(x: Float32Array, blocksize: number, rcp: Reciprocal, encode: (y: number) => number): { q: Uint8Array; absmax: Float32Array } {
   const n = x.length;
   const nBlocks = Math.ceil(n / blocksize);
-  const codes = new Uint8Array(n);
+  const q = new Uint8Array(n);
   const absmax = new Float32Array(nBlocks);
-  const code = type === 'nf4' ? nf4Code : fp4Code;
   for (let b = 0; b < nBlocks; b++) {
     const lo = b * blocksize, hi = Math.min(lo + blocksize, n);
     let m = 0;
     for (let i = lo; i < hi; i++) m = Math.max(m, Math.abs(x[i]));
     absmax[b] = m;
     const r = reciprocal(m, rcp);
-    for (let i = lo; i < hi; i++) codes[i] = code(f(x[i] * r));
+    for (let i = lo; i < hi; i++) q[i] = encode(f(x[i] * r));
   }
-  return { codes, absmax };
+  return { q, absmax };
 }
 
 // ---- bit packing ----
@@ -259,19 +264,7 @@ export interface Blockwise8 {
 /** `quantize_blockwise(A, code, blocksize)`: 8-bit codes against `code` with a float32 absmax per block. */
 export function quantizeBlockwise8(x: Float32Array, code: Float32Array, blocksize: number, rcp: Reciprocal = 'cuda'): Blockwise8 {
   if (!Number.isInteger(blocksize) || blocksize <= 0) throw new Bnb4Error(`blocksize must be a positive integer, got ${blocksize}`);
-  const n = x.length;
-  const nBlocks = Math.ceil(n / blocksize);
-  const q = new Uint8Array(n);
-  const absmax = new Float32Array(nBlocks);
-  for (let b = 0; b < nBlocks; b++) {
-    const lo = b * blocksize, hi = Math.min(lo + blocksize, n);
-    let m = 0;
-    for (let i = lo; i < hi; i++) m = Math.max(m, Math.abs(x[i]));
-    absmax[b] = m;
-    const r = reciprocal(m, rcp);
-    for (let i = lo; i < hi; i++) q[i] = dynamicCode(f(x[i] * r), code);
-  }
-  return { q, absmax };
+  return blockwise(x, blocksize, rcp, (y) => dynamicCode(y, code));
 }
 
 export function dequantizeBlockwise8(q: Uint8Array, absmax: Float32Array, code: Float32Array, blocksize: number): Float32Array {
