@@ -49,7 +49,7 @@ export { chatTerminators } from './generate/terminators.js';
 export { demoModelPath } from './demo.js';
 export { readChatTemplateFile, DEFAULT_TEMPLATE_BUDGET } from './tokenizer/template.js';
 export type { ChatTemplateSource, TemplateBudget } from './tokenizer/template.js';
-export { ShapeError } from './tensor/tensor.js';
+export { ReadOnlyTensorError, ShapeError, type TensorFlags } from './tensor/tensor.js';
 export {
   TruncatedFileError, HeaderTooLargeError, InvalidHeaderError, InvalidOffsetsError, SizeMismatchError, DuplicateTensorError,
   UnknownDtypeError, UnsupportedDtypeError, TensorNotFoundError, SafetensorsWriteError,

@@ -11,6 +11,12 @@ export function checkSize(what: string, t: Tensor, n: number): void {
   if (t.numel !== n) throw new ShapeError(`${what}: expected ${n} elements, got [${t.shape}]`);
 }
 
+/** An op's output: `n` elements, and writable (a checkpoint's mapped weights are not). */
+export function checkOut(what: string, out: Tensor, n: number): void {
+  checkSize(what, out, n);
+  out.assertWritable(what);
+}
+
 /** Rows of x when read as [rows, dim]. */
 export function rowsOf(op: string, x: Tensor, dim: number): number {
   if (!(dim > 0) || x.numel % dim !== 0) throw new ShapeError(`${op}: [${x.shape}] has no whole rows of ${dim}`);
@@ -22,7 +28,7 @@ export function matmulShape(x: Tensor, w: Tensor, bias: Tensor | null, out: Tens
   const K = lastDim(x);
   if (w.shape.length !== 2 || w.shape[1] !== K) throw new ShapeError(`matmul: x [${x.shape}] vs w [${w.shape}]`);
   const M = rowsOf('matmul', x, K), N = w.shape[0];
-  checkSize('matmul out', out, M * N);
+  checkOut('matmul out', out, M * N);
   if (bias) checkSize('matmul bias', bias, N);
   return { M, N, K };
 }
@@ -32,7 +38,7 @@ export function matmulQShape(x: Tensor, wShape: readonly [number, number], bias:
   const [N, K] = wShape;
   if (lastDim(x) !== K) throw new ShapeError(`matmulQ: x [${x.shape}] vs quantized w [${wShape}]`);
   const M = rowsOf('matmulQ', x, K);
-  checkSize('matmulQ out', out, M * N);
+  checkOut('matmulQ out', out, M * N);
   if (bias) checkSize('matmulQ bias', bias, N);
   return { M, N, K };
 }
@@ -41,7 +47,7 @@ export function matmulQShape(x: Tensor, wShape: readonly [number, number], bias:
 export function normShape(op: string, x: Tensor, params: Record<string, Tensor>, out: Tensor): { rows: number; D: number } {
   const D = lastDim(x), rows = rowsOf(op, x, D);
   for (const [name, p] of Object.entries(params)) checkSize(`${op} ${name}`, p, D);
-  checkSize(`${op} out`, out, x.numel);
+  checkOut(`${op} out`, out, x.numel);
   return { rows, D };
 }
 
@@ -51,6 +57,7 @@ export function ropeShape(x: Tensor, positions: Int32Array, invFreq: Float32Arra
   if (!(hd > 0) || hd % 2 !== 0) throw new ShapeError(`rope: head dim ${hd} must be even and positive`);
   if (rows === 0 || x.numel % (rows * hd) !== 0) throw new ShapeError(`rope: [${x.shape}] vs ${rows} positions`);
   if (invFreq.length !== hd / 2) throw new ShapeError(`rope: invFreq has ${invFreq.length} entries, expected ${hd / 2}`);
+  x.assertWritable('rope (in place)');
   return { rows, nHeads: x.numel / (rows * hd), hd };
 }
 
@@ -70,21 +77,21 @@ export function attentionShape(q: Tensor, kCache: Tensor, vCache: Tensor, args: 
   if (!Number.isInteger(window) || window < 0) throw new ShapeError(`attention: window must be an integer >= 0, got ${window}`);
   if (args.keyMask && args.keyMask.length !== B * (args.pastLen + T))
     throw new ShapeError(`attention: keyMask has ${args.keyMask.length} entries, expected B·(pastLen+T) = ${B * (args.pastLen + T)}`);
-  checkSize('attention out', out, q.numel);
+  checkOut('attention out', out, q.numel);
   return { B, T, H, nKV, hd, S };
 }
 
 /** Elementwise ops: every operand and out have x's element count. */
 export function elementwiseShape(op: string, x: Tensor, others: Record<string, Tensor>, out: Tensor): number {
   for (const [name, t] of Object.entries(others)) checkSize(`${op} ${name}`, t, x.numel);
-  checkSize(`${op} out`, out, x.numel);
+  checkOut(`${op} out`, out, x.numel);
   return x.numel;
 }
 
 /** softmax over the last dim of x [rows, D]. */
 export function softmaxShape(x: Tensor, out: Tensor): { rows: number; D: number } {
   const D = lastDim(x), rows = rowsOf('softmax', x, D);
-  checkSize('softmax out', out, x.numel);
+  checkOut('softmax out', out, x.numel);
   return { rows, D };
 }
 
@@ -92,6 +99,6 @@ export function softmaxShape(x: Tensor, out: Tensor): { rows: number; D: number 
 export function embeddingShape(table: Tensor, ids: Int32Array, out: Tensor): { V: number; D: number } {
   if (table.shape.length !== 2) throw new ShapeError(`embedding: table [${table.shape}] must be 2-D`);
   const [V, D] = table.shape;
-  checkSize('embedding out', out, ids.length * D);
+  checkOut('embedding out', out, ids.length * D);
   return { V, D };
 }

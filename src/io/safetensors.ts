@@ -381,7 +381,10 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>', mapped = 
         throw new UnsupportedDtypeError(file, `dtype ${e.dtype} is valid safetensors but not supported by lowbit`, name);
       }
       const dtype = e.dtype as DType;
-      const t = new Tensor(dtype, e.shape, viewAs(dtype, buffer, base + e.begin, (e.end - e.begin) / DTYPE_BYTES[dtype]));
+      // Read-only whether mapped (a write would fault: the mapping is PROT_READ) or read: the file's bytes are shared
+      // by every model built from this state dict.
+      const t = new Tensor(dtype, e.shape, viewAs(dtype, buffer, base + e.begin, (e.end - e.begin) / DTYPE_BYTES[dtype]), 'cpu', undefined,
+        { readOnly: true, origin: `${file}: ${name}` });
       cache.set(name, t);
       return t;
     },

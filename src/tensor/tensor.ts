@@ -11,6 +11,19 @@ export interface DeviceStorage {
 export class ShapeError extends Error { override name = 'ShapeError'; }
 
 /**
+ * A write into a read-only tensor: a checkpoint's weights are views of its memory-mapped file (mapped read-only, so
+ * a write would kill the process with SIGSEGV) and are marked read-only whether mapped or read. Take `writable()`.
+ */
+export class ReadOnlyTensorError extends Error { override name = 'ReadOnlyTensorError'; }
+
+export interface TensorFlags {
+  /** The data must not be written (a checkpoint's weights): ops refuse it as an output, `writable()` copies it. */
+  readOnly?: boolean;
+  /** Where the data comes from, for error messages: "<file>: <tensor name>". */
+  origin?: string;
+}
+
+/**
  * A dense row-major tensor. On the CPU, `data` is a typed array view (bf16/f16 as raw uint16 bits), often a
  * zero-copy view into a memory-mapped checkpoint. On a device, `storage` is a native handle and `data` is absent.
  */
@@ -20,8 +33,12 @@ export class Tensor<D extends DType = DType> {
   readonly device: Device;
   readonly data: AnyTypedArray;
   readonly storage?: DeviceStorage;
+  /** True for a checkpoint's weights (zero-copy views of the file); see ReadOnlyTensorError. */
+  readonly readOnly: boolean;
+  /** "<file>: <tensor name>" for a checkpoint's tensor, else undefined. */
+  readonly origin?: string;
 
-  constructor(dtype: D, shape: readonly number[], data: AnyTypedArray, device: Device = 'cpu', storage?: DeviceStorage) {
+  constructor(dtype: D, shape: readonly number[], data: AnyTypedArray, device: Device = 'cpu', storage?: DeviceStorage, flags: TensorFlags = {}) {
     const n = numelOf(shape);
     if (device === 'cpu' && data.length !== n) {
       throw new ShapeError(`tensor of shape [${shape}] needs ${n} elements, got ${data.length}`);
@@ -31,6 +48,8 @@ export class Tensor<D extends DType = DType> {
     this.data = data;
     this.device = device;
     this.storage = storage;
+    this.readOnly = flags.readOnly ?? false;
+    this.origin = flags.origin;
   }
 
   static zeros<D extends DType>(dtype: D, shape: readonly number[]): Tensor<D> {
@@ -53,7 +72,29 @@ export class Tensor<D extends DType = DType> {
   /** Same storage, new shape. */
   reshape(shape: readonly number[]): Tensor<D> {
     if (numelOf(shape) !== this.numel) throw new ShapeError(`cannot reshape [${this.shape}] to [${shape}]`);
-    return new Tensor(this.dtype, shape, this.data, this.device, this.storage);
+    return new Tensor(this.dtype, shape, this.data, this.device, this.storage, { readOnly: this.readOnly, origin: this.origin });
+  }
+
+  /** A writable copy of the data (same dtype and shape), never sharing storage with this tensor. */
+  clone(): Tensor<D> {
+    if (this.device !== 'cpu') throw new TypeError(`clone: a ${this.device} tensor has no host data`);
+    return new Tensor(this.dtype, this.shape, this.data.slice() as AnyTypedArray, 'cpu');
+  }
+
+  /**
+   * This tensor when it may be written, else a writable copy (copy-on-write). An algorithm that changes a weight
+   * (AWQ scaling, a LoRA merge) takes its weights through this, so the mapped checkpoint is never written.
+   */
+  writable(): Tensor<D> {
+    return this.readOnly ? this.clone() : this;
+  }
+
+  /** Throws ReadOnlyTensorError, naming `what` and the tensor's origin, when this tensor is read-only. */
+  assertWritable(what: string): void {
+    if (this.readOnly) {
+      throw new ReadOnlyTensorError(`${what}: ${this.origin ?? `a read-only tensor [${this.shape}]`} is read-only (a checkpoint's weights, ` +
+        'possibly a memory-mapped file); write into a copy: tensor.writable()');
+    }
   }
 
   /** A copy decoded to f32 (for tests and the reference path). */
