@@ -16,6 +16,7 @@ import { bitsAndBytesConfigDict, parseQuantizationConfig, type BitsAndBytesConfi
 import type { QuantizedLayerEvent } from './models/factory.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
+import { checkProgressCallback, progressReporter } from './util/progress.js';
 
 export interface LoadOptions extends ResolveOptions {
   /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
@@ -37,7 +38,10 @@ export interface LoadOptions extends ResolveOptions {
    * transformers' BitsAndBytesConfig has no such field; the saved quant_state records it, so any size loads.
    */
   blocksize?: number;
-  /** Called after each linear layer is quantized on load (with quantizationConfig), in build order. */
+  /**
+   * Called after each linear layer is quantized on load (with quantizationConfig), in build order, with its name,
+   * format, shape and time. `onProgress` gets the same work by decoder layer (task 'quantize', unit 'layers').
+   */
   onQuantize?: (layer: QuantizedLayerEvent) => void;
 }
 
@@ -64,6 +68,7 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const dir = await resolveModelDir(idOrDir, opts);
   const config = readConfig(join(dir, 'config.json'));
   const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
+  checkProgressCallback(opts.onProgress, 'fromPretrained');
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   if (opts.blocksize !== undefined) {
@@ -73,9 +78,29 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   }
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
-  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: opts.onQuantize });
+  const layers = quantize ? layerProgress(config.num_hidden_layers, opts) : undefined;
+  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: layers?.event });
+  layers?.finish();
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
   const qc = config.quantization_config ? bitsAndBytesConfigDict(config.raw.quantization_config, join(dir, 'config.json'))
     : quantize ? bitsAndBytesConfigDict(opts.quantizationConfig, 'fromPretrained') : null;
   return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0, quantizationConfig: qc };
 }
+
+/**
+ * Quantize-on-load progress by decoder layer: linears arrive in build order, so when one of layer i arrives, layers
+ * 0 … i−1 are done. OPT's project_in/project_out (outside the layers) only pass through to onQuantize.
+ */
+function layerProgress(total: number, opts: LoadOptions): { event: (e: QuantizedLayerEvent) => void; finish: () => void } {
+  const report = progressReporter('quantize', 'layers', total, opts.onProgress);
+  let current = -1;
+  return {
+    event: (e) => {
+      opts.onQuantize?.(e);
+      const m = /^(.*\.layers\.(\d+))\./.exec(e.name);
+      if (m && Number(m[2]) !== current) { current = Number(m[2]); report(current, m[1]); }
+    },
+    finish: () => report(total),
+  };
+}
+

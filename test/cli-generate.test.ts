@@ -44,7 +44,7 @@ test('--prompts-file --json writes JSON Lines: a row per prompt in input order, 
     const summary = lines.pop();
     assert.equal(summary.type, 'summary');
     assert.equal(summary.rows, prompts.length);
-    assert.match(r.err, new RegExp(`rows ${prompts.length}/${prompts.length}\\n`));
+    assert.match(r.err, new RegExp(`generate ${prompts.length}/${prompts.length} rows\\n`));
     return { lines, summary };
   };
   const two = rows('2');

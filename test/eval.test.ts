@@ -69,13 +69,14 @@ test('perplexity(): ⌊n/seqLen⌋ independent windows, remainder dropped, seqLe
 test('perplexity(): progress reports windows and throughput; an aborted signal stops the run', () => {
   const model = tinyModel();
   const ids = Array.from({ length: 40 }, (_, i) => (i * 5 + 3) % 64);
-  const seen: [number, number, PerplexityProgress][] = [];
-  perplexity(model, ids, { seqLen: 10, onProgress: (w, n, p) => seen.push([w, n, p]) });
-  assert.deepEqual(seen.map(([w, n, p]) => [w, n, p.tokens]), [[1, 4, 10], [2, 4, 20], [3, 4, 30], [4, 4, 40]]);
-  assert.ok(seen.every(([, , p]) => p.elapsedMs >= 0 && Number.isFinite(p.tokensPerSec)));
+  const seen: PerplexityProgress[] = [];
+  perplexity(model, ids, { seqLen: 10, onProgress: (p) => seen.push(p) });
+  assert.deepEqual(seen.map((p) => [p.task, p.unit, p.done, p.total, p.tokens]),
+    [['perplexity', 'windows', 1, 4, 10], ['perplexity', 'windows', 2, 4, 20], ['perplexity', 'windows', 3, 4, 30], ['perplexity', 'windows', 4, 4, 40]]);
+  assert.ok(seen.every((p) => p.elapsedMs >= 0 && Number.isFinite(p.tokensPerSec)));
   const ac = new AbortController();
   let windows = 0;
-  assert.throws(() => perplexity(model, ids, { seqLen: 10, signal: ac.signal, onProgress: (w) => { windows = w; if (w === 2) ac.abort(new Error('enough')); } }), /enough/);
+  assert.throws(() => perplexity(model, ids, { seqLen: 10, signal: ac.signal, onProgress: (p) => { windows = p.done; if (p.done === 2) ac.abort(new Error('enough')); } }), /enough/);
   assert.equal(windows, 2);
 });
 
@@ -136,7 +137,7 @@ test('lowbit eval on the demo model prints the demo\'s 58.83 (16 windows of 256)
   assert.match(t.out, /^model +.*kjv-demo\ndataset +.*heldout\.txt \([\d,]+ tokens\)\nwindows +16 × 256 \(first 16 of \d+\)\ntokens scored +4,080\nperplexity +58\.83\ntime +[\d.]+ s \([\d,]+ tokens\/s/);
   // Progress on stderr: windows done / total and tokens/s, ending at 16/16.
   assert.match(t.err, /tokens → \d+ windows of 256 \(last \d+ dropped\), scoring the first 16\n/);
-  assert.match(t.err, /windows 16\/16 · [\d,]+ tokens\/s/);
+  assert.match(t.err, /perplexity 16\/16 windows · [\d,]+ tokens\/s/);
   const j = json(lowbit(...args, '--json'));
   assert.ok(Math.abs(j.ppl - 58.83) < 0.005, `ppl ${j.ppl}`);
   assert.deepEqual([j.tokens, j.windows, j.seqlen], [16 * 255, 16, 256]);

@@ -134,7 +134,7 @@ test('finish reasons: "eos" when the model config\'s eos is the greedy token, "l
   // Stream events say how each row ended on its last event only; onProgress counts the steps.
   const events: { finishReason?: string }[] = [];
   const steps: number[] = [];
-  for await (const e of generateStream(build(null), [[5, 9, 11], [7]], { maxNewTokens: 3, onProgress: (s, n) => steps.push(s * 10 + n) })) events.push(e);
+  for await (const e of generateStream(build(null), [[5, 9, 11], [7]], { maxNewTokens: 3, onProgress: (p) => { assert.equal(p.task + p.unit, 'generatesteps'); steps.push(p.done * 10 + p.total); } })) events.push(e);
   assert.deepEqual(events.map((e) => e.finishReason ?? '-'), ['-', '-', '-', '-', 'length', 'length']);
   assert.deepEqual(steps, [13, 23, 33]);
 });

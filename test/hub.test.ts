@@ -112,7 +112,7 @@ test('missing files download into one snapshot folder of the pinned commit (blob
     writeFileSync(join(remote, 'README.md'), '# a model card the loader does not need\n');
     const dir = await resolveModelDir('org/remote', {
       cacheDir: cache, fetch: fakeHub(remote, [...FILES, 'README.md'], seen),
-      onProgress: (_f, done) => progress.push(done),
+      onProgress: (p) => { assert.equal(p.task, 'download'); assert.equal(p.unit, 'bytes'); assert.ok(p.item && FILES.includes(p.item), p.item); progress.push(p.done); },
     });
     assert.equal(dir, join(cache, 'models--org--remote', 'snapshots', COMMIT));
     for (const f of FILES) {

@@ -11,7 +11,7 @@ import { savePretrained, SavePretrainedError } from '../src/io/save.js';
 import { quantStats } from '../src/quant/stats.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { pyJsonDumps, pyJsonParse } from '../src/util/pyjson.js';
-import { GOLDEN_DIR, relErr, ROOT } from './helpers.js';
+import { GOLDEN_DIR, ROOT } from './helpers.js';
 
 const FIX = join(ROOT, 'test', 'fixtures', 'bnb');
 const IDS = [[1, 5, 9, 33, 2, 70, 127, 4], [3, 3, 60, 61, 62, 10, 11, 12]];

@@ -81,11 +81,6 @@ function baseFile(): { bytes: Uint8Array; header: Record<string, unknown>; data:
 const HUGE = [2 ** 31, 2 ** 32, 2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 2 ** 64, 1e308];
 const WEIRD: unknown[] = [-1, -0.0, 1.5, 1.0, 1e3, 'str', null, true, [], {}, [1, 2], { a: 'b' }, 2 ** 60, -(2 ** 63)];
 
-function numberText(v: unknown): string {
-  // JSON.stringify prints 2^64 as 18446744073709552000 and 1e308 as 1e+308: both are fine inputs for the parser.
-  return JSON.stringify(v) ?? 'null';
-}
-
 type Mutator = (b: ReturnType<typeof baseFile>) => Uint8Array;
 
 const jsonEdits: ((h: Record<string, unknown>, names: string[]) => string | void)[] = [

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
-import { DTYPES, DType, allocArray } from '../src/tensor/dtype.js';
+import { DTYPES, DType } from '../src/tensor/dtype.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import {
   DuplicateTensorError, HeaderTooLargeError, InvalidHeaderError, InvalidOffsetsError, SafetensorsError,

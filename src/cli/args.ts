@@ -2,6 +2,7 @@
 // with errors that name the option.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { nearest } from '../util/text.js';
+import type { OnProgress, Progress } from '../util/progress.js';
 
 export class UsageError extends Error { override name = 'UsageError'; }
 
@@ -72,12 +73,43 @@ export function backendOpt(v: string | undefined): (typeof BACKENDS)[number] | u
   return v as (typeof BACKENDS)[number];
 }
 
-/** A one-line progress bar on stderr (only on a terminal). */
-export function progressBar(label: string): (done: number, total: number) => void {
-  if (!process.stderr.isTTY) return () => {};
-  return (done, total) => {
-    const frac = total > 0 ? Math.min(1, done / total) : 0;
-    const w = 30, fill = Math.round(frac * w);
-    process.stderr.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${(frac * 100).toFixed(0)}%${frac >= 1 ? '\n' : ''}`);
+export interface RenderOptions<P extends Progress> {
+  /** Replaces the task name at the start of the line ("decode, 1 busy process"). */
+  label?: string;
+  /** Text after the counts (" · 1,234 tokens/s"). */
+  detail?: (p: P) => string;
+  /** Off a terminal, print nothing (a bar that only matters to a person watching). Default false. */
+  ttyOnly?: boolean;
+  /** Off a terminal, at most one line per this many milliseconds, and always the last. Default 2000. */
+  everyMs?: number;
+}
+
+/**
+ * The CLI's view of any src/util/progress.ts callback, on stderr: a bar rewritten in place on a terminal ("quantize
+ * model.layers.3 [#########.....] 14/22 layers"); elsewhere (a log, a pipe) a line now and then and the last one
+ * ("quantize 22/22 layers"), so a long run shows life without flooding the log.
+ */
+export function renderProgress<P extends Progress = Progress>(opts: RenderOptions<P> = {}): OnProgress<P> {
+  const tty = process.stderr.isTTY, every = opts.everyMs ?? 2000;
+  if (!tty && opts.ttyOnly) return () => {};
+  let last = performance.now();
+  return (p) => {
+    const finished = p.total > 0 && p.done >= p.total;
+    const count = p.unit === 'bytes' ? `${mib(p.done)}${p.total ? ` / ${mib(p.total)}` : ''} MiB` : `${p.done}${p.total ? `/${p.total}` : ''} ${p.unit}`;
+    const detail = opts.detail?.(p) ?? '';
+    const label = opts.label ?? p.task;
+    if (tty) {
+      const frac = p.total > 0 ? Math.min(1, p.done / p.total) : 0, w = 24, fill = Math.round(frac * w);
+      const item = p.item && !finished ? ` ${p.item}` : '';
+      const bar = p.total > 0 ? ` [${'#'.repeat(fill)}${'.'.repeat(w - fill)}]` : '';
+      process.stderr.write(`\r${label}${item}${bar} ${count}${detail}\x1b[K${finished ? '\n' : ''}`);
+      return;
+    }
+    const now = performance.now();
+    if (!finished && now - last < every) return;
+    last = now;
+    process.stderr.write(`${label} ${count}${p.item && !finished ? ` · ${p.item}` : ''}${detail}\n`);
   };
 }
+
+function mib(bytes: number): string { return (bytes / 2 ** 20).toFixed(1); }

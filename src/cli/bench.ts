@@ -23,9 +23,10 @@ import { randomLlama, SHAPES } from '../models/random.js';
 import { buildModel } from '../models/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import { join } from 'node:path';
-import { intOpt, parseCommand, progressBar, UsageError } from './args.js';
+import { intOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 import { mkdirSync } from 'node:fs';
+import { progressReporter, type OnProgress } from '../util/progress.js';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
@@ -184,7 +185,7 @@ export async function runBench(argv: string[]): Promise<number> {
   const prefillMs = performance.now() - t0;
   const first = argmax(logits.f32);
   log(`decode: ${D} tokens…`);
-  const decodeMs = decode(model, cache, first, D, progressBar('decode'));
+  const decodeMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true }));
 
   let contendedMs: number | null = null;
   if (!values['no-competitor']) {
@@ -195,7 +196,7 @@ export async function runBench(argv: string[]): Promise<number> {
     // Bounded even if this process dies without stopping it: the idle run's time, several times over, plus slack.
     const competitor = await startCompetitor(Math.ceil(decodeMs * 10 + 30_000));
     try {
-      contendedMs = decode(model, cache, first, D, progressBar('decode, 1 busy process'));
+      contendedMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true, label: 'decode, 1 busy process' }));
     } finally {
       await stopCompetitor(competitor);
     }
@@ -246,13 +247,14 @@ export async function runBench(argv: string[]): Promise<number> {
 
 /** Greedy decode of n tokens after `first`; returns the milliseconds it took. */
 function decode(model: CausalLM, cache: KVCache, first: number, n: number,
-  progress: (done: number, total: number) => void): number {
+  onProgress: OnProgress): number {
+  const progress = progressReporter('decode', 'tokens', n, onProgress);
   let next = first;
   const t0 = performance.now();
   for (let i = 0; i < n; i++) {
     const logits = model.forward([[next]], { cache, logits: 'last' });
     next = argmax(logits.f32);
-    progress(i + 1, n);
+    progress(i + 1);
   }
   return performance.now() - t0;
 }

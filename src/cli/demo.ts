@@ -7,7 +7,7 @@ import { demoModelPath } from '../demo.js';
 import { perplexity } from '../eval/perplexity.js';
 import { generateStream } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
-import { parseCommand, progressBar, UsageError } from './args.js';
+import { parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 
 export const demoHelp = `lowbit demo — what lowbit does, on the small model that ships with it (no network needed)
@@ -62,8 +62,7 @@ export async function runDemo(argv: string[]): Promise<number> {
 
   const held = readFileSync(join(DEMO_MODEL, 'heldout.txt'), 'utf8');
   const ids = tok.encode(held);
-  const bar = progressBar('perplexity');
-  const ppl = perplexity(m.model, ids, { seqLen: 256, maxWindows: 16, onProgress: (d, t) => bar(d, t) });
+  const ppl = perplexity(m.model, ids, { seqLen: 256, maxWindows: 16, onProgress: renderProgress({ ttyOnly: true }) });
   const rows = [['weights', 'size', 'perplexity (held-out verses)'], [String(m.config.torch_dtype), `${(bytes / 1e6).toFixed(1)} MB`, ppl.perplexity.toFixed(2)]];
   for (const r of rows) out.write(`  ${r[0].padEnd(10)} ${r[1].padEnd(10)} ${r[2]}\n`);
   out.write(`  (${ppl.tokens} tokens in ${ppl.windows} windows of 256; NF4 and GPTQ rows arrive with the quantizers)\n\n`);

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { perplexity, type PerplexityProgress } from '../eval/perplexity.js';
 import { probePath } from '../util/fs.js';
-import { backendOpt, intOpt, parseCommand, UsageError } from './args.js';
+import { backendOpt, intOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 import { loadModel } from './generate.js';
 
@@ -113,7 +113,7 @@ export async function runEval(argv: string[]): Promise<number> {
     `${dropped ? ` (last ${dropped} dropped)` : ''}${windows < available ? `, scoring the first ${windows}` : ''}\n`);
 
   t0 = performance.now();
-  const r = perplexity(m.model, ids, { seqLen, maxWindows, onProgress: progressLine() });
+  const r = perplexity(m.model, ids, { seqLen, maxWindows, onProgress: renderProgress<PerplexityProgress>({ detail: (p) => ` · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tokens/s` }) });
   const evalMs = performance.now() - t0;
   const tokPerSec = evalMs > 0 ? (r.windows * r.seqLen) / (evalMs / 1000) : 0;
   const out = {
@@ -132,19 +132,6 @@ export async function runEval(argv: string[]): Promise<number> {
   ];
   process.stdout.write(rows.map(([k, x]) => `${k.padEnd(14)} ${x}`).join('\n') + '\n');
   return 0;
-}
-
-/** "windows 3/16 · 1,234 tokens/s" on stderr: rewritten in place on a terminal; elsewhere a line at most every 2 s, and the last. */
-function progressLine(): (done: number, total: number, p: PerplexityProgress) => void {
-  let last = performance.now();
-  return (done, total, p) => {
-    const line = `windows ${done}/${total} · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tokens/s`;
-    if (process.stderr.isTTY) { process.stderr.write(`\r${line}\x1b[K${done >= total ? '\n' : ''}`); return; }
-    const now = performance.now();
-    if (done < total && now - last < 2000) return;
-    last = now;
-    process.stderr.write(line + '\n');
-  };
 }
 
 function round(x: number): number { return Math.round(x * 100) / 100; }

@@ -9,8 +9,9 @@ import { chatTerminators } from '../generate/terminators.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
 import { readChatTemplateFile, type ChatTemplateSource } from '../tokenizer/template.js';
 import type { ChatMessage } from '../tokenizer/index.js';
-import { backendOpt, intOpt, numOpt, parseCommand, progressBar, UsageError } from './args.js';
+import { backendOpt, intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
+import { progressReporter } from '../util/progress.js';
 
 /** More rows than this gain little on a CPU (the weights are read once per step either way) and delay the first results. */
 export const AUTO_BATCH_CAP = 16;
@@ -115,7 +116,7 @@ export function maxNewTokens(m: LoadedModel, gen: GenerationConfig): number {
 /** Load a model as generate and chat do: --backend, --revision, --no-mmap, a download bar on a terminal. */
 export async function loadModel(id: string, v: { backend?: string; revision?: string; 'no-mmap'?: boolean }): Promise<LoadedModel> {
   const backend = backendOpt(v.backend);
-  return fromPretrained(id, { backend, revision: v.revision, mmap: !v['no-mmap'], onProgress: (f, d, t) => progressBar(`downloading ${f}`)(d, t) });
+  return fromPretrained(id, { backend, revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress({ ttyOnly: true }) });
 }
 
 /** --chat-template FILE: the template source, or undefined for the model's own. */
@@ -344,16 +345,9 @@ function row(res: GenerateResult, b: number): Row {
   };
 }
 
-/** "rows 32/10000" on stderr: rewritten in place on a terminal; elsewhere a line at most every 2 s, and the last. */
+/** Rows written so far, as "generate 32/10000 rows" (renderProgress). */
 function progressLine(total: number): (done: number) => void {
-  let last = 0;
-  return (done) => {
-    if (process.stderr.isTTY) { process.stderr.write(`\rrows ${done}/${total}${done >= total ? '\n' : ''}`); return; }
-    const now = performance.now();
-    if (done < total && now - last < 2000) return;
-    last = now;
-    process.stderr.write(`rows ${done}/${total}\n`);
-  };
+  return progressReporter('generate', 'rows', total, renderProgress());
 }
 
 function rate(tokens: number, ms: number): number { return ms > 0 ? round(tokens / (ms / 1000)) : 0; }

@@ -2,17 +2,13 @@
 // §3). The quantization happens while the model is built (fromPretrained's quantizationConfig), so progress is
 // reported per layer from there; savePretrained writes the folder atomically.
 import { fromPretrained } from '../api.js';
-import type { QuantizedLayerEvent } from '../models/factory.js';
 import { savePretrained } from '../io/save.js';
 import { BNB4_BLOCKSIZES } from '../quant/bnb4.js';
 import { quantStats } from '../quant/stats.js';
 import { quantizedStateDict } from '../io/save.js';
 import { probePath } from '../util/fs.js';
-import { intOpt, numOpt, parseCommand, progressBar, UsageError } from './args.js';
+import { intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { readConfig } from '../io/config.js';
-import { resolveModelDir } from '../io/hub.js';
 
 export const quantizeHelp = `lowbit quantize — write a bitsandbytes-quantized copy of a model folder
 
@@ -89,14 +85,10 @@ export async function runQuantize(argv: string[]): Promise<number> {
     ? { loadIn8bit: true, llmInt8Threshold: threshold, llmInt8SkipModules: skip }
     : { loadIn4bit: true, bnb4bitQuantType: v.method, bnb4bitUseDoubleQuant: v['double-quant'], bnb4bitComputeDtype: computeDtype, llmInt8SkipModules: skip };
   const t0 = performance.now();
-  // The layer count first, so progress can say "i of N" while the model is built.
-  const dir = await resolveModelDir(positionals[0], { revision: v.revision });
-  const progress = onLayerProgress(readConfig(join(dir, 'config.json')).num_hidden_layers);
-  const m = await fromPretrained(dir, {
-    revision: v.revision, mmap: !v['no-mmap'], backend: 'ref', blocksize, onQuantize: progress.event,
+  const m = await fromPretrained(positionals[0], {
+    revision: v.revision, mmap: !v['no-mmap'], backend: 'ref', blocksize, onProgress: renderProgress(),
     quantizationConfig: Object.fromEntries(Object.entries(quantizationConfig).filter(([, x]) => x !== undefined)),
   });
-  progress.done();
   const tQuant = performance.now();
   const saved = savePretrained(m, v.out, { overwrite: v.force });
   const tSave = performance.now();
@@ -116,27 +108,4 @@ export async function runQuantize(argv: string[]): Promise<number> {
     `time             ${((tQuant - t0) / 1000).toFixed(2)} s load + quantize, ${((tSave - tQuant) / 1000).toFixed(2)} s save`,
   ].join('\n') + '\n');
   return 0;
-}
-
-/**
- * Progress by decoder layer: the factory reports each linear as it is quantized, in build order, so a layer is done
- * when the next one starts. A bar on a terminal; otherwise one line per layer.
- */
-function onLayerProgress(total: number): { event: (e: QuantizedLayerEvent) => void; done: () => void } {
-  const bar = progressBar('quantizing');
-  const tty = process.stderr.isTTY;
-  let current = -1, linears = 0, ms = 0;
-  const finish = () => {
-    if (current < 0) return;
-    if (tty) bar(current + 1, total);
-    else process.stderr.write(`quantized layer ${current + 1}/${total}: ${linears} linears in ${ms.toFixed(0)} ms\n`);
-  };
-  return {
-    event: (e) => {
-      const i = Number(/\.layers\.(\d+)\./.exec(e.name)?.[1] ?? current);
-      if (i !== current) { finish(); current = i; linears = 0; ms = 0; }
-      linears++; ms += e.ms;
-    },
-    done: () => { finish(); current = -1; },
-  };
 }

@@ -8,16 +8,18 @@
 // positions and non-finite logits are errors: either would yield a number that means nothing.
 import { NonFiniteLogitsError } from '../generate/logits.js';
 import type { CausalLM } from '../models/model.js';
+import type { OnProgress, Progress } from '../util/progress.js';
 
 /** Where a perplexity run stands after a window: tokens fed to the model so far and the time they took. */
-export interface PerplexityProgress { tokens: number; elapsedMs: number; tokensPerSec: number }
+/** Progress of a perplexity run: task 'perplexity', unit 'windows', plus the tokens fed so far and the rate. */
+export interface PerplexityProgress extends Progress { readonly tokens: number; readonly tokensPerSec: number }
 
 export interface PerplexityOptions {
   seqLen?: number;
   /** Score at most this many windows (the first ones). */
   maxWindows?: number;
-  /** Called after each window with the windows done, the windows in all, and the throughput so far. */
-  onProgress?: (window: number, windows: number, progress: PerplexityProgress) => void;
+  /** Called after each window (src/util/progress.ts) with the windows done and in all, and the throughput so far. */
+  onProgress?: OnProgress<PerplexityProgress>;
   /** Checked before each window: an aborted signal stops the run with its reason (from onProgress, say). */
   signal?: AbortSignal;
 }
@@ -73,7 +75,7 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
     }
     if (opts.onProgress) {
       const elapsedMs = performance.now() - t0, fed = (w + 1) * len;
-      opts.onProgress(w + 1, windows, { tokens: fed, elapsedMs, tokensPerSec: elapsedMs > 0 ? fed / (elapsedMs / 1000) : 0 });
+      opts.onProgress({ task: 'perplexity', done: w + 1, total: windows, unit: 'windows', elapsedMs, tokens: fed, tokensPerSec: elapsedMs > 0 ? fed / (elapsedMs / 1000) : 0 });
     }
   }
   return { perplexity: Math.exp(nll / tokens), nll, tokens, windows, seqLen: len, windowsAvailable };

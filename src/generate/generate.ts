@@ -8,6 +8,7 @@ import { freshSeed, GenerationConfig, GenerationConfigError, normalizeGeneration
 import { checkFiniteRow, processLogits } from './logits.js';
 import { argmax, Rng, sample } from './sampling.js';
 import { IncrementalDecoder, StopStringMatcher } from './stream.js';
+import { progressReporter, type OnProgress } from '../util/progress.js';
 
 export type FinishReason = 'eos' | 'length' | 'stop';
 
@@ -26,8 +27,11 @@ export interface GenerateOptions extends GenerationConfig {
    * for as many new tokens as the model has positions is refused either way.
    */
   truncation?: 'left' | 'none';
-  /** Called after each token step with the steps done and the most there can be (maxNewTokens). */
-  onProgress?: (step: number, maxSteps: number) => void;
+  /**
+   * Called after each token step (src/util/progress.ts): task 'generate', unit 'steps', done = steps so far, total =
+   * the most there can be (maxNewTokens; generation may stop earlier).
+   */
+  onProgress?: OnProgress;
 }
 
 /** Option keys that are not generation settings (checked here, not by normalizeGenerationConfig). */
@@ -220,6 +224,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   let logits = g.maxNewTokens > 0 ? lm.forward(ids, { attentionMask: mask, cache, logits: 'last' }).f32 : null;
   timings.prefillMs = performance.now() - t0;
   t0 = performance.now();
+  const report = progressReporter('generate', 'steps', g.maxNewTokens, opts.onProgress);
   for (let step = 0; logits && step < g.maxNewTokens; step++) {
     const next = new Array<number>(B);
     for (let b = 0; b < B; b++) {
@@ -243,7 +248,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
       if (finish[b] && decoders) text += decoders[b].flush();     // the row is done: nothing is held back any more
       events.push(finish[b] ? { row: b, tokenId: id, text, finishReason: finish[b]! } : { row: b, tokenId: id, text });
     }
-    opts.onProgress?.(step + 1, g.maxNewTokens);
+    report(step + 1);
     for (const e of events) yield e;
     if (finish.every((f) => f)) break;
     logits = lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' }).f32;

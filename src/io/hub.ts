@@ -9,6 +9,7 @@ import { basename, dirname, isAbsolute, join } from 'node:path';
 import { probePath, readTextFile, writeFileAtomic } from '../util/fs.js';
 import { warnOnce } from '../util/warn.js';
 import { parseIndex } from './checkpoint.js';
+import { progressReporter, type OnProgress } from '../util/progress.js';
 
 export class ModelNotFoundError extends Error { override name = 'ModelNotFoundError'; }
 
@@ -34,8 +35,11 @@ export interface ResolveOptions {
   fetch?: typeof fetch;
   /** Fetch and require only config.json (for planning and inspecting without downloading weights). */
   configOnly?: boolean;
-  /** Progress of downloads: file name, bytes so far, total bytes (0 when unknown). */
-  onProgress?: (file: string, done: number, total: number) => void;
+  /**
+   * Progress of long work (src/util/progress.ts): downloads report task 'download' in 'bytes' with the file as the
+   * item (total 0 when the server sends no length); fromPretrained adds 'quantize' in 'layers'.
+   */
+  onProgress?: OnProgress;
   /**
    * Milliseconds allowed for asking the Hub for the tokenizer files that a cached snapshot lacks (default 10,000);
    * past it the cached copy is used as it is, with a warning. Downloads of a model not in the cache have no limit.
@@ -290,8 +294,9 @@ function progressFetch(base: typeof fetch, onProgress?: ResolveOptions['onProgre
     const total = Number(res.headers.get('content-length') ?? 0);
     const file = decodeURIComponent(url.split('/resolve/')[1]?.split('/').slice(1).join('/') ?? url);
     let done = 0;
+    const report = progressReporter('download', 'bytes', total, onProgress);
     const counted = res.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) { done += chunk.byteLength; onProgress(file, done, total); ctl.enqueue(chunk); },
+      transform(chunk, ctl) { done += chunk.byteLength; report(done, file); ctl.enqueue(chunk); },
     }));
     return new Response(counted, { status: res.status, statusText: res.statusText, headers: res.headers });
   }) as typeof fetch;
