@@ -38,6 +38,16 @@ test('lowbit bench --format nf4/int8 on a folder: format, quantized bytes per to
   assert.equal(nf4.bytesPerToken, L * (n / 2 + (n / 64) * 4) + floatRest);
   assert.ok((nf4.bytesPerToken as number) < (bf16.bytesPerToken as number));
 
+  // --compare: the bf16 model measured first in the same process; the ratios are of this run's own numbers.
+  const cmp = bench('--format', 'nf4', '--compare');
+  const base = cmp.baseline as Record<string, number>;
+  assert.equal(base.bytesPerToken, bf16.bytesPerToken);
+  assert.equal(cmp.bytesPerToken, nf4.bytesPerToken);
+  assert.equal(cmp.decodeSpeedup, (cmp.decodeTokPerSec as number) / base.decodeTokPerSec);
+  assert.equal(cmp.prefillSpeedup, (cmp.prefillTokPerSec as number) / base.prefillTokPerSec);
+  assert.equal(bf16.baseline, null);
+  assert.equal(bf16.decodeSpeedup, null);
+
   const dq = bench('--format', 'nf4', '--double-quant');
   assert.equal(dq.doubleQuant, true);
   assert.ok((dq.bytesPerToken as number) < (nf4.bytesPerToken as number));   // 8-bit absmax codes + nested scales
@@ -60,6 +70,12 @@ test('lowbit bench --format: the table names the format and the backend; progres
   assert.match(r.out, /quantized: 42 linear layers fp4 \+ double quant \(lm_head float\), quantized on load in [\d.]+ s; matmul on cpu \(native kernel\)/);
   assert.match(r.out, /^decode +[\d.]+ tok\/s/m);
   assert.equal(r.err.match(/^quantized model\.layers\.\d+: 7 linears in \d+ ms$/gm)?.length, 6);
+
+  const c = lowbit('bench', KJV, '--prompt-len', '4', '--decode-len', '4', '--no-competitor', '--roofline-bytes', String(16 << 20), '--format', 'nf4', '--compare');
+  assert.equal(c.code, 0, c.err);
+  assert.match(c.out, /^bfloat16 +decode +[\d.]+ tok\/s/m);
+  assert.match(c.out, /^nf4 +prefill +[\d.]+ tok\/s/m);
+  assert.match(c.out, /^nf4 \/ bfloat16, same run: decode [\d.]+×, prefill [\d.]+×$/m);
 });
 
 test('lowbit bench --format usage errors exit 2', () => {
@@ -67,6 +83,7 @@ test('lowbit bench --format usage errors exit 2', () => {
     [['--format', 'q4'], /--format "q4" is unknown \(choose int8, nf4 or fp4\)/],
     [['--format', 'int8', '--double-quant'], /--double-quant applies to --format nf4 or fp4/],
     [['--double-quant'], /--double-quant applies to --format nf4 or fp4/],
+    [['--compare'], /--compare measures the float model beside a --format/],
     [['--shape', 'tinyllama-1.1b', '--format', 'nf4', '--write-model', '/tmp/x'], /--write-model saves the float model/],
   ] as const) {
     const r = lowbit('bench', ...(args[0] === '--shape' ? [] : [KJV]), ...args);

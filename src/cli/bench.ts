@@ -30,17 +30,20 @@ import { progressReporter, type OnProgress } from '../util/progress.js';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
-Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format int8|nf4|fp4 [--double-quant]] [--threads N]
-                    [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
+Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format int8|nf4|fp4 [--double-quant] [--compare]]
+                    [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
-       lowbit bench <model dir> [--format int8|nf4|fp4 [--double-quant]] [--threads N] [--no-mmap]
+       lowbit bench <model dir> [--format int8|nf4|fp4 [--double-quant] [--compare]] [--threads N] [--no-mmap]
                     [--roofline-bytes N] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 --format quantizes every linear layer but lm_head as it is built, exactly as fromPretrained's quantizationConfig
 does (bitsandbytes NF4/FP4 at block 64, --double-quant for the scales; or LLM.int8), with the reference quantizers
 in plain TypeScript: a tinyllama-1.1b shape took about 40 s for nf4 and 2.6 min for int8 on 2 cores; a line per
-decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format.
+decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format. --compare measures the
+float model first, in the same process against the same roofline, and prints quantized / float speed-ups (JSON:
+baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a noisy machine distorts far less than two
+runs' absolute numbers.
 The report names the backend that ran the quantized matmul: cpu's native kernel for nf4/fp4; a format the cpu
 backend has no kernel for (int8, when this was written) falls back to ref with a warning (plain TypeScript, slow:
 use a short --decode-len).
@@ -55,7 +58,7 @@ default thread count is LOWBIT_THREADS when set, else the physical cores (at mos
 Examples:
   lowbit bench --shape tinyllama-1.1b --dtype bf16
   lowbit bench --shape tinyllama-1.1b --dtype f32 --threads 2 --json
-  lowbit bench --shape tinyllama-1.1b --format nf4 --double-quant
+  lowbit bench --shape tinyllama-1.1b --format nf4 --double-quant --compare
   lowbit bench models/kjv-demo --format int8 --decode-len 16
   lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model /tmp/tl && lowbit bench /tmp/tl
 `;
@@ -75,6 +78,14 @@ export interface BenchResult {
   quantizeMs: number | null;
   /** Decode beside one busy process (null with --no-competitor), its roofline fraction, and idle / contended. */
   decodeContendedTokPerSec: number | null; decodeContendedRoofline: number | null; contendedSlowdown: number | null;
+  /** --compare: the float model measured first in the same run (null without --compare). */
+  baseline: {
+    prefillTokPerSec: number; decodeTokPerSec: number; decodeRoofline: number; prefillOfPeak: number; bytesPerToken: number;
+    decodeContendedTokPerSec: number | null; decodeContendedRoofline: number | null;
+  } | null;
+  /** --compare: quantized tok/s over float tok/s, decode and prefill (null without --compare). */
+  decodeSpeedup: number | null;
+  prefillSpeedup: number | null;
 }
 
 /**
@@ -112,6 +123,7 @@ export async function runBench(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
       'roofline-bytes': { type: 'string' }, format: { type: 'string' }, 'double-quant': { type: 'boolean', default: false },
+      compare: { type: 'boolean', default: false },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
   const backend = getBackend('cpu');
@@ -124,6 +136,7 @@ export async function runBench(argv: string[]): Promise<number> {
   const fmt = values.format;
   if (fmt !== undefined && !['int8', 'nf4', 'fp4'].includes(fmt)) throw new UsageError(`--format "${fmt}" is unknown (choose int8, nf4 or fp4)`);
   if (values['double-quant'] && fmt !== 'nf4' && fmt !== 'fp4') throw new UsageError('--double-quant applies to --format nf4 or fp4');
+  if (values.compare && fmt === undefined) throw new UsageError('--compare measures the float model beside a --format; give --format int8, nf4 or fp4');
   if (fmt !== undefined && values['write-model']) throw new UsageError('--write-model saves the float model; quantize a folder with lowbit quantize');
   // The same BitsAndBytesConfig fromPretrained takes, so the shape and the folder quantize through one path.
   const quantizationConfig: BitsAndBytesConfig | undefined = fmt === undefined ? undefined : fmt === 'int8' ? { loadIn8bit: true }
@@ -131,7 +144,12 @@ export async function runBench(argv: string[]): Promise<number> {
   const quantProgress = layerProgress(log);
 
   let model: CausalLM, config: ModelConfig, label: string, loadMs: number | null = null, dtypeLabel: string;
+  let floatModel: CausalLM | null = null;
   if (positionals.length > 0) {
+    if (values.compare) {
+      log(`loading ${positionals[0]} as it is (--compare)…`);
+      floatModel = (await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'] })).model;
+    }
     if (fmt) log(`loading ${positionals[0]} and quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''}…`);
     const loaded = await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'], quantizationConfig, onQuantize: quantProgress.event });
     quantProgress.done();
@@ -160,6 +178,7 @@ export async function runBench(argv: string[]): Promise<number> {
     }
     // fromPretrained's path for quantizationConfig: the spec it parses, the factory quantizing each float weight.
     const quantize = parseQuantizationConfig(quantizationConfig, 'lowbit bench', { where: '--format', strict: true });
+    if (values.compare) floatModel = buildModel(config, new Weights(r.tensors, values.shape), backend);
     if (quantize) log(`quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''} (reference quantizers)…`);
     model = buildModel(config, new Weights(r.tensors, values.shape), backend, { quantize, onQuantize: quantProgress.event });
     quantProgress.done();
@@ -172,7 +191,80 @@ export async function runBench(argv: string[]): Promise<number> {
   const threads = getThreads();
   log(`measuring memory bandwidth and fp32 peak on ${threads} thread(s)…`);
   const { bandwidthGBs, peakGflops } = measureRoofline({ bandwidthBytes: rooflineBytes });
+  const competitor = !values['no-competitor'];
 
+  // --compare: the float model first, in this process and against the same roofline, so the speed-up is one run's.
+  let baseline: Measured | null = null;
+  if (floatModel) {
+    log(`float model (${dtypeLabel}) first, for --compare:`);
+    baseline = await measure(floatModel, config, T, D, competitor, log);
+    floatModel = null;
+    log(`${fmt} model:`);
+  }
+  const run = await measure(model, config, T, D, competitor, log);
+
+  const roofline = (tokPerSec: number, bytes: number) => (tokPerSec * bytes) / (bandwidthGBs * 1e9);
+  const rates = (m: Measured) => {
+    const decodeTokPerSec = D / (m.decodeMs / 1000), prefillTokPerSec = T / (m.prefillMs / 1000);
+    const contended = m.contendedMs === null ? null : D / (m.contendedMs / 1000);
+    return {
+      prefillTokPerSec, decodeTokPerSec, decodeRoofline: roofline(decodeTokPerSec, m.bytesPerToken),
+      prefillOfPeak: m.prefillFlops / (m.prefillMs / 1000) / (peakGflops * 1e9), bytesPerToken: m.bytesPerToken,
+      decodeContendedTokPerSec: contended, decodeContendedRoofline: contended === null ? null : roofline(contended, m.bytesPerToken),
+    };
+  };
+  const main = rates(run), base = baseline ? rates(baseline) : null;
+  const res: BenchResult = {
+    model: label, dtype: dtypeLabel, threads, promptLen: T, decodeLen: D, loadMs,
+    prefillTokPerSec: main.prefillTokPerSec, decodeTokPerSec: main.decodeTokPerSec, bandwidthGBs, peakGflops,
+    decodeRoofline: main.decodeRoofline, prefillOfPeak: main.prefillOfPeak,
+    bytesPerToken: run.bytesPerToken, prefillFlops: run.prefillFlops,
+    decodeContendedTokPerSec: main.decodeContendedTokPerSec, decodeContendedRoofline: main.decodeContendedRoofline,
+    contendedSlowdown: main.decodeContendedTokPerSec === null ? null : main.decodeTokPerSec / main.decodeContendedTokPerSec,
+    format: quant?.format ?? null, doubleQuant: quant?.doubleQuant ?? null, quantBackend: quant?.backend ?? null,
+    quantizeMs: quantProgress.totalMs(),
+    baseline: base,
+    decodeSpeedup: base ? main.decodeTokPerSec / base.decodeTokPerSec : null,
+    prefillSpeedup: base ? main.prefillTokPerSec / base.prefillTokPerSec : null,
+  };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(res) + '\n');
+  } else {
+    const name = quant ? `${quant.format}${quant.doubleQuant ? '+dq' : ''}` : dtypeLabel;
+    const rowsOf = (r: typeof main, who: string) => {
+      const decodeRoof = `${(bandwidthGBs * 1e9 / r.bytesPerToken).toFixed(2)} tok/s (${(r.bytesPerToken / 1e9).toFixed(3)} GB/token @ ${bandwidthGBs.toFixed(1)} GB/s)`;
+      const prefillGflops = (r.prefillTokPerSec / T) * run.prefillFlops / 1e9;
+      const tag = base ? [who] : [];
+      return [
+        [...tag, 'decode', `${r.decodeTokPerSec.toFixed(2)} tok/s`, decodeRoof, `${(r.decodeRoofline * 100).toFixed(1)}%`],
+        ...(r.decodeContendedTokPerSec === null ? [] : [[...tag,
+          'decode, 1 busy process', `${r.decodeContendedTokPerSec.toFixed(2)} tok/s (${((r.decodeContendedTokPerSec / r.decodeTokPerSec) * 100).toFixed(0)}% of idle)`, decodeRoof,
+          `${(r.decodeContendedRoofline! * 100).toFixed(1)}%`]]),
+        [...tag, 'prefill', `${r.prefillTokPerSec.toFixed(1)} tok/s = ${prefillGflops.toFixed(1)} GFLOP/s`, `${peakGflops.toFixed(1)} GFLOP/s fp32 peak`, `${(r.prefillOfPeak * 100).toFixed(1)}%`],
+      ];
+    };
+    const rows = [[...(base ? ['model'] : []), 'phase', 'measured', 'roofline', 'ratio'], ...(base ? rowsOf(base, dtypeLabel) : []), ...rowsOf(main, name)];
+    const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    process.stdout.write(`${label} ${dtypeLabel}, ${threads} thread(s), prompt ${T}, decode ${D}${loadMs !== null ? `, load ${loadMs.toFixed(0)} ms` : ''}\n`);
+    if (quant) {
+      const qms = res.quantizeMs;
+      process.stdout.write(`quantized: ${quant.layers} linear layers ${quant.format}${quant.doubleQuant ? ' + double quant' : ''} (lm_head float)` +
+        `${qms !== null ? `, quantized on load in ${(qms / 1000).toFixed(1)} s` : ''}; matmul on ` +
+        (quant.backend === 'ref' ? `ref (fallback: ${backend.name} has no ${quant.format} kernel)` : `${quant.backend} (native kernel)`) + '\n');
+    }
+    for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i])).join('  ') + '\n');
+    if (base) {
+      process.stdout.write(`${name} / ${dtypeLabel}, same run: decode ${res.decodeSpeedup!.toFixed(2)}×, prefill ${res.prefillSpeedup!.toFixed(2)}×` +
+        (main.decodeContendedTokPerSec !== null && base.decodeContendedTokPerSec !== null ? `, decode beside 1 busy process ${(main.decodeContendedTokPerSec / base.decodeContendedTokPerSec).toFixed(2)}×` : '') + '\n');
+    }
+  }
+  return 0;
+}
+
+interface Measured { prefillMs: number; decodeMs: number; contendedMs: number | null; bytesPerToken: number; prefillFlops: number }
+
+/** Prefill T tokens, then decode D greedily (and again beside one busy process when `competitor`). */
+async function measure(model: CausalLM, config: ModelConfig, T: number, D: number, competitor: boolean, log: (s: string) => void): Promise<Measured> {
   const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
   const cache = model.createCache(1, T + D + 1);
   cache.reserve(T + D + 1);   // the cache grows in chunks: allocate it now, not inside a timed step
@@ -188,61 +280,20 @@ export async function runBench(argv: string[]): Promise<number> {
   const decodeMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true }));
 
   let contendedMs: number | null = null;
-  if (!values['no-competitor']) {
+  if (competitor) {
     // Same positions as the idle run: prefill again (untimed), then decode beside the competitor.
     cache.reset();
     model.forward([prompt], { cache, logits: 'last' });
     log(`decode: ${D} tokens beside one busy process…`);
     // Bounded even if this process dies without stopping it: the idle run's time, several times over, plus slack.
-    const competitor = await startCompetitor(Math.ceil(decodeMs * 10 + 30_000));
+    const child = await startCompetitor(Math.ceil(decodeMs * 10 + 30_000));
     try {
       contendedMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true, label: 'decode, 1 busy process' }));
     } finally {
-      await stopCompetitor(competitor);
+      await stopCompetitor(child);
     }
   }
-
-  const { bytesPerToken, prefillFlops } = costs(model, config, T);
-  const prefillTokPerSec = T / (prefillMs / 1000);
-  const decodeTokPerSec = D / (decodeMs / 1000);
-  const contendedTokPerSec = contendedMs === null ? null : D / (contendedMs / 1000);
-  const roofline = (tokPerSec: number) => (tokPerSec * bytesPerToken) / (bandwidthGBs * 1e9);
-  const res: BenchResult = {
-    model: label, dtype: dtypeLabel, threads, promptLen: T, decodeLen: D, loadMs,
-    prefillTokPerSec, decodeTokPerSec, bandwidthGBs, peakGflops,
-    decodeRoofline: roofline(decodeTokPerSec),
-    prefillOfPeak: prefillFlops / (prefillMs / 1000) / (peakGflops * 1e9),
-    bytesPerToken, prefillFlops,
-    decodeContendedTokPerSec: contendedTokPerSec,
-    decodeContendedRoofline: contendedTokPerSec === null ? null : roofline(contendedTokPerSec),
-    contendedSlowdown: contendedTokPerSec === null ? null : decodeTokPerSec / contendedTokPerSec,
-    format: quant?.format ?? null, doubleQuant: quant?.doubleQuant ?? null, quantBackend: quant?.backend ?? null,
-    quantizeMs: quantProgress.totalMs(),
-  };
-  if (values.json) {
-    process.stdout.write(JSON.stringify(res) + '\n');
-  } else {
-    const gb = (bytesPerToken / 1e9).toFixed(3);
-    const decodeRoof = `${(bandwidthGBs * 1e9 / bytesPerToken).toFixed(2)} tok/s (${gb} GB/token @ ${bandwidthGBs.toFixed(1)} GB/s)`;
-    const rows = [
-      ['phase', 'measured', 'roofline', 'ratio'],
-      ['decode', `${decodeTokPerSec.toFixed(2)} tok/s`, decodeRoof, `${(res.decodeRoofline * 100).toFixed(1)}%`],
-      ...(contendedTokPerSec === null ? [] : [[
-        'decode, 1 busy process', `${contendedTokPerSec.toFixed(2)} tok/s (${((contendedTokPerSec / decodeTokPerSec) * 100).toFixed(0)}% of idle)`, decodeRoof,
-        `${(res.decodeContendedRoofline! * 100).toFixed(1)}%`]]),
-      ['prefill', `${prefillTokPerSec.toFixed(1)} tok/s = ${(prefillFlops / (prefillMs / 1000) / 1e9).toFixed(1)} GFLOP/s`, `${peakGflops.toFixed(1)} GFLOP/s fp32 peak`, `${(res.prefillOfPeak * 100).toFixed(1)}%`],
-    ];
-    const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-    process.stdout.write(`${label} ${dtypeLabel}, ${threads} thread(s), prompt ${T}, decode ${D}${loadMs !== null ? `, load ${loadMs.toFixed(0)} ms` : ''}\n`);
-    if (quant) {
-      const qms = res.quantizeMs;
-      process.stdout.write(`quantized: ${quant.layers} linear layers ${quant.format}${quant.doubleQuant ? ' + double quant' : ''} (lm_head float)` +
-        `${qms !== null ? `, quantized on load in ${(qms / 1000).toFixed(1)} s` : ''}; matmul on ` +
-        (quant.backend === 'ref' ? `ref (fallback: ${backend.name} has no ${quant.format} kernel)` : `${quant.backend} (native kernel)`) + '\n');
-    }
-    for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i])).join('  ') + '\n');
-  }
-  return 0;
+  return { prefillMs, decodeMs, contendedMs, ...costs(model, config, T) };
 }
 
 /** Greedy decode of n tokens after `first`; returns the milliseconds it took. */
