@@ -45,6 +45,13 @@ struct Kernels {
   // [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked up
   // by code as the packed bytes stream past. The driver (gemm.cc, matmul_q4) loops it over the rows of x.
   void (*gemv_q4)(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
+
+  // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
+  //   acc[m*ldacc + (n - n0)] = Σ_{k<K} a[m*lda + k] · b[n*ldb + k]   in int32, exactly.
+  // a holds quantized activations, always in [-127, 127]; b the weight codes, any int8 (-128 included, though
+  // bitsandbytes never writes it). |acc| ≤ K·127·128 fits int32 for K ≤ 131072; the driver cuts longer rows.
+  void (*dot_i8)(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb,
+                 int64_t n0, int64_t n1, int64_t K);
 };
 
 const Kernels* kernels_scalar();

@@ -356,7 +356,55 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// LLM.int8 integer products, no dotprod extension assumed: per 16 bytes smull (low halves) and smlal2 (high halves)
+// into one int16x8 (x ∈ [-127, 127] and |w| ≤ 128, so two products sum to at most 32512: no overflow), then sadalp
+// widens the pairs into the int32 accumulator. 32 q registers: 4 rows of x × 4 weight rows stay in registers.
+template <int MM, int R>
+void dot_i8_rows(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n,
+                 int64_t n0, int64_t K) {
+  int32x4_t s[MM][R];
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < R; r++) s[m][r] = vdupq_n_s32(0);
+  const int8_t* row[R];
+  for (int r = 0; r < R; r++) row[r] = b + (n + r) * ldb;
+  const int64_t K16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < K16; k += 16) {
+    int8x16_t wv[R];
+    for (int r = 0; r < R; r++) wv[r] = vld1q_s8(row[r] + k);
+    for (int m = 0; m < MM; m++) {
+      const int8x16_t xv = vld1q_s8(a + m * lda + k);
+      const int8x8_t xl = vget_low_s8(xv);
+      for (int r = 0; r < R; r++) s[m][r] = vpadalq_s16(s[m][r], vmlal_high_s8(vmull_s8(xl, vget_low_s8(wv[r])), xv, wv[r]));
+    }
+  }
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < R; r++) {
+      int32_t t = vaddvq_s32(s[m][r]);
+      for (int64_t k = K16; k < K; k++) t += int32_t(a[m * lda + k]) * int32_t(row[r][k]);
+      acc[m * ldacc + (n + r - n0)] = t;
+    }
+}
+
+template <int MM>
+void dot_i8_m(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n0,
+              int64_t n1, int64_t K) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) dot_i8_rows<MM, 4>(acc, ldacc, a, lda, b, ldb, n, n0, K);
+  for (; n < n1; n++) dot_i8_rows<MM, 1>(acc, ldacc, a, lda, b, ldb, n, n0, K);
+}
+
+void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
+            int64_t n1, int64_t K) {
+  switch (M) {
+    case 1: dot_i8_m<1>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    case 2: dot_i8_m<2>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    case 3: dot_i8_m<3>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    default: dot_i8_m<4>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+  }
+}
+
+const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+                        dot_i8};
 
 }  // namespace
 

@@ -120,7 +120,22 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// LLM.int8: plain int32 sums, exact in any order; -O3 vectorizes the inner loop with the baseline ISA.
+void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
+            int64_t n1, int64_t K) {
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* w = b + n * ldb;
+    for (int m = 0; m < M; m++) {
+      const int8_t* x = a + m * lda;
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; k++) s += int32_t(x[k]) * int32_t(w[k]);
+      acc[m * ldacc + (n - n0)] = s;
+    }
+  }
+}
+
+const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+                        dot_i8};
 
 }  // namespace
 

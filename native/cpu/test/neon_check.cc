@@ -107,6 +107,19 @@ void cmp_exact(const std::string& kernel, const std::string& what, float got, fl
     failures++;
   }
 }
+void cmp_int(const std::string& kernel, const std::string& what, int64_t got, int64_t want) {
+  Stat& s = stat(kernel);
+  s.n++;
+  checks++;
+  if (got != want) {
+    if (!s.bad++) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%s: neon %" PRId64 " vs want %" PRId64, what.c_str(), got, want);
+      s.firstBad = buf;
+    }
+    failures++;
+  }
+}
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
   char buf[256];
@@ -416,6 +429,37 @@ void check_q4() {
     }
 }
 
+// LLM.int8 integer products: exact integer arithmetic, so NEON must give the exact sums. Weight codes over the whole
+// int8 range (-128 included), activation codes in [-127, 127] as the driver makes them; strided rows, every tail
+// length mod 16, M = 1..4, output ranges inside N; then the extremes (-128 · -127 in every lane) for overflow.
+void check_dot_i8() {
+  for (int64_t K : {1, 7, 15, 16, 17, 31, 33, 65, 256, 4160})
+    for (int M = 1; M <= 4; M++) {
+      const int64_t Nn = 13, lda = K + 5, ldb = K + 3, ldacc = Nn + 2;
+      std::vector<int8_t> a(size_t(M * lda)), b(size_t(Nn * ldb));
+      for (auto& v : a) v = int8_t(int(rng() % 255) - 127);
+      for (auto& v : b) v = int8_t(rng() & 0xff);
+      if (K == 4160 && M == 4) {  // extremes: |Σ| = 4160 · 127 · 128 in rows 0-1, products of -128 and ±127 in every lane
+        std::fill(b.begin(), b.begin() + 2 * ldb, int8_t(-128));
+        std::fill(a.begin(), a.begin() + lda, int8_t(-127));
+        std::fill(a.begin() + lda, a.begin() + 2 * lda, int8_t(127));
+      }
+      for (auto r : {std::pair<int64_t, int64_t>{0, Nn}, {1, Nn - 1}, {Nn - 1, Nn}, {2, 7}}) {
+        std::vector<int32_t> acc(size_t(4 * ldacc), -7);
+        N->dot_i8(acc.data(), ldacc, a.data(), lda, M, b.data(), ldb, r.first, r.second, K);
+        for (int m = 0; m < 4; m++)
+          for (int64_t j = 0; j < ldacc; j++) {
+            const int64_t n = r.first + j;
+            const std::string what = fmt("K=%" PRId64 " M=%d [%" PRId64 ",%" PRId64 ") m=%d j=%" PRId64, K, M, r.first, r.second, m, j);
+            if (m >= M || n >= r.second) { cmp_int("dot_i8", what + " untouched", acc[size_t(m * ldacc + j)], -7); continue; }
+            int64_t want = 0;
+            for (int64_t k = 0; k < K; k++) want += int64_t(a[size_t(m * lda + k)]) * b[size_t(n * ldb + k)];
+            cmp_int("dot_i8", what, acc[size_t(m * ldacc + j)], want);
+          }
+      }
+    }
+}
+
 // ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
 template <class F>
 std::vector<float> at_level(const char* level, size_t n, F&& f) {
@@ -459,6 +503,24 @@ void check_drivers() {
             cmp("matmul_q4 driver", fmt("threads=%d M=%" PRId64 " dq=%d m=%" PRId64 " n=%" PRId64, threads, M, dq, m, n),
                 got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], q4_mag(c.w, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
       }
+    // matmul_int8: the same driver at both levels (activation quantization, outlier columns, float64 epilogue), so
+    // the outputs must match bit for bit. Outliers planted at 9.5 and exactly -6.0 (5.99 is below the threshold),
+    // K = 4160 spans several weight blocks.
+    for (int64_t M : {1, 3, 17})
+      for (int64_t K : {65, 4160})
+        for (double threshold : {6.0, 0.0}) {
+          const int64_t Nn = 172;
+          std::vector<int8_t> cb(size_t(Nn * K));
+          for (auto& v : cb) v = int8_t(int(rng() % 255) - 127);
+          auto scb = rnd(size_t(Nn), 0.01f, 0.2f), x = rnd(size_t(M * K), -3.f, 3.f), bias = rnd(size_t(Nn));
+          x[5] = 9.5f;
+          x[size_t((M - 1) * K + 17)] = -6.0f;
+          x[size_t(30 % K)] = 5.99f;
+          auto run = [&](float* y) { matmul_int8(y, x.data(), cb.data(), scb.data(), M, Nn, K, threshold, bias.data()); };
+          auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
+          for (size_t i = 0; i < want.size(); i++)
+            cmp_exact("matmul_int8 driver", fmt("threads=%d M=%" PRId64 " K=%" PRId64 " t=%g i=%zu", threads, M, K, threshold, i), got[i], want[i]);
+        }
     for (int64_t cols : {1, 5, 33, 172}) {
       const int64_t rows = 5;
       auto x = rnd(size_t(rows * cols), -20.f, 20.f);
@@ -537,6 +599,7 @@ int main() {
   check_pack_micro();
   check_attention_kernels();
   check_q4();
+  check_dot_i8();
   check_drivers();
   std::printf("%-24s %10s %12s %6s\n", "kernel", "checks", "max err", "bad");
   for (const auto& s : stats) {
