@@ -40,9 +40,8 @@ Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 does (bitsandbytes NF4/FP4 at block 64, --double-quant for the scales; or LLM.int8), with the reference quantizers
 in plain TypeScript: a tinyllama-1.1b shape took about 40 s for nf4 and 2.6 min for int8 on 2 cores; a line per
 decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format.
-The report names the backend that ran the quantized matmul: cpu's native kernel for nf4/fp4; a format the cpu
-backend has no kernel for (int8, when this was written) falls back to ref with a warning (plain TypeScript, slow:
-use a short --decode-len).
+The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4 and int8; a format a
+backend has no kernel for falls back to ref with a warning (plain TypeScript, slow: use a short --decode-len).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth; for a
 quantized layer its packed codes and scales: 4-bit codes + absmax or its 8-bit codes + nested absmax, int8 codes +
 SCB); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
