@@ -87,16 +87,18 @@ describe('native LLM.int8 matmulQ vs int8MatmulRef', { skip }, () => {
 
     it(`${level}: NaN and values past float16's range, -128 codes, rows past the int32 range of one sum`, () => {
       assert.equal(addon!.setLevel(level), level);
-      const N = 9, K = 70, M = 4;
+      const N = 9, K = 70, M = 5;  // K = 70: 64 elements in SIMD steps and a 6-element tail
       const w = quantizeInt8(randn(N * K, 0.05), [N, K]);
       const CB = w.CB.slice();
       for (let i = 3; i < CB.length; i += 11) CB[i] = -128;  // never written by bitsandbytes, but a file may hold it
       const wNeg: Int8Weight = { ...w, CB };
       const xs = randn(M * K);
       xs[1 * K + 4] = NaN;       // row 1: SCA NaN, the whole row NaN
+      xs[4 * K + 67] = NaN;      // the same from the tail
       xs[2 * K + 9] = 1e5;       // float16 ∞: an outlier at any threshold > 0; at 0 it makes SCA = ∞
-      xs[3 * K + 10] = -70000;
+      xs[3 * K + 68] = -70000;
       xs[0 * K + 11] = 65519;    // rounds to 65504, the largest float16
+      xs[0 * K + 69] = 3e-8;     // a float16 subnormal
       const x = Tensor.f32([M, K], xs);
       for (const weight of [w, wNeg]) {
         for (const threshold of [6, 0, Infinity]) {

@@ -1,8 +1,9 @@
 // LLM.int8 matmul driver: bitsandbytes' Linear8bitLt forward (../shared/spec/FORMATS.md §3; Dettmers et al. 2022,
 // arXiv 2208.07339 §3.1-3.2), with the semantics of src/quant/int8.ts (int8VectorwiseQuant, int8MatmulRef):
 //   y[m,n] = Σ_k CA[m,k]·CB[n,k] · SCA[m]·SCB[n] / 127²  +  Σ_{k ∈ outliers} x[m,k]·dq(CB[n,k])  +  bias[n]
-// The activations are quantized here once per call (scalar: O(M·K) next to the O(M·N·K) products); the integer
-// products go through the level's dot_i8 (exact in int32, so the summation order does not matter); the rescale, the
+// The activations are quantized once per call, row by row through the level's i8_absmax_f16 / i8_quant (a scalar
+// pass cost ~10 ns per element, as much as the products of a small decode GEMV); the integer products go through the
+// level's dot_i8 (exact in int32, so the summation order does not matter); the rescale, the
 // outlier columns and the bias are then summed in float64 in the ref's order and rounded to float32 once. Every step
 // is exact or rounded as the ref rounds it, so the output is bit for bit int8MatmulRef's (the tests check that).
 //
@@ -59,34 +60,6 @@ float cuda_reciprocal(float x) {
   return r;
 }
 
-// x rounded to float16 and back (f16ToF32(f32ToF16(x)), half to even). Normal float16 magnitudes round the float32
-// mantissa at bit 13 in place; subnormals, overflow, infinities and NaN take the general conversion.
-inline float round_f16(float x) {
-  const uint32_t b = f32_bits(x), a = b & 0x7fffffffu;
-  if (a >= 0x38800000u && a < 0x477ff000u) {  // [2^-14, 65520): stays a normal float16 (65520 rounds to ∞)
-    const uint32_t r = (b + 0xfffu + ((b >> 13) & 1u)) & 0xffffe000u;
-    float f;
-    std::memcpy(&f, &r, 4);
-    return f;
-  }
-  return f16_to_f32(f32_to_f16(x));
-}
-
-// The product v·s rounded to float32 on its own: kept out of any fused multiply-add the compiler might form with
-// what follows (GCC contracts across statements for C++ wherever FMA exists, e.g. on AArch64).
-inline float product(float v, float s) {
-  float p = v * s;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __asm__("" : "+x"(p));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  __asm__("" : "+w"(p));
-#else
-  volatile float q = p;
-  p = q;
-#endif
-  return p;
-}
-
 struct Int8Scratch {
   Scratch<float> x16, sca;
   Scratch<int8_t> ca;
@@ -98,37 +71,29 @@ struct Int8Scratch {
 // threshold > 0 and |x16| ≥ threshold (∞ included: values past float16's range), and a column is one when any row
 // holds one; each row's SCA is the max |x16| over its non-outlier elements (a NaN sticks, as Math.max); CA =
 // rne(fl32(x16 · fl32(rcp(SCA)·127))), 0 for NaN (0·∞, ∞·0) and in outlier columns. Returns the number of outlier
-// columns, listed ascending in cols.
-int64_t quantize_activations(const float* x, int64_t M, int64_t K, double threshold, float* x16, int8_t* CA, float* SCA,
-                             uint8_t* flag, int64_t* cols) {
-  const bool outliers = threshold > 0;
-  std::fill(flag, flag + K, uint8_t(0));
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t k = 0; k < K; k++) {
-      const float h = round_f16(x[m * K + k]);
-      x16[m * K + k] = h;
-      if (outliers && double(std::fabs(h)) >= threshold) flag[k] = 1;
-    }
-  int64_t nOut = 0;
-  for (int64_t k = 0; k < K; k++)
-    if (flag[k]) cols[nOut++] = k;
-  for (int64_t m = 0; m < M; m++) {
-    const float* h = x16 + m * K;
-    float mx = 0.f;
-    for (int64_t k = 0; k < K; k++) {
-      const float v = std::fabs(h[k]);
-      if (outliers && double(v) >= threshold) continue;
-      if (v > mx || std::isnan(v)) mx = v;
-    }
-    SCA[m] = mx;
-    const float s = cuda_reciprocal(mx) * 127.f;
-    int8_t* q = CA + m * K;
-    for (int64_t k = 0; k < K; k++) {
-      const float p = product(h[k], s);
-      // |p| ≤ 127 · (1 + a few ulp) for every kept element (|x16| ≤ SCA), so the rounded value fits an int8.
-      q[k] = std::isnan(p) || flag[k] ? int8_t(0) : int8_t(std::lrintf(p));
-    }
+// columns, listed ascending in cols. The row passes are the level's i8_absmax_f16 / i8_quant.
+int64_t quantize_activations(const Kernels* k, const float* x, int64_t M, int64_t K, double threshold, float* x16,
+                             int8_t* CA, float* SCA, uint8_t* flag, int64_t* cols) {
+  // For a float h, h ≥ threshold ⟺ h ≥ tf, the least float ≥ threshold; NaN compares false: no outliers.
+  float tf = NAN;
+  if (threshold > 0) {
+    tf = float(threshold);
+    if (double(tf) < threshold) tf = std::nextafter(tf, INFINITY);
   }
+  std::fill(flag, flag + K, uint8_t(0));
+  for (int64_t m = 0; m < M; m++) SCA[m] = k->i8_absmax_f16(x16 + m * K, flag, x + m * K, K, tf);
+  int64_t nOut = 0, c = 0;
+  for (; c + 8 <= K; c += 8) {  // outliers are rare: skip 8 clear flags at a time
+    uint64_t word;
+    std::memcpy(&word, flag + c, 8);
+    if (word)
+      for (int64_t i = c; i < c + 8; i++)
+        if (flag[i]) cols[nOut++] = i;
+  }
+  for (; c < K; c++)
+    if (flag[c]) cols[nOut++] = c;
+  // |x16| ≤ SCA for every kept element and rcp(SCA)·127 is within a few ulp of 127/SCA, so codes stay in [-127, 127].
+  for (int64_t m = 0; m < M; m++) k->i8_quant(CA + m * K, x16 + m * K, flag, cuda_reciprocal(SCA[m]) * 127.f, K);
   return nOut;
 }
 
@@ -144,9 +109,9 @@ void matmul_int8(float* y, const float* x, const int8_t* CB, const float* SCB, i
   int8_t* CA = s.ca.get(mk);
   float* SCA = s.sca.get(size_t(M));
   int64_t* cols = s.cols.get(size_t(K));
-  const int64_t nOut = quantize_activations(x, M, K, threshold, x16, CA, SCA, s.flag.get(size_t(K)), cols);
-
   const Kernels* k = active();
+  const int64_t nOut = quantize_activations(k, x, M, K, threshold, x16, CA, SCA, s.flag.get(size_t(K)), cols);
+
   const int64_t nb = std::max<int64_t>(4, kBlockBytes / std::max<int64_t>(1, K) / 4 * 4);
   const int64_t grain = std::max<int64_t>(4, (1 << 15) / std::max<int64_t>(1, K * std::min<int64_t>(M, 4)));
   const float inv127 = float(1.0 / 127.0);  // fl32(1/127), as dequantizeInt8

@@ -358,39 +358,39 @@ struct Q4Acc {
 
 // LLM.int8 integer products, no dotprod extension assumed: per 16 bytes smull (low halves) and smlal2 (high halves)
 // into one int16x8 (x ∈ [-127, 127] and |w| ≤ 128, so two products sum to at most 32512: no overflow), then sadalp
-// widens the pairs into the int32 accumulator. 32 q registers: 4 rows of x × 4 weight rows stay in registers.
-template <int MM, int R>
-void dot_i8_rows(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n,
-                 int64_t n0, int64_t K) {
-  int32x4_t s[MM][R];
-  for (int m = 0; m < MM; m++)
-    for (int r = 0; r < R; r++) s[m][r] = vdupq_n_s32(0);
-  const int8_t* row[R];
-  for (int r = 0; r < R; r++) row[r] = b + (n + r) * ldb;
-  const int64_t K16 = K & ~int64_t(15);
-  for (int64_t k = 0; k < K16; k += 16) {
-    int8x16_t wv[R];
-    for (int r = 0; r < R; r++) wv[r] = vld1q_s8(row[r] + k);
+// widens the pairs into the int32 accumulator. One weight row at a time, so W streams in order (see int8_x86.inc);
+// two accumulators per row of x.
+template <int MM>
+void dot_i8_row(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* w, int64_t j, int64_t K) {
+  int32x4_t s[MM][2];
+  for (int m = 0; m < MM; m++) s[m][0] = s[m][1] = vdupq_n_s32(0);
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const int8x16_t w0 = vld1q_s8(w + k), w1 = vld1q_s8(w + k + 16);
     for (int m = 0; m < MM; m++) {
-      const int8x16_t xv = vld1q_s8(a + m * lda + k);
-      const int8x8_t xl = vget_low_s8(xv);
-      for (int r = 0; r < R; r++) s[m][r] = vpadalq_s16(s[m][r], vmlal_high_s8(vmull_s8(xl, vget_low_s8(wv[r])), xv, wv[r]));
+      const int8x16_t x0 = vld1q_s8(a + m * lda + k), x1 = vld1q_s8(a + m * lda + k + 16);
+      s[m][0] = vpadalq_s16(s[m][0], vmlal_high_s8(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), x0, w0));
+      s[m][1] = vpadalq_s16(s[m][1], vmlal_high_s8(vmull_s8(vget_low_s8(x1), vget_low_s8(w1)), x1, w1));
     }
   }
-  for (int m = 0; m < MM; m++)
-    for (int r = 0; r < R; r++) {
-      int32_t t = vaddvq_s32(s[m][r]);
-      for (int64_t k = K16; k < K; k++) t += int32_t(a[m * lda + k]) * int32_t(row[r][k]);
-      acc[m * ldacc + (n + r - n0)] = t;
+  for (; k + 16 <= K; k += 16) {
+    const int8x16_t w0 = vld1q_s8(w + k);
+    for (int m = 0; m < MM; m++) {
+      const int8x16_t x0 = vld1q_s8(a + m * lda + k);
+      s[m][0] = vpadalq_s16(s[m][0], vmlal_high_s8(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), x0, w0));
     }
+  }
+  for (int m = 0; m < MM; m++) {
+    int32_t t = vaddvq_s32(vaddq_s32(s[m][0], s[m][1]));
+    for (int64_t i = k; i < K; i++) t += int32_t(a[m * lda + i]) * int32_t(w[i]);
+    acc[m * ldacc + j] = t;
+  }
 }
 
 template <int MM>
 void dot_i8_m(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n0,
               int64_t n1, int64_t K) {
-  int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) dot_i8_rows<MM, 4>(acc, ldacc, a, lda, b, ldb, n, n0, K);
-  for (; n < n1; n++) dot_i8_rows<MM, 1>(acc, ldacc, a, lda, b, ldb, n, n0, K);
+  for (int64_t n = n0; n < n1; n++) dot_i8_row<MM>(acc, ldacc, a, lda, b + n * ldb, n - n0, K);
 }
 
 void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
@@ -403,8 +403,52 @@ void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, co
   }
 }
 
+// LLM.int8 activations: FCVTN/FCVTL round to float16 half to even (FPCR's default), FCMGE is false for NaN (a NaN tf
+// flags nothing), FMAX propagates NaN as Math.max does; FCVTNS rounds half to even and gives 0 for NaN.
+float i8_absmax_f16(float* h, uint8_t* flag, const float* x, int64_t n, float tf) {
+  const float32x4_t vt = vdupq_n_f32(tf), zero = vdupq_n_f32(0.f);
+  float32x4_t mx = zero;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const float32x4_t v = vcvt_f32_f16(vcvt_f16_f32(vld1q_f32(x + k)));
+    vst1q_f32(h + k, v);
+    const float32x4_t a = vabsq_f32(v);
+    const uint32x4_t out = vcgeq_f32(a, vt);
+    if (vmaxvq_u32(out)) {
+      uint32_t o[4];
+      vst1q_u32(o, out);
+      for (int j = 0; j < 4; j++)
+        if (o[j]) flag[k + j] = 1;
+    }
+    mx = vmaxq_f32(mx, vbslq_f32(out, zero, a));
+  }
+  float m = vmaxvq_f32(mx);
+  for (; k < n; k++) {
+    const float v = f16_to_f32(f32_to_f16(x[k])), a = std::fabs(v);
+    h[k] = v;
+    if (a >= tf) flag[k] = 1;
+    else if (a > m || std::isnan(a)) m = a;
+  }
+  return m;
+}
+
+void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n) {
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    int32x4_t r[4];
+    for (int j = 0; j < 4; j++) r[j] = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(h + k + 4 * j), s));
+    const int8x16_t b = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]))),
+                                    vqmovn_s16(vcombine_s16(vqmovn_s32(r[2]), vqmovn_s32(r[3]))));
+    vst1q_s8(q + k, vandq_s8(b, vreinterpretq_s8_u8(vceqq_u8(vld1q_u8(flag + k), vdupq_n_u8(0)))));
+  }
+  for (; k < n; k++) {
+    const float p = h[k] * s;
+    q[k] = flag[k] || std::isnan(p) ? int8_t(0) : int8_t(std::lrintf(p));
+  }
+}
+
 const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
-                        dot_i8};
+                        dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

@@ -460,6 +460,49 @@ void check_dot_i8() {
     }
 }
 
+// LLM.int8 activation passes, NEON vs scalar exactly: the float16 round trip (ties, subnormals, overflow to ∞, NaN),
+// outlier flags at thresholds 6, 0.5, ∞ and none (NaN), the absmax with its NaN rule, and the half-to-even codes.
+void check_i8_act() {
+  const float specials[] = {NAN, INFINITY, -INFINITY, 65504.f, 65519.f, 65520.f, -70000.f, 6.f, -6.f, 5.99f, 6.001f,
+                            1e-6f, 3e-8f, 2.98023224e-8f, 1e-9f, -0.f, 0.f, 1.00048828125f, 1.000732421875f};
+  for (int64_t n : {1, 3, 4, 5, 15, 16, 17, 33, 100, 1000})
+    for (float tf : {6.f, 0.5f, INFINITY, NAN})
+      for (int withSpecials = 0; withSpecials < 3; withSpecials++) {  // 0: none, 1: some, 2: some but no NaN
+        auto x = rnd(size_t(n), -8.f, 8.f);
+        if (withSpecials)
+          for (int64_t i = 0; i < n; i += 3) {
+            const float v = specials[rng() % (sizeof specials / sizeof *specials)];
+            x[size_t(i)] = withSpecials == 2 && std::isnan(v) ? 1.f : v;
+          }
+        std::vector<float> h1(static_cast<size_t>(n)), h2(static_cast<size_t>(n));
+        std::vector<uint8_t> f1(size_t(n), 0), f2(size_t(n), 0);
+        const float m1 = S->i8_absmax_f16(h1.data(), f1.data(), x.data(), n, tf);
+        const float m2 = N->i8_absmax_f16(h2.data(), f2.data(), x.data(), n, tf);
+        const std::string what = fmt("n=%" PRId64 " tf=%g specials=%d", n, tf, withSpecials);
+        if (std::isnan(m1) || std::isnan(m2)) cmp_int("i8_absmax_f16", what + " NaN absmax", std::isnan(m2), std::isnan(m1));
+        else cmp_exact("i8_absmax_f16", what + " absmax", m2, m1);
+        for (int64_t i = 0; i < n; i++) {
+          if (std::isnan(h1[size_t(i)])) cmp_int("i8_absmax_f16", what + fmt(" h[%" PRId64 "] NaN", i), std::isnan(h2[size_t(i)]), 1);
+          else cmp_exact("i8_absmax_f16", what + fmt(" h[%" PRId64 "]", i), h2[size_t(i)], h1[size_t(i)]);
+          cmp_int("i8_absmax_f16", what + fmt(" flag[%" PRId64 "]", i), f2[size_t(i)], f1[size_t(i)]);
+        }
+        // Codes of these h at a scale from their absmax (or ∞ / 0 / NaN), with the flags plus a few random ones.
+        for (float sc : {std::isfinite(m1) && m1 > 0 ? 127.f / m1 : 1.f, 0.f, INFINITY, NAN, 15.875f}) {
+          for (int64_t i = 0; i < n; i++) f1[size_t(i)] |= uint8_t(rng() % 7 == 0);
+          std::vector<int8_t> q1(size_t(n) + 1, 99), q2(size_t(n) + 1, 99);
+          std::vector<float> hc = h1;
+          // The driver's invariant: every product is NaN (code 0) or within [-127.5, 127.5] (s = ∞ only when all kept h are 0).
+          for (auto& v : hc) {
+            const float p = std::fabs(v) * sc;
+            if (!std::isnan(p) && !(p < 127.4f)) v = 0.f;
+          }
+          S->i8_quant(q1.data(), hc.data(), f1.data(), sc, n);
+          N->i8_quant(q2.data(), hc.data(), f1.data(), sc, n);
+          for (int64_t i = 0; i <= n; i++) cmp_int("i8_quant", what + fmt(" s=%g q[%" PRId64 "]", sc, i), q2[size_t(i)], q1[size_t(i)]);
+        }
+      }
+}
+
 // ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
 template <class F>
 std::vector<float> at_level(const char* level, size_t n, F&& f) {
@@ -600,6 +643,7 @@ int main() {
   check_attention_kernels();
   check_q4();
   check_dot_i8();
+  check_i8_act();
   check_drivers();
   std::printf("%-24s %10s %12s %6s\n", "kernel", "checks", "max err", "bad");
   for (const auto& s : stats) {
