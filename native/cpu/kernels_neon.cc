@@ -358,39 +358,40 @@ struct Q4Acc {
 
 // LLM.int8 integer products, no dotprod extension assumed: per 16 bytes smull (low halves) and smlal2 (high halves)
 // into one int16x8 (x ∈ [-127, 127] and |w| ≤ 128, so two products sum to at most 32512: no overflow), then sadalp
-// widens the pairs into the int32 accumulator. One weight row at a time, so W streams in order (see int8_x86.inc);
-// two accumulators per row of x.
-template <int MM>
-void dot_i8_row(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* w, int64_t j, int64_t K) {
-  int32x4_t s[MM][2];
-  for (int m = 0; m < MM; m++) s[m][0] = s[m][1] = vdupq_n_s32(0);
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const int8x16_t w0 = vld1q_s8(w + k), w1 = vld1q_s8(w + k + 16);
-    for (int m = 0; m < MM; m++) {
-      const int8x16_t x0 = vld1q_s8(a + m * lda + k), x1 = vld1q_s8(a + m * lda + k + 16);
-      s[m][0] = vpadalq_s16(s[m][0], vmlal_high_s8(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), x0, w0));
-      s[m][1] = vpadalq_s16(s[m][1], vmlal_high_s8(vmull_s8(vget_low_s8(x1), vget_low_s8(w1)), x1, w1));
+// widens the pairs into the int32 accumulator. Rows are walked as 4 far-apart runs side by side, so 4 sequential
+// streams are in flight (see int8_x86.inc); 32 q registers hold the 4·4 accumulators and the 4 rows of x.
+template <int MM, int S>
+void dot_i8_rows(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n,
+                 int64_t Q, int64_t j, int64_t K) {
+  int32x4_t s[MM][S];
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < S; r++) s[m][r] = vdupq_n_s32(0);
+  const int8_t* row[S];
+  for (int r = 0; r < S; r++) row[r] = b + (n + r * Q) * ldb;
+  const int64_t K16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < K16; k += 16) {
+    int8x16_t xv[MM];
+    for (int m = 0; m < MM; m++) xv[m] = vld1q_s8(a + m * lda + k);
+    for (int r = 0; r < S; r++) {
+      const int8x16_t wv = vld1q_s8(row[r] + k);
+      const int8x8_t wl = vget_low_s8(wv);
+      for (int m = 0; m < MM; m++) s[m][r] = vpadalq_s16(s[m][r], vmlal_high_s8(vmull_s8(vget_low_s8(xv[m]), wl), xv[m], wv));
     }
   }
-  for (; k + 16 <= K; k += 16) {
-    const int8x16_t w0 = vld1q_s8(w + k);
-    for (int m = 0; m < MM; m++) {
-      const int8x16_t x0 = vld1q_s8(a + m * lda + k);
-      s[m][0] = vpadalq_s16(s[m][0], vmlal_high_s8(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), x0, w0));
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < S; r++) {
+      int32_t t = vaddvq_s32(s[m][r]);
+      for (int64_t i = K16; i < K; i++) t += int32_t(a[m * lda + i]) * int32_t(row[r][i]);
+      acc[m * ldacc + j + r * Q] = t;
     }
-  }
-  for (int m = 0; m < MM; m++) {
-    int32_t t = vaddvq_s32(vaddq_s32(s[m][0], s[m][1]));
-    for (int64_t i = k; i < K; i++) t += int32_t(a[m * lda + i]) * int32_t(w[i]);
-    acc[m * ldacc + j] = t;
-  }
 }
 
 template <int MM>
 void dot_i8_m(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n0,
               int64_t n1, int64_t K) {
-  for (int64_t n = n0; n < n1; n++) dot_i8_row<MM>(acc, ldacc, a, lda, b + n * ldb, n - n0, K);
+  const int64_t Q = (n1 - n0) / 4;
+  for (int64_t i = 0; i < Q; i++) dot_i8_rows<MM, 4>(acc, ldacc, a, lda, b, ldb, n0 + i, Q, i, K);
+  for (int64_t n = n0 + 4 * Q; n < n1; n++) dot_i8_rows<MM, 1>(acc, ldacc, a, lda, b, ldb, n, 0, n - n0, K);
 }
 
 void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
