@@ -58,10 +58,9 @@ test('lowbit bench --format nf4/int8 on a folder: format, quantized bytes per to
   assert.equal(int8.format, 'int8');
   // int8 codes + one float32 SCB per output row.
   assert.equal(int8.bytesPerToken, L * perLayer.reduce((s, [o, i]) => s + o * i + o * 4, 0) + floatRest);
-  // No cpu int8 kernel yet: the dispatcher's fallback, said on stderr and in the result. (When a native int8 kernel
-  // lands, quantBackend becomes "cpu" and the warning goes away.)
-  if (int8.quantBackend === 'ref') assert.match(r.err, /no matmulQ kernel for int8 weights/);
-  else assert.equal(int8.quantBackend, 'cpu');
+  // The native LLM.int8 kernel (test/quant-int8-kernel.test.ts): no fallback to ref, so no warning.
+  assert.equal(int8.quantBackend, 'cpu');
+  assert.doesNotMatch(r.err, /no matmulQ kernel/);
 });
 
 test('lowbit bench --format: the table names the format and the backend; progress per decoder layer on stderr', { skip }, () => {

@@ -227,13 +227,13 @@ test('every family builds through the factory: OPT, Qwen2, Mistral quantize on l
   }
 });
 
-test('quantizationConfig: skip modules stay float, the cpu backend falls back to ref once, bad options are typed errors', async () => {
+test('quantizationConfig: skip modules stay float, the forward runs without a fallback warning, bad options are typed errors', async () => {
   const dir = join(GOLDEN_DIR, 'opt_125m_like');
   const { value: m, warnings } = await withWarnings(() => fromPretrained(dir, { quantizationConfig: { loadIn8bit: true, llmInt8SkipModules: ['fc1', 'lm_head'] } }));
   for (const [name, l] of m.model.linears()) assert.equal(l instanceof Linear, /fc1$|^lm_head$/.test(name), name);
   const { warnings: fwd } = await withWarnings(async () => { m.model.forward([[1, 2, 3]]); m.model.forward([[4, 5]]); });
-  const backend = m.model.backend;
-  if (backend.name === 'cpu') assert.deepEqual(fwd, ['backend "cpu" has no matmulQ kernel for int8 weights; using the reference backend (plain TypeScript, slow)']);
+  // Whichever backend loaded it (cpu has a native int8 kernel, ref is the definition), int8 needs no fallback.
+  assert.deepEqual(fwd, [], `on ${m.model.backend.name}`);
   assert.deepEqual(warnings, []);
   await assert.rejects(fromPretrained(dir, { quantizationConfig: { loadIn4bit: true, bnb4bitQuantTyp: 'nf4' } }),
     (e: Error) => e instanceof ConfigError && /^fromPretrained: "quantizationConfig\.bnb4bitQuantTyp" is not a BitsAndBytesConfig field/.test(e.message));

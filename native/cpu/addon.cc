@@ -181,6 +181,24 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulInt8(y, x, CB, SCB, M, N, K, threshold, bias): LLM.int8 weights [N, K], CB an Int8Array of N·K codes and
+// SCB a Float32Array of N row scales; threshold ≥ 0 (llm_int8_threshold; 0 turns the outlier columns off).
+Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
+  Args a{info, "matmulInt8"};
+  a.count(9);
+  const int64_t M = a.integer(4, "M"), N = a.integer(5, "N"), K = a.integer(6, "K");
+  const double threshold = a.number(7, "threshold");
+  if (!(threshold >= 0)) a.range_error("threshold must be >= 0 (0 turns the outlier columns off), got " + std::to_string(threshold));
+  float* y = a.f32(0, "y", a.mul(M, N));
+  const float* x = a.f32(1, "x", a.mul(M, K));
+  auto cb = a.typed(2, "CB", napi_int8_array, "Int8Array");
+  a.check_len("CB", int64_t(cb.ElementLength()), a.mul(N, K));
+  const float* scb = a.f32(3, "SCB", N);
+  const float* bias = a.f32_or_null(8, "bias", N);
+  matmul_int8(y, x, a.raw<int8_t>(cb), scb, M, N, K, threshold, bias);
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a{info, "rmsnorm"};
   a.count(6);
@@ -422,6 +440,7 @@ void add(Napi::Env env, Napi::Object exports, const char* name) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<Matmul>(env, exports, "matmul");
   add<MatmulQ4>(env, exports, "matmulQ4");
+  add<MatmulInt8>(env, exports, "matmulInt8");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");
   add<Rope>(env, exports, "rope");

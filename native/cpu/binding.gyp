@@ -7,6 +7,7 @@
         "pool.cc",
         "dispatch.cc",
         "gemm.cc",
+        "int8.cc",
         "ops.cc",
         "kernels_scalar.cc",
         "kernels_avx2.cc",

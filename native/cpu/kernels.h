@@ -45,6 +45,22 @@ struct Kernels {
   // [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked up
   // by code as the packed bytes stream past. The driver (gemm.cc, matmul_q4) loops it over the rows of x.
   void (*gemv_q4)(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
+
+  // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
+  //   acc[m*ldacc + (n - n0)] = Σ_{k<K} a[m*lda + k] · b[n*ldb + k]   in int32, exactly.
+  // a holds quantized activations, always in [-127, 127]; b the weight codes, any int8 (-128 included, though
+  // bitsandbytes never writes it). |acc| ≤ K·127·128 fits int32 for K ≤ 131072; the driver cuts longer rows.
+  void (*dot_i8)(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb,
+                 int64_t n0, int64_t n1, int64_t K);
+  // LLM.int8 activations, one row of n values (int8VectorwiseQuant in src/quant/int8.ts; the driver runs the first
+  // over every row before the second, since a column is an outlier when any row holds one):
+  //   i8_absmax_f16: h[k] = x[k] rounded to float16 (half to even) and widened back; flag[k] = 1 where |h[k]| ≥ tf,
+  //   an outlier (tf NaN: none; flags are set, never cleared); returns the max |h[k]| over the other elements (0 when
+  //   there are none), NaN when any of them is NaN.
+  float (*i8_absmax_f16)(float* h, uint8_t* flag, const float* x, int64_t n, float tf);
+  //   i8_quant: q[k] = 0 where flag[k] is set or fl32(h[k]·s) is NaN, else that product rounded half to even (the
+  //   caller's s keeps it within [-127, 127]).
+  void (*i8_quant)(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n);
 };
 
 const Kernels* kernels_scalar();

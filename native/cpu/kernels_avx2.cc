@@ -464,7 +464,10 @@ void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64
   if (n < n1) gemv_q4(y, x, w, n, n1, bias);
 }
 
-const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast};
+#include "int8_x86.inc"  // LLM.int8: dot_i8, i8_absmax_f16, i8_quant, compiled under this file's SIMD target
+
+const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast,
+                        dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

@@ -356,7 +356,13 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// LLM.int8: the AVX2 code (256-bit vpmaddubsw), compiled here under this file's target. No AVX-512 machine was at hand
+// to tune or time a 512-bit version (vpmaddubsw zmm, or vpdpbusd where AVX512-VNNI exists, which dispatch.cc does not
+// probe yet); decode is memory-bound either way, so only prefill would gain.
+#include "int8_x86.inc"
+
+const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+                        dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

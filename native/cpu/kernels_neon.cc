@@ -356,7 +356,100 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// LLM.int8 integer products, no dotprod extension assumed: per 16 bytes smull (low halves) and smlal2 (high halves)
+// into one int16x8 (x ∈ [-127, 127] and |w| ≤ 128, so two products sum to at most 32512: no overflow), then sadalp
+// widens the pairs into the int32 accumulator. Rows are walked as 4 far-apart runs side by side, so 4 sequential
+// streams are in flight (see int8_x86.inc); 32 q registers hold the 4·4 accumulators and the 4 rows of x.
+template <int MM, int S>
+void dot_i8_rows(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n,
+                 int64_t Q, int64_t j, int64_t K) {
+  int32x4_t s[MM][S];
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < S; r++) s[m][r] = vdupq_n_s32(0);
+  const int8_t* row[S];
+  for (int r = 0; r < S; r++) row[r] = b + (n + r * Q) * ldb;
+  const int64_t K16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < K16; k += 16) {
+    int8x16_t xv[MM];
+    for (int m = 0; m < MM; m++) xv[m] = vld1q_s8(a + m * lda + k);
+    for (int r = 0; r < S; r++) {
+      const int8x16_t wv = vld1q_s8(row[r] + k);
+      const int8x8_t wl = vget_low_s8(wv);
+      for (int m = 0; m < MM; m++) s[m][r] = vpadalq_s16(s[m][r], vmlal_high_s8(vmull_s8(vget_low_s8(xv[m]), wl), xv[m], wv));
+    }
+  }
+  for (int m = 0; m < MM; m++)
+    for (int r = 0; r < S; r++) {
+      int32_t t = vaddvq_s32(s[m][r]);
+      for (int64_t i = K16; i < K; i++) t += int32_t(a[m * lda + i]) * int32_t(row[r][i]);
+      acc[m * ldacc + j + r * Q] = t;
+    }
+}
+
+template <int MM>
+void dot_i8_m(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, const int8_t* b, int64_t ldb, int64_t n0,
+              int64_t n1, int64_t K) {
+  const int64_t Q = (n1 - n0) / 4;
+  for (int64_t i = 0; i < Q; i++) dot_i8_rows<MM, 4>(acc, ldacc, a, lda, b, ldb, n0 + i, Q, i, K);
+  for (int64_t n = n0 + 4 * Q; n < n1; n++) dot_i8_rows<MM, 1>(acc, ldacc, a, lda, b, ldb, n, 0, n - n0, K);
+}
+
+void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
+            int64_t n1, int64_t K) {
+  switch (M) {
+    case 1: dot_i8_m<1>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    case 2: dot_i8_m<2>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    case 3: dot_i8_m<3>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+    default: dot_i8_m<4>(acc, ldacc, a, lda, b, ldb, n0, n1, K); break;
+  }
+}
+
+// LLM.int8 activations: FCVTN/FCVTL round to float16 half to even (FPCR's default), FCMGE is false for NaN (a NaN tf
+// flags nothing), FMAX propagates NaN as Math.max does; FCVTNS rounds half to even and gives 0 for NaN.
+float i8_absmax_f16(float* h, uint8_t* flag, const float* x, int64_t n, float tf) {
+  const float32x4_t vt = vdupq_n_f32(tf), zero = vdupq_n_f32(0.f);
+  float32x4_t mx = zero;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const float32x4_t v = vcvt_f32_f16(vcvt_f16_f32(vld1q_f32(x + k)));
+    vst1q_f32(h + k, v);
+    const float32x4_t a = vabsq_f32(v);
+    const uint32x4_t out = vcgeq_f32(a, vt);
+    if (vmaxvq_u32(out)) {
+      uint32_t o[4];
+      vst1q_u32(o, out);
+      for (int j = 0; j < 4; j++)
+        if (o[j]) flag[k + j] = 1;
+    }
+    mx = vmaxq_f32(mx, vbslq_f32(out, zero, a));
+  }
+  float m = vmaxvq_f32(mx);
+  for (; k < n; k++) {
+    const float v = f16_to_f32(f32_to_f16(x[k])), a = std::fabs(v);
+    h[k] = v;
+    if (a >= tf) flag[k] = 1;
+    else if (a > m || std::isnan(a)) m = a;
+  }
+  return m;
+}
+
+void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n) {
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    int32x4_t r[4];
+    for (int j = 0; j < 4; j++) r[j] = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(h + k + 4 * j), s));
+    const int8x16_t b = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]))),
+                                    vqmovn_s16(vcombine_s16(vqmovn_s32(r[2]), vqmovn_s32(r[3]))));
+    vst1q_s8(q + k, vandq_s8(b, vreinterpretq_s8_u8(vceqq_u8(vld1q_u8(flag + k), vdupq_n_u8(0)))));
+  }
+  for (; k < n; k++) {
+    const float p = h[k] * s;
+    q[k] = flag[k] || std::isnan(p) ? int8_t(0) : int8_t(std::lrintf(p));
+  }
+}
+
+const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+                        dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

@@ -120,7 +120,53 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
-const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4};
+// LLM.int8: plain int32 sums, exact in any order; -O3 vectorizes the inner loop with the baseline ISA.
+void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
+            int64_t n1, int64_t K) {
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* w = b + n * ldb;
+    for (int m = 0; m < M; m++) {
+      const int8_t* x = a + m * lda;
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; k++) s += int32_t(x[k]) * int32_t(w[k]);
+      acc[m * ldacc + (n - n0)] = s;
+    }
+  }
+}
+
+// x rounded to float16 and back (f16ToF32(f32ToF16(x))). Normal float16 magnitudes round the float32 mantissa at bit 13
+// in place; subnormals, overflow, infinities and NaN take the general conversion.
+inline float round_f16(float x) {
+  const uint32_t b = f32_bits(x), a = b & 0x7fffffffu;
+  if (a >= 0x38800000u && a < 0x477ff000u) {  // [2^-14, 65520): stays a normal float16 (65520 rounds to ∞)
+    const uint32_t r = (b + 0xfffu + ((b >> 13) & 1u)) & 0xffffe000u;
+    float f;
+    std::memcpy(&f, &r, 4);
+    return f;
+  }
+  return f16_to_f32(f32_to_f16(x));
+}
+
+float i8_absmax_f16(float* h, uint8_t* flag, const float* x, int64_t n, float tf) {
+  float mx = 0.f;
+  for (int64_t k = 0; k < n; k++) {
+    const float v = round_f16(x[k]), a = std::fabs(v);
+    h[k] = v;
+    if (a >= tf) flag[k] = 1;
+    else if (a > mx || std::isnan(a)) mx = a;  // a NaN sticks, as Math.max
+  }
+  return mx;
+}
+
+void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n) {
+  for (int64_t k = 0; k < n; k++) {
+    const float p = h[k] * s;
+    q[k] = flag[k] || std::isnan(p) ? int8_t(0) : int8_t(std::lrintf(p));
+  }
+}
+
+const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+                        dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

@@ -8,6 +8,10 @@ void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64
 struct Q4Weight;
 // NF4/FP4 weights (kernels.h Q4Weight, [N, K]): y[M,N] = x[M,K]·dequant(w)ᵀ (+bias[N]).
 void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const float* bias);
+// LLM.int8 (int8.cc): y[M,N] = x[M,K]·W[N,K]ᵀ (+bias[N]) with W = int8 codes CB [N,K] and row scales SCB [N];
+// activations quantized per row, columns with |x| ≥ threshold (float16) as outliers (threshold 0: none).
+void matmul_int8(float* y, const float* x, const int8_t* CB, const float* SCB, int64_t M, int64_t N, int64_t K,
+                 double threshold, const float* bias);
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t dim, float eps);
 void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps);
 void rope(float* x, int64_t rows, int64_t nHeads, int64_t hd, const int32_t* pos, const float* invFreq);

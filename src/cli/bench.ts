@@ -39,14 +39,13 @@ Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format int8|nf4|fp4 [
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 --format quantizes every linear layer but lm_head as it is built, exactly as fromPretrained's quantizationConfig
 does (bitsandbytes NF4/FP4 at block 64, --double-quant for the scales; or LLM.int8), with the reference quantizers
-in plain TypeScript: a tinyllama-1.1b shape took about 40 s for nf4 and 2.6 min for int8 on 2 cores; a line per
-decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format. --compare measures the
-float model first, in the same process against the same roofline, and prints quantized / float speed-ups (JSON:
-baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a noisy machine distorts far less than two
-runs' absolute numbers.
-The report names the backend that ran the quantized matmul: cpu's native kernel for nf4/fp4; a format the cpu
-backend has no kernel for (int8, when this was written) falls back to ref with a warning (plain TypeScript, slow:
-use a short --decode-len).
+in plain TypeScript: a tinyllama-1.1b shape takes about 40 s for nf4 and 20-35 s for int8 on 2 cores; a line per
+decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format.
+--compare measures the float model first, in the same process against the same roofline, and prints quantized /
+float speed-ups (JSON: baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a noisy machine
+distorts far less than two runs' absolute numbers.
+The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4 and int8; a format a
+backend has no kernel for falls back to ref with a warning (plain TypeScript, slow: use a short --decode-len).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth; for a
 quantized layer its packed codes and scales: 4-bit codes + absmax or its 8-bit codes + nested absmax, int8 codes +
 SCB); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child

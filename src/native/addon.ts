@@ -72,6 +72,14 @@ export interface NativeAddon {
   matmulQ4(y: Float32Array, x: Float32Array, packed: Uint8Array, absmax: Float32Array | null, qabsmax: Uint8Array | null,
     nestedAbsmax: Float32Array | null, nestedQuantMap: Float32Array | null, nestedBlocksize: number, nestedOffset: number,
     M: number, N: number, K: number, blocksize: number, quantType: number, dtype: number, bias: Float32Array | null): void;
+  /**
+   * LLM.int8 (bitsandbytes Linear8bitLt) weights [N,K]: y[M,N] = x[M,K]·Wᵀ (+bias[N]) as int8MatmulRef computes it,
+   * bit for bit. CB: N·K int8 codes, SCB: N row scales (max |w| of each float16 row). The activations are quantized
+   * per row after a float16 cast; columns holding any |x| ≥ threshold go through the outlier path against
+   * CB·SCB/127 (threshold 0: no outliers). threshold must be ≥ 0.
+   */
+  matmulInt8(y: Float32Array, x: Float32Array, CB: Int8Array, SCB: Float32Array, M: number, N: number, K: number,
+    threshold: number, bias: Float32Array | null): void;
   rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */

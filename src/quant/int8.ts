@@ -30,6 +30,21 @@ function toF16(x: number): number {
 }
 
 /**
+ * `x.map(toF16)`, bit for bit, about 10x faster: a magnitude that stays a normal float16, [2^-14, 65520), is rounded
+ * half to even at float32 mantissa bit 13 in place on the bits; subnormals, overflow, ∞ and NaN take toF16.
+ */
+function toF16Array(x: Float32Array): Float32Array {
+  const out = new Float32Array(x);
+  const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < u.length; i++) {
+    const b = u[i], a = b & 0x7fffffff;
+    if (a >= 0x38800000 && a < 0x477ff000) u[i] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000;
+    else out[i] = toF16(out[i]);
+  }
+  return out;
+}
+
+/**
  * q = rne(fl32(v · s)) with s = fl32(rcp(absmax) · 127): CUDA's `__fdividef(127, x)` is MUFU.RCP then a multiply,
  * and torch evaluates `127.0 / t` as `t.reciprocal() * 127`. The one-step quotient would flip x.5 ties (5 of the
  * 11180 codes of the fixture weight). A zero absmax gives 0 · ∞ = NaN, which CUDA's __float2int_rn makes 0.
@@ -39,9 +54,12 @@ function quantizeRow(v: Float32Array, lo: number, hi: number, absmax: number, rc
   const s = f((rcp === 'cuda' ? cudaReciprocal(absmax) : f(1 / absmax)) * 127);
   for (let i = lo; i < hi; i++) {
     const y = f(v[i] * s);
-    out[i] = Number.isNaN(y) || (keep && !keep(i)) ? 0 : roundHalfEven(y);
+    // roundHalfEven(y), 3x faster: adding 1.5·2^52 leaves no fraction bits and IEEE addition rounds half to even;
+    // exact for |y| < 2^51, and every kept |y| is at most 127·(1 + 2^-22) (|v| ≤ absmax).
+    out[i] = Number.isNaN(y) || (keep && !keep(i)) ? 0 : (y + RNE_SHIFT) - RNE_SHIFT;
   }
 }
+const RNE_SHIFT = 1.5 * 2 ** 52;
 
 export interface Int8Weight {
   /** [out, in]. */
@@ -61,7 +79,7 @@ export function quantizeInt8(w: Float32Array, shape: readonly [number, number], 
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0 || rows * cols !== w.length) {
     throw new Int8Error(`shape [${shape.join(', ')}] does not hold ${w.length} values`);
   }
-  const w16 = w.map(toF16);
+  const w16 = toF16Array(w);
   const CB = new Int8Array(w.length);
   const SCB = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
@@ -103,7 +121,7 @@ export function int8VectorwiseQuant(x: Float32Array, rows: number, cols: number,
                                     reciprocal: Reciprocal = 'cuda'): Int8Activations {
   if (rows * cols !== x.length) throw new Int8Error(`activations of ${x.length} values are not [${rows}, ${cols}]`);
   if (!(threshold >= 0)) throw new Int8Error(`llm_int8_threshold must be ≥ 0, got ${threshold}`);
-  const x16 = x.map(toF16);
+  const x16 = toF16Array(x);
   const isOutlier = (v: number) => threshold > 0 && Math.abs(v) >= threshold;
   const outlier = new Uint8Array(cols);
   for (let i = 0; i < x16.length; i++) if (isOutlier(x16[i])) outlier[i % cols] = 1;

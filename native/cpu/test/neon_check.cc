@@ -107,6 +107,19 @@ void cmp_exact(const std::string& kernel, const std::string& what, float got, fl
     failures++;
   }
 }
+void cmp_int(const std::string& kernel, const std::string& what, int64_t got, int64_t want) {
+  Stat& s = stat(kernel);
+  s.n++;
+  checks++;
+  if (got != want) {
+    if (!s.bad++) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%s: neon %" PRId64 " vs want %" PRId64, what.c_str(), got, want);
+      s.firstBad = buf;
+    }
+    failures++;
+  }
+}
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
   char buf[256];
@@ -416,6 +429,80 @@ void check_q4() {
     }
 }
 
+// LLM.int8 integer products: exact integer arithmetic, so NEON must give the exact sums. Weight codes over the whole
+// int8 range (-128 included), activation codes in [-127, 127] as the driver makes them; strided rows, every tail
+// length mod 16, M = 1..4, output ranges inside N; then the extremes (-128 · -127 in every lane) for overflow.
+void check_dot_i8() {
+  for (int64_t K : {1, 7, 15, 16, 17, 31, 33, 65, 256, 4160})
+    for (int M = 1; M <= 4; M++) {
+      const int64_t Nn = 13, lda = K + 5, ldb = K + 3, ldacc = Nn + 2;
+      std::vector<int8_t> a(size_t(M * lda)), b(size_t(Nn * ldb));
+      for (auto& v : a) v = int8_t(int(rng() % 255) - 127);
+      for (auto& v : b) v = int8_t(rng() & 0xff);
+      if (K == 4160 && M == 4) {  // extremes: |Σ| = 4160 · 127 · 128 in rows 0-1, products of -128 and ±127 in every lane
+        std::fill(b.begin(), b.begin() + 2 * ldb, int8_t(-128));
+        std::fill(a.begin(), a.begin() + lda, int8_t(-127));
+        std::fill(a.begin() + lda, a.begin() + 2 * lda, int8_t(127));
+      }
+      for (auto r : {std::pair<int64_t, int64_t>{0, Nn}, {1, Nn - 1}, {Nn - 1, Nn}, {2, 7}}) {
+        std::vector<int32_t> acc(size_t(4 * ldacc), -7);
+        N->dot_i8(acc.data(), ldacc, a.data(), lda, M, b.data(), ldb, r.first, r.second, K);
+        for (int m = 0; m < 4; m++)
+          for (int64_t j = 0; j < ldacc; j++) {
+            const int64_t n = r.first + j;
+            const std::string what = fmt("K=%" PRId64 " M=%d [%" PRId64 ",%" PRId64 ") m=%d j=%" PRId64, K, M, r.first, r.second, m, j);
+            if (m >= M || n >= r.second) { cmp_int("dot_i8", what + " untouched", acc[size_t(m * ldacc + j)], -7); continue; }
+            int64_t want = 0;
+            for (int64_t k = 0; k < K; k++) want += int64_t(a[size_t(m * lda + k)]) * b[size_t(n * ldb + k)];
+            cmp_int("dot_i8", what, acc[size_t(m * ldacc + j)], want);
+          }
+      }
+    }
+}
+
+// LLM.int8 activation passes, NEON vs scalar exactly: the float16 round trip (ties, subnormals, overflow to ∞, NaN),
+// outlier flags at thresholds 6, 0.5, ∞ and none (NaN), the absmax with its NaN rule, and the half-to-even codes.
+void check_i8_act() {
+  const float specials[] = {NAN, INFINITY, -INFINITY, 65504.f, 65519.f, 65520.f, -70000.f, 6.f, -6.f, 5.99f, 6.001f,
+                            1e-6f, 3e-8f, 2.98023224e-8f, 1e-9f, -0.f, 0.f, 1.00048828125f, 1.000732421875f};
+  for (int64_t n : {1, 3, 4, 5, 15, 16, 17, 33, 100, 1000})
+    for (float tf : {6.f, 0.5f, INFINITY, NAN})
+      for (int withSpecials = 0; withSpecials < 3; withSpecials++) {  // 0: none, 1: some, 2: some but no NaN
+        auto x = rnd(size_t(n), -8.f, 8.f);
+        if (withSpecials)
+          for (int64_t i = 0; i < n; i += 3) {
+            const float v = specials[rng() % (sizeof specials / sizeof *specials)];
+            x[size_t(i)] = withSpecials == 2 && std::isnan(v) ? 1.f : v;
+          }
+        std::vector<float> h1(static_cast<size_t>(n)), h2(static_cast<size_t>(n));
+        std::vector<uint8_t> f1(size_t(n), 0), f2(size_t(n), 0);
+        const float m1 = S->i8_absmax_f16(h1.data(), f1.data(), x.data(), n, tf);
+        const float m2 = N->i8_absmax_f16(h2.data(), f2.data(), x.data(), n, tf);
+        const std::string what = fmt("n=%" PRId64 " tf=%g specials=%d", n, tf, withSpecials);
+        if (std::isnan(m1) || std::isnan(m2)) cmp_int("i8_absmax_f16", what + " NaN absmax", std::isnan(m2), std::isnan(m1));
+        else cmp_exact("i8_absmax_f16", what + " absmax", m2, m1);
+        for (int64_t i = 0; i < n; i++) {
+          if (std::isnan(h1[size_t(i)])) cmp_int("i8_absmax_f16", what + fmt(" h[%" PRId64 "] NaN", i), std::isnan(h2[size_t(i)]), 1);
+          else cmp_exact("i8_absmax_f16", what + fmt(" h[%" PRId64 "]", i), h2[size_t(i)], h1[size_t(i)]);
+          cmp_int("i8_absmax_f16", what + fmt(" flag[%" PRId64 "]", i), f2[size_t(i)], f1[size_t(i)]);
+        }
+        // Codes of these h at a scale from their absmax (or ∞ / 0 / NaN), with the flags plus a few random ones.
+        for (float sc : {std::isfinite(m1) && m1 > 0 ? 127.f / m1 : 1.f, 0.f, INFINITY, NAN, 15.875f}) {
+          for (int64_t i = 0; i < n; i++) f1[size_t(i)] |= uint8_t(rng() % 7 == 0);
+          std::vector<int8_t> q1(size_t(n) + 1, 99), q2(size_t(n) + 1, 99);
+          std::vector<float> hc = h1;
+          // The driver's invariant: every product is NaN (code 0) or within [-127.5, 127.5] (s = ∞ only when all kept h are 0).
+          for (auto& v : hc) {
+            const float p = std::fabs(v) * sc;
+            if (!std::isnan(p) && !(p < 127.4f)) v = 0.f;
+          }
+          S->i8_quant(q1.data(), hc.data(), f1.data(), sc, n);
+          N->i8_quant(q2.data(), hc.data(), f1.data(), sc, n);
+          for (int64_t i = 0; i <= n; i++) cmp_int("i8_quant", what + fmt(" s=%g q[%" PRId64 "]", sc, i), q2[size_t(i)], q1[size_t(i)]);
+        }
+      }
+}
+
 // ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
 template <class F>
 std::vector<float> at_level(const char* level, size_t n, F&& f) {
@@ -459,6 +546,24 @@ void check_drivers() {
             cmp("matmul_q4 driver", fmt("threads=%d M=%" PRId64 " dq=%d m=%" PRId64 " n=%" PRId64, threads, M, dq, m, n),
                 got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], q4_mag(c.w, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
       }
+    // matmul_int8: the same driver at both levels (activation quantization, outlier columns, float64 epilogue), so
+    // the outputs must match bit for bit. Outliers planted at 9.5 and exactly -6.0 (5.99 is below the threshold),
+    // K = 4160 spans several weight blocks.
+    for (int64_t M : {1, 3, 17})
+      for (int64_t K : {65, 4160})
+        for (double threshold : {6.0, 0.0}) {
+          const int64_t Nn = 172;
+          std::vector<int8_t> cb(size_t(Nn * K));
+          for (auto& v : cb) v = int8_t(int(rng() % 255) - 127);
+          auto scb = rnd(size_t(Nn), 0.01f, 0.2f), x = rnd(size_t(M * K), -3.f, 3.f), bias = rnd(size_t(Nn));
+          x[5] = 9.5f;
+          x[size_t((M - 1) * K + 17)] = -6.0f;
+          x[size_t(30 % K)] = 5.99f;
+          auto run = [&](float* y) { matmul_int8(y, x.data(), cb.data(), scb.data(), M, Nn, K, threshold, bias.data()); };
+          auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
+          for (size_t i = 0; i < want.size(); i++)
+            cmp_exact("matmul_int8 driver", fmt("threads=%d M=%" PRId64 " K=%" PRId64 " t=%g i=%zu", threads, M, K, threshold, i), got[i], want[i]);
+        }
     for (int64_t cols : {1, 5, 33, 172}) {
       const int64_t rows = 5;
       auto x = rnd(size_t(rows * cols), -20.f, 20.f);
@@ -537,6 +642,8 @@ int main() {
   check_pack_micro();
   check_attention_kernels();
   check_q4();
+  check_dot_i8();
+  check_i8_act();
   check_drivers();
   std::printf("%-24s %10s %12s %6s\n", "kernel", "checks", "max err", "bad");
   for (const auto& s : stats) {

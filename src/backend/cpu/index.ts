@@ -17,8 +17,8 @@ export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from '../../native
 export type { CpuInfo } from '../../native/addon.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-/** Quantized formats with a native matmulQ kernel; int8 (LLM.int8) still falls back to ref through the dispatcher. */
-const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4'];
+/** Quantized formats with a native matmulQ kernel: bitsandbytes NF4/FP4 and LLM.int8. */
+const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4', 'int8'];
 const DTYPE_CODE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
 
 /** True when the native addon is built and loads. */
@@ -101,7 +101,11 @@ export const cpuBackend: Backend = {
   matmulQ(x, qw, bias, out) {
     const a = requireAddon('cpu backend (matmulQ)');
     const { M, N, K } = matmulQShape(x, qw.shape, bias, out);
-    if (qw.format === 'int8') throw new TypeError('cpu matmulQ: no native kernel for int8 weights (supports() says so; use backend/dispatch.ts)');
+    if (qw.format === 'int8') {
+      a.matmulInt8(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), qw.int8.CB, qw.int8.SCB, M, N, K, qw.threshold,
+        bias ? f32('matmulQ', 'bias', bias) : null);
+      return;
+    }
     const w = qw.bnb4, nested = w.nested;
     a.matmulQ4(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), w.packed, nested ? null : w.absmax,
       nested ? nested.qabsmax : null, nested ? nested.nestedAbsmax : null, nested ? nested.nestedQuantMap : null,
