@@ -206,6 +206,15 @@ test('demo runs offline on the bundled model: size, perplexity, an answer checke
   // Deterministic: the same held-out windows, greedy; only kernel rounding moves it (58.83 on every SIMD level).
   const ppl = Number(/bfloat16\s+10\.8 MB\s+(\d+\.\d\d)/.exec(r.out)?.[1]);
   assert.ok(Math.abs(ppl - 58.83) < 0.05, `perplexity ${ppl}`);
+  // Quantized on load: int8 barely moves it (58.83), NF4 with double quant costs a few percent (62.14); sizes are
+  // the saved folders' tensor bytes (lm_head and embeddings stay bf16).
+  const row = (name: string) => /(\d+\.\d) MB\s+(\d+\.\d\d)/.exec(r.out.split('\n').find((l) => l.trim().startsWith(name)) ?? '');
+  const int8 = row('int8'), nf4 = row('nf4 + dq');
+  assert.ok(int8 && nf4, r.out);
+  assert.equal(int8[1], '6.5');
+  assert.equal(nf4[1], '4.4');
+  assert.ok(Math.abs(Number(int8[2]) - ppl) / ppl < 0.01, `int8 ${int8[2]}`);
+  assert.ok(Number(nf4[2]) > ppl && (Number(nf4[2]) - ppl) / ppl < 0.1, `nf4 ${nf4[2]}`);
   const verse = 'I am the good shepherd: the good shepherd giveth his life for the sheep.';
   assert.match(r.out, /user: Recite John 10:11\.\n/);
   assert.ok(r.out.includes(`assistant: ${verse}\nKJV John 10:11: ${verse}\n✓ matches the King James text word for word`), r.out);

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { fromPretrained } from '../api.js';
 import { demoModelPath } from '../demo.js';
 import { perplexity } from '../eval/perplexity.js';
+import type { BitsAndBytesConfig } from '../io/quantconfig.js';
+import { quantizedStateDict } from '../io/save.js';
 import { generateStream } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import { parseCommand, renderProgress, UsageError } from './args.js';
@@ -15,8 +17,8 @@ export const demoHelp = `lowbit demo — what lowbit does, on the small model th
 Usage: lowbit demo [--prompt TEXT] [--threads N]
 
 Loads models/kjv-demo (a 5.4M-parameter Llama trained by scripts/demo-model/ on the public-domain King James
-Bible), reports its size and perplexity on held-out verses, then streams a chat answer and sets it beside the
-King James text. A model this small cannot look up any of 31,102 verses by reference, but it knows the text: the
+Bible), reports its size and perplexity on held-out verses, as it is and quantized on load (bitsandbytes LLM.int8
+and NF4 with double quantization), then streams a chat answer and sets it beside the King James text. A model this small cannot look up any of 31,102 verses by reference, but it knows the text: the
 demo asks for John 10:11 and starts the answer with its first two words; the model writes the rest, greedily.
 --prompt asks your own question instead (no reference check: expect KJV-flavoured text, not the verse).
 
@@ -26,6 +28,12 @@ Examples:
 `;
 
 export const DEMO_MODEL = demoModelPath();
+
+/** The quantized rows of the demo's table: bitsandbytes LLM.int8 and NF4 with double quantization, on load. */
+const DEMO_QUANT: [string, BitsAndBytesConfig][] = [
+  ['int8', { loadIn8bit: true }],
+  ['nf4 + dq', { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true }],
+];
 
 /**
  * The demo's question. Chosen by trying famous verses in every request form the training script used, and free
@@ -63,9 +71,18 @@ export async function runDemo(argv: string[]): Promise<number> {
   const held = readFileSync(join(DEMO_MODEL, 'heldout.txt'), 'utf8');
   const ids = tok.encode(held);
   const ppl = perplexity(m.model, ids, { seqLen: 256, maxWindows: 16, onProgress: renderProgress({ ttyOnly: true }) });
-  const rows = [['weights', 'size', 'perplexity (held-out verses)'], [String(m.config.torch_dtype), `${(bytes / 1e6).toFixed(1)} MB`, ppl.perplexity.toFixed(2)]];
-  for (const r of rows) out.write(`  ${r[0].padEnd(10)} ${r[1].padEnd(10)} ${r[2]}\n`);
-  out.write(`  (${ppl.tokens} tokens in ${ppl.windows} windows of 256; NF4 and GPTQ rows arrive with the quantizers)\n\n`);
+  out.write(`  ${'weights'.padEnd(14)} ${'size'.padEnd(10)} perplexity (held-out verses)\n`);
+  out.write(`  ${String(m.config.torch_dtype).padEnd(14)} ${`${(bytes / 1e6).toFixed(1)} MB`.padEnd(10)} ${ppl.perplexity.toFixed(2)}\n`);
+  // The same folder quantized on load, as transformers' BitsAndBytesConfig would (lm_head stays bf16); the size is
+  // what savePretrained would write.
+  for (const [name, quantizationConfig] of DEMO_QUANT) {
+    const q = await fromPretrained(DEMO_MODEL, { quantizationConfig });
+    let qbytes = 0;
+    for (const t of quantizedStateDict(q).values()) qbytes += t.byteLength;
+    const qppl = perplexity(q.model, ids, { seqLen: 256, maxWindows: 16, onProgress: renderProgress({ ttyOnly: true }) });
+    out.write(`  ${name.padEnd(14)} ${`${(qbytes / 1e6).toFixed(1)} MB`.padEnd(10)} ${qppl.perplexity.toFixed(2)}\n`);
+  }
+  out.write(`  (${ppl.tokens} tokens in ${ppl.windows} windows of 256; GPTQ and AWQ rows arrive with those quantizers)\n\n`);
 
   const own = v.prompt !== undefined;
   const question = own ? v.prompt! : DEMO_QUESTION.prompt;
