@@ -244,7 +244,7 @@ export async function runBench(argv: string[]): Promise<number> {
     };
     const rows = [[...(base ? ['model'] : []), 'phase', 'measured', 'roofline', 'ratio'], ...(base ? rowsOf(base, dtypeLabel) : []), ...rowsOf(main, name)];
     const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-    process.stdout.write(`${label} ${dtypeLabel}, ${threads} thread(s), prompt ${T}, decode ${D}${loadMs !== null ? `, load ${loadMs.toFixed(0)} ms` : ''}\n`);
+    process.stdout.write(`${label} ${dtypeLabel}${quant ? ` → ${name}` : ''}, ${threads} thread(s), prompt ${T}, decode ${D}${loadMs !== null ? `, load ${loadMs.toFixed(0)} ms` : ''}\n`);
     if (quant) {
       const qms = res.quantizeMs;
       process.stdout.write(`quantized: ${quant.layers} linear layers ${quant.format}${quant.doubleQuant ? ' + double quant' : ''} (lm_head float)` +
