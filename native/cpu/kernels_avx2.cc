@@ -362,6 +362,9 @@ struct Q4Acc {
     }
   }
   float total() const { return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))); }
+  void put(const uint8_t* p, float* d, int64_t n) const {
+    for (int64_t i = 0; i < n; i += 8, p += 4) _mm256_storeu_ps(d + i, look4(p));
+  }
 };
 
 #include "q4_gemv.inc"
@@ -618,7 +621,7 @@ void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64
   if (n < n1) gemv_q4(y, x, w, n, n1, bias);
 }
 
-const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast};
+const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast, dequant_q4};
 
 }  // namespace
 }  // namespace lowbit
