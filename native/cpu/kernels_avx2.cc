@@ -388,8 +388,32 @@ inline __m256 q4_round_bf16_finite(__m256 v) {
 // Scales of blocks b0 .. b0+nb-1 (q4_block_scale's two float32 roundings; the empty asm keeps the product from
 // being fused into an FMA with the offset). Returns whether all are finite.
 inline bool q4_scales(const Q4Weight& w, int64_t b0, int64_t nb, float* sc) {
-  bool finite = true;
-  for (int64_t j = 0; j < nb; j++) {
+  const __m256 inf = _mm256_set1_ps(INFINITY), absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 bad = _mm256_setzero_ps();  // lanes with |s| >= inf or NaN (not-less-than, unordered true)
+  int64_t j = 0;
+  if (w.absmax) {
+    for (; j + 8 <= nb; j += 8) {
+      const __m256 v = _mm256_loadu_ps(w.absmax + b0 + j);
+      _mm256_storeu_ps(sc + j, v);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, absMask), inf, _CMP_NLT_UQ));
+    }
+  } else if (w.nested_blocksize == 256) {  // bitsandbytes' only nested block size: 8 blocks per step, two gathers
+    const __m256 off = _mm256_set1_ps(w.offset);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (; j + 8 <= nb; j += 8) {
+      const int64_t b = b0 + j;
+      const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
+      // Group indices relative to b >> 8 (the 8 blocks span at most two groups), so 32-bit lanes never overflow.
+      const __m256i g = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(int32_t(b & 255)), lane), 8);
+      __m256 p = _mm256_mul_ps(_mm256_i32gather_ps(w.nested_map, q, 4), _mm256_i32gather_ps(w.nested_absmax + (b >> 8), g, 4));
+      __asm__("" : "+x"(p));  // two float32 roundings, as q4_block_scale: no FMA with the offset
+      const __m256 v = _mm256_add_ps(p, off);
+      _mm256_storeu_ps(sc + j, v);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, absMask), inf, _CMP_NLT_UQ));
+    }
+  }
+  bool finite = _mm256_movemask_ps(bad) == 0;
+  for (; j < nb; j++) {
     const int64_t b = b0 + j;
     float s;
     if (w.absmax) {
