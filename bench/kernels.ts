@@ -1,6 +1,7 @@
 // Kernel roofline bench for the native CPU backend. For each kernel: the measured figure (GB/s for memory-bound
 // GEMV and attention, GFLOP/s for GEMM), the roofline figure measured by the same addon with the same threads
-// (memBandwidth / fmaPeak), and their ratio. A memory-bound ratio above 100% means the data came from cache, not
+// (memBandwidth / fmaPeak), and their ratio; NF4 rows also give their speed-up over the bf16 kernel of the same
+// shape measured in the same run (vs bf16). A memory-bound ratio above 100% means the data came from cache, not
 // memory: every memory-bound case therefore cycles through copies of its operands that together exceed the
 // last-level cache several times over, as a model's layers do.
 // Run: npx tsc -p . && node dist/bench/kernels.js [--out FILE]
@@ -87,7 +88,7 @@ const copiesFor = (bytes: number): number => Math.max(1, Math.ceil(WORKING_SET /
 const bw = median([0, 1, 2].map(() => addon.memBandwidth(Math.max(512 << 20, 4 * llc), 4)));
 const peak = median([0, 1, 2].map(() => addon.fmaPeak(300)));
 
-type Row = { kernel: string; shape: string; dtype: string; ms: number; measured: number; unit: string; roofline: number; ratio: number };
+type Row = { kernel: string; shape: string; dtype: string; ms: number; measured: number; unit: string; roofline: number; ratio: number; vsBf16?: number };
 const rows: Row[] = [];
 const DT = [['f32', WTYPE.F32, 4], ['bf16', WTYPE.BF16, 2], ['f16', WTYPE.F16, 2]] as const;
 
@@ -106,11 +107,15 @@ for (const N of [5632, 32000]) {
 }
 
 // NF4 GEMV (decode, the fused dequantize-GEMV): random codes and scales (speed does not depend on the values). Bytes
-// moved = packed codes + block scales (+ the nested scales and map with double quantization) + x. Weights come
-// from a bf16 model with double quantization (the QLoRA setting) or float32 with plain float32 absmax.
+// moved = packed codes + block scales (+ the nested scales and map with double quantization) + x. The QuantState
+// dtype is the model's: bf16 with and without double quantization (lowbit bench --format nf4 [--double-quant] on a
+// bf16 model; the AVX2 byte-plane kernel) and float32 with plain absmax (a float32 model; the vpermps walk).
+// vsBf16 = the bf16 GEMV's time on the same shape / this row's time (decode speed-up on these weights).
+const Q4_CASES = [['nf4+dq bf16', true, WTYPE.BF16], ['nf4 bf16', false, WTYPE.BF16], ['nf4 f32', false, WTYPE.F32]] as const;
+const gemvBf16Ms = (N: number): number | undefined => rows.find((r) => r.kernel === 'gemv' && r.dtype === 'bf16' && r.shape.endsWith(`N=${N}`))?.ms;
 for (const N of [5632, 32000]) {
   const K = 2048, M = 1, bs = 64, nBlocks = Math.ceil((N * K) / bs), nNested = Math.ceil(nBlocks / 256);
-  for (const dq of [true, false]) {
+  for (const [name, dq, dtype] of Q4_CASES) {
     const bytes = (N * K) / 2 + (dq ? nBlocks + nNested * 4 + 256 * 4 : nBlocks * 4) + K * 4;
     const copies = copiesFor(bytes);
     const ws = Array.from({ length: copies }, () => ({
@@ -123,10 +128,11 @@ for (const N of [5632, 32000]) {
     const x = Float32Array.from({ length: M * K }, () => Math.random() - 0.5), y = new Float32Array(M * N);
     const s = time((i) => {
       const w = ws[i % copies];
-      addon.matmulQ4(y, x, w.packed, w.absmax, w.qabsmax, w.nested, dq ? map : null, 256, 0.05, M, N, K, bs, Q4TYPE.nf4, dq ? WTYPE.BF16 : WTYPE.F32, null);
+      addon.matmulQ4(y, x, w.packed, w.absmax, w.qabsmax, w.nested, dq ? map : null, 256, 0.05, M, N, K, bs, Q4TYPE.nf4, dtype, null);
     });
-    const gbs = bytes / s / 1e9;
-    rows.push({ kernel: 'gemv-nf4', shape: `M=${M} K=${K} N=${N} b${bs}`, dtype: dq ? 'nf4+dq' : 'nf4', ms: s * 1e3, measured: gbs, unit: 'GB/s', roofline: bw, ratio: gbs / bw });
+    const gbs = bytes / s / 1e9, ref = gemvBf16Ms(N);
+    rows.push({ kernel: 'gemv-nf4', shape: `M=${M} K=${K} N=${N} b${bs}`, dtype: name, ms: s * 1e3, measured: gbs, unit: 'GB/s', roofline: bw, ratio: gbs / bw,
+      ...(ref ? { vsBf16: ref / (s * 1e3) } : {}) });
   }
 }
 
@@ -177,6 +183,26 @@ for (const N of [2048, 5632]) {
   rows.push({ kernel: 'gemm-int8', shape: `M=${M} K=${K} N=${N}`, dtype: 'int8', ms: s * 1e3, measured: gf, unit: 'GOP/s', roofline: peak, ratio: gf / peak });
 }
 
+// NF4 GEMM (prefill, the tiled dequantize GEMM: each weight tile dequantized once, then the float micro-kernel),
+// bf16 QuantState dtype with and without double quantization; vsBf16 = the bf16 GEMM's time on the same shape /
+// this row's time (1 = prefill as fast as on the bf16 weights).
+for (const N of [2048, 5632]) {
+  const K = 2048, M = 128, bs = 64, nBlocks = Math.ceil((N * K) / bs), nNested = Math.ceil(nBlocks / 256);
+  const ref = rows.find((r) => r.kernel === 'gemm' && r.dtype === 'bf16' && r.shape === `M=${M} K=${K} N=${N}`)?.ms;
+  for (const [name, dq] of [['nf4+dq bf16', true], ['nf4 bf16', false]] as const) {
+    const packed = randomFillSync(new Uint8Array((N * K) / 2));
+    const absmax = dq ? null : Float32Array.from({ length: nBlocks }, () => Math.random() * 0.1);
+    const qabsmax = dq ? randomFillSync(new Uint8Array(nBlocks)) : null;
+    const nested = dq ? Float32Array.from({ length: nNested }, () => Math.random() * 0.01) : null;
+    const map = Float32Array.from({ length: 256 }, (_, i) => (i - 127.5) / 128);
+    const x = Float32Array.from({ length: M * K }, () => Math.random() - 0.5), y = new Float32Array(M * N);
+    const s = time(() => addon.matmulQ4(y, x, packed, absmax, qabsmax, nested, dq ? map : null, 256, 0.05, M, N, K, bs, Q4TYPE.nf4, WTYPE.BF16, null));
+    const gf = (2 * M * N * K) / s / 1e9;
+    rows.push({ kernel: 'gemm-nf4', shape: `M=${M} K=${K} N=${N} b${bs}`, dtype: name, ms: s * 1e3, measured: gf, unit: 'GFLOP/s', roofline: peak, ratio: gf / peak,
+      ...(ref ? { vsBf16: ref / (s * 1e3) } : {}) });
+  }
+}
+
 // Small-M matmuls (speculative decode / short prompts): GFLOP/s against the FMA peak, with W cycled through
 // copies like the GEMV rows so that it is read from memory as in a model.
 {
@@ -209,10 +235,11 @@ for (const N of [2048, 5632]) {
 const fmt = (x: number, d = 1): string => x.toFixed(d);
 console.log(`lowbit cpu kernels — level ${info.level}, ${threads} threads; memBandwidth ${fmt(bw)} GB/s, fmaPeak ${fmt(peak)} GFLOP/s; ` +
   `last-level cache ${fmt(llc / 2 ** 20, 0)} MiB, memory-bound working sets ${fmt(WORKING_SET / 2 ** 20, 0)} MiB`);
-console.log(['kernel', 'shape', 'dtype', 'ms', 'measured', 'roofline', 'ratio'].map((h, i) => h.padEnd([17, 28, 6, 9, 18, 18, 6][i])).join(' '));
+console.log(['kernel', 'shape', 'dtype', 'ms', 'measured', 'roofline', 'ratio', 'vs bf16'].map((h, i) => h.padEnd([17, 28, 11, 9, 18, 18, 6, 7][i])).join(' '));
 for (const r of rows) {
-  console.log([r.kernel.padEnd(17), r.shape.padEnd(28), r.dtype.padEnd(6), fmt(r.ms, 3).padStart(8) + ' ',
-    `${fmt(r.measured)} ${r.unit}`.padEnd(18), `${fmt(r.roofline)} ${r.unit}`.padEnd(18), `${fmt(r.ratio * 100, 0)}%`].join(' '));
+  console.log([r.kernel.padEnd(17), r.shape.padEnd(28), r.dtype.padEnd(11), fmt(r.ms, 3).padStart(8) + ' ',
+    `${fmt(r.measured)} ${r.unit}`.padEnd(18), `${fmt(r.roofline)} ${r.unit}`.padEnd(18), `${fmt(r.ratio * 100, 0)}%`.padEnd(6),
+    r.vsBf16 === undefined ? '' : `${fmt(r.vsBf16, 2)}x`].join(' '));
 }
 const over = rows.filter((r) => r.ratio > 1 && r.unit !== 'GOP/s');  // int8 ops are not bound by the fp32 FMA peak
 if (over.length) {

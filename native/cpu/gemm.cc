@@ -1,6 +1,7 @@
 // matmul driver: y[M,N] = x[M,K]·w[N,K]ᵀ (+bias). Small M streams the weights once (GEMV, memory bound); larger M
-// runs a BLIS-style GEMM: W is packed panel by panel into K-major [kc][NR] f32 blocks (bf16/f16 widened here, so
-// the packing cost is amortised over M), X into [kc][MR] blocks, and a register-blocked micro-kernel does the FMAs.
+// runs a BLIS-style GEMM: W is packed panel by panel into K-major [kc][NR] f32 blocks (bf16/f16 widened here, NF4/FP4
+// dequantized here, so the packing cost is amortised over M), X into [kc][MR] blocks, and a register-blocked
+// micro-kernel does the FMAs.
 #include <algorithm>
 
 #include "kernels.h"
@@ -17,6 +18,11 @@ namespace {
 // W block) matches or beats pack+GEMM up to M≈96 for bf16 and M≈64 for f32, because packing costs a transpose
 // of all of W per call.
 constexpr int64_t kGemvMaxM = 64;
+// NF4/FP4: up to this many rows of x the fused dequantize-GEMV runs once per row of x; above, the tiled GEMM, which
+// dequantizes each weight once per call. Measured on Zen 3 (AVX2, one thread, 5632×2048, block 64, bf16 double
+// quant): the GEMV costs ~1.8 ms per row of x, the GEMM ~15 ms (dequantize + pack + one micro-kernel row block)
+// plus ~0.3 ms per row; M = 8: GEMV 13-15 ms, GEMM 16-18; M = 10: GEMV 18-19, GEMM 15-17.
+constexpr int64_t kQ4GemvMaxM = 8;
 // Weight rows per GEMV block, so the block stays in L2 while the groups of 4 x-rows pass over it.
 constexpr int64_t kGemvBlockBytes = 192 * 1024;
 
@@ -57,8 +63,12 @@ struct GemmBuffers {
   Scratch<float> a, b, tile, biasPad;
 };
 
-void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K,
-               const float* bias) {
+// The GEMM loop nest over W panels; pack(Bp, n0, nr, k0, kc) fills the packed panel (Kernels::pack_b's layout)
+// for weight rows n0..n0+nr and columns k0..k0+kc: widened float weights (gemm_path) or dequantized 4-bit tiles
+// (matmul_q4).
+template <class PackB>
+void gemm_tiles(const Kernels* k, float* y, const float* x, int64_t M, int64_t N, int64_t K, const float* bias,
+                PackB&& pack) {
   const int64_t MR = k->MR, NR = k->NR, KC = k->KC;
   const int64_t mBlocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR, kcMax = std::min(KC, K);
   parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
@@ -83,7 +93,7 @@ void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wt
       }
       for (int64_t p = p0; p < p1; p++) {
         const int64_t n0 = p * NR, nr = std::min(NR, N - n0);
-        k->pack_b(Bp, w, wtype, K, n0, nr, k0, kc);
+        pack(Bp, n0, nr, k0, kc);
         const bool acc = k0 > 0;
         const float* bp = (!acc && bias) ? bias + n0 : nullptr;
         if (bp && nr < NR) {
@@ -108,12 +118,19 @@ void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wt
   });
 }
 
+void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K,
+               const float* bias) {
+  gemm_tiles(k, y, x, M, N, K, bias, [&](float* Bp, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+    k->pack_b(Bp, w, wtype, K, n0, nr, k0, kc);
+  });
+}
+
 }  // namespace
 
-// NF4/FP4: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias) through the fused dequantize-GEMV, output rows split over the pool.
-// M > 1 loops the GEMV over the rows of x for each L2-sized block of weight rows (the packed block is decoded again
-// per row of x, from cache); a prefill GEMM that dequantizes one tile at a time and reuses it across rows is the
-// next step.
+// NF4/FP4: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias). Decode (M up to kQ4GemvMaxM) runs the fused dequantize-GEMV
+// (Kernels::gemv_q4) per row of x, output rows split over the pool; prefill runs the float GEMM with each W tile
+// dequantized once (Kernels::dequant_q4: NR rows × kc columns, round_dtype(code·s) exactly) and packed as float32
+// by pack_b, so the dequantization is amortised over all rows of x as the bf16 widening is in gemm_path.
 void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const float* bias) {
   const int64_t N = w.N, K = w.K;
   if (M == 0 || N == 0) return;
@@ -123,8 +140,20 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
     return;
   }
   const Kernels* k = active();
+  if (M > kQ4GemvMaxM) {
+    const int64_t NR = k->NR, kcMax = std::min<int64_t>(k->KC, K);
+    gemm_tiles(k, y, x, M, N, K, bias, [&](float* Bp, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+      thread_local Scratch<float> tile;  // [nr][kc]: the tile's weight rows, dequantized
+      float* t = tile.get(size_t(NR * kcMax));
+      for (int64_t j = 0; j < nr; j++) k->dequant_q4(t + j * kc, w, (n0 + j) * K + k0, kc);
+      k->pack_b(Bp, t, W_F32, kc, 0, nr, 0, kc);
+    });
+    return;
+  }
+  // One call per thread for a single row of x (gemv_q4 may prepare x per call: the AVX2 plane kernel permutes it);
+  // several rows re-read each L2-sized block of weight rows per row of x.
   const int64_t rowBytes = std::max<int64_t>(1, (K + 1) / 2);
-  const int64_t nb = std::max<int64_t>(4, kGemvBlockBytes / rowBytes / 4 * 4);
+  const int64_t nb = M == 1 ? N : std::max<int64_t>(4, kGemvBlockBytes / rowBytes / 4 * 4);
   const int64_t grain = std::max<int64_t>(4, (1 << 15) / std::max<int64_t>(1, K * M));
   parallel_for(N, grain, [&](int64_t b, int64_t e) {
     for (int64_t n0 = b; n0 < e; n0 += nb) {

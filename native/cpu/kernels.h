@@ -43,8 +43,13 @@ struct Kernels {
 
   // ---- NF4/FP4 fused dequantize-GEMV (one activation row): y[n] = dot(x, dequant(w) row n) (+ bias[n]) for n in
   // [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked up
-  // by code as the packed bytes stream past. The driver (gemm.cc, matmul_q4) loops it over the rows of x.
+  // by code as the packed bytes stream past (AVX2, bf16/f16 weights: from two 16-byte planes of the values' low and
+  // high bytes by vpshufb, see kernels_avx2.cc). The driver (gemm.cc, matmul_q4) runs it per row of x for decode and
+  // small M, and the tiled GEMM (dequant_q4 + pack_b + micro) above that.
   void (*gemv_q4)(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
+  // dst[i] = dequantized element i0 + i of the flattened weight, for i < n (bit for bit q4_block_lut's values): the
+  // prefill GEMM (matmul_q4) dequantizes one weight tile at a time with it, then packs it as float32 by pack_b.
+  void (*dequant_q4)(float* dst, const Q4Weight& w, int64_t i0, int64_t n);
 
   // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
   //   acc[m*ldacc + (n - n0)] = Σ_{k<K} a[m*lda + k] · b[n*ldb + k]   in int32, exactly.

@@ -352,6 +352,16 @@ struct Q4Acc {
     }
   }
   float total() const { return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)); }
+  // The lookups of run, stored (elements in order: unpacklo/hi interleave each byte's high and low nibble).
+  void put(const uint8_t* p, float* d, int64_t n) const {
+    const __m128i m = _mm_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n; i += 32, p += 16, d += 32) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), m), l = _mm_and_si128(b, m);
+      _mm512_storeu_ps(d, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(h, l)), lut));
+      _mm512_storeu_ps(d + 16, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(h, l)), lut));
+    }
+  }
 };
 
 #include "q4_gemv.inc"
@@ -361,7 +371,7 @@ struct Q4Acc {
 // probe yet); decode is memory-bound either way, so only prefill would gain.
 #include "int8_x86.inc"
 
-const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
                         dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace

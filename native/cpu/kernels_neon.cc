@@ -352,6 +352,15 @@ struct Q4Acc {
     }
   }
   float total() const { return vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3))); }
+  // The lookups of run, stored.
+  void put(const uint8_t* p, float* d, int64_t n) const {
+    for (int64_t i = 0; i < n; i += 16, p += 8, d += 16) {
+      const uint8x8_t b = vld1_u8(p);
+      const uint8x8_t h = vshr_n_u8(b, 4), l = vand_u8(b, vdup_n_u8(0x0f));
+      const uint8x16_t c4 = vshlq_n_u8(vcombine_u8(vzip1_u8(h, l), vzip2_u8(h, l)), 2);
+      for (int j = 0; j < 4; j++) vst1q_f32(d + 4 * j, look(c4, j));
+    }
+  }
 };
 
 #include "q4_gemv.inc"
@@ -448,7 +457,7 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
   }
 }
 
-const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
                         dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace

@@ -116,6 +116,12 @@ struct Q4Acc {
       for (int j = 0; j < 4; j++) s[j] += lut[p[j] >> 4] * x[2 * j] + lut[p[j] & 15] * x[2 * j + 1];
   }
   float total() const { return (s[0] + s[1]) + (s[2] + s[3]); }
+  void put(const uint8_t* p, float* d, int64_t n) const {
+    for (int64_t i = 0; i < n; i += 2, p++) {
+      d[i] = lut[*p >> 4];
+      d[i + 1] = lut[*p & 15];
+    }
+  }
 };
 
 #include "q4_gemv.inc"
@@ -165,7 +171,7 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
   }
 }
 
-const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4,
+const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
                         dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace

@@ -410,6 +410,36 @@ void check_q4() {
               }
             }
         }
+  // dequant_q4 (the prefill GEMM's tiles): every element bit for bit q4_block_lut's value at both levels, over ranges
+  // that start at a low nibble, inside a block, on a block edge, and cross block and row edges.
+  for (const auto& sh : shapes)
+    for (int qt : {Q4_NF4, Q4_FP4})
+      for (int dq = 0; dq < 2; dq++)
+        for (int dtype : {W_F32, W_BF16, W_F16}) {
+          const int64_t Nn = sh[0], K = sh[1], bs = sh[2], numel = Nn * K;
+          Q4Case c = make_q4(Nn, K, bs, qt, dq, dtype);
+          for (int64_t i0 : {int64_t(0), int64_t(1), int64_t(31), bs, bs + 3, numel / 2 + 1})
+            for (int64_t n : {int64_t(1), int64_t(2), int64_t(33), int64_t(64), int64_t(257), numel}) {
+              if (i0 + n > numel || (n == numel && numel > 20000)) continue;  // whole weights: the small shapes
+              std::vector<float> d1(size_t(n) + 1, -9.f), d2 = d1;
+              S->dequant_q4(d1.data(), c.w, i0, n);
+              N->dequant_q4(d2.data(), c.w, i0, n);
+              float lut[16];
+              for (int64_t i = 0; i <= n; i++) {
+                const std::string what = fmt("%s dq=%d %s N=%" PRId64 " K=%" PRId64 " bs=%" PRId64 " i0=%" PRId64 " n=%" PRId64 " i=%" PRId64,
+                                             qt ? "fp4" : "nf4", dq, wname(dtype), Nn, K, bs, i0, n, i);
+                float want = -9.f;
+                if (i < n) {
+                  const int64_t e = i0 + i;
+                  q4_block_lut(c.w, e / bs, lut);
+                  const uint8_t b = c.packed[size_t(e >> 1)];
+                  want = lut[e & 1 ? b & 15 : b >> 4];
+                }
+                cmp_exact("dequant_q4", what + " scalar", d1[size_t(i)], want);
+                cmp_exact("dequant_q4", what + " neon", d2[size_t(i)], want);
+              }
+            }
+        }
   // Bit-exact LUT values: a straddling row in which only one code is non-zero picks out lut[c] · 1 at both levels.
   for (int qt : {Q4_NF4, Q4_FP4})
     for (int64_t pos : {0, 1, 2, 31, 32, 62, 63, 64}) {  // row 1 = elements 65..129: blocks 1 and 2
@@ -534,7 +564,7 @@ void check_drivers() {
                     got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], mag);
               }
           }
-    for (int64_t M : {1, 3, 17})
+    for (int64_t M : {1, 3, 8, 9, 17, 65})  // the GEMV up to 8 rows of x, the tiled GEMM above
       for (int dq = 0; dq < 2; dq++) {
         const int64_t Nn = 172, K = 65;
         Q4Case c = make_q4(Nn, K, 64, dq ? Q4_NF4 : Q4_FP4, dq, dq ? W_BF16 : W_F32);
