@@ -6,11 +6,11 @@
 # the flags of native/cpu/binding.gyp. Usage, from the repo root on the device: bash scripts/device/cpu-tests.sh [test ...]
 set -euo pipefail
 T=/tmp/lowbit-node
-mkdir -p "$T"
-xz -dc .devnode/node.xz > "$T/node" && chmod +x "$T/node"
-tar -xJf .devnode/inc.tar.xz -C "$T"
+mkdir -p "$T/bin" "$T/inc"
+xz -dc .devnode/node.xz > "$T/bin/node" && chmod +x "$T/bin/node"
+tar -xJf .devnode/inc.tar.xz -C "$T/inc"
 [ -d node_modules ] || tar -xJf .devnode/nm.tar.xz
-export PATH="$T:$PATH"
+export PATH="$T/bin:$PATH"
 grep -o -m1 'avx512[a-z_]*' /proc/cpuinfo | head -1 || true
 lscpu | grep -E 'Model name|^CPU\(s\)' || true
 out=native/cpu/build/Release
@@ -19,7 +19,7 @@ srcs=$(sed -n '/"sources"/,/]/p' native/cpu/binding.gyp | grep -o '"[a-z0-9_]*\.
 pids=()
 for s in $srcs; do
   g++ -std=c++17 -O3 -fPIC -fexceptions -fno-math-errno -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS \
-    -I"$T/node" -I"$T/node-addon-api" -c "native/cpu/$s" -o "/tmp/lowbit-obj/${s%.cc}.o" & pids+=($!)
+    -I"$T/inc/node" -I"$T/inc/node-addon-api" -c "native/cpu/$s" -o "/tmp/lowbit-obj/${s%.cc}.o" & pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done   # each compile's status, so set -e stops on a failed one
 g++ -shared -o "$out/lowbit_cpu.node" /tmp/lowbit-obj/*.o -lpthread
