@@ -65,10 +65,10 @@ export interface LoadedModel {
 
 export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const t0 = performance.now();
+  checkProgressCallback(opts.onProgress, 'fromPretrained');  // before a download could call it
   const dir = await resolveModelDir(idOrDir, opts);
   const config = readConfig(join(dir, 'config.json'));
   const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
-  checkProgressCallback(opts.onProgress, 'fromPretrained');
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   if (opts.blocksize !== undefined) {

@@ -59,6 +59,7 @@ export type { FitsOptions, RowError } from './generate/generate.js';
 export { StopStringMatcher } from './generate/stream.js';
 export { cleanUpTokenizationSpaces } from './tokenizer/index.js';
 export type { PerplexityOptions, PerplexityResult, PerplexityProgress } from './eval/perplexity.js';
+export type { OnProgress, Progress } from './util/progress.js';
 export { savePretrained, quantizedStateDict, SavePretrainedError } from './io/save.js';
 export type { SavePretrainedOptions, SavePretrainedResult } from './io/save.js';
 export type { QuantizedLayerEvent } from './models/factory.js';

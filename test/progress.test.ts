@@ -28,6 +28,9 @@ test('fromPretrained reports quantize-on-load progress by decoder layer, and onQ
   await fromPretrained(BF16, { backend: 'ref', onProgress: (p) => seen.push(p) });
   assert.equal(seen.length, 0);
   await assert.rejects(fromPretrained(BF16, { onProgress: 5 as never }), /fromPretrained: onProgress must be a function, got number/);
+  // Checked before any download could call it (a Hub id that is not in the cache, offline: the check comes first).
+  await assert.rejects(fromPretrained('org/not-cached', { onProgress: 'x' as never, fetch: () => { throw new Error('no network in tests'); } }),
+    /fromPretrained: onProgress must be a function, got string/);
 });
 
 test('renderProgress off a terminal: a line at most every everyMs, always the last; bytes in MiB; ttyOnly is silent', () => {

@@ -18,8 +18,9 @@ Usage: lowbit demo [--prompt TEXT] [--threads N]
 
 Loads models/kjv-demo (a 5.4M-parameter Llama trained by scripts/demo-model/ on the public-domain King James
 Bible), reports its size and perplexity on held-out verses, as it is and quantized on load (bitsandbytes LLM.int8
-and NF4 with double quantization), then streams a chat answer and sets it beside the King James text. A model this small cannot look up any of 31,102 verses by reference, but it knows the text: the
-demo asks for John 10:11 and starts the answer with its first two words; the model writes the rest, greedily.
+and NF4 with double quantization), then streams a chat answer and sets it beside the King James text. A model
+this small cannot look up any of 31,102 verses by reference, but it knows the text: the demo asks for John 10:11
+and starts the answer with its first two words; the model writes the rest, greedily.
 --prompt asks your own question instead (no reference check: expect KJV-flavoured text, not the verse).
 
 Examples:

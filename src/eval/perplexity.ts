@@ -8,7 +8,7 @@
 // positions and non-finite logits are errors: either would yield a number that means nothing.
 import { NonFiniteLogitsError } from '../generate/logits.js';
 import type { CausalLM } from '../models/model.js';
-import type { OnProgress, Progress } from '../util/progress.js';
+import { checkProgressCallback, type OnProgress, type Progress } from '../util/progress.js';
 
 /** Where a perplexity run stands after a window: tokens fed to the model so far and the time they took. */
 /** Progress of a perplexity run: task 'perplexity', unit 'windows', plus the tokens fed so far and the rate. */
@@ -39,6 +39,7 @@ export interface PerplexityResult {
 
 export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: PerplexityOptions = {}): PerplexityResult {
   const seqLen = opts.seqLen ?? 256;
+  checkProgressCallback(opts.onProgress, 'perplexity');
   if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`perplexity: seqLen must be an integer ≥ 2, got ${seqLen}`);
   if (opts.maxWindows !== undefined && !(Number.isInteger(opts.maxWindows) && opts.maxWindows >= 1)) {
     throw new RangeError(`perplexity: maxWindows must be an integer ≥ 1, got ${opts.maxWindows}`);

@@ -9,7 +9,7 @@ import { basename, dirname, isAbsolute, join } from 'node:path';
 import { probePath, readTextFile, writeFileAtomic } from '../util/fs.js';
 import { warnOnce } from '../util/warn.js';
 import { parseIndex } from './checkpoint.js';
-import { progressReporter, type OnProgress } from '../util/progress.js';
+import { checkProgressCallback, progressReporter, type OnProgress } from '../util/progress.js';
 
 export class ModelNotFoundError extends Error { override name = 'ModelNotFoundError'; }
 
@@ -106,6 +106,7 @@ function whereRelative(path: string): string {
 }
 
 export async function resolveModelDir(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
+  checkProgressCallback(opts.onProgress, 'resolveModelDir');
   // Anything on disk at this path, even a broken symlink, is the user's local model: it always wins over a Hub id.
   const local = probePath(idOrPath);
   if (local.kind === 'dir') return idOrPath;

@@ -134,9 +134,22 @@ export function loadAddon(): NativeAddon | null {
   } catch (e) {
     addonLoadError = `native addon at ${path} failed to load: ${(e as Error).message}`;
     cached = null;
+    return cached;
+  }
+  // An addon built from older sources (the TypeScript rebuilt, the addon not) lacks newer entry points: refuse it
+  // whole, so the backends fall back with a reason instead of failing mid-forward on a missing function.
+  const missing = REQUIRED_EXPORTS.filter((k) => typeof (cached as unknown as Record<string, unknown>)[k] !== 'function');
+  if (missing.length) {
+    addonLoadError = `native addon at ${path} is out of date (no ${missing.join(', ')}): run npm install (LOWBIT_REBUILD=1 npm install forces the build)`;
+    cached = null;
   }
   return cached;
 }
+
+/** Every function NativeAddon declares; checked when the addon loads. */
+const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulInt8', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
+  'embedding', 'add', 'setThreads', 'getThreads', 'cpuInfo', 'setLevel', 'mmap', 'memBandwidth', 'fmaPeak', 'scratchStats', 'poolStats',
+  'poolConfig'] as const;
 
 /** The addon, or a NativeUnavailableError that names `what` needed it and why it is unavailable. */
 export function requireAddon(what: string): NativeAddon {

@@ -83,7 +83,7 @@ export class Tensor<D extends DType = DType> {
 
   /**
    * This tensor when it may be written, else a writable copy (copy-on-write). An algorithm that changes a weight
-   * (AWQ scaling, a LoRA merge) takes its weights through this, so the mapped checkpoint is never written.
+   * (AWQ scaling, a LoRA merge: P6 and P7) is to take its weights through this, so the mapped checkpoint is never written.
    */
   writable(): Tensor<D> {
     return this.readOnly ? this.clone() : this;
