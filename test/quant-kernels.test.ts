@@ -69,10 +69,20 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
         for (const doubleQuant of [false, true]) {
           for (const dtype of DTYPES) {
             const q = fromBnb4(quantize4bit(weights(N * K, dtype), [N, K], { quantType, blocksize, doubleQuant, dtype }));
+            const W = dequantizeWeight(q);
             for (const M of MS) {
               const x = Tensor.f32([M, K], randn(M * K));
               const bias = [1, 3, 17, 130].includes(M) ? Tensor.f32([N], randn(N, 0.1)) : null;
               const want = run(refBackend, x, q, bias, M);  // the twin once; every level against it
+              // Per output, the scale of a float32 summation's error: Σ_k |x·w| (+ |bias|). Checked element by
+              // element as well as over the whole output, so one wrong row or tail element cannot hide in a norm.
+              const mag = new Float64Array(M * N);
+              for (let m = 0; m < M; m++)
+                for (let n = 0; n < N; n++) {
+                  let t = bias ? Math.abs(bias.f32[n]) : 0;
+                  for (let k = 0; k < K; k++) t += Math.abs(x.f32[m * K + k] * W[n * K + k]);
+                  mag[m * N + n] = t;
+                }
               for (const level of levels()) {
                 assert.equal(addon!.setLevel(level), level);
                 const got = run(cpuBackend, x, q, bias, M);
@@ -80,6 +90,9 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
                 assert.equal(got.findIndex((v) => Number.isNaN(v)), -1, `${what}: NaN`);
                 const e = relErr(got, want);
                 assert.ok(e <= TOL, `${what}: relative error ${e.toExponential(2)}`);
+                for (let i = 0; i < M * N; i++) {
+                  if (!(Math.abs(got[i] - want[i]) <= TOL * mag[i])) assert.fail(`${what}: output ${i} (row ${Math.floor(i / N)}) is ${got[i]}, ref ${want[i]}`);
+                }
               }
             }
           }
@@ -118,6 +131,34 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
               const what = `${level} ${dtype} M=${M} m=${m} n=${n}: got ${g[n]}, ref ${h[n]}`;
               if (!Number.isFinite(h[n])) assert.ok(!Number.isFinite(g[n]), what);
               else assert.ok(Math.abs(g[n] - h[n]) <= TOL * mag(m, n), what);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  it('double quantization with a non-finite nested absmax: the affected rows are not finite where the ref\'s are not', () => {
+    // 40 rows of 16 blocks = 640 blocks = nested groups 0, 1, 2; group 1 (blocks 256-511, rows 16-31) gets an
+    // infinite nested absmax, so its scales are ±Inf or NaN (map value 0 · Inf) and the AVX2 paths must send those
+    // rows to the generic walk, which agrees with the ref; the other rows go on as usual.
+    const N = 40, K = 1024;
+    for (const dtype of DTYPES) {
+      const w = quantize4bit(weights(N * K, dtype), [N, K], { quantType: 'nf4', blocksize: 64, doubleQuant: true, dtype });
+      w.nested!.nestedAbsmax[1] = Infinity;
+      const q = fromBnb4(w);
+      for (const M of [1, 17]) {
+        const x = Tensor.f32([M, K], randn(M * K));
+        const want = run(refBackend, x, q, null, M);
+        for (const level of levels()) {
+          addon!.setLevel(level);
+          const got = run(cpuBackend, x, q, null, M);
+          for (let i = 0; i < M * N; i++) {
+            const n = i % N, what = `${level} ${dtype} M=${M} output ${i} (weight row ${n}): got ${got[i]}, ref ${want[i]}`;
+            if (!Number.isFinite(want[i])) assert.ok(!Number.isFinite(got[i]), what);
+            else {
+              assert.ok(n < 16 || n >= 32, `${what}: a row of the infinite group came out finite in the ref`);
+              assert.ok(Math.abs(got[i] - want[i]) <= 1e-4 * Math.max(1, Math.abs(want[i])), what);
             }
           }
         }
