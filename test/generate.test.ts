@@ -128,9 +128,11 @@ test('finish reasons: "eos" when the model config\'s eos is the greedy token, "l
   assert.deepEqual(free.finishReasons, ['length']);              // eos_token_id null: nothing can end the row early
   assert.equal(free.tokens[0].length, 6);
   const first = free.tokens[0][0];
-  const r = await generate(build(first), [[5, 9, 11]], { maxNewTokens: 6 });
+  const reports: [number, number][] = [];
+  const r = await generate(build(first), [[5, 9, 11]], { maxNewTokens: 6, onProgress: (p) => reports.push([p.done, p.total]) });
   assert.deepEqual(r.tokens, [[first]]);
   assert.deepEqual(r.finishReasons, ['eos']);
+  assert.deepEqual(reports, [[1, 1]]);  // ended at step 1 of at most 6: the last report says so (done = total)
   // Stream events say how each row ended on its last event only; onProgress counts the steps.
   const events: { finishReason?: string }[] = [];
   const steps: number[] = [];

@@ -248,9 +248,10 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
       if (finish[b] && decoders) text += decoders[b].flush();     // the row is done: nothing is held back any more
       events.push(finish[b] ? { row: b, tokenId: id, text, finishReason: finish[b]! } : { row: b, tokenId: id, text });
     }
-    report(step + 1);
+    const allDone = finish.every((f) => f);
+    report(step + 1, undefined, allDone ? step + 1 : undefined);  // an early end is the last report
     for (const e of events) yield e;
-    if (finish.every((f) => f)) break;
+    if (allDone) break;
     logits = lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' }).f32;
     timings.decodeSteps++;
   }

@@ -21,12 +21,17 @@ export type OnProgress<P extends Progress = Progress> = (p: P) => void;
 
 /**
  * A reporter for one task: `report(done, item?)` calls `cb` with elapsedMs measured from when the reporter was made.
- * Without a callback it does nothing, so callers need no checks.
+ * A task that ends short of its total (generation stopping at eos) says so with `report(done, item, done)`: the new
+ * total makes that the last report, so a renderer can finish its line. Without a callback it does nothing, so
+ * callers need no checks.
  */
-export function progressReporter(task: string, unit: string, total: number, cb: OnProgress | undefined): (done: number, item?: string) => void {
+export function progressReporter(task: string, unit: string, total: number, cb: OnProgress | undefined): (done: number, item?: string, newTotal?: number) => void {
   if (!cb) return () => {};
   const t0 = performance.now();
-  return (done, item) => cb({ task, done, total, unit, item, elapsedMs: performance.now() - t0 });
+  return (done, item, newTotal) => {
+    if (newTotal !== undefined) total = newTotal;
+    cb({ task, done, total, unit, item, elapsedMs: performance.now() - t0 });
+  };
 }
 
 /** Throws a TypeError naming `where` unless `cb` is undefined or a function. */
