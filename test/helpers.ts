@@ -3,7 +3,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fromPretrained } from '../src/api.js';
+import type { BitsAndBytesConfig } from '../src/io/quantconfig.js';
 import { readSafetensors } from '../src/io/safetensors.js';
+import { setWarningHandler } from '../src/util/warn.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repo root (tests run from dist/test). */
@@ -96,4 +99,23 @@ export class Rand {
   int(n: number): number { return Math.floor(this.next() * n); }
   chance(p: number): boolean { return this.next() < p; }
   pick<T>(a: readonly T[]): T { return a[this.int(a.length)]; }
+}
+
+/**
+ * The golden GQA Llama quantized on load with `quantizationConfig`, once on the cpu backend and once on ref: the
+ * relative error of the cpu logits against ref's over one 7-token prompt, and every warning said meanwhile (a
+ * dispatcher fallback would be one).
+ */
+export async function quantizedCpuVsRef(quantizationConfig: BitsAndBytesConfig): Promise<{ err: number; warnings: string[] }> {
+  const dir = join(GOLDEN_DIR, 'llama_gqa');
+  const warnings: string[] = [];
+  const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
+  try {
+    const cpu = await fromPretrained(dir, { quantizationConfig, backend: 'cpu' });
+    const ref = await fromPretrained(dir, { quantizationConfig, backend: 'ref' });
+    const ids = [[1, 5, 9, 2, 7, 3, 11]];
+    return { err: relErr(cpu.model.forward(ids).f32, ref.model.forward(ids).f32), warnings };
+  } finally {
+    setWarningHandler(prev, { reset: true });
+  }
 }

@@ -6,7 +6,6 @@
 // overflow an int32 sum. Then argument checks, and a golden Llama quantized on load (int8) on cpu = ref.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { refBackend } from '../src/backend/ref/index.js';
 import { cpuBackend } from '../src/backend/cpu/index.js';
 import { matmulQ } from '../src/backend/dispatch.js';
@@ -15,8 +14,7 @@ import { int8VectorwiseQuant, quantizeInt8, type Int8Weight } from '../src/quant
 import { fromInt8, type QuantizedWeight } from '../src/quant/qweight.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { fromPretrained } from '../src/api.js';
-import { GOLDEN_DIR, Rand, maxRelErr, relErr } from './helpers.js';
+import { Rand, maxRelErr, quantizedCpuVsRef } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -162,22 +160,10 @@ describe('native LLM.int8 matmulQ vs int8MatmulRef', { skip }, () => {
   });
 
   it('a golden Llama quantized on load (int8) gives the ref logits on the cpu backend, with no fallback warning', async () => {
-    const dir = join(GOLDEN_DIR, 'llama_gqa');
-    const quantizationConfig = { loadIn8bit: true };
-    const said: string[] = [];
-    const prev = setWarningHandler((m) => said.push(m), { reset: true });
-    try {
-      const cpu = await fromPretrained(dir, { quantizationConfig, backend: 'cpu' });
-      const ref = await fromPretrained(dir, { quantizationConfig, backend: 'ref' });
-      const ids = [[1, 5, 9, 2, 7, 3, 11]];
-      const a = cpu.model.forward(ids).f32, b = ref.model.forward(ids).f32;
-      // The int8 matmul is exact; the float ops around it (attention, norms, lm_head) differ by float32 rounding,
-      // which can move an activation across an int8 rounding edge now and then (measured 8.6e-8).
-      const e = relErr(a, b);
-      assert.ok(e <= 1e-5, `logits relative error ${e.toExponential(2)}`);
-      assert.deepEqual(said, []);
-    } finally {
-      setWarningHandler(prev, { reset: true });
-    }
+    const { err, warnings } = await quantizedCpuVsRef({ loadIn8bit: true });
+    // The int8 matmul is exact; the float ops around it (attention, norms, lm_head) differ by float32 rounding,
+    // which can move an activation across an int8 rounding edge now and then (measured 8.6e-8).
+    assert.ok(err <= 1e-5, `logits relative error ${err.toExponential(2)}`);
+    assert.deepEqual(warnings, []);
   });
 });

@@ -7,7 +7,6 @@
 // load (nf4) gives the ref backend's logits on the cpu backend, with no fallback.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { refBackend } from '../src/backend/ref/index.js';
 import { cpuBackend } from '../src/backend/cpu/index.js';
 import { matmulQ } from '../src/backend/dispatch.js';
@@ -18,8 +17,7 @@ import { quantizeInt8 } from '../src/quant/int8.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { fromPretrained } from '../src/api.js';
-import { GOLDEN_DIR, Rand, relErr } from './helpers.js';
+import { quantizedCpuVsRef, Rand, relErr } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -210,20 +208,8 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
   });
 
   it('a golden Llama quantized on load (nf4) gives the ref logits on the cpu backend, with no fallback warning', async () => {
-    const dir = join(GOLDEN_DIR, 'llama_gqa');
-    const quantizationConfig = { loadIn4bit: true, bnb4bitQuantType: 'nf4' as const };
-    const said: string[] = [];
-    const prev = setWarningHandler((m) => said.push(m), { reset: true });
-    try {
-      const cpu = await fromPretrained(dir, { quantizationConfig, backend: 'cpu' });
-      const ref = await fromPretrained(dir, { quantizationConfig, backend: 'ref' });
-      const ids = [[1, 5, 9, 2, 7, 3, 11]];
-      const a = cpu.model.forward(ids).f32, b = ref.model.forward(ids).f32;
-      const e = relErr(a, b);
-      assert.ok(e <= TOL, `logits relative error ${e.toExponential(2)}`);
-      assert.deepEqual(said, []);
-    } finally {
-      setWarningHandler(prev, { reset: true });
-    }
+    const { err, warnings } = await quantizedCpuVsRef({ loadIn4bit: true, bnb4bitQuantType: 'nf4' });
+    assert.ok(err <= TOL, `logits relative error ${err.toExponential(2)}`);
+    assert.deepEqual(warnings, []);
   });
 });

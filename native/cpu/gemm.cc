@@ -118,6 +118,12 @@ void gemm_tiles(const Kernels* k, float* y, const float* x, int64_t M, int64_t N
   });
 }
 
+// y[M,N] = bias broadcast over the rows (0 without one): a product over K = 0.
+void bias_rows(float* y, int64_t M, int64_t N, const float* bias) {
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.f;
+}
+
 void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K,
                const float* bias) {
   gemm_tiles(k, y, x, M, N, K, bias, [&](float* Bp, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
@@ -135,8 +141,7 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
   const int64_t N = w.N, K = w.K;
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.f;
+    bias_rows(y, M, N, bias);
     return;
   }
   const Kernels* k = active();
@@ -166,8 +171,7 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
 void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.f;
+    bias_rows(y, M, N, bias);
     return;
   }
   const Kernels* k = active();
