@@ -109,7 +109,7 @@ for (const N of [5632, 32000]) {
 // NF4 GEMV (decode, the fused dequantize-GEMV): random codes and scales (speed does not depend on the values). Bytes
 // moved = packed codes + block scales (+ the nested scales and map with double quantization) + x. The QuantState
 // dtype is the model's: bf16 with and without double quantization (lowbit bench --format nf4 [--double-quant] on a
-// bf16 model; the AVX2 byte-plane kernel) and float32 with plain absmax (a float32 model; the vpermps walk).
+// bf16 model) and float32 with plain absmax (a float32 model); all three take the int16-activation GEMV (gemv_q4i).
 // vsBf16 = the bf16 GEMV's time on the same shape / this row's time (decode speed-up on these weights).
 const Q4_CASES = [['nf4+dq bf16', true, WTYPE.BF16], ['nf4 bf16', false, WTYPE.BF16], ['nf4 f32', false, WTYPE.F32]] as const;
 const gemvBf16Ms = (N: number): number | undefined => rows.find((r) => r.kernel === 'gemv' && r.dtype === 'bf16' && r.shape.endsWith(`N=${N}`))?.ms;

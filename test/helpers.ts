@@ -106,14 +106,13 @@ export class Rand {
  * relative error of the cpu logits against ref's over one 7-token prompt, and every warning said meanwhile (a
  * dispatcher fallback would be one).
  */
-export async function quantizedCpuVsRef(quantizationConfig: BitsAndBytesConfig): Promise<{ err: number; warnings: string[] }> {
+export async function quantizedCpuVsRef(quantizationConfig: BitsAndBytesConfig, ids = [[1, 5, 9, 2, 7, 3, 11]]): Promise<{ err: number; warnings: string[] }> {
   const dir = join(GOLDEN_DIR, 'llama_gqa');
   const warnings: string[] = [];
   const prev = setWarningHandler((m) => warnings.push(m), { reset: true });
   try {
     const cpu = await fromPretrained(dir, { quantizationConfig, backend: 'cpu' });
     const ref = await fromPretrained(dir, { quantizationConfig, backend: 'ref' });
-    const ids = [[1, 5, 9, 2, 7, 3, 11]];
     return { err: relErr(cpu.model.forward(ids).f32, ref.model.forward(ids).f32), warnings };
   } finally {
     setWarningHandler(prev, { reset: true });

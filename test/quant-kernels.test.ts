@@ -1,10 +1,11 @@
-// The native NF4/FP4 kernels (native/cpu: the fused dequantize-GEMV for decode and small M, the tiled dequantize
-// GEMM above kQ4GemvMaxM = 8 rows) against their TypeScript twin, the ref matmulQ, at every SIMD level this CPU
-// offers: both code books, plain and double-quantized scales, block sizes 32/64/128/4096, float32/bf16/f16
-// QuantState dtypes (the AVX2 byte-plane GEMV takes bf16/f16 with blocks of a multiple of 64 and K a multiple of
-// the block size; the other shapes take the generic walk), blocks that straddle rows (out 172 × in 65), M = 1, 2,
-// 3, 5 (GEMV) and 17, 65, 130 (GEMM), bias on and off; rows with non-finite scales. Then a golden Llama quantized on
-// load (nf4) gives the ref backend's logits on the cpu backend, with no fallback.
+// The native NF4/FP4 kernels (native/cpu) against their TypeScript twins at every SIMD level this CPU offers: up to
+// kQ4GemvMaxM = 8 rows with K and the block size multiples of 64, the int16-activation GEMV (twin q4DecodeRef, which
+// is itself checked against the exact product within q4DecodeBound); other decode shapes, the exact dequantize-GEMV,
+// and above 8 rows the tiled dequantize GEMM (twin: the ref matmulQ). Both code books, plain and double-quantized
+// scales, block sizes 32/64/128/4096, float32/bf16/f16 QuantState dtypes, blocks that straddle rows (out 172 × in
+// 65; in 4160 with blocks of 4096), M = 1, 2, 3, 5 (GEMV) and 17, 65, 130 (GEMM), bias on and off; rows with
+// non-finite scales. Then a golden Llama quantized on load (nf4) gives the ref backend's logits on the cpu backend,
+// with no fallback.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { refBackend } from '../src/backend/ref/index.js';
@@ -17,6 +18,7 @@ import { quantizeInt8 } from '../src/quant/int8.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
 import { setWarningHandler } from '../src/util/warn.js';
+import { q4DecodeApplies, q4DecodeBound, q4DecodeRef } from '../src/backend/ref/quant.js';
 import { quantizedCpuVsRef, Rand, relErr } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
@@ -52,7 +54,7 @@ function run(backend: typeof cpuBackend, x: Tensor<'F32'>, q: QuantizedWeight, b
 // [out, in, blocksize]. Generic walk: straddling blocks with an odd row length (rows start at a low nibble), a
 // partial last block, in = 4096 + 64 with blocks of 4096 (one block per row plus a piece of the next), in = 33.
 // Aligned: in = 65 blocks of 64 (the AVX2 scales 8 at a time cross a nested group inside a row), 2 blocks of 128
-// per row (planes reused by two 64-chunks), one 4096 block per row with N odd, blocks of 32 (the vpermps walk).
+// per row (one scale for two 64-chunks), one 4096 block per row with N odd, blocks of 32 (the exact vpermps walk).
 const SHAPES: [number, number, number][] = [[172, 65, 64], [9, 4160, 64], [9, 4160, 4096], [7, 33, 4096], [40, 256, 128],
   [5, 4096, 4096], [23, 96, 32]];
 const MS = [1, 2, 3, 5, 17, 65, 130];
@@ -71,7 +73,17 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
             for (const M of MS) {
               const x = Tensor.f32([M, K], randn(M * K));
               const bias = [1, 3, 17, 130].includes(M) ? Tensor.f32([N], randn(N, 0.1)) : null;
-              const want = run(refBackend, x, q, bias, M);  // the twin once; every level against it
+              // The twin once; every level against it. Decode shapes (q4DecodeApplies) take the int16-activation
+              // GEMV, whose twin is q4DecodeRef; that twin is within q4DecodeBound of the exact product.
+              const exact = run(refBackend, x, q, bias, M);
+              const decode = q4DecodeApplies(M, K, blocksize);
+              const want = decode ? q4DecodeRef(x.f32, M, q.bnb4, bias ? bias.f32 : null) : exact;
+              if (decode) {
+                for (let i = 0; i < M * N; i++) {
+                  const b = q4DecodeBound(x.f32, Math.floor(i / N), i % N, q.bnb4);
+                  if (!(Math.abs(want[i] - exact[i]) <= b)) assert.fail(`q4DecodeRef ${quantType} dq=${doubleQuant} ${dtype} out ${N} in ${K} block ${blocksize} M=${M}: output ${i} is ${want[i]}, exact ${exact[i]}, bound ${b}`);
+                }
+              }
               // Per output, the scale of a float32 summation's error: Σ_k |x·w| (+ |bias|). Checked element by
               // element as well as over the whole output, so one wrong row or tail element cannot hide in a norm.
               const mag = new Float64Array(M * N);
@@ -101,7 +113,7 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
 
   it('rows with an infinite or NaN block scale are not finite where the ref twin\'s are not; the other rows agree', () => {
     // Plain absmax with Inf, -Inf, NaN and 1e5 (code·s overflows f16, not bf16/f32) planted in chosen blocks, one
-    // per row; row 5 keeps finite scales. The AVX2 plane kernel sends rows with a non-finite scale to the generic
+    // per row; row 5 keeps finite scales. The int16 decode GEMV sends rows with a non-finite scale to the exact
     // walk. Where the ref's output is not finite the kernel's must not be either (the sign of an overflow may differ:
     // the ref sums in float64, the kernels in float32); finite outputs agree as everywhere else.
     const N = 6, K = 1024, bs = 64;
@@ -116,7 +128,7 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
       const q = fromBnb4(w), W = dequantizeWeight(q);
       for (const M of [1, 17]) {
         const x = Tensor.f32([M, K], randn(M * K));
-        const want = run(refBackend, x, q, null, M);
+        const want = q4DecodeApplies(M, K, bs) ? q4DecodeRef(x.f32, M, q.bnb4, null) : run(refBackend, x, q, null, M);
         // Σ|x·w| per output: the scale of the float32 summation's error (the 1e5 block makes rows cancel).
         const mag = (m: number, n: number) => { let t = 0; for (let k = 0; k < K; k++) t += Math.abs(x.f32[m * K + k] * W[n * K + k]); return t; };
         for (const level of levels()) {
@@ -136,6 +148,26 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
     }
   });
 
+  it('an x row holding a NaN or an infinity sends the decode call to the exact GEMV: NaN rows stay NaN, the others exact', () => {
+    const N = 24, K = 256;
+    const q = fromBnb4(quantize4bit(weights(N * K, 'bfloat16'), [N, K], { quantType: 'nf4', dtype: 'bfloat16' }));
+    for (const bad of [NaN, Infinity]) {
+      const x = Tensor.f32([3, K], randn(3 * K));
+      x.f32[K + 77] = bad;                                                 // row 1
+      const want = run(refBackend, x, q, null, 3);
+      const twin = q4DecodeRef(x.f32, 3, q.bnb4, null);
+      for (const level of levels()) {
+        addon!.setLevel(level);
+        const got = run(cpuBackend, x, q, null, 3);
+        for (let i = 0; i < 3 * N; i++) {
+          const what = `${level} x[1][77]=${bad} output ${i}: got ${got[i]}, exact ${want[i]}, twin ${twin[i]}`;
+          if (!Number.isFinite(want[i])) assert.ok(!Number.isFinite(got[i]) && !Number.isFinite(twin[i]), what);
+          else assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])) && twin[i] === want[i], what);
+        }
+      }
+    }
+  });
+
   it('double quantization with a non-finite nested absmax: the affected rows are not finite where the ref\'s are not', () => {
     // 40 rows of 16 blocks = 640 blocks = nested groups 0, 1, 2; group 1 (blocks 256-511, rows 16-31) gets an
     // infinite nested absmax, so its scales are ±Inf or NaN (map value 0 · Inf) and the AVX2 paths must send those
@@ -147,7 +179,7 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
       const q = fromBnb4(w);
       for (const M of [1, 17]) {
         const x = Tensor.f32([M, K], randn(M * K));
-        const want = run(refBackend, x, q, null, M);
+        const want = q4DecodeApplies(M, K, 64) ? q4DecodeRef(x.f32, M, q.bnb4, null) : run(refBackend, x, q, null, M);
         for (const level of levels()) {
           addon!.setLevel(level);
           const got = run(cpuBackend, x, q, null, M);
@@ -208,8 +240,14 @@ describe('native NF4/FP4 matmulQ vs the ref twin', { skip }, () => {
   });
 
   it('a golden Llama quantized on load (nf4) gives the ref logits on the cpu backend, with no fallback warning', async () => {
-    const { err, warnings } = await quantizedCpuVsRef({ loadIn4bit: true, bnb4bitQuantType: 'nf4' });
-    assert.ok(err <= TOL, `logits relative error ${err.toExponential(2)}`);
-    assert.deepEqual(warnings, []);
+    // 12 tokens: every quantized matmul takes the exact prefill GEMM. 7 tokens: the int16-activation decode GEMV,
+    // whose activation rounding (about 1e-4 of a chunk's largest |x|) leaves the logits within 1e-3 (measured 2.7e-4).
+    const cfg = { loadIn4bit: true, bnb4bitQuantType: 'nf4' } as const;
+    const prefill = await quantizedCpuVsRef(cfg, [[1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12]]);
+    assert.ok(prefill.err <= TOL, `prefill logits relative error ${prefill.err.toExponential(2)}`);
+    assert.deepEqual(prefill.warnings, []);
+    const decode = await quantizedCpuVsRef(cfg);
+    assert.ok(decode.err <= 1e-3, `decode logits relative error ${decode.err.toExponential(2)}`);
+    assert.deepEqual(decode.warnings, []);
   });
 });

@@ -160,6 +160,7 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
   w.K = K;
   w.blocksize = bs;
   w.code = q4_code_values(int(qt));
+  w.code16 = q4_code_i16(int(qt));
   w.dtype = dt;
   const bool plain = !(info[3].IsNull() || info[3].IsUndefined());
   if (plain) {

@@ -3,6 +3,9 @@
 // dequantized here, so the packing cost is amortised over M), X into [kc][MR] blocks, and a register-blocked
 // micro-kernel does the FMAs.
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
 
 #include "kernels.h"
 #include "ops.h"
@@ -133,6 +136,35 @@ void gemm_path(const Kernels* k, float* y, const float* x, const void* w, int wt
 
 }  // namespace
 
+bool q4i_prep(int16_t* xq, float* dx, const float* x, int64_t K, const uint8_t* order) {
+  alignas(64) int16_t q[64];
+  for (int64_t c = 0; c < K / 64; c++, x += 64, xq += 64) {
+    float mx = 0.f;
+    bool finite = true;
+    for (int i = 0; i < 64; i++) {
+      const float a = std::fabs(x[i]);
+      finite &= a <= FLT_MAX;  // false for ±inf and NaN
+      mx = std::max(mx, a);
+    }
+    if (!finite) return false;
+    if (mx == 0.f) {
+      dx[c] = 0.f;
+      std::memset(xq, 0, 64 * sizeof(int16_t));
+      continue;
+    }
+    const float inv = kQ4iXMax / mx;
+    dx[c] = mx / kQ4iXMax * (1.f / 16384.f);  // the int16 codes' scale folded in (exact: a power of two)
+    // Round half to even by the 1.5·2^23 trick (|x·inv| ≤ 8191.x < 2^22; the default rounding mode): nearbyint
+    // would be a libm call per element in this baseline-ISA file.
+    for (int i = 0; i < 64; i++) {
+      const float r = (x[i] * inv + 12582912.f) - 12582912.f;
+      q[i] = int16_t(std::min(kQ4iXMax, std::max(-kQ4iXMax, r)));
+    }
+    for (int i = 0; i < 64; i++) xq[i] = q[order ? order[i] : i];
+  }
+  return true;
+}
+
 // NF4/FP4: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias). Decode (M up to kQ4GemvMaxM) runs the fused dequantize-GEMV
 // (Kernels::gemv_q4) per row of x, output rows split over the pool; prefill runs the float GEMM with each W tile
 // dequantized once (Kernels::dequant_q4: NR rows × kc columns, round_dtype(code·s) exactly) and packed as float32
@@ -155,8 +187,27 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
     });
     return;
   }
-  // One call per thread for a single row of x (gemv_q4 may prepare x per call: the AVX2 plane kernel permutes it);
-  // several rows re-read each L2-sized block of weight rows per row of x.
+  // Decode: x quantized to int16 per 64-element chunk once (q4i_prep), then the int16-activation GEMV over up to 4
+  // rows of x at a time, so the lookups of each weight chunk serve them all. Shapes it does not cover (K or the
+  // block size not a multiple of 64) and x rows holding a NaN or an infinity take the exact GEMV below.
+  if (K % 64 == 0 && w.blocksize % 64 == 0) {
+    thread_local Scratch<int16_t> xqBuf;
+    thread_local Scratch<float> dxBuf;
+    int16_t* xq = xqBuf.get(size_t(M * K));
+    float* dx = dxBuf.get(size_t(M * (K / 64)));
+    bool finite = true;
+    for (int64_t m = 0; m < M && finite; m++) finite = q4i_prep(xq + m * K, dx + m * (K / 64), x + m * K, K, k->q4i_order);
+    if (finite) {
+      const int64_t grain = std::max<int64_t>(4, (1 << 15) / K);
+      parallel_for(N, grain, [&](int64_t b, int64_t e) {
+        for (int64_t m = 0; m < M; m += 4)
+          k->gemv_q4i(y + m * N, N, x + m * K, K, xq + m * K, dx + m * (K / 64), int(std::min<int64_t>(4, M - m)), w, b, e, bias);
+      }, 4);
+      return;
+    }
+  }
+  // The exact GEMV, one call per thread for a single row of x; several rows re-read each L2-sized block of weight
+  // rows per row of x.
   const int64_t rowBytes = std::max<int64_t>(1, (K + 1) / 2);
   const int64_t nb = M == 1 ? N : std::max<int64_t>(4, kGemvBlockBytes / rowBytes / 4 * 4);
   const int64_t grain = std::max<int64_t>(4, (1 << 15) / std::max<int64_t>(1, K * M));

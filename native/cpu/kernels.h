@@ -41,15 +41,26 @@ struct Kernels {
   void (*dots)(float* out, const float* q, const float* k, int64_t ldk, int64_t n, int64_t hd, float scale);  // out[s] = scale·q·k_s
   void (*wsum)(float* o, const float* p, const float* v, int64_t ldv, int64_t n, int64_t hd);  // o += Σ p[s]·v_s (p[s] = 0 skipped)
 
-  // ---- NF4/FP4 fused dequantize-GEMV (one activation row): y[n] = dot(x, dequant(w) row n) (+ bias[n]) for n in
-  // [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked up
-  // by code as the packed bytes stream past (AVX2, bf16/f16 weights: from two 16-byte planes of the values' low and
-  // high bytes by vpshufb, see kernels_avx2.cc). The driver (gemm.cc, matmul_q4) runs it per row of x for decode and
-  // small M, and the tiled GEMM (dequant_q4 + pack_b + micro) above that.
+  // ---- NF4/FP4 exact fused dequantize-GEMV (one activation row): y[n] = dot(x, dequant(w) row n) (+ bias[n]) for n
+  // in [n0, n1). The float weight is never written out: each block's 16 dequantized values (q4_block_lut) are looked
+  // up by code as the packed bytes stream past. The driver (gemm.cc, matmul_q4) runs it for decode shapes that
+  // gemv_q4i (below) does not take, and for x rows that are not finite; more rows take the tiled GEMM
+  // (dequant_q4 + pack_b + micro).
   void (*gemv_q4)(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
   // dst[i] = dequantized element i0 + i of the flattened weight, for i < n (bit for bit q4_block_lut's values): the
   // prefill GEMM (matmul_q4) dequantizes one weight tile at a time with it, then packs it as float32 by pack_b.
   void (*dequant_q4)(float* dst, const Q4Weight& w, int64_t i0, int64_t n);
+  // ---- NF4/FP4 decode with int16 activations (the decode path; driver matmul_q4 in gemm.cc): K and the block size
+  // multiples of 64. Each 64-element chunk of an x row is quantized once per call by q4i_prep (gemm.cc, the same at
+  // every level): dx = max|x|/8191 (times 2^-14 for the codes' scale), xq = round_half_even(x·(8191/max|x|)), stored in this level's order within the
+  // chunk (q4i_order[i] = the element at position i; null = natural order). The codes are int16 too
+  // (q4_code_i16: round(value·16384)), so a chunk's Σ code·xq is an exact int32 and y[n] = Σ_chunks
+  // (scale_block · dx_chunk) · Σ code·xq, float32 across chunks (src/backend/ref/quant.ts q4DecodeRef is the twin).
+  // For m < M (1..4): y[m*ldy + n] for n in [n0, n1), + bias[n]; xq/dx rows are K and K/64 apart. A weight row
+  // whose block scales are not all finite takes the exact walk (gemv_q4) on x's float row m (x + m*ldx).
+  const uint8_t* q4i_order;
+  void (*gemv_q4i)(float* y, int64_t ldy, const float* x, int64_t ldx, const int16_t* xq, const float* dx, int M,
+                   const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
 
   // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
   //   acc[m*ldacc + (n - n0)] = Σ_{k<K} a[m*lda + k] · b[n*ldb + k]   in int32, exactly.
@@ -67,6 +78,11 @@ struct Kernels {
   //   caller's s keeps it within [-127, 127]).
   void (*i8_quant)(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n);
 };
+
+// gemv_q4i's activations (gemm.cc, one definition for every level): for each 64-element chunk c of x (K a multiple
+// of 64), dx[c] = fl(max|x|/8191)·2^-14 (the int16 codes' scale folded in) and xq[64c + i] = round_half_even(x[64c + order[i]] · (8191/max|x|)) (0 for an all-zero
+// chunk; order null = natural). Returns false, leaving the rest unwritten, when some element is not finite.
+bool q4i_prep(int16_t* xq, float* dx, const float* x, int64_t K, const uint8_t* order);
 
 const Kernels* kernels_scalar();
 const Kernels* kernels_avx2();    // nullptr when not compiled in (non-x86)
@@ -147,6 +163,9 @@ enum Q4Type : int { Q4_NF4 = 0, Q4_FP4 = 1 };
 // Value of each 4-bit code (codeValue in bnb4.ts): the NF4 levels; FP4 magnitudes / 12 with bit 3 the sign, so
 // code 8 is -0.0 as in bitsandbytes' CUDA LUT.
 const float* q4_code_values(int quantType);
+// The same values as int16 for the int16-activation decode: round_half_even(value · 16384), |c| ≤ 16384.
+const int16_t* q4_code_i16(int quantType);
+constexpr float kQ4iXMax = 8191.f;  // |xq| ≤ 8191: 8 products of |c| ≤ 2^14 per int32 lane stay below 2^30
 
 // A packed NF4/FP4 weight [N, K]: blocks of `blocksize` run over the flattened weight (a block may span two rows),
 // two codes per byte, element 2i in the high nibble. The block scale is absmax[b], or with double quantization
@@ -155,6 +174,7 @@ struct Q4Weight {
   const uint8_t* packed;
   int64_t N, K, blocksize;
   const float* code;  // 16 values, q4_code_values(quantType)
+  const int16_t* code16;  // the same as int16, q4_code_i16(quantType) (the int16-activation decode)
   const float* absmax;  // per block, or null with double quantization
   const uint8_t* qabsmax;
   const float* nested_absmax;

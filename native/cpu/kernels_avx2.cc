@@ -368,11 +368,12 @@ struct Q4Acc {
 };
 
 #include "q4_gemv.inc"
+#include "q4i_x86.inc"  // NF4/FP4 decode with int16 activations (gemv_q4i) and q4_scales
 
 // The aligned fast paths (K a multiple of the block size, block size a multiple of 32, so every row starts on a
-// byte and holds whole blocks; anything else takes the generic walk of q4_gemv.inc). bf16/f16 weights with blocks
-// of a multiple of 64 take the byte-plane GEMV (gemv_q4_planes, below), the decode path of bf16/f16 models.
-// The rest (float32 weights; bf16/f16 with blocks of 32) takes the vpermps walk: two output rows per pass share
+// byte and holds whole blocks; anything else takes the generic walk of q4_gemv.inc). This is the exact GEMV
+// (round_dtype(code·s) weights, bit for bit the dequantized ones); decode normally takes gemv_q4i (q4i_x86.inc) and
+// comes here only for x rows holding a NaN or an infinity. The vpermps walk: two output rows per pass share
 // each x load; the rows' block scales are computed once into a small scratch before the walk, off the lookups'
 // path. With float32 weights (no dtype rounding) no per-block LUT is built at all: the 16 code values stay in two
 // registers for the call, each block's partial dot product Σ code·x is accumulated unscaled and multiplied by the
@@ -384,49 +385,6 @@ inline __m256 q4_round_bf16_finite(__m256 v) {
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
   return _mm256_castsi256_ps(
       _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), _mm256_set1_epi32(int(0xffff0000u))));
-}
-// Scales of blocks b0 .. b0+nb-1 (q4_block_scale's two float32 roundings; the empty asm keeps the product from
-// being fused into an FMA with the offset). Returns whether all are finite.
-inline bool q4_scales(const Q4Weight& w, int64_t b0, int64_t nb, float* sc) {
-  const __m256 inf = _mm256_set1_ps(INFINITY), absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 bad = _mm256_setzero_ps();  // lanes with |s| >= inf or NaN (not-less-than, unordered true)
-  int64_t j = 0;
-  if (w.absmax) {
-    for (; j + 8 <= nb; j += 8) {
-      const __m256 v = _mm256_loadu_ps(w.absmax + b0 + j);
-      _mm256_storeu_ps(sc + j, v);
-      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, absMask), inf, _CMP_NLT_UQ));
-    }
-  } else if (w.nested_blocksize == 256) {  // bitsandbytes' only nested block size: 8 blocks per step, two gathers
-    const __m256 off = _mm256_set1_ps(w.offset);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (; j + 8 <= nb; j += 8) {
-      const int64_t b = b0 + j;
-      const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
-      // Group indices relative to b >> 8 (the 8 blocks span at most two groups), so 32-bit lanes never overflow.
-      const __m256i g = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(int32_t(b & 255)), lane), 8);
-      __m256 p = _mm256_mul_ps(_mm256_i32gather_ps(w.nested_map, q, 4), _mm256_i32gather_ps(w.nested_absmax + (b >> 8), g, 4));
-      __asm__("" : "+x"(p));  // two float32 roundings, as q4_block_scale: no FMA with the offset
-      const __m256 v = _mm256_add_ps(p, off);
-      _mm256_storeu_ps(sc + j, v);
-      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, absMask), inf, _CMP_NLT_UQ));
-    }
-  }
-  bool finite = _mm256_movemask_ps(bad) == 0;
-  for (; j < nb; j++) {
-    const int64_t b = b0 + j;
-    float s;
-    if (w.absmax) {
-      s = w.absmax[b];
-    } else {
-      float p = w.nested_map[w.qabsmax[b]] * w.nested_absmax[w.nested_blocksize == 256 ? b >> 8 : b / w.nested_blocksize];
-      __asm__("" : "+x"(p));
-      s = p + w.offset;
-    }
-    sc[j] = s;
-    finite &= std::isfinite(s);
-  }
-  return finite;
 }
 inline void q4_lut_regs(const Q4Weight& w, __m256 clo, __m256 chi, float s, bool finite, __m256& lo, __m256& hi) {
   const __m256 sv = _mm256_set1_ps(s);
@@ -440,160 +398,10 @@ inline void q4_lut_regs(const Q4Weight& w, __m256 clo, __m256 chi, float s, bool
     hi = Q4Acc::round_to(hi, w.dtype);
   }
 }
-// ---- Byte-plane GEMV for bf16/f16 weights (block size a multiple of 64, K a multiple of the block size): the
-// decode path. A block's 16 dequantized weights round_dtype(code·s) are 16 half-precision words; their low bytes
-// and high bytes make two 16-byte tables (planes), broadcast to both 128-bit lanes, so one vpshufb looks up a
-// byte for 32 codes at once. Per 64 weights (32 packed bytes, one load) and row: nibbles split (3 ops), 4 vpshufb
-// (low/high byte of the high-nibble codes, of the low-nibble codes), 4 vpunpck{l,h}bw into half-precision words,
-// then to float32 without shuffles (bf16: vpslld 16 for the even words, vpand 0xffff0000 for the odd ones; f16:
-// vcvtph2ps on each 128-bit half) and 8 FMAs. The lookups leave the weights in a fixed order per 64-element
-// chunk, so x is permuted into that order once per call (q4_xperm) instead of the weights being put in order.
-// Per row, the planes of up to 64 blocks are built first (q4_planes, vectorized per block: ~15 ops against the
-// chunk's ~27), then the row walks its codes. A row whose scales are not all finite (a NaN or infinite scale would
-// need round_bf16's NaN rule) takes the generic walk.
-
-// Order of the 8 float vectors per 64-element chunk (element indices), as q4_planes_chunk produces them.
-//   bf16: w0 = unpacklo(high-nibble codes): even words → elements {0,4,8,12 | 32,36,40,44}, odd → {2,6,10,14 | 34..46};
-//         w1 = unpackhi: {16,20,24,28 | 48..60}, {18,22,26,30 | 50..62}; w2, w3 = the same for the low-nibble codes
-//         (elements + 1). Stored as [w0 even, w0 odd, w1 even, w1 odd, w2 even, w2 odd, w3 even, w3 odd].
-//   f16:  each word vector's 128-bit halves in turn: w0 → {0,2,..,14}, {32,..,46}; w1 → {16,..,30}, {48,..,62};
-//         w2, w3 the same + 1.
-template <bool F16>
-void q4_xperm(float* xp, const float* x, int64_t K) {
-  for (int64_t c = 0; c < K; c += 64, x += 64, xp += 64) {
-    if (F16) {
-      // Even/odd split of each 16 elements: shuffle_ps picks within lanes, vpermpd puts the quarters in order.
-      for (int q = 0; q < 4; q++) {
-        const __m256 a = _mm256_loadu_ps(x + 16 * q), b = _mm256_loadu_ps(x + 16 * q + 8);
-        const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-        const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-        // q = 0: elements 0..15 → vectors 0 (even) and 4 (odd); q = 1 → 2, 6; q = 2 → 1, 5; q = 3 → 3, 7.
-        const int v = (q & 1) * 2 + (q >> 1);
-        _mm256_storeu_ps(xp + 8 * v, ev);
-        _mm256_storeu_ps(xp + 8 * (v + 4), od);
-      }
-    } else {
-      // Lane 0 from elements 16h + 0..15, lane 1 from 32 + 16h + 0..15; a 4×4 transpose per lane gives the
-      // residues mod 4: 0 → w(2h) even, 2 → w(2h) odd, 1 → w(2h+2) even, 3 → w(2h+2) odd.
-      for (int h = 0; h < 2; h++) {
-        const float* s = x + 16 * h;
-        __m256 y0 = _mm256_loadu2_m128(s + 32, s), y1 = _mm256_loadu2_m128(s + 36, s + 4);
-        __m256 y2 = _mm256_loadu2_m128(s + 40, s + 8), y3 = _mm256_loadu2_m128(s + 44, s + 12);
-        const __m256 t0 = _mm256_unpacklo_ps(y0, y1), t1 = _mm256_unpackhi_ps(y0, y1);
-        const __m256 t2 = _mm256_unpacklo_ps(y2, y3), t3 = _mm256_unpackhi_ps(y2, y3);
-        _mm256_storeu_ps(xp + 16 * h, _mm256_shuffle_ps(t0, t2, 0x44));       // residue 0
-        _mm256_storeu_ps(xp + 32 + 16 * h, _mm256_shuffle_ps(t0, t2, 0xEE));  // residue 1
-        _mm256_storeu_ps(xp + 16 * h + 8, _mm256_shuffle_ps(t1, t3, 0x44));   // residue 2
-        _mm256_storeu_ps(xp + 40 + 16 * h, _mm256_shuffle_ps(t1, t3, 0xEE));  // residue 3
-      }
-    }
-  }
-}
-
-// The planes of one block (32 bytes: low bytes of the 16 words, then high bytes) from its finite scale s.
-// bf16: the code values are taken in the order {0,1,2,3,8,9,10,11} (ca) and {4,..,7,12,..,15} (cb), so that after
-// rounding (round_bf16's half-to-even add; no NaN can occur with a finite scale and |code| <= 1) the high words of
-// both, interleaved by vpblendw and split into bytes by vpshufb, come out per lane as codes 0..7 and 8..15;
-// vpermq gathers the two low-byte halves and the two high-byte halves. f16: vcvtps2ph rounds (nearest even, as
-// f32_to_f16), the codes in natural order (ca = 0..7, cb = 8..15).
-template <bool F16>
-inline void q4_planes(uint8_t* dst, __m256 ca, __m256 cb, float s) {
-  const __m256 sv = _mm256_set1_ps(s);
-  const __m256 a = _mm256_mul_ps(ca, sv), b = _mm256_mul_ps(cb, sv);
-  __m256i words;
-  if (F16) {
-    words = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
-        _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 1);
-  } else {
-    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
-    const __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
-    const __m256i ra = _mm256_add_epi32(_mm256_add_epi32(ua, bias), _mm256_and_si256(_mm256_srli_epi32(ua, 16), one));
-    const __m256i rb = _mm256_add_epi32(_mm256_add_epi32(ub, bias), _mm256_and_si256(_mm256_srli_epi32(ub, 16), one));
-    words = _mm256_blend_epi16(_mm256_srli_epi32(ra, 16), rb, 0xAA);  // per dword: bf16(a) low, bf16(b) high
-  }
-  // Per lane, the low bytes of the 8 words then their high bytes (bf16: the word order is a0 b0 a1 b1 a2 b2 a3 b3,
-  // i.e. codes 0 4 1 5 2 6 3 7 in lane 0, so the byte picks below restore 0..7).
-  const __m256i pick = F16 ? _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-                                              0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)
-                           : _mm256_setr_epi8(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15,
-                                              0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
-  const __m256i split = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words, pick), 0xD8);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(dst), split);
-}
-
-// One 64-element chunk of one row: 32 packed bytes p, the block's planes, x permuted (q4_xperm), into 4 sums.
-template <bool F16>
-inline void q4_planes_chunk(const uint8_t* p, const uint8_t* planes, const float* xp, __m256* s) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m256i hiN = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), loN = _mm256_and_si256(v, m4);
-  const __m256i L = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(planes)));
-  const __m256i H = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(planes + 16)));
-  const __m256i lh = _mm256_shuffle_epi8(L, hiN), hh = _mm256_shuffle_epi8(H, hiN);
-  const __m256i ll = _mm256_shuffle_epi8(L, loN), hl = _mm256_shuffle_epi8(H, loN);
-  const __m256i w[4] = {_mm256_unpacklo_epi8(lh, hh), _mm256_unpackhi_epi8(lh, hh), _mm256_unpacklo_epi8(ll, hl),
-                        _mm256_unpackhi_epi8(ll, hl)};
-  const __m256i hm = _mm256_set1_epi32(int(0xffff0000u));
-  for (int i = 0; i < 4; i++) {
-    const int a = (i & 1) * 2;  // w0, w2 → sums 0, 1; w1, w3 → sums 2, 3
-    __m256 f0, f1;
-    if (F16) {
-      f0 = _mm256_cvtph_ps(_mm256_castsi256_si128(w[i]));
-      f1 = _mm256_cvtph_ps(_mm256_extracti128_si256(w[i], 1));
-    } else {
-      f0 = _mm256_castsi256_ps(_mm256_slli_epi32(w[i], 16));
-      f1 = _mm256_castsi256_ps(_mm256_and_si256(w[i], hm));
-    }
-    s[a] = _mm256_fmadd_ps(f0, _mm256_loadu_ps(xp + 16 * i), s[a]);
-    s[a + 1] = _mm256_fmadd_ps(f1, _mm256_loadu_ps(xp + 16 * i + 8), s[a + 1]);
-  }
-}
-
-// One row at a time: sharing x loads between rows saves nothing here (the loads are not the bottleneck), and with
-// two or more rows in flight the hardware prefetchers lose the streams (measured 2-3 GB/s from memory against
-// 5-6 GB/s for one row with a software prefetch ahead, on Zen 3; 1024 bytes ahead measured ~5% faster than 512).
-template <bool F16>
-void gemv_q4_planes(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias) {
-  const int64_t K = w.K, bs = w.blocksize, nbr = K / bs, cpb = bs / 64;  // blocks per row, 64-chunks per block
-  thread_local Scratch<float> xbuf;
-  float* xp = xbuf.get(size_t(K));
-  q4_xperm<F16>(xp, x, K);
-  constexpr int64_t kChunk = 64;  // blocks whose planes are built at once
-  alignas(32) uint8_t planes[kChunk][32];
-  alignas(32) float sc[kChunk];
-  const float* cv = w.code;
-  const __m256 ca = F16 ? _mm256_loadu_ps(cv) : _mm256_setr_ps(cv[0], cv[1], cv[2], cv[3], cv[8], cv[9], cv[10], cv[11]);
-  const __m256 cb = F16 ? _mm256_loadu_ps(cv + 8) : _mm256_setr_ps(cv[4], cv[5], cv[6], cv[7], cv[12], cv[13], cv[14], cv[15]);
-  for (int64_t n = n0; n < n1; n++) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const uint8_t* p = w.packed + n * (K / 2);
-    const float* xb = xp;
-    bool finite = true;
-    for (int64_t bc = 0; bc < nbr && finite; bc += kChunk) {
-      const int64_t nb = std::min(kChunk, nbr - bc);
-      if (!(finite = q4_scales(w, n * nbr + bc, nb, sc))) break;
-      for (int64_t j = 0; j < nb; j++) q4_planes<F16>(planes[j], ca, cb, sc[j]);
-      for (int64_t j = 0; j < nb; j++)
-        for (int64_t c = 0; c < cpb; c++, p += 32, xb += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(p) + 1024, _MM_HINT_T0);
-          q4_planes_chunk<F16>(p, planes[j], xb, acc);
-        }
-    }
-    if (finite) y[n] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + (bias ? bias[n] : 0.f);
-    else gemv_q4(y, x, w, n, n + 1, bias);
-  }
-}
-
 void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64_t n1, const float* bias) {
   const int64_t K = w.K, bs = w.blocksize;
   if (K % bs || bs % 32) {
     gemv_q4(y, x, w, n0, n1, bias);
-    return;
-  }
-  if (bs % 64 == 0 && w.dtype != W_F32) {
-    if (w.dtype == W_F16) gemv_q4_planes<true>(y, x, w, n0, n1, bias);
-    else gemv_q4_planes<false>(y, x, w, n0, n1, bias);
     return;
   }
   const int64_t nbr = K / bs;
@@ -648,7 +456,7 @@ void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64
 #include "int8_x86.inc"  // LLM.int8: dot_i8, i8_absmax_f16, i8_quant, compiled under this file's SIMD target
 
 const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast, dequant_q4,
-                        dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

@@ -2,6 +2,7 @@
 // includes, so the rest of the addon stays baseline x86-64; dispatch.cc picks this table only when the CPU has it.
 // Everything is in an anonymous namespace so no AVX-512 code can be merged (ODR) into baseline callers.
 #include "kernels.h"
+#include "scratch.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -365,6 +366,7 @@ struct Q4Acc {
 };
 
 #include "q4_gemv.inc"
+#include "q4i_x86.inc"  // NF4/FP4 decode with int16 activations: the AVX2 code under this file's target
 
 // LLM.int8: the AVX2 code (256-bit vpmaddubsw), compiled here under this file's target. No AVX-512 machine was at hand
 // to tune or time a 512-bit version (vpmaddubsw zmm, or vpdpbusd where AVX512-VNNI exists, which dispatch.cc does not
@@ -372,7 +374,7 @@ struct Q4Acc {
 #include "int8_x86.inc"
 
 const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

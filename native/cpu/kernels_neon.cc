@@ -6,6 +6,7 @@
 // Verified against kernels_scalar.cc under qemu-aarch64 by test/run_neon_check.sh (no native ARM run yet).
 // On other architectures this file compiles to kernels_neon() == nullptr ("not this architecture").
 #include "kernels.h"
+#include "scratch.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -365,6 +366,83 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
+// NF4/FP4 decode with int16 activations (contract in kernels.h, twin q4DecodeRef in src/backend/ref/quant.ts). Per
+// 32 packed bytes (64 codes): nibbles split, TBL looks up the low and high byte of each int16 code in two constant
+// 16-byte planes, ZIP1/ZIP2 make 8 int16x8 code vectors, and per x row SMLAL/SMLAL2 accumulate into two int32x4
+// (8 products of |c| <= 2^14 and |xq| <= 8191 per lane per chunk, below 2^30); one convert and one FMA by
+// scale_block * dx_chunk per chunk. Vector v (0..7) of a chunk holds elements 32(v>>2) + ((v>>1)&1) + 16(v&1) + 2t:
+// the high-nibble codes of bytes 0..7 (elements 0,2,..,14), of bytes 8..15 (16,..,30), the low-nibble codes the
+// same + 1, then bytes 16..31 the same + 32; x is quantized into that order (q4i_order).
+constexpr uint8_t kQ4iOrder[64] = {
+    0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 1,  3,  5,  7,  9,  11, 13, 15,
+    17, 19, 21, 23, 25, 27, 29, 31, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62,
+    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+
+template <int M>
+inline void q4i_row(float* y, int64_t ldy, const int16_t* xq, const float* dx, const Q4Weight& w, int64_t n,
+                    const float* sc, int8x16_t L, int8x16_t H, const float* bias) {
+  const int64_t K = w.K, nc = K / 64, cpb = w.blocksize / 64;
+  const uint8_t* p = w.packed + n * (K / 2);
+  float32x4_t acc[M];
+  for (int m = 0; m < M; m++) acc[m] = vdupq_n_f32(0.f);
+  // sc[0] is the block holding the row's first element; a block may start before the row (blocks span rows).
+  int64_t bi = 0, left = cpb - (n * K % w.blocksize) / 64;
+  for (int64_t c = 0; c < nc; c++, p += 32) {
+    int32x4_t s0[M], s1[M];
+    for (int m = 0; m < M; m++) s0[m] = s1[m] = vdupq_n_s32(0);
+    for (int half = 0; half < 2; half++) {
+      const uint8x16_t v = vld1q_u8(p + 16 * half);
+      const uint8x16_t hN = vshrq_n_u8(v, 4), lN = vandq_u8(v, vdupq_n_u8(0x0f));
+      const int8x16_t lh = vqtbl1q_s8(L, hN), hh = vqtbl1q_s8(H, hN), ll = vqtbl1q_s8(L, lN), hl = vqtbl1q_s8(H, lN);
+      const int16x8_t wv[4] = {vreinterpretq_s16_s8(vzip1q_s8(lh, hh)), vreinterpretq_s16_s8(vzip2q_s8(lh, hh)),
+                               vreinterpretq_s16_s8(vzip1q_s8(ll, hl)), vreinterpretq_s16_s8(vzip2q_s8(ll, hl))};
+      for (int m = 0; m < M; m++) {
+        const int16_t* q = xq + m * K + c * 64 + 32 * half;
+        for (int j = 0; j < 4; j++) {
+          const int16x8_t xv = vld1q_s16(q + 8 * j);
+          s0[m] = vmlal_s16(s0[m], vget_low_s16(wv[j]), vget_low_s16(xv));
+          s1[m] = vmlal_high_s16(s1[m], wv[j], xv);
+        }
+      }
+    }
+    const float s = sc[bi];
+    if (--left == 0) {
+      bi++;
+      left = cpb;
+    }
+    for (int m = 0; m < M; m++) acc[m] = vfmaq_n_f32(acc[m], vcvtq_f32_s32(vaddq_s32(s0[m], s1[m])), s * dx[m * nc + c]);
+  }
+  for (int m = 0; m < M; m++) y[m * ldy + n] = vaddvq_f32(acc[m]) + (bias ? bias[n] : 0.f);
+}
+
+void gemv_q4i(float* y, int64_t ldy, const float* x, int64_t ldx, const int16_t* xq, const float* dx, int M,
+              const Q4Weight& w, int64_t n0, int64_t n1, const float* bias) {
+  const int64_t K = w.K, bs = w.blocksize;
+  thread_local Scratch<float> scb;
+  float* sc = scb.get(size_t(K / bs + 2));
+  int8_t lo[16], hi[16];
+  for (int c = 0; c < 16; c++) {
+    lo[c] = int8_t(uint16_t(w.code16[c]) & 0xff);
+    hi[c] = int8_t(uint16_t(w.code16[c]) >> 8);
+  }
+  const int8x16_t L = vld1q_s8(lo), H = vld1q_s8(hi);
+  for (int64_t n = n0; n < n1; n++) {
+    const int64_t b0 = n * K / bs, nb = (n * K + K - 1) / bs - b0 + 1;  // the blocks holding the row's elements
+    bool finite = true;
+    for (int64_t b = 0; b < nb; b++) finite &= std::isfinite(sc[b] = q4_block_scale(w, b0 + b));
+    if (!finite) {
+      for (int m = 0; m < M; m++) gemv_q4(y + m * ldy, x + m * ldx, w, n, n + 1, bias);
+      continue;
+    }
+    switch (M) {
+      case 1: q4i_row<1>(y, ldy, xq, dx, w, n, sc, L, H, bias); break;
+      case 2: q4i_row<2>(y, ldy, xq, dx, w, n, sc, L, H, bias); break;
+      case 3: q4i_row<3>(y, ldy, xq, dx, w, n, sc, L, H, bias); break;
+      default: q4i_row<4>(y, ldy, xq, dx, w, n, sc, L, H, bias); break;
+    }
+  }
+}
+
 // LLM.int8 integer products, no dotprod extension assumed: per 16 bytes smull (low halves) and smlal2 (high halves)
 // into one int16x8 (x ∈ [-127, 127] and |w| ≤ 128, so two products sum to at most 32512: no overflow), then sadalp
 // widens the pairs into the int32 accumulator. Rows are walked as 4 far-apart runs side by side, so 4 sequential
@@ -458,7 +536,7 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
 }
 
 const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

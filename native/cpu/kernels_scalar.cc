@@ -126,6 +126,36 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
+// NF4/FP4 decode with int16 activations (kernels.h): natural element order; per 64-element chunk an exact int32
+// sum (64 products of |c| ≤ 2^14 and |xq| ≤ 8191 stay below 2^31), scaled by scale_block · dx_chunk.
+void gemv_q4i(float* y, int64_t ldy, const float* x, int64_t ldx, const int16_t* xq, const float* dx, int M,
+              const Q4Weight& w, int64_t n0, int64_t n1, const float* bias) {
+  const int64_t K = w.K, bs = w.blocksize, nc = K / 64;
+  const int16_t* code = w.code16;
+  for (int64_t n = n0; n < n1; n++) {
+    bool finite = true;  // over the blocks holding the row's elements (blocks may span rows)
+    for (int64_t b = n * K / bs; b <= (n * K + K - 1) / bs && finite; b++) finite = std::isfinite(q4_block_scale(w, b));
+    if (!finite) {
+      for (int m = 0; m < M; m++) gemv_q4(y + m * ldy, x + m * ldx, w, n, n + 1, bias);
+      continue;
+    }
+    const uint8_t* p = w.packed + n * (K / 2);
+    for (int m = 0; m < M; m++) {
+      const int16_t* q = xq + m * K;
+      float acc = 0.f;
+      for (int64_t c = 0; c < nc; c++) {
+        int32_t s = 0;
+        for (int64_t i = 0; i < 32; i++) {
+          const uint8_t byte = p[c * 32 + i];
+          s += int32_t(code[byte >> 4]) * q[c * 64 + 2 * i] + int32_t(code[byte & 15]) * q[c * 64 + 2 * i + 1];
+        }
+        acc += float(s) * (q4_block_scale(w, (n * K + c * 64) / bs) * dx[m * nc + c]);
+      }
+      y[m * ldy + n] = acc + (bias ? bias[n] : 0.f);
+    }
+  }
+}
+
 // LLM.int8: plain int32 sums, exact in any order; -O3 vectorizes the inner loop with the baseline ISA.
 void dot_i8(int32_t* acc, int64_t ldacc, const int8_t* a, int64_t lda, int M, const int8_t* b, int64_t ldb, int64_t n0,
             int64_t n1, int64_t K) {
@@ -172,7 +202,7 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
 }
 
 const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        dot_i8, i8_absmax_f16, i8_quant};
+                        nullptr, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 
@@ -190,5 +220,17 @@ const float kFp4[16] = {float(0 / 12.0), float(0.0625 / 12.0), float(8 / 12.0), 
 }  // namespace
 
 const float* q4_code_values(int quantType) { return quantType == Q4_FP4 ? kFp4 : kNf4; }
+
+const int16_t* q4_code_i16(int quantType) {
+  struct Table {
+    int16_t v[2][16];
+    Table() {
+      for (int t = 0; t < 2; t++)
+        for (int c = 0; c < 16; c++) v[t][c] = int16_t(std::nearbyint(q4_code_values(t)[c] * 16384.f));
+    }
+  };
+  static const Table table;
+  return table.v[quantType == Q4_FP4 ? 1 : 0];
+}
 
 }  // namespace lowbit

@@ -355,6 +355,7 @@ Q4Case make_q4(int64_t Nn, int64_t K, int64_t bs, int qt, bool dq, int dtype) {
   c.w.K = K;
   c.w.blocksize = bs;
   c.w.code = q4_code_values(qt);
+  c.w.code16 = q4_code_i16(qt);
   c.w.dtype = dtype;
   if (dq) {
     c.qabsmax.resize(size_t(nBlocks));
@@ -410,6 +411,41 @@ void check_q4() {
               }
             }
         }
+  // gemv_q4i (the int16-activation decode): x quantized by q4i_prep in each level's order, 1..4 rows at once; both
+  // levels sum the same exact int32 per chunk, so only the float32 sums across chunks differ. Blocks of 4096 over
+  // K = 4160 span rows. A non-finite scale sends its row to the exact walk at both levels.
+  {
+    const int64_t dshapes[][3] = {{33, 4160, 64}, {40, 256, 128}, {33, 4160, 4096}, {7, 1024, 64}};
+    for (const auto& sh : dshapes)
+      for (int qt : {Q4_NF4, Q4_FP4})
+        for (int dq = 0; dq < 2; dq++)
+          for (int M = 1; M <= 4; M++) {
+            const int64_t Nn = sh[0], K = sh[1], bs = sh[2];
+            Q4Case c = make_q4(Nn, K, bs, qt, dq, W_BF16);
+            if (!dq && Nn == 7) c.absmax[size_t(3 * K / bs)] = INFINITY;  // row 3's first block
+            auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
+            std::vector<int16_t> q1(size_t(M * K)), q2(size_t(M * K));
+            std::vector<float> d1(size_t(M * K / 64)), d2(size_t(M * K / 64));
+            for (int m = 0; m < M; m++) {
+              cmp_int("q4i_prep", "scalar order, finite x", q4i_prep(q1.data() + m * K, d1.data() + m * (K / 64), x.data() + m * K, K, S->q4i_order), 1);
+              cmp_int("q4i_prep", "neon order, finite x", q4i_prep(q2.data() + m * K, d2.data() + m * (K / 64), x.data() + m * K, K, N->q4i_order), 1);
+            }
+            for (auto r : {std::pair<int64_t, int64_t>{0, Nn}, {1, Nn - 1}}) {
+              if (r.first >= r.second) continue;
+              std::vector<float> y1(size_t(M * Nn), -9.f), y2 = y1;
+              S->gemv_q4i(y1.data(), Nn, x.data(), K, q1.data(), d1.data(), M, c.w, r.first, r.second, bias.data());
+              N->gemv_q4i(y2.data(), Nn, x.data(), K, q2.data(), d2.data(), M, c.w, r.first, r.second, bias.data());
+              for (int m = 0; m < M; m++)
+                for (int64_t n = 0; n < Nn; n++) {
+                  const size_t i = size_t(m * Nn + n);
+                  const std::string what = fmt("%s dq=%d N=%" PRId64 " K=%" PRId64 " bs=%" PRId64 " M=%d [%" PRId64 ",%" PRId64 ") m=%d n=%" PRId64,
+                                               qt ? "fp4" : "nf4", dq, Nn, K, bs, M, r.first, r.second, m, n);
+                  if (n < r.first || n >= r.second) { cmp_exact("gemv_q4i", what + " untouched", y2[i], y1[i]); continue; }
+                  cmp("gemv_q4i", what, y2[i], y1[i], q4_mag(c.w, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
+                }
+            }
+          }
+  }
   // dequant_q4 (the prefill GEMM's tiles): every element bit for bit q4_block_lut's value at both levels, over ranges
   // that start at a low nibble, inside a block, on a block edge, and cross block and row edges.
   for (const auto& sh : shapes)
@@ -564,10 +600,10 @@ void check_drivers() {
                     got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], mag);
               }
           }
-    for (int64_t M : {1, 3, 8, 9, 17, 65})  // the GEMV up to 8 rows of x, the tiled GEMM above
-      for (int dq = 0; dq < 2; dq++) {
-        const int64_t Nn = 172, K = 65;
-        Q4Case c = make_q4(Nn, K, 64, dq ? Q4_NF4 : Q4_FP4, dq, dq ? W_BF16 : W_F32);
+    for (int64_t M : {1, 3, 8, 9, 17, 65})  // the GEMV up to 8 rows of x (K = 256: the int16 decode), the GEMM above
+      for (int dq = 0; dq < 4; dq++) {
+        const int64_t Nn = 172, K = dq < 2 ? 65 : 256;
+        Q4Case c = make_q4(Nn, K, 64, dq & 1 ? Q4_NF4 : Q4_FP4, dq & 1, dq & 1 ? W_BF16 : W_F32);
         auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
         auto run = [&](float* y) { matmul_q4(y, x.data(), c.w, M, bias.data()); };
         auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
