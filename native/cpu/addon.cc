@@ -182,6 +182,47 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulQg(y, x, codes, bits, N, K, Kpad, G, nG, scales, zeros, sz, perm, M, bias): group-quantized integer weights
+// (GPTQ) in the QgWeight layout of kernels.h (src/quant/qg.ts builds it): codes a Uint8Array of N·(Kpad/64) chunks,
+// scales and sz Float32Arrays [N, nG], zeros a Uint8Array [N, nG], perm an Int32Array of K input indices or null.
+Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
+  Args a{info, "matmulQg"};
+  a.count(15);
+  const int64_t bits = a.integer(3, "bits", 2);
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) a.range_error("bits must be 2, 3, 4 or 8, got " + std::to_string(bits));
+  const int64_t N = a.integer(4, "N"), K = a.integer(5, "K"), Kpad = a.integer(6, "Kpad"), G = a.integer(7, "G", 32);
+  const int64_t nG = a.integer(8, "nG", 1), M = a.integer(13, "M");
+  if (Kpad % 64 || Kpad < K || Kpad >= K + 64) a.range_error("Kpad must be K rounded up to a multiple of 64, got K=" + std::to_string(K) + ", Kpad=" + std::to_string(Kpad));
+  if (G % 32 || a.mul(G, nG) < Kpad || (nG - 1) * G >= Kpad) a.range_error("G must be a multiple of 32 with nG = ceil(Kpad / G) groups, got G=" + std::to_string(G) + ", nG=" + std::to_string(nG) + ", Kpad=" + std::to_string(Kpad));
+  float* y = a.f32(0, "y", a.mul(M, N));
+  const float* x = a.f32(1, "x", a.mul(M, K));
+  auto codes = a.typed(2, "codes", napi_uint8_array, "Uint8Array");
+  a.check_len("codes", int64_t(codes.ElementLength()), a.mul(N, Kpad / 64 * qg_chunk_bytes(int(bits))));
+  QgWeight w{};
+  w.codes = a.raw<uint8_t>(codes);
+  w.bits = int(bits);
+  w.N = N;
+  w.Kpad = Kpad;
+  w.G = G;
+  w.nG = nG;
+  w.scales = a.f32(9, "scales", a.mul(N, nG));
+  auto zeros = a.typed(10, "zeros", napi_uint8_array, "Uint8Array");
+  a.check_len("zeros", int64_t(zeros.ElementLength()), a.mul(N, nG));
+  w.zeros = a.raw<uint8_t>(zeros);
+  w.sz = a.f32(11, "sz", a.mul(N, nG));
+  const int32_t* perm = nullptr;
+  if (!(info[12].IsNull() || info[12].IsUndefined())) {
+    auto p = a.typed(12, "perm", napi_int32_array, "Int32Array or null");
+    a.check_len("perm", int64_t(p.ElementLength()), K);
+    perm = a.raw<int32_t>(p);
+    for (int64_t j = 0; j < K; j++)
+      if (perm[j] < 0 || perm[j] >= K) a.range_error("perm[" + std::to_string(j) + "] = " + std::to_string(perm[j]) + " is outside [0, K)");
+  }
+  const float* bias = a.f32_or_null(14, "bias", N);
+  matmul_qg(y, x, w, perm, K, M, bias);
+  return info.Env().Undefined();
+}
+
 // matmulInt8(y, x, CB, SCB, M, N, K, threshold, bias): LLM.int8 weights [N, K], CB an Int8Array of N·K codes and
 // SCB a Float32Array of N row scales; threshold ≥ 0 (llm_int8_threshold; 0 turns the outlier columns off).
 Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
@@ -441,6 +482,7 @@ void add(Napi::Env env, Napi::Object exports, const char* name) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<Matmul>(env, exports, "matmul");
   add<MatmulQ4>(env, exports, "matmulQ4");
+  add<MatmulQg>(env, exports, "matmulQg");
   add<MatmulInt8>(env, exports, "matmulInt8");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");

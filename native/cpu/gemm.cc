@@ -219,6 +219,96 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
   }, 4);
 }
 
+bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
+             int64_t G, int64_t nG, const uint8_t* order) {
+  alignas(64) float v[64];
+  alignas(64) int16_t q[64];
+  for (int64_t g = 0; g < nG; g++) xbar[g] = 0.f;
+  for (int64_t c = 0; c < Kpad / 64; c++) {
+    float mx = 0.f;
+    bool finite = true;
+    for (int i = 0; i < 64; i++) {
+      const int64_t j = c * 64 + i;
+      v[i] = j < K ? x[perm ? perm[j] : j] : 0.f;
+      const float a = std::fabs(v[i]);
+      finite &= a <= FLT_MAX;
+      mx = std::max(mx, a);
+    }
+    if (!finite) return false;
+    const float inv = mx > 0.f ? kQ4iXMax / mx : 0.f;
+    dx[c] = mx / kQ4iXMax;
+    int32_t s0 = 0, s1 = 0;
+    for (int i = 0; i < 64; i++) {
+      const float r = (v[i] * inv + 12582912.f) - 12582912.f;  // round half to even, as q4i_prep
+      q[i] = int16_t(std::min(kQ4iXMax, std::max(-kQ4iXMax, r)));
+      (i < 32 ? s0 : s1) += q[i];
+    }
+    for (int i = 0; i < 64; i++) xq[c * 64 + i] = q[order ? order[i] : i];
+    xbar[(c * 64) / G] += dx[c] * float(s0);
+    xbar[(c * 64 + 32) / G] += dx[c] * float(s1);
+  }
+  return true;
+}
+
+void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n) {
+  const int64_t cb = qg_chunk_bytes(w.bits), nc = w.Kpad / 64;
+  const uint8_t* codes = w.codes + row * nc * cb;
+  const float* s = w.scales + row * w.nG;
+  const uint8_t* z = w.zeros + row * w.nG;
+  for (int64_t j = 0; j < n; j++) {
+    const int64_t k = k0 + j, g = k / w.G;
+    const uint8_t* chunk = codes + (k / 64) * cb;
+    const int p = int(k % 64);
+    int code;
+    switch (w.bits) {
+      case 8: code = chunk[p]; break;
+      case 4: code = p < 32 ? chunk[p] & 15 : chunk[p - 32] >> 4; break;
+      case 2: code = (chunk[p & 15] >> (2 * (p >> 4))) & 3; break;
+      default: code = ((chunk[p & 15] >> (2 * (p >> 4))) & 3) | (((chunk[16 + (p >> 3)] >> (p & 7)) & 1) << 2); break;
+    }
+    dst[j] = s[g] * float(code - int(z[g]));
+  }
+}
+
+// GPTQ: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias), inputs permuted by perm (null: identity) and padded to Kpad. Decode (M up
+// to kQ4GemvMaxM) quantizes x once (qg_prep) and runs gemv_qg over up to 4 rows of x at a time; x rows that are not
+// finite and prefill take the exact path: x permuted and padded once, then the float GEMM with each weight tile
+// dequantized (qg_dequant, the ref's weights exactly) and packed, or the GEMM's own loop for a few rows.
+void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm, int64_t K, int64_t M, const float* bias) {
+  const int64_t N = w.N, Kpad = w.Kpad, nc = Kpad / 64;
+  if (M == 0 || N == 0) return;
+  const Kernels* k = active();
+  if (M <= kQ4GemvMaxM) {
+    thread_local Scratch<int16_t> xqBuf;
+    thread_local Scratch<float> dxBuf, xbarBuf;
+    int16_t* xq = xqBuf.get(size_t(M * Kpad));
+    float* dx = dxBuf.get(size_t(M * nc));
+    float* xbar = xbarBuf.get(size_t(M * w.nG));
+    bool finite = true;
+    for (int64_t m = 0; m < M && finite; m++)
+      finite = qg_prep(xq + m * Kpad, dx + m * nc, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, k->qg_order);
+    if (finite) {
+      const int64_t grain = std::max<int64_t>(4, (1 << 15) / Kpad);
+      parallel_for(N, grain, [&](int64_t b, int64_t e) {
+        for (int64_t m = 0; m < M; m += 4)
+          k->gemv_qg(y + m * N, N, xq + m * Kpad, dx + m * nc, xbar + m * w.nG, int(std::min<int64_t>(4, M - m)), w, b, e, bias);
+      }, 4);
+      return;
+    }
+  }
+  thread_local Scratch<float> xpBuf;
+  float* xp = xpBuf.get(size_t(M * Kpad));
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t j = 0; j < Kpad; j++) xp[m * Kpad + j] = j < K ? x[m * K + (perm ? perm[j] : j)] : 0.f;
+  const int64_t NR = k->NR, kcMax = std::min<int64_t>(k->KC, Kpad);
+  gemm_tiles(k, y, xp, M, N, Kpad, bias, [&](float* Bp, int64_t n0, int64_t nr, int64_t k0, int64_t kc) {
+    thread_local Scratch<float> tile;  // [nr][kc]: the tile's weight rows, dequantized
+    float* t = tile.get(size_t(NR * kcMax));
+    for (int64_t j = 0; j < nr; j++) qg_dequant(t + j * kc, w, n0 + j, k0, kc);
+    k->pack_b(Bp, t, W_F32, kc, 0, nr, 0, kc);
+  });
+}
+
 void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias) {
   if (M == 0 || N == 0) return;
   if (K == 0) {

@@ -8,6 +8,7 @@
 namespace lowbit {
 
 struct Q4Weight;  // below
+struct QgWeight;  // below
 
 enum WType : int { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
 
@@ -62,6 +63,15 @@ struct Kernels {
   void (*gemv_q4i)(float* y, int64_t ldy, const float* x, int64_t ldx, const int16_t* xq, const float* dx, int M,
                    const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
 
+  // ---- Group-quantized integer weights (GPTQ 2/3/4/8-bit; QgWeight below) with int16 activations, driver
+  // matmul_qg (gemm.cc). x is permuted, zero-padded to Kpad and quantized per 64-element chunk by qg_prep (in
+  // qg_order within each chunk), with xbar[g] = Σ over the group's half-chunks of dx·Σxq. For m < M (1..4), n in
+  // [n0, n1): y[m*ldy + n] = Σ_chunks (scale·dx)·Σ code·xq − Σ_g scale·zero·xbar[m][g] (+ bias[n]): exact int32
+  // sums per chunk (or per half-chunk with groups of 32), float32 across them. Twin: qgDecodeRef (src/quant/qg.ts).
+  const uint8_t* qg_order;
+  void (*gemv_qg)(float* y, int64_t ldy, const int16_t* xq, const float* dx, const float* xbar, int M,
+                  const QgWeight& w, int64_t n0, int64_t n1, const float* bias);
+
   // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
   //   acc[m*ldacc + (n - n0)] = Σ_{k<K} a[m*lda + k] · b[n*ldb + k]   in int32, exactly.
   // a holds quantized activations, always in [-127, 127]; b the weight codes, any int8 (-128 included, though
@@ -83,6 +93,32 @@ struct Kernels {
 // of 64), dx[c] = fl(max|x|/8191)·2^-14 (the int16 codes' scale folded in) and xq[64c + i] = round_half_even(x[64c + order[i]] · (8191/max|x|)) (0 for an all-zero
 // chunk; order null = natural). Returns false, leaving the rest unwritten, when some element is not finite.
 bool q4i_prep(int16_t* xq, float* dx, const float* x, int64_t K, const uint8_t* order);
+
+// ---- Group-quantized integer weights (GPTQ; src/quant/qg.ts builds this layout from AutoGPTQ's tensors). The input
+// dimension is permuted so that every group is contiguous (act-order's g_idx sorted; the identity otherwise) and
+// padded with zero codes to Kpad, a multiple of 64. Per row, Kpad/64 chunks of 64 codes c_0..c_63 (unsigned, < 2^bits)
+// in qg_chunk_bytes(bits) bytes:
+//   8-bit: byte p = c_p;                      4-bit: byte i < 32 = c_i | c_{i+32} << 4;
+//   2-bit: byte i < 16 = c_i | c_{i+16} << 2 | c_{i+32} << 4 | c_{i+48} << 6;
+//   3-bit: the 2-bit layout of c & 3 (16 bytes), then 8 bytes whose bit p (little-endian) is c_p >> 2.
+// Group g covers permuted inputs [g·G, (g+1)·G), G a multiple of 32; scales and zeros are per (row, group).
+struct QgWeight {
+  const uint8_t* codes;  // [N, Kpad/64 · qg_chunk_bytes(bits)]
+  int bits;
+  int64_t N, Kpad, G, nG;
+  const float* scales;   // [N, nG]
+  const uint8_t* zeros;  // [N, nG]
+  const float* sz;       // [N, nG] scales·zeros (exact in float32: an f16 scale times an integer below 256)
+};
+inline int64_t qg_chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
+// x (one row of K) → xq [Kpad] in `order` per chunk (null = natural), dx [Kpad/64] (dx = fl(max|x|/8191) per chunk;
+// no 2^-14 here: the codes are plain integers), xbar [nG] (Σ over the group's half-chunks h, in order, of
+// fl(dx·Σ_{h} xq)). x is read through perm (x'[j] = x[perm[j]], j < K; null = identity), zeros from K to Kpad.
+// Returns false when some x is not finite (the caller takes the exact path).
+bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
+             int64_t G, int64_t nG, const uint8_t* order);
+// dst[j] = scale·(code − zero) of row n, permuted inputs k0 .. k0+n-1 (exact in float32: the ref's weights).
+void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n);
 
 const Kernels* kernels_scalar();
 const Kernels* kernels_avx2();    // nullptr when not compiled in (non-x86)

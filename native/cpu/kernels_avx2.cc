@@ -369,6 +369,7 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 #include "q4i_x86.inc"  // NF4/FP4 decode with int16 activations (gemv_q4i) and q4_scales
+#include "qg_x86.inc"   // GPTQ 2/3/4/8-bit decode with int16 activations (gemv_qg)
 
 // The aligned fast paths (K a multiple of the block size, block size a multiple of 32, so every row starts on a
 // byte and holds whole blocks; anything else takes the generic walk of q4_gemv.inc). This is the exact GEMV
@@ -456,7 +457,8 @@ void gemv_q4_fast(float* y, const float* x, const Q4Weight& w, int64_t n0, int64
 #include "int8_x86.inc"  // LLM.int8: dot_i8, i8_absmax_f16, i8_quant, compiled under this file's SIMD target
 
 const Kernels kTable = {"avx2", 16, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4_fast, dequant_q4,
-                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i,
+                        kQgOrder, gemv_qg, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

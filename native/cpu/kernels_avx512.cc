@@ -367,6 +367,7 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 #include "q4i_x86.inc"  // NF4/FP4 decode with int16 activations: the AVX2 code under this file's target
+#include "qg_x86.inc"   // GPTQ decode with int16 activations: the AVX2 code under this file's target
 
 // LLM.int8: the AVX2 code (256-bit vpmaddubsw), compiled here under this file's target. No AVX-512 machine was at hand
 // to tune or time a 512-bit version (vpmaddubsw zmm, or vpdpbusd where AVX512-VNNI exists, which dispatch.cc does not
@@ -374,7 +375,8 @@ struct Q4Acc {
 #include "int8_x86.inc"
 
 const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i,
+                        kQgOrder, gemv_qg, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 }  // namespace lowbit

@@ -366,6 +366,8 @@ struct Q4Acc {
 
 #include "q4_gemv.inc"
 
+#include "qg_generic.inc"  // GPTQ 2/3/4/8-bit decode (gemv_qg): the portable loops, vectorized by the compiler
+
 // NF4/FP4 decode with int16 activations (contract in kernels.h, twin q4DecodeRef in src/backend/ref/quant.ts). Per
 // 32 packed bytes (64 codes): nibbles split, TBL looks up the low and high byte of each int16 code in two constant
 // 16-byte planes, ZIP1/ZIP2 make 8 int16x8 code vectors, and per x row SMLAL/SMLAL2 accumulate into two int32x4
@@ -536,7 +538,8 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
 }
 
 const Kernels kTable = {"neon", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        kQ4iOrder, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
+                        kQ4iOrder, gemv_q4i,
+                        nullptr, gemv_qg, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

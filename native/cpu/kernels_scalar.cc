@@ -125,6 +125,7 @@ struct Q4Acc {
 };
 
 #include "q4_gemv.inc"
+#include "qg_generic.inc"  // GPTQ 2/3/4/8-bit decode (gemv_qg), natural order
 
 // NF4/FP4 decode with int16 activations (kernels.h): natural element order; per 64-element chunk an exact int32
 // sum (64 products of |c| ≤ 2^14 and |xq| ≤ 8191 stay below 2^31), scaled by scale_block · dx_chunk.
@@ -202,7 +203,8 @@ void i8_quant(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n
 }
 
 const Kernels kTable = {"scalar", 0, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
-                        nullptr, gemv_q4i, dot_i8, i8_absmax_f16, i8_quant};
+                        nullptr, gemv_q4i,
+                        nullptr, gemv_qg, dot_i8, i8_absmax_f16, i8_quant};
 
 }  // namespace
 

@@ -6,8 +6,11 @@ namespace lowbit {
 
 void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64_t N, int64_t K, const float* bias);
 struct Q4Weight;
+struct QgWeight;
 // NF4/FP4 weights (kernels.h Q4Weight, [N, K]): y[M,N] = x[M,K]·dequant(w)ᵀ (+bias[N]).
 void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const float* bias);
+// GPTQ (QgWeight, kernels.h): x [M, K], inputs read through perm (null = identity) and zero-padded to w.Kpad.
+void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm, int64_t K, int64_t M, const float* bias);
 // LLM.int8 (int8.cc): y[M,N] = x[M,K]·W[N,K]ᵀ (+bias[N]) with W = int8 codes CB [N,K] and row scales SCB [N];
 // activations quantized per row, columns with |x| ≥ threshold (float16) as outliers (threshold 0: none).
 void matmul_int8(float* y, const float* x, const int8_t* CB, const float* SCB, int64_t M, int64_t N, int64_t K,

@@ -1,0 +1,158 @@
+// GPTQ weights as the native kernels take them (native/cpu/kernels.h, QgWeight): the input dimension permuted so that
+// every group is contiguous (act-order's g_idx sorted; the identity otherwise), padded to a multiple of 64 with zero
+// codes, each row cut into 64-code chunks whose bytes suit a SIMD decode with no lookups. Built once per layer from
+// the unpacked codes (GptqCodes); the file keeps AutoGPTQ's layout. qgDecodeRef is the decode kernels' twin.
+import { roundHalfEven } from './int8.js';
+import type { GptqBits, GptqCodes } from './gptq-types.js';
+
+export interface QgPacked {
+  bits: GptqBits;
+  /** [out N, in K]. */
+  N: number;
+  K: number;
+  /** K rounded up to a multiple of 64. */
+  Kpad: number;
+  /** Group size in the permuted order (a multiple of 32; Kpad for a single group). */
+  G: number;
+  nG: number;
+  /** [N, Kpad/64 · qgChunkBytes(bits)]. */
+  codes: Uint8Array;
+  /** [N, nG]. */
+  scales: Float32Array;
+  zeros: Uint8Array;
+  /** scales · zeros, [N, nG]. */
+  sz: Float32Array;
+  /** The input read at each permuted position (length K), or null for the identity. */
+  perm: Int32Array | null;
+}
+
+export const QG_XMAX = 8191;
+
+export function qgChunkBytes(bits: number): number {
+  return bits === 3 ? 24 : 8 * bits;
+}
+
+/** Bytes of one 64-code chunk in the kernels' layout (kernels.h): see QgWeight. */
+export function packChunk(bits: GptqBits, c: ArrayLike<number>, out: Uint8Array, o: number): void {
+  if (bits === 8) for (let p = 0; p < 64; p++) out[o + p] = c[p];
+  else if (bits === 4) for (let i = 0; i < 32; i++) out[o + i] = c[i] | (c[i + 32] << 4);
+  else {
+    for (let i = 0; i < 16; i++) out[o + i] = (c[i] & 3) | ((c[i + 16] & 3) << 2) | ((c[i + 32] & 3) << 4) | ((c[i + 48] & 3) << 6);
+    if (bits === 3) for (let p = 0; p < 64; p++) out[o + 16 + (p >> 3)] |= (c[p] >> 2) << (p & 7);
+  }
+}
+
+/** Code p of a chunk (the inverse of packChunk). */
+export function chunkCode(bits: GptqBits, b: Uint8Array, o: number, p: number): number {
+  if (bits === 8) return b[o + p];
+  if (bits === 4) return p < 32 ? b[o + p] & 15 : b[o + p - 32] >> 4;
+  const lo = (b[o + (p & 15)] >> (2 * (p >> 4))) & 3;
+  return bits === 2 ? lo : lo | (((b[o + 16 + (p >> 3)] >> (p & 7)) & 1) << 2);
+}
+
+/**
+ * The kernels' layout of one layer, or null when its groups cannot be made contiguous runs of one size (a g_idx
+ * that no act-order run writes) or that size is not a multiple of 32: such a layer takes the reference matmul.
+ */
+export function qgPack(q: GptqCodes): QgPacked | null {
+  const { bits } = q, [N, K] = q.shape;
+  const nG = q.groupSize === -1 ? 1 : Math.ceil(K / q.groupSize);
+  const Kpad = Math.ceil(K / 64) * 64;
+  const Gfile = q.groupSize === -1 ? K : q.groupSize;
+  const G = nG === 1 ? Kpad : Gfile;
+  if (G % 32 !== 0) return null;
+  // Stable sort of the inputs by group: act-order files list each group's inputs in their original order.
+  let monotone = true;
+  for (let k = 1; k < K; k++) if (q.gIdx[k] < q.gIdx[k - 1]) { monotone = false; break; }
+  const order = Int32Array.from({ length: K }, (_, k) => k);
+  if (!monotone) order.sort((a, b) => q.gIdx[a] - q.gIdx[b] || a - b);
+  for (let j = 0; j < K; j++) if (q.gIdx[order[j]] !== Math.floor(j / Gfile)) return null;
+  const cb = qgChunkBytes(bits), nc = Kpad / 64;
+  const codes = new Uint8Array(N * nc * cb), chunk = new Uint8Array(64);
+  for (let n = 0; n < N; n++) {
+    const row = n * K;
+    for (let c = 0; c < nc; c++) {
+      for (let p = 0; p < 64; p++) {
+        const j = c * 64 + p;
+        chunk[p] = j < K ? q.intWeight[row + order[j]] : 0;
+      }
+      packChunk(bits, chunk, codes, (n * nc + c) * cb);
+    }
+  }
+  const scales = new Float32Array(N * nG), zeros = new Uint8Array(N * nG), sz = new Float32Array(N * nG);
+  for (let g = 0; g < nG; g++)
+    for (let n = 0; n < N; n++) {
+      scales[n * nG + g] = q.scales[g * N + n];
+      zeros[n * nG + g] = q.zeros[g * N + n];
+      sz[n * nG + g] = Math.fround(q.scales[g * N + n] * q.zeros[g * N + n]);
+    }
+  return { bits, N, K, Kpad, G, nG, codes, scales, zeros, sz, perm: monotone ? null : order };
+}
+
+/** One x row as qg_prep gives it (natural order): xq [Kpad], dx [Kpad/64], xbar [nG]; null when x is not finite. */
+export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx: Float32Array; xbar: Float32Array } | null {
+  const { K, Kpad, G, nG, perm } = p, nc = Kpad / 64;
+  const xq = new Int16Array(Kpad), dx = new Float32Array(nc), xbar = new Float32Array(nG), v = new Float32Array(64);
+  for (let c = 0; c < nc; c++) {
+    let mx = 0;
+    for (let i = 0; i < 64; i++) {
+      const j = c * 64 + i;
+      v[i] = j < K ? x[perm ? perm[j] : j] : 0;
+      if (!Number.isFinite(v[i])) return null;
+      mx = Math.max(mx, Math.abs(v[i]));
+    }
+    const inv = mx > 0 ? Math.fround(QG_XMAX / mx) : 0;
+    dx[c] = Math.fround(mx / QG_XMAX);
+    let s0 = 0, s1 = 0;
+    for (let i = 0; i < 64; i++) {
+      const q = Math.max(-QG_XMAX, Math.min(QG_XMAX, roundHalfEven(Math.fround(v[i] * inv))));
+      xq[c * 64 + i] = q;
+      if (i < 32) s0 += q; else s1 += q;
+    }
+    const g0 = Math.floor((c * 64) / G), g1 = Math.floor((c * 64 + 32) / G);
+    xbar[g0] = Math.fround(xbar[g0] + Math.fround(dx[c] * s0));
+    xbar[g1] = Math.fround(xbar[g1] + Math.fround(dx[c] * s1));
+  }
+  return { xq, dx, xbar };
+}
+
+/**
+ * y [M, N] as the decode kernels compute it (gemv_qg): per chunk Σ code·xq exact, times fl(scale·dx) (per half-chunk
+ * when a group edge falls mid-chunk), float32 across chunks, minus Σ_g fl(scale·zero)·xbar[g], plus bias. Returns null
+ * when some x is not finite (the kernels then take the exact path).
+ */
+export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float32Array | null): Float32Array | null {
+  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), halves = G % 64 !== 0;
+  const rows = [];
+  for (let m = 0; m < M; m++) {
+    const r = qgQuantizeX(x.subarray(m * K, (m + 1) * K), p);
+    if (!r) return null;
+    rows.push(r);
+  }
+  const y = new Float32Array(M * N), code = new Int32Array(64);
+  for (let n = 0; n < N; n++) {
+    const acc = new Array<number>(M).fill(0);
+    for (let c = 0; c < nc; c++) {
+      for (let i = 0; i < 64; i++) code[i] = chunkCode(bits, p.codes, (n * nc + c) * cb, i);
+      for (let m = 0; m < M; m++) {
+        const { xq, dx } = rows[m];
+        let s0 = 0, s1 = 0;
+        for (let i = 0; i < 32; i++) s0 += code[i] * xq[c * 64 + i];
+        for (let i = 32; i < 64; i++) s1 += code[i] * xq[c * 64 + i];
+        const s = (k: number) => p.scales[n * nG + Math.floor(k / G)];
+        if (halves) {
+          acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * dx[c])));
+          acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * dx[c])));
+        } else {
+          acc[m] = Math.fround(acc[m] + Math.fround(Math.fround(s0 + s1) * Math.fround(s(c * 64) * dx[c])));
+        }
+      }
+    }
+    for (let m = 0; m < M; m++) {
+      let corr = 0;
+      for (let g = 0; g < nG; g++) corr = Math.fround(corr + Math.fround(p.sz[n * nG + g] * rows[m].xbar[g]));
+      y[m * N + n] = Math.fround(Math.fround(acc[m] - corr) + (bias ? bias[n] : 0));
+    }
+  }
+  return y;
+}
