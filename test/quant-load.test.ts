@@ -18,7 +18,7 @@ import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
 import { Bnb4Error, bnb4ToStateDict } from '../src/quant/bnb4.js';
 import { Int8Error, int8ToStateDict } from '../src/quant/int8.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { dequantizeWeight, type QuantizedWeight } from '../src/quant/qweight.js';
+import { dequantizeWeight, type Bnb4QuantizedWeight, type Int8QuantizedWeight } from '../src/quant/qweight.js';
 import { setWarningHandler } from '../src/util/warn.js';
 import { GOLDEN_DIR, relErr, ROOT } from './helpers.js';
 
@@ -36,7 +36,7 @@ async function withWarnings<T>(fn: () => Promise<T>): Promise<{ value: T; warnin
   }
 }
 
-const qweight = (l: LinearLike): QuantizedWeight => (l as Linear4bit | Linear8bitLt).qweight;
+const qweight = (l: LinearLike): Bnb4QuantizedWeight | Int8QuantizedWeight => (l as Linear4bit | Linear8bitLt).qweight;
 
 /** The worst relative error of a quantized model's weights against the float model's: the scale logits can move by. */
 function worstWeightErr(q: Map<string, LinearLike>, f: Map<string, LinearLike>): number {

@@ -89,11 +89,13 @@ export interface BenchResult {
 
 /**
  * Bytes a quantized layer's matmul reads per token: the codes and the scales (4-bit: packed codes + float32 absmax,
- * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB), as quantStats counts them in a file. The
+ * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB; GPTQ: qweight, qzeros, scales, g_idx), as
+ * quantStats counts them in a file. The
  * fixed per-layer tables (16 code values, the 256-entry nested map) are left out, as there.
  */
 export function quantizedBytes(q: QuantizedWeight): number {
   if (q.format === 'int8') return q.int8.CB.byteLength + q.int8.SCB.byteLength;
+  if (q.format === 'gptq') { const g = q.gptq; return g.qweight.byteLength + g.qzeros.byteLength + g.scales.byteLength + g.gIdx.byteLength; }
   const w = q.bnb4;
   return w.packed.byteLength + (w.absmax?.byteLength ?? 0) + (w.nested ? w.nested.qabsmax.byteLength + w.nested.nestedAbsmax.byteLength : 0);
 }
