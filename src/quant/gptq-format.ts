@@ -245,5 +245,6 @@ export function gptqFromStateDict(prefix: string, get: (name: string) => Tensor 
   for (let k = 0; k < K; k++) {
     if (!(gIdx[k] >= 0 && gIdx[k] < nGroups)) throw new GptqError(`${prefix}.g_idx: entry ${k} is ${gIdx[k]}, not a group in [0, ${nGroups})`);
   }
-  return { ...layout, shape: [N, K], nGroups, qweight, qzeros, scales, gIdx };
+  const { groupSize, sym, descAct, checkpointFormat } = layout;
+  return { bits, groupSize, sym, descAct, checkpointFormat, shape: [N, K], nGroups, qweight, qzeros, scales, gIdx };
 }
