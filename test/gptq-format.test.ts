@@ -1,5 +1,6 @@
 // GPTQ checkpoints both ways (../shared/spec/FORMATS.md §4.5-4.6): pack/unpack bit for bit at 2/3/4/8 bits with the
-// spec's test vectors, v1 ⇄ v2, and the Python-layout fixtures of scripts/fixtures/make_gptq_fixtures.py.
+// spec's test vectors, v1 ⇄ v2, and the config of every GPTQ writer. The Python-layout fixtures are in
+// gptq-checkpoint.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -7,8 +8,16 @@ import {
   type GptqCheckpointFormat, type GptqWeight,
 } from '../src/quant/gptq-format.js';
 import { GPTQ_BITS, type GptqBits, type GptqCodes } from '../src/quant/gptq-types.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fromPretrained } from '../src/api.js';
+import { ConfigError, readConfig, UnsupportedModelError } from '../src/io/config.js';
+import { GPTQConfig, gptqConfigDict, type GptqQuantizationSpec } from '../src/io/gptqconfig.js';
+import { parseQuantizationConfig } from '../src/io/quantconfig.js';
 import { f16ToF32 } from '../src/tensor/dtype.js';
-import { Rand } from './helpers.js';
+import { pyJsonDumps } from '../src/util/pyjson.js';
+import { setWarningHandler } from '../src/util/warn.js';
+import { Rand, ROOT } from './helpers.js';
 
 /** Random codes [N, K] whose scales are float16 values (so pack → unpack is exact), act-order g_idx if asked. */
 function randomCodes(rng: Rand, bits: GptqBits, N: number, K: number, groupSize: number, actOrder = false): GptqCodes {
@@ -152,4 +161,93 @@ test('state dict: AutoGPTQ names, dtypes and shapes; read back by name with shap
     assert.throws(() => gptqFromStateDict('p', (n) => (n === 'p.g_idx' ? undefined : sd.get(n)), layout, [N, K]), /p\.g_idx: missing from the checkpoint/);
     assert.throws(() => gptqFromStateDict('p', (n) => sd.get(n), layout, [N, 101]), /p: in_features 101 is not a multiple/);
   }
+});
+
+// ---- config (FORMATS.md §4.6) ----
+
+const SRC = '/m/config.json';
+const AUTOGPTQ = { bits: 4, group_size: 128, damp_percent: 0.01, desc_act: true, static_groups: false, sym: true, true_sequential: true, model_name_or_path: null, model_file_base_name: null, quant_method: 'gptq', checkpoint_format: 'gptq' };
+const gptq = (v: unknown, strict = false) => parseQuantizationConfig(v, SRC, { strict }) as GptqQuantizationSpec;
+const pick = (s: GptqQuantizationSpec) => [s.bits, s.groupSize, s.dampPercent, s.descAct, s.staticGroups, s.sym, s.trueSequential, s.checkpointFormat];
+
+test('quantization_config of every GPTQ writer reads to one spec: AutoGPTQ, optimum/transformers, GPTQModel (meta, v2), synonyms, quantize_config.json alone', () => {
+  const said: string[] = [];
+  const prev = setWarningHandler((m) => said.push(m), { reset: true });
+  try {
+    assert.deepEqual(pick(gptq(AUTOGPTQ)), [4, 128, 0.01, true, false, true, true, 'gptq']);
+    const fixtureQc = (f: string) => JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'gptq', f, 'config.json'), 'utf8')).quantization_config;
+    // optimum / transformers GPTQConfig.to_dict (calibration and kernel keys read past).
+    const opt = gptq(fixtureQc('optimum_3bit_g32_bias'));
+    assert.deepEqual(pick(opt), [3, 32, 0.1, false, false, true, true, 'gptq']);
+    assert.equal(opt.dataset, 'c4');
+    assert.deepEqual(gptq(fixtureQc('transformers_8bit_gm1')).dataset, ['a calibration text', 'another one']);
+    // GPTQModel: format and checkpoint_format, damp_percent and static_groups in meta, pack_dtype, dynamic null.
+    assert.deepEqual(pick(gptq(fixtureQc('gptqmodel_4bit_g32_asym_v2'))), [4, 32, 0.05, false, false, false, true, 'gptq_v2']);
+    // Newest optimum: `format` instead of checkpoint_format, meta naming the quantizers.
+    assert.equal(gptq({ quant_method: 'gptq', bits: 4, format: 'gptq_v2', meta: { quantizer: ['optimum:1.25.0', 'gptqmodel:2.2.0'] }, dynamic: {} }).checkpointFormat, 'gptq_v2');
+    // AWQ-style synonyms; transformers' defaults (group 128, no act-order, sym) and AutoGPTQ's damp 0.01.
+    assert.deepEqual(pick(gptq({ quant_method: 'gptq', w_bit: 2, q_group_size: 64 })), [2, 64, 0.01, false, false, true, true, 'gptq']);
+    // An old AutoGPTQ folder: config.json without quantization_config, quantize_config.json without quant_method.
+    const old = readConfig(join(ROOT, 'test', 'fixtures', 'gptq', 'autogptq_4bit_g32_actorder', 'config.json'));
+    assert.equal(old.raw.quantization_config, undefined);
+    assert.deepEqual(pick(old.quantization_config as GptqQuantizationSpec), [4, 32, 0.01, true, false, true, true, 'gptq']);
+    // A key no GPTQ writer is known for is warned about once, from a file.
+    gptq({ ...AUTOGPTQ, future_knob: 1 }); gptq({ ...AUTOGPTQ, future_knob: 1 });
+  } finally { setWarningHandler(prev, { reset: true }); }
+  assert.deepEqual(said, [`${SRC}: "quantization_config.future_knob" is not a GPTQ config field lowbit knows; ignored`]);
+  // The dict lowbit writes: AutoGPTQ's key set and order.
+  assert.deepEqual([...gptqConfigDict(gptq({ ...AUTOGPTQ, format: 'gptq' })).keys()], Object.keys(AUTOGPTQ));
+});
+
+test('bad GPTQ configs are typed errors naming the file and key: bits, group size, damp, dynamic, marlin, formats, pack_dtype, lm_head', () => {
+  const refuses = (v: Record<string, unknown>, E: typeof ConfigError, re: RegExp) =>
+    assert.throws(() => gptq({ quant_method: 'gptq', bits: 4, ...v }), (e: Error) => e instanceof E && e.message.startsWith(`${SRC}: `) && re.test(e.message), re.source);
+  refuses({ bits: 5 }, ConfigError, /"quantization_config\.bits" must be one of 2, 3, 4, 8, got 5/);
+  refuses({ bits: '4' }, ConfigError, /"quantization_config\.bits" must be one of 2, 3, 4, 8, got "4"/);
+  refuses({ bits: null }, ConfigError, /"quantization_config" has no "bits"/);
+  refuses({ group_size: 0 }, ConfigError, /"quantization_config\.group_size" must be -1 or a positive integer, got 0/);
+  refuses({ group_size: 1.5 }, ConfigError, /group_size" must be -1 or a positive integer/);
+  refuses({ damp_percent: 1 }, ConfigError, /"quantization_config\.damp_percent" must be a number between 0 and 1/);
+  refuses({ meta: { damp_percent: -0.1 } }, ConfigError, /damp_percent" must be a number between 0 and 1 \(exclusive\), got -0\.1/);
+  refuses({ desc_act: 'yes' }, ConfigError, /desc_act" must be true or false/);
+  refuses({ dynamic: { '-:.*down_proj.*': {}, '+:.*q_proj.*': { bits: 8 } } }, UnsupportedModelError, /"quantization_config\.dynamic" .* is not supported: per-module overrides \("-:\.\*down_proj\.\*", "\+:\.\*q_proj\.\*"\)/);
+  refuses({ dynamic: [] }, ConfigError, /dynamic" must be an object of per-module overrides or null/);
+  refuses({ is_marlin_format: true }, UnsupportedModelError, /"quantization_config\.is_marlin_format" true is not supported: AutoGPTQ's Marlin-repacked/);
+  refuses({ checkpoint_format: 'marlin' }, UnsupportedModelError, /"quantization_config\.checkpoint_format" "marlin" is not supported: a marlin-repacked layout/);
+  refuses({ format: 'bitblas' }, UnsupportedModelError, /"quantization_config\.format" "bitblas" is not supported/);
+  refuses({ checkpoint_format: 'gptq_v3' }, ConfigError, /checkpoint_format" must be "gptq" or "gptq_v2", got "gptq_v3"/);
+  refuses({ checkpoint_format: 'gptq', format: 'gptq_v2' }, ConfigError, /"quantization_config\.checkpoint_format" "gptq" and "quantization_config\.format" "gptq_v2" disagree/);
+  refuses({ pack_dtype: 'int16' }, UnsupportedModelError, /pack_dtype" "int16" is not supported: qweight and qzeros are read as int32 words/);
+  refuses({ lm_head: true }, UnsupportedModelError, /"quantization_config\.lm_head" true is not supported: a quantized lm_head/);
+  refuses({ method: 'awq' }, UnsupportedModelError, /"quantization_config\.method" "awq" is not supported/);
+  refuses({ meta: 5 }, ConfigError, /meta" must be an object or null/);
+  refuses({ w_bit: 4 }, ConfigError, /gives bits twice/);
+  refuses({ dataset: 7 }, ConfigError, /dataset" must be a dataset name or file, a list of texts, or null/);
+  refuses({ modules_in_block_to_quantize: ['q_proj'] }, ConfigError, /modules_in_block_to_quantize" must be a list of lists of module names/);
+  // From a call, unknown keys and GAR are refused.
+  assert.throws(() => gptq({ quant_method: 'gptq', bits: 4, grup_size: 128 }, true), /"quantization_config\.grup_size" is not a GPTQConfig field \(did you mean groupSize\?\)/);
+  assert.throws(() => gptq({ quant_method: 'gptq', bits: 4, act_group_aware: true }, true), UnsupportedModelError);
+});
+
+test('GPTQConfig: camelCase or snake_case, checked as built, defaults filled; fromPretrained says to use the GPTQ driver', async () => {
+  const c = new GPTQConfig({ bits: 4, groupSize: 128, descAct: false, dataset: ['some text', 'more text'], nsamples: 16 });
+  assert.deepEqual({ ...c }, {
+    quantMethod: 'gptq', bits: 4, groupSize: 128, dampPercent: 0.01, descAct: false, staticGroups: false, sym: true, trueSequential: true,
+    checkpointFormat: 'gptq', dataset: ['some text', 'more text'], nsamples: 16, modelSeqlen: null, seed: 0, modulesInBlockToQuantize: null,
+  });
+  const s = new GPTQConfig({ bits: 3, group_size: 64, desc_act: true, damp_percent: 0.1, checkpoint_format: 'gptq_v2', model_seqlen: 512 });
+  assert.deepEqual([s.bits, s.groupSize, s.descAct, s.dampPercent, s.checkpointFormat, s.modelSeqlen], [3, 64, true, 0.1, 'gptq_v2', 512]);
+  assert.equal(pyJsonDumps(s.toDict(), { indent: 2 }), '{\n  "bits": 3,\n  "group_size": 64,\n  "damp_percent": 0.1,\n  "desc_act": true,\n'
+    + '  "static_groups": false,\n  "sym": true,\n  "true_sequential": true,\n  "model_name_or_path": null,\n  "model_file_base_name": null,\n'
+    + '  "quant_method": "gptq",\n  "checkpoint_format": "gptq_v2"\n}');
+  assert.throws(() => new GPTQConfig({ bits: 4, groupsize: 128 }), (e: Error) => e instanceof ConfigError && /^GPTQConfig: "groupsize" is not a GPTQConfig field \(did you mean groupSize\?\)/.test(e.message));
+  assert.throws(() => new GPTQConfig({ bits: 6 as GptqBits }), /^ConfigError: GPTQConfig: "bits" must be one of 2, 3, 4, 8, got 6/);
+  assert.throws(() => new GPTQConfig({ bits: 4, nsamples: 0 }), /"nsamples" must be a positive integer, got 0/);
+  assert.throws(() => new GPTQConfig(null as never), /GPTQConfig: expected an options object/);
+  // A GPTQConfig passes fromPretrained's strict check; quantizing needs calibration through the model, so loading
+  // a float checkpoint with it names what to use.
+  assert.deepEqual(pick(parseQuantizationConfig(c, 'fromPretrained', { strict: true, where: 'quantizationConfig' }) as GptqQuantizationSpec), [4, 128, 0.01, false, false, true, true, 'gptq']);
+  await assert.rejects(fromPretrained(join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_bf16'), { backend: 'ref', quantizationConfig: c }),
+    (e: Error) => e instanceof UnsupportedModelError && /GPTQ cannot quantize a layer while the model loads .*lowbit quantize --method gptq/.test(e.message));
+  await assert.rejects(fromPretrained(join(ROOT, 'test', 'fixtures', 'gptq', 'optimum_3bit_g32_bias'), { backend: 'ref', quantizationConfig: c }), /already quantized/);
 });
