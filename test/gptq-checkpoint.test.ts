@@ -12,7 +12,7 @@ import { refBackend } from '../src/backend/ref/index.js';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
 import { loadStateDict } from '../src/io/checkpoint.js';
 import { readConfig } from '../src/io/config.js';
-import type { GptqQuantizationSpec } from '../src/io/gptqconfig.js';
+import { GPTQConfig, parseGptqConfig, type GptqQuantizationSpec } from '../src/io/gptqconfig.js';
 import { savePretrained, SavePretrainedError } from '../src/io/save.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { installGptq } from '../src/models/factory.js';
@@ -307,4 +307,71 @@ test('quantStats and lowbit info: GPTQ bits, group size, act-order and bits per 
   const text = lowbit('info', join(FIX, 'gptqmodel_4bit_g32_asym_v2'));
   assert.equal(text.code, 0, text.err);
   assert.match(text.out, /quantization +gptq 4-bit, group 32, no act-order, asym, format gptq_v2: 7 layers, 30,720 weights at 5\.125 bits\/weight \(scales, zeros and g_idx included\)/);
+});
+
+/** Round-to-nearest codes per §4.1 (sym or asym, groups along K): what the GPTQ driver hands over, minus the updates. */
+function rtnCodes(W: Float32Array, N: number, K: number, bits: GptqCodes['bits'], groupSize: number, sym: boolean): GptqCodes {
+  const maxq = (1 << bits) - 1, G = groupSize === -1 ? K : groupSize, nGroups = Math.ceil(K / G);
+  const c: GptqCodes = { bits, groupSize, shape: [N, K], intWeight: new Uint8Array(N * K), scales: new Float32Array(nGroups * N), zeros: new Uint8Array(nGroups * N), gIdx: Int32Array.from({ length: K }, (_, k) => Math.floor(k / G)) };
+  for (let g = 0; g < nGroups; g++) {
+    for (let n = 0; n < N; n++) {
+      let lo = 0, hi = 0;
+      for (let k = g * G; k < Math.min(K, (g + 1) * G); k++) { lo = Math.min(lo, W[n * K + k]); hi = Math.max(hi, W[n * K + k]); }
+      if (sym) { hi = Math.max(-lo, hi); if (lo < 0) lo = -hi; }
+      if (lo === 0 && hi === 0) { lo = -1; hi = 1; }
+      const scale = Math.fround((hi - lo) / maxq), zero = sym ? (maxq + 1) / 2 : Math.round(-lo / scale);
+      c.scales[g * N + n] = scale; c.zeros[g * N + n] = zero;
+      for (let k = g * G; k < Math.min(K, (g + 1) * G); k++) c.intWeight[n * K + k] = Math.min(maxq, Math.max(0, Math.round(W[n * K + k] / scale) + zero));
+    }
+  }
+  return c;
+}
+
+test('every family: GPTQ codes installed into OPT, Qwen2 (biases), Mistral golden models save (sharded too) and load back to the same logits', async () => {
+  const root = tmp();
+  try {
+    for (const [g, bits, sym] of [['opt_125m_like', 4, true], ['opt_350m_like', 4, false], ['qwen2', 8, false], ['mistral_sliding', 3, true]] as const) {
+      const m = await fromPretrained(join(ROOT, 'test', 'fixtures', 'golden', g), { backend: 'ref' });
+      const ids = IDS.map((r) => r.map((i) => i % m.config.vocab_size));
+      const yFloat = m.model.forward(ids).f32;
+      // The linears inside the decoder blocks, as AutoGPTQ / optimum quantize them (OPT's project_in/out stay float).
+      const codes = new Map<string, GptqCodes>();
+      for (const [name, l] of m.model.linears()) {
+        if (!/\.layers\.\d+\./.test(name)) continue;
+        const w = (l as Linear).weight;
+        codes.set(name, rtnCodes(w.toF32(), l.outFeatures, l.inFeatures, bits, 32, sym));
+      }
+      const spec = new GPTQConfig({ bits, groupSize: 32, sym, checkpointFormat: sym ? 'gptq' : 'gptq_v2' });
+      installGptq(m, codes, parseGptqConfig({ ...spec } as Record<string, unknown>, 'test', { strict: true }));
+      const y = m.model.forward(ids).f32;
+      let num = 0, den = 0;
+      for (let i = 0; i < y.length; i++) { num += (y[i] - yFloat[i]) ** 2; den += yFloat[i] ** 2; }
+      // Random-init goldens magnify weight error; measured: OPT 4-bit 0.18 / 0.085, Qwen2 8-bit 0.016, Mistral 3-bit 0.55.
+      const err = Math.sqrt(num / den);
+      assert.ok(err > 0 && err < ({ 3: 0.8, 4: 0.3, 8: 0.03 } as Record<number, number>)[bits], `${g}: ${bits}-bit RTN moves the logits by ${err}`);
+      for (const maxShardSize of [undefined, 8000]) {
+        const out = join(root, `${g}-${maxShardSize ?? 'one'}`);
+        const r = savePretrained(m, out, { maxShardSize });
+        assert.equal(r.sharded, maxShardSize !== undefined, g);
+        if (r.sharded) assert.ok(existsSync(join(out, 'model.safetensors.index.json')) && r.files.length > 2);
+        const back = await fromPretrained(out, { backend: 'ref' });
+        assert.deepEqual(back.model.forward(ids).f32, y, `${g} ${maxShardSize ?? 'single file'}`);
+        for (const [name, l] of back.model.linears()) assert.equal(l instanceof GptqLinear, codes.has(name), `${g}: ${name}`);
+        if (g === 'qwen2') assert.equal(back.tensors.get('model.layers.0.self_attn.q_proj.bias')!.dtype, 'F16');
+      }
+    }
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+test('a folder with no model.safetensors or index loads its one other safetensors file, and refuses to guess between several', async () => {
+  const root = tmp();
+  try {
+    const dir = join(root, 'two');
+    mkdirSync(dir);
+    for (const f of readdirSync(join(FIX, 'autogptq_4bit_g32_actorder'))) writeFileSync(join(dir, f), readFileSync(join(FIX, 'autogptq_4bit_g32_actorder', f)));
+    writeFileSync(join(dir, 'gptq_model-4bit-128g.safetensors'), readFileSync(join(FIX, 'autogptq_4bit_g32_actorder', 'gptq_model-4bit-32g.safetensors')));
+    assert.throws(() => loadStateDict(dir), /no model\.safetensors or model\.safetensors\.index\.json, and 2 other safetensors files \(gptq_model-4bit-128g\.safetensors, gptq_model-4bit-32g\.safetensors\): cannot tell which is the model/);
+    rmSync(join(dir, 'gptq_model-4bit-32g.safetensors'));
+    assert.equal((await fromPretrained(dir, { backend: 'ref' })).model.linears().size, 8);
+  } finally { rmSync(root, { recursive: true, force: true }); }
 });

@@ -15,7 +15,8 @@ import { gptqConfigDict, type GptqQuantizationSpec } from '../io/gptqconfig.js';
 import { GptqError, gptqFromStateDict, packGptq } from '../quant/gptq-format.js';
 import type { GptqCodes } from '../quant/gptq-types.js';
 import { fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../quant/qweight.js';
-import type { DType } from '../tensor/dtype.js';
+import { f16ToF32, f32ToF16, type DType } from '../tensor/dtype.js';
+import { Tensor } from '../tensor/tensor.js';
 import { MissingTensorError, Weights } from './model.js';
 
 /** A linear layer `name` ([out, in], with or without a bias), its weights read from the checkpoint. */
@@ -106,7 +107,7 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
 /**
  * Hands GPTQ's output to a loaded float model (the GPTQ driver calls this once every layer is quantized): each
  * layer of `codesByLayer` is packed as AutoGPTQ packs it (v1 or v2 per spec.checkpointFormat) and swapped in as a
- * GptqLinear through replaceLinear, its bias kept; the model's quantizationConfig becomes GPTQ's. The model then runs
+ * GptqLinear through replaceLinear, its bias kept (rounded to float16, as saved); the model's quantizationConfig becomes GPTQ's. The model then runs
  * quantized (matmulQ) and savePretrained writes the AutoGPTQ folder, through the same code as a loaded GPTQ file.
  */
 export function installGptq(m: LoadedModel, codesByLayer: Map<string, GptqCodes>, spec: GptqQuantizationSpec): void {
@@ -124,7 +125,9 @@ export function installGptq(m: LoadedModel, codesByLayer: Map<string, GptqCodes>
       throw new GptqError(`${name}: codes are ${codes.bits}-bit group ${codes.groupSize}, the config says ${spec.bits}-bit group ${spec.groupSize}`);
     }
     const w = packGptq(codes, { name, sym: spec.sym, descAct: spec.descAct, checkpointFormat: spec.checkpointFormat });
-    layers.push([name, quantLinear(m.model.backend, name, fromGptq(w), old.bias) as GptqLinear]);
+    // AutoGPTQ's pack stores the bias as float16 (`linear.bias.half()`): the model runs with the bias it saves.
+    const bias = old.bias && new Tensor('F32', old.bias.shape, Float32Array.from(old.bias.f32, (x) => f16ToF32(f32ToF16(x))));
+    layers.push([name, quantLinear(m.model.backend, name, fromGptq(w), bias) as GptqLinear]);
   }
   // Every layer is packed (and checked) before the first swap, so an error leaves the model as it was.
   for (const [name, layer] of layers) m.model.replaceLinear(name, layer);
