@@ -16,6 +16,7 @@ import { GPTQConfig, parseGptqConfig, type GptqQuantizationSpec } from '../src/i
 import { savePretrained, SavePretrainedError } from '../src/io/save.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { installGptq } from '../src/models/factory.js';
+import { randomLlama, SHAPES } from '../src/models/random.js';
 import { Weights } from '../src/models/model.js';
 import { buildModel } from '../src/models/registry.js';
 import { Linear } from '../src/nn/layers.js';
@@ -373,5 +374,63 @@ test('a folder with no model.safetensors or index loads its one other safetensor
     assert.throws(() => loadStateDict(dir), /no model\.safetensors or model\.safetensors\.index\.json, and 2 other safetensors files \(gptq_model-4bit-128g\.safetensors, gptq_model-4bit-32g\.safetensors\): cannot tell which is the model/);
     rmSync(join(dir, 'gptq_model-4bit-32g.safetensors'));
     assert.equal((await fromPretrained(dir, { backend: 'ref' })).model.linears().size, 8);
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+/**
+ * vLLM's acceptance rules for a GPTQ checkpoint (docs/p5-gptq-format.md), transcribed from its sources:
+ * GPTQMarlinConfig.is_gptq_marlin_compatible (quant_method "gptq"; bits, group_size, sym, desc_act all present;
+ * (bits, sym) in TYPE_MAP = {(4, true), (8, true)}; group_size in MARLIN_SUPPORTED_GROUP_SIZES [-1, 32, 64, 128]),
+ * verify_marlin_supports_shape per layer (out % 64, in % 128, in % group_size), and the plain GPTQ loader's
+ * create_weights shapes (qweight [in / pack, out], qzeros [groups, out / pack], scales [groups, out], g_idx [in]).
+ */
+function vllmProblems(dir: string): string[] {
+  const problems: string[] = [];
+  const qc = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config;
+  const { bits, group_size: G, sym, desc_act: descAct, quant_method: method, checkpoint_format: fmt } = qc;
+  if (method !== 'gptq') problems.push(`quant_method ${method}`);
+  if ([bits, G, sym, descAct].some((x) => x === undefined || x === null)) problems.push('bits/group_size/sym/desc_act missing');
+  if (!(sym === true && (bits === 4 || bits === 8))) problems.push(`(bits ${bits}, sym ${sym}) not in Marlin's TYPE_MAP`);
+  if (![-1, 32, 64, 128].includes(G)) problems.push(`group_size ${G} not a Marlin group size`);
+  if (fmt !== 'gptq') problems.push(`checkpoint_format ${fmt}`);
+  const t = loadStateDict(dir).tensors;
+  for (const [k, qw] of t) {
+    const p = /^(.*)\.qweight$/.exec(k)?.[1];
+    if (!p) continue;
+    const K = t.get(`${p}.g_idx`)!.shape[0], N = qw.shape[1], groups = G === -1 ? 1 : K / G;
+    if (N % 64 !== 0 || K % 128 !== 0 || (G !== -1 && G < K && K % G !== 0)) problems.push(`${p}: [${N}, ${K}] not a Marlin shape`);
+    const want: [string, string, number[]][] = [['qweight', 'I32', [K * bits / 32, N]], ['qzeros', 'I32', [groups, N * bits / 32]], ['scales', 'F16', [groups, N]], ['g_idx', 'I32', [K]]];
+    for (const [s, dt, shape] of want) {
+      const x = t.get(`${p}.${s}`);
+      if (!x || x.dtype !== dt || x.shape.join() !== shape.join()) problems.push(`${p}.${s}: ${x?.dtype} [${x?.shape}], vLLM makes ${dt} [${shape}]`);
+    }
+  }
+  return problems;
+}
+
+test('a symmetric 4-bit g128 desc_act=False save from lowbit passes vLLM\'s GPTQ-Marlin checks; asymmetric / 3-bit ones go to its plain GPTQ loader', async () => {
+  const root = tmp();
+  try {
+    // A Llama with Marlin-sized layers (out multiples of 64, in multiples of 128), float16 as GPTQ models are.
+    const { config, tensors } = randomLlama({ ...SHAPES['tinyllama-1.1b'], hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2,
+      num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 128 }, 'F16', 3);
+    const src = join(root, 'float');
+    mkdirSync(src);
+    writeSafetensors(join(src, 'model.safetensors'), tensors, { format: 'pt' });
+    writeFileSync(join(src, 'config.json'), JSON.stringify(config.raw));
+    for (const [bits, sym, ok] of [[4, true, true], [8, true, true], [4, false, false], [3, true, false]] as const) {
+      const m = await fromPretrained(src, { backend: 'ref' });
+      const codes = new Map<string, GptqCodes>();
+      for (const [name, l] of m.model.linears()) {
+        if (name !== 'lm_head') codes.set(name, rtnCodes((l as Linear).weight.toF32(), l.outFeatures, l.inFeatures, bits, 128, sym));
+      }
+      installGptq(m, codes, parseGptqConfig({ ...new GPTQConfig({ bits, groupSize: 128, descAct: false, sym }) } as Record<string, unknown>, 'test', { strict: true }));
+      const out = join(root, `${bits}-${sym}`);
+      savePretrained(m, out);
+      const problems = vllmProblems(out);
+      if (ok) assert.deepEqual(problems, [], `${bits}-bit sym ${sym}`);
+      else assert.ok(problems.length > 0 && problems.every((p) => /TYPE_MAP/.test(p)), `${bits}-bit sym ${sym}: only Marlin's type check fails: ${problems}`);
+      assert.equal(JSON.parse(readFileSync(join(out, 'quantize_config.json'), 'utf8')).model_file_base_name, 'model');
+    }
   } finally { rmSync(root, { recursive: true, force: true }); }
 });
