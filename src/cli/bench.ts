@@ -16,7 +16,7 @@ import type { KVCache } from '../nn/kvcache.js';
 import { Weights } from '../models/model.js';
 import type { QuantizedLayerEvent } from '../models/factory.js';
 import { parseQuantizationConfig, type BitsAndBytesConfig } from '../io/quantconfig.js';
-import { Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { GptqLinear, Linear4bit, Linear8bitLt, QuantLinear } from '../nn/quant.js';
 import type { QuantizedWeight } from '../quant/qweight.js';
 import type { Backend } from '../backend/backend.js';
 import { randomLlama, SHAPES } from '../models/random.js';
@@ -105,7 +105,7 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
   let bytes = 0, flops = 0;
   for (const [name, lin] of model.linears()) {
     const w = (lin as { weight?: Tensor }).weight;
-    const b = lin instanceof Linear4bit || lin instanceof Linear8bitLt ? quantizedBytes(lin.qweight)
+    const b = lin instanceof QuantLinear ? quantizedBytes(lin.qweight)
       : w ? w.byteLength : lin.inFeatures * lin.outFeatures * 2;
     bytes += b;
     // Prefill computes logits for the last position only.
@@ -345,6 +345,7 @@ function quantInfo(model: CausalLM, backend: Backend): { format: string; doubleQ
   for (const [, lin] of model.linears()) {
     if (lin instanceof Linear4bit) { formats.add(lin.qweight.format); dq.add(lin.qweight.bnb4.nested !== null); layers++; }
     else if (lin instanceof Linear8bitLt) { formats.add('int8'); layers++; }
+    else if (lin instanceof GptqLinear) { formats.add('gptq'); layers++; }
   }
   if (!layers) return null;
   // backend/dispatch.ts's rule: the backend's own kernel when it says it supports every format here, else ref.

@@ -70,14 +70,19 @@ function requireFolder(dir: string): void {
   throw new CheckpointError(dir, d.problem);
 }
 
+/** `*.safetensors` files of `dir` other than a save's temp and staged names, sorted (model.safetensors included). */
+export function otherSafetensorsFiles(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && !STAGED_RE.test(f) && !TEMP_RE.test(f)
+    && probePath(join(dir, f)).kind === 'file').sort();
+}
+
 /**
  * The one `*.safetensors` file of a folder that has neither model.safetensors nor an index: AutoGPTQ names its
  * file `gptq_model-4bit-128g.safetensors` (quantize_config.json's model_file_base_name). Null when there is none;
  * several are a CheckpointError naming them (which one is the model is anyone's guess).
  */
 function otherSingleFile(dir: string): string | null {
-  const found = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && !STAGED_RE.test(f) && !TEMP_RE.test(f)
-    && probePath(join(dir, f)).kind === 'file').sort();
+  const found = otherSafetensorsFiles(dir);
   if (found.length > 1) {
     throw new CheckpointError(dir, `no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME}, and ${found.length} other safetensors files (${found.slice(0, 4).join(', ')}${found.length > 4 ? ', …' : ''}): cannot tell which is the model`);
   }
