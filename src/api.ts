@@ -12,7 +12,8 @@ import { resolveModelDir, ResolveOptions } from './io/hub.js';
 import type { CausalLM } from './models/model.js';
 import { Weights } from './models/model.js';
 import { buildModel } from './models/registry.js';
-import { bitsAndBytesConfigDict, parseQuantizationConfig, type BitsAndBytesConfig } from './io/quantconfig.js';
+import { parseQuantizationConfig, quantizationConfigDict, type BitsAndBytesConfig } from './io/quantconfig.js';
+import type { GPTQConfig, GPTQConfigOptions } from './io/gptqconfig.js';
 import type { QuantizedLayerEvent } from './models/factory.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
@@ -31,8 +32,9 @@ export interface LoadOptions extends ResolveOptions {
    * Quantize a float checkpoint as it loads, with transformers' BitsAndBytesConfig meanings (camelCase or
    * snake_case keys): NF4/FP4 (double quant optional) or LLM.int8. lm_head and llmInt8SkipModules stay float. A
    * checkpoint saved quantized (config.json has quantization_config) loads as it is and refuses this option.
+   * A GPTQConfig is checked here; quantizing with it needs the GPTQ driver (calibration through the model).
    */
-  quantizationConfig?: BitsAndBytesConfig | Record<string, unknown>;
+  quantizationConfig?: BitsAndBytesConfig | GPTQConfig | GPTQConfigOptions | Record<string, unknown>;
   /**
    * 4-bit block size for quantizationConfig (32 … 4096, powers of two; default 64, bitsandbytes' `blocksize`).
    * transformers' BitsAndBytesConfig has no such field; the saved quant_state records it, so any size loads.
@@ -57,8 +59,9 @@ export interface LoadedModel {
   dir: string;
   loadMs: number;
   /**
-   * The quantization_config transformers would write for this model (FORMATS.md §2.5): the checkpoint's own, or the
-   * one quantizationConfig asked for; null for a float model. savePretrained writes it.
+   * The quantization_config transformers would write for this model (FORMATS.md §2.5; GPTQ: AutoGPTQ's key set,
+   * §4.6): the checkpoint's own, or the one quantizationConfig asked for; null for a float model. savePretrained
+   * writes it.
    */
   quantizationConfig?: Map<string, unknown> | null;
 }
@@ -72,7 +75,7 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   if (opts.blocksize !== undefined) {
-    if (!quantize || quantize.format === 'int8') throw new ConfigError('fromPretrained: blocksize applies to 4-bit quantizationConfig only');
+    if (!quantize || quantize.method !== 'bitsandbytes' || quantize.format === 'int8') throw new ConfigError('fromPretrained: blocksize applies to 4-bit quantizationConfig only (bitsandbytes nf4 or fp4)');
     if (!BNB4_BLOCKSIZES.includes(opts.blocksize)) throw new ConfigError(`fromPretrained: blocksize must be one of ${BNB4_BLOCKSIZES.join(', ')}, got ${JSON.stringify(opts.blocksize)}`);
     quantize.blocksize = opts.blocksize;
   }
@@ -82,8 +85,8 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: layers?.event });
   layers?.finish();
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
-  const qc = config.quantization_config ? bitsAndBytesConfigDict(config.raw.quantization_config, join(dir, 'config.json'))
-    : quantize ? bitsAndBytesConfigDict(opts.quantizationConfig, 'fromPretrained') : null;
+  const qc = config.quantization_config ? quantizationConfigDict(config.quantization_config, config.raw.quantization_config, join(dir, 'config.json'))
+    : quantize ? quantizationConfigDict(quantize, opts.quantizationConfig, 'fromPretrained') : null;
   return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0, quantizationConfig: qc };
 }
 

@@ -13,7 +13,7 @@ export { plan, modelShape, kvBytesPerToken, DEVICES, MODEL_PRESETS } from './pla
 export { readConfig, parseConfig, ConfigError, UnsupportedModelError } from './io/config.js';
 export type { ModelConfig, LlamaConfig, OptConfig } from './io/config.js';
 export { readSafetensors, writeSafetensors, serializeSafetensors, SafetensorsError } from './io/safetensors.js';
-export { loadStateDict, saveStateDict } from './io/checkpoint.js';
+export { loadStateDict, saveStateDict, checkpointFiles } from './io/checkpoint.js';
 export { resolveModelDir, hubCacheDir, ModelNotFoundError } from './io/hub.js';
 export { Tensor } from './tensor/tensor.js';
 export type { DType } from './tensor/dtype.js';
@@ -40,9 +40,17 @@ export { resolveGeneration } from './generate/config.js';
 export type { NormalizeOptions } from './generate/config.js';
 export { CONFIG_LIMITS } from './io/config.js';
 export { parseQuantizationConfig } from './io/quantconfig.js';
-export type { BitsAndBytesConfig, QuantizationSpec } from './io/quantconfig.js';
-export type { QuantizedWeight, QuantFormat } from './quant/qweight.js';
-export { Linear4bit, Linear8bitLt } from './nn/quant.js';
+export type { BitsAndBytesConfig, BitsAndBytesSpec, QuantizationSpec } from './io/quantconfig.js';
+export { GPTQConfig, gptqConfigDict } from './io/gptqconfig.js';
+export type { GPTQConfigOptions, GptqQuantizationSpec } from './io/gptqconfig.js';
+export type { QuantizedWeight, QuantFormat, GptqQuantizedWeight } from './quant/qweight.js';
+export { Linear4bit, Linear8bitLt, GptqLinear, QuantLinear } from './nn/quant.js';
+export {
+  GptqError, packGptq, unpackGptq, dequantizeGptq, convertGptqFormat, gptqToStateDict, gptqFromStateDict, gptqShapeProblem,
+} from './quant/gptq-format.js';
+export type { GptqWeight, GptqCheckpointFormat } from './quant/gptq-format.js';
+export type { GptqCodes, GptqOptions, GptqBits } from './quant/gptq-types.js';
+export { installGptq } from './models/factory.js';
 export { Bnb4Error } from './quant/bnb4.js';
 export { Int8Error } from './quant/int8.js';
 export { chatTerminators } from './generate/terminators.js';

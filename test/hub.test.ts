@@ -334,3 +334,24 @@ test('a cached index whose weight_map names something other than a file beside i
     }
   } finally { rmSync(cache, { recursive: true, force: true }); }
 });
+
+test('an AutoGPTQ repository (gptq_model-4bit-32g.safetensors, quantize_config.json, no model.safetensors) downloads and loads', async () => {
+  const cache = mkdtempSync(join(tmpdir(), 'lowbit-hub-'));
+  const saved = { ...process.env };
+  try {
+    process.env.HF_TOKEN = 'hf_test';
+    delete process.env.HF_HUB_OFFLINE;
+    const src = join(GOLDEN_DIR, '..', 'gptq', 'autogptq_4bit_g32_actorder');
+    const files = readdirSync(src);
+    assert.deepEqual(files.sort(), ['config.json', 'gptq_model-4bit-32g.safetensors', 'quantize_config.json']);
+    const seen: string[] = [];
+    const dir = await resolveModelDir('org/remote', { cacheDir: cache, fetch: fakeHub(src, files, seen) });
+    assert.deepEqual(readdirSync(dir).sort(), files);
+    assert.equal((await fromPretrained(dir, { backend: 'ref' })).model.linears().size, 8);
+    // Offline afterwards, the snapshot counts as complete.
+    assert.equal(await resolveModelDir('org/remote', { cacheDir: cache, offline: true }), dir);
+  } finally {
+    process.env = saved;
+    rmSync(cache, { recursive: true, force: true });
+  }
+});

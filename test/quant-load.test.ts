@@ -9,7 +9,7 @@ import { fromPretrained } from '../src/api.js';
 import { refBackend } from '../src/backend/ref/index.js';
 import { ConfigError, readConfig, UnsupportedModelError } from '../src/io/config.js';
 import { loadStateDict } from '../src/io/checkpoint.js';
-import { parseQuantizationConfig } from '../src/io/quantconfig.js';
+import { parseQuantizationConfig, type BitsAndBytesSpec } from '../src/io/quantconfig.js';
 import { keepsFloat } from '../src/models/factory.js';
 import { Weights } from '../src/models/model.js';
 import { buildModel } from '../src/models/registry.js';
@@ -18,7 +18,7 @@ import { Linear4bit, Linear8bitLt } from '../src/nn/quant.js';
 import { Bnb4Error, bnb4ToStateDict } from '../src/quant/bnb4.js';
 import { Int8Error, int8ToStateDict } from '../src/quant/int8.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { dequantizeWeight, type QuantizedWeight } from '../src/quant/qweight.js';
+import { dequantizeWeight, type Bnb4QuantizedWeight, type Int8QuantizedWeight } from '../src/quant/qweight.js';
 import { setWarningHandler } from '../src/util/warn.js';
 import { GOLDEN_DIR, relErr, ROOT } from './helpers.js';
 
@@ -36,7 +36,7 @@ async function withWarnings<T>(fn: () => Promise<T>): Promise<{ value: T; warnin
   }
 }
 
-const qweight = (l: LinearLike): QuantizedWeight => (l as Linear4bit | Linear8bitLt).qweight;
+const qweight = (l: LinearLike): Bnb4QuantizedWeight | Int8QuantizedWeight => (l as Linear4bit | Linear8bitLt).qweight;
 
 /** The worst relative error of a quantized model's weights against the float model's: the scale logits can move by. */
 function worstWeightErr(q: Map<string, LinearLike>, f: Map<string, LinearLike>): number {
@@ -93,7 +93,7 @@ test('a quantized checkpoint missing a side tensor or of the wrong quant type is
   }
   const path = join(FIX, 'hf_llama_nf4dq'), { tensors } = loadStateDict(path, { mmap: false });
   const config = readConfig(join(path, 'config.json'));
-  const fp4 = { ...config, quantization_config: { ...config.quantization_config!, format: 'fp4' as const } };
+  const fp4 = { ...config, quantization_config: { ...(config.quantization_config as BitsAndBytesSpec), format: 'fp4' as const } };
   assert.throws(() => buildModel(fp4, new Weights(tensors, path), refBackend), /stored as nf4, but .*bnb_4bit_quant_type is fp4/);
   assert.throws(() => buildModel(config, new Weights(tensors, path), refBackend, { quantize: config.quantization_config }),
     (e: Error) => e instanceof ConfigError && /already quantized/.test(e.message));
@@ -110,7 +110,7 @@ test('quantization_config is checked where it enters, naming file and key', () =
   assert.equal(parseQuantizationConfig(null, src), null);
   const refuses = (v: unknown, E: typeof ConfigError, re: RegExp, strict = false) =>
     assert.throws(() => parseQuantizationConfig(v, src, { strict }), (e: Error) => e instanceof E && e.message.startsWith(`${src}: `) && re.test(e.message), re.source);
-  refuses({ quant_method: 'gptq', bits: 4 }, UnsupportedModelError, /"quantization_config\.quant_method" "gptq" is not supported \(supported: bitsandbytes\)/);
+  refuses({ quant_method: 'awq', bits: 4 }, UnsupportedModelError, /"quantization_config\.quant_method" "awq" is not supported \(supported: bitsandbytes, gptq\)/);
   refuses({ quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: true }, ConfigError, /sets both load_in_4bit and load_in_8bit/);
   refuses({ quant_method: 'bitsandbytes' }, ConfigError, /sets neither/);
   refuses({ bits: 4 }, ConfigError, /has no "quant_method"/);
@@ -154,7 +154,7 @@ test('skip modules match whole dotted segments; lm_head always stays float', () 
   assert.ok(!keep('model.layers.11.self_attn.q_proj'));
   assert.ok(!keep('model.layers.0.self_attn.k_proj'));
   assert.ok(!keep('model.layers.0.mlpx.up_proj'));
-  assert.ok(keepsFloat('lm_head', { ...spec, skipModules: [] }));
+  assert.ok(keepsFloat('lm_head', { ...(spec as BitsAndBytesSpec), skipModules: [] }));
 });
 
 // ---- quantize on load ----
@@ -237,6 +237,6 @@ test('quantizationConfig: skip modules stay float, the forward runs without a fa
   assert.deepEqual(warnings, []);
   await assert.rejects(fromPretrained(dir, { quantizationConfig: { loadIn4bit: true, bnb4bitQuantTyp: 'nf4' } }),
     (e: Error) => e instanceof ConfigError && /^fromPretrained: "quantizationConfig\.bnb4bitQuantTyp" is not a BitsAndBytesConfig field/.test(e.message));
-  await assert.rejects(fromPretrained(dir, { quantizationConfig: { quantMethod: 'gptq' } as never }), UnsupportedModelError);
+  await assert.rejects(fromPretrained(dir, { quantizationConfig: { quantMethod: 'awq' } as never }), UnsupportedModelError);
   await assert.rejects(fromPretrained(join(FIX, 'hf_llama_int8'), { quantizationConfig: { loadIn8bit: true } }), /already quantized/);
 });

@@ -16,7 +16,7 @@ import type { KVCache } from '../nn/kvcache.js';
 import { Weights } from '../models/model.js';
 import type { QuantizedLayerEvent } from '../models/factory.js';
 import { parseQuantizationConfig, type BitsAndBytesConfig } from '../io/quantconfig.js';
-import { Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { GptqLinear, Linear4bit, Linear8bitLt, QuantLinear } from '../nn/quant.js';
 import type { QuantizedWeight } from '../quant/qweight.js';
 import type { Backend } from '../backend/backend.js';
 import { randomLlama, SHAPES } from '../models/random.js';
@@ -89,11 +89,13 @@ export interface BenchResult {
 
 /**
  * Bytes a quantized layer's matmul reads per token: the codes and the scales (4-bit: packed codes + float32 absmax,
- * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB), as quantStats counts them in a file. The
+ * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB; GPTQ: qweight, qzeros, scales, g_idx), as
+ * quantStats counts them in a file. The
  * fixed per-layer tables (16 code values, the 256-entry nested map) are left out, as there.
  */
 export function quantizedBytes(q: QuantizedWeight): number {
   if (q.format === 'int8') return q.int8.CB.byteLength + q.int8.SCB.byteLength;
+  if (q.format === 'gptq') { const g = q.gptq; return g.qweight.byteLength + g.qzeros.byteLength + g.scales.byteLength + g.gIdx.byteLength; }
   const w = q.bnb4;
   return w.packed.byteLength + (w.absmax?.byteLength ?? 0) + (w.nested ? w.nested.qabsmax.byteLength + w.nested.nestedAbsmax.byteLength : 0);
 }
@@ -103,7 +105,7 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
   let bytes = 0, flops = 0;
   for (const [name, lin] of model.linears()) {
     const w = (lin as { weight?: Tensor }).weight;
-    const b = lin instanceof Linear4bit || lin instanceof Linear8bitLt ? quantizedBytes(lin.qweight)
+    const b = lin instanceof QuantLinear ? quantizedBytes(lin.qweight)
       : w ? w.byteLength : lin.inFeatures * lin.outFeatures * 2;
     bytes += b;
     // Prefill computes logits for the last position only.
@@ -343,6 +345,7 @@ function quantInfo(model: CausalLM, backend: Backend): { format: string; doubleQ
   for (const [, lin] of model.linears()) {
     if (lin instanceof Linear4bit) { formats.add(lin.qweight.format); dq.add(lin.qweight.bnb4.nested !== null); layers++; }
     else if (lin instanceof Linear8bitLt) { formats.add('int8'); layers++; }
+    else if (lin instanceof GptqLinear) { formats.add('gptq'); layers++; }
   }
   if (!layers) return null;
   // backend/dispatch.ts's rule: the backend's own kernel when it says it supports every format here, else ref.

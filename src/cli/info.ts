@@ -3,10 +3,11 @@
 import { fromPretrained } from '../api.js';
 import { checkGenerationFits } from '../generate/generate.js';
 import { kvBytesPerToken, modelShape } from '../plan/plan.js';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { parseIndex, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME } from '../io/checkpoint.js';
+import { statSync } from 'node:fs';
+import { checkpointFiles } from '../io/checkpoint.js';
+import type { QuantizationSpec } from '../io/quantconfig.js';
 import { quantStats } from '../quant/stats.js';
+import { PyFloat } from '../util/pyjson.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { parseCommand, UsageError } from './args.js';
 import { cliMessage, maxNewTokens } from './generate.js';
@@ -19,7 +20,8 @@ Prints the architecture, parameter count (from the tensors), bytes per dtype, KV
 checkpoint files' total bytes, and for a bitsandbytes checkpoint the quantization: format, block size, double
 quantization, compute dtype, and bits per weight in the quantized layers with their scales counted (codes + absmax
 + nested absmax, or int8 codes + SCB: NF4 + double quant at block 64 is 4 + 8/64 + 32/(64·256) ≈ 4.127 on large
-layers). The model is checked as lowbit generate checks it (config values, every tensor's
+layers); for a GPTQ checkpoint bits, group size, act-order, symmetry, the zero-point format (gptq = v1, gptq_v2)
+and bits per weight with qzeros, scales and g_idx counted (4-bit g128: 4 + 20/128 + 32/out ≈ 4.16). The model is checked as lowbit generate checks it (config values, every tensor's
 name and shape, tokenizer files, generation_config.json and its settings against the model's positions, with
 generate's default answer length) without running it: a model info accepts, generate runs.
 
@@ -29,17 +31,24 @@ Examples:
 `;
 
 /** What `lowbit info --json` says about a quantized checkpoint (null for a float one). */
-function quantization(tensors: Map<string, Tensor>, computeDtype: string | null) {
+function quantization(tensors: Map<string, Tensor>, spec: QuantizationSpec | null) {
   const st = quantStats(tensors);
   if (!st.layers.length) return null;
+  const gptq = spec?.method === 'gptq'
+    ? { bits: spec.bits, groupSize: spec.groupSize, descAct: spec.descAct, sym: spec.sym, checkpointFormat: spec.checkpointFormat } : null;
   return {
-    formats: st.formats, blocksizes: st.blocksizes, doubleQuant: st.doubleQuant, computeDtype, layers: st.layers.length,
-    params: st.params, bytes: st.bytes, bitsPerWeight: st.bitsPerWeight,
+    formats: st.formats, blocksizes: st.blocksizes, doubleQuant: st.doubleQuant, computeDtype: spec?.computeDtype ?? null,
+    ...(gptq ? { gptq } : {}), layers: st.layers.length, params: st.params, bytes: st.bytes, bitsPerWeight: st.bitsPerWeight,
   };
 }
 
 function describe(q: ReturnType<typeof quantization>): string {
   if (!q) return 'none';
+  if (q.gptq) {
+    const g = q.gptq;
+    return `gptq ${g.bits}-bit, group ${g.groupSize}, ${g.descAct ? 'act-order' : 'no act-order'}, ${g.sym ? 'sym' : 'asym'}, format ${g.checkpointFormat}: `
+      + `${q.layers} layers, ${q.params.toLocaleString('en-US')} weights at ${q.bitsPerWeight.toFixed(3)} bits/weight (scales, zeros and g_idx included)`;
+  }
   const four = q.formats.some((f) => f !== 'int8');
   const how = [q.formats.join('+'), ...(four ? [`block ${q.blocksizes.join('/')}`, q.doubleQuant ? 'double quant' : q.doubleQuant === false ? 'no double quant' : 'mixed double quant'] : []),
     `compute ${q.computeDtype}`].join(', ');
@@ -48,10 +57,7 @@ function describe(q: ReturnType<typeof quantization>): string {
 
 /** The bytes of the safetensors files the checkpoint loads from (model.safetensors, or the index and its shards). */
 function checkpointBytes(dir: string): number {
-  const single = join(dir, SAFE_WEIGHTS_NAME);
-  if (existsSync(single)) return statSync(single).size;
-  const index = join(dir, SAFE_WEIGHTS_INDEX_NAME);
-  return [...new Set(parseIndex(index).values())].reduce((a, f) => a + statSync(join(dir, f)).size, statSync(index).size);
+  return checkpointFiles(dir).reduce((a, f) => a + statSync(f).size, 0);
 }
 
 const TORCH_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
@@ -83,8 +89,10 @@ export async function runInfo(argv: string[]): Promise<number> {
     parameters: params, layers: shape.layers, hidden_size: shape.hidden, heads: shape.heads, kv_heads: shape.kvHeads, head_dim: shape.headDim,
     vocab_size: config.vocab_size, max_position_embeddings: config.max_position_embeddings, dtypes: byDtype,
     kvBytesPerToken: kvBytesPerToken(shape, dtypeBytes), kvBytesPerTokenLowbitCpu: kvBytesPerToken(shape, 4),
-    quantization_config: config.raw.quantization_config ?? null,
-    quantization: quantization(m.tensors, config.quantization_config?.computeDtype ?? null),
+    // An AutoGPTQ folder may have it in quantize_config.json only: then the normalised one.
+    quantization_config: config.raw.quantization_config
+      ?? (m.quantizationConfig ? Object.fromEntries([...m.quantizationConfig].map(([k, x]) => [k, x instanceof PyFloat ? x.value : x])) : null),
+    quantization: quantization(m.tensors, config.quantization_config),
     fileBytes: checkpointBytes(dir),
   };
   if (v.json) { process.stdout.write(JSON.stringify(info) + '\n'); return 0; }

@@ -70,9 +70,43 @@ function requireFolder(dir: string): void {
   throw new CheckpointError(dir, d.problem);
 }
 
+/** `*.safetensors` files of `dir` other than a save's temp and staged names, sorted (model.safetensors included). */
+export function otherSafetensorsFiles(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && !STAGED_RE.test(f) && !TEMP_RE.test(f)
+    && probePath(join(dir, f)).kind === 'file').sort();
+}
+
+/**
+ * The one `*.safetensors` file of a folder that has neither model.safetensors nor an index: AutoGPTQ names its
+ * file `gptq_model-4bit-128g.safetensors` (quantize_config.json's model_file_base_name). Null when there is none;
+ * several are a CheckpointError naming them (which one is the model is anyone's guess).
+ */
+function otherSingleFile(dir: string): string | null {
+  const found = otherSafetensorsFiles(dir);
+  if (found.length > 1) {
+    throw new CheckpointError(dir, `no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME}, and ${found.length} other safetensors files (${found.slice(0, 4).join(', ')}${found.length > 4 ? ', …' : ''}): cannot tell which is the model`);
+  }
+  return found[0] ?? null;
+}
+
+/**
+ * The weight files `loadStateDict(dir)` reads (model.safetensors, or the index and its shards, or a folder's one
+ * other safetensors file), as paths.
+ */
+export function checkpointFiles(dir: string): string[] {
+  if (probePath(join(dir, SAFE_WEIGHTS_NAME)).kind !== 'missing') return [join(dir, SAFE_WEIGHTS_NAME)];
+  const index = join(dir, SAFE_WEIGHTS_INDEX_NAME);
+  if (probePath(index).kind === 'missing') {
+    const other = otherSingleFile(dir);
+    if (!other) throw new CheckpointError(dir, `no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME} in this folder`);
+    return [join(dir, other)];
+  }
+  return [index, ...[...new Set(parseIndex(index).values())].map((f) => join(dir, f))];
+}
+
 /**
  * Loads every tensor of a checkpoint folder as zero-copy views. Prefers `model.safetensors` over an index, as
- * transformers does. `mmap: false` reads each file into memory instead of mapping it (see readSafetensors: a mapped
+ * transformers does; a folder with neither loads its one other safetensors file (AutoGPTQ's file name). `mmap: false` reads each file into memory instead of mapping it (see readSafetensors: a mapped
  * file that another process truncates kills this process with SIGBUS).
  */
 export function loadStateDict(dir: string, opts: { mmap?: boolean } = {}): StateDict {
@@ -93,6 +127,11 @@ export function loadStateDict(dir: string, opts: { mmap?: boolean } = {}): State
   }
   const ix = probePath(indexPath);
   if (ix.kind === 'missing') {
+    const other = otherSingleFile(dir);
+    if (other) {
+      const f = readSafetensors(join(dir, other), opts);
+      return { tensors: new Map(f.names().map((n) => [n, f.get(n)])), files: [f] };
+    }
     const pt = ['pytorch_model.bin', 'pytorch_model.bin.index.json'].filter((f) => probePath(join(dir, f)).kind !== 'missing');
     const hint = pt.length
       ? ` It has ${pt.join(' and ')}: PyTorch pickle checkpoints are not supported; convert them to safetensors first.`

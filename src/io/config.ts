@@ -3,7 +3,8 @@
 // are accepted. Values that no model can have (0 layers, eps ≤ 0, a RoPE factor ≤ 0, sizes past CONFIG_LIMITS) are
 // rejected here, naming the file and key, because downstream they either abort the process (allocations sized by
 // the config) or quietly produce garbage tokens.
-import { readTextFile } from '../util/fs.js';
+import { dirname, join } from 'node:path';
+import { probePath, readTextFile } from '../util/fs.js';
 import { show } from '../util/text.js';
 import { parseQuantizationConfig, type QuantizationSpec } from './quantconfig.js';
 
@@ -29,7 +30,10 @@ interface BaseConfig {
   eos_token_id: number | number[] | null;
   pad_token_id: number | null;
   torch_dtype: string | null;
-  /** quantization_config, checked and normalised (src/io/quantconfig.ts); null for a float checkpoint. */
+  /**
+   * quantization_config, checked and normalised (src/io/quantconfig.ts), or, for an AutoGPTQ folder whose config.json
+   * has none, its quantize_config.json; null for a float checkpoint.
+   */
   quantization_config: QuantizationSpec | null;
   /** Anything else from the file (quantization_config and so on). */
   raw: Record<string, unknown>;
@@ -98,7 +102,29 @@ export function readConfig(path: string): ModelConfig {
   } catch (e) {
     throw new ConfigError(`${path}: cannot read config: ${(e as Error).message}`);
   }
-  return parseConfig(json, path);
+  const config = parseConfig(json, path);
+  if (!config.quantization_config) config.quantization_config = readQuantizeConfigJson(dirname(path));
+  return config;
+}
+
+/** AutoGPTQ's own config file, beside config.json (FORMATS.md §4.6). */
+export const GPTQ_CONFIG_NAME = 'quantize_config.json';
+
+/**
+ * An AutoGPTQ save from before it copied its config into config.json has only quantize_config.json (whose oldest
+ * versions lack quant_method: it is GPTQ's file). Null when the folder has none.
+ */
+function readQuantizeConfigJson(dir: string): QuantizationSpec | null {
+  const path = join(dir, GPTQ_CONFIG_NAME);
+  if (probePath(path).kind === 'missing') return null;
+  const text = readTextFile(path, (m) => new ConfigError(m));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read config: ${(e as Error).message}`);
+  }
+  return parseQuantizationConfig(json, path, { where: '', defaultMethod: 'gptq' });
 }
 
 /** Check and type a parsed config.json; `source` (the file path) prefixes every error. */

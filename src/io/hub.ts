@@ -8,7 +8,7 @@ import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { probePath, readTextFile, writeFileAtomic } from '../util/fs.js';
 import { warnOnce } from '../util/warn.js';
-import { parseIndex } from './checkpoint.js';
+import { otherSafetensorsFiles, parseIndex } from './checkpoint.js';
 import { checkProgressCallback, progressReporter, type OnProgress } from '../util/progress.js';
 
 export class ModelNotFoundError extends Error { override name = 'ModelNotFoundError'; }
@@ -90,7 +90,8 @@ export function missingFiles(dir: string): string[] {
   if (!existsSync(join(dir, 'config.json'))) return ['config.json'];
   const index = join(dir, 'model.safetensors.index.json');
   if (existsSync(join(dir, 'model.safetensors'))) return [];
-  if (!existsSync(index)) return ['model.safetensors'];
+  // AutoGPTQ's gptq_model-4bit-128g.safetensors: loadStateDict takes a folder's one other safetensors file.
+  if (!existsSync(index)) return otherSafetensorsFiles(dir).length ? [] : ['model.safetensors'];
   const shards = new Set(parseIndex(index).values());
   return [...shards].filter((s) => !existsSync(join(dir, s)));
 }
@@ -185,10 +186,15 @@ async function downloadAt(hub: Hub, id: string, commit: string, files: string[],
 
 async function listWanted(hub: Hub, id: string, commit: string, opts: ResolveOptions): Promise<string[]> {
   const accessToken = opts.token ?? process.env.HF_TOKEN ?? undefined;
-  const files: string[] = [];
+  const files: string[] = [], other: string[] = [];
   for await (const f of hub.listFiles({ repo: { type: 'model', name: id }, revision: commit, accessToken, fetch: opts.fetch ?? fetch, expand: false })) {
-    if (f.type === 'file' && isWanted(f.path, opts.configOnly)) files.push(f.path);
+    if (f.type !== 'file') continue;
+    if (isWanted(f.path, opts.configOnly)) files.push(f.path);
+    else if (/^[^/]+\.safetensors$/.test(f.path)) other.push(f.path);
   }
+  // A repository with neither model.safetensors nor an index but one other safetensors file (AutoGPTQ names it
+  // gptq_model-4bit-128g.safetensors) is loaded from that file, as loadStateDict does.
+  if (!opts.configOnly && other.length === 1 && !files.some((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json')) files.push(other[0]);
   return files;
 }
 

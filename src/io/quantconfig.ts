@@ -1,15 +1,17 @@
 // quantization_config (config.json) and fromPretrained's quantizationConfig, read as transformers'
 // BitsAndBytesConfig reads them (../shared/spec/FORMATS.md §2.5; defaults from transformers 5.17
-// utils/quantization_config.py). Errors name the file (or option) and key, like src/io/config.ts.
+// utils/quantization_config.py), or as GPTQ's writers spell theirs (quant_method "gptq": src/io/gptqconfig.ts,
+// §4.6). Errors name the file (or option) and key, like src/io/config.ts.
 import { ConfigError, UnsupportedModelError } from './config.js';
 import type { TorchFloatDtype } from '../quant/bnb4.js';
 import { LLM_INT8_THRESHOLD } from '../quant/int8.js';
 import { show } from '../util/text.js';
 import { pyFloat } from '../util/pyjson.js';
 import { warnOnce } from '../util/warn.js';
+import { gptqConfigDict, parseGptqConfig, type GptqQuantizationSpec } from './gptqconfig.js';
 
-/** A quantization request, normalised: what the linear factory builds. */
-export interface QuantizationSpec {
+/** A bitsandbytes request, normalised. */
+export interface BitsAndBytesSpec {
   method: 'bitsandbytes';
   format: 'nf4' | 'fp4' | 'int8';
   /** bnb_4bit_use_double_quant (4-bit only). */
@@ -26,6 +28,9 @@ export interface QuantizationSpec {
    */
   blocksize?: number;
 }
+
+/** A quantization request or a checkpoint's quantization, normalised: what the linear factory builds. */
+export type QuantizationSpec = BitsAndBytesSpec | GptqQuantizationSpec;
 
 /** transformers' BitsAndBytesConfig fields in camelCase; snake_case (as in config.json) is accepted too. */
 export interface BitsAndBytesConfig {
@@ -60,10 +65,14 @@ const STORAGES = new Set(['uint8', 'int8', 'float16', 'bfloat16', 'float32']);
  * ("…/config.json" or "fromPretrained"), `where` the key path in errors. From a file, keys transformers may add
  * later are warned about once; from a call (`strict`), an unknown key is an error, as a typo would be.
  */
-export function parseQuantizationConfig(v: unknown, source: string, opts: { where?: string; strict?: boolean } = {}): QuantizationSpec | null {
+export function parseQuantizationConfig(v: unknown, source: string,
+  opts: { where?: string; strict?: boolean; defaultMethod?: 'gptq' } = {}): QuantizationSpec | null {
   const where = opts.where ?? 'quantization_config';
   if (v === undefined || v === null) return null;
-  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${source}: "${where}" must be an object or null, got ${show(v)}`);
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${source}: "${where || 'the config'}" must be an object or null, got ${show(v)}`);
+  // GPTQ (a GPTQConfig, or quant_method "gptq"; AutoGPTQ's quantize_config.json may lack quant_method) has its reader.
+  const rec = v as Record<string, unknown>, named = rec.quant_method ?? rec.quantMethod;
+  if (named === 'gptq' || (named === undefined && opts.defaultMethod === 'gptq')) return parseGptqConfig(rec, source, opts);
   const o: Record<string, unknown> = {};
   const unknown: string[] = [];
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
@@ -90,7 +99,7 @@ export function parseQuantizationConfig(v: unknown, source: string, opts: { wher
   const method = o.quant_method ?? (in4 || in8 ? 'bitsandbytes' : undefined);
   if (method === undefined) throw new ConfigError(`${source}: "${where}" has no "quant_method" (and neither load_in_4bit nor load_in_8bit)`);
   if (method !== 'bitsandbytes') {
-    throw new UnsupportedModelError(`${source}: "${where}.quant_method" ${show(method)} is not supported (supported: bitsandbytes)`);
+    throw new UnsupportedModelError(`${source}: "${where}.quant_method" ${show(method)} is not supported (supported: bitsandbytes, gptq)`);
   }
   if (in4 && in8) throw new ConfigError(`${source}: "${where}" sets both load_in_4bit and load_in_8bit`);
   if (!in4 && !in8) throw new ConfigError(`${source}: "${where}" is bitsandbytes but sets neither load_in_4bit nor load_in_8bit`);
@@ -135,6 +144,7 @@ export function parseQuantizationConfig(v: unknown, source: string, opts: { wher
 export function bitsAndBytesConfigDict(v: unknown, source: string): Map<string, unknown> {
   const spec = parseQuantizationConfig(v, source);
   if (!spec) throw new ConfigError(`${source}: no quantization_config to write`);
+  if (spec.method !== 'bitsandbytes') throw new ConfigError(`${source}: a ${spec.method} quantization_config is not a BitsAndBytesConfig`);
   const o: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) o[CAMEL[k] ?? k] = val;
   const torchName = (x: unknown, dflt: string) => (typeof x === 'string' ? x.replace(/^torch\./, '') : dflt);
@@ -154,4 +164,12 @@ export function bitsAndBytesConfigDict(v: unknown, source: string): Map<string, 
     ['load_in_8bit', !in4],
     ['quant_method', 'bitsandbytes'],
   ]);
+}
+
+/**
+ * The quantization_config savePretrained writes: bitsandbytes' from the config as given (`v`, from `source`), GPTQ's
+ * from the normalised spec (AutoGPTQ's key set, gptqConfigDict), whatever tool wrote the checkpoint.
+ */
+export function quantizationConfigDict(spec: QuantizationSpec, v: unknown, source: string): Map<string, unknown> {
+  return spec.method === 'gptq' ? gptqConfigDict(spec) : bitsAndBytesConfigDict(v, source);
 }

@@ -1,16 +1,20 @@
-// savePretrained: a model folder as transformers + bitsandbytes write it (FORMATS.md §2.4-2.5, §3), so Python loads
-// what lowbit quantized and lowbit loads it back by name. Tensors go through saveStateDict (atomic, sharded); the
-// JSON files through writeFileAtomic.
+// savePretrained: a model folder as transformers + bitsandbytes write it (FORMATS.md §2.4-2.5, §3), or as AutoGPTQ /
+// optimum write a GPTQ model (§4.5-4.6: qweight/qzeros/scales/g_idx, float16 bias, quantization_config and
+// quantize_config.json), so Python loads what lowbit quantized and lowbit loads it back by name. Tensors go through
+// saveStateDict (atomic, sharded); the JSON files through writeFileAtomic.
 import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { LoadedModel } from '../api.js';
-import { Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { GptqLinear, Linear4bit, Linear8bitLt } from '../nn/quant.js';
 import { bnb4ToStateDict } from '../quant/bnb4.js';
+import { gptqToStateDict } from '../quant/gptq-format.js';
+import { f32ToF16 } from '../tensor/dtype.js';
 import { int8ToStateDict } from '../quant/int8.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import { fsyncDir, probePath, readTextFile, TEMP_TAG_RE, tempTag, writeFileAtomic, writerIsGone } from '../util/fs.js';
 import { pyJsonDumps, pyJsonParse } from '../util/pyjson.js';
 import { saveStateDict, type SaveResult } from './checkpoint.js';
+import { GPTQ_CONFIG_NAME } from './config.js';
 
 export class SavePretrainedError extends Error { override name = 'SavePretrainedError'; }
 
@@ -28,19 +32,30 @@ const SIDE_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_confi
 /**
  * The state dict transformers would save for `m`: every checkpoint tensor as loaded, except that the weight of a
  * quantized layer is replaced by its bitsandbytes tensors (Linear4bit: weight, absmax, quant_map, nested_*,
- * quant_state; Linear8bitLt: weight, SCB, weight_format). Biases and unquantized layers keep their checkpoint dtype.
+ * quant_state; Linear8bitLt: weight, SCB, weight_format) or its GPTQ tensors (GptqLinear: qweight, qzeros, scales,
+ * g_idx, and the bias in float16 as AutoGPTQ's pack stores it). Other biases and unquantized layers keep their
+ * checkpoint dtype.
  */
 export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
-  const quant = new Map<string, Map<string, Tensor>>();
+  const quant = new Map<string, Map<string, Tensor>>(), gptq = new Set<string>();
   for (const [name, l] of m.model.linears()) {
     if (l instanceof Linear4bit) quant.set(name, bnb4ToStateDict(name, l.qweight.bnb4));
     else if (l instanceof Linear8bitLt) quant.set(name, int8ToStateDict(name, l.qweight.int8));
+    else if (l instanceof GptqLinear) {
+      const sd = gptqToStateDict(name, l.qweight.gptq);
+      const b = m.tensors.get(`${name}.bias`);
+      if (b?.dtype === 'F16') sd.set(`${name}.bias`, b);
+      else if (l.bias) sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(l.bias.f32, f32ToF16)));
+      quant.set(name, sd);
+      gptq.add(name);
+    }
   }
   // A quantized layer's own names (float weight, or the side tensors of a pre-quantized file) give way to the
   // layer's state dict, written where its first name stood, so the file keeps the checkpoint's order.
   const owner = (k: string): string | undefined => {
-    const p = /^(.*)\.(?:weight(?:\..*)?|weight_format|SCB)$/.exec(k)?.[1];
-    return p !== undefined && quant.has(p) ? p : undefined;
+    let p = /^(.*)\.(?:weight(?:\..*)?|weight_format|SCB)$/.exec(k)?.[1];
+    if (p === undefined) p = /^(.*)\.(?:qweight|qzeros|scales|g_idx|bias)$/.exec(k)?.[1];
+    return p !== undefined && quant.has(p) && (gptq.has(p) || !k.endsWith('.bias')) ? p : undefined;
   };
   const out = new Map<string, Tensor>();
   for (const [k, t] of m.tensors) {
@@ -48,7 +63,7 @@ export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
     if (p === undefined) { out.set(k, t); continue; }
     for (const [qk, qt] of quant.get(p)!) out.set(qk, qt);
   }
-  for (const [p, sd] of quant) if (!out.has(`${p}.weight`)) for (const [qk, qt] of sd) out.set(qk, qt);
+  for (const sd of quant.values()) if (!out.has(sd.keys().next().value!)) for (const [qk, qt] of sd) out.set(qk, qt);
   return out;
 }
 
@@ -61,6 +76,18 @@ function configText(m: LoadedModel): string {
   return pyJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n';
 }
 
+/**
+ * quantize_config.json as AutoGPTQ's save_quantized writes it: `json.dump(indent=2)` of the config in insertion
+ * order, no trailing newline, with model_file_base_name naming the weights' base name ("model": from_quantized then
+ * finds model.safetensors). AutoGPTQ also records its save folder in model_name_or_path; lowbit leaves it null (a
+ * path of this machine; from_quantized sets it from its argument).
+ */
+function quantizeConfigText(qc: Map<string, unknown>): string {
+  const d = new Map(qc);
+  if (d.has('model_file_base_name')) d.set('model_file_base_name', 'model');
+  return pyJsonDumps(d, { indent: 2 });
+}
+
 export interface SavePretrainedResult extends SaveResult {
   dir: string;
   /** Side files copied from the source folder. */
@@ -69,8 +96,8 @@ export interface SavePretrainedResult extends SaveResult {
 
 /**
  * Writes `m` to `dir` as a transformers model folder: model.safetensors (or shards + index), config.json with
- * quantization_config (sorted keys, indent 2, as `save_pretrained`), and generation_config.json and tokenizer
- * files copied from the source folder.
+ * quantization_config (sorted keys, indent 2, as `save_pretrained`), for GPTQ AutoGPTQ's quantize_config.json too,
+ * and generation_config.json and tokenizer files copied from the source folder.
  *
  * A new or empty `dir` appears whole or not at all: the files are written to a sibling staging folder, which one
  * rename makes `dir`. With `overwrite`, a non-empty `dir` has each file replaced atomically, the weights first (one
@@ -90,11 +117,15 @@ export function savePretrained(m: LoadedModel, dir: string, opts: SavePretrained
 
   const tensors = quantizedStateDict(m);
   const config = configText(m);
+  const gptqConfig = m.quantizationConfig?.get('quant_method') === 'gptq' ? quantizeConfigText(m.quantizationConfig) : null;
   const copied = SIDE_FILES.filter((f) => probePath(join(m.dir, f)).kind === 'file');
   const side = copied.map((f) => [f, fs.readFileSync(join(m.dir, f))] as const);
   const writeAll = (to: string): SaveResult => {
     const r = saveStateDict(to, tensors, { maxShardSize: opts.maxShardSize });
     for (const [f, bytes] of side) writeFileAtomic(join(to, f), bytes);
+    // AutoGPTQ's own file; a GPTQ save's stale one would make the folder read as GPTQ (readConfig falls back to it).
+    if (gptqConfig !== null) writeFileAtomic(join(to, GPTQ_CONFIG_NAME), gptqConfig);
+    else fs.rmSync(join(to, GPTQ_CONFIG_NAME), { force: true });
     writeFileAtomic(join(to, 'config.json'), config);
     return r;
   };

@@ -1,13 +1,14 @@
-// Linear layers over quantized weights, named as bitsandbytes names them. They are LinearLikes: a model holds them
+// Linear layers over quantized weights, named as bitsandbytes names them (GPTQ's after AutoGPTQ's QuantLinear). They are LinearLikes: a model holds them
 // where it would hold a Linear and never knows the difference. Forward goes through the matmulQ dispatcher, so a
 // backend without a kernel for the format falls back to ref with a warning instead of failing.
 import type { Backend } from '../backend/backend.js';
 import { matmulQ } from '../backend/dispatch.js';
-import type { Bnb4QuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
+import type { Bnb4QuantizedWeight, GptqQuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
 import { ShapeError, Tensor } from '../tensor/tensor.js';
 import type { LinearLike } from './layers.js';
 
-abstract class QuantLinear<W extends QuantizedWeight> implements LinearLike {
+/** What every quantized linear layer shares: a quantized weight [out, in], a float32 bias, matmulQ through dispatch. */
+export abstract class QuantLinear<W extends QuantizedWeight = QuantizedWeight> implements LinearLike {
   readonly inFeatures: number;
   readonly outFeatures: number;
   constructor(readonly backend: Backend, readonly name: string, readonly qweight: W, readonly bias: Tensor<'F32'> | null) {
@@ -28,7 +29,11 @@ export class Linear4bit extends QuantLinear<Bnb4QuantizedWeight> {}
 /** bitsandbytes' Linear8bitLt: LLM.int8 rows with the outlier threshold the weight carries. */
 export class Linear8bitLt extends QuantLinear<Int8QuantizedWeight> {}
 
+/** A GPTQ layer (AutoGPTQ's QuantLinear): packed qweight / qzeros / scales / g_idx at 2, 3, 4 or 8 bits. */
+export class GptqLinear extends QuantLinear<GptqQuantizedWeight> {}
+
 /** The layer class for a quantized weight's format. */
-export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight, bias: Tensor<'F32'> | null): Linear4bit | Linear8bitLt {
+export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight, bias: Tensor<'F32'> | null): Linear4bit | Linear8bitLt | GptqLinear {
+  if (qw.format === 'gptq') return new GptqLinear(backend, name, qw, bias);
   return qw.format === 'int8' ? new Linear8bitLt(backend, name, qw, bias) : new Linear4bit(backend, name, qw, bias);
 }

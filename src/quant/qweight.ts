@@ -1,13 +1,14 @@
 // A quantized linear weight as the backend sees it: one description for every quantized format, so a matmul op,
-// a layer and a file writer can hold any of them. bitsandbytes NF4/FP4 (../shared/spec/FORMATS.md §2) and LLM.int8
-// (§3) are the first formats; GPTQ/AWQ add a member to the union, not a new path.
+// a layer and a file writer can hold any of them. bitsandbytes NF4/FP4 (../shared/spec/FORMATS.md §2), LLM.int8
+// (§3) and GPTQ (§4.5) are members of one union; AWQ adds another, not a new path.
 import { BNB4_BLOCKSIZES, Bnb4Error, blockAbsmax, codeValue, dequantize4bit, type Bnb4Weight, type TorchFloatDtype } from './bnb4.js';
 import { dequantizeInt8, type Int8Weight } from './int8.js';
+import { dequantizeGptq, type GptqWeight } from './gptq-format.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 
 /** Formats a quantized matmul op is asked about in `supports('matmulQ', [format])`. */
-export type QuantFormat = 'nf4' | 'fp4' | 'int8';
-export const QUANT_FORMATS: readonly QuantFormat[] = ['nf4', 'fp4', 'int8'];
+export type QuantFormat = 'nf4' | 'fp4' | 'int8' | 'gptq';
+export const QUANT_FORMATS: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq'];
 
 interface QuantizedWeightBase {
   /** [out, in] of the linear layer. */
@@ -33,7 +34,17 @@ export interface Int8QuantizedWeight extends QuantizedWeightBase {
   readonly threshold: number;
 }
 
-export type QuantizedWeight = Bnb4QuantizedWeight | Int8QuantizedWeight;
+/**
+ * GPTQ's group-quantized 2/3/4/8-bit codes with per-group scales and zeros and a column → group map (g_idx), kept
+ * packed as the file holds them (AutoGPTQ's qweight / qzeros / scales / g_idx); bits, group size and the zero-point
+ * convention are in `gptq`.
+ */
+export interface GptqQuantizedWeight extends QuantizedWeightBase {
+  readonly format: 'gptq';
+  readonly gptq: GptqWeight;
+}
+
+export type QuantizedWeight = Bnb4QuantizedWeight | Int8QuantizedWeight | GptqQuantizedWeight;
 
 /** Wrap a bitsandbytes 4-bit weight of a linear layer ([out, in]). */
 export function fromBnb4(w: Bnb4Weight, computeDtype: TorchFloatDtype = 'float32'): Bnb4QuantizedWeight {
@@ -45,6 +56,11 @@ export function fromBnb4(w: Bnb4Weight, computeDtype: TorchFloatDtype = 'float32
 /** Wrap an LLM.int8 weight; int8 layers compute in float16 in bitsandbytes whatever the model dtype. */
 export function fromInt8(w: Int8Weight, threshold: number, computeDtype: TorchFloatDtype = 'float16'): Int8QuantizedWeight {
   return { format: 'int8', shape: w.shape, computeDtype, int8: w, threshold };
+}
+
+/** Wrap a GPTQ layer; AutoGPTQ's kernels compute in float16 (the scales' dtype). */
+export function fromGptq(w: GptqWeight): GptqQuantizedWeight {
+  return { format: 'gptq', shape: [w.shape[0], w.shape[1]], computeDtype: 'float16', gptq: w };
 }
 
 // Per-block scales of a 4-bit weight, computed once per weight (double quantization makes them a small pass).
@@ -70,7 +86,9 @@ export function dequantize4bitRange(w: Bnb4Weight, lo: number, hi: number, dst: 
   }
 }
 
-/** The float32 weight [out, in] (`dequantize_4bit` / `int8_vectorwise_dequant`): for tests and reference paths. */
+/** The float32 weight [out, in] (`dequantize_4bit` / `int8_vectorwise_dequant` / GPTQ's scale·(q − z)): for tests
+ *  and reference paths. */
 export function dequantizeWeight(q: QuantizedWeight): Float32Array {
+  if (q.format === 'gptq') return dequantizeGptq(q.gptq);
   return q.format === 'int8' ? dequantizeInt8(q.int8) : dequantize4bit(q.bnb4);
 }

@@ -106,6 +106,8 @@ export const cpuBackend: Backend = {
         bias ? f32('matmulQ', 'bias', bias) : null);
       return;
     }
+    // supports('matmulQ', ['gptq']) is false, so backend/dispatch.ts never sends a GPTQ weight here.
+    if (qw.format === 'gptq') throw new TypeError('cpu matmulQ: no native GPTQ kernel; call it through backend/dispatch.ts, which falls back to ref');
     const w = qw.bnb4, nested = w.nested;
     a.matmulQ4(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), w.packed, nested ? null : w.absmax,
       nested ? nested.qabsmax : null, nested ? nested.nestedAbsmax : null, nested ? nested.nestedQuantMap : null,

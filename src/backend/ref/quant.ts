@@ -1,9 +1,11 @@
 // The reference quantized matmul: the definition the native kernels are tested against. 4-bit weights are
 // dequantized one output row at a time (never the whole float32 matrix), exactly as `dequantize_4bit` would, and
-// multiplied as the float matmul does; int8 is LLM.int8's mixed int8/outlier product (src/quant/int8.ts).
+// multiplied as the float matmul does; int8 is LLM.int8's mixed int8/outlier product (src/quant/int8.ts); GPTQ rows
+// are dequantized the same way (scale·(q − zero) per group, src/quant/gptq-format.ts).
 import type { Tensor } from '../../tensor/tensor.js';
 import { codeValue, type Bnb4Weight } from '../../quant/bnb4.js';
 import { int8MatmulRef, roundHalfEven } from '../../quant/int8.js';
+import { dequantizeGptqRow } from '../../quant/gptq-format.js';
 import { bnb4Scales, dequantize4bitRange, type QuantizedWeight } from '../../quant/qweight.js';
 import { matmulQShape } from '../shapes.js';
 
@@ -16,7 +18,8 @@ export function matmulQRef(x: Tensor<'F32'>, qw: QuantizedWeight, bias: Tensor<'
   }
   const row = new Float32Array(K);
   for (let n = 0; n < N; n++) {
-    dequantize4bitRange(qw.bnb4, n * K, (n + 1) * K, row);           // row n of the [N, K] weight
+    if (qw.format === 'gptq') dequantizeGptqRow(qw.gptq, n, row);     // row n of the [N, K] weight
+    else dequantize4bitRange(qw.bnb4, n * K, (n + 1) * K, row);
     for (let m = 0; m < M; m++) {
       let acc = 0;
       const xo = m * K;
