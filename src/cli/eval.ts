@@ -33,7 +33,9 @@ lambada_openai). As lm-eval-harness does: context = text up to its last space, t
 context and context + target are tokenized with the special tokens (BOS once), the target's tokens are those of
 context + target past the context's count, and one forward over context + target scores them. An example is correct
 iff the argmax at every target position is the target token (greedy decoding reproduces the word). ppl is
-lm-eval's: exp(mean over examples of the word's −log p). Examples run --batch-size at a time, left-padded.
+lm-eval's: exp(mean over examples of the word's −log p). A tokenizer whose merges cross the space (no
+pre-tokenizer) has no token boundary at the space: there the target starts at the token holding the word's first
+character ("boundaryMerges" counts such examples).
 
 Options:
   --ppl                 compute perplexity
@@ -43,7 +45,7 @@ Options:
   --max-windows N       score only the first N windows
   --lambada FILE        LAMBADA last-word accuracy on a JSONL file
   --max-examples N      score only the first N examples
-  --batch-size N        LAMBADA examples per forward, left-padded (default 8)
+  --batch-size N        LAMBADA examples per forward, left-padded (default 1: on a CPU batching only adds padding)
   --json                one JSON object on stdout (below) instead of the table; progress stays on stderr
   --revision REV        Hub revision (default main)
   --backend cpu|ref  --threads N
@@ -192,7 +194,7 @@ type Values = ReturnType<typeof parseCommand<typeof OPTIONS>>['values'];
 
 async function runLambada(model: string, file: string, v: Values): Promise<number> {
   const maxExamples = intOpt(v['max-examples'], '--max-examples', 1);
-  const batchSize = intOpt(v['batch-size'], '--batch-size', 1) ?? 8;
+  const batchSize = intOpt(v['batch-size'], '--batch-size', 1) ?? 1;
   backendOpt(v.backend);
   setThreadsOption(v.threads);
   let t0 = performance.now();

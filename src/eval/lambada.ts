@@ -7,18 +7,21 @@
 // decoding from the tokens before the target would produce it exactly. ppl is lm-eval's lambada perplexity: exp of
 // the mean over examples of the target's summed −log p (per word, not per token); tokenPpl is the per-token figure.
 //
-// One difference from lm-eval: it feeds context_enc + whole_enc[len(context_enc):], we feed whole_enc. They are the
-// same whenever the context's tokens are a prefix of the whole's, as with every tokenizer that splits words at spaces
-// (Llama/Mistral SentencePiece, the byte-level BPE of Llama 3, Qwen2, OPT). A BPE without a pre-tokenizer can merge
-// across the space (tinystories-656k: "time there" → "tim", "e▁", "ther", "e"); lm-eval would then splice two
-// tokenizations into a sequence no text tokenizes to, while whole_enc is what the model sees for the real text.
-// `boundaryMerges` counts such examples.
+// Where the context's tokens are a prefix of the whole's, that is lm-eval exactly. They are whenever no token spans
+// the space before the word: the byte-level BPE of Llama 3, Qwen2 and OPT splits at spaces first, and SentencePiece
+// vocabularies (Llama 2, Mistral) only hold a space as a piece's leading ▁. A BPE trained without a pre-tokenizer can
+// merge across the space (tinystories-656k: "...worked" → "work", "ed" but "...worked together" →
+// "worked▁", "together"), and lm-eval's slice would then be the wrong tokens, or none. For those examples
+// (`boundaryMerge`) the target starts at the token of context + target that holds the word's first character, found
+// by decoding prefixes; the tokens before it are the prompt, as generation from the real text's tokens would see it.
+// Such a token may hold the end of the context too (tinystories-656k has one token "lived▁happily▁ever▁after"); the
+// model must then produce that whole token, since no prompt ends inside it.
 //
 // lm-eval encodes without special tokens unless add_bos_token is set; here the tokenizer's own special tokens are
 // added (BOS for Llama), as lm-eval does with add_bos_token=True.
 //
-// Examples run in batches of `batchSize`, left-padded with an attention mask (positions follow the mask, as in
-// generate), so a row's logits are those of the row run alone up to float rounding.
+// Examples run one per forward, or in batches of `batchSize`, left-padded with an attention mask (positions follow the
+// mask, as in generate), so a row's logits are those of the row run alone up to float rounding.
 import { readFileSync } from 'node:fs';
 import type { LoadedModel } from '../api.js';
 import { argmax } from '../generate/sampling.js';
@@ -38,7 +41,10 @@ export interface LambadaExample { context: string; target: string }
 export interface LambadaProgress extends Progress { readonly correct: number }
 
 export interface LambadaOptions {
-  /** Examples per forward (default 8), left-padded to the longest of the batch. */
+  /**
+   * Examples per forward (default 1), left-padded to the longest of the batch. One example's forward is already a
+   * matrix-matrix product over its tokens, so on a CPU batching only adds padding (measured: no gain on 2 cores).
+   */
   batchSize?: number;
   /** Score only the first N examples. */
   maxExamples?: number;
@@ -138,14 +144,32 @@ function prepare(tokenizer: Tokenizer, ex: LambadaExample, index: number, positi
   const spaces = context.length - context.trimEnd().length;
   if (spaces > 0) { target = context.slice(context.length - spaces) + target; context = context.slice(0, context.length - spaces); }
   const ctx = tokenizer.encode(context), whole = tokenizer.encode(context + target);
-  const targetIds = whole.slice(ctx.length);
-  if (ctx.length === 0) throw new LambadaDataError(`example ${index}: the context tokenizes to nothing, so no position predicts the target`);
-  if (targetIds.length === 0) throw new LambadaDataError(`example ${index}: the target ${JSON.stringify(target)} adds no tokens to the context`);
+  const merged = ctx.length >= whole.length || ctx.some((t, i) => whole[i] !== t);
+  const start = merged ? wordStartToken(tokenizer, whole, target.trimStart(), index) : ctx.length;
+  const targetIds = whole.slice(start);
+  if (start === 0) throw new LambadaDataError(`example ${index}: no token comes before the target, so no position predicts it`);
   if (targetIds.length > positions) throw new LambadaDataError(`example ${index}: the target is ${targetIds.length} tokens, more than the model's ${positions} positions`);
   let input = whole.slice(0, -1);                                 // position t predicts whole[t + 1]
   const truncated = Math.max(0, input.length - positions);
   if (truncated) input = input.slice(truncated);
-  return { input, targetIds, truncated, boundaryMerge: ctx.some((t, i) => whole[i] !== t) };
+  return { input, targetIds, truncated, boundaryMerge: merged };
+}
+
+/**
+ * The index of the token of `whole` that holds the first character of `word` (the text's last characters): the
+ * largest k whose prefix whole[:k] decodes to no more than the text before the word. Decoding drops special tokens;
+ * a tokenizer that does not decode back to text ending in the word cannot say where the target starts.
+ */
+function wordStartToken(tokenizer: Tokenizer, whole: number[], word: string, index: number): number {
+  const dec = (ids: number[]) => tokenizer.decode(ids, { skipSpecialTokens: true, cleanUpTokenizationSpaces: false });
+  const text = dec(whole);
+  if (!text.endsWith(word)) {
+    throw new LambadaDataError(`example ${index}: context + target decodes to text that does not end in the target word ${JSON.stringify(word)}, so its tokens cannot be told apart from the context's`);
+  }
+  const wordStart = text.length - word.length;
+  let k = whole.length - 1;
+  while (k > 0 && dec(whole.slice(0, k)).length > wordStart) k--;
+  return k;
 }
 
 /**
@@ -158,7 +182,7 @@ export function lambada(model: CausalLM | LoadedModel, tokenizer: Tokenizer | nu
   const tok = tokenizer ?? loaded?.tokenizer ?? null;
   if (!tok) throw new TypeError('lambada: needs a tokenizer (pass one, or the LoadedModel of a folder with tokenizer.json)');
   checkProgressCallback(opts.onProgress, 'lambada');
-  const batchSize = opts.batchSize ?? 8;
+  const batchSize = opts.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`lambada: batchSize must be an integer ≥ 1, got ${batchSize}`);
   if (opts.maxExamples !== undefined && !(Number.isInteger(opts.maxExamples) && opts.maxExamples >= 1)) {
     throw new RangeError(`lambada: maxExamples must be an integer ≥ 1, got ${opts.maxExamples}`);
