@@ -119,6 +119,7 @@ test('lambada() on the demo model: each example scored as an independent forward
   assert.equal(r.examples[1].correct, true);
   assert.ok(r.examples[1].nll < 0.05, `${r.examples[1].nll}`);
   assert.equal(tok.decode(r.examples[0].predicted), ' heavens');
+  assert.equal(r.correct, 1);                                     // the README says "1 of these 6 right"
 });
 
 test('lambada(): batches (left-padded) give what one example at a time gives; options and inputs are checked', async () => {

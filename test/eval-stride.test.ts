@@ -194,6 +194,14 @@ test('lowbit eval --ppl --stride: JSON gains the stride, the table says the wind
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
+test('the README\'s --stride example on the demo model: 56.88 over the first 32 windows (stride 128, seqlen 256)', () => {
+  const r = lowbit('eval', KJV, '--ppl', '--dataset', join(KJV, 'heldout.txt'), '--seqlen', '256', '--stride', '128', '--max-windows', '32', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out) as Record<string, number>;
+  assert.deepEqual([j.windows, j.scored, j.tokens], [32, 31 * 128 + 255, 255 + 31 * 127]);
+  assert.equal(j.ppl.toFixed(2), '56.88');
+});
+
 // eval-llama-16m, WikiText-2 as test/eval.test.ts reads it. With stride = seqLen = 256 over the first 20 × 256 tokens
 // the windows are GPTQ's 20: transformers' 228.76057724909387 (test/eval.test.ts, WT_20). With stride 128 the same
 // tokens, each scored with at least 128 tokens of context: lowbit's fp32 run gives 222.44 (222.51 counting each
