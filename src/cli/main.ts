@@ -20,7 +20,7 @@ Commands:
   generate  generate text (streamed, batched, greedy or sampled, chat templates)
   chat      interactive chat in the terminal
   quantize  write a bitsandbytes int8/NF4/FP4 copy of a model that transformers loads
-  eval      perplexity on a text file (GPTQ papers' protocol: non-overlapping windows)
+  eval      perplexity on a text file (GPTQ papers' windows or HF's sliding windows), LAMBADA accuracy
   info      describe a model: architecture, parameters, dtypes, KV bytes per token, quantization
   plan      KV-cache memory and batch-size planner for a device
   bench     measure prefill/decode speed against this machine's roofline
