@@ -193,7 +193,7 @@ Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
   const int64_t N = a.integer(4, "N"), K = a.integer(5, "K"), Kpad = a.integer(6, "Kpad"), G = a.integer(7, "G", 32);
   const int64_t nG = a.integer(8, "nG", 1), M = a.integer(13, "M");
   if (Kpad % 64 || Kpad < K || Kpad >= K + 64) a.range_error("Kpad must be K rounded up to a multiple of 64, got K=" + std::to_string(K) + ", Kpad=" + std::to_string(Kpad));
-  if (G % 32 || a.mul(G, nG) < Kpad || (nG - 1) * G >= Kpad) a.range_error("G must be a multiple of 32 with nG = ceil(Kpad / G) groups, got G=" + std::to_string(G) + ", nG=" + std::to_string(nG) + ", Kpad=" + std::to_string(Kpad));
+  if (G % 32 || nG != (K + G - 1) / G) a.range_error("G must be a multiple of 32 with nG = ceil(K / G) groups, got G=" + std::to_string(G) + ", nG=" + std::to_string(nG) + ", K=" + std::to_string(K));
   float* y = a.f32(0, "y", a.mul(M, N));
   const float* x = a.f32(1, "x", a.mul(M, K));
   auto codes = a.typed(2, "codes", napi_uint8_array, "Uint8Array");

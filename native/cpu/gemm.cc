@@ -244,8 +244,9 @@ bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t*
       (i < 32 ? s0 : s1) += q[i];
     }
     for (int i = 0; i < 64; i++) xq[c * 64 + i] = q[order ? order[i] : i];
-    xbar[(c * 64) / G] += dx[c] * float(s0);
-    xbar[(c * 64 + 32) / G] += dx[c] * float(s1);
+    // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
+    xbar[std::min((c * 64) / G, nG - 1)] += dx[c] * float(s0);
+    xbar[std::min((c * 64 + 32) / G, nG - 1)] += dx[c] * float(s1);
   }
   return true;
 }
@@ -256,7 +257,7 @@ void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t 
   const float* s = w.scales + row * w.nG;
   const uint8_t* z = w.zeros + row * w.nG;
   for (int64_t j = 0; j < n; j++) {
-    const int64_t k = k0 + j, g = k / w.G;
+    const int64_t k = k0 + j, g = std::min(k / w.G, w.nG - 1);  // the padding past K: the last group
     const uint8_t* chunk = codes + (k / 64) * cb;
     const int p = int(k % 64);
     int code;

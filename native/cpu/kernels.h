@@ -101,7 +101,8 @@ bool q4i_prep(int16_t* xq, float* dx, const float* x, int64_t K, const uint8_t* 
 //   8-bit: byte p = c_p;                      4-bit: byte i < 32 = c_i | c_{i+32} << 4;
 //   2-bit: byte i < 16 = c_i | c_{i+16} << 2 | c_{i+32} << 4 | c_{i+48} << 6;
 //   3-bit: the 2-bit layout of c & 3 (16 bytes), then 8 bytes whose bit p (little-endian) is c_p >> 2.
-// Group g covers permuted inputs [g·G, (g+1)·G), G a multiple of 32; scales and zeros are per (row, group).
+// Group g covers permuted inputs [g·G, (g+1)·G), G a multiple of 32, nG = ceil(K/G) (the padding past K counts as
+// the last group); scales and zeros are per (row, group).
 struct QgWeight {
   const uint8_t* codes;  // [N, Kpad/64 · qg_chunk_bytes(bits)]
   int bits;

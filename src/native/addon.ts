@@ -80,6 +80,13 @@ export interface NativeAddon {
    */
   matmulInt8(y: Float32Array, x: Float32Array, CB: Int8Array, SCB: Float32Array, M: number, N: number, K: number,
     threshold: number, bias: Float32Array | null): void;
+  /**
+   * GPTQ weights [N, K] in the kernels' layout (src/quant/qg.ts, QgPacked): y[M,N] = x[M,K]·Wᵀ (+bias). Up to 8 rows
+   * of finite x: the int16-activation GEMV (qgDecodeRef's numbers); otherwise the exact dequantized weights.
+   */
+  matmulQg(y: Float32Array, x: Float32Array, codes: Uint8Array, bits: number, N: number, K: number, Kpad: number, G: number,
+    nG: number, scales: Float32Array, zeros: Uint8Array, sz: Float32Array, perm: Int32Array | null, M: number,
+    bias: Float32Array | null): void;
   rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */
@@ -147,7 +154,7 @@ export function loadAddon(): NativeAddon | null {
 }
 
 /** Every function NativeAddon declares; checked when the addon loads. */
-const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulInt8', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
+const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulQg', 'matmulInt8', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
   'embedding', 'add', 'setThreads', 'getThreads', 'cpuInfo', 'setLevel', 'mmap', 'memBandwidth', 'fmaPeak', 'scratchStats', 'poolStats',
   'poolConfig'] as const;
 

@@ -109,7 +109,8 @@ export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx:
       xq[c * 64 + i] = q;
       if (i < 32) s0 += q; else s1 += q;
     }
-    const g0 = Math.floor((c * 64) / G), g1 = Math.floor((c * 64 + 32) / G);
+    // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
+    const g0 = Math.min(Math.floor((c * 64) / G), nG - 1), g1 = Math.min(Math.floor((c * 64 + 32) / G), nG - 1);
     xbar[g0] = Math.fround(xbar[g0] + Math.fround(dx[c] * s0));
     xbar[g1] = Math.fround(xbar[g1] + Math.fround(dx[c] * s1));
   }
@@ -139,7 +140,7 @@ export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float
         let s0 = 0, s1 = 0;
         for (let i = 0; i < 32; i++) s0 += code[i] * xq[c * 64 + i];
         for (let i = 32; i < 64; i++) s1 += code[i] * xq[c * 64 + i];
-        const s = (k: number) => p.scales[n * nG + Math.floor(k / G)];
+        const s = (k: number) => p.scales[n * nG + Math.min(Math.floor(k / G), nG - 1)];
         if (halves) {
           acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * dx[c])));
           acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * dx[c])));

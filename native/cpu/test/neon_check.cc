@@ -569,6 +569,77 @@ void check_i8_act() {
       }
 }
 
+// GPTQ (gemv_qg): random chunk bytes (every byte pattern decodes to valid codes), zeros and scales; bits 2/3/4/8,
+// groups of 32 (half-chunk scales), 64 and one group, an input permutation or none, K a multiple of 64 or padded,
+// 1..4 x rows. Both levels sum the same exact int32 per chunk; only the float32 sums differ.
+struct QgCase {
+  std::vector<uint8_t> codes, zeros;
+  std::vector<float> scales, sz;
+  std::vector<int32_t> perm;
+  QgWeight w{};
+  int64_t K;
+};
+QgCase make_qg(int64_t Nn, int64_t K, int bits, int64_t G, bool permute) {
+  QgCase c;
+  c.K = K;
+  const int64_t Kpad = (K + 63) / 64 * 64, g = G ? G : Kpad, nG = G ? (K + G - 1) / G : 1;
+  c.codes.resize(size_t(Nn * Kpad / 64 * qg_chunk_bytes(bits)));
+  for (auto& b : c.codes) b = uint8_t(rng());
+  c.zeros.resize(size_t(Nn * nG));
+  for (auto& z : c.zeros) z = uint8_t(rng() % (1u << bits));
+  c.scales = rnd(size_t(Nn * nG), 0.001f, 0.02f);
+  c.sz.resize(c.scales.size());
+  for (size_t i = 0; i < c.sz.size(); i++) c.sz[i] = c.scales[i] * float(c.zeros[i]);
+  if (permute) {
+    c.perm.resize(size_t(K));
+    for (int64_t j = 0; j < K; j++) c.perm[size_t(j)] = int32_t(j);
+    for (int64_t j = K - 1; j > 0; j--) std::swap(c.perm[size_t(j)], c.perm[size_t(rng() % uint64_t(j + 1))]);
+  }
+  c.w = QgWeight{c.codes.data(), bits, Nn, Kpad, g, nG, c.scales.data(), c.zeros.data(), c.sz.data()};
+  return c;
+}
+// Σ|x|·(|s·q| + |s·z|) over row n: the scale of the rounding-error bound (x in the permuted order).
+double qg_mag(const QgCase& c, const float* x, int64_t n) {
+  std::vector<float> d(size_t(c.w.Kpad));
+  double mag = 0;
+  for (int64_t k = 0; k < c.w.Kpad; k++) {
+    const int64_t g = std::min(k / c.w.G, c.w.nG - 1);
+    qg_dequant(d.data() + k, c.w, n, k, 1);
+    const float xv = k < c.K ? x[c.perm.empty() ? k : c.perm[size_t(k)]] : 0.f;
+    mag += std::fabs(double(xv)) * (std::fabs(double(d[size_t(k)])) + 2 * std::fabs(double(c.sz[size_t(n * c.w.nG + g)])));
+  }
+  return mag;
+}
+void check_qg() {
+  for (int bits : {2, 3, 4, 8})
+    for (int64_t G : {int64_t(32), int64_t(64), int64_t(0)})
+      for (int64_t K : {int64_t(256), int64_t(200)})
+        for (int permute = 0; permute < 2; permute++)
+          for (int M = 1; M <= 4; M++) {
+            const int64_t Nn = 13;
+            QgCase c = make_qg(Nn, K, bits, G, permute);
+            const int64_t Kpad = c.w.Kpad, nc = Kpad / 64;
+            auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
+            std::vector<int16_t> q1(size_t(M * Kpad)), q2(q1.size());
+            std::vector<float> d1(size_t(M * nc)), d2(d1.size()), b1(size_t(M * c.w.nG)), b2(b1.size());
+            const int32_t* perm = c.perm.empty() ? nullptr : c.perm.data();
+            for (int m = 0; m < M; m++) {
+              cmp_int("qg_prep", "scalar order, finite x", qg_prep(q1.data() + m * Kpad, d1.data() + m * nc, b1.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, S->qg_order), 1);
+              cmp_int("qg_prep", "neon order, finite x", qg_prep(q2.data() + m * Kpad, d2.data() + m * nc, b2.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, N->qg_order), 1);
+            }
+            std::vector<float> y1(size_t(M * Nn), -9.f), y2 = y1;
+            S->gemv_qg(y1.data(), Nn, q1.data(), d1.data(), b1.data(), M, c.w, 1, Nn, bias.data());
+            N->gemv_qg(y2.data(), Nn, q2.data(), d2.data(), b2.data(), M, c.w, 1, Nn, bias.data());
+            for (int m = 0; m < M; m++)
+              for (int64_t n = 0; n < Nn; n++) {
+                const size_t i = size_t(m * Nn + n);
+                const std::string what = fmt("%d-bit G=%" PRId64 " K=%" PRId64 " perm=%d M=%d m=%d n=%" PRId64, bits, G, K, permute, M, m, n);
+                if (n == 0) { cmp_exact("gemv_qg", what + " untouched", y2[i], y1[i]); continue; }
+                cmp("gemv_qg", what, y2[i], y1[i], qg_mag(c, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
+              }
+          }
+}
+
 // ---------------------------------------------------------------- drivers (ops.cc / gemm.cc) at both levels
 template <class F>
 std::vector<float> at_level(const char* level, size_t n, F&& f) {
@@ -611,6 +682,19 @@ void check_drivers() {
           for (int64_t n = 0; n < Nn; n++)
             cmp("matmul_q4 driver", fmt("threads=%d M=%" PRId64 " dq=%d m=%" PRId64 " n=%" PRId64, threads, M, dq, m, n),
                 got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], q4_mag(c.w, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
+      }
+    // matmul_qg: the int16 decode up to 8 rows, the dequantize GEMM above (exact weights at both levels).
+    for (int64_t M : {1, 3, 9, 33})
+      for (int bits : {3, 4}) {
+        const int64_t Nn = 40, K = 200;
+        QgCase c = make_qg(Nn, K, bits, 32, true);
+        auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
+        auto run = [&](float* y) { matmul_qg(y, x.data(), c.w, c.perm.data(), K, M, bias.data()); };
+        auto want = at_level("scalar", size_t(M * Nn), run), got = at_level("neon", size_t(M * Nn), run);
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t n = 0; n < Nn; n++)
+            cmp("matmul_qg driver", fmt("threads=%d M=%" PRId64 " bits=%d m=%" PRId64 " n=%" PRId64, threads, M, bits, m, n),
+                got[size_t(m * Nn + n)], want[size_t(m * Nn + n)], qg_mag(c, x.data() + m * K, n) + std::fabs(double(bias[size_t(n)])));
       }
     // matmul_int8: the same driver at both levels (activation quantization, outlier columns, float64 epilogue), so
     // the outputs must match bit for bit. Outliers planted at 9.5 and exactly -6.0 (5.99 is below the threshold),
@@ -708,6 +792,7 @@ int main() {
   check_pack_micro();
   check_attention_kernels();
   check_q4();
+  check_qg();
   check_dot_i8();
   check_i8_act();
   check_drivers();

@@ -9,6 +9,10 @@
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
 import type { QuantFormat } from '../../quant/qweight.js';
+import { unpackGptq, type GptqWeight } from '../../quant/gptq-format.js';
+import { qgPack, type QgPacked } from '../../quant/qg.js';
+import { matmulQRef } from '../ref/quant.js';
+import { warnOnce } from '../../util/warn.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { Q4TYPE, WTYPE, loadAddon, requireAddon, type CpuInfo } from '../../native/addon.js';
 import { attentionShape, elementwiseShape, embeddingShape, matmulQShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
@@ -17,8 +21,17 @@ export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from '../../native
 export type { CpuInfo } from '../../native/addon.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-/** Quantized formats with a native matmulQ kernel: bitsandbytes NF4/FP4 and LLM.int8. */
-const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4', 'int8'];
+/** Quantized formats with a native matmulQ kernel: bitsandbytes NF4/FP4 and LLM.int8, GPTQ. */
+const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq'];
+
+// A GPTQ layer in the kernels' layout, built at its first matmul (null: its groups cannot be made contiguous runs of
+// one size that is a multiple of 32, so it takes the reference matmul).
+const qgLayouts = new WeakMap<GptqWeight, QgPacked | null>();
+function qgLayout(w: GptqWeight): QgPacked | null {
+  let p = qgLayouts.get(w);
+  if (p === undefined) { p = qgPack(unpackGptq(w)); qgLayouts.set(w, p); }
+  return p;
+}
 const DTYPE_CODE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
 
 /** True when the native addon is built and loads. */
@@ -106,8 +119,17 @@ export const cpuBackend: Backend = {
         bias ? f32('matmulQ', 'bias', bias) : null);
       return;
     }
-    // supports('matmulQ', ['gptq']) is false, so backend/dispatch.ts never sends a GPTQ weight here.
-    if (qw.format === 'gptq') throw new TypeError('cpu matmulQ: no native GPTQ kernel; call it through backend/dispatch.ts, which falls back to ref');
+    if (qw.format === 'gptq') {
+      const p = qgLayout(qw.gptq);
+      if (!p) {
+        warnOnce(`cpu matmulQ: a GPTQ layer [${qw.shape}] with group size ${qw.gptq.groupSize} and its g_idx has no native layout (groups must be contiguous runs of a multiple of 32 once sorted); it runs the reference matmul`);
+        matmulQRef(x, qw, bias, out);
+        return;
+      }
+      a.matmulQg(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros,
+        p.sz, p.perm, M, bias ? f32('matmulQ', 'bias', bias) : null);
+      return;
+    }
     const w = qw.bnb4, nested = w.nested;
     a.matmulQ4(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), w.packed, nested ? null : w.absmax,
       nested ? nested.qabsmax : null, nested ? nested.nestedAbsmax : null, nested ? nested.nestedQuantMap : null,
