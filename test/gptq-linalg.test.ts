@@ -141,6 +141,27 @@ describe('GPTQ linear algebra: native = ref', { skip }, () => {
       }
     });
 
+    it(`quantizeBlock (the column loop) bit for bit [${level}]`, () => {
+      assert.equal(addon!.setLevel(level), level);
+      for (const [N, K, B, i1, maxq] of [[1, 3, 3, 0, 15], [37, 300, 128, 128, 7], [9, 70, 6, 64, 255], [64, 129, 1, 128, 3]]) {
+        const W = randn(N * K, 0.1);
+        const U = new Float32Array(K * K);
+        for (let i = 0; i < K; i++) for (let j = i; j < K; j++) U[i * K + j] = j === i ? 0.5 + Math.abs(randn(1)[0]) : 0.2 * randn(1)[0];
+        const scale = Float32Array.from({ length: B * N }, () => 0.01 + 0.05 * Math.abs(randn(1)[0]));
+        const zero = Float32Array.from({ length: B * N }, () => Math.floor(rng.next() * (maxq + 1)));
+        // A few exact ties (w/s = k + 0.5) so round-half-to-even is exercised on both sides.
+        for (let n = 0; n < N; n++) { scale[n] = 0.5; W[n * K + i1] = 0.25 + (n % 3); }
+        const run = (la: typeof nat) => {
+          const out = { codes: new Uint8Array(N * B), deq: new Float32Array(N * B), err: new Float32Array(N * B), loss: new Float64Array(N) };
+          la.quantizeBlock(W, N, K, i1, B, U, scale, zero, maxq, out.codes, out.deq, out.err, out.loss);
+          return out;
+        };
+        const a = run(nat), b = run(refLinalg);
+        assert.deepEqual(a, b, `quantizeBlock N=${N} K=${K} B=${B} i1=${i1}`);
+        assert.ok(a.codes.every((q) => q <= maxq));
+      }
+    });
+
     it(`quadForm Σ dᵀHd [${level}]`, () => {
       assert.equal(addon!.setLevel(level), level);
       for (const [N, K] of [[1, 1], [9, 70], [65, 129]]) {

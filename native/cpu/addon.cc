@@ -236,6 +236,30 @@ Napi::Value GptqCholeskyInverse(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gptqQuantizeBlock(W, N, K, i1, B, U, scale, zero, maxq, codes, deq, err, rowLoss): GPTQ's column loop over
+// W[:, i1:i1+B] (see ops.h); scale/zero Float32Array [B,N], codes Uint8Array [N,B], deq/err Float32Array [N,B],
+// rowLoss Float64Array [N].
+Napi::Value GptqQuantizeBlock(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqQuantizeBlock"};
+  a.count(13);
+  const int64_t N = a.integer(1, "N"), K = a.integer(2, "K"), i1 = a.integer(3, "i1"), B = a.integer(4, "B");
+  const int64_t maxq = a.integer(8, "maxq", 1);
+  if (maxq > 255) a.range_error("maxq must be at most 255, got " + std::to_string(maxq));
+  if (i1 + B > K) a.range_error("i1 + B = " + std::to_string(i1 + B) + " exceeds K = " + std::to_string(K));
+  const float* W = a.f32(0, "W", a.mul(N, K));
+  const float* U = a.f32(5, "U", a.mul(K, K));
+  const float* scale = a.f32(6, "scale", a.mul(B, N));
+  const float* zero = a.f32(7, "zero", a.mul(B, N));
+  auto codes = a.typed(9, "codes", napi_uint8_array, "Uint8Array");
+  a.check_len("codes", int64_t(codes.ElementLength()), a.mul(N, B));
+  float* deq = a.f32(10, "deq", a.mul(N, B));
+  float* err = a.f32(11, "err", a.mul(N, B));
+  auto loss = a.typed(12, "rowLoss", napi_float64_array, "Float64Array");
+  a.check_len("rowLoss", int64_t(loss.ElementLength()), N);
+  gptq_quantize_block(W, N, K, i1, B, U, scale, zero, int(maxq), a.raw<uint8_t>(codes), deq, err, a.raw<double>(loss));
+  return info.Env().Undefined();
+}
+
 // gptqBlockUpdate(W, N, K, err, B, U, i1): W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:], U [K,K].
 Napi::Value GptqBlockUpdate(const Napi::CallbackInfo& info) {
   Args a{info, "gptqBlockUpdate"};
@@ -494,6 +518,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<GptqXtx>(env, exports, "gptqXtx");
   add<GptqCholesky>(env, exports, "gptqCholesky");
   add<GptqCholeskyInverse>(env, exports, "gptqCholeskyInverse");
+  add<GptqQuantizeBlock>(env, exports, "gptqQuantizeBlock");
   add<GptqBlockUpdate>(env, exports, "gptqBlockUpdate");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");

@@ -2,6 +2,8 @@
 //   gptq_xtx            H = beta·H + (√alpha·X)ᵀ(√alpha·X)          (AutoGPTQ add_batch)
 //   cholesky_lower      A = L·Lᵀ in place (blocked, right-looking)   (torch.linalg.cholesky)
 //   cholesky_inverse    L → (L·Lᵀ)⁻¹ in place: L⁻¹ (blocked, LAPACK strtri order), then L⁻ᵀ·L⁻¹ (slauum order)
+//   gptq_quantize_block fasterquant's column loop over one block, rows in parallel (double arithmetic rounded to
+//                       float32 exactly as the TypeScript twin, so the two agree bit for bit)
 //   gptq_block_update   W[:, i2:] -= Err·U[i1:i2, i2:]              (fasterquant's lazy batch update)
 // The O(n³) parts run through one strided GEMM (gemm_acc) built on the kernel table's micro-kernel, so every SIMD
 // level runs them; the O(n²·nb) panel steps are plain loops accumulating in double. Everything is float32 storage, as
@@ -16,6 +18,11 @@
 #include "ops.h"
 #include "pool.h"
 #include "scratch.h"
+
+// gptq_quantize_block mirrors its TypeScript twin operation by operation; a fused multiply-add would round differently.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
 
 namespace lowbit {
 namespace {
@@ -308,6 +315,32 @@ void cholesky_inverse(float* A, int64_t n) {
     }
   }
   mirror_lower(A, n);
+}
+
+void gptq_quantize_block(const float* W, int64_t N, int64_t K, int64_t i1, int64_t B, const float* U, const float* scale,
+                         const float* zero, int maxq, uint8_t* codes, float* deq, float* err, double* row_loss) {
+  rows_parallel(N, B * B, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(B));
+    for (int64_t n = r0; n < r1; n++) {
+      std::copy(W + n * K + i1, W + n * K + i1 + B, row.begin());
+      double loss = 0;
+      for (int64_t i = 0; i < B; i++) {
+        const float s = scale[i * N + n], z = zero[i * N + n], x = row[size_t(i)];
+        float q = std::nearbyint(float(double(x) / double(s))) + z;   // ties to even (the default rounding mode)
+        q = q < 0.f ? 0.f : q > float(maxq) ? float(maxq) : q;
+        const float v = float(double(s) * double(q - z));
+        const float* u = U + (i1 + i) * K + i1;
+        const double d = u[i], dx = double(x) - double(v);
+        const float e = float(dx / d);
+        loss += dx * dx / (d * d) / 2;
+        codes[n * B + i] = uint8_t(q);
+        deq[n * B + i] = v;
+        err[n * B + i] = e;
+        for (int64_t j = i + 1; j < B; j++) row[size_t(j)] = float(double(row[size_t(j)]) - double(e) * double(u[j]));
+      }
+      row_loss[n] = loss;
+    }
+  });
 }
 
 void gptq_block_update(float* W, int64_t N, int64_t K, const float* err, int64_t B, const float* U, int64_t i1) {

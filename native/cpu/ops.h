@@ -33,6 +33,10 @@ int64_t cholesky_lower(float* A, int64_t n);
 void transpose_square(float* A, int64_t n);
 // A holds a lower Cholesky factor L (the upper triangle is ignored); A ← (L·Lᵀ)⁻¹, both triangles.
 void cholesky_inverse(float* A, int64_t n);
+// GPTQ's column loop over W[:, i1:i1+B] (W [N,K] read only, U [K,K]); scale/zero [B,N] each column's grid per row;
+// outputs [N,B]: codes, dequantized values, err = (w − q)/U[c,c]; row_loss[N] = Σ (w − q)²/U[c,c]²/2.
+void gptq_quantize_block(const float* W, int64_t N, int64_t K, int64_t i1, int64_t B, const float* U, const float* scale,
+                         const float* zero, int maxq, uint8_t* codes, float* deq, float* err, double* row_loss);
 // W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K].
 void gptq_block_update(float* W, int64_t N, int64_t K, const float* err, int64_t B, const float* U, int64_t i1);
 

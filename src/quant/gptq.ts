@@ -4,7 +4,9 @@
 // Everything is float32 like torch's; the heavy linear algebra goes through src/quant/linalg.ts (native, threaded, or
 // its float64 ref twin). The output is GptqCodes (src/quant/gptq-types.ts), which src/quant/gptq-format.ts packs.
 import { GPTQ_BITS, type GptqBits, type GptqCodes, type GptqOptions } from './gptq-types.js';
-import { getLinalg, type Linalg } from './linalg.js';
+import { getLinalg, roundHalfEven, type Linalg } from './linalg.js';
+
+export { roundHalfEven };
 
 /** Bad GPTQ options or input (non-finite weights, shapes that do not agree); names the layer when known. */
 export class GptqError extends Error { override name = 'GptqError'; }
@@ -60,13 +62,6 @@ export function checkGptqOptions(opts: Partial<GptqRunOptions> | Record<string, 
 
 // ---- §4.1 the quantizer grid
 
-/** torch.round: to nearest, ties to even. */
-export function roundHalfEven(v: number): number {
-  const f = Math.floor(v), d = v - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
 
 /** Per-row scale and zero point of one slice of columns (Quantizer.find_params, weight=True, mse off). */
 export interface RowParams { scale: Float32Array; zero: Float32Array }
@@ -296,16 +291,14 @@ export function gptqQuantizePrepared(w: Float32Array, shape: readonly [number, n
 
   // 7. Blocks of columns with lazy updates.
   const deq = new Float32Array(N * K);
-  const B0 = opts.blockSize;
-  const err = new Float32Array(N * Math.min(B0, K));
-  const row = new Float32Array(Math.min(B0, K));
+  const B0 = Math.min(opts.blockSize, K);
+  const err = new Float32Array(N * B0), qb = new Uint8Array(N * B0), vb = new Float32Array(N * B0);
+  const colScale = new Float32Array(B0 * N), colZero = new Float32Array(B0 * N), rowLoss = new Float64Array(N);
   let loss = 0;
-  // The grid of each column of the block, per row: a group's grid is taken when its first column is reached.
-  const colParams: RowParams[] = [];
   let current: RowParams | null = whole;
   for (let i1 = 0; i1 < K; i1 += B0) {
     const i2 = Math.min(K, i1 + B0), B = i2 - i1;
-    colParams.length = 0;
+    // The grid of each column of the block, per row ([B, N]): a group's grid is taken when its first column is reached.
     for (let p = i1; p < i2; p++) {
       if (grouped) {
         if (staticGroups) current = statics[Math.floor((perm ? perm[p] : p) / G)];
@@ -316,26 +309,20 @@ export function gptqQuantizePrepared(w: Float32Array, shape: readonly [number, n
           storeGroup(codes, p / G, current);
         }
       }
-      colParams.push(current!);
+      colScale.set(current!.scale, (p - i1) * N);
+      colZero.set(current!.zero, (p - i1) * N);
     }
+    const e = err.subarray(0, N * B);
+    la.quantizeBlock(Wp, N, K, i1, B, U, colScale.subarray(0, B * N), colZero.subarray(0, B * N), maxq, qb.subarray(0, N * B), vb.subarray(0, N * B), e, rowLoss);
     for (let n = 0; n < N; n++) {
-      for (let i = 0; i < B; i++) row[i] = Wp[n * K + i1 + i];
+      loss += rowLoss[n];
       for (let i = 0; i < B; i++) {
-        const pr = colParams[i], s = pr.scale[n], z = pr.zero[n];
-        const x = row[i];
-        const q = quantCode(x, s, z, maxq), v = dequantCode(q, s, z);
         const col = perm ? perm[i1 + i] : i1 + i;
-        codes.intWeight[n * K + col] = q;
-        deq[n * K + col] = v;
-        const d = U[(i1 + i) * K + i1 + i];
-        const e = Math.fround((x - v) / d);
-        loss += ((x - v) * (x - v)) / (d * d) / 2;
-        err[n * B + i] = e;
-        const u = (i1 + i) * K + i1;
-        for (let j = i + 1; j < B; j++) row[j] -= e * U[u + j];
+        codes.intWeight[n * K + col] = qb[n * B + i];
+        deq[n * K + col] = vb[n * B + i];
       }
     }
-    if (i2 < K) la.blockUpdate(Wp, N, K, B === err.length / N ? err : err.subarray(0, N * B), B, U, i1);
+    if (i2 < K) la.blockUpdate(Wp, N, K, e, B, U, i1);
   }
 
   // 9. g_idx: the group of each original column.

@@ -4,6 +4,14 @@
 // float32 Hessian; its panel steps accumulate in double). Matrices are row-major Float32Arrays.
 import { requireAddon, loadAddon, WTYPE } from '../native/addon.js';
 
+/** torch.round: to nearest, ties to even. */
+export function roundHalfEven(v: number): number {
+  const f = Math.floor(v), d = v - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
 export interface Linalg {
   readonly name: 'ref' | 'native';
   /** H[K,K] = beta·H + (√alpha·x)ᵀ(√alpha·x) for x [T,K] (AutoGPTQ add_batch); H's lower triangle is read, both are written. */
@@ -16,6 +24,15 @@ export interface Linalg {
   cholesky(A: Float32Array, n: number, upper: boolean): number;
   /** A holds a lower Cholesky factor L (upper triangle ignored) → (L·Lᵀ)⁻¹ in place, both triangles (torch.cholesky_inverse). */
   choleskyInverse(A: Float32Array, n: number): void;
+  /**
+   * fasterquant's column loop over W[:, i1:i1+B] (W [N,K] is read, not written: the in-block updates stay in a row
+   * buffer). Column i of row n is quantized on the grid scale/zero[i·N + n]: q = clamp(round(w/s) + z, 0, maxq),
+   * v = s·(q − z), err = (w − v)/U[c,c], then the row's later columns of the block take −err·U[c, ·]. Writes codes, v
+   * and err as [N,B] and rowLoss[n] = Σ (w − v)²/U[c,c]²/2. Both twins compute in double rounded to float32 at the
+   * same steps, so they agree bit for bit.
+   */
+  quantizeBlock(W: Float32Array, N: number, K: number, i1: number, B: number, U: Float32Array, scale: Float32Array, zero: Float32Array,
+    maxq: number, codes: Uint8Array, deq: Float32Array, err: Float32Array, rowLoss: Float64Array): void;
   /** W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K] (fasterquant's lazy block update). */
   blockUpdate(W: Float32Array, N: number, K: number, err: Float32Array, B: number, U: Float32Array, i1: number): void;
   /** Σ_n d_nᵀ·H·d_n for D [N,K] and a symmetric H [K,K] (= ‖X·Dᵀ‖² when H = XᵀX), in float64. */
@@ -83,6 +100,29 @@ export const refLinalg: Linalg = {
     }
   },
 
+  quantizeBlock(W, N, K, i1, B, U, scale, zero, maxq, codes, deq, err, rowLoss) {
+    const row = new Float32Array(B);
+    for (let n = 0; n < N; n++) {
+      row.set(W.subarray(n * K + i1, n * K + i1 + B));
+      let loss = 0;
+      for (let i = 0; i < B; i++) {
+        const s = scale[i * N + n], z = zero[i * N + n], x = row[i];
+        let q = roundHalfEven(Math.fround(x / s)) + z;
+        q = q < 0 ? 0 : q > maxq ? maxq : q;
+        const v = Math.fround(s * (q - z));
+        const u = (i1 + i) * K + i1;
+        const d = U[u + i], dx = x - v;
+        const e = Math.fround(dx / d);
+        loss += (dx * dx) / (d * d) / 2;
+        codes[n * B + i] = q;
+        deq[n * B + i] = v;
+        err[n * B + i] = e;
+        for (let j = i + 1; j < B; j++) row[j] -= e * U[u + j];
+      }
+      rowLoss[n] = loss;
+    }
+  },
+
   blockUpdate(W, N, K, err, B, U, i1) {
     const i2 = i1 + B;
     const acc = new Float64Array(K - i2);
@@ -123,6 +163,8 @@ export function nativeLinalg(): Linalg {
     xtx: (H, x, T, K, beta, alpha) => a.gptqXtx(H, x, T, K, beta, alpha),
     cholesky: (A, n, upper) => a.gptqCholesky(A, n, upper),
     choleskyInverse: (A, n) => a.gptqCholeskyInverse(A, n),
+    quantizeBlock: (W, N, K, i1, B, U, scale, zero, maxq, codes, deq, err, rowLoss) =>
+      a.gptqQuantizeBlock(W, N, K, i1, B, U, scale, zero, maxq, codes, deq, err, rowLoss),
     blockUpdate: (W, N, K, err, B, U, i1) => a.gptqBlockUpdate(W, N, K, err, B, U, i1),
     quadForm(D, H, N, K) {
       // D·H through the float32 GEMM (H is symmetric, so D·Hᵀ = D·H), then the row dots in float64. Done in slabs of
