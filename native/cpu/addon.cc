@@ -241,6 +241,80 @@ Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gptqXtx(H, x, T, K, beta, alpha): H[K,K] = beta·H + (√alpha·x)ᵀ(√alpha·x) for x [T,K]; alpha ≥ 0.
+Napi::Value GptqXtx(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqXtx"};
+  a.count(6);
+  const int64_t T = a.integer(2, "T"), K = a.integer(3, "K");
+  const double beta = a.number(4, "beta"), alpha = a.number(5, "alpha");
+  if (!std::isfinite(beta)) a.range_error("beta must be finite, got " + std::to_string(beta));
+  if (!(alpha >= 0) || !std::isfinite(alpha)) a.range_error("alpha must be finite and >= 0, got " + std::to_string(alpha));
+  float* H = a.f32(0, "H", a.mul(K, K));
+  const float* x = a.f32(1, "x", a.mul(T, K));
+  gptq_xtx(H, x, T, K, beta, alpha);
+  return info.Env().Undefined();
+}
+
+// gptqCholesky(A, n, upper): A[n,n] symmetric positive definite → its Cholesky factor in place: lower L (A = L·Lᵀ)
+// with zeros above, or with upper = true U = Lᵀ (A = Uᵀ·U) with zeros below. Returns -1, or the first column whose
+// pivot is not positive (A then holds partial results).
+Napi::Value GptqCholesky(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqCholesky"};
+  a.count(3);
+  const int64_t n = a.integer(1, "n");
+  if (!info[2].IsBoolean()) a.type_error("upper must be a boolean");
+  float* A = a.f32(0, "A", a.mul(n, n));
+  const int64_t fail = cholesky_lower(A, n);
+  if (fail < 0 && info[2].As<Napi::Boolean>().Value()) transpose_square(A, n);
+  return Napi::Number::New(info.Env(), double(fail));
+}
+
+// gptqCholeskyInverse(A, n): A holds a lower Cholesky factor L (upper triangle ignored) → (L·Lᵀ)⁻¹ in place.
+Napi::Value GptqCholeskyInverse(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqCholeskyInverse"};
+  a.count(2);
+  const int64_t n = a.integer(1, "n");
+  cholesky_inverse(a.f32(0, "A", a.mul(n, n)), n);
+  return info.Env().Undefined();
+}
+
+// gptqQuantizeBlock(W, N, K, i1, B, U, scale, zero, maxq, codes, deq, err, rowLoss): GPTQ's column loop over
+// W[:, i1:i1+B] (see ops.h); scale/zero Float32Array [B,N], codes Uint8Array [N,B], deq/err Float32Array [N,B],
+// rowLoss Float64Array [N].
+Napi::Value GptqQuantizeBlock(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqQuantizeBlock"};
+  a.count(13);
+  const int64_t N = a.integer(1, "N"), K = a.integer(2, "K"), i1 = a.integer(3, "i1"), B = a.integer(4, "B");
+  const int64_t maxq = a.integer(8, "maxq", 1);
+  if (maxq > 255) a.range_error("maxq must be at most 255, got " + std::to_string(maxq));
+  if (i1 + B > K) a.range_error("i1 + B = " + std::to_string(i1 + B) + " exceeds K = " + std::to_string(K));
+  const float* W = a.f32(0, "W", a.mul(N, K));
+  const float* U = a.f32(5, "U", a.mul(K, K));
+  const float* scale = a.f32(6, "scale", a.mul(B, N));
+  const float* zero = a.f32(7, "zero", a.mul(B, N));
+  auto codes = a.typed(9, "codes", napi_uint8_array, "Uint8Array");
+  a.check_len("codes", int64_t(codes.ElementLength()), a.mul(N, B));
+  float* deq = a.f32(10, "deq", a.mul(N, B));
+  float* err = a.f32(11, "err", a.mul(N, B));
+  auto loss = a.typed(12, "rowLoss", napi_float64_array, "Float64Array");
+  a.check_len("rowLoss", int64_t(loss.ElementLength()), N);
+  gptq_quantize_block(W, N, K, i1, B, U, scale, zero, int(maxq), a.raw<uint8_t>(codes), deq, err, a.raw<double>(loss));
+  return info.Env().Undefined();
+}
+
+// gptqBlockUpdate(W, N, K, err, B, U, i1): W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:], U [K,K].
+Napi::Value GptqBlockUpdate(const Napi::CallbackInfo& info) {
+  Args a{info, "gptqBlockUpdate"};
+  a.count(7);
+  const int64_t N = a.integer(1, "N"), K = a.integer(2, "K"), B = a.integer(4, "B"), i1 = a.integer(6, "i1");
+  if (i1 + B > K) a.range_error("i1 + B = " + std::to_string(i1 + B) + " exceeds K = " + std::to_string(K));
+  float* W = a.f32(0, "W", a.mul(N, K));
+  const float* err = a.f32(3, "err", a.mul(N, B));
+  const float* U = a.f32(5, "U", a.mul(K, K));
+  gptq_block_update(W, N, K, err, B, U, i1);
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a{info, "rmsnorm"};
   a.count(6);
@@ -484,6 +558,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<MatmulQ4>(env, exports, "matmulQ4");
   add<MatmulQg>(env, exports, "matmulQg");
   add<MatmulInt8>(env, exports, "matmulInt8");
+  add<GptqXtx>(env, exports, "gptqXtx");
+  add<GptqCholesky>(env, exports, "gptqCholesky");
+  add<GptqCholeskyInverse>(env, exports, "gptqCholeskyInverse");
+  add<GptqQuantizeBlock>(env, exports, "gptqQuantizeBlock");
+  add<GptqBlockUpdate>(env, exports, "gptqBlockUpdate");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");
   add<Rope>(env, exports, "rope");

@@ -8,6 +8,7 @@
         "dispatch.cc",
         "gemm.cc",
         "int8.cc",
+        "linalg.cc",
         "ops.cc",
         "kernels_scalar.cc",
         "kernels_avx2.cc",

@@ -27,6 +27,22 @@ void softmax(float* y, const float* x, int64_t rows, int64_t cols);
 void embedding(float* y, const void* table, int wtype, const int32_t* ids, int64_t nIds, int64_t dim);
 void add(float* y, const float* a, const float* b, int64_t n);
 
+// GPTQ linear algebra (linalg.cc; float64 ref twins in src/quant/linalg.ts). Matrices are row-major float32.
+// H[K,K] = beta·H + (√alpha·X)ᵀ(√alpha·X) for X [T,K] (symmetric, both triangles written).
+void gptq_xtx(float* H, const float* x, int64_t T, int64_t K, double beta, double alpha);
+// A[n,n] = L·Lᵀ in place (L lower, zeros above); -1, or the first column whose pivot is not positive (A then holds
+// partial results).
+int64_t cholesky_lower(float* A, int64_t n);
+void transpose_square(float* A, int64_t n);
+// A holds a lower Cholesky factor L (the upper triangle is ignored); A ← (L·Lᵀ)⁻¹, both triangles.
+void cholesky_inverse(float* A, int64_t n);
+// GPTQ's column loop over W[:, i1:i1+B] (W [N,K] read only, U [K,K]); scale/zero [B,N] each column's grid per row;
+// outputs [N,B]: codes, dequantized values, err = (w − q)/U[c,c]; row_loss[N] = Σ (w − q)²/U[c,c]²/2.
+void gptq_quantize_block(const float* W, int64_t N, int64_t K, int64_t i1, int64_t B, const float* U, const float* scale,
+                         const float* zero, int maxq, uint8_t* codes, float* deq, float* err, double* row_loss);
+// W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K].
+void gptq_block_update(float* W, int64_t N, int64_t K, const float* err, int64_t B, const float* U, int64_t i1);
+
 // Roofline probes (roofline.cc).
 double mem_bandwidth(int64_t bytes, int iters);
 double fma_peak(double ms);

@@ -12,6 +12,11 @@ import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Wei
 /** Which projections carry a bias: per-architecture data, not branches. */
 export interface LlamaBiases { qkv: boolean; o: boolean; mlp: boolean }
 
+/** What every layer of one forward shares: positions, RoPE frequencies, the cache (null: the new tokens are all). */
+interface LayerContext {
+  B: number; T: number; positions: Int32Array; invFreq: Float32Array; pastLen: number; keyMask: Uint8Array | null; cache: KVCache | null;
+}
+
 interface Layer {
   inputNorm: RMSNorm;
   postNorm: RMSNorm;
@@ -78,42 +83,58 @@ export class LlamaForCausalLM extends DecoderLM {
   }
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
-    const c = this.config, be = this.backend;
+    const c = this.config;
     const { ids, B, T, mask } = prepareInput(inputIds, opts, c.vocab_size);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null);
     let maxPos = 0;
     for (const p of positions) maxPos = Math.max(maxPos, p);
-    const invFreq = this.rope.get(maxPos);
-    const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
-    const scale = 1 / Math.sqrt(hd);
+    const ctx: LayerContext = { B, T, positions, invFreq: this.rope.get(maxPos), pastLen, keyMask, cache };
 
     let x = this.embed.forward(ids);                                   // [B·T, H]
-    for (let l = 0; l < this.layers.length; l++) {
-      const L = this.layers[l];
-      const h = L.inputNorm.forward(x);
-      const q = L.proj.q_proj.forward(h);                              // [B·T, nH·hd]
-      const k = L.proj.k_proj.forward(h);                              // [B·T, nKV·hd]
-      const v = L.proj.v_proj.forward(h);
-      be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
-      be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
-      cache.write(l, k, v, T);
-      const attn = Tensor.zeros('F32', [B, T, nH, hd]);
-      const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
-      const kv = cache.layer(l);                                       // [B, S, nKV, hd] each
-      be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale, window }, attn);
-      const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
-      be.add(x, o, x);
-      const h2 = L.postNorm.forward(x);
-      const g = L.proj.gate_proj.forward(h2);
-      const u = L.proj.up_proj.forward(h2);
-      be.siluMul(g, u, g);
-      be.add(x, L.proj.down_proj.forward(g), x);
-    }
+    for (let l = 0; l < this.layers.length; l++) x = this.layer(l, x, ctx);
     cache.advance(T);
     const last = opts.logits === 'last';
     const hN = this.norm.forward(last ? lastRows(x, B, T) : x);
     return this.lmHead.forward(hN).reshape([B, last ? 1 : T, c.vocab_size]);
+  }
+
+  layerInput(ids: Int32Array, B: number, T: number): Tensor<'F32'> {
+    prepareInput({ ids, batch: B }, {}, this.config.vocab_size);
+    if (ids.length !== B * T) throw new RangeError(`layerInput: ${ids.length} ids are not ${B} rows of ${T}`);
+    return this.embed.forward(ids);
+  }
+
+  forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+    const positions = new Int32Array(B * T);
+    for (let i = 0; i < B * T; i++) positions[i] = i % T;
+    return this.layer(l, x.clone(), { B, T, positions, invFreq: this.rope.get(T - 1), pastLen: 0, keyMask: null, cache: null });
+  }
+
+  /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
+  private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
+    const c = this.config, be = this.backend, L = this.layers[l];
+    const { B, T, positions, invFreq, pastLen, keyMask, cache } = ctx;
+    const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
+    const h = L.inputNorm.forward(x);
+    const q = L.proj.q_proj.forward(h);                                // [B·T, nH·hd]
+    const k = L.proj.k_proj.forward(h);                                // [B·T, nKV·hd]
+    const v = L.proj.v_proj.forward(h);
+    be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
+    be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
+    cache?.write(l, k, v, T);
+    const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+    const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
+    const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nKV, hd]), v: v.reshape([B, T, nKV, hd]) };  // [B, S, nKV, hd] each
+    be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd), window }, attn);
+    const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
+    be.add(x, o, x);
+    const h2 = L.postNorm.forward(x);
+    const g = L.proj.gate_proj.forward(h2);
+    const u = L.proj.up_proj.forward(h2);
+    be.siluMul(g, u, g);
+    be.add(x, L.proj.down_proj.forward(g), x);
+    return x;
   }
 }

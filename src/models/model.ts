@@ -228,6 +228,14 @@ export abstract class DecoderLM implements CausalLM {
 
   get maxPositions(): number { return this.config.max_position_embeddings; }
 
+  /**
+   * Layer-by-layer access for quantizers that calibrate one decoder layer at a time (GPTQ): the hidden states that
+   * enter decoder layer 0 for B full sequences of T tokens (ids [B·T]; no padding, positions 0 … T−1), [B·T, hidden].
+   */
+  abstract layerInput(ids: Int32Array, B: number, T: number): Tensor<'F32'>;
+  /** Decoder layer l on such hidden states x [B·T, hidden], without a cache; x is not changed, the output is new. */
+  abstract forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'>;
+
   /** Linear layers outside the per-layer tables (OPT's project_in / project_out), keyed by short name. */
   readonly outer: Record<string, LinearLike> = {};
 

@@ -73,13 +73,37 @@ export class OPTForCausalLM extends DecoderLM {
   }
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
-    const c = this.config, be = this.backend;
+    const c = this.config;
     const { ids, B, T, mask } = prepareInput(inputIds, opts, c.vocab_size);
     const cache = opts.cache ?? this.createCache(B, T);
     const pastLen = cache.length;
     // OPT: position = cumsum(mask)·mask − 1, so padding → −1 → row 1 after the offset.
     const { positions, keyMask } = cache.begin(T, mask, opts.positions ?? null, -1);
-    const nH = c.num_attention_heads, hd = c.hidden_size / nH;
+    let x = this.embedTokens(ids, positions);                          // [B·T, H]
+    for (let l = 0; l < this.layers.length; l++) x = this.layer(l, x, { B, T, pastLen, keyMask, cache });
+    cache.advance(T);
+    const last = opts.logits === 'last';
+    let y = last ? lastRows(x, B, T) : x;
+    if (this.finalNorm) y = this.finalNorm.forward(y);
+    if (this.outer.project_out) y = this.outer.project_out.forward(y); // [B·T, E]
+    return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
+  }
+
+  layerInput(ids: Int32Array, B: number, T: number): Tensor<'F32'> {
+    prepareInput({ ids, batch: B }, {}, this.config.vocab_size);
+    if (ids.length !== B * T) throw new RangeError(`layerInput: ${ids.length} ids are not ${B} rows of ${T}`);
+    const positions = new Int32Array(B * T);
+    for (let i = 0; i < B * T; i++) positions[i] = i % T;
+    return this.embedTokens(ids, positions);
+  }
+
+  forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+    return this.layer(l, x.clone(), { B, T, pastLen: 0, keyMask: null, cache: null });
+  }
+
+  /** Token embeddings (through project_in) plus the learned positions: what enters layer 0, [B·T, H]. */
+  private embedTokens(ids: Int32Array, positions: Int32Array): Tensor<'F32'> {
+    const c = this.config;
     const posIds = new Int32Array(positions.length);
     for (let i = 0; i < posIds.length; i++) {
       if (positions[i] >= c.max_position_embeddings) {
@@ -87,32 +111,32 @@ export class OPTForCausalLM extends DecoderLM {
       }
       posIds[i] = positions[i] + POSITION_OFFSET;
     }
-
     let x = this.embed.forward(ids);                                   // [B·T, E]
     if (this.outer.project_in) x = this.outer.project_in.forward(x);   // [B·T, H]
-    be.add(x, this.positions.forward(posIds), x);
+    this.backend.add(x, this.positions.forward(posIds), x);
+    return x;
+  }
+
+  /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
+  private layer(l: number, x: Tensor<'F32'>, ctx: { B: number; T: number; pastLen: number; keyMask: Uint8Array | null; cache: KVCache | null }): Tensor<'F32'> {
+    const c = this.config, be = this.backend, L = this.layers[l];
+    const { B, T, pastLen, keyMask, cache } = ctx;
+    const nH = c.num_attention_heads, hd = c.hidden_size / nH;
     const pre = c.do_layer_norm_before;
-    for (let l = 0; l < this.layers.length; l++) {
-      const L = this.layers[l];
-      const h = pre ? L.attnNorm.forward(x) : x;
-      const q = L.proj.q_proj.forward(h);                              // [B·T, H] = [B, T, nH, hd]
-      cache.write(l, L.proj.k_proj.forward(h), L.proj.v_proj.forward(h), T);
-      const attn = Tensor.zeros('F32', [B, T, nH, hd]);
-      // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
-      const kv = cache.layer(l);                                       // [B, S, nH, hd] each
-      be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
-      be.add(x, L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size])), x);
-      if (!pre) x = L.attnNorm.forward(x);
-      const f = L.proj.fc1.forward(pre ? L.ffnNorm.forward(x) : x);
-      be.relu(f, f);
-      be.add(x, L.proj.fc2.forward(f), x);
-      if (!pre) x = L.ffnNorm.forward(x);
-    }
-    cache.advance(T);
-    const last = opts.logits === 'last';
-    let y = last ? lastRows(x, B, T) : x;
-    if (this.finalNorm) y = this.finalNorm.forward(y);
-    if (this.outer.project_out) y = this.outer.project_out.forward(y); // [B·T, E]
-    return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
+    const h = pre ? L.attnNorm.forward(x) : x;
+    const q = L.proj.q_proj.forward(h);                                // [B·T, H] = [B, T, nH, hd]
+    const k = L.proj.k_proj.forward(h), v = L.proj.v_proj.forward(h);
+    cache?.write(l, k, v, T);
+    const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+    // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
+    const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nH, hd]), v: v.reshape([B, T, nH, hd]) };  // [B, S, nH, hd] each
+    be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
+    be.add(x, L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size])), x);
+    if (!pre) x = L.attnNorm.forward(x);
+    const f = L.proj.fc1.forward(pre ? L.ffnNorm.forward(x) : x);
+    be.relu(f, f);
+    be.add(x, L.proj.fc2.forward(f), x);
+    if (!pre) x = L.ffnNorm.forward(x);
+    return x;
   }
 }

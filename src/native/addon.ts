@@ -87,6 +87,24 @@ export interface NativeAddon {
   matmulQg(y: Float32Array, x: Float32Array, codes: Uint8Array, bits: number, N: number, K: number, Kpad: number, G: number,
     nG: number, scales: Float32Array, zeros: Uint8Array, sz: Float32Array, perm: Int32Array | null, M: number,
     bias: Float32Array | null): void;
+  /** GPTQ (src/quant/linalg.ts has the float64 twins): H[K,K] = beta·H + (√alpha·x)ᵀ(√alpha·x) for x [T,K], both triangles. */
+  gptqXtx(H: Float32Array, x: Float32Array, T: number, K: number, beta: number, alpha: number): void;
+  /**
+   * Cholesky factor of a symmetric positive definite A [n,n] in place: lower L (zeros above), or with `upper` U = Lᵀ
+   * (zeros below). Returns -1, or the first column whose pivot is not positive (A then holds partial results).
+   */
+  gptqCholesky(A: Float32Array, n: number, upper: boolean): number;
+  /** A holds a lower Cholesky factor L (upper triangle ignored) → (L·Lᵀ)⁻¹ in place (torch.cholesky_inverse). */
+  gptqCholeskyInverse(A: Float32Array, n: number): void;
+  /**
+   * GPTQ's column loop over W[:, i1:i1+B] (W [N,K] is read, not written; U [K,K]): scale/zero [B,N] are each column's
+   * grid per row; writes codes, dequantized values and err = (w − q)/U[c,c] as [N,B], and rowLoss[N]. Bit for bit
+   * the TypeScript twin (src/quant/linalg.ts).
+   */
+  gptqQuantizeBlock(W: Float32Array, N: number, K: number, i1: number, B: number, U: Float32Array, scale: Float32Array, zero: Float32Array,
+    maxq: number, codes: Uint8Array, deq: Float32Array, err: Float32Array, rowLoss: Float64Array): void;
+  /** W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K] (GPTQ's lazy block update). */
+  gptqBlockUpdate(W: Float32Array, N: number, K: number, err: Float32Array, B: number, U: Float32Array, i1: number): void;
   rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */
@@ -154,7 +172,7 @@ export function loadAddon(): NativeAddon | null {
 }
 
 /** Every function NativeAddon declares; checked when the addon loads. */
-const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulQg', 'matmulInt8', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
+const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulQg', 'matmulInt8', 'gptqXtx', 'gptqCholesky', 'gptqCholeskyInverse', 'gptqQuantizeBlock', 'gptqBlockUpdate', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
   'embedding', 'add', 'setThreads', 'getThreads', 'cpuInfo', 'setLevel', 'mmap', 'memBandwidth', 'fmaPeak', 'scratchStats', 'poolStats',
   'poolConfig'] as const;
 
