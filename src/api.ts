@@ -18,6 +18,7 @@ import type { QuantizedLayerEvent } from './models/factory.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
 import { checkProgressCallback, progressReporter } from './util/progress.js';
+import { quantizeLoadedGptq } from './quant/gptq-run.js';
 
 export interface LoadOptions extends ResolveOptions {
   /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
@@ -32,7 +33,9 @@ export interface LoadOptions extends ResolveOptions {
    * Quantize a float checkpoint as it loads, with transformers' BitsAndBytesConfig meanings (camelCase or
    * snake_case keys): NF4/FP4 (double quant optional) or LLM.int8. lm_head and llmInt8SkipModules stay float. A
    * checkpoint saved quantized (config.json has quantization_config) loads as it is and refuses this option.
-   * A GPTQConfig is checked here; quantizing with it needs the GPTQ driver (calibration through the model).
+   * A GPTQConfig (bits, groupSize, sym, descAct, dampPercent, dataset, nsamples, modelSeqlen …) quantizes the float
+   * model after it is built, as optimum's GPTQQuantizer does: calibration windows from `dataset` (a text file, a JSONL
+   * file with a "text" field, or a list of texts) run through it block by block; progress by linear layer.
    */
   quantizationConfig?: BitsAndBytesConfig | GPTQConfig | GPTQConfigOptions | Record<string, unknown>;
   /**
@@ -80,14 +83,20 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
     quantize.blocksize = opts.blocksize;
   }
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
+  // GPTQ quantizes a built float model (calibration runs through it block by block); bitsandbytes as it builds.
+  const gptq = quantize?.method === 'gptq' ? quantize : null;
+  const build = gptq ? null : quantize;
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
-  const layers = quantize ? layerProgress(config.num_hidden_layers, opts) : undefined;
-  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize, onQuantize: layers?.event });
+  const layers = build ? layerProgress(config.num_hidden_layers, opts) : undefined;
+  const model = buildModel(config, new Weights(tensors, dir), backend, { quantize: build, onQuantize: layers?.event });
   layers?.finish();
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
   const qc = config.quantization_config ? quantizationConfigDict(config.quantization_config, config.raw.quantization_config, join(dir, 'config.json'))
-    : quantize ? quantizationConfigDict(quantize, opts.quantizationConfig, 'fromPretrained') : null;
-  return { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: performance.now() - t0, quantizationConfig: qc };
+    : build ? quantizationConfigDict(build, opts.quantizationConfig, 'fromPretrained') : null;
+  const loaded: LoadedModel = { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: 0, quantizationConfig: qc };
+  if (gptq) quantizeLoadedGptq(loaded, gptq, { onProgress: opts.onProgress });
+  loaded.loadMs = performance.now() - t0;
+  return loaded;
 }
 
 /**

@@ -1,6 +1,7 @@
 // `lowbit quantize`: a float checkpoint → a bitsandbytes model folder that transformers loads (FORMATS.md §2.4-2.5,
-// §3). The quantization happens while the model is built (fromPretrained's quantizationConfig), so progress is
-// reported per layer from there; savePretrained writes the folder atomically.
+// §3), or a GPTQ folder (§4.5-4.6; --method gptq|rtn, in quantize-gptq.ts). bitsandbytes quantizes while the model is
+// built (fromPretrained's quantizationConfig), so progress is reported per layer from there; savePretrained writes
+// the folder atomically.
 import { fromPretrained } from '../api.js';
 import { savePretrained } from '../io/save.js';
 import { BNB4_BLOCKSIZES } from '../quant/bnb4.js';
@@ -9,17 +10,28 @@ import { quantizedStateDict } from '../io/save.js';
 import { probePath } from '../util/fs.js';
 import { intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { readdirSync } from 'node:fs';
+import { runQuantizeGptq } from './quantize-gptq.js';
 
-export const quantizeHelp = `lowbit quantize — write a bitsandbytes-quantized copy of a model folder
+export const quantizeHelp = `lowbit quantize — write a quantized copy of a model folder (bitsandbytes or GPTQ)
 
 Usage: lowbit quantize <model folder | org/name> --method int8|nf4|fp4 --out DIR [options]
+       lowbit quantize <model folder | org/name> --method gptq|rtn --bits B --group-size G [--sym|--asym] [--desc-act]
+                       [--damp P] [--dataset FILE] [--nsamples N] [--seqlen L] [--seed S] --out DIR
 
-Quantizes every linear layer but lm_head as transformers + bitsandbytes do on load (BitsAndBytesConfig), and
-writes a folder transformers loads as it is: model.safetensors with the bitsandbytes tensors, config.json with
+int8/nf4/fp4 quantize every linear layer but lm_head as transformers + bitsandbytes do on load (BitsAndBytesConfig),
+and write a folder transformers loads as it is: model.safetensors with the bitsandbytes tensors, config.json with
 quantization_config, generation_config.json and tokenizer files copied. lowbit loads it back by name.
 
+gptq quantizes the linear layers of every decoder block with GPTQ (AutoGPTQ's algorithm: Hessians from calibration
+windows run through the already-quantized blocks, true-sequential, block 128 lazy updates) and writes what AutoGPTQ /
+optimum write: qweight / qzeros / scales / g_idx, quantize_config.json, and quantization_config in config.json (vLLM's
+GPTQ and Marlin loaders take a symmetric 4-bit file). rtn is round-to-nearest on the same grid and packing: the
+baseline GPTQ must beat. Progress by linear layer with its relative output error; a summary table at the end; the
+folder also gets quantize_report.json (every layer's error, GPTQ and RTN) and quantize_report.svg (the chart).
+
 Options:
-  --method M            int8 (LLM.int8, per-row absmax), nf4 or fp4 (4-bit blocks; bitsandbytes' default is fp4)
+  --method M            int8 (LLM.int8, per-row absmax), nf4 or fp4 (4-bit blocks; bitsandbytes' default is fp4),
+                        gptq or rtn
   --out DIR             the folder to write; a new or empty one appears whole or not at all
   --force               replace the files of a non-empty --out (each one atomically); without it, refused
   --double-quant        4-bit: quantize the block scales too (bnb_4bit_use_double_quant)
@@ -27,6 +39,19 @@ Options:
   --blocksize N         4-bit: 32, 64, 128, 256, 512, 1024, 2048 or 4096 (default 64; recorded per layer in the file)
   --threshold T         int8: outlier threshold (llm_int8_threshold, default 6.0)
   --skip-modules a,b    keep these modules float too (llm_int8_skip_modules; whole dotted name segments)
+  --bits B              gptq/rtn: 2, 3, 4 or 8 (default 4)
+  --group-size G        gptq/rtn: -1 (one group per row) or the group size (default 128)
+  --sym | --asym        gptq/rtn: symmetric (default, zero = 2^(bits-1)) or asymmetric grid
+  --desc-act            gptq: act-order (columns by decreasing Hessian diagonal; writes g_idx)
+  --static-groups       gptq: every group's grid from the original weight, before any update
+  --damp P              gptq: dampening, a fraction of the mean Hessian diagonal (default 0.01)
+  --dataset FILE        calibration text (a text file, or JSONL with a "text" field); required for gptq, optional
+                        for rtn (then the errors are measured on it)
+  --nsamples N          calibration windows (default 128)
+  --seqlen L            tokens per window (default 2048, at most the model's positions)
+  --seed S              seed of the windows' random offsets (default 0, Python's random)
+  --checkpoint-format F gptq (v1, default: what AutoGPTQ writes) or gptq_v2 (GPTQModel: true zeros)
+  --no-true-sequential  gptq: calibrate all linears of a block at once
   --revision REV        Hub revision (default main)
   --no-mmap             read the weights into memory instead of mapping them
 
@@ -37,25 +62,53 @@ checkpoint's total bytes before and after, and the time.
 Examples:
   lowbit quantize ./TinyLlama-1.1B --method nf4 --double-quant --compute-dtype bf16 --out ./TinyLlama-1.1B-nf4
   lowbit quantize models/kjv-demo --method int8 --out /tmp/kjv-int8
+  lowbit quantize ./TinyLlama-1.1B --method gptq --bits 4 --group-size 128 --dataset c4.txt --nsamples 128 --out ./tl-gptq
+  lowbit quantize models/kjv-demo --method rtn --bits 4 --group-size 32 --out /tmp/kjv-rtn
 `;
 
 const OPTIONS = {
   method: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean', default: false },
   'double-quant': { type: 'boolean', default: false }, 'compute-dtype': { type: 'string' }, blocksize: { type: 'string' },
   threshold: { type: 'string' }, 'skip-modules': { type: 'string' }, revision: { type: 'string' }, 'no-mmap': { type: 'boolean' },
+  bits: { type: 'string' }, 'group-size': { type: 'string' }, sym: { type: 'boolean' }, asym: { type: 'boolean' },
+  'desc-act': { type: 'boolean' }, 'static-groups': { type: 'boolean' }, damp: { type: 'string' }, dataset: { type: 'string' },
+  nsamples: { type: 'string' }, seqlen: { type: 'string' }, seed: { type: 'string' }, 'checkpoint-format': { type: 'string' },
+  'no-true-sequential': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 const COMPUTE: Record<string, string> = { bf16: 'bfloat16', f16: 'float16', f32: 'float32' };
-const METHODS = ['int8', 'nf4', 'fp4'];
+const METHODS = ['int8', 'nf4', 'fp4', 'gptq', 'rtn'];
+const GPTQ_FLAGS = ['bits', 'group-size', 'sym', 'asym', 'desc-act', 'static-groups', 'damp', 'dataset', 'nsamples', 'seqlen', 'seed',
+  'checkpoint-format', 'no-true-sequential'] as const;
+const BNB_FLAGS = ['double-quant', 'compute-dtype', 'blocksize', 'threshold', 'skip-modules'] as const;
+
+/** --out must be a new or empty folder, or --force given. */
+function checkOut(dir: string, force: boolean): void {
+  const out = probePath(dir);
+  if (out.kind === 'file') throw new UsageError(`--out ${dir} is a file, not a folder`);
+  if (out.kind === 'bad') throw new UsageError(`--out ${dir} ${out.problem}`);
+  if (out.kind === 'dir' && readdirSync(dir).length > 0 && !force) {
+    throw new UsageError(`--out ${dir} is a folder that is not empty (pass --force to replace its files)`);
+  }
+}
 
 export async function runQuantize(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCommand('quantize', argv, OPTIONS);
   if (v.help) { process.stdout.write(quantizeHelp); return 0; }
   if (positionals.length !== 1) throw new UsageError('give one model folder or Hub id');
-  if (v.method === undefined) throw new UsageError('--method is required (int8, nf4 or fp4)');
-  if (!METHODS.includes(v.method)) throw new UsageError(`--method "${v.method}" is unknown (choose int8, nf4 or fp4)`);
+  if (v.method === undefined) throw new UsageError('--method is required (int8, nf4, fp4, gptq or rtn)');
+  if (!METHODS.includes(v.method)) throw new UsageError(`--method "${v.method}" is unknown (choose int8, nf4, fp4, gptq or rtn)`);
   if (v.out === undefined) throw new UsageError('--out DIR is required');
+  const gptq = v.method === 'gptq' || v.method === 'rtn';
+  for (const f of gptq ? BNB_FLAGS : GPTQ_FLAGS) {
+    const set = v[f] !== undefined && v[f] !== false;
+    if (set) throw new UsageError(`--${f} applies to --method ${gptq ? 'int8, nf4 or fp4' : 'gptq or rtn'}, not ${v.method}`);
+  }
+  if (gptq) {
+    checkOut(v.out, !!v.force);
+    return runQuantizeGptq(positionals[0], { ...v, method: v.method as 'gptq' | 'rtn', out: v.out });
+  }
   const int8 = v.method === 'int8';
   for (const [flag, set] of [['--double-quant', v['double-quant']], ['--compute-dtype', v['compute-dtype'] !== undefined], ['--blocksize', v.blocksize !== undefined]] as const) {
     if (int8 && set) throw new UsageError(`${flag} applies to --method nf4 or fp4, not int8`);
@@ -74,12 +127,7 @@ export async function runQuantize(argv: string[]): Promise<number> {
     skip = v['skip-modules'].split(',').map((s) => s.trim());
     if (skip.some((s) => s === '')) throw new UsageError(`--skip-modules "${v['skip-modules']}" has an empty name (give names separated by commas)`);
   }
-  const out = probePath(v.out);
-  if (out.kind === 'file') throw new UsageError(`--out ${v.out} is a file, not a folder`);
-  if (out.kind === 'bad') throw new UsageError(`--out ${v.out} ${out.problem}`);
-  if (out.kind === 'dir' && readdirSync(v.out).length > 0 && !v.force) {
-    throw new UsageError(`--out ${v.out} is a folder that is not empty (pass --force to replace its files)`);
-  }
+  checkOut(v.out, v.force);
 
   const quantizationConfig = int8
     ? { loadIn8bit: true, llmInt8Threshold: threshold, llmInt8SkipModules: skip }
