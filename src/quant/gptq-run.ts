@@ -10,6 +10,7 @@ import type { OnProgress } from '../util/progress.js';
 import { calibrationSamples, type CalibrationSet } from './calib.js';
 import { quantizeModelGptq, type GptqModelResult, type GptqProgress } from './gptq-driver.js';
 import { existsSync } from 'node:fs';
+import { GptqError, gptqShapeProblem } from './gptq-format.js';
 
 export interface GptqRunOptions {
   /** 'gptq' (default) or 'rtn': round-to-nearest on GPTQ's grid, no calibration needed (with a dataset, errors are measured). */
@@ -29,6 +30,13 @@ export function quantizeLoadedGptq(m: LoadedModel, spec: GptqQuantizationSpec, o
   const where = `GPTQ on ${m.dir}`;
   if (spec.modulesInBlockToQuantize) {
     throw new ConfigError(`${where}: modules_in_block_to_quantize is read from checkpoints, but lowbit quantizes every linear of each block in AutoGPTQ's order; leave it out`);
+  }
+  // Every linear of the blocks must be packable at these bits (AutoGPTQ's qweight / qzeros layouts): say so before
+  // any calibration runs, not after the last layer.
+  for (const [name, lin] of m.model.linears()) {
+    if (!/\.layers\.\d+\./.test(name)) continue;
+    const problem = gptqShapeProblem([lin.outFeatures, lin.inFeatures], spec.bits);
+    if (problem) throw new GptqError(`${name}: ${problem}`);
   }
   let calibration: CalibrationSet | null = null;
   if (spec.dataset !== null) {

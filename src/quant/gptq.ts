@@ -5,11 +5,13 @@
 // its float64 ref twin). The output is GptqCodes (src/quant/gptq-types.ts), which src/quant/gptq-format.ts packs.
 import { GPTQ_BITS, type GptqBits, type GptqCodes, type GptqOptions } from './gptq-types.js';
 import { getLinalg, roundHalfEven, type Linalg } from './linalg.js';
+import { GptqError } from './gptq-format.js';
 
 export { roundHalfEven };
 
-/** Bad GPTQ options or input (non-finite weights, shapes that do not agree); names the layer when known. */
-export class GptqError extends Error { override name = 'GptqError'; }
+// One error class for GPTQ's algorithm and its files (bad options or input, non-finite weights, shapes that do not
+// agree, packing): src/quant/gptq-format.ts defines it.
+export { GptqError };
 
 /**
  * The damped Hessian of a layer is not positive definite (Cholesky failed at `column`): its calibration inputs hold
