@@ -219,8 +219,11 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
   }, 4);
 }
 
-bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
-             int64_t G, int64_t nG, const uint8_t* order) {
+bool qg_prep(void* xqv, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
+             int64_t G, int64_t nG, int bits, const uint8_t* order) {
+  const float xmax = qg_xmax(bits);
+  int8_t* xq8 = bits <= 4 ? static_cast<int8_t*>(xqv) : nullptr;
+  int16_t* xq16 = bits <= 4 ? nullptr : static_cast<int16_t*>(xqv);
   alignas(64) float v[64];
   alignas(64) int16_t q[64];
   for (int64_t g = 0; g < nG; g++) xbar[g] = 0.f;
@@ -235,15 +238,16 @@ bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t*
       mx = std::max(mx, a);
     }
     if (!finite) return false;
-    const float inv = mx > 0.f ? kQ4iXMax / mx : 0.f;
-    dx[c] = mx / kQ4iXMax;
+    const float inv = mx > 0.f ? xmax / mx : 0.f;
+    dx[c] = mx / xmax;
     int32_t s0 = 0, s1 = 0;
     for (int i = 0; i < 64; i++) {
       const float r = (v[i] * inv + 12582912.f) - 12582912.f;  // round half to even, as q4i_prep
-      q[i] = int16_t(std::min(kQ4iXMax, std::max(-kQ4iXMax, r)));
+      q[i] = int16_t(std::min(xmax, std::max(-xmax, r)));
       (i < 32 ? s0 : s1) += q[i];
     }
-    for (int i = 0; i < 64; i++) xq[c * 64 + i] = q[order ? order[i] : i];
+    if (xq8) for (int i = 0; i < 64; i++) xq8[c * 64 + i] = int8_t(q[i]);
+    else for (int i = 0; i < 64; i++) xq16[c * 64 + i] = q[order ? order[i] : i];
     // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
     xbar[std::min((c * 64) / G, nG - 1)] += dx[c] * float(s0);
     xbar[std::min((c * 64 + 32) / G, nG - 1)] += dx[c] * float(s1);
@@ -280,19 +284,20 @@ void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm,
   if (M == 0 || N == 0) return;
   const Kernels* k = active();
   if (M <= kQ4GemvMaxM) {
-    thread_local Scratch<int16_t> xqBuf;
+    thread_local Scratch<int16_t> xqBuf;  // int8 or int16 values (qg_prep), room for int16
     thread_local Scratch<float> dxBuf, xbarBuf;
-    int16_t* xq = xqBuf.get(size_t(M * Kpad));
+    const int64_t xsz = w.bits <= 4 ? 1 : 2;
+    char* xq = reinterpret_cast<char*>(xqBuf.get(size_t(M * Kpad)));
     float* dx = dxBuf.get(size_t(M * nc));
     float* xbar = xbarBuf.get(size_t(M * w.nG));
     bool finite = true;
     for (int64_t m = 0; m < M && finite; m++)
-      finite = qg_prep(xq + m * Kpad, dx + m * nc, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, k->qg_order);
+      finite = qg_prep(xq + m * Kpad * xsz, dx + m * nc, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, w.bits, k->qg_order);
     if (finite) {
       const int64_t grain = std::max<int64_t>(4, (1 << 15) / Kpad);
       parallel_for(N, grain, [&](int64_t b, int64_t e) {
         for (int64_t m = 0; m < M; m += 4)
-          k->gemv_qg(y + m * N, N, xq + m * Kpad, dx + m * nc, xbar + m * w.nG, int(std::min<int64_t>(4, M - m)), w, b, e, bias);
+          k->gemv_qg(y + m * N, N, xq + m * Kpad * xsz, dx + m * nc, xbar + m * w.nG, int(std::min<int64_t>(4, M - m)), w, b, e, bias);
       }, 4);
       return;
     }

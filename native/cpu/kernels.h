@@ -63,13 +63,15 @@ struct Kernels {
   void (*gemv_q4i)(float* y, int64_t ldy, const float* x, int64_t ldx, const int16_t* xq, const float* dx, int M,
                    const Q4Weight& w, int64_t n0, int64_t n1, const float* bias);
 
-  // ---- Group-quantized integer weights (GPTQ 2/3/4/8-bit; QgWeight below) with int16 activations, driver
-  // matmul_qg (gemm.cc). x is permuted, zero-padded to Kpad and quantized per 64-element chunk by qg_prep (in
-  // qg_order within each chunk), with xbar[g] = Σ over the group's half-chunks of dx·Σxq. For m < M (1..4), n in
-  // [n0, n1): y[m*ldy + n] = Σ_chunks (scale·dx)·Σ code·xq − Σ_g scale·zero·xbar[m][g] (+ bias[n]): exact int32
-  // sums per chunk (or per half-chunk with groups of 32), float32 across them. Twin: qgDecodeRef (src/quant/qg.ts).
+  // ---- Group-quantized integer weights (GPTQ 2/3/4/8-bit; QgWeight below) with integer activations, driver
+  // matmul_qg (gemm.cc). x is permuted, zero-padded to Kpad and quantized per 64-element chunk by qg_prep, with
+  // xbar[g] = Σ over the group's half-chunks of dx·Σxq: for 2/3/4-bit codes to int8 (|xq| ≤ 127, natural order: the
+  // unsigned codes times x fit vpmaddubsw's int16 pairs), for 8-bit codes to int16 (|xq| ≤ 8191, in qg_order). xq is
+  // an int8_t or int16_t array accordingly. For m < M (1..4), n in [n0, n1): y[m*ldy + n] = Σ_chunks (scale·dx)·
+  // Σ code·xq − Σ_g scale·zero·xbar[m][g] (+ bias[n]): exact int32 sums per chunk (or per half-chunk with groups of
+  // 32), float32 across them. Twin: qgDecodeRef (src/quant/qg.ts).
   const uint8_t* qg_order;
-  void (*gemv_qg)(float* y, int64_t ldy, const int16_t* xq, const float* dx, const float* xbar, int M,
+  void (*gemv_qg)(float* y, int64_t ldy, const void* xq, const float* dx, const float* xbar, int M,
                   const QgWeight& w, int64_t n0, int64_t n1, const float* bias);
 
   // ---- LLM.int8 integer products (driver: int8.cc, matmul_int8): for m < M (1..4) and n in [n0, n1)
@@ -112,12 +114,14 @@ struct QgWeight {
   const float* sz;       // [N, nG] scales·zeros (exact in float32: an f16 scale times an integer below 256)
 };
 inline int64_t qg_chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
-// x (one row of K) → xq [Kpad] in `order` per chunk (null = natural), dx [Kpad/64] (dx = fl(max|x|/8191) per chunk;
-// no 2^-14 here: the codes are plain integers), xbar [nG] (Σ over the group's half-chunks h, in order, of
-// fl(dx·Σ_{h} xq)). x is read through perm (x'[j] = x[perm[j]], j < K; null = identity), zeros from K to Kpad.
-// Returns false when some x is not finite (the caller takes the exact path).
-bool qg_prep(int16_t* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
-             int64_t G, int64_t nG, const uint8_t* order);
+// x (one row of K) → xq [Kpad] (int8 for bits ≤ 4 in natural order, else int16 in `order` per chunk, null =
+// natural), dx [Kpad/64] (dx = fl(max|x|/xmax) per chunk, xmax = qg_xmax(bits); no 2^-14: the codes are plain
+// integers), xbar [nG] (Σ over the group's half-chunks h, in order, of fl(dx·Σ_{h} xq)). x is read through perm
+// (x'[j] = x[perm[j]], j < K; null = identity), zeros from K to Kpad. Returns false when some x is not finite (the
+// caller takes the exact path).
+inline float qg_xmax(int bits) { return bits <= 4 ? 127.f : 8191.f; }
+bool qg_prep(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
+             int64_t G, int64_t nG, int bits, const uint8_t* order);
 // dst[j] = scale·(code − zero) of row n, permuted inputs k0 .. k0+n-1 (exact in float32: the ref's weights).
 void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n);
 

@@ -2,6 +2,7 @@
 // auto-vectorise the easy loops with the baseline ISA (SSE2 / ASIMD), with independent partial sums for reductions.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels.h"
 

@@ -27,28 +27,34 @@ import { intOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 import { mkdirSync } from 'node:fs';
 import { progressReporter, type OnProgress } from '../util/progress.js';
+import { parseGptqConfig } from '../io/gptqconfig.js';
+import { quantizeLoadedGptq } from '../quant/gptq-run.js';
+import type { GptqBits } from '../quant/gptq-types.js';
 
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
-Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format int8|nf4|fp4 [--double-quant] [--compare]]
+Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format FORMAT [--double-quant] [--compare]]
                     [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
-       lowbit bench <model dir> [--format int8|nf4|fp4 [--double-quant] [--compare]] [--threads N] [--no-mmap]
+       lowbit bench <model dir> [--format FORMAT [--double-quant] [--compare]] [--threads N] [--no-mmap]
                     [--roofline-bytes N] [--json]
 
 Shapes: ${Object.keys(SHAPES).join(', ')} (random weights, built in memory).
 --format quantizes every linear layer but lm_head as it is built, exactly as fromPretrained's quantizationConfig
 does (bitsandbytes NF4/FP4 at block 64, --double-quant for the scales; or LLM.int8), with the reference quantizers
 in plain TypeScript: a tinyllama-1.1b shape takes about 40 s for nf4 and 20-35 s for int8 on 2 cores; a line per
-decoder layer goes to stderr. A model folder saved quantized (lowbit quantize) benches as it is, without --format.
+decoder layer goes to stderr. FORMAT is int8, nf4, fp4, or gptq2 / gptq3 / gptq4 / gptq8: GPTQ's grid and AutoGPTQ's
+packing (symmetric, group 128) by round-to-nearest, since the kernels' speed does not depend on the values and GPTQ
+proper needs calibration data (lowbit quantize --method gptq writes a real one, which benches as a folder). A model
+folder saved quantized (lowbit quantize) benches as it is, without --format.
 --compare measures the float model first, in the same process against the same roofline, and prints quantized /
 float speed-ups (JSON: baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a noisy machine
 distorts far less than two runs' absolute numbers.
-The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4 and int8; a format a
+The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4, int8 and gptq; a format a
 backend has no kernel for falls back to ref with a warning (plain TypeScript, slow: use a short --decode-len).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth; for a
 quantized layer its packed codes and scales: 4-bit codes + absmax or its 8-bit codes + nested absmax, int8 codes +
-SCB); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
+SCB, GPTQ qweight + qzeros + scales + g_idx); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
 that spins on one core and is stopped afterwards) to show how the speed holds up when a core is taken;
 --no-competitor skips that row. The bandwidth probe reads a buffer of --roofline-bytes (default 1 GiB, at least
 1 MiB; a buffer that fits in the caches overstates the bandwidth). Progress goes to stderr, with --json too. The
@@ -58,6 +64,7 @@ Examples:
   lowbit bench --shape tinyllama-1.1b --dtype bf16
   lowbit bench --shape tinyllama-1.1b --dtype f32 --threads 2 --json
   lowbit bench --shape tinyllama-1.1b --format nf4 --double-quant --compare
+  lowbit bench --shape tinyllama-1.1b --format gptq4 --compare
   lowbit bench models/kjv-demo --format int8 --decode-len 16
   lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model /tmp/tl && lowbit bench /tmp/tl
 `;
@@ -117,6 +124,8 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
   return { bytesPerToken: bytes, prefillFlops: flops };
 }
 
+const FORMATS = ['int8', 'nf4', 'fp4', 'gptq2', 'gptq3', 'gptq4', 'gptq8'];
+
 export async function runBench(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand('bench', argv, {
       shape: { type: 'string' }, dtype: { type: 'string', default: 'bf16' }, threads: { type: 'string' },
@@ -135,13 +144,21 @@ export async function runBench(argv: string[]): Promise<number> {
   // Progress always goes to stderr, so that --json (on stdout) stays parseable and a long run still shows life.
   const log = (s: string) => { process.stderr.write(s + '\n'); };
   const fmt = values.format;
-  if (fmt !== undefined && !['int8', 'nf4', 'fp4'].includes(fmt)) throw new UsageError(`--format "${fmt}" is unknown (choose int8, nf4 or fp4)`);
+  if (fmt !== undefined && !FORMATS.includes(fmt)) throw new UsageError(`--format "${fmt}" is unknown (choose ${FORMATS.join(', ')})`);
   if (values['double-quant'] && fmt !== 'nf4' && fmt !== 'fp4') throw new UsageError('--double-quant applies to --format nf4 or fp4');
-  if (values.compare && fmt === undefined) throw new UsageError('--compare measures the float model beside a --format; give --format int8, nf4 or fp4');
+  if (values.compare && fmt === undefined) throw new UsageError(`--compare measures the float model beside a --format; give --format ${FORMATS.join(', ')}`);
   if (fmt !== undefined && values['write-model']) throw new UsageError('--write-model saves the float model; quantize a folder with lowbit quantize');
   // The same BitsAndBytesConfig fromPretrained takes, so the shape and the folder quantize through one path.
-  const quantizationConfig: BitsAndBytesConfig | undefined = fmt === undefined ? undefined : fmt === 'int8' ? { loadIn8bit: true }
+  // GPTQ formats: round-to-nearest on GPTQ's grid (symmetric, group 128), packed as AutoGPTQ packs it: the kernels'
+  // speed does not depend on the values, and RTN needs no calibration data.
+  const gptqBits = fmt?.startsWith('gptq') ? Number(fmt.slice(4)) as GptqBits : null;
+  const gptqSpec = gptqBits ? parseGptqConfig({ quant_method: 'gptq', bits: gptqBits, group_size: 128, sym: true, desc_act: false }, 'lowbit bench', { strict: true }) : null;
+  const quantizationConfig: BitsAndBytesConfig | undefined = fmt === undefined || gptqSpec ? undefined : fmt === 'int8' ? { loadIn8bit: true }
     : { loadIn4bit: true, bnb4bitQuantType: fmt as 'nf4' | 'fp4', bnb4bitUseDoubleQuant: values['double-quant'] };
+  const rtn = (m: { model: CausalLM; quantizationConfig?: Map<string, unknown> | null }): void => {
+    log(`quantizing its linear layers to ${fmt} (round-to-nearest, group 128, symmetric; AutoGPTQ's packing)…`);
+    quantizeLoadedGptq({ tokenizer: null, dir: label ?? 'bench', quantizationConfig: null, ...m }, gptqSpec!, { method: 'rtn', onProgress: renderProgress({ ttyOnly: true }) });
+  };
   const quantProgress = layerProgress(log);
 
   let model: CausalLM, config: ModelConfig, label: string, loadMs: number | null = null, dtypeLabel: string;
@@ -151,12 +168,13 @@ export async function runBench(argv: string[]): Promise<number> {
       log(`loading ${positionals[0]} as it is (--compare)…`);
       floatModel = (await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'] })).model;
     }
-    if (fmt) log(`loading ${positionals[0]} and quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''}…`);
+    if (fmt && !gptqSpec) log(`loading ${positionals[0]} and quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''}…`);
     const loaded = await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'], quantizationConfig, onQuantize: quantProgress.event });
     quantProgress.done();
+    label = positionals[0];
+    if (gptqSpec) rtn(loaded);
     ({ model, config } = loaded);
     loadMs = loaded.loadMs;
-    label = positionals[0];
     dtypeLabel = String(config.torch_dtype ?? '?');
     log(`loaded ${label} in ${loadMs.toFixed(0)} ms`);
   } else {
@@ -184,6 +202,7 @@ export async function runBench(argv: string[]): Promise<number> {
     model = buildModel(config, new Weights(r.tensors, values.shape), backend, { quantize, onQuantize: quantProgress.event });
     quantProgress.done();
     label = values.shape;
+    if (gptqSpec) rtn({ model });
     dtypeLabel = values.dtype!;
   }
 

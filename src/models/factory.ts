@@ -110,7 +110,7 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
  * GptqLinear through replaceLinear, its bias kept (rounded to float16, as saved); the model's quantizationConfig becomes GPTQ's. The model then runs
  * quantized (matmulQ) and savePretrained writes the AutoGPTQ folder, through the same code as a loaded GPTQ file.
  */
-export function installGptq(m: LoadedModel, codesByLayer: Map<string, GptqCodes>, spec: GptqQuantizationSpec): void {
+export function installGptq(m: Pick<LoadedModel, 'model' | 'quantizationConfig'>, codesByLayer: Map<string, GptqCodes>, spec: GptqQuantizationSpec): void {
   const linears = m.model.linears();
   const layers: [string, GptqLinear][] = [];
   for (const [name, codes] of codesByLayer) {

@@ -25,7 +25,8 @@ export interface GptqRun extends GptqModelResult {
 }
 
 /** Quantize `m` in place with `spec` (bits, group size, sym, act-order, damping, calibration data). */
-export function quantizeLoadedGptq(m: LoadedModel, spec: GptqQuantizationSpec, opts: GptqRunOptions = {}): GptqRun {
+export function quantizeLoadedGptq(m: Pick<LoadedModel, 'model' | 'tokenizer' | 'dir' | 'quantizationConfig'>, spec: GptqQuantizationSpec,
+  opts: GptqRunOptions = {}): GptqRun {
   const method = opts.method ?? 'gptq';
   const where = `GPTQ on ${m.dir}`;
   if (spec.modulesInBlockToQuantize) {

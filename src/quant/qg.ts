@@ -26,7 +26,10 @@ export interface QgPacked {
   perm: Int32Array | null;
 }
 
-export const QG_XMAX = 8191;
+/** The largest |xq| of the kernels' activations: int8 against 2/3/4-bit codes (vpmaddubsw), int16 against 8-bit. */
+export function qgXmax(bits: number): number {
+  return bits <= 4 ? 127 : 8191;
+}
 
 export function qgChunkBytes(bits: number): number {
   return bits === 3 ? 24 : 8 * bits;
@@ -89,9 +92,12 @@ export function qgPack(q: GptqCodes): QgPacked | null {
   return { bits, N, K, Kpad, G, nG, codes, scales, zeros, sz, perm: monotone ? null : order };
 }
 
-/** One x row as qg_prep gives it (natural order): xq [Kpad], dx [Kpad/64], xbar [nG]; null when x is not finite. */
+/**
+ * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/64], xbar [nG]; null when
+ * x is not finite.
+ */
 export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx: Float32Array; xbar: Float32Array } | null {
-  const { K, Kpad, G, nG, perm } = p, nc = Kpad / 64;
+  const { K, Kpad, G, nG, perm } = p, nc = Kpad / 64, xmax = qgXmax(p.bits);
   const xq = new Int16Array(Kpad), dx = new Float32Array(nc), xbar = new Float32Array(nG), v = new Float32Array(64);
   for (let c = 0; c < nc; c++) {
     let mx = 0;
@@ -101,11 +107,11 @@ export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx:
       if (!Number.isFinite(v[i])) return null;
       mx = Math.max(mx, Math.abs(v[i]));
     }
-    const inv = mx > 0 ? Math.fround(QG_XMAX / mx) : 0;
-    dx[c] = Math.fround(mx / QG_XMAX);
+    const inv = mx > 0 ? Math.fround(xmax / mx) : 0;
+    dx[c] = Math.fround(mx / xmax);
     let s0 = 0, s1 = 0;
     for (let i = 0; i < 64; i++) {
-      const q = Math.max(-QG_XMAX, Math.min(QG_XMAX, roundHalfEven(Math.fround(v[i] * inv))));
+      const q = Math.max(-xmax, Math.min(xmax, roundHalfEven(Math.fround(v[i] * inv))));
       xq[c * 64 + i] = q;
       if (i < 32) s0 += q; else s1 += q;
     }
