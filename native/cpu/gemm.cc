@@ -226,31 +226,33 @@ bool qg_prep(void* xqv, float* dx, float* xbar, const float* x, const int32_t* p
   int16_t* xq16 = bits <= 4 ? nullptr : static_cast<int16_t*>(xqv);
   alignas(64) float v[64];
   alignas(64) int16_t q[64];
+  // int8 x gets a scale per 32 elements (as llama.cpp's Q8_0: an outlier coarsens fewer neighbours), int16 per 64.
+  const int B = qg_xblock(bits);
   for (int64_t g = 0; g < nG; g++) xbar[g] = 0.f;
   for (int64_t c = 0; c < Kpad / 64; c++) {
-    float mx = 0.f;
     bool finite = true;
     for (int i = 0; i < 64; i++) {
       const int64_t j = c * 64 + i;
       v[i] = j < K ? x[perm ? perm[j] : j] : 0.f;
-      const float a = std::fabs(v[i]);
-      finite &= a <= FLT_MAX;
-      mx = std::max(mx, a);
+      finite &= std::fabs(v[i]) <= FLT_MAX;
     }
     if (!finite) return false;
-    const float inv = mx > 0.f ? xmax / mx : 0.f;
-    dx[c] = mx / xmax;
-    int32_t s0 = 0, s1 = 0;
-    for (int i = 0; i < 64; i++) {
-      const float r = (v[i] * inv + 12582912.f) - 12582912.f;  // round half to even, as q4i_prep
-      q[i] = int16_t(std::min(xmax, std::max(-xmax, r)));
-      (i < 32 ? s0 : s1) += q[i];
+    int32_t s[2] = {0, 0};
+    for (int b0 = 0; b0 < 64; b0 += B) {
+      float mx = 0.f;
+      for (int i = b0; i < b0 + B; i++) mx = std::max(mx, std::fabs(v[i]));
+      const float inv = mx > 0.f ? xmax / mx : 0.f;
+      dx[(c * 64 + b0) / B] = mx / xmax;
+      for (int i = b0; i < b0 + B; i++) {
+        const float r = (v[i] * inv + 12582912.f) - 12582912.f;  // round half to even, as q4i_prep
+        q[i] = int16_t(std::min(xmax, std::max(-xmax, r)));
+        s[i >> 5] += q[i];
+      }
     }
     if (xq8) for (int i = 0; i < 64; i++) xq8[c * 64 + i] = int8_t(q[i]);
     else for (int i = 0; i < 64; i++) xq16[c * 64 + i] = q[order ? order[i] : i];
     // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
-    xbar[std::min((c * 64) / G, nG - 1)] += dx[c] * float(s0);
-    xbar[std::min((c * 64 + 32) / G, nG - 1)] += dx[c] * float(s1);
+    for (int h = 0; h < 2; h++) xbar[std::min((c * 64 + 32 * h) / G, nG - 1)] += dx[(c * 64 + 32 * h) / B] * float(s[h]);
   }
   return true;
 }
@@ -280,7 +282,7 @@ void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t 
 // finite and prefill take the exact path: x permuted and padded once, then the float GEMM with each weight tile
 // dequantized (qg_dequant, the ref's weights exactly) and packed, or the GEMM's own loop for a few rows.
 void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm, int64_t K, int64_t M, const float* bias) {
-  const int64_t N = w.N, Kpad = w.Kpad, nc = Kpad / 64;
+  const int64_t N = w.N, Kpad = w.Kpad;
   if (M == 0 || N == 0) return;
   const Kernels* k = active();
   if (M <= kQ4GemvMaxM) {
@@ -288,16 +290,17 @@ void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm,
     thread_local Scratch<float> dxBuf, xbarBuf;
     const int64_t xsz = w.bits <= 4 ? 1 : 2;
     char* xq = reinterpret_cast<char*>(xqBuf.get(size_t(M * Kpad)));
-    float* dx = dxBuf.get(size_t(M * nc));
+    const int64_t ndx = Kpad / qg_xblock(w.bits);  // x scales per row
+    float* dx = dxBuf.get(size_t(M * ndx));
     float* xbar = xbarBuf.get(size_t(M * w.nG));
     bool finite = true;
     for (int64_t m = 0; m < M && finite; m++)
-      finite = qg_prep(xq + m * Kpad * xsz, dx + m * nc, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, w.bits, k->qg_order);
+      finite = qg_prep(xq + m * Kpad * xsz, dx + m * ndx, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, w.bits, k->qg_order);
     if (finite) {
       const int64_t grain = std::max<int64_t>(4, (1 << 15) / Kpad);
       parallel_for(N, grain, [&](int64_t b, int64_t e) {
         for (int64_t m = 0; m < M; m += 4)
-          k->gemv_qg(y + m * N, N, xq + m * Kpad * xsz, dx + m * nc, xbar + m * w.nG, int(std::min<int64_t>(4, M - m)), w, b, e, bias);
+          k->gemv_qg(y + m * N, N, xq + m * Kpad * xsz, dx + m * ndx, xbar + m * w.nG, int(std::min<int64_t>(4, M - m)), w, b, e, bias);
       }, 4);
       return;
     }

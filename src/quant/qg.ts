@@ -92,44 +92,48 @@ export function qgPack(q: GptqCodes): QgPacked | null {
   return { bits, N, K, Kpad, G, nG, codes, scales, zeros, sz, perm: monotone ? null : order };
 }
 
+/** Elements per x scale: 32 for int8 x (2/3/4-bit codes; llama.cpp's Q8_0 block), 64 for int16 (8-bit codes). */
+export function qgXblock(bits: number): number {
+  return bits <= 4 ? 32 : 64;
+}
+
 /**
- * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/64], xbar [nG]; null when
- * x is not finite.
+ * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/qgXblock(bits)], xbar
+ * [nG]; null when x is not finite.
  */
 export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx: Float32Array; xbar: Float32Array } | null {
-  const { K, Kpad, G, nG, perm } = p, nc = Kpad / 64, xmax = qgXmax(p.bits);
-  const xq = new Int16Array(Kpad), dx = new Float32Array(nc), xbar = new Float32Array(nG), v = new Float32Array(64);
-  for (let c = 0; c < nc; c++) {
+  const { K, Kpad, G, nG, perm } = p, xmax = qgXmax(p.bits), B = qgXblock(p.bits);
+  const v = new Float32Array(Kpad);
+  for (let j = 0; j < K; j++) {
+    v[j] = x[perm ? perm[j] : j];
+    if (!Number.isFinite(v[j])) return null;
+  }
+  const xq = new Int16Array(Kpad), dx = new Float32Array(Kpad / B), xbar = new Float32Array(nG);
+  for (let b = 0; b < Kpad / B; b++) {
     let mx = 0;
-    for (let i = 0; i < 64; i++) {
-      const j = c * 64 + i;
-      v[i] = j < K ? x[perm ? perm[j] : j] : 0;
-      if (!Number.isFinite(v[i])) return null;
-      mx = Math.max(mx, Math.abs(v[i]));
-    }
+    for (let i = b * B; i < (b + 1) * B; i++) mx = Math.max(mx, Math.abs(v[i]));
     const inv = mx > 0 ? Math.fround(xmax / mx) : 0;
-    dx[c] = Math.fround(mx / xmax);
-    let s0 = 0, s1 = 0;
-    for (let i = 0; i < 64; i++) {
-      const q = Math.max(-xmax, Math.min(xmax, roundHalfEven(Math.fround(v[i] * inv))));
-      xq[c * 64 + i] = q;
-      if (i < 32) s0 += q; else s1 += q;
-    }
-    // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
-    const g0 = Math.min(Math.floor((c * 64) / G), nG - 1), g1 = Math.min(Math.floor((c * 64 + 32) / G), nG - 1);
-    xbar[g0] = Math.fround(xbar[g0] + Math.fround(dx[c] * s0));
-    xbar[g1] = Math.fround(xbar[g1] + Math.fround(dx[c] * s1));
+    dx[b] = Math.fround(mx / xmax);
+    for (let i = b * B; i < (b + 1) * B; i++) xq[i] = Math.max(-xmax, Math.min(xmax, roundHalfEven(Math.fround(v[i] * inv))));
+  }
+  // Per half-chunk h: xbar[group] += fl(dx·Σxq); the padding past K may reach past the last group (zeros: any serves).
+  for (let h = 0; h < Kpad / 32; h++) {
+    let s = 0;
+    for (let i = 32 * h; i < 32 * h + 32; i++) s += xq[i];
+    const g = Math.min(Math.floor((32 * h) / G), nG - 1);
+    xbar[g] = Math.fround(xbar[g] + Math.fround(dx[Math.floor((32 * h) / B)] * s));
   }
   return { xq, dx, xbar };
 }
 
 /**
  * y [M, N] as the decode kernels compute it (gemv_qg): per chunk Σ code·xq exact, times fl(scale·dx) (per half-chunk
- * when a group edge falls mid-chunk), float32 across chunks, minus Σ_g fl(scale·zero)·xbar[g], plus bias. Returns null
+ * when a group edge falls mid-chunk or x is int8), float32 across chunks, minus Σ_g fl(scale·zero)·xbar[g], plus bias. Returns null
  * when some x is not finite (the kernels then take the exact path).
  */
 export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float32Array | null): Float32Array | null {
-  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), halves = G % 64 !== 0;
+  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), B = qgXblock(bits);
+  const halves = G % 64 !== 0 || B === 32;  // each half-chunk on its own: a group edge mid-chunk, or int8 x (per 32)
   const rows = [];
   for (let m = 0; m < M; m++) {
     const r = qgQuantizeX(x.subarray(m * K, (m + 1) * K), p);
@@ -147,11 +151,12 @@ export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float
         for (let i = 0; i < 32; i++) s0 += code[i] * xq[c * 64 + i];
         for (let i = 32; i < 64; i++) s1 += code[i] * xq[c * 64 + i];
         const s = (k: number) => p.scales[n * nG + Math.min(Math.floor(k / G), nG - 1)];
+        const d = (k: number) => dx[Math.floor(k / B)];
         if (halves) {
-          acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * dx[c])));
-          acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * dx[c])));
+          acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * d(c * 64))));
+          acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * d(c * 64 + 32))));
         } else {
-          acc[m] = Math.fround(acc[m] + Math.fround(Math.fround(s0 + s1) * Math.fround(s(c * 64) * dx[c])));
+          acc[m] = Math.fround(acc[m] + Math.fround(Math.fround(s0 + s1) * Math.fround(s(c * 64) * d(c * 64))));
         }
       }
     }

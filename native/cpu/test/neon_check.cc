@@ -618,16 +618,17 @@ void check_qg() {
           for (int M = 1; M <= 4; M++) {
             const int64_t Nn = 13;
             QgCase c = make_qg(Nn, K, bits, G, permute);
-            const int64_t Kpad = c.w.Kpad, nc = Kpad / 64;
+            const int64_t Kpad = c.w.Kpad;
             auto x = rnd(size_t(M * K)), bias = rnd(size_t(Nn));
             std::vector<int16_t> q1(size_t(M * Kpad)), q2(q1.size());  // int8 or int16 values (room for int16)
             const int64_t xs = bits <= 4 ? 1 : 2;
             char *x1 = reinterpret_cast<char*>(q1.data()), *x2 = reinterpret_cast<char*>(q2.data());
-            std::vector<float> d1(size_t(M * nc)), d2(d1.size()), b1(size_t(M * c.w.nG)), b2(b1.size());
+            const int64_t ndx = Kpad / qg_xblock(bits);
+            std::vector<float> d1(size_t(M * ndx)), d2(d1.size()), b1(size_t(M * c.w.nG)), b2(b1.size());
             const int32_t* perm = c.perm.empty() ? nullptr : c.perm.data();
             for (int m = 0; m < M; m++) {
-              cmp_int("qg_prep", "scalar order, finite x", qg_prep(x1 + m * Kpad * xs, d1.data() + m * nc, b1.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, bits, S->qg_order), 1);
-              cmp_int("qg_prep", "neon order, finite x", qg_prep(x2 + m * Kpad * xs, d2.data() + m * nc, b2.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, bits, N->qg_order), 1);
+              cmp_int("qg_prep", "scalar order, finite x", qg_prep(x1 + m * Kpad * xs, d1.data() + m * ndx, b1.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, bits, S->qg_order), 1);
+              cmp_int("qg_prep", "neon order, finite x", qg_prep(x2 + m * Kpad * xs, d2.data() + m * ndx, b2.data() + m * c.w.nG, x.data() + m * K, perm, K, Kpad, c.w.G, c.w.nG, bits, N->qg_order), 1);
             }
             std::vector<float> y1(size_t(M * Nn), -9.f), y2 = y1;
             S->gemv_qg(y1.data(), Nn, x1, d1.data(), b1.data(), M, c.w, 1, Nn, bias.data());
