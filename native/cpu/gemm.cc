@@ -262,18 +262,26 @@ void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t 
   const uint8_t* codes = w.codes + row * nc * cb;
   const float* s = w.scales + row * w.nG;
   const uint8_t* z = w.zeros + row * w.nG;
-  for (int64_t j = 0; j < n; j++) {
-    const int64_t k = k0 + j, g = std::min(k / w.G, w.nG - 1);  // the padding past K: the last group
-    const uint8_t* chunk = codes + (k / 64) * cb;
-    const int p = int(k % 64);
-    int code;
+  int code[64];
+  // Chunk by chunk: the 64 codes decoded with one switch, then scale·(code − zero) per half-chunk's group.
+  for (int64_t k = k0, end = k0 + n; k < end;) {
+    const int64_t c = k / 64, lo = k - c * 64, hi = std::min<int64_t>(64, end - c * 64);
+    const uint8_t* p = codes + c * cb;
     switch (w.bits) {
-      case 8: code = chunk[p]; break;
-      case 4: code = p < 32 ? chunk[p] & 15 : chunk[p - 32] >> 4; break;
-      case 2: code = (chunk[p & 15] >> (2 * (p >> 4))) & 3; break;
-      default: code = ((chunk[p & 15] >> (2 * (p >> 4))) & 3) | (((chunk[16 + (p >> 3)] >> (p & 7)) & 1) << 2); break;
+      case 8: for (int i = 0; i < 64; i++) code[i] = p[i]; break;
+      case 4: for (int i = 0; i < 32; i++) { code[i] = p[i] & 15; code[i + 32] = p[i] >> 4; } break;
+      case 2: for (int i = 0; i < 64; i++) code[i] = (p[i & 15] >> (2 * (i >> 4))) & 3; break;
+      default: for (int i = 0; i < 64; i++) code[i] = ((p[i & 15] >> (2 * (i >> 4))) & 3) | (((p[16 + (i >> 3)] >> (i & 7)) & 1) << 2); break;
     }
-    dst[j] = s[g] * float(code - int(z[g]));
+    for (int h = 0; h < 2; h++) {
+      const int64_t i0 = std::max<int64_t>(lo, 32 * h), i1 = std::min<int64_t>(hi, 32 * h + 32);
+      if (i0 >= i1) continue;
+      const int64_t g = std::min((c * 64 + 32 * h) / w.G, w.nG - 1);  // the padding past K: the last group
+      const float sg = s[g];
+      const int zg = z[g];
+      for (int64_t i = i0; i < i1; i++) dst[c * 64 + i - k0] = sg * float(code[i] - zg);
+    }
+    k = c * 64 + hi;
   }
 }
 
