@@ -229,7 +229,7 @@ test('bad GPTQ configs are typed errors naming the file and key: bits, group siz
   assert.throws(() => gptq({ quant_method: 'gptq', bits: 4, act_group_aware: true }, true), UnsupportedModelError);
 });
 
-test('GPTQConfig: camelCase or snake_case, checked as built, defaults filled; fromPretrained says to use the GPTQ driver', async () => {
+test('GPTQConfig: camelCase or snake_case, checked as built, defaults filled; fromPretrained checks the shapes and the data before calibrating', async () => {
   const c = new GPTQConfig({ bits: 4, groupSize: 128, descAct: false, dataset: ['some text', 'more text'], nsamples: 16 });
   assert.deepEqual({ ...c }, {
     quantMethod: 'gptq', bits: 4, groupSize: 128, dampPercent: 0.01, descAct: false, staticGroups: false, sym: true, trueSequential: true,
@@ -244,10 +244,13 @@ test('GPTQConfig: camelCase or snake_case, checked as built, defaults filled; fr
   assert.throws(() => new GPTQConfig({ bits: 6 as GptqBits }), /^ConfigError: GPTQConfig: "bits" must be one of 2, 3, 4, 8, got 6/);
   assert.throws(() => new GPTQConfig({ bits: 4, nsamples: 0 }), /"nsamples" must be a positive integer, got 0/);
   assert.throws(() => new GPTQConfig(null as never), /GPTQConfig: expected an options object/);
-  // A GPTQConfig passes fromPretrained's strict check; quantizing needs calibration through the model, so loading
-  // a float checkpoint with it names what to use.
+  // A GPTQConfig passes fromPretrained's strict check and quantizes after the model is built (test/gptq-cli.test.ts);
+  // a model whose layers 4-bit qzeros cannot pack (172 outputs) is refused before any calibration, naming the layer,
+  // and a packable one without calibration data says what to give.
   assert.deepEqual(pick(parseQuantizationConfig(c, 'fromPretrained', { strict: true, where: 'quantizationConfig' }) as GptqQuantizationSpec), [4, 128, 0.01, false, false, true, true, 'gptq']);
   await assert.rejects(fromPretrained(join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_bf16'), { backend: 'ref', quantizationConfig: c }),
-    (e: Error) => e instanceof UnsupportedModelError && /GPTQ cannot quantize a layer while the model loads .*lowbit quantize --method gptq/.test(e.message));
+    /GptqError: model\.layers\.0\.mlp\.(gate|up)_proj: out_features 172 is not a multiple of 8/);
+  await assert.rejects(fromPretrained(join(ROOT, 'models', 'kjv-demo'), { backend: 'ref', quantizationConfig: new GPTQConfig({ bits: 4 }) }),
+    (e: Error) => e instanceof ConfigError && /GPTQ needs calibration data: set dataset/.test(e.message));
   await assert.rejects(fromPretrained(join(ROOT, 'test', 'fixtures', 'gptq', 'optimum_3bit_g32_bias'), { backend: 'ref', quantizationConfig: c }), /already quantized/);
 });
