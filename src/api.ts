@@ -85,6 +85,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
   // GPTQ quantizes a built float model (calibration runs through it block by block); bitsandbytes as it builds.
   const gptq = quantize?.method === 'gptq' ? quantize : null;
+  if (gptq && config.quantization_config) {
+    throw new ConfigError(`${dir}: the checkpoint is already quantized (config.json has a ${config.quantization_config.method} quantization_config); load it without quantizationConfig`);
+  }
   const build = gptq ? null : quantize;
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
   const layers = build ? layerProgress(config.num_hidden_layers, opts) : undefined;
