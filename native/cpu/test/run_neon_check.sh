@@ -20,7 +20,7 @@ echo "run_neon_check: $("$CXX" --version | head -1)"
 # Same source files as binding.gyp minus addon.cc (N-API) and roofline.cc; the x86 kernel files compile to nullptr.
 "$CXX" -O2 -std=c++17 -static -fno-math-errno -Wall -Wextra -Wno-unused-parameter -pthread "$@" -o "$out/neon_check" \
   "$here/neon_check.cc" "$src/kernels_scalar.cc" "$src/kernels_neon.cc" "$src/kernels_avx2.cc" "$src/kernels_avx512.cc" \
-  "$src/dispatch.cc" "$src/gemm.cc" "$src/int8.cc" "$src/ops.cc" "$src/pool.cc"
+  "$src/dispatch.cc" "$src/gemm.cc" "$src/int8.cc" "$src/linalg.cc" "$src/ops.cc" "$src/pool.cc"
 if [ -z "$QEMU" ]; then
   if [ "$(uname -m)" = "aarch64" ]; then exec "$out/neon_check"; fi
   echo "run_neon_check: built $out/neon_check but no qemu-aarch64 to run it (apt-get install qemu-user)"
