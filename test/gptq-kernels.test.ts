@@ -18,7 +18,7 @@ import { fromGptq } from '../src/quant/qweight.js';
 import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { Rand } from './helpers.js';
+import { Rand, simdLevels } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -26,11 +26,7 @@ const randn = (n: number, std = 1) => Float32Array.from({ length: n }, () => std
 const TOL = 1e-5;
 const addon = loadAddon();
 const skip = addon ? false : `native addon not built: ${addonLoadError}`;
-function levels(): string[] {
-  if (!addon) return [];
-  const best = addon.cpuInfo().best;
-  return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
-}
+const levels = simdLevels;
 
 /** Random codes for [N, K]: float16 scales, zeros within the bit width, g_idx in order or act-order shuffled. */
 function randomCodes(bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean): GptqCodes {

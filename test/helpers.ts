@@ -1,5 +1,6 @@
 // Shared test helpers: error metrics, the shared-data location, and golden fixture loading.
 import { spawnSync } from 'node:child_process';
+import { loadAddon } from '../src/native/addon.js';
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,4 +118,12 @@ export async function quantizedCpuVsRef(quantizationConfig: BitsAndBytesConfig, 
   } finally {
     setWarningHandler(prev, { reset: true });
   }
+}
+
+/** The kernel levels this CPU runs, lowest first (the native kernel tests compare every one with its twin). */
+export function simdLevels(): string[] {
+  const addon = loadAddon();
+  if (!addon) return [];
+  const best = addon.cpuInfo().best;
+  return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
 }

@@ -14,7 +14,7 @@ import { int8VectorwiseQuant, quantizeInt8, type Int8Weight } from '../src/quant
 import { fromInt8, type QuantizedWeight } from '../src/quant/qweight.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { Rand, maxRelErr, quantizedCpuVsRef } from './helpers.js';
+import { Rand, maxRelErr, quantizedCpuVsRef, simdLevels } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -25,11 +25,7 @@ function randn(n: number, std = 1): Float32Array {
 const addon = loadAddon();
 const skip = addon ? false : `native addon not built: ${addonLoadError}`;
 
-function levels(): string[] {
-  if (!addon) return [];
-  const best = addon.cpuInfo().best;
-  return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
-}
+const levels = simdLevels;
 
 function run(backend: typeof cpuBackend, x: Tensor<'F32'>, q: QuantizedWeight, bias: Tensor<'F32'> | null, M: number): Float32Array {
   const out = Tensor.f32([M, q.shape[0]], new Float32Array(M * q.shape[0]).fill(12345));

@@ -19,7 +19,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
 import { setWarningHandler } from '../src/util/warn.js';
 import { q4DecodeApplies, q4DecodeBound, q4DecodeRef } from '../src/backend/ref/quant.js';
-import { quantizedCpuVsRef, Rand, relErr } from './helpers.js';
+import { quantizedCpuVsRef, Rand, relErr, simdLevels } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -31,11 +31,7 @@ const TOL = 1e-5;  // ../shared/GUIDE.md's fp32 bound: the weights are the same 
 const addon = loadAddon();
 const skip = addon ? false : `native addon not built: ${addonLoadError}`;
 
-function levels(): string[] {
-  if (!addon) return [];
-  const best = addon.cpuInfo().best;
-  return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
-}
+const levels = simdLevels;
 
 /** Weights exact in `dtype` (quantize4bit expects values already in it). */
 function weights(n: number, dtype: TorchFloatDtype): Float32Array {

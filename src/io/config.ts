@@ -93,16 +93,19 @@ export const CONFIG_LIMITS = {
   original_max_position_embeddings: 1 << 26,
 } as const;
 
-export function readConfig(path: string): ModelConfig {
-  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+/** A JSON config file's value; a FIFO, folder, dangling link or loop, or bad JSON is a ConfigError naming the file. */
+function readJsonConfig(path: string): unknown {
   const text = readTextFile(path, (m) => new ConfigError(m));
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     throw new ConfigError(`${path}: cannot read config: ${(e as Error).message}`);
   }
-  const config = parseConfig(json, path);
+}
+
+export function readConfig(path: string): ModelConfig {
+  // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
+  const config = parseConfig(readJsonConfig(path), path);
   if (!config.quantization_config) config.quantization_config = readQuantizeConfigJson(dirname(path));
   return config;
 }
@@ -117,13 +120,7 @@ export const GPTQ_CONFIG_NAME = 'quantize_config.json';
 function readQuantizeConfigJson(dir: string): QuantizationSpec | null {
   const path = join(dir, GPTQ_CONFIG_NAME);
   if (probePath(path).kind === 'missing') return null;
-  const text = readTextFile(path, (m) => new ConfigError(m));
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError(`${path}: cannot read config: ${(e as Error).message}`);
-  }
+  const json = readJsonConfig(path);
   return parseQuantizationConfig(json, path, { where: '', defaultMethod: 'gptq' });
 }
 
