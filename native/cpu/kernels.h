@@ -65,11 +65,11 @@ struct Kernels {
 
   // ---- Group-quantized integer weights (GPTQ 2/3/4/8-bit; QgWeight below) with integer activations, driver
   // matmul_qg (gemm.cc). x is permuted, zero-padded to Kpad and quantized by qg_prep, with xbar[g] = Σ over the
-  // group's half-chunks of dx·Σxq: for 2/3/4-bit codes to int8 per 32 elements (|xq| ≤ 127, natural order: the
+  // group's half-chunks of dx·Σxq, per 64-element chunk: for 2/3/4-bit codes to int8 (|xq| ≤ 127, natural order: the
   // unsigned codes times x fit vpmaddubsw's int16 pairs), for 8-bit codes to int16 per 64 (|xq| ≤ 8191, in qg_order). xq is
   // an int8_t or int16_t array accordingly. For m < M (1..4), n in [n0, n1): y[m*ldy + n] = Σ_chunks (scale·dx)·
-  // Σ code·xq − Σ_g scale·zero·xbar[m][g] (+ bias[n]): exact int32 sums per half-chunk (int8 x, or groups of 32) or
-  // chunk, float32 across them. Twin: qgDecodeRef (src/quant/qg.ts).
+  // Σ code·xq − Σ_g scale·zero·xbar[m][g] (+ bias[n]): exact int32 sums per chunk (per half-chunk with groups of 32),
+  // float32 across them. Twin: qgDecodeRef (src/quant/qg.ts).
   const uint8_t* qg_order;
   void (*gemv_qg)(float* y, int64_t ldy, const void* xq, const float* dx, const float* xbar, int M,
                   const QgWeight& w, int64_t n0, int64_t n1, const float* bias);
@@ -115,13 +115,11 @@ struct QgWeight {
 };
 inline int64_t qg_chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
 // x (one row of K) → xq [Kpad] (int8 for bits ≤ 4 in natural order, else int16 in `order` per chunk, null =
-// natural), dx [Kpad/qg_xblock(bits)] (dx = fl(max|x|/xmax) per 32 or 64 elements, xmax = qg_xmax(bits); no 2^-14:
-// the codes are plain integers), xbar [nG] (Σ over the group's half-chunks h, in order, of fl(dx·Σ_{h} xq)). x is read through perm
+// natural), dx [Kpad/64] (dx = fl(max|x|/xmax) per 64-element chunk, xmax = qg_xmax(bits); no 2^-14: the codes are
+// plain integers), xbar [nG] (Σ over the group's half-chunks h, in order, of fl(dx·Σ_{h} xq)). x is read through perm
 // (x'[j] = x[perm[j]], j < K; null = identity), zeros from K to Kpad. Returns false when some x is not finite (the
 // caller takes the exact path).
 inline float qg_xmax(int bits) { return bits <= 4 ? 127.f : 8191.f; }
-// Elements per x scale: 32 for int8 x (dx [Kpad/32]), 64 for int16 (dx [Kpad/64]); rows of dx are Kpad/qg_xblock apart.
-inline int qg_xblock(int bits) { return bits <= 4 ? 32 : 64; }
 bool qg_prep(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
              int64_t G, int64_t nG, int bits, const uint8_t* order);
 // dst[j] = scale·(code − zero) of row n, permuted inputs k0 .. k0+n-1 (exact in float32: the ref's weights).

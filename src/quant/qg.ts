@@ -92,17 +92,12 @@ export function qgPack(q: GptqCodes): QgPacked | null {
   return { bits, N, K, Kpad, G, nG, codes, scales, zeros, sz, perm: monotone ? null : order };
 }
 
-/** Elements per x scale: 32 for int8 x (2/3/4-bit codes; llama.cpp's Q8_0 block), 64 for int16 (8-bit codes). */
-export function qgXblock(bits: number): number {
-  return bits <= 4 ? 32 : 64;
-}
-
 /**
- * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/qgXblock(bits)], xbar
- * [nG]; null when x is not finite.
+ * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/64] (one scale per chunk),
+ * xbar [nG]; null when x is not finite.
  */
 export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx: Float32Array; xbar: Float32Array } | null {
-  const { K, Kpad, G, nG, perm } = p, xmax = qgXmax(p.bits), B = qgXblock(p.bits);
+  const { K, Kpad, G, nG, perm } = p, xmax = qgXmax(p.bits), B = 64;
   const v = new Float32Array(Kpad);
   for (let j = 0; j < K; j++) {
     v[j] = x[perm ? perm[j] : j];
@@ -128,12 +123,12 @@ export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx:
 
 /**
  * y [M, N] as the decode kernels compute it (gemv_qg): per chunk Σ code·xq exact, times fl(scale·dx) (per half-chunk
- * when a group edge falls mid-chunk or x is int8), float32 across chunks, minus Σ_g fl(scale·zero)·xbar[g], plus bias. Returns null
+ * when a group edge falls mid-chunk), float32 across chunks, minus Σ_g fl(scale·zero)·xbar[g], plus bias. Returns null
  * when some x is not finite (the kernels then take the exact path).
  */
 export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float32Array | null): Float32Array | null {
-  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), B = qgXblock(bits);
-  const halves = G % 64 !== 0 || B === 32;  // each half-chunk on its own: a group edge mid-chunk, or int8 x (per 32)
+  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), B = 64;
+  const halves = G % 64 !== 0;  // each half-chunk on its own: a group edge falls mid-chunk
   const rows = [];
   for (let m = 0; m < M; m++) {
     const r = qgQuantizeX(x.subarray(m * K, (m + 1) * K), p);

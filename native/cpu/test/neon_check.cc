@@ -623,7 +623,7 @@ void check_qg() {
             std::vector<int16_t> q1(size_t(M * Kpad)), q2(q1.size());  // int8 or int16 values (room for int16)
             const int64_t xs = bits <= 4 ? 1 : 2;
             char *x1 = reinterpret_cast<char*>(q1.data()), *x2 = reinterpret_cast<char*>(q2.data());
-            const int64_t ndx = Kpad / qg_xblock(bits);
+            const int64_t ndx = Kpad / 64;
             std::vector<float> d1(size_t(M * ndx)), d2(d1.size()), b1(size_t(M * c.w.nG)), b2(b1.size());
             const int32_t* perm = c.perm.empty() ? nullptr : c.perm.data();
             for (int m = 0; m < M; m++) {
