@@ -2,9 +2,9 @@
 // auto-vectorise the easy loops with the baseline ISA (SSE2 / ASIMD), with independent partial sums for reductions.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels.h"
+#include "scratch.h"
 
 namespace lowbit {
 namespace {

@@ -93,30 +93,37 @@ export function qgPack(q: GptqCodes): QgPacked | null {
 }
 
 /**
+ * quantize_chunk (native/cpu/gemm.cc), the twin both integer-activation decodes share: the 64 finite values
+ * v[off .. off+64) become q[off + i] = round_half_even(fl(v·fl(xmax/max|v|))) clamped to ±xmax (0 for an all-zero
+ * chunk); returns the chunk's scale fl(max|v|/xmax).
+ */
+export function quantizeChunk(v: ArrayLike<number>, off: number, xmax: number, q: Int16Array): number {
+  let mx = 0;
+  for (let i = off; i < off + 64; i++) mx = Math.max(mx, Math.abs(v[i]));
+  const inv = mx > 0 ? Math.fround(xmax / mx) : 0;
+  for (let i = off; i < off + 64; i++) q[i] = Math.max(-xmax, Math.min(xmax, roundHalfEven(Math.fround(v[i] * inv))));
+  return Math.fround(mx / xmax);
+}
+
+/**
  * One x row as qg_prep gives it (natural order): xq [Kpad] (|xq| ≤ qgXmax(bits)), dx [Kpad/64] (one scale per chunk),
  * xbar [nG]; null when x is not finite.
  */
 export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx: Float32Array; xbar: Float32Array } | null {
-  const { K, Kpad, G, nG, perm } = p, xmax = qgXmax(p.bits), B = 64;
+  const { K, Kpad, G, nG, perm } = p, xmax = qgXmax(p.bits);
   const v = new Float32Array(Kpad);
   for (let j = 0; j < K; j++) {
     v[j] = x[perm ? perm[j] : j];
     if (!Number.isFinite(v[j])) return null;
   }
-  const xq = new Int16Array(Kpad), dx = new Float32Array(Kpad / B), xbar = new Float32Array(nG);
-  for (let b = 0; b < Kpad / B; b++) {
-    let mx = 0;
-    for (let i = b * B; i < (b + 1) * B; i++) mx = Math.max(mx, Math.abs(v[i]));
-    const inv = mx > 0 ? Math.fround(xmax / mx) : 0;
-    dx[b] = Math.fround(mx / xmax);
-    for (let i = b * B; i < (b + 1) * B; i++) xq[i] = Math.max(-xmax, Math.min(xmax, roundHalfEven(Math.fround(v[i] * inv))));
-  }
+  const xq = new Int16Array(Kpad), dx = new Float32Array(Kpad / 64), xbar = new Float32Array(nG);
+  for (let c = 0; c < Kpad / 64; c++) dx[c] = quantizeChunk(v, 64 * c, xmax, xq);
   // Per half-chunk h: xbar[group] += fl(dx·Σxq); the padding past K may reach past the last group (zeros: any serves).
   for (let h = 0; h < Kpad / 32; h++) {
     let s = 0;
     for (let i = 32 * h; i < 32 * h + 32; i++) s += xq[i];
     const g = Math.min(Math.floor((32 * h) / G), nG - 1);
-    xbar[g] = Math.fround(xbar[g] + Math.fround(dx[Math.floor((32 * h) / B)] * s));
+    xbar[g] = Math.fround(xbar[g] + Math.fround(dx[h >> 1] * s));
   }
   return { xq, dx, xbar };
 }
@@ -127,7 +134,7 @@ export function qgQuantizeX(x: Float32Array, p: QgPacked): { xq: Int16Array; dx:
  * when some x is not finite (the kernels then take the exact path).
  */
 export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float32Array | null): Float32Array | null {
-  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits), B = 64;
+  const { N, K, Kpad, G, nG, bits } = p, nc = Kpad / 64, cb = qgChunkBytes(bits);
   const halves = G % 64 !== 0;  // each half-chunk on its own: a group edge falls mid-chunk
   const rows = [];
   for (let m = 0; m < M; m++) {
@@ -146,12 +153,11 @@ export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float
         for (let i = 0; i < 32; i++) s0 += code[i] * xq[c * 64 + i];
         for (let i = 32; i < 64; i++) s1 += code[i] * xq[c * 64 + i];
         const s = (k: number) => p.scales[n * nG + Math.min(Math.floor(k / G), nG - 1)];
-        const d = (k: number) => dx[Math.floor(k / B)];
         if (halves) {
-          acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * d(c * 64))));
-          acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * d(c * 64 + 32))));
+          acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * dx[c])));
+          acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * dx[c])));
         } else {
-          acc[m] = Math.fround(acc[m] + Math.fround(Math.fround(s0 + s1) * Math.fround(s(c * 64) * d(c * 64))));
+          acc[m] = Math.fround(acc[m] + Math.fround(Math.fround(s0 + s1) * Math.fround(s(c * 64) * dx[c])));
         }
       }
     }

@@ -7,6 +7,7 @@ import { codeValue, type Bnb4Weight } from '../../quant/bnb4.js';
 import { int8MatmulRef, roundHalfEven } from '../../quant/int8.js';
 import { dequantizeGptqRow } from '../../quant/gptq-format.js';
 import { bnb4Scales, dequantize4bitRange, type QuantizedWeight } from '../../quant/qweight.js';
+import { quantizeChunk } from '../../quant/qg.js';
 import { matmulQShape } from '../shapes.js';
 
 export function matmulQRef(x: Tensor<'F32'>, qw: QuantizedWeight, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void {
@@ -55,17 +56,8 @@ export function q4CodeI16(type: 'nf4' | 'fp4'): Int16Array {
 /** One x row quantized per 64-element chunk as q4i_prep does (natural order, dx with the codes' 2^-14); null when an element is not finite. */
 export function q4QuantizeX(x: Float32Array, K: number): { xq: Int16Array; dx: Float32Array } | null {
   const xq = new Int16Array(K), dx = new Float32Array(K / 64);
-  for (let c = 0; c < K / 64; c++) {
-    let mx = 0;
-    for (let i = 64 * c; i < 64 * c + 64; i++) {
-      if (!Number.isFinite(x[i])) return null;
-      mx = Math.max(mx, Math.abs(x[i]));
-    }
-    if (mx === 0) continue;
-    const inv = Math.fround(Q4_XMAX / mx);
-    dx[c] = Math.fround(mx / Q4_XMAX) / 16384;                      // the codes' scale folded in (exact)
-    for (let i = 64 * c; i < 64 * c + 64; i++) xq[i] = Math.max(-Q4_XMAX, Math.min(Q4_XMAX, roundHalfEven(Math.fround(x[i] * inv))));
-  }
+  for (let i = 0; i < K; i++) if (!Number.isFinite(x[i])) return null;
+  for (let c = 0; c < K / 64; c++) dx[c] = quantizeChunk(x, 64 * c, Q4_XMAX, xq) / 16384;  // the codes' scale folded in (exact)
   return { xq, dx };
 }
 
