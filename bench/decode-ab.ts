@@ -4,7 +4,7 @@
 // see the same load on a machine shared with other work. `lowbit bench` runs one model per process, minutes apart;
 // on a busy machine the two runs can differ by 2x for reasons that have nothing to do with the kernels. Prints a row
 // per round and the median speed-up; writes JSON.
-// Run: npx tsc -p . && node dist/bench/decode-ab.js [--shape tinyllama-1.1b] [--format int8|nf4|fp4] [--rounds 8]
+// Run: npx tsc -p . && node dist/bench/decode-ab.js [--shape tinyllama-1.1b] [--format int8|nf4|fp4|gptq2|3|4|8] [--rounds 8]
 //      [--step 8] [--out FILE]   (default bench/out/decode-ab.json; env LOWBIT_THREADS)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -16,6 +16,8 @@ import { parseQuantizationConfig, type BitsAndBytesConfig } from '../src/io/quan
 import { Weights, type CausalLM } from '../src/models/model.js';
 import { randomLlama } from '../src/models/random.js';
 import { buildModel } from '../src/models/registry.js';
+import { parseGptqConfig } from '../src/io/gptqconfig.js';
+import { quantizeLoadedGptq } from '../src/quant/gptq-run.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({
@@ -30,8 +32,9 @@ const fmt = opts.format!;
 const configs: Record<string, BitsAndBytesConfig> = {
   int8: { loadIn8bit: true }, nf4: { loadIn4bit: true, bnb4bitQuantType: 'nf4' }, fp4: { loadIn4bit: true, bnb4bitQuantType: 'fp4' },
 };
-if (!configs[fmt] || !(rounds >= 1) || !(step >= 1)) {
-  console.error('usage: node dist/bench/decode-ab.js [--shape NAME] [--format int8|nf4|fp4] [--rounds N] [--step N] [--out FILE]');
+const gptqBits = /^gptq[2348]$/.test(fmt) ? Number(fmt.slice(4)) : null;
+if ((!configs[fmt] && !gptqBits) || !(rounds >= 1) || !(step >= 1)) {
+  console.error('usage: node dist/bench/decode-ab.js [--shape NAME] [--format int8|nf4|fp4|gptq2|gptq3|gptq4|gptq8] [--rounds N] [--step N] [--out FILE]');
   process.exit(2);
 }
 
@@ -39,8 +42,13 @@ const backend = getBackend('cpu');
 const { config, tensors } = randomLlama(opts.shape!, 'BF16');
 const float = buildModel(config, new Weights(tensors, opts.shape!), backend, {});
 const t0 = performance.now();
-const quantize = parseQuantizationConfig(configs[fmt], 'decode-ab', { where: '--format', strict: true });
+// GPTQ formats as lowbit bench makes them: round-to-nearest on GPTQ's grid (symmetric, group 128), AutoGPTQ's packing.
+const quantize = gptqBits ? undefined : parseQuantizationConfig(configs[fmt], 'decode-ab', { where: '--format', strict: true });
 const quant = buildModel(config, new Weights(tensors, opts.shape!), backend, { quantize });
+if (gptqBits) {
+  const spec = parseGptqConfig({ quant_method: 'gptq', bits: gptqBits, group_size: 128, sym: true, desc_act: false }, 'decode-ab', { strict: true });
+  quantizeLoadedGptq({ tokenizer: null, dir: 'decode-ab', quantizationConfig: null, model: quant }, spec!, { method: 'rtn' });
+}
 console.error(`quantized ${opts.shape} to ${fmt} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
 const argmax = (a: Float32Array): number => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
