@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { intOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
 import { mkdirSync } from 'node:fs';
-import { progressReporter, type OnProgress } from '../util/progress.js';
+import { progressReporter } from '../util/progress.js';
 import { parseGptqConfig } from '../io/gptqconfig.js';
 import { quantizeLoadedGptq } from '../quant/gptq-run.js';
 import type { GptqBits } from '../quant/gptq-types.js';
@@ -47,9 +47,11 @@ decoder layer goes to stderr. FORMAT is int8, nf4, fp4, or gptq2 / gptq3 / gptq4
 packing (symmetric, group 128) by round-to-nearest, since the kernels' speed does not depend on the values and GPTQ
 proper needs calibration data (lowbit quantize --method gptq writes a real one, which benches as a folder). A model
 folder saved quantized (lowbit quantize) benches as it is, without --format.
---compare measures the float model first, in the same process against the same roofline, and prints quantized /
-float speed-ups (JSON: baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a noisy machine
-distorts far less than two runs' absolute numbers.
+--compare measures the float model beside the quantized one, in the same process against the same roofline, and
+prints quantized / float speed-ups (JSON: baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a
+noisy machine distorts far less than two runs' absolute numbers. Each model prefills in turn; then their decode
+steps alternate in rounds of 4 tokens (which model goes first flips every round), so a slow minute on a shared
+machine falls on both; each model's decode time is the sum of its rounds.
 The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4, int8 and gptq; a format a
 backend has no kernel for falls back to ref with a warning (plain TypeScript, slow: use a short --decode-len).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth; for a
@@ -213,15 +215,15 @@ export async function runBench(argv: string[]): Promise<number> {
   const { bandwidthGBs, peakGflops } = measureRoofline({ bandwidthBytes: rooflineBytes });
   const competitor = !values['no-competitor'];
 
-  // --compare: the float model first, in this process and against the same roofline, so the speed-up is one run's.
-  let baseline: Measured | null = null;
+  // --compare: the float model beside the quantized one, in this process and against the same roofline, their
+  // decode rounds interleaved, so the speed-up is one run's and drift on a shared machine falls on both.
+  let baseline: Measured | null = null, run: Measured;
   if (floatModel) {
-    log(`float model (${dtypeLabel}) first, for --compare:`);
-    baseline = await measure(floatModel, config, T, D, competitor, log);
+    [baseline, run] = await measurePair(floatModel, model, `${dtypeLabel} model`, `${fmt} model`, config, T, D, competitor, log);
     floatModel = null;
-    log(`${fmt} model:`);
+  } else {
+    run = await measure(model, config, T, D, competitor, log);
   }
-  const run = await measure(model, config, T, D, competitor, log);
 
   const roofline = (tokPerSec: number, bytes: number) => (tokPerSec * bytes) / (bandwidthGBs * 1e9);
   const rates = (m: Measured) => {
@@ -283,12 +285,14 @@ export async function runBench(argv: string[]): Promise<number> {
 
 interface Measured { prefillMs: number; decodeMs: number; contendedMs: number | null; bytesPerToken: number; prefillFlops: number }
 
-/** Prefill T tokens, then decode D greedily (and again beside one busy process when `competitor`). */
-async function measure(model: CausalLM, config: ModelConfig, T: number, D: number, competitor: boolean, log: (s: string) => void): Promise<Measured> {
+/** A model prefilled and ready to decode: its cache, the next token, and the time its steps took so far. */
+interface Session { model: CausalLM; cache: KVCache; prompt: number[]; first: number; next: number; prefillMs: number; decodeMs: number }
+
+/** Warm up once (page faults of a freshly mapped checkpoint, first-touch of buffers), then time a T-token prefill. */
+function prefill(model: CausalLM, config: ModelConfig, T: number, D: number, log: (s: string) => void): Session {
   const prompt = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % config.vocab_size);
   const cache = model.createCache(1, T + D + 1);
   cache.reserve(T + D + 1);   // the cache grows in chunks: allocate it now, not inside a timed step
-  // Warm up once (page faults of a freshly mapped checkpoint, first-touch of buffers), then measure.
   model.forward([prompt.slice(0, 8)], { cache, logits: 'last' });
   cache.reset();
   log(`prefill: ${T} tokens…`);
@@ -296,38 +300,80 @@ async function measure(model: CausalLM, config: ModelConfig, T: number, D: numbe
   const logits = model.forward([prompt], { cache, logits: 'last' });
   const prefillMs = performance.now() - t0;
   const first = argmax(logits.f32);
-  log(`decode: ${D} tokens…`);
-  const decodeMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true }));
-
-  let contendedMs: number | null = null;
-  if (competitor) {
-    // Same positions as the idle run: prefill again (untimed), then decode beside the competitor.
-    cache.reset();
-    model.forward([prompt], { cache, logits: 'last' });
-    log(`decode: ${D} tokens beside one busy process…`);
-    // Bounded even if this process dies without stopping it: the idle run's time, several times over, plus slack.
-    const child = await startCompetitor(Math.ceil(decodeMs * 10 + 30_000));
-    try {
-      contendedMs = decode(model, cache, first, D, renderProgress({ ttyOnly: true, label: 'decode, 1 busy process' }));
-    } finally {
-      await stopCompetitor(child);
-    }
-  }
-  return { prefillMs, decodeMs, contendedMs, ...costs(model, config, T) };
+  return { model, cache, prompt, first, next: first, prefillMs, decodeMs: 0 };
 }
 
-/** Greedy decode of n tokens after `first`; returns the milliseconds it took. */
-function decode(model: CausalLM, cache: KVCache, first: number, n: number,
-  onProgress: OnProgress): number {
-  const progress = progressReporter('decode', 'tokens', n, onProgress);
-  let next = first;
+/** Greedy decode of n more tokens; adds their time to s.decodeMs. */
+function decodeSteps(s: Session, n: number, tick: () => void): void {
   const t0 = performance.now();
   for (let i = 0; i < n; i++) {
-    const logits = model.forward([[next]], { cache, logits: 'last' });
-    next = argmax(logits.f32);
-    progress(i + 1);
+    s.next = argmax(s.model.forward([[s.next]], { cache: s.cache, logits: 'last' }).f32);
+    tick();
   }
-  return performance.now() - t0;
+  s.decodeMs += performance.now() - t0;
+}
+
+/** The same D positions as the idle decode (prefill again, untimed), decoded beside one busy process. */
+async function decodeContended(s: Session, D: number, idleMs: number, log: (s: string) => void): Promise<number> {
+  s.cache.reset();
+  s.model.forward([s.prompt], { cache: s.cache, logits: 'last' });
+  log(`decode: ${D} tokens beside one busy process…`);
+  // Bounded even if this process dies without stopping it: the idle run's time, several times over, plus slack.
+  const child = await startCompetitor(Math.ceil(idleMs * 10 + 30_000));
+  try {
+    const c: Session = { ...s, next: s.first, decodeMs: 0 };
+    const progress = progressReporter('decode, 1 busy process', 'tokens', D, renderProgress({ ttyOnly: true, label: 'decode, 1 busy process' }));
+    let done = 0;
+    decodeSteps(c, D, () => progress(++done));
+    return c.decodeMs;
+  } finally {
+    await stopCompetitor(child);
+  }
+}
+
+function measured(s: Session, contendedMs: number | null, config: ModelConfig, T: number): Measured {
+  return { prefillMs: s.prefillMs, decodeMs: s.decodeMs, contendedMs, ...costs(s.model, config, T) };
+}
+
+/** Prefill T tokens, then decode D greedily (and again beside one busy process when `competitor`). */
+async function measure(model: CausalLM, config: ModelConfig, T: number, D: number, competitor: boolean, log: (s: string) => void): Promise<Measured> {
+  const s = prefill(model, config, T, D, log);
+  log(`decode: ${D} tokens…`);
+  const progress = progressReporter('decode', 'tokens', D, renderProgress({ ttyOnly: true }));
+  let done = 0;
+  decodeSteps(s, D, () => progress(++done));
+  return measured(s, competitor ? await decodeContended(s, D, s.decodeMs, log) : null, config, T);
+}
+
+/** Decode tokens per round of --compare's interleaved decode. */
+const COMPARE_ROUND = 4;
+
+/**
+ * --compare: both models prefill in turn, then decode D tokens each in alternating rounds of COMPARE_ROUND tokens
+ * (the first model of a round flips every round), so load that comes and goes on a shared machine falls on both.
+ * The busy-process rows stay one model after the other (each is a single decode beside the competitor).
+ */
+async function measurePair(a: CausalLM, b: CausalLM, nameA: string, nameB: string, config: ModelConfig, T: number, D: number,
+  competitor: boolean, log: (s: string) => void): Promise<[Measured, Measured]> {
+  log(`${nameA}:`);
+  const sa = prefill(a, config, T, D, log);
+  log(`${nameB}:`);
+  const sb = prefill(b, config, T, D, log);
+  log(`decode: ${D} tokens each, the two models alternating every ${COMPARE_ROUND}…`);
+  const progress = progressReporter('decode', 'tokens', 2 * D, renderProgress({ ttyOnly: true }));
+  let done = 0;
+  for (let r = 0, left = D; left > 0; r++, left -= COMPARE_ROUND) {
+    const n = Math.min(COMPARE_ROUND, left);
+    for (const s of r % 2 ? [sb, sa] : [sa, sb]) decodeSteps(s, n, () => progress(++done));
+  }
+  let ca: number | null = null, cb: number | null = null;
+  if (competitor) {
+    log(`${nameA}:`);
+    ca = await decodeContended(sa, D, sa.decodeMs, log);
+    log(`${nameB}:`);
+    cb = await decodeContended(sb, D, sb.decodeMs, log);
+  }
+  return [measured(sa, ca, config, T), measured(sb, cb, config, T)];
 }
 
 /**
