@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
-import { CalibrationError, calibrationSamples } from '../src/quant/calib.js';
+import { awqCalibrationSamples, CalibrationError, calibrationSamples } from '../src/quant/calib.js';
 import { PyRandom } from '../src/util/pyrandom.js';
 import { NO_DATA, sharedData } from './helpers.js';
 
@@ -94,5 +94,36 @@ describe('calibration samples', () => {
       const i = rng.randint(0, ids.length - 257);
       assert.deepEqual(Array.from(s), ids.slice(i, i + 256));
     });
+  });
+});
+
+describe("AWQ calibration blocks (AutoAWQ get_calib_dataset)", () => {
+  // "numbers" with a BOS of 0 in front, as a Llama tokenizer adds one: an empty line still gives one token.
+  const withBos = { encode: (t: string) => [0, ...numbers.encode(t)] };
+  it('texts in order, long ones skipped, nsamples kept, joined and cut into blocks of seqlen', () => {
+    const texts = ['1 2 3', ' 4 5 ', '6 7 8 9 10 11', '12', '13 14 15', '16 17'];
+    // seqlen 4: "6 … 11" (7 tokens with BOS) is skipped; kept: [0 1 2 3] [0 4 5] [0 12] [0 13 14 15] [0 16 17] → 14 tokens.
+    const s = awqCalibrationSamples(texts, withBos, { seqlen: 4 });
+    assert.equal(s.kind, 'blocks');
+    assert.deepEqual(s.samples.map((x) => [...x]), [[0, 1, 2, 3], [0, 4, 5, 0], [12, 0, 13, 14], [15, 0, 16, 17]]);
+    // nsamples 2: the first two kept texts only (7 tokens → one block of 4).
+    assert.deepEqual(awqCalibrationSamples(texts, withBos, { seqlen: 4, nsamples: 2 }).samples.map((x) => [...x]), [[0, 1, 2, 3]]);
+  });
+  it('a text file gives one row per line (empty lines included, as the datasets text loader does); JSONL its text fields', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lowbit-awq-calib-'));
+    try {
+      writeFileSync(join(dir, 'a.txt'), '1 2\n\n3 4 5\n');
+      assert.deepEqual(awqCalibrationSamples(join(dir, 'a.txt'), withBos, { seqlen: 4 }).samples.map((x) => [...x]), [[0, 1, 2, 0], [0, 3, 4, 5]]);
+      writeFileSync(join(dir, 'b.jsonl'), '{"text": "7 8"}\n{"text": "9"}\n');
+      assert.deepEqual(awqCalibrationSamples(join(dir, 'b.jsonl'), withBos, { seqlen: 5 }).samples.map((x) => [...x]), [[0, 7, 8, 0, 9]]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('typed errors: too few tokens for one block, seqlen past the model, bad options', () => {
+    assert.throws(() => awqCalibrationSamples(['1 2'], withBos, { seqlen: 8 }), (e: Error) => e instanceof CalibrationError && /hold 3 tokens, fewer than one block of 8/.test(e.message));
+    assert.throws(() => awqCalibrationSamples(['1'], withBos, { seqlen: 600, maxPositions: 512 }), /seqlen 600 is longer than the model's 512 positions/);
+    assert.throws(() => awqCalibrationSamples(['1'], withBos, { nsamples: 0 }), /nsamples must be a positive integer/);
+    assert.throws(() => awqCalibrationSamples([1 as unknown as string], withBos), /dataset\[0\] is not a string/);
   });
 });

@@ -1,4 +1,4 @@
-// Calibration samples for GPTQ (../shared/spec/FORMATS.md §4.4): token windows drawn with Python's own random
+// Calibration samples for GPTQ (../shared/spec/FORMATS.md §4.4; AWQ's blocks are at the end of this file): token windows drawn with Python's own random
 // (src/util/pyrandom.ts), so a seed picks the windows the reference scripts pick from the same token stream.
 //  - a text file: one stream (the whole file, tokenized once with the tokenizer's special tokens); per sample
 //    i = randint(0, len − seqlen − 1) and the window ids[i, i + seqlen) (IST gptq datautils, wikitext2 / ptb);
@@ -32,8 +32,11 @@ export interface CalibrationOptions {
 export interface CalibrationSet {
   /** One Int32Array of token ids per sample. */
   samples: Int32Array[];
-  /** 'stream' (text file), 'documents' (JSONL), 'joined' (JSONL with no document long enough), 'texts' (array). */
-  kind: 'stream' | 'documents' | 'joined' | 'texts';
+  /**
+   * 'stream' (text file), 'documents' (JSONL), 'joined' (JSONL with no document long enough), 'texts' (array);
+   * 'blocks': AWQ's texts joined and cut into equal blocks (awqCalibrationSamples).
+   */
+  kind: 'stream' | 'documents' | 'joined' | 'texts' | 'blocks';
   seqlen: number;
   /** Where the data came from, for messages. */
   source: string;
@@ -108,4 +111,53 @@ function readJsonlTexts(text: string, path: string): string[] {
   });
   if (!docs.length) throw new CalibrationError(`calibration: ${path} holds no JSONL records`);
   return docs;
+}
+
+export interface AwqCalibrationOptions {
+  /** Texts to take (AutoAWQ max_calib_samples, default 128). */
+  nsamples?: number;
+  /** Block length, and the longest text kept (AutoAWQ max_calib_seq_len, default 512, capped by the model). */
+  seqlen?: number;
+  /** The model's position limit. */
+  maxPositions?: number;
+}
+
+/**
+ * AWQ's calibration blocks (../shared/spec/FORMATS.md §5.1, AutoAWQ get_calib_dataset): the texts in order — an
+ * array's strings, a JSONL file's "text" fields, or a text file's lines (as the datasets "text" loader gives rows) —
+ * each stripped and tokenized with the tokenizer's default special tokens; a text longer than seqlen tokens is skipped;
+ * the first nsamples kept are joined into one stream and cut into floor(total / seqlen) blocks of seqlen.
+ */
+export function awqCalibrationSamples(dataset: string | readonly string[], tokenizer: CalibrationTokenizer, opts: AwqCalibrationOptions = {}): CalibrationSet {
+  const nsamples = opts.nsamples ?? 128, maxPos = opts.maxPositions ?? Infinity;
+  const seqlen = opts.seqlen ?? Math.min(512, maxPos);
+  if (!(Number.isInteger(nsamples) && nsamples >= 1)) throw new CalibrationError(`calibration: nsamples must be a positive integer, got ${JSON.stringify(opts.nsamples)}`);
+  if (!(Number.isInteger(seqlen) && seqlen >= 1)) throw new CalibrationError(`calibration: seqlen must be a positive integer, got ${JSON.stringify(opts.seqlen)}`);
+  if (seqlen > maxPos) throw new CalibrationError(`calibration: seqlen ${seqlen} is longer than the model's ${maxPos} positions`);
+  let rows: readonly string[], source: string;
+  if (Array.isArray(dataset)) {
+    dataset.forEach((t, i) => { if (typeof t !== 'string') throw new CalibrationError(`calibration: dataset[${i}] is not a string`); });
+    rows = dataset;
+    source = `${dataset.length} text${dataset.length === 1 ? '' : 's'}`;
+  } else if (typeof dataset === 'string') {
+    const text = readTextFile(dataset, (m) => new CalibrationError(`calibration: ${m}`));
+    rows = extname(dataset).toLowerCase() === '.jsonl' ? readJsonlTexts(text, dataset) : text.replace(/\r?\n$/, '').split(/\r?\n/);
+    source = dataset;
+  } else {
+    throw new CalibrationError(`calibration: dataset must be a file path or an array of strings, got ${typeof dataset}`);
+  }
+  const stream: number[] = [];
+  let kept = 0;
+  for (const row of rows) {
+    const ids = tokenizer.encode(row.trim());
+    if (ids.length > seqlen || ids.length === 0) continue;
+    for (const id of ids) stream.push(id);
+    if (++kept === nsamples) break;
+  }
+  const blocks = Math.floor(stream.length / seqlen);
+  if (blocks === 0) {
+    throw new CalibrationError(`calibration: ${source}: the ${kept} text${kept === 1 ? '' : 's'} of at most ${seqlen} tokens hold ${stream.length} tokens, fewer than one block of ${seqlen} (give more text, a larger nsamples or a smaller seqlen)`);
+  }
+  const samples = Array.from({ length: blocks }, (_, b) => Int32Array.from(stream.slice(b * seqlen, (b + 1) * seqlen)));
+  return { samples, kind: 'blocks', seqlen, source };
 }
