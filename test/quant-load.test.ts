@@ -137,10 +137,10 @@ test('quantization_config is checked where it enters, naming file and key', () =
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-qc-'));
   try {
     const cfg = JSON.parse(JSON.stringify({ model_type: 'llama', hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 4, intermediate_size: 8,
-      quantization_config: { quant_method: 'awq', bits: 4 } }));
+      quantization_config: { quant_method: 'hqq', nbits: 4 } }));
     writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
     assert.throws(() => readConfig(join(dir, 'config.json')),
-      (e: Error) => e instanceof UnsupportedModelError && e.message.startsWith(join(dir, 'config.json')) && /quant_method" "awq"/.test(e.message));
+      (e: Error) => e instanceof UnsupportedModelError && e.message.startsWith(join(dir, 'config.json')) && /quant_method" "hqq"/.test(e.message));
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
