@@ -14,6 +14,7 @@ import { Weights } from './models/model.js';
 import { buildModel } from './models/registry.js';
 import { parseQuantizationConfig, quantizationConfigDict, type BitsAndBytesConfig } from './io/quantconfig.js';
 import type { GPTQConfig, GPTQConfigOptions } from './io/gptqconfig.js';
+import type { AwqConfig, AwqConfigOptions } from './io/awqconfig.js';
 import type { QuantizedLayerEvent } from './models/factory.js';
 import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
@@ -37,7 +38,7 @@ export interface LoadOptions extends ResolveOptions {
    * model after it is built, as optimum's GPTQQuantizer does: calibration windows from `dataset` (a text file, a JSONL
    * file with a "text" field, or a list of texts) run through it block by block; progress by linear layer.
    */
-  quantizationConfig?: BitsAndBytesConfig | GPTQConfig | GPTQConfigOptions | Record<string, unknown>;
+  quantizationConfig?: BitsAndBytesConfig | GPTQConfig | GPTQConfigOptions | AwqConfig | AwqConfigOptions | Record<string, unknown>;
   /**
    * 4-bit block size for quantizationConfig (32 … 4096, powers of two; default 64, bitsandbytes' `blocksize`).
    * transformers' BitsAndBytesConfig has no such field; the saved quant_state records it, so any size loads.
@@ -63,7 +64,7 @@ export interface LoadedModel {
   loadMs: number;
   /**
    * The quantization_config transformers would write for this model (FORMATS.md §2.5; GPTQ: AutoGPTQ's key set,
-   * §4.6): the checkpoint's own, or the one quantizationConfig asked for; null for a float model. savePretrained
+   * §4.6; AWQ: AutoAWQ's to_transformers_dict keys, §5.5): the checkpoint's own, or the one quantizationConfig asked for; null for a float model. savePretrained
    * writes it.
    */
   quantizationConfig?: Map<string, unknown> | null;

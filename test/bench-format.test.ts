@@ -79,7 +79,7 @@ test('lowbit bench --format: the table names the format and the backend; progres
 
 test('lowbit bench --format usage errors exit 2', () => {
   for (const [args, msg] of [
-    [['--format', 'q4'], /--format "q4" is unknown \(choose int8, nf4, fp4, gptq2, gptq3, gptq4, gptq8\)/],
+    [['--format', 'q4'], /--format "q4" is unknown \(choose int8, nf4, fp4, gptq2, gptq3, gptq4, gptq8, awq4\)/],
     [['--format', 'int8', '--double-quant'], /--double-quant applies to --format nf4 or fp4/],
     [['--double-quant'], /--double-quant applies to --format nf4 or fp4/],
     [['--compare'], /--compare measures the float model beside a --format/],

@@ -110,7 +110,7 @@ test('quantization_config is checked where it enters, naming file and key', () =
   assert.equal(parseQuantizationConfig(null, src), null);
   const refuses = (v: unknown, E: typeof ConfigError, re: RegExp, strict = false) =>
     assert.throws(() => parseQuantizationConfig(v, src, { strict }), (e: Error) => e instanceof E && e.message.startsWith(`${src}: `) && re.test(e.message), re.source);
-  refuses({ quant_method: 'awq', bits: 4 }, UnsupportedModelError, /"quantization_config\.quant_method" "awq" is not supported \(supported: bitsandbytes, gptq\)/);
+  refuses({ quant_method: 'hqq', nbits: 4 }, UnsupportedModelError, /"quantization_config\.quant_method" "hqq" is not supported \(supported: bitsandbytes, gptq, awq\)/);
   refuses({ quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: true }, ConfigError, /sets both load_in_4bit and load_in_8bit/);
   refuses({ quant_method: 'bitsandbytes' }, ConfigError, /sets neither/);
   refuses({ bits: 4 }, ConfigError, /has no "quant_method"/);
@@ -137,10 +137,10 @@ test('quantization_config is checked where it enters, naming file and key', () =
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-qc-'));
   try {
     const cfg = JSON.parse(JSON.stringify({ model_type: 'llama', hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 4, intermediate_size: 8,
-      quantization_config: { quant_method: 'awq', bits: 4 } }));
+      quantization_config: { quant_method: 'hqq', nbits: 4 } }));
     writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
     assert.throws(() => readConfig(join(dir, 'config.json')),
-      (e: Error) => e instanceof UnsupportedModelError && e.message.startsWith(join(dir, 'config.json')) && /quant_method" "awq"/.test(e.message));
+      (e: Error) => e instanceof UnsupportedModelError && e.message.startsWith(join(dir, 'config.json')) && /quant_method" "hqq"/.test(e.message));
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 

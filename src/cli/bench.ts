@@ -16,7 +16,12 @@ import type { KVCache } from '../nn/kvcache.js';
 import { Weights } from '../models/model.js';
 import type { QuantizedLayerEvent } from '../models/factory.js';
 import { parseQuantizationConfig, type BitsAndBytesConfig } from '../io/quantconfig.js';
-import { GptqLinear, Linear4bit, Linear8bitLt, QuantLinear } from '../nn/quant.js';
+import { AwqLinear, GptqLinear, Linear4bit, Linear8bitLt, QuantLinear } from '../nn/quant.js';
+import { Linear } from '../nn/layers.js';
+import { parseAwqConfig } from '../io/awqconfig.js';
+import { installAwq } from '../models/factory.js';
+import { awqRtnCodes, awqShapeProblem } from '../quant/awq-format.js';
+import type { GptqCodes } from '../quant/gptq-types.js';
 import type { QuantizedWeight } from '../quant/qweight.js';
 import type { Backend } from '../backend/backend.js';
 import { randomLlama, SHAPES } from '../models/random.js';
@@ -45,18 +50,20 @@ does (bitsandbytes NF4/FP4 at block 64, --double-quant for the scales; or LLM.in
 in plain TypeScript: a tinyllama-1.1b shape takes about 40 s for nf4 and 20-35 s for int8 on 2 cores; a line per
 decoder layer goes to stderr. FORMAT is int8, nf4, fp4, or gptq2 / gptq3 / gptq4 / gptq8: GPTQ's grid and AutoGPTQ's
 packing (symmetric, group 128) by round-to-nearest, since the kernels' speed does not depend on the values and GPTQ
-proper needs calibration data (lowbit quantize --method gptq writes a real one, which benches as a folder). A model
-folder saved quantized (lowbit quantize) benches as it is, without --format.
+proper needs calibration data (lowbit quantize --method gptq writes a real one, which benches as a folder); or awq4:
+AWQ's zero-point grid (4-bit, group 128) by round-to-nearest, packed as AutoAWQ's GEMM layers (layers whose
+in_features is not a multiple of 128 stay float, as AWQ cannot hold them; stderr says how many). A model folder
+saved quantized (lowbit quantize) benches as it is, without --format.
 --compare measures the float model beside the quantized one, in the same process against the same roofline, and
 prints quantized / float speed-ups (JSON: baseline, decodeSpeedup, prefillSpeedup): a ratio from one run, which a
 noisy machine distorts far less than two runs' absolute numbers. Each model prefills in turn; then their decode
 steps alternate in rounds of 4 tokens (which model goes first flips every round), so a slow minute on a shared
 machine falls on both; each model's decode time is the sum of its rounds.
-The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4, int8 and gptq; a format a
+The report names the backend that ran the quantized matmul: cpu's native kernels for nf4/fp4, int8, gptq and awq; a format a
 backend has no kernel for falls back to ref with a warning (plain TypeScript, slow: use a short --decode-len).
 Decode is reported as a fraction of the bandwidth roofline (weight bytes read per token / measured bandwidth; for a
 quantized layer its packed codes and scales: 4-bit codes + absmax or its 8-bit codes + nested absmax, int8 codes +
-SCB, GPTQ qweight + qzeros + scales + g_idx); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
+SCB, GPTQ qweight + qzeros + scales + g_idx, AWQ qweight + qzeros + scales); prefill as a fraction of the measured fp32 FMA peak. Decode runs a second time beside one busy process (a child
 that spins on one core and is stopped afterwards) to show how the speed holds up when a core is taken;
 --no-competitor skips that row. The bandwidth probe reads a buffer of --roofline-bytes (default 1 GiB, at least
 1 MiB; a buffer that fits in the caches overstates the bandwidth). Progress goes to stderr, with --json too. The
@@ -67,6 +74,7 @@ Examples:
   lowbit bench --shape tinyllama-1.1b --dtype f32 --threads 2 --json
   lowbit bench --shape tinyllama-1.1b --format nf4 --double-quant --compare
   lowbit bench --shape tinyllama-1.1b --format gptq4 --compare
+  lowbit bench --shape tinyllama-1.1b --format awq4 --compare
   lowbit bench models/kjv-demo --format int8 --decode-len 16
   lowbit bench --shape tinyllama-1.1b --dtype bf16 --write-model /tmp/tl && lowbit bench /tmp/tl
 `;
@@ -98,13 +106,15 @@ export interface BenchResult {
 
 /**
  * Bytes a quantized layer's matmul reads per token: the codes and the scales (4-bit: packed codes + float32 absmax,
- * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB; GPTQ: qweight, qzeros, scales, g_idx), as
+ * or with double quant its 8-bit codes + nested absmax; int8: codes + SCB; GPTQ: qweight, qzeros, scales, g_idx; AWQ:
+ * qweight, qzeros, scales), as
  * quantStats counts them in a file. The
  * fixed per-layer tables (16 code values, the 256-entry nested map) are left out, as there.
  */
 export function quantizedBytes(q: QuantizedWeight): number {
   if (q.format === 'int8') return q.int8.CB.byteLength + q.int8.SCB.byteLength;
   if (q.format === 'gptq') { const g = q.gptq; return g.qweight.byteLength + g.qzeros.byteLength + g.scales.byteLength + g.gIdx.byteLength; }
+  if (q.format === 'awq') { const a = q.awq; return a.qweight.byteLength + a.qzeros.byteLength + a.scales.byteLength; }
   const w = q.bnb4;
   return w.packed.byteLength + (w.absmax?.byteLength ?? 0) + (w.nested ? w.nested.qabsmax.byteLength + w.nested.nestedAbsmax.byteLength : 0);
 }
@@ -126,7 +136,7 @@ function costs(model: CausalLM, cfg: ModelConfig, T: number): { bytesPerToken: n
   return { bytesPerToken: bytes, prefillFlops: flops };
 }
 
-const FORMATS = ['int8', 'nf4', 'fp4', 'gptq2', 'gptq3', 'gptq4', 'gptq8'];
+const FORMATS = ['int8', 'nf4', 'fp4', 'gptq2', 'gptq3', 'gptq4', 'gptq8', 'awq4'];
 
 export async function runBench(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand('bench', argv, {
@@ -155,11 +165,25 @@ export async function runBench(argv: string[]): Promise<number> {
   // speed does not depend on the values, and RTN needs no calibration data.
   const gptqBits = fmt?.startsWith('gptq') ? Number(fmt.slice(4)) as GptqBits : null;
   const gptqSpec = gptqBits ? parseGptqConfig({ quant_method: 'gptq', bits: gptqBits, group_size: 128, sym: true, desc_act: false }, 'lowbit bench', { strict: true }) : null;
-  const quantizationConfig: BitsAndBytesConfig | undefined = fmt === undefined || gptqSpec ? undefined : fmt === 'int8' ? { loadIn8bit: true }
+  // awq4: round-to-nearest on AWQ's zero-point grid (group 128), packed as AutoAWQ's GEMM layers.
+  const awqSpec = fmt === 'awq4' ? parseAwqConfig({ quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm' }, 'lowbit bench', { strict: true }) : null;
+  const quantizationConfig: BitsAndBytesConfig | undefined = fmt === undefined || gptqSpec || awqSpec ? undefined : fmt === 'int8' ? { loadIn8bit: true }
     : { loadIn4bit: true, bnb4bitQuantType: fmt as 'nf4' | 'fp4', bnb4bitUseDoubleQuant: values['double-quant'] };
   const rtn = (m: { model: CausalLM; quantizationConfig?: Map<string, unknown> | null }): void => {
     log(`quantizing its linear layers to ${fmt} (round-to-nearest, group 128, symmetric; AutoGPTQ's packing)…`);
     quantizeLoadedGptq({ tokenizer: null, dir: label ?? 'bench', quantizationConfig: null, ...m }, gptqSpec!, { method: 'rtn', onProgress: renderProgress({ ttyOnly: true }) });
+  };
+  const awqRtn = (m: { model: CausalLM; quantizationConfig?: Map<string, unknown> | null }): void => {
+    log('quantizing its linear layers to awq4 (round-to-nearest on AWQ\'s zero-point grid, group 128; AutoAWQ\'s GEMM packing)…');
+    const codes = new Map<string, GptqCodes>(), kept: string[] = [];
+    for (const [name, lin] of m.model.linears()) {
+      if (!/\.layers\.\d+\./.test(name) || !(lin instanceof Linear)) continue;
+      const shape = [lin.outFeatures, lin.inFeatures] as const;
+      if (awqShapeProblem(shape, awqSpec!.groupSize, 'gemm')) { kept.push(name); continue; }
+      codes.set(name, awqRtnCodes(lin.weight.toF32(), shape, awqSpec!.groupSize));
+    }
+    if (kept.length) log(`${kept.length} linear layer(s) stay float: AWQ needs in_features a multiple of the group size 128 and out_features a multiple of 8 (${kept[0]}${kept.length > 1 ? ', …' : ''})`);
+    installAwq(m, codes, awqSpec!);
   };
   const quantProgress = layerProgress(log);
 
@@ -170,11 +194,12 @@ export async function runBench(argv: string[]): Promise<number> {
       log(`loading ${positionals[0]} as it is (--compare)…`);
       floatModel = (await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'] })).model;
     }
-    if (fmt && !gptqSpec) log(`loading ${positionals[0]} and quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''}…`);
+    if (fmt && !gptqSpec && !awqSpec) log(`loading ${positionals[0]} and quantizing its linear layers to ${fmt}${values['double-quant'] ? ' + double quant' : ''}…`);
     const loaded = await fromPretrained(positionals[0], { backend, mmap: !values['no-mmap'], quantizationConfig, onQuantize: quantProgress.event });
     quantProgress.done();
     label = positionals[0];
     if (gptqSpec) rtn(loaded);
+    if (awqSpec) awqRtn(loaded);
     ({ model, config } = loaded);
     loadMs = loaded.loadMs;
     dtypeLabel = String(config.torch_dtype ?? '?');
@@ -205,6 +230,7 @@ export async function runBench(argv: string[]): Promise<number> {
     quantProgress.done();
     label = values.shape;
     if (gptqSpec) rtn({ model });
+    if (awqSpec) awqRtn({ model });
     dtypeLabel = values.dtype!;
   }
 
@@ -411,6 +437,7 @@ function quantInfo(model: CausalLM, backend: Backend): { format: string; doubleQ
     if (lin instanceof Linear4bit) { formats.add(lin.qweight.format); dq.add(lin.qweight.bnb4.nested !== null); layers++; }
     else if (lin instanceof Linear8bitLt) { formats.add('int8'); layers++; }
     else if (lin instanceof GptqLinear) { formats.add('gptq'); layers++; }
+    else if (lin instanceof AwqLinear) { formats.add('awq'); layers++; }
   }
   if (!layers) return null;
   // backend/dispatch.ts's rule: the backend's own kernel when it says it supports every format here, else ref.

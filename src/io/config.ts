@@ -32,7 +32,7 @@ interface BaseConfig {
   torch_dtype: string | null;
   /**
    * quantization_config, checked and normalised (src/io/quantconfig.ts), or, for an AutoGPTQ folder whose config.json
-   * has none, its quantize_config.json; null for a float checkpoint.
+   * has none, its quantize_config.json (an old AutoAWQ folder: quant_config.json); null for a float checkpoint.
    */
   quantization_config: QuantizationSpec | null;
   /** Anything else from the file (quantization_config and so on). */
@@ -107,6 +107,7 @@ export function readConfig(path: string): ModelConfig {
   // Refuses a FIFO (reading one would block forever), a folder, a dangling link or a loop, naming the problem.
   const config = parseConfig(readJsonConfig(path), path);
   if (!config.quantization_config) config.quantization_config = readQuantizeConfigJson(dirname(path));
+  if (!config.quantization_config) config.quantization_config = readAwqQuantConfigJson(dirname(path));
   return config;
 }
 
@@ -122,6 +123,20 @@ function readQuantizeConfigJson(dir: string): QuantizationSpec | null {
   if (probePath(path).kind === 'missing') return null;
   const json = readJsonConfig(path);
   return parseQuantizationConfig(json, path, { where: '', defaultMethod: 'gptq' });
+}
+
+/** AutoAWQ's own config file (its deprecated quant_config.json: w_bit, q_group_size, zero_point, version). */
+export const AWQ_CONFIG_NAME = 'quant_config.json';
+
+/**
+ * An AutoAWQ save from before transformers read AWQ has only quant_config.json, whose keys are AutoAWQ's (w_bit,
+ * q_group_size, "version": "GEMM") and which may lack quant_method: it is AWQ's file (vLLM reads it too). Null when
+ * the folder has none.
+ */
+function readAwqQuantConfigJson(dir: string): QuantizationSpec | null {
+  const path = join(dir, AWQ_CONFIG_NAME);
+  if (probePath(path).kind === 'missing') return null;
+  return parseQuantizationConfig(readJsonConfig(path), path, { where: '', defaultMethod: 'awq' });
 }
 
 /** Check and type a parsed config.json; `source` (the file path) prefixes every error. */

@@ -1,7 +1,8 @@
 // quantization_config (config.json) and fromPretrained's quantizationConfig, read as transformers'
 // BitsAndBytesConfig reads them (../shared/spec/FORMATS.md §2.5; defaults from transformers 5.17
 // utils/quantization_config.py), or as GPTQ's writers spell theirs (quant_method "gptq": src/io/gptqconfig.ts,
-// §4.6). Errors name the file (or option) and key, like src/io/config.ts.
+// §4.6), or AWQ's (quant_method "awq": src/io/awqconfig.ts, §5.5). Errors name the file (or option) and key, like
+// src/io/config.ts.
 import { ConfigError, UnsupportedModelError } from './config.js';
 import type { TorchFloatDtype } from '../quant/bnb4.js';
 import { LLM_INT8_THRESHOLD } from '../quant/int8.js';
@@ -9,6 +10,7 @@ import { show } from '../util/text.js';
 import { pyFloat } from '../util/pyjson.js';
 import { warnOnce } from '../util/warn.js';
 import { gptqConfigDict, parseGptqConfig, type GptqQuantizationSpec } from './gptqconfig.js';
+import { awqConfigDict, parseAwqConfig, type AwqQuantizationSpec } from './awqconfig.js';
 
 /** A bitsandbytes request, normalised. */
 export interface BitsAndBytesSpec {
@@ -30,7 +32,7 @@ export interface BitsAndBytesSpec {
 }
 
 /** A quantization request or a checkpoint's quantization, normalised: what the linear factory builds. */
-export type QuantizationSpec = BitsAndBytesSpec | GptqQuantizationSpec;
+export type QuantizationSpec = BitsAndBytesSpec | GptqQuantizationSpec | AwqQuantizationSpec;
 
 /** transformers' BitsAndBytesConfig fields in camelCase; snake_case (as in config.json) is accepted too. */
 export interface BitsAndBytesConfig {
@@ -66,13 +68,15 @@ const STORAGES = new Set(['uint8', 'int8', 'float16', 'bfloat16', 'float32']);
  * later are warned about once; from a call (`strict`), an unknown key is an error, as a typo would be.
  */
 export function parseQuantizationConfig(v: unknown, source: string,
-  opts: { where?: string; strict?: boolean; defaultMethod?: 'gptq' } = {}): QuantizationSpec | null {
+  opts: { where?: string; strict?: boolean; defaultMethod?: 'gptq' | 'awq' } = {}): QuantizationSpec | null {
   const where = opts.where ?? 'quantization_config';
   if (v === undefined || v === null) return null;
   if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${source}: "${where || 'the config'}" must be an object or null, got ${show(v)}`);
   // GPTQ (a GPTQConfig, or quant_method "gptq"; AutoGPTQ's quantize_config.json may lack quant_method) has its reader.
   const rec = v as Record<string, unknown>, named = rec.quant_method ?? rec.quantMethod;
   if (named === 'gptq' || (named === undefined && opts.defaultMethod === 'gptq')) return parseGptqConfig(rec, source, opts);
+  // AWQ (an AwqConfig, or quant_method "awq"; AutoAWQ's quant_config.json may lack it) likewise (src/io/awqconfig.ts).
+  if ((typeof named === 'string' && named.toLowerCase() === 'awq') || (named === undefined && opts.defaultMethod === 'awq')) return parseAwqConfig(rec, source, opts);
   const o: Record<string, unknown> = {};
   const unknown: string[] = [];
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
@@ -99,7 +103,7 @@ export function parseQuantizationConfig(v: unknown, source: string,
   const method = o.quant_method ?? (in4 || in8 ? 'bitsandbytes' : undefined);
   if (method === undefined) throw new ConfigError(`${source}: "${where}" has no "quant_method" (and neither load_in_4bit nor load_in_8bit)`);
   if (method !== 'bitsandbytes') {
-    throw new UnsupportedModelError(`${source}: "${where}.quant_method" ${show(method)} is not supported (supported: bitsandbytes, gptq)`);
+    throw new UnsupportedModelError(`${source}: "${where}.quant_method" ${show(method)} is not supported (supported: bitsandbytes, gptq, awq)`);
   }
   if (in4 && in8) throw new ConfigError(`${source}: "${where}" sets both load_in_4bit and load_in_8bit`);
   if (!in4 && !in8) throw new ConfigError(`${source}: "${where}" is bitsandbytes but sets neither load_in_4bit nor load_in_8bit`);
@@ -168,8 +172,10 @@ export function bitsAndBytesConfigDict(v: unknown, source: string): Map<string, 
 
 /**
  * The quantization_config savePretrained writes: bitsandbytes' from the config as given (`v`, from `source`), GPTQ's
- * from the normalised spec (AutoGPTQ's key set, gptqConfigDict), whatever tool wrote the checkpoint.
+ * from the normalised spec (AutoGPTQ's key set, gptqConfigDict), AWQ's likewise (AutoAWQ's to_transformers_dict
+ * keys, awqConfigDict), whatever tool wrote the checkpoint.
  */
 export function quantizationConfigDict(spec: QuantizationSpec, v: unknown, source: string): Map<string, unknown> {
+  if (spec.method === 'awq') return awqConfigDict(spec);
   return spec.method === 'gptq' ? gptqConfigDict(spec) : bitsAndBytesConfigDict(v, source);
 }

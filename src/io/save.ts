@@ -1,11 +1,13 @@
 // savePretrained: a model folder as transformers + bitsandbytes write it (FORMATS.md §2.4-2.5, §3), or as AutoGPTQ /
 // optimum write a GPTQ model (§4.5-4.6: qweight/qzeros/scales/g_idx, float16 bias, quantization_config and
-// quantize_config.json), so Python loads what lowbit quantized and lowbit loads it back by name. Tensors go through
+// quantize_config.json), or as AutoAWQ writes an AWQ model (§5.4-5.5: qweight/qzeros/scales in the GEMM or GEMV
+// layout, float16 bias, quantization_config), so Python loads what lowbit quantized and lowbit loads it back by name. Tensors go through
 // saveStateDict (atomic, sharded); the JSON files through writeFileAtomic.
 import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { LoadedModel } from '../api.js';
-import { GptqLinear, Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { AwqLinear, GptqLinear, Linear4bit, Linear8bitLt } from '../nn/quant.js';
+import { awqToStateDict } from '../quant/awq-format.js';
 import { bnb4ToStateDict } from '../quant/bnb4.js';
 import { gptqToStateDict } from '../quant/gptq-format.js';
 import { f32ToF16 } from '../tensor/dtype.js';
@@ -14,7 +16,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { fsyncDir, probePath, readTextFile, TEMP_TAG_RE, tempTag, writeFileAtomic, writerIsGone } from '../util/fs.js';
 import { pyJsonDumps, pyJsonParse } from '../util/pyjson.js';
 import { saveStateDict, type SaveResult } from './checkpoint.js';
-import { GPTQ_CONFIG_NAME } from './config.js';
+import { AWQ_CONFIG_NAME, GPTQ_CONFIG_NAME } from './config.js';
 
 export class SavePretrainedError extends Error { override name = 'SavePretrainedError'; }
 
@@ -32,8 +34,9 @@ const SIDE_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_confi
 /**
  * The state dict transformers would save for `m`: every checkpoint tensor as loaded, except that the weight of a
  * quantized layer is replaced by its bitsandbytes tensors (Linear4bit: weight, absmax, quant_map, nested_*,
- * quant_state; Linear8bitLt: weight, SCB, weight_format) or its GPTQ tensors (GptqLinear: qweight, qzeros, scales,
- * g_idx, and the bias in float16 as AutoGPTQ's pack stores it). Other biases and unquantized layers keep their
+ * quant_state; Linear8bitLt: weight, SCB, weight_format), its GPTQ tensors (GptqLinear: qweight, qzeros, scales,
+ * g_idx, and the bias in float16 as AutoGPTQ's pack stores it) or its AWQ tensors (AwqLinear: qweight, qzeros,
+ * scales, and the bias in float16 as AutoAWQ's from_linear stores it). Other biases and unquantized layers keep their
  * checkpoint dtype.
  */
 export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
@@ -41,8 +44,8 @@ export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
   for (const [name, l] of m.model.linears()) {
     if (l instanceof Linear4bit) quant.set(name, bnb4ToStateDict(name, l.qweight.bnb4));
     else if (l instanceof Linear8bitLt) quant.set(name, int8ToStateDict(name, l.qweight.int8));
-    else if (l instanceof GptqLinear) {
-      const sd = gptqToStateDict(name, l.qweight.gptq);
+    else if (l instanceof GptqLinear || l instanceof AwqLinear) {
+      const sd = l instanceof GptqLinear ? gptqToStateDict(name, l.qweight.gptq) : awqToStateDict(name, l.qweight.awq);
       const b = m.tensors.get(`${name}.bias`);
       if (b?.dtype === 'F16') sd.set(`${name}.bias`, b);
       else if (l.bias) sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(l.bias.f32, f32ToF16)));
@@ -67,12 +70,20 @@ export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
   return out;
 }
 
-/** config.json as transformers writes it: the source's keys (floats kept as floats) with quantization_config. */
+/**
+ * config.json as transformers writes it: the source's keys (floats kept as floats) with quantization_config. An AWQ
+ * model says torch_dtype (or transformers 5's dtype) "float16", as AutoAWQ's saves do (it quantizes the float16
+ * model): vLLM's AWQ kernel runs float16 activations only and takes its default dtype from this key.
+ */
 function configText(m: LoadedModel): string {
   const src = join(m.dir, 'config.json');
   const cfg = pyJsonParse(readTextFile(src, (msg) => new SavePretrainedError(msg))) as Map<string, unknown>;
   if (m.quantizationConfig) cfg.set('quantization_config', m.quantizationConfig);
   else cfg.delete('quantization_config');
+  if (m.quantizationConfig?.get('quant_method') === 'awq') {
+    if (cfg.has('dtype')) cfg.set('dtype', 'float16');
+    if (cfg.has('torch_dtype') || !cfg.has('dtype')) cfg.set('torch_dtype', 'float16');
+  }
   return pyJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n';
 }
 
@@ -126,6 +137,8 @@ export function savePretrained(m: LoadedModel, dir: string, opts: SavePretrained
     // AutoGPTQ's own file; a GPTQ save's stale one would make the folder read as GPTQ (readConfig falls back to it).
     if (gptqConfig !== null) writeFileAtomic(join(to, GPTQ_CONFIG_NAME), gptqConfig);
     else fs.rmSync(join(to, GPTQ_CONFIG_NAME), { force: true });
+    // AutoAWQ's deprecated quant_config.json likewise (config.json's quantization_config is the one lowbit writes).
+    fs.rmSync(join(to, AWQ_CONFIG_NAME), { force: true });
     writeFileAtomic(join(to, 'config.json'), config);
     return r;
   };

@@ -1,20 +1,22 @@
 // Build, then load (mlx-lm's nn.quantize + load_weights; GUIDE.md "Seams"): model files ask this factory for each
-// linear layer by HF name and shape, and get a float Linear, a Linear4bit, a Linear8bitLt or a GptqLinear without
-// knowing which. The quantization spec comes from config.json (the checkpoint holds bitsandbytes or GPTQ tensors,
+// linear layer by HF name and shape, and get a float Linear, a Linear4bit, a Linear8bitLt, a GptqLinear or an
+// AwqLinear without knowing which. The quantization spec comes from config.json (the checkpoint holds bitsandbytes, GPTQ or AWQ tensors,
 // read by name) or from the caller (float weights quantized as they are read; the mapped file is only read, new
 // arrays hold the codes).
 import type { Backend } from '../backend/backend.js';
 import { UnsupportedModelError } from '../io/config.js';
 import type { QuantizationSpec } from '../io/quantconfig.js';
 import { Linear, type LinearLike } from '../nn/layers.js';
-import { quantLinear, type GptqLinear } from '../nn/quant.js';
+import { quantLinear, type AwqLinear, type GptqLinear } from '../nn/quant.js';
 import { Bnb4Error, bnb4FromStateDict, quantize4bit, type TorchFloatDtype } from '../quant/bnb4.js';
 import { Int8Error, int8FromStateDict, quantizeInt8 } from '../quant/int8.js';
 import type { LoadedModel } from '../api.js';
 import { gptqConfigDict, type GptqQuantizationSpec } from '../io/gptqconfig.js';
 import { GptqError, gptqFromStateDict, packGptq } from '../quant/gptq-format.js';
 import type { GptqCodes } from '../quant/gptq-types.js';
-import { fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../quant/qweight.js';
+import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../quant/qweight.js';
+import { awqConfigDict, type AwqQuantizationSpec } from '../io/awqconfig.js';
+import { AwqError, awqFromStateDict, packAwq } from '../quant/awq-format.js';
 import { f16ToF32, f32ToF16, type DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { MissingTensorError, Weights } from './model.js';
@@ -34,6 +36,8 @@ const TORCH_DTYPE: Partial<Record<DType, TorchFloatDtype>> = { F32: 'float32', B
  */
 export function keepsFloat(name: string, spec: QuantizationSpec): boolean {
   if (name === 'lm_head') return true;
+  // AWQ's modules_to_not_convert is matched as a substring of the name by AutoAWQ, transformers and vLLM alike.
+  if (spec.method === 'awq') return (spec.modulesToNotConvert ?? []).some((k) => name.includes(k));
   return (spec.skipModules ?? []).some((k) => `.${name}.`.includes(`.${k}.`));
 }
 
@@ -53,7 +57,8 @@ export function linearFactory(w: Weights, backend: Backend, spec: QuantizationSp
     if (!spec || keepsFloat(name, spec)) return new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias);
     // A GPTQ checkpoint says by its names which layers it quantized: AutoGPTQ and optimum quantize the linears inside
     // the decoder blocks only (OPT's project_in/out stay float), modules_in_block_to_quantize may leave more.
-    if (spec.method === 'gptq' && mode === 'load' && !w.has(`${name}.qweight`) && w.has(`${name}.weight`)) {
+    // AutoAWQ likewise (vLLM reads such layers as float too, from the tensors' dtypes).
+    if ((spec.method === 'gptq' || spec.method === 'awq') && mode === 'load' && !w.has(`${name}.qweight`) && w.has(`${name}.weight`)) {
       return new Linear(backend, name, w.matrix(`${name}.weight`, [out, inp]), bias);
     }
     const t0 = performance.now();
@@ -71,6 +76,7 @@ function loadQuantized(w: Weights, spec: QuantizationSpec, name: string, out: nu
   const get = (n: string) => w.take(n);
   try {
     if (spec.method === 'gptq') return fromGptq(gptqFromStateDict(name, get, spec, [out, inp]));
+    if (spec.method === 'awq') return fromAwq(awqFromStateDict(name, get, spec, [out, inp]));
     if (spec.format === 'int8') return fromInt8(int8FromStateDict(name, get), spec.threshold);
     const q = fromBnb4(bnb4FromStateDict(name, get), spec.computeDtype);
     if (q.format !== spec.format) {
@@ -79,7 +85,7 @@ function loadQuantized(w: Weights, spec: QuantizationSpec, name: string, out: nu
     return q;
   } catch (e) {
     // Name the checkpoint as every other loader error does; the error class stays the quantizer's.
-    if (e instanceof Bnb4Error || e instanceof Int8Error || e instanceof GptqError) {
+    if (e instanceof Bnb4Error || e instanceof Int8Error || e instanceof GptqError || e instanceof AwqError) {
       const E = e.constructor as new (m: string) => Error;
       throw new E(`${w.source}: ${e.message}`);
     }
@@ -95,6 +101,11 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
     throw new UnsupportedModelError(`${w.source}: ${name}: GPTQ cannot quantize a layer while the model loads (it needs calibration data run `
       + 'through the model block by block); load the float model and quantize it with the GPTQ driver (lowbit quantize --method gptq), '
       + 'or load a GPTQ checkpoint');
+  }
+  if (spec.method === 'awq') {
+    // AWQ's scale search likewise runs calibration activations through each block.
+    throw new UnsupportedModelError(`${w.source}: ${name}: AWQ cannot quantize a layer while the model loads (its scale search needs calibration `
+      + 'data run through the model block by block); load the float model and quantize it with the AWQ driver, or load an AWQ checkpoint');
   }
   const t = w.matrix(`${name}.weight`, [out, inp]);
   const x = t.toF32();                                                 // a new array: the mapping is never written
@@ -132,4 +143,34 @@ export function installGptq(m: Pick<LoadedModel, 'model' | 'quantizationConfig'>
   // Every layer is packed (and checked) before the first swap, so an error leaves the model as it was.
   for (const [name, layer] of layers) m.model.replaceLinear(name, layer);
   m.quantizationConfig = gptqConfigDict(spec);
+}
+
+/**
+ * Hands AWQ's output (or round-to-nearest on AWQ's grid) to a loaded float model: each layer of `codesByLayer`
+ * (4-bit GptqCodes, g_idx = floor(k / G)) is packed as AutoAWQ packs it in spec.layout (GEMM by default) and
+ * swapped in as an AwqLinear, its bias rounded to float16 as AutoAWQ's `linear.bias.clone().half()` saves it; the
+ * model's quantizationConfig becomes AWQ's (AutoAWQ's to_transformers_dict keys). The model then runs quantized and
+ * savePretrained writes the AutoAWQ folder, through the same code as a loaded AWQ file. Every layer is packed and
+ * checked before the first swap, so an error leaves the model as it was.
+ */
+export function installAwq(m: Pick<LoadedModel, 'model' | 'quantizationConfig'>, codesByLayer: Map<string, GptqCodes>,
+  spec: Pick<AwqQuantizationSpec, 'groupSize' | 'zeroPoint' | 'version' | 'layout' | 'modulesToNotConvert'>): void {
+  const linears = m.model.linears();
+  const layers: [string, AwqLinear][] = [];
+  for (const [name, codes] of codesByLayer) {
+    const old = linears.get(name);
+    if (!old) throw new AwqError(`${name}: the model has no linear layer of that name`);
+    if (!(old instanceof Linear)) throw new AwqError(`${name}: is a ${old.constructor.name}, not a float Linear; AWQ quantizes float layers`);
+    if (name === 'lm_head') throw new AwqError(`${name}: lm_head stays float (a quantized lm_head is not written)`);
+    if ((spec.modulesToNotConvert ?? []).some((k) => name.includes(k))) throw new AwqError(`${name}: is listed in modules_to_not_convert, so it stays float`);
+    if (codes.shape[0] !== old.outFeatures || codes.shape[1] !== old.inFeatures) {
+      throw new AwqError(`${name}: codes are [${codes.shape}], the layer is [${old.outFeatures}, ${old.inFeatures}]`);
+    }
+    if (codes.groupSize !== spec.groupSize) throw new AwqError(`${name}: codes are group ${codes.groupSize}, the config says group ${spec.groupSize}`);
+    const w = packAwq(codes, { name, layout: spec.layout });
+    const bias = old.bias && new Tensor('F32', old.bias.shape, Float32Array.from(old.bias.f32, (x) => f16ToF32(f32ToF16(x))));
+    layers.push([name, quantLinear(m.model.backend, name, fromAwq(w), bias) as AwqLinear]);
+  }
+  for (const [name, layer] of layers) m.model.replaceLinear(name, layer);
+  m.quantizationConfig = awqConfigDict(spec);
 }

@@ -1,9 +1,10 @@
-// Linear layers over quantized weights, named as bitsandbytes names them (GPTQ's after AutoGPTQ's QuantLinear). They are LinearLikes: a model holds them
+// Linear layers over quantized weights, named as bitsandbytes names them (GPTQ's after AutoGPTQ's QuantLinear, AWQ's
+// after AutoAWQ's WQLinear). They are LinearLikes: a model holds them
 // where it would hold a Linear and never knows the difference. Forward goes through the matmulQ dispatcher, so a
 // backend without a kernel for the format falls back to ref with a warning instead of failing.
 import type { Backend } from '../backend/backend.js';
 import { matmulQ } from '../backend/dispatch.js';
-import type { Bnb4QuantizedWeight, GptqQuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
+import type { AwqQuantizedWeight, Bnb4QuantizedWeight, GptqQuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
 import { ShapeError, Tensor } from '../tensor/tensor.js';
 import type { LinearLike } from './layers.js';
 
@@ -32,8 +33,12 @@ export class Linear8bitLt extends QuantLinear<Int8QuantizedWeight> {}
 /** A GPTQ layer (AutoGPTQ's QuantLinear): packed qweight / qzeros / scales / g_idx at 2, 3, 4 or 8 bits. */
 export class GptqLinear extends QuantLinear<GptqQuantizedWeight> {}
 
+/** An AWQ layer (AutoAWQ's WQLinear_GEMM / WQLinear_GEMV): 4-bit qweight / qzeros / scales in either layout. */
+export class AwqLinear extends QuantLinear<AwqQuantizedWeight> {}
+
 /** The layer class for a quantized weight's format. */
-export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight, bias: Tensor<'F32'> | null): Linear4bit | Linear8bitLt | GptqLinear {
+export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight, bias: Tensor<'F32'> | null): Linear4bit | Linear8bitLt | GptqLinear | AwqLinear {
   if (qw.format === 'gptq') return new GptqLinear(backend, name, qw, bias);
+  if (qw.format === 'awq') return new AwqLinear(backend, name, qw, bias);
   return qw.format === 'int8' ? new Linear8bitLt(backend, name, qw, bias) : new Linear4bit(backend, name, qw, bias);
 }

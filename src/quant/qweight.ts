@@ -1,14 +1,15 @@
 // A quantized linear weight as the backend sees it: one description for every quantized format, so a matmul op,
 // a layer and a file writer can hold any of them. bitsandbytes NF4/FP4 (../shared/spec/FORMATS.md §2), LLM.int8
-// (§3) and GPTQ (§4.5) are members of one union; AWQ adds another, not a new path.
+// (§3), GPTQ (§4.5) and AWQ (§5.4) are members of one union.
 import { BNB4_BLOCKSIZES, Bnb4Error, blockAbsmax, codeValue, dequantize4bit, type Bnb4Weight, type TorchFloatDtype } from './bnb4.js';
 import { dequantizeInt8, type Int8Weight } from './int8.js';
 import { dequantizeGptq, type GptqWeight } from './gptq-format.js';
+import { dequantizeAwq, type AwqWeight } from './awq-format.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 
 /** Formats a quantized matmul op is asked about in `supports('matmulQ', [format])`. */
-export type QuantFormat = 'nf4' | 'fp4' | 'int8' | 'gptq';
-export const QUANT_FORMATS: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq'];
+export type QuantFormat = 'nf4' | 'fp4' | 'int8' | 'gptq' | 'awq';
+export const QUANT_FORMATS: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq', 'awq'];
 
 interface QuantizedWeightBase {
   /** [out, in] of the linear layer. */
@@ -44,7 +45,16 @@ export interface GptqQuantizedWeight extends QuantizedWeightBase {
   readonly gptq: GptqWeight;
 }
 
-export type QuantizedWeight = Bnb4QuantizedWeight | Int8QuantizedWeight | GptqQuantizedWeight;
+/**
+ * AWQ's 4-bit codes with per-group float16 scales and raw zeros, kept packed as the file holds them (AutoAWQ's GEMM or
+ * GEMV qweight / qzeros / scales); the layout and group size are in `awq`.
+ */
+export interface AwqQuantizedWeight extends QuantizedWeightBase {
+  readonly format: 'awq';
+  readonly awq: AwqWeight;
+}
+
+export type QuantizedWeight = Bnb4QuantizedWeight | Int8QuantizedWeight | GptqQuantizedWeight | AwqQuantizedWeight;
 
 /** Wrap a bitsandbytes 4-bit weight of a linear layer ([out, in]). */
 export function fromBnb4(w: Bnb4Weight, computeDtype: TorchFloatDtype = 'float32'): Bnb4QuantizedWeight {
@@ -61,6 +71,11 @@ export function fromInt8(w: Int8Weight, threshold: number, computeDtype: TorchFl
 /** Wrap a GPTQ layer; AutoGPTQ's kernels compute in float16 (the scales' dtype). */
 export function fromGptq(w: GptqWeight): GptqQuantizedWeight {
   return { format: 'gptq', shape: [w.shape[0], w.shape[1]], computeDtype: 'float16', gptq: w };
+}
+
+/** Wrap an AWQ layer; AutoAWQ's kernels compute in float16 (the scales' dtype). */
+export function fromAwq(w: AwqWeight): AwqQuantizedWeight {
+  return { format: 'awq', shape: [w.shape[0], w.shape[1]], computeDtype: 'float16', awq: w };
 }
 
 // Per-block scales of a 4-bit weight, computed once per weight (double quantization makes them a small pass).
@@ -86,9 +101,10 @@ export function dequantize4bitRange(w: Bnb4Weight, lo: number, hi: number, dst: 
   }
 }
 
-/** The float32 weight [out, in] (`dequantize_4bit` / `int8_vectorwise_dequant` / GPTQ's scale·(q − z)): for tests
- *  and reference paths. */
+/** The float32 weight [out, in] (`dequantize_4bit` / `int8_vectorwise_dequant` / GPTQ's and AWQ's scale·(q − z)):
+ *  for tests and reference paths. */
 export function dequantizeWeight(q: QuantizedWeight): Float32Array {
   if (q.format === 'gptq') return dequantizeGptq(q.gptq);
+  if (q.format === 'awq') return dequantizeAwq(q.awq);
   return q.format === 'int8' ? dequantizeInt8(q.int8) : dequantize4bit(q.bnb4);
 }

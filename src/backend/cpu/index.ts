@@ -10,6 +10,7 @@ import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
 import type { QuantFormat } from '../../quant/qweight.js';
 import { unpackGptq, type GptqWeight } from '../../quant/gptq-format.js';
+import { unpackAwq, type AwqWeight } from '../../quant/awq-format.js';
 import { qgPack, type QgPacked } from '../../quant/qg.js';
 import { matmulQRef } from '../ref/quant.js';
 import { warnOnce } from '../../util/warn.js';
@@ -21,15 +22,17 @@ export { WTYPE, addonLoadError, loadAddon, type NativeAddon } from '../../native
 export type { CpuInfo } from '../../native/addon.js';
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-/** Quantized formats with a native matmulQ kernel: bitsandbytes NF4/FP4 and LLM.int8, GPTQ. */
-const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq'];
+/** Quantized formats with a native matmulQ kernel: bitsandbytes NF4/FP4 and LLM.int8, GPTQ, AWQ (GPTQ's kernels). */
+const NATIVE_QUANT: readonly QuantFormat[] = ['nf4', 'fp4', 'int8', 'gptq', 'awq'];
 
 // A GPTQ layer in the kernels' layout, built at its first matmul (null: its groups cannot be made contiguous runs of
 // one size that is a multiple of 32, so it takes the reference matmul).
-const qgLayouts = new WeakMap<GptqWeight, QgPacked | null>();
-function qgLayout(w: GptqWeight): QgPacked | null {
+// An AWQ layer (GEMM or GEMV) takes the same kernels: its codes unpacked once (AWQ_ORDER undone) into GptqCodes with
+// g_idx = floor(k / G), which qgPack lays out like any in-order GPTQ layer.
+const qgLayouts = new WeakMap<GptqWeight | AwqWeight, QgPacked | null>();
+function qgLayout(w: GptqWeight | AwqWeight): QgPacked | null {
   let p = qgLayouts.get(w);
-  if (p === undefined) { p = qgPack(unpackGptq(w)); qgLayouts.set(w, p); }
+  if (p === undefined) { p = qgPack('layout' in w ? unpackAwq(w) : unpackGptq(w)); qgLayouts.set(w, p); }
   return p;
 }
 const DTYPE_CODE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
@@ -119,10 +122,12 @@ export const cpuBackend: Backend = {
         bias ? f32('matmulQ', 'bias', bias) : null);
       return;
     }
-    if (qw.format === 'gptq') {
-      const p = qgLayout(qw.gptq);
+    if (qw.format === 'gptq' || qw.format === 'awq') {
+      const p = qgLayout(qw.format === 'gptq' ? qw.gptq : qw.awq);
       if (!p) {
-        warnOnce(`cpu matmulQ: a GPTQ layer [${qw.shape}] with group size ${qw.gptq.groupSize} and its g_idx has no native layout (groups must be contiguous runs of a multiple of 32 once sorted); it runs the reference matmul`);
+        warnOnce(qw.format === 'gptq'
+          ? `cpu matmulQ: a GPTQ layer [${qw.shape}] with group size ${qw.gptq.groupSize} and its g_idx has no native layout (groups must be contiguous runs of a multiple of 32 once sorted); it runs the reference matmul`
+          : `cpu matmulQ: an AWQ layer [${qw.shape}] with group size ${qw.awq.groupSize} has no native layout (the kernels take groups of a multiple of 32 inputs); it runs the reference matmul`);
         matmulQRef(x, qw, bias, out);
         return;
       }

@@ -1,11 +1,12 @@
 // The reference quantized matmul: the definition the native kernels are tested against. 4-bit weights are
 // dequantized one output row at a time (never the whole float32 matrix), exactly as `dequantize_4bit` would, and
 // multiplied as the float matmul does; int8 is LLM.int8's mixed int8/outlier product (src/quant/int8.ts); GPTQ rows
-// are dequantized the same way (scale·(q − zero) per group, src/quant/gptq-format.ts).
+// and AWQ rows are dequantized the same way (scale·(q − zero) per group, src/quant/gptq-format.ts, awq-format.ts).
 import type { Tensor } from '../../tensor/tensor.js';
 import { codeValue, type Bnb4Weight } from '../../quant/bnb4.js';
 import { int8MatmulRef, roundHalfEven } from '../../quant/int8.js';
 import { dequantizeGptqRow } from '../../quant/gptq-format.js';
+import { dequantizeAwqRow } from '../../quant/awq-format.js';
 import { bnb4Scales, dequantize4bitRange, type QuantizedWeight } from '../../quant/qweight.js';
 import { quantizeChunk } from '../../quant/qg.js';
 import { matmulQShape } from '../shapes.js';
@@ -20,6 +21,7 @@ export function matmulQRef(x: Tensor<'F32'>, qw: QuantizedWeight, bias: Tensor<'
   const row = new Float32Array(K);
   for (let n = 0; n < N; n++) {
     if (qw.format === 'gptq') dequantizeGptqRow(qw.gptq, n, row);     // row n of the [N, K] weight
+    else if (qw.format === 'awq') dequantizeAwqRow(qw.awq, n, row);
     else dequantize4bitRange(qw.bnb4, n * K, (n + 1) * K, row);
     for (let m = 0; m < M; m++) {
       let acc = 0;
