@@ -2,7 +2,7 @@
 // around each call, so the thread pool's wake-ups count against the op that waited), summed per op and weight shape
 // over a number of decode steps, and set against the step's total; "other" is the JavaScript between ops. Pair it
 // with a kernel bench (bench/kernels.ts) to tell a slow kernel from time spent outside kernels.
-// Run: npx tsc -p . && node dist/bench/decode-ops.js [--shape tinyllama-1.1b] [--format bf16|int8|nf4|fp4|gptq2|3|4|8]
+// Run: npx tsc -p . && node dist/bench/decode-ops.js [--shape tinyllama-1.1b] [--format bf16|int8|nf4|nf4-dq|fp4|gptq2|3|4|8]
 //      [--steps 16] [--cpu-prof FILE]   (env LOWBIT_THREADS; --cpu-prof writes a V8 CPU profile of the timed steps only,
 //      for Chrome DevTools or a script, to see where the JavaScript between ops goes)
 import { writeFileSync } from 'node:fs';
@@ -25,10 +25,11 @@ const { values: opts } = parseArgs({
   options: { shape: { type: 'string', default: 'tinyllama-1.1b' }, format: { type: 'string', default: 'bf16' }, steps: { type: 'string', default: '16' }, 'cpu-prof': { type: 'string' } },
 });
 const fmt = opts.format!, steps = Number(opts.steps);
-const bnb: Record<string, BitsAndBytesConfig> = { int8: { loadIn8bit: true }, nf4: { loadIn4bit: true, bnb4bitQuantType: 'nf4' }, fp4: { loadIn4bit: true, bnb4bitQuantType: 'fp4' } };
+const bnb: Record<string, BitsAndBytesConfig> = { int8: { loadIn8bit: true }, nf4: { loadIn4bit: true, bnb4bitQuantType: 'nf4' }, fp4: { loadIn4bit: true, bnb4bitQuantType: 'fp4' },
+  'nf4-dq': { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true } };
 const gptqBits = /^gptq[2348]$/.test(fmt) ? Number(fmt.slice(4)) : null;
 if ((fmt !== 'bf16' && !bnb[fmt] && !gptqBits) || !(steps >= 1)) {
-  console.error('usage: node dist/bench/decode-ops.js [--shape NAME] [--format bf16|int8|nf4|fp4|gptq2|gptq3|gptq4|gptq8] [--steps N]');
+  console.error('usage: node dist/bench/decode-ops.js [--shape NAME] [--format bf16|int8|nf4|nf4-dq|fp4|gptq2|gptq3|gptq4|gptq8] [--steps N]');
   process.exit(2);
 }
 
