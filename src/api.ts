@@ -20,6 +20,7 @@ import type { Tensor } from './tensor/tensor.js';
 import { Tokenizer } from './tokenizer/index.js';
 import { checkProgressCallback, progressReporter } from './util/progress.js';
 import { quantizeLoadedGptq } from './quant/gptq-run.js';
+import { quantizeLoadedAwq } from './quant/awq-run.js';
 
 export interface LoadOptions extends ResolveOptions {
   /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
@@ -37,6 +38,8 @@ export interface LoadOptions extends ResolveOptions {
    * A GPTQConfig (bits, groupSize, sym, descAct, dampPercent, dataset, nsamples, modelSeqlen …) quantizes the float
    * model after it is built, as optimum's GPTQQuantizer does: calibration windows from `dataset` (a text file, a JSONL
    * file with a "text" field, or a list of texts) run through it block by block; progress by linear layer.
+   * An AwqConfig (groupSize, zeroPoint, version, dataset, nsamples, seqlen) likewise runs AutoAWQ's search (scales
+   * folded into the norms and linears, clipping) on calibration blocks, then packs AutoAWQ's GEMM (or GEMV) layout.
    */
   quantizationConfig?: BitsAndBytesConfig | GPTQConfig | GPTQConfigOptions | AwqConfig | AwqConfigOptions | Record<string, unknown>;
   /**
@@ -84,12 +87,12 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
     quantize.blocksize = opts.blocksize;
   }
   const { tensors } = loadStateDict(dir, { mmap: opts.mmap ?? true });
-  // GPTQ quantizes a built float model (calibration runs through it block by block); bitsandbytes as it builds.
-  const gptq = quantize?.method === 'gptq' ? quantize : null;
-  if (gptq && config.quantization_config) {
+  // GPTQ and AWQ quantize a built float model (calibration runs through it block by block); bitsandbytes as it builds.
+  const gptq = quantize?.method === 'gptq' ? quantize : null, awq = quantize?.method === 'awq' ? quantize : null;
+  if ((gptq || awq) && config.quantization_config) {
     throw new ConfigError(`${dir}: the checkpoint is already quantized (config.json has a ${config.quantization_config.method} quantization_config); load it without quantizationConfig`);
   }
-  const build = gptq ? null : quantize;
+  const build = gptq || awq ? null : quantize;
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.
   const layers = build ? layerProgress(config.num_hidden_layers, opts) : undefined;
   const model = buildModel(config, new Weights(tensors, dir), backend, { quantize: build, onQuantize: layers?.event });
@@ -99,6 +102,7 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
     : build ? quantizationConfigDict(build, opts.quantizationConfig, 'fromPretrained') : null;
   const loaded: LoadedModel = { model, config, tokenizer, generationConfig: readGenerationConfig(dir), tensors, dir, loadMs: 0, quantizationConfig: qc };
   if (gptq) quantizeLoadedGptq(loaded, gptq, { onProgress: opts.onProgress });
+  if (awq) quantizeLoadedAwq(loaded, awq, { onProgress: opts.onProgress });
   loaded.loadMs = performance.now() - t0;
   return loaded;
 }

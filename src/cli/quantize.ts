@@ -1,5 +1,6 @@
 // `lowbit quantize`: a float checkpoint → a bitsandbytes model folder that transformers loads (FORMATS.md §2.4-2.5,
-// §3), or a GPTQ folder (§4.5-4.6; --method gptq|rtn, in quantize-gptq.ts). bitsandbytes quantizes while the model is
+// §3), a GPTQ folder (§4.5-4.6; --method gptq|rtn, in quantize-gptq.ts) or an AutoAWQ folder (§5.4-5.5; --method awq,
+// in quantize-awq.ts). bitsandbytes quantizes while the model is
 // built (fromPretrained's quantizationConfig), so progress is reported per layer from there; savePretrained writes
 // the folder atomically.
 import { fromPretrained } from '../api.js';
@@ -11,12 +12,15 @@ import { probePath } from '../util/fs.js';
 import { intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { readdirSync } from 'node:fs';
 import { runQuantizeGptq } from './quantize-gptq.js';
+import { runQuantizeAwq } from './quantize-awq.js';
 
-export const quantizeHelp = `lowbit quantize — write a quantized copy of a model folder (bitsandbytes or GPTQ)
+export const quantizeHelp = `lowbit quantize — write a quantized copy of a model folder (bitsandbytes, GPTQ or AWQ)
 
 Usage: lowbit quantize <model folder | org/name> --method int8|nf4|fp4 --out DIR [options]
        lowbit quantize <model folder | org/name> --method gptq|rtn --bits B --group-size G [--sym|--asym] [--desc-act]
                        [--damp P] [--dataset FILE] [--nsamples N] [--seqlen L] [--seed S] --out DIR
+       lowbit quantize <model folder | org/name> --method awq --dataset FILE [--bits 4] [--group-size 128]
+                       [--nsamples 128] [--seqlen 512] [--version gemm|gemv] [--no-zero-point] --out DIR
 
 int8/nf4/fp4 quantize every linear layer but lm_head as transformers + bitsandbytes do on load (BitsAndBytesConfig),
 and write a folder transformers loads as it is: model.safetensors with the bitsandbytes tensors, config.json with
@@ -29,9 +33,18 @@ GPTQ and Marlin loaders take a symmetric 4-bit file). rtn is round-to-nearest on
 baseline GPTQ must beat. Progress by linear layer with its relative output error; a summary table at the end; the
 folder also gets quantize_report.json (every layer's error, GPTQ and RTN) and quantize_report.svg (the chart).
 
+awq runs AutoAWQ's activation-aware search on every decoder block: per group of linears that share an input (q/k/v
+after the input norm, o after v when the shapes match, gate/up after the post-attention norm, down after up; OPT's
+likewise), a grid of 20 scale exponents α on the block's output, the best scales folded into the op before, then the
+clipping search, then 4-bit zero-point groups; each block sees the float outputs of the blocks before it, as in
+AutoAWQ. It writes AutoAWQ's GEMM layout (or GEMV) with quantization_config {quant_method: "awq", …}: what
+transformers and vLLM load. Calibration follows AutoAWQ: the texts (lines of a text file, or JSONL "text" fields) in
+order, those longer than --seqlen skipped, the first --nsamples joined and cut into blocks of --seqlen. A line per
+group gives the α it chose; quantize_report.json keeps every group's losses and every linear's clip ratio.
+
 Options:
   --method M            int8 (LLM.int8, per-row absmax), nf4 or fp4 (4-bit blocks; bitsandbytes' default is fp4),
-                        gptq or rtn
+                        gptq or rtn, or awq
   --out DIR             the folder to write; a new or empty one appears whole or not at all
   --force               replace the files of a non-empty --out (each one atomically); without it, refused
   --double-quant        4-bit: quantize the block scales too (bnb_4bit_use_double_quant)
@@ -39,19 +52,21 @@ Options:
   --blocksize N         4-bit: 32, 64, 128, 256, 512, 1024, 2048 or 4096 (default 64; recorded per layer in the file)
   --threshold T         int8: outlier threshold (llm_int8_threshold, default 6.0)
   --skip-modules a,b    keep these modules float too (llm_int8_skip_modules; whole dotted name segments)
-  --bits B              gptq/rtn: 2, 3, 4 or 8 (default 4)
-  --group-size G        gptq/rtn: -1 (one group per row) or the group size (default 128)
+  --bits B              gptq/rtn: 2, 3, 4 or 8 (default 4); awq: 4 (the only width AWQ files pack)
+  --group-size G        gptq/rtn/awq: -1 (one group per row) or the group size (default 128)
   --sym | --asym        gptq/rtn: symmetric (default, zero = 2^(bits-1)) or asymmetric grid
   --desc-act            gptq: act-order (columns by decreasing Hessian diagonal; writes g_idx)
   --static-groups       gptq: every group's grid from the original weight, before any update
   --damp P              gptq: dampening, a fraction of the mean Hessian diagonal (default 0.01)
-  --dataset FILE        calibration text (a text file, or JSONL with a "text" field); required for gptq, optional
-                        for rtn (then the errors are measured on it)
-  --nsamples N          calibration windows (default 128)
-  --seqlen L            tokens per window (default 2048, at most the model's positions)
+  --dataset FILE        calibration text (a text file, or JSONL with a "text" field); required for gptq and awq,
+                        optional for rtn (then the errors are measured on it)
+  --nsamples N          calibration windows (gptq, default 128) or texts (awq, default 128)
+  --seqlen L            tokens per window (gptq, default 2048) or block (awq, default 512); at most the model's positions
   --seed S              seed of the windows' random offsets (default 0, Python's random)
   --checkpoint-format F gptq (v1, default: what AutoGPTQ writes) or gptq_v2 (GPTQModel: true zeros)
   --no-true-sequential  gptq: calibrate all linears of a block at once
+  --version V           awq: gemm (default: AutoAWQ's and vLLM's layout) or gemv
+  --no-zero-point       awq: symmetric groups instead of AutoAWQ's zero points
   --revision REV        Hub revision (default main)
   --no-mmap             read the weights into memory instead of mapping them
 
@@ -64,6 +79,7 @@ Examples:
   lowbit quantize models/kjv-demo --method int8 --out /tmp/kjv-int8
   lowbit quantize ./TinyLlama-1.1B --method gptq --bits 4 --group-size 128 --dataset c4.txt --nsamples 128 --out ./tl-gptq
   lowbit quantize models/kjv-demo --method rtn --bits 4 --group-size 32 --out /tmp/kjv-rtn
+  lowbit quantize ./TinyLlama-1.1B --method awq --dataset pile-sample.txt --out ./tl-awq
 `;
 
 const OPTIONS = {
@@ -73,15 +89,19 @@ const OPTIONS = {
   bits: { type: 'string' }, 'group-size': { type: 'string' }, sym: { type: 'boolean' }, asym: { type: 'boolean' },
   'desc-act': { type: 'boolean' }, 'static-groups': { type: 'boolean' }, damp: { type: 'string' }, dataset: { type: 'string' },
   nsamples: { type: 'string' }, seqlen: { type: 'string' }, seed: { type: 'string' }, 'checkpoint-format': { type: 'string' },
-  'no-true-sequential': { type: 'boolean' },
+  'no-true-sequential': { type: 'boolean' }, version: { type: 'string' }, 'no-zero-point': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 const COMPUTE: Record<string, string> = { bf16: 'bfloat16', f16: 'float16', f32: 'float32' };
-const METHODS = ['int8', 'nf4', 'fp4', 'gptq', 'rtn'];
+const METHODS = ['int8', 'nf4', 'fp4', 'gptq', 'rtn', 'awq'];
 const GPTQ_FLAGS = ['bits', 'group-size', 'sym', 'asym', 'desc-act', 'static-groups', 'damp', 'dataset', 'nsamples', 'seqlen', 'seed',
   'checkpoint-format', 'no-true-sequential'] as const;
 const BNB_FLAGS = ['double-quant', 'compute-dtype', 'blocksize', 'threshold', 'skip-modules'] as const;
+const AWQ_FLAGS = ['bits', 'group-size', 'dataset', 'nsamples', 'seqlen', 'version', 'no-zero-point'] as const;
+const ALL_FLAGS = [...new Set<string>([...GPTQ_FLAGS, ...BNB_FLAGS, ...AWQ_FLAGS])];
+const FLAGS_OF: Record<string, readonly string[]> = { gptq: GPTQ_FLAGS, rtn: GPTQ_FLAGS, awq: AWQ_FLAGS, int8: BNB_FLAGS, nf4: BNB_FLAGS, fp4: BNB_FLAGS };
+const METHODS_OF = (flag: string) => Object.keys(FLAGS_OF).filter((m) => FLAGS_OF[m].includes(flag)).join(', ');
 
 /** --out must be a new or empty folder, or --force given. */
 function checkOut(dir: string, force: boolean): void {
@@ -97,13 +117,17 @@ export async function runQuantize(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCommand('quantize', argv, OPTIONS);
   if (v.help) { process.stdout.write(quantizeHelp); return 0; }
   if (positionals.length !== 1) throw new UsageError('give one model folder or Hub id');
-  if (v.method === undefined) throw new UsageError('--method is required (int8, nf4, fp4, gptq or rtn)');
-  if (!METHODS.includes(v.method)) throw new UsageError(`--method "${v.method}" is unknown (choose int8, nf4, fp4, gptq or rtn)`);
+  if (v.method === undefined) throw new UsageError('--method is required (int8, nf4, fp4, gptq, rtn or awq)');
+  if (!METHODS.includes(v.method)) throw new UsageError(`--method "${v.method}" is unknown (choose int8, nf4, fp4, gptq, rtn or awq)`);
   if (v.out === undefined) throw new UsageError('--out DIR is required');
   const gptq = v.method === 'gptq' || v.method === 'rtn';
-  for (const f of gptq ? BNB_FLAGS : GPTQ_FLAGS) {
-    const set = v[f] !== undefined && v[f] !== false;
-    if (set) throw new UsageError(`--${f} applies to --method ${gptq ? 'int8, nf4 or fp4' : 'gptq or rtn'}, not ${v.method}`);
+  for (const f of ALL_FLAGS) {
+    const set = v[f as keyof typeof v] !== undefined && v[f as keyof typeof v] !== false;
+    if (set && !FLAGS_OF[v.method].includes(f)) throw new UsageError(`--${f} applies to --method ${METHODS_OF(f)}, not ${v.method}`);
+  }
+  if (v.method === 'awq') {
+    checkOut(v.out, !!v.force);
+    return runQuantizeAwq(positionals[0], { ...v, out: v.out });
   }
   if (gptq) {
     checkOut(v.out, !!v.force);

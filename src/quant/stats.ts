@@ -1,5 +1,5 @@
-// What a quantized checkpoint costs, read from its tensors by bitsandbytes' and GPTQ's names (FORMATS.md §2.4, §3,
-// §4.5): shared by
+// What a quantized checkpoint costs, read from its tensors by bitsandbytes', GPTQ's and AWQ's names (FORMATS.md
+// §2.4, §3, §4.5, §5.4): shared by
 // `lowbit info` (a file) and `lowbit quantize` (the state dict it writes), so both count the same bytes.
 import type { Tensor } from '../tensor/tensor.js';
 import { bnb4FromStateDict } from './bnb4.js';
@@ -11,7 +11,7 @@ export interface QuantStats {
   formats: QuantFormat[];
   /** 4-bit block sizes found (bitsandbytes' default is 64); empty for int8 and GPTQ. */
   blocksizes: number[];
-  /** GPTQ bit widths found (2, 3, 4, 8); empty for bitsandbytes. */
+  /** GPTQ / AWQ bit widths found (2, 3, 4, 8); empty for bitsandbytes. */
   bits: number[];
   /** Whether the 4-bit layers' absmax is double-quantized (null: no 4-bit layer, or mixed). */
   doubleQuant: boolean | null;
@@ -19,7 +19,7 @@ export interface QuantStats {
   params: number;
   /**
    * Bytes of their codes and scales: 4-bit packed codes + absmax (U8 with double quant, else F32) + nested_absmax;
-   * int8 codes + SCB; GPTQ qweight + qzeros + scales + g_idx (4-bit g128 on large layers: 4 + 20/128 + 32/N). The
+   * int8 codes + SCB; GPTQ qweight + qzeros + scales + g_idx; AWQ qweight + qzeros + scales (4-bit g128 on large layers: 4 + 20/128 + 32/N). The
    * per-layer code tables (quant_map 64 B, nested_quant_map 1 KiB) and the quant_state JSON
    * do not grow with the layer and are left out, as in the usual bits-per-weight figure.
    */
@@ -56,6 +56,16 @@ export function quantStats(tensors: Map<string, Tensor>): QuantStats {
       layers.push(m[1]); formats.add('gptq'); bits.add((t.shape[0] * 32) / K);
       params += K * N;
       bytes += t.byteLength + size(`${m[1]}.qzeros`) + size(`${m[1]}.scales`) + gIdx.byteLength;
+      continue;
+    }
+    const qz = m ? tensors.get(`${m[1]}.qzeros`) : undefined, sc = m ? tensors.get(`${m[1]}.scales`) : undefined;
+    if (m && !gIdx && t.dtype === 'I32' && t.shape.length === 2 && qz?.shape.length === 2 && sc?.shape.length === 2) {
+      // AWQ, 4-bit: GEMM qweight [K, N/8] with scales [K/G, N]; GEMV qweight [N, K/8] with scales [N, ·].
+      const gemm = sc.shape[1] === 8 * t.shape[1];
+      const K = gemm ? t.shape[0] : 8 * t.shape[1], N = gemm ? sc.shape[1] : t.shape[0];
+      layers.push(m[1]); formats.add('awq'); bits.add(4);
+      params += K * N;
+      bytes += t.byteLength + qz.byteLength + sc.byteLength;
       continue;
     }
     m = SCB.exec(name);
