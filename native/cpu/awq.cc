@@ -73,7 +73,7 @@ void quant_group(const float* w, const float* s, int64_t G, int bits, bool zero_
     qmax = maxInt;
   }
   for (int64_t k = 0; k < G; k++) {
-    float q = std::nearbyint(ws[k] / scale);  // ties to even (the default rounding mode)
+    float q = std::nearbyint(ws[k] / scale) + 0.f;  // ties to even (the default rounding mode); + 0: never -0
     float v;
     if (zero_point) {
       q = q + zero;

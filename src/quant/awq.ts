@@ -79,7 +79,7 @@ const u32 = new Uint32Array(f32.buffer);
 export function f16Round(x: number): number {
   const a = Math.abs(x);
   if (!(a < 65504)) return a >= 65504 ? Math.sign(x) * 65504 : x;
-  if (a < 6.103515625e-05) return roundHalfEven(x * 16777216) / 16777216;   // subnormal: steps of 2^-24
+  if (a < 6.103515625e-05) return (roundHalfEven(x * 16777216) / 16777216) || x * 0;   // subnormal: steps of 2^-24 (±0 keeps its sign)
   f32[0] = a;
   const q = 2 ** (((u32[0] >>> 23) & 0xff) - 127 - 10);                        // float16 keeps 10 mantissa bits
   return roundHalfEven(x / q) * q;
@@ -116,7 +116,7 @@ function quantGroupRef(w: Float32Array, wo: number, s: Float32Array | null, so: 
     qmin = -zero; qmax = maxInt;
   }
   for (let k = 0; k < G; k++) {
-    let q = roundHalfEven(Math.fround(ws[k] / scale));
+    let q = roundHalfEven(Math.fround(ws[k] / scale)) + 0;   // + 0: never −0 (the native twin's nearbyint gives −0)
     let v: number;
     if (zeroPoint) {
       q += zero;
