@@ -315,6 +315,73 @@ Napi::Value GptqBlockUpdate(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// AWQ (awq.cc). Shared checks: bits in {2,3,4,8}, G ≥ 1 dividing K.
+void awq_check_grid(const Args& a, int64_t bits, int64_t K, int64_t G) {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) a.range_error("bits must be 2, 3, 4 or 8, got " + std::to_string(bits));
+  if (G < 1 || K % G != 0) a.range_error("group size G = " + std::to_string(G) + " must divide K = " + std::to_string(K));
+}
+
+// awqPseudoQuantize(W, N, K, s, bits, G, zeroPoint, out, codes, scales, zeros): out[N,K] = Q(W·diag(s))/s (s
+// Float32Array [K] or null); codes Uint8Array [N,K], scales Float32Array [K/G, N], zeros Uint8Array [K/G, N], each
+// or null.
+Napi::Value AwqPseudoQuantize(const Napi::CallbackInfo& info) {
+  Args a{info, "awqPseudoQuantize"};
+  a.count(11);
+  const int64_t N = a.integer(1, "N"), K = a.integer(2, "K", 1), bits = a.integer(4, "bits"), G = a.integer(5, "G", 1);
+  awq_check_grid(a, bits, K, G);
+  if (!info[6].IsBoolean()) a.type_error("zeroPoint must be a boolean");
+  const float* W = a.f32(0, "W", a.mul(N, K));
+  const float* s = a.f32_or_null(3, "s", K);
+  float* out = a.f32(7, "out", a.mul(N, K));
+  uint8_t* codes = nullptr;
+  uint8_t* zeros = nullptr;
+  if (!info[8].IsNull() && !info[8].IsUndefined()) {
+    auto c = a.typed(8, "codes", napi_uint8_array, "Uint8Array");
+    a.check_len("codes", int64_t(c.ElementLength()), a.mul(N, K));
+    codes = a.raw<uint8_t>(c);
+  }
+  float* scales = const_cast<float*>(a.f32_or_null(9, "scales", a.mul(K / G, N)));
+  if (!info[10].IsNull() && !info[10].IsUndefined()) {
+    auto z = a.typed(10, "zeros", napi_uint8_array, "Uint8Array");
+    a.check_len("zeros", int64_t(z.ElementLength()), a.mul(K / G, N));
+    zeros = a.raw<uint8_t>(z);
+  }
+  awq_pseudo_quantize(W, N, K, s, int(bits), G, info[6].As<Napi::Boolean>().Value(), out, codes, scales, zeros);
+  return info.Env().Undefined();
+}
+
+// awqGroupGram(x, T, K, G, gram): gram Float64Array [K/G, G, G] = per group Σ_t x[t, group]ᵀ·x[t, group], x [T,K].
+Napi::Value AwqGroupGram(const Napi::CallbackInfo& info) {
+  Args a{info, "awqGroupGram"};
+  a.count(5);
+  const int64_t T = a.integer(1, "T"), K = a.integer(2, "K", 1), G = a.integer(3, "G", 1);
+  if (K % G != 0) a.range_error("group size G = " + std::to_string(G) + " must divide K = " + std::to_string(K));
+  const float* x = a.f32(0, "x", a.mul(T, K));
+  auto g = a.typed(4, "gram", napi_float64_array, "Float64Array");
+  a.check_len("gram", int64_t(g.ElementLength()), a.mul(K, G));
+  awq_group_gram(x, T, K, G, a.raw<double>(g));
+  return info.Env().Undefined();
+}
+
+// awqClipSearch(W, N, K, G, gram, T, bits, zeroPoint, nShrink, nGrid, best): best Float32Array [N, K/G] = the
+// clipping max |w| per (row, group) with the smallest error dᵀ·gram_g·d / T among max|w|·(1 − i/nGrid), i < nShrink.
+Napi::Value AwqClipSearch(const Napi::CallbackInfo& info) {
+  Args a{info, "awqClipSearch"};
+  a.count(11);
+  const int64_t N = a.integer(1, "N"), K = a.integer(2, "K", 1), G = a.integer(3, "G", 1), T = a.integer(5, "T", 1);
+  const int64_t bits = a.integer(6, "bits"), nShrink = a.integer(8, "nShrink", 1), nGrid = a.integer(9, "nGrid", 1);
+  awq_check_grid(a, bits, K, G);
+  if (nShrink > nGrid) a.range_error("nShrink = " + std::to_string(nShrink) + " must be at most nGrid = " + std::to_string(nGrid));
+  if (!info[7].IsBoolean()) a.type_error("zeroPoint must be a boolean");
+  const float* W = a.f32(0, "W", a.mul(N, K));
+  auto g = a.typed(4, "gram", napi_float64_array, "Float64Array");
+  a.check_len("gram", int64_t(g.ElementLength()), a.mul(K, G));
+  float* best = a.f32(10, "best", a.mul(N, K / G));
+  awq_clip_search(W, N, K, G, a.raw<double>(g), T, int(bits), info[7].As<Napi::Boolean>().Value(), int(nShrink),
+                  int(nGrid), best);
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a{info, "rmsnorm"};
   a.count(6);
@@ -563,6 +630,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<GptqCholeskyInverse>(env, exports, "gptqCholeskyInverse");
   add<GptqQuantizeBlock>(env, exports, "gptqQuantizeBlock");
   add<GptqBlockUpdate>(env, exports, "gptqBlockUpdate");
+  add<AwqPseudoQuantize>(env, exports, "awqPseudoQuantize");
+  add<AwqGroupGram>(env, exports, "awqGroupGram");
+  add<AwqClipSearch>(env, exports, "awqClipSearch");
   add<Rmsnorm>(env, exports, "rmsnorm");
   add<Layernorm>(env, exports, "layernorm");
   add<Rope>(env, exports, "rope");

@@ -9,6 +9,7 @@
         "gemm.cc",
         "int8.cc",
         "linalg.cc",
+        "awq.cc",
         "ops.cc",
         "kernels_scalar.cc",
         "kernels_avx2.cc",

@@ -43,6 +43,17 @@ void gptq_quantize_block(const float* W, int64_t N, int64_t K, int64_t i1, int64
 // W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K].
 void gptq_block_update(float* W, int64_t N, int64_t K, const float* err, int64_t B, const float* U, int64_t i1);
 
+// AWQ (awq.cc; TypeScript twins in src/quant/awq.ts). W [N,K] row-major float32, groups of G consecutive inputs (G
+// divides K). out = Q(W·diag(s))/s (s [K] or null: Q(W)); codes [N,K], scales [K/G, N], zeros [K/G, N] or null.
+void awq_pseudo_quantize(const float* W, int64_t N, int64_t K, const float* s, int bits, int64_t G, bool zero_point,
+                         float* out, uint8_t* codes, float* scales, uint8_t* zeros);
+// gram [K/G, G, G] = per group Σ_t x[t, group]ᵀ·x[t, group] in double, x [T,K].
+void awq_group_gram(const float* x, int64_t T, int64_t K, int64_t G, double* gram);
+// best [N, K/G]: the clipping max |w| of each (row, group) with the smallest mean output error over the T tokens
+// whose Gram matrices gram holds, among max|w|·(1 − i/n_grid), i < n_shrink (strictly smaller wins).
+void awq_clip_search(const float* W, int64_t N, int64_t K, int64_t G, const double* gram, int64_t T, int bits,
+                     bool zero_point, int n_shrink, int n_grid, float* best);
+
 // Roofline probes (roofline.cc).
 double mem_bandwidth(int64_t bytes, int iters);
 double fma_peak(double ms);

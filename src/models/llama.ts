@@ -107,17 +107,49 @@ export class LlamaForCausalLM extends DecoderLM {
   }
 
   forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+    return this.layer(l, x.clone(), this.plainContext(B, T));
+  }
+
+  attentionBlock(l: number, h: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+    return this.attention(l, h, this.plainContext(B, T));
+  }
+
+  mlpBlock(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
+    return this.mlp(l, h);
+  }
+
+  layerNorms(l: number): Record<string, RMSNorm> {
+    const L = this.layers[l];
+    return { input_layernorm: L.inputNorm, post_attention_layernorm: L.postNorm };
+  }
+
+  setLayerNorm(l: number, key: string, norm: RMSNorm): void {
+    const L = this.layers[l];
+    if (key === 'input_layernorm') L.inputNorm = norm;
+    else if (key === 'post_attention_layernorm') L.postNorm = norm;
+    else throw new Error(`${this.config.model_type} layer ${l} has no norm "${key}"`);
+  }
+
+  /** Positions 0 … T−1 for each of B sequences, no cache. */
+  private plainContext(B: number, T: number): LayerContext {
     const positions = new Int32Array(B * T);
     for (let i = 0; i < B * T; i++) positions[i] = i % T;
-    return this.layer(l, x.clone(), { B, T, positions, invFreq: this.rope.get(T - 1), pastLen: 0, keyMask: null, cache: null });
+    return { B, T, positions, invFreq: this.rope.get(T - 1), pastLen: 0, keyMask: null, cache: null };
   }
 
   /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
   private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
+    const be = this.backend, L = this.layers[l];
+    be.add(x, this.attention(l, L.inputNorm.forward(x), ctx), x);
+    be.add(x, this.mlp(l, L.postNorm.forward(x)), x);
+    return x;
+  }
+
+  /** o_proj(Attn(q, k, v)) of the normed input h [B·T, H]. */
+  private attention(l: number, h: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
     const c = this.config, be = this.backend, L = this.layers[l];
     const { B, T, positions, invFreq, pastLen, keyMask, cache } = ctx;
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
-    const h = L.inputNorm.forward(x);
     const q = L.proj.q_proj.forward(h);                                // [B·T, nH·hd]
     const k = L.proj.k_proj.forward(h);                                // [B·T, nKV·hd]
     const v = L.proj.v_proj.forward(h);
@@ -128,13 +160,15 @@ export class LlamaForCausalLM extends DecoderLM {
     const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nKV, hd]), v: v.reshape([B, T, nKV, hd]) };  // [B, S, nKV, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd), window }, attn);
-    const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
-    be.add(x, o, x);
-    const h2 = L.postNorm.forward(x);
-    const g = L.proj.gate_proj.forward(h2);
-    const u = L.proj.up_proj.forward(h2);
-    be.siluMul(g, u, g);
-    be.add(x, L.proj.down_proj.forward(g), x);
-    return x;
+    return L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
+  }
+
+  /** down_proj(silu(gate_proj(h))·up_proj(h)) of the normed input h [B·T, H]. */
+  private mlp(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
+    const L = this.layers[l];
+    const g = L.proj.gate_proj.forward(h);
+    const u = L.proj.up_proj.forward(h);
+    this.backend.siluMul(g, u, g);
+    return L.proj.down_proj.forward(g);
   }
 }

@@ -1,7 +1,7 @@
 // What every causal LM offers, the weight lookup the model files share, and input normalisation.
 import type { Backend } from '../backend/backend.js';
 import type { ModelConfig } from '../io/config.js';
-import type { LinearLike } from '../nn/layers.js';
+import type { LayerNorm, LinearLike, RMSNorm } from '../nn/layers.js';
 import { KVCache } from '../nn/kvcache.js';
 import { DType, toF32Array } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -235,6 +235,21 @@ export abstract class DecoderLM implements CausalLM {
   abstract layerInput(ids: Int32Array, B: number, T: number): Tensor<'F32'>;
   /** Decoder layer l on such hidden states x [B·T, hidden], without a cache; x is not changed, the output is new. */
   abstract forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'>;
+
+  /**
+   * AWQ's module2inspect (src/quant/awq-driver.ts): decoder layer l's attention block on a normed input h [B·T,
+   * hidden] of B full sequences (positions 0 … T−1, no cache), without the residual: o_proj(Attn(q, k, v)). The layer's
+   * own forward runs through the same code.
+   */
+  abstract attentionBlock(l: number, h: Tensor<'F32'>, B: number, T: number): Tensor<'F32'>;
+  /** The same for the MLP block: down_proj(silu(gate_proj(h))·up_proj(h)), or OPT's fc2(relu(fc1(h))). */
+  abstract mlpBlock(l: number, h: Tensor<'F32'>): Tensor<'F32'>;
+  /** Decoder layer l's norms by their HF names relative to the layer (input_layernorm, final_layer_norm, …). */
+  abstract layerNorms(l: number): Record<string, RMSNorm | LayerNorm>;
+  /** Swap one of them (AWQ folds its scales into a copy: checkpoint weights are read-only). */
+  abstract setLayerNorm(l: number, key: string, norm: RMSNorm | LayerNorm): void;
+  /** Whether each layer norm's output feeds only the linears after it (pre-LN); OPT's post-LN norms also feed the residual. */
+  get preNorm(): boolean { return true; }
 
   /** Linear layers outside the per-layer tables (OPT's project_in / project_out), keyed by short name. */
   readonly outer: Record<string, LinearLike> = {};

@@ -10,6 +10,9 @@ import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Wei
 
 const POSITION_OFFSET = 2;
 
+/** What every layer of one forward shares: the cache (null: the new tokens are all) and its mask. */
+interface LayerContext { B: number; T: number; pastLen: number; keyMask: Uint8Array | null; cache: KVCache | null }
+
 interface Layer {
   attnNorm: LayerNorm;
   ffnNorm: LayerNorm;
@@ -117,13 +120,44 @@ export class OPTForCausalLM extends DecoderLM {
     return x;
   }
 
+  attentionBlock(l: number, h: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+    return this.attention(l, h, { B, T, pastLen: 0, keyMask: null, cache: null });
+  }
+
+  mlpBlock(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
+    return this.mlp(l, h);
+  }
+
+  layerNorms(l: number): Record<string, LayerNorm> {
+    const L = this.layers[l];
+    return { self_attn_layer_norm: L.attnNorm, final_layer_norm: L.ffnNorm };
+  }
+
+  setLayerNorm(l: number, key: string, norm: LayerNorm): void {
+    const L = this.layers[l];
+    if (key === 'self_attn_layer_norm') L.attnNorm = norm;
+    else if (key === 'final_layer_norm') L.ffnNorm = norm;
+    else throw new Error(`opt layer ${l} has no norm "${key}"`);
+  }
+
+  override get preNorm(): boolean { return this.config.do_layer_norm_before; }
+
   /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
-  private layer(l: number, x: Tensor<'F32'>, ctx: { B: number; T: number; pastLen: number; keyMask: Uint8Array | null; cache: KVCache | null }): Tensor<'F32'> {
+  private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
+    const be = this.backend, L = this.layers[l];
+    const pre = this.config.do_layer_norm_before;
+    be.add(x, this.attention(l, pre ? L.attnNorm.forward(x) : x, ctx), x);
+    if (!pre) x = L.attnNorm.forward(x);
+    be.add(x, this.mlp(l, pre ? L.ffnNorm.forward(x) : x), x);
+    if (!pre) x = L.ffnNorm.forward(x);
+    return x;
+  }
+
+  /** out_proj(Attn(q, k, v)) of the (normed) input h [B·T, H]. */
+  private attention(l: number, h: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
     const c = this.config, be = this.backend, L = this.layers[l];
     const { B, T, pastLen, keyMask, cache } = ctx;
     const nH = c.num_attention_heads, hd = c.hidden_size / nH;
-    const pre = c.do_layer_norm_before;
-    const h = pre ? L.attnNorm.forward(x) : x;
     const q = L.proj.q_proj.forward(h);                                // [B·T, H] = [B, T, nH, hd]
     const k = L.proj.k_proj.forward(h), v = L.proj.v_proj.forward(h);
     cache?.write(l, k, v, T);
@@ -131,12 +165,14 @@ export class OPTForCausalLM extends DecoderLM {
     // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nH, hd]), v: v.reshape([B, T, nH, hd]) };  // [B, S, nH, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
-    be.add(x, L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size])), x);
-    if (!pre) x = L.attnNorm.forward(x);
-    const f = L.proj.fc1.forward(pre ? L.ffnNorm.forward(x) : x);
-    be.relu(f, f);
-    be.add(x, L.proj.fc2.forward(f), x);
-    if (!pre) x = L.ffnNorm.forward(x);
-    return x;
+    return L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size]));
+  }
+
+  /** fc2(relu(fc1(h))). */
+  private mlp(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
+    const L = this.layers[l];
+    const f = L.proj.fc1.forward(h);
+    this.backend.relu(f, f);
+    return L.proj.fc2.forward(f);
   }
 }

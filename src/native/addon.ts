@@ -105,6 +105,20 @@ export interface NativeAddon {
     maxq: number, codes: Uint8Array, deq: Float32Array, err: Float32Array, rowLoss: Float64Array): void;
   /** W[N,K]: W[:, i1+B:] -= err[N,B]·U[i1:i1+B, i1+B:] with U [K,K] (GPTQ's lazy block update). */
   gptqBlockUpdate(W: Float32Array, N: number, K: number, err: Float32Array, B: number, U: Float32Array, i1: number): void;
+  /**
+   * AWQ (src/quant/awq.ts has the TypeScript twins, bit for bit): out[N,K] = Q(W·diag(s))/s (s [K] or null: Q(W)) on
+   * the AutoAWQ grid (groups of G inputs, G dividing K); codes [N,K], scales/zeros [K/G, N], each optional.
+   */
+  awqPseudoQuantize(W: Float32Array, N: number, K: number, s: Float32Array | null, bits: number, G: number, zeroPoint: boolean,
+    out: Float32Array, codes: Uint8Array | null, scales: Float32Array | null, zeros: Uint8Array | null): void;
+  /** AWQ clip search: gram [K/G, G, G] = per group Σ_t x[t, group]ᵀ·x[t, group] in double, x [T,K]. */
+  awqGroupGram(x: Float32Array, T: number, K: number, G: number, gram: Float64Array): void;
+  /**
+   * AWQ clip search: best [N, K/G] = per (row, group) the clipping max|w|·(1 − i/nGrid), i < nShrink, with the
+   * strictly smallest error dᵀ·gram_g·d / T, d = Q(clamp(w)) − w.
+   */
+  awqClipSearch(W: Float32Array, N: number, K: number, G: number, gram: Float64Array, T: number, bits: number, zeroPoint: boolean,
+    nShrink: number, nGrid: number, best: Float32Array): void;
   rmsnorm(y: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   layernorm(y: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array, rows: number, dim: number, eps: number): void;
   /** In place on x [rows, nHeads, hd]. */
@@ -172,7 +186,7 @@ export function loadAddon(): NativeAddon | null {
 }
 
 /** Every function NativeAddon declares; checked when the addon loads. */
-const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulQg', 'matmulInt8', 'gptqXtx', 'gptqCholesky', 'gptqCholeskyInverse', 'gptqQuantizeBlock', 'gptqBlockUpdate', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
+const REQUIRED_EXPORTS = ['matmul', 'matmulQ4', 'matmulQg', 'matmulInt8', 'gptqXtx', 'gptqCholesky', 'gptqCholeskyInverse', 'gptqQuantizeBlock', 'gptqBlockUpdate', 'awqPseudoQuantize', 'awqGroupGram', 'awqClipSearch', 'rmsnorm', 'layernorm', 'rope', 'attention', 'siluMul', 'relu', 'softmax',
   'embedding', 'add', 'setThreads', 'getThreads', 'cpuInfo', 'setLevel', 'mmap', 'memBandwidth', 'fmaPeak', 'scratchStats', 'poolStats',
   'poolConfig'] as const;
 
