@@ -73,7 +73,7 @@ test('lowbit quantize: option errors name the option and exit 2', () => {
     const out = join(root, 'o');
     const cases: [string[], RegExp][] = [
       [[BF16, '--out', out], /--method is required/],
-      [[BF16, '--method', 'nf3', '--out', out], /--method "nf3" is unknown \(choose int8, nf4, fp4, gptq or rtn\)/],
+      [[BF16, '--method', 'nf3', '--out', out], /--method "nf3" is unknown \(choose int8, nf4, fp4, gptq, rtn or awq\)/],
       [[BF16, '--method', 'nf4'], /--out DIR is required/],
       [[BF16, '--method', 'nf4', '--threshold', '5', '--out', out], /--threshold applies to --method int8, not nf4/],
       [[BF16, '--method', 'int8', '--double-quant', '--out', out], /--double-quant applies to --method nf4 or fp4/],

@@ -77,7 +77,7 @@ describe('lowbit quantize --method gptq|rtn', () => {
     const o = join(tmp, 'never');
     const cases: [string[], RegExp][] = [
       [['--method', 'gptq', '--out', o], /--method gptq needs --dataset FILE/],
-      [['--method', 'nf4', '--bits', '4', '--out', o], /--bits applies to --method gptq or rtn, not nf4/],
+      [['--method', 'nf4', '--bits', '4', '--out', o], /--bits applies to --method gptq, rtn or awq, not nf4/],
       [['--method', 'gptq', '--double-quant', '--dataset', DATA, '--out', o], /--double-quant applies to --method int8, nf4 or fp4, not gptq/],
       [['--method', 'rtn', '--sym', '--asym', '--out', o], /--sym and --asym are exclusive/],
       [['--method', 'rtn', '--group-size', 'x', '--out', o], /--group-size must be -1 or a positive integer/],

@@ -21,7 +21,8 @@ checkpoint files' total bytes, and for a bitsandbytes checkpoint the quantizatio
 quantization, compute dtype, and bits per weight in the quantized layers with their scales counted (codes + absmax
 + nested absmax, or int8 codes + SCB: NF4 + double quant at block 64 is 4 + 8/64 + 32/(64·256) ≈ 4.127 on large
 layers); for a GPTQ checkpoint bits, group size, act-order, symmetry, the zero-point format (gptq = v1, gptq_v2)
-and bits per weight with qzeros, scales and g_idx counted (4-bit g128: 4 + 20/128 + 32/out ≈ 4.16). The model is checked as lowbit generate checks it (config values, every tensor's
+and bits per weight with qzeros, scales and g_idx counted (4-bit g128: 4 + 20/128 + 32/out ≈ 4.16); for an AWQ
+checkpoint group size, zero point, version and layout, and bits per weight with qzeros and scales counted. The model is checked as lowbit generate checks it (config values, every tensor's
 name and shape, tokenizer files, generation_config.json and its settings against the model's positions, with
 generate's default answer length) without running it: a model info accepts, generate runs.
 
@@ -36,9 +37,10 @@ function quantization(tensors: Map<string, Tensor>, spec: QuantizationSpec | nul
   if (!st.layers.length) return null;
   const gptq = spec?.method === 'gptq'
     ? { bits: spec.bits, groupSize: spec.groupSize, descAct: spec.descAct, sym: spec.sym, checkpointFormat: spec.checkpointFormat } : null;
+  const awq = spec?.method === 'awq' ? { bits: spec.bits, groupSize: spec.groupSize, zeroPoint: spec.zeroPoint, version: spec.version, layout: spec.layout } : null;
   return {
     formats: st.formats, blocksizes: st.blocksizes, doubleQuant: st.doubleQuant, computeDtype: spec?.computeDtype ?? null,
-    ...(gptq ? { gptq } : {}), layers: st.layers.length, params: st.params, bytes: st.bytes, bitsPerWeight: st.bitsPerWeight,
+    ...(gptq ? { gptq } : {}), ...(awq ? { awq } : {}), layers: st.layers.length, params: st.params, bytes: st.bytes, bitsPerWeight: st.bitsPerWeight,
   };
 }
 
@@ -48,6 +50,11 @@ function describe(q: ReturnType<typeof quantization>): string {
     const g = q.gptq;
     return `gptq ${g.bits}-bit, group ${g.groupSize}, ${g.descAct ? 'act-order' : 'no act-order'}, ${g.sym ? 'sym' : 'asym'}, format ${g.checkpointFormat}: `
       + `${q.layers} layers, ${q.params.toLocaleString('en-US')} weights at ${q.bitsPerWeight.toFixed(3)} bits/weight (scales, zeros and g_idx included)`;
+  }
+  if (q.awq) {
+    const a = q.awq;
+    return `awq ${a.bits}-bit, group ${a.groupSize}, ${a.zeroPoint ? 'zero point' : 'symmetric'}, version ${a.version} (${a.layout.toUpperCase()} layout): `
+      + `${q.layers} layers, ${q.params.toLocaleString('en-US')} weights at ${q.bitsPerWeight.toFixed(3)} bits/weight (scales and zeros included)`;
   }
   const four = q.formats.some((f) => f !== 'int8');
   const how = [q.formats.join('+'), ...(four ? [`block ${q.blocksizes.join('/')}`, q.doubleQuant ? 'double quant' : q.doubleQuant === false ? 'no double quant' : 'mixed double quant'] : []),

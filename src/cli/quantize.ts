@@ -101,7 +101,8 @@ const BNB_FLAGS = ['double-quant', 'compute-dtype', 'blocksize', 'threshold', 's
 const AWQ_FLAGS = ['bits', 'group-size', 'dataset', 'nsamples', 'seqlen', 'version', 'no-zero-point'] as const;
 const ALL_FLAGS = [...new Set<string>([...GPTQ_FLAGS, ...BNB_FLAGS, ...AWQ_FLAGS])];
 const FLAGS_OF: Record<string, readonly string[]> = { gptq: GPTQ_FLAGS, rtn: GPTQ_FLAGS, awq: AWQ_FLAGS, int8: BNB_FLAGS, nf4: BNB_FLAGS, fp4: BNB_FLAGS };
-const METHODS_OF = (flag: string) => Object.keys(FLAGS_OF).filter((m) => FLAGS_OF[m].includes(flag)).join(', ');
+/** "gptq, rtn or awq": the methods a flag applies to. */
+const METHODS_OF = (flag: string) => Object.keys(FLAGS_OF).filter((m) => FLAGS_OF[m].includes(flag)).join(', ').replace(/, ([^,]+)$/, ' or $1');
 
 /** --out must be a new or empty folder, or --force given. */
 function checkOut(dir: string, force: boolean): void {
