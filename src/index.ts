@@ -44,14 +44,23 @@ export { parseQuantizationConfig } from './io/quantconfig.js';
 export type { BitsAndBytesConfig, BitsAndBytesSpec, QuantizationSpec } from './io/quantconfig.js';
 export { GPTQConfig, gptqConfigDict } from './io/gptqconfig.js';
 export type { GPTQConfigOptions, GptqQuantizationSpec } from './io/gptqconfig.js';
-export type { QuantizedWeight, QuantFormat, GptqQuantizedWeight } from './quant/qweight.js';
-export { Linear4bit, Linear8bitLt, GptqLinear, QuantLinear } from './nn/quant.js';
+export type { QuantizedWeight, QuantFormat, GptqQuantizedWeight, AwqQuantizedWeight } from './quant/qweight.js';
+export { Linear4bit, Linear8bitLt, GptqLinear, AwqLinear, QuantLinear } from './nn/quant.js';
 export {
   GptqError, packGptq, unpackGptq, dequantizeGptq, convertGptqFormat, gptqToStateDict, gptqFromStateDict, gptqShapeProblem,
 } from './quant/gptq-format.js';
 export type { GptqWeight, GptqCheckpointFormat } from './quant/gptq-format.js';
 export type { GptqCodes, GptqOptions, GptqBits } from './quant/gptq-types.js';
-export { installGptq } from './models/factory.js';
+export { installGptq, installAwq } from './models/factory.js';
+export { AwqConfig, awqConfigDict } from './io/awqconfig.js';
+export type { AwqConfigOptions, AwqQuantizationSpec, AwqVersion } from './io/awqconfig.js';
+export {
+  AwqError, packAwq, unpackAwq, dequantizeAwq, convertAwqLayout, awqToStateDict, awqFromStateDict, awqShapeProblem,
+} from './quant/awq-format.js';
+export type { AwqWeight, AwqLayout } from './quant/awq-format.js';
+export { quantizeLoadedAwq } from './quant/awq-run.js';
+export type { AwqRun, AwqRunOptions } from './quant/awq-run.js';
+export type { AwqModelResult, AwqProgress, AwqGroupStats, AwqLayerStats } from './quant/awq-driver.js';
 export { Bnb4Error } from './quant/bnb4.js';
 export { Int8Error } from './quant/int8.js';
 export { chatTerminators } from './generate/terminators.js';
