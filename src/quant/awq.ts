@@ -10,9 +10,11 @@
 import { loadAddon, requireAddon } from '../native/addon.js';
 import { GPTQ_BITS, type GptqBits, type GptqCodes } from './gptq-types.js';
 import { roundHalfEven } from './linalg.js';
+import { AwqError } from './awq-format.js';
 
 /** Bad AWQ options or input (shapes, a group size that does not divide a layer, non-finite weights, a failed search). */
-export class AwqError extends Error { override name = 'AwqError'; }
+// One error class for AWQ, its algorithm and its files alike (defined with the format, re-exported here).
+export { AwqError };
 
 /** AutoAWQ's quant_config knobs (w_bit, q_group_size, zero_point) and quantizer switches, camelCase. */
 export interface AwqOptions {
