@@ -4,7 +4,7 @@
 // layout and swapped in (installAwq), so the model runs quantized and savePretrained writes the AutoAWQ folder. The
 // norms that absorbed scales are float tensors the checkpoint did not have: they replace the loaded ones in
 // `m.tensors`, in float32, so a save writes exactly the weights the quantized model runs. fromPretrained's AwqConfig
-// and `lowbit quantize --method awq|awq-rtn` both come here.
+// and `lowbit quantize --method awq` both come here.
 import type { LoadedModel } from '../api.js';
 import { ConfigError } from '../io/config.js';
 import type { AwqQuantizationSpec } from '../io/awqconfig.js';
