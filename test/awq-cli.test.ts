@@ -11,7 +11,10 @@ import { fromPretrained } from '../src/api.js';
 import { AwqConfig } from '../src/io/awqconfig.js';
 import { quantizedStateDict } from '../src/io/save.js';
 import { AwqLinear } from '../src/nn/quant.js';
-import { KJV, lowbit, NO_DATA, relErr, sharedData } from './helpers.js';
+import { GOLDEN_DIR, KJV, lowbit, NO_DATA, relErr, sharedData } from './helpers.js';
+import { parseAwqConfig } from '../src/io/awqconfig.js';
+import { savePretrained } from '../src/io/save.js';
+import { quantizeLoadedAwq } from '../src/quant/awq-run.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-awq-cli-'));
 const DATA = join(KJV, 'heldout.txt');
@@ -95,5 +98,25 @@ describe('lowbit quantize --method awq', () => {
     const r = lowbit('quantize', KJV, '--method', 'awq', '--dataset', DATA, '--out', o);
     assert.notEqual(r.code, 0);
     assert.match(r.err, /model\.layers\.0\.mlp\.down_proj: in_features 688 is not a multiple of the group size 128/);
+  });
+
+  it('OPT (biases, LayerNorm biases, v_proj → out_proj and fc1 → fc2 scaled): the saved folder reloads to the same logits', async () => {
+    // The tiny OPT of the golden fixtures (hidden 64, ffn 128, 4 heads): every group applies, so the folded scales
+    // reach LayerNorm weights and biases and the biases of v_proj and fc1, which the save must take from the model.
+    const m = await fromPretrained(join(GOLDEN_DIR, 'opt_125m_like'));
+    m.tokenizer = { encode: (t: string) => [2, ...Array.from(t, (ch) => 4 + (ch.charCodeAt(0) % 250))] } as never;
+    // Texts of at most 46 characters: 47 tokens with the BOS, under the block length of 48.
+    const texts = Array.from({ length: 24 }, (_, i) => `t${i} ${'the quick brown fox jumps over the lazy dog'.slice(i % 9)}`);
+    const spec = parseAwqConfig({ quant_method: 'awq', bits: 4, group_size: 32, zero_point: true, version: 'gemm', dataset: texts, nsamples: 24, seqlen: 48 }, 'test', { strict: true });
+    const run = quantizeLoadedAwq(m, spec);
+    assert.equal(run.skipped.length, 0, JSON.stringify(run.skipped));
+    assert.equal(run.groups.length, 4 * 2, 'four groups in each of the two layers');
+    assert.ok(run.scaledNorms.some((n) => n.endsWith('final_layer_norm')));
+    const out = join(tmp, 'opt');
+    savePretrained(m, out);
+    const disk = await fromPretrained(out);
+    assert.equal(disk.tensors.get('model.decoder.layers.0.self_attn_layer_norm.bias')?.dtype, 'F32');
+    const opt = [[2, 17, 40, 7, 99, 3, 250, 17]];
+    assert.deepEqual(disk.model.forward(opt).f32, m.model.forward(opt).f32);
   });
 });

@@ -46,9 +46,9 @@ export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
     else if (l instanceof Linear8bitLt) quant.set(name, int8ToStateDict(name, l.qweight.int8));
     else if (l instanceof GptqLinear || l instanceof AwqLinear) {
       const sd = l instanceof GptqLinear ? gptqToStateDict(name, l.qweight.gptq) : awqToStateDict(name, l.qweight.awq);
-      const b = m.tensors.get(`${name}.bias`);
-      if (b?.dtype === 'F16') sd.set(`${name}.bias`, b);
-      else if (l.bias) sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(l.bias.f32, f32ToF16)));
+      // The layer's own bias, not the file's: AWQ divides a previous linear's bias by its scales (v_proj before
+      // o_proj, OPT's fc1 before fc2). A float16 bias read from a file goes back to the same bits.
+      if (l.bias) sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(l.bias.f32, f32ToF16)));
       quant.set(name, sd);
       gptq.add(name);
     }
