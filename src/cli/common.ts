@@ -1,5 +1,8 @@
 // Options several commands share.
 import { cpuAvailable, setThreads } from '../backend/cpu/index.js';
+import type { LoadedModel } from '../api.js';
+import { quantizedStateDict } from '../io/save.js';
+import { quantStats, type QuantStats } from '../quant/stats.js';
 import { intOpt, UsageError } from './args.js';
 
 /** --threads N through the library's public thread API (see setThreads in src/backend/cpu/index.ts). */
@@ -10,3 +13,18 @@ export function setThreadsOption(v: string | undefined): void {
   if (n > 1024) throw new UsageError(`--threads must be at most 1024, got ${n}`);
   setThreads(n);
 }
+
+/**
+ * What `lowbit quantize` reports of a quantized model: the stats of the state dict it saves (`after`), the bytes the
+ * same layers took in the source checkpoint (`before`), and the source's total tensor bytes.
+ */
+export function quantizedBytes(m: LoadedModel): { after: QuantStats; before: number; totalBefore: number } {
+  const after = quantStats(quantizedStateDict(m));
+  const quantized = new Set(after.layers.map((l) => `${l}.weight`));
+  let before = 0, totalBefore = 0;
+  for (const [k, t] of m.tensors) { totalBefore += t.byteLength; if (quantized.has(k)) before += t.byteLength; }
+  return { after, before, totalBefore };
+}
+
+/** "model.layers.3.mlp.up_proj" → "L3.mlp.up_proj" (OPT's model.decoder.layers too), for progress lines. */
+export const shortLayerName = (name: string): string => name.replace(/^model\.(decoder\.)?layers\./, 'L');

@@ -4,21 +4,19 @@
 // groups; quantize_report.json (every group's α, loss and loss at α = 0, every linear's clip ratio) in the folder.
 import { fromPretrained } from '../api.js';
 import { parseAwqConfig, type AwqQuantizationSpec } from '../io/awqconfig.js';
-import { quantizedStateDict, savePretrained } from '../io/save.js';
+import { savePretrained } from '../io/save.js';
 import type { AwqGroupStats, AwqProgress } from '../quant/awq-driver.js';
 import { quantizeLoadedAwq } from '../quant/awq-run.js';
-import { quantStats } from '../quant/stats.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { pyJsonDumps } from '../util/pyjson.js';
 import { intOpt, renderProgress, UsageError } from './args.js';
+import { quantizedBytes, shortLayerName } from './common.js';
 import { join } from 'node:path';
 
 export interface AwqCliValues {
   bits?: string; 'group-size'?: string; dataset?: string; nsamples?: string; seqlen?: string; version?: string;
   'no-zero-point'?: boolean; out: string; force?: boolean; revision?: string; 'no-mmap'?: boolean;
 }
-
-const short = (name: string) => name.replace(/^model\.(decoder\.)?layers\./, 'L');
 
 export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<number> {
   const bits = intOpt(v.bits, '--bits', 1) ?? 4;
@@ -41,7 +39,7 @@ export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<nu
     label: 'awq',
     detail: (p) => {
       if (p.group) groupLines.push(groupLine(p.group));
-      return p.stats ? `  ${short(p.stats.name)}${p.stats.alpha !== undefined ? ` α ${p.stats.alpha.toFixed(2)}` : ''}${p.stats.clipRatio !== undefined ? ` clip ${p.stats.clipRatio.toFixed(3)}` : ''}` : '';
+      return p.stats ? `  ${shortLayerName(p.stats.name)}${p.stats.alpha !== undefined ? ` α ${p.stats.alpha.toFixed(2)}` : ''}${p.stats.clipRatio !== undefined ? ` clip ${p.stats.clipRatio.toFixed(3)}` : ''}` : '';
     },
   });
   // The chosen α of each group as its search ends (stderr, beside the progress bar).
@@ -51,10 +49,7 @@ export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<nu
   const saved = savePretrained(m, v.out, { overwrite: v.force });
   const tSave = performance.now();
 
-  const after = quantStats(quantizedStateDict(m));
-  let before = 0;
-  const quantized = new Set(after.layers.map((l) => `${l}.weight`));
-  for (const [k, t] of m.tensors) if (quantized.has(k)) before += t.byteLength;
+  const { after, before } = quantizedBytes(m);
   const cal = run.calibration!;
   const report = {
     model, out: saved.dir, method: 'awq',

@@ -4,13 +4,13 @@
 // quantize_report.svg (per-layer relative output error, GPTQ against round-to-nearest) written into the output folder.
 import { fromPretrained } from '../api.js';
 import { parseGptqConfig, type GptqQuantizationSpec } from '../io/gptqconfig.js';
-import { savePretrained, quantizedStateDict } from '../io/save.js';
+import { savePretrained } from '../io/save.js';
 import type { GptqLayerStats, GptqProgress } from '../quant/gptq-driver.js';
 import { quantizeLoadedGptq } from '../quant/gptq-run.js';
-import { quantStats } from '../quant/stats.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { pyJsonDumps } from '../util/pyjson.js';
 import { intOpt, numOpt, renderProgress, UsageError } from './args.js';
+import { quantizedBytes, shortLayerName } from './common.js';
 import { join } from 'node:path';
 
 export interface GptqCliValues {
@@ -41,17 +41,14 @@ export async function runQuantizeGptq(model: string, v: GptqCliValues): Promise<
   const tLoad = performance.now();
   const bar = renderProgress<GptqProgress>({
     label: v.method,
-    detail: (p) => (p.stats ? `  ${p.stats.name.replace(/^model\.(decoder\.)?layers\./, 'L')}: ${v.method === 'gptq' ? `gptq ${fmtErr(p.stats.gptqError)} · ` : ''}rtn ${fmtErr(p.stats.rtnError)}` : ''),
+    detail: (p) => (p.stats ? `  ${shortLayerName(p.stats.name)}: ${v.method === 'gptq' ? `gptq ${fmtErr(p.stats.gptqError)} · ` : ''}rtn ${fmtErr(p.stats.rtnError)}` : ''),
   });
   const run = quantizeLoadedGptq(m, spec, { method: v.method, onProgress: bar });
   const tQuant = performance.now();
   const saved = savePretrained(m, v.out, { overwrite: v.force });
   const tSave = performance.now();
 
-  const after = quantStats(quantizedStateDict(m));
-  let before = 0;
-  const quantized = new Set(after.layers.map((l) => `${l}.weight`));
-  for (const [k, t] of m.tensors) if (quantized.has(k)) before += t.byteLength;
+  const { after, before } = quantizedBytes(m);
   const report = {
     model, out: saved.dir, method: v.method,
     config: { bits: spec.bits, group_size: spec.groupSize, sym: spec.sym, desc_act: spec.descAct, static_groups: spec.staticGroups,

@@ -6,10 +6,9 @@
 import { fromPretrained } from '../api.js';
 import { savePretrained } from '../io/save.js';
 import { BNB4_BLOCKSIZES } from '../quant/bnb4.js';
-import { quantStats } from '../quant/stats.js';
-import { quantizedStateDict } from '../io/save.js';
 import { probePath } from '../util/fs.js';
 import { intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
+import { quantizedBytes } from './common.js';
 import { readdirSync } from 'node:fs';
 import { runQuantizeGptq } from './quantize-gptq.js';
 import { runQuantizeAwq } from './quantize-awq.js';
@@ -166,10 +165,7 @@ export async function runQuantize(argv: string[]): Promise<number> {
   const saved = savePretrained(m, v.out, { overwrite: v.force });
   const tSave = performance.now();
 
-  const after = quantStats(quantizedStateDict(m));
-  let before = 0, totalBefore = 0;
-  const quantized = new Set(after.layers.map((l) => `${l}.weight`));
-  for (const [k, t] of m.tensors) { totalBefore += t.byteLength; if (quantized.has(k)) before += t.byteLength; }
+  const { after, before, totalBefore } = quantizedBytes(m);
   const srcBits = after.params ? (8 * before) / after.params : 0;
   const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
   process.stdout.write([
