@@ -5,14 +5,13 @@
 // (ppl − bf16) / (RTN − bf16) against P5's RTN, the issue's reference. Writes JSON.
 // Run: npx tsc -p . && node dist/bench/awq-ppl.js [--bits 4,3] [--group-size 128] [--nsamples 128] [--windows 200]
 //      [--no-clip] [--no-duo] [--out FILE]   (default bench/out/awq-ppl.json; data: LOWBIT_TEST_DATA or ../shared/data)
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { p5Protocol } from './p5-protocol.js';
 import { parseArgs } from 'node:util';
 import { fromPretrained } from '../src/api.js';
-import { perplexity } from '../src/eval/perplexity.js';
 import { quantizeModelAwq } from '../src/quant/awq-driver.js';
-import { calibrationSamples } from '../src/quant/calib.js';
 import { quantizeModelGptq } from '../src/quant/gptq-driver.js';
 import type { GptqBits } from '../src/quant/gptq-types.js';
 
@@ -25,17 +24,10 @@ const { values: opts } = parseArgs({
     'no-clip': { type: 'boolean', default: false }, 'no-duo': { type: 'boolean', default: false }, out: { type: 'string' },
   },
 });
-const data = process.env.LOWBIT_TEST_DATA ?? resolve(root, '..', 'shared', 'data');
-const modelDir = join(data, 'models', 'eval-llama-16m');
-if (!existsSync(modelDir)) { console.error(`no ${modelDir}: set LOWBIT_TEST_DATA`); process.exit(2); }
 const outPath = resolve(opts.out ?? join(root, 'bench', 'out', 'awq-ppl.json'));
 const windows = Number(opts.windows), groupSize = Number(opts['group-size']);
 
-const base = await fromPretrained(modelDir);
-const tok = base.tokenizer!;
-const wiki = tok.encode(readFileSync(join(data, 'text', 'wikitext2-raw-test.txt'), 'utf8'));
-const calib = calibrationSamples(join(data, 'text', 'c4-sample.txt'), tok, { nsamples: Number(opts.nsamples), seqlen: 256, seed: 0 });
-const ppl = (m: typeof base) => perplexity(m.model, wiki, { seqLen: 256, maxWindows: windows }).perplexity;
+const { modelDir, base, calib, ppl } = await p5Protocol(root, Number(opts.nsamples), windows);
 
 const t0 = performance.now();
 const bf16 = ppl(base);
