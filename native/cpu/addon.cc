@@ -513,6 +513,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("f16c", f.f16c);
   o.Set("avx512f", f.avx512f);
   o.Set("avx512bf16", f.avx512bf16);
+  o.Set("avx512vnni", f.avx512vnni);
   o.Set("neon", f.neon);
   o.Set("level", active()->name);
   o.Set("best", best_kernels()->name);

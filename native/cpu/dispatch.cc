@@ -24,6 +24,7 @@ CpuFeatures cpu_features() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
+  f.avx512vnni = __builtin_cpu_supports("avx512vnni");
   unsigned a0 = 0, b0 = 0, c0 = 0, d0 = 0;  // leaf 0: highest standard leaf
   __asm__ volatile("cpuid" : "+a"(a0), "=b"(b0), "+c"(c0), "=d"(d0));
   if (a0 >= 7 && f.avx512f) {

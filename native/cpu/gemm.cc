@@ -224,7 +224,7 @@ void matmul_q4(float* y, const float* x, const Q4Weight& w, int64_t M, const flo
 }
 
 bool qg_prep(void* xqv, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
-             int64_t G, int64_t nG, int bits, const uint8_t* order) {
+             int64_t G, int64_t nG, int bits, const uint8_t* order, bool pairs) {
   const float xmax = qg_xmax(bits);
   int8_t* xq8 = bits <= 4 ? static_cast<int8_t*>(xqv) : nullptr;
   int16_t* xq16 = bits <= 4 ? nullptr : static_cast<int16_t*>(xqv);
@@ -241,7 +241,10 @@ bool qg_prep(void* xqv, float* dx, float* xbar, const float* x, const int32_t* p
     if (!quantize_chunk(v, xmax, q, &dx[c])) return false;
     int32_t s[2] = {0, 0};
     for (int i = 0; i < 64; i++) s[i >> 5] += q[i];
-    if (xq8) for (int i = 0; i < 64; i++) xq8[c * 64 + i] = int8_t(q[i]);
+    if (xq8 && pairs && (c % 2 == 1 || c + 1 < Kpad / 64)) {  // a chunk of a pair: its halves 64 bytes apart
+      int8_t* o = xq8 + (c & ~int64_t(1)) * 64 + (c & 1) * 32;
+      for (int i = 0; i < 32; i++) { o[i] = int8_t(q[i]); o[64 + i] = int8_t(q[32 + i]); }
+    } else if (xq8) for (int i = 0; i < 64; i++) xq8[c * 64 + i] = int8_t(q[i]);
     else for (int i = 0; i < 64; i++) xq16[c * 64 + i] = q[order ? order[i] : i];
     // The padding past K may reach past the last group: it holds zeros, so any group serves; take the last.
     for (int h = 0; h < 2; h++) xbar[std::min((c * 64 + 32 * h) / G, nG - 1)] += dx[c] * float(s[h]);
@@ -291,11 +294,11 @@ void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm,
     const int64_t xsz = w.bits <= 4 ? 1 : 2;
     char* xq = reinterpret_cast<char*>(xqBuf.get(size_t(M * Kpad)));
     const int64_t ndx = Kpad / 64;  // x scales per row
-    float* dx = dxBuf.get(size_t(M * ndx));
+    float* dx = dxBuf.get(size_t(M * ndx + 16));  // 16 past the end: see Kernels::qg_pairs
     float* xbar = xbarBuf.get(size_t(M * w.nG));
     bool finite = true;
     for (int64_t m = 0; m < M && finite; m++)
-      finite = qg_prep(xq + m * Kpad * xsz, dx + m * ndx, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, w.bits, k->qg_order);
+      finite = qg_prep(xq + m * Kpad * xsz, dx + m * ndx, xbar + m * w.nG, x + m * K, perm, K, Kpad, w.G, w.nG, w.bits, k->qg_order, qg_pairs(k, w));
     if (finite) {
       const int64_t grain = std::max<int64_t>(4, (1 << 15) / Kpad);
       parallel_for(N, grain, [&](int64_t b, int64_t e) {

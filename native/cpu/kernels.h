@@ -89,6 +89,11 @@ struct Kernels {
   //   i8_quant: q[k] = 0 where flag[k] is set or fl32(h[k]·s) is NaN, else that product rounded half to even (the
   //   caller's s keeps it within [-127, 127]).
   void (*i8_quant)(int8_t* q, const float* h, const uint8_t* flag, float s, int64_t n);
+
+  // True when gemv_qg reads the int8 x of a layer that qg_pairs() accepts in the pair layout (qg_prep): per pair of
+  // chunks (2p, 2p+1), 128 bytes [x_2p[0..31], x_2p+1[0..31], x_2p[32..63], x_2p+1[32..63]], an odd last chunk in
+  // natural order; dx then has 16 readable floats past its last chunk. Only the AVX512-VNNI table sets it.
+  bool qg_pairs = false;
 };
 
 // gemv_q4i's activations (gemm.cc, one definition for every level): for each 64-element chunk c of x (K a multiple
@@ -114,14 +119,17 @@ struct QgWeight {
   const float* sz;       // [N, nG] scales·zeros (exact in float32: an f16 scale times an integer below 256)
 };
 inline int64_t qg_chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
-// x (one row of K) → xq [Kpad] (int8 for bits ≤ 4 in natural order, else int16 in `order` per chunk, null =
+// Whether kernels k take this layer's x in the pair layout (Kernels::qg_pairs): 2/3/4-bit codes whose groups each
+// start at an even chunk (one group, or G a multiple of 128).
+inline bool qg_pairs(const Kernels* k, const QgWeight& w) { return k->qg_pairs && w.bits <= 4 && (w.nG == 1 || w.G % 128 == 0); }
+// x (one row of K) → xq [Kpad] (int8 for bits ≤ 4 in natural order or, with pairs, the pair layout, else int16 in `order` per chunk, null =
 // natural), dx [Kpad/64] (dx = fl(max|x|/xmax) per 64-element chunk, xmax = qg_xmax(bits); no 2^-14: the codes are
 // plain integers), xbar [nG] (Σ over the group's half-chunks h, in order, of fl(dx·Σ_{h} xq)). x is read through perm
 // (x'[j] = x[perm[j]], j < K; null = identity), zeros from K to Kpad. Returns false when some x is not finite (the
 // caller takes the exact path).
 inline float qg_xmax(int bits) { return bits <= 4 ? 127.f : 8191.f; }
 bool qg_prep(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
-             int64_t G, int64_t nG, int bits, const uint8_t* order);
+             int64_t G, int64_t nG, int bits, const uint8_t* order, bool pairs);
 // dst[j] = scale·(code − zero) of row n, permuted inputs k0 .. k0+n-1 (exact in float32: the ref's weights).
 void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n);
 

@@ -1,6 +1,7 @@
 // AVX-512 kernels (F + BW + VL + DQ). Compiled for that target by a pragma that covers only the code below the
 // includes, so the rest of the addon stays baseline x86-64; dispatch.cc picks this table only when the CPU has it.
 // Everything is in an anonymous namespace so no AVX-512 code can be merged (ODR) into baseline callers.
+#include "dispatch.h"
 #include "kernels.h"
 #include "scratch.h"
 
@@ -374,9 +375,15 @@ struct Q4Acc {
 // probe yet); decode is memory-bound either way, so only prefill would gain.
 #include "int8_x86.inc"
 
+#include "qg_vnni.inc"  // GPTQ/AWQ 2/3/4-bit decode with vpdpbusd, for CPUs with AVX512-VNNI
+
 const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
                         kQ4iOrder, gemv_q4i,
                         kQgOrder, gemv_qg, dot_i8, i8_absmax_f16, i8_quant};
+// The same table with the VNNI group-quantized GEMV (x in qg_prep's pair layout where qg_pairs says so).
+const Kernels kTableVnni = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, dot, axpy, vmax, exp_sum, silu_mul, add, scale, dots, wsum, gemv_q4, dequant_q4,
+                            kQ4iOrder, gemv_q4i,
+                            kQgOrder, gemv_qg_vnni, dot_i8, i8_absmax_f16, i8_quant, true};
 
 }  // namespace
 }  // namespace lowbit
@@ -388,7 +395,10 @@ const Kernels kTable = {"avx512", 32, gemv, MR, NR, 256, pack_b, micro, widen, d
 #endif
 
 namespace lowbit {
-const Kernels* kernels_avx512() { return &kTable; }
+const Kernels* kernels_avx512() {
+  static const bool vnni = cpu_features().avx512vnni;
+  return vnni ? &kTableVnni : &kTable;
+}
 }  // namespace lowbit
 
 #else  // not x86-64
