@@ -4,7 +4,7 @@
 // grid (min/max, no scaling or clipping), and AWQ (scale search + clipping, or --no-clip). The ratio is
 // (ppl − bf16) / (RTN − bf16) against P5's RTN, the issue's reference. Writes JSON.
 // Run: npx tsc -p . && node dist/bench/awq-ppl.js [--bits 4,3] [--group-size 128] [--nsamples 128] [--windows 200]
-//      [--no-clip] [--no-duo] [--out FILE]   (default bench/out/awq-ppl.json; data: LOWBIT_TEST_DATA or ../shared/data)
+//      [--no-clip] [--no-duo] [--search-loss module|linears] [--out FILE]   (default bench/out/awq-ppl.json; data: LOWBIT_TEST_DATA or ../shared/data)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ const { values: opts } = parseArgs({
     bits: { type: 'string', default: '4,3' }, 'group-size': { type: 'string', default: '128' },
     nsamples: { type: 'string', default: '128' }, windows: { type: 'string', default: '200' },
     'no-clip': { type: 'boolean', default: false }, 'no-duo': { type: 'boolean', default: false }, out: { type: 'string' },
+    'search-loss': { type: 'string', default: 'module' },
   },
 });
 const outPath = resolve(opts.out ?? join(root, 'bench', 'out', 'awq-ppl.json'));
@@ -44,6 +45,7 @@ for (const bits of opts.bits!.split(',').map(Number) as GptqBits[]) {
     } else {
       const r = quantizeModelAwq(m.model, calib.samples, {
         method: method === 'awq' ? 'awq' : 'rtn', bits, groupSize, applyClip: !opts['no-clip'], duoScaling: !opts['no-duo'],
+        searchLoss: opts['search-loss'] as 'module' | 'linears',
       });
       if (method === 'awq') {
         const clips = r.stats.filter((s) => s.clipRatio !== undefined).map((s) => s.clipRatio!);
@@ -69,6 +71,7 @@ for (const bits of opts.bits!.split(',').map(Number) as GptqBits[]) {
 mkdirSync(dirname(outPath), { recursive: true });
 writeFileSync(outPath, JSON.stringify({
   model: 'eval-llama-16m', calibration: { source: 'c4-sample.txt', nsamples: calib.samples.length, seqlen: 256, seed: 0 }, windows, groupSize,
-  applyClip: !opts['no-clip'], duoScaling: !opts['no-duo'], rows,
+  applyClip: !opts['no-clip'], duoScaling: !opts['no-duo'],
+        searchLoss: opts['search-loss'] as 'module' | 'linears', rows,
 }, null, 2));
 console.log(`wrote ${outPath}`);

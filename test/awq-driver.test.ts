@@ -207,6 +207,24 @@ describe('AWQ driver on every family', () => {
     assert.ok(awq < 0.7 * rtn, `AWQ ${awq} vs RTN ${rtn}`);
   });
 
+  it("searchLoss 'linears' scores the scaled linears' own outputs: q/k/v and gate/up losses change, single-linear groups' do not", async () => {
+    const dir = join(GOLDEN_DIR, 'llama_tied');
+    const samples = windows(256, 2, 16, 3);
+    const run = async (searchLoss: 'module' | 'linears') => {
+      const { model } = await fromPretrained(dir);
+      return quantizeModelAwq(model, samples, { bits: 3, groupSize: G, applyClip: false, searchLoss }).groups.filter((g) => g.layer === 0);
+    };
+    const mod = await run('module'), lin = await run('linears');
+    assert.equal(lin.length, mod.length);
+    for (let i = 0; i < lin.length; i++) {
+      assert.equal(lin[i].prev, mod[i].prev);
+      // Layer 0 reads the same embeddings either way, and every search runs on the original weights.
+      if (mod[i].inspect === 'layer') assert.deepEqual(lin[i].losses, mod[i].losses, lin[i].prev);
+      else assert.notDeepEqual(lin[i].losses, mod[i].losses, lin[i].prev);
+    }
+    assert.throws(() => quantizeModelAwq({} as CausalLM, samples, { searchLoss: 'block' } as never), /searchLoss must be "module" or "linears"/);
+  });
+
   it('refuses bad input: no samples, a group size that does not divide a layer, unknown options, an aborted signal', async () => {
     const dir = join(GOLDEN_DIR, 'llama_gqa');
     const { model } = await fromPretrained(dir);

@@ -13,7 +13,7 @@ export const Q4TYPE = { nf4: 0, fp4: 1 } as const;
 
 /** What the CPU offers, which kernel level is in use, and how many threads the pool runs. */
 export interface CpuInfo {
-  avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bf16: boolean; neon: boolean;
+  avx2: boolean; fma: boolean; f16c: boolean; avx512f: boolean; avx512bf16: boolean; avx512vnni: boolean; neon: boolean;
   /** Kernel level in use: 'avx512' | 'avx2' | 'neon' | 'scalar'. */
   level: string;
   /** Best level this CPU and build support. */

@@ -243,10 +243,15 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
       });
       const inspect = (x: Float32Array, T: number, cands?: Float32Array[]): Float32Array => {
         const h = f32Tensor([T, K], x);
-        if (spec.inspect === 'layer') {
-          const lin = scaled[0];
-          const w = cands ? f32Tensor([lin.outFeatures, K], cands[0]) : lin.weight;
-          return new Linear(model.backend, lin.name, w, lin.bias).forward(h).f32;
+        if (spec.inspect === 'layer' || opts.searchLoss === 'linears') {
+          const outs = scaled.map((lin, i) => {
+            const w = cands ? f32Tensor([lin.outFeatures, K], cands[i]) : lin.weight;
+            return new Linear(model.backend, lin.name, w, lin.bias).forward(h).f32;
+          });
+          if (outs.length === 1) return outs[0];
+          const cat = new Float32Array(outs.reduce((a, o) => a + o.length, 0));
+          outs.reduce((o, v) => (cat.set(v, o), o + v.length), 0);
+          return cat;
         }
         if (cands) scaled.forEach((lin, i) => model.replaceLinear(lin.name, new Linear(model.backend, lin.name, f32Tensor([lin.outFeatures, K], cands[i]), lin.bias)));
         try {

@@ -35,6 +35,11 @@ export const AWQ_DEFAULTS: AwqOptions = { bits: 4, groupSize: 128, zeroPoint: tr
 export interface AwqRunOptions extends AwqOptions {
   /** 'native' (default when the addon loads) or 'ref' (the TypeScript twins). */
   kernels?: 'native' | 'ref';
+  /**
+   * What the scale search compares: 'module' (default, AutoAWQ) the output of module2inspect (the attention block for
+   * q/k/v, the MLP for gate/up); 'linears' the scaled linears' own outputs, concatenated (the issue's simplified AWQ).
+   */
+  searchLoss?: 'module' | 'linears';
 }
 
 /** Grid points of the scale search (α = k/20, k = 0…19) and of the clip search (shrink 1 − i/20, i = 0…9). */
@@ -48,7 +53,7 @@ export function checkAwqOptions(opts: Partial<AwqRunOptions> | Record<string, un
   const snake: Record<string, string> = {
     w_bit: 'bits', q_group_size: 'groupSize', group_size: 'groupSize', zero_point: 'zeroPoint', duo_scaling: 'duoScaling', apply_clip: 'applyClip',
   };
-  const known = new Set([...Object.keys(AWQ_DEFAULTS), 'kernels']);
+  const known = new Set([...Object.keys(AWQ_DEFAULTS), 'kernels', 'searchLoss']);
   const o: Record<string, unknown> = {};
   for (const [k0, v] of Object.entries(opts)) {
     const k = snake[k0] ?? k0;
@@ -61,6 +66,7 @@ export function checkAwqOptions(opts: Partial<AwqRunOptions> | Record<string, un
   for (const k of ['zeroPoint', 'duoScaling', 'applyClip'] as const) {
     if (typeof r[k] !== 'boolean') throw new AwqError(`${where}: ${k} must be true or false, got ${JSON.stringify(r[k])}`);
   }
+  if (r.searchLoss !== undefined && r.searchLoss !== 'module' && r.searchLoss !== 'linears') throw new AwqError(`${where}: searchLoss must be "module" or "linears", got ${JSON.stringify(r.searchLoss)}`);
   if (r.kernels !== undefined && r.kernels !== 'native' && r.kernels !== 'ref') throw new AwqError(`${where}: kernels must be "native" or "ref", got ${JSON.stringify(r.kernels)}`);
   return r;
 }
