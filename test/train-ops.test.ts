@@ -1,0 +1,140 @@
+// Every backward op of src/train/ops.ts against central finite differences in float64: for a random upstream gradient
+// r, the scalar L = Σ r ⊙ f(inputs) is differentiated numerically in every input element and compared with what the
+// backward returns. Also: the float32 forwards give the inference backend's outputs (ref), so a training forward
+// computes the same logits as generation.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as ops from '../src/train/ops.js';
+import type { Vec } from '../src/train/ops.js';
+import { refBackend } from '../src/backend/ref/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { PyRandom } from '../src/util/pyrandom.js';
+
+const rng = new PyRandom(11);
+const uni = () => (rng.getrandbits(30) + 0.5) / 2 ** 30;
+const randn = (n: number, s = 1) => Float64Array.from({ length: n }, () => s * Math.sqrt(-2 * Math.log(uni())) * Math.cos(2 * Math.PI * uni()));
+
+/** max |analytic − numeric| over every element of every input, against the largest numeric magnitude. */
+function checkGrads(name: string, f: (xs: Float64Array[]) => Vec, xs: Float64Array[], grads: Vec[], r: Float64Array, tol = 1e-6): void {
+  const L = (v: Vec) => { let s = 0; for (let i = 0; i < v.length; i++) s += r[i] * v[i]; return s; };
+  const h = 1e-6;
+  xs.forEach((x, j) => {
+    let worst = 0, scale = 1e-3;
+    for (let i = 0; i < x.length; i++) {
+      const keep = x[i];
+      x[i] = keep + h; const up = L(f(xs));
+      x[i] = keep - h; const down = L(f(xs));
+      x[i] = keep;
+      const num = (up - down) / (2 * h);
+      scale = Math.max(scale, Math.abs(num));
+      worst = Math.max(worst, Math.abs(num - grads[j][i]));
+    }
+    assert.ok(worst <= tol * scale, `${name}: input ${j}: max error ${worst} against gradients up to ${scale}`);
+  });
+}
+
+describe('training ops: backward against finite differences (float64)', () => {
+  it('linear: dx, dw, db', () => {
+    const M = 3, N = 4, K = 5, x = randn(M * K), w = randn(N * K), b = randn(N), r = randn(M * N);
+    const dx = ops.linearBackwardInput(r, w, M, N, K), { dw, db } = ops.linearBackwardWeight(r, x, M, N, K, true);
+    checkGrads('linear', ([x, w, b]) => ops.linearForward(x, w, b, M, N, K), [x, w, b], [dx, dw, db!], r);
+  });
+
+  it('embedding: rows accumulate, a repeated id gets both', () => {
+    const V = 6, D = 3, ids = [2, 5, 2, 0], table = randn(V * D), r = randn(ids.length * D);
+    const f = ([t]: Float64Array[]) => { const y = new Float64Array(ids.length * D); ids.forEach((id, n) => y.set(t.subarray(id * D, id * D + D), n * D)); return y; };
+    checkGrads('embedding', f, [table], [ops.embeddingBackward(r, ids, V, D)], r);
+  });
+
+  it('rmsnorm: dx, dw', () => {
+    const rows = 3, D = 7, x = randn(rows * D), w = randn(D), r = randn(rows * D);
+    const { act } = ops.rmsnormForward(x, w, 1e-5, rows, D);
+    const { dx, dw } = ops.rmsnormBackward(r, w, act, rows, D);
+    checkGrads('rmsnorm', ([x, w]) => ops.rmsnormForward(x, w, 1e-5, rows, D).y, [x, w], [dx, dw], r);
+  });
+
+  it('layernorm: dx, dw, db', () => {
+    const rows = 3, D = 6, x = randn(rows * D), w = randn(D), b = randn(D), r = randn(rows * D);
+    const { act } = ops.layernormForward(x, w, b, 1e-5, rows, D);
+    const { dx, dw, db } = ops.layernormBackward(r, w, act, rows, D);
+    checkGrads('layernorm', ([x, w, b]) => ops.layernormForward(x, w, b, 1e-5, rows, D).y, [x, w, b], [dx, dw, db], r);
+  });
+
+  it('rope: the inverse rotation', () => {
+    const nH = 2, hd = 8, pos = [0, 3, 7], inv = Float32Array.from({ length: hd / 2 }, (_, i) => 10000 ** (-2 * i / hd));
+    const x = randn(pos.length * nH * hd), r = randn(x.length);
+    checkGrads('rope', ([x]) => ops.ropeForward(x, pos, inv, nH, hd), [x], [ops.ropeBackward(r, pos, inv, nH, hd)], r);
+  });
+
+  for (const [label, extra] of [
+    ['causal, GQA', {}],
+    ['left padding mask', { pad: true }],
+    ['sliding window 3', { window: 3 }],
+  ] as const) {
+    it(`attention (${label}): dq, dk, dv`, () => {
+      const B = 2, T = 5, H = 4, nKV = 2, hd = 3;
+      const keyMask = 'pad' in extra ? Uint8Array.from([0, 0, 1, 1, 1, 1, 1, 1, 1, 1]) : null;
+      const sh: ops.AttentionShape = { B, T, H, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask, window: 'window' in extra ? extra.window : 0 };
+      const q = randn(B * T * H * hd), k = randn(B * T * nKV * hd), v = randn(B * T * nKV * hd), r = randn(B * T * H * hd);
+      const { act } = ops.attentionForward(q, k, v, sh);
+      const { dq, dk, dv } = ops.attentionBackward(r, act, sh);
+      checkGrads(`attention ${label}`, ([q, k, v]) => ops.attentionForward(q, k, v, sh).o, [q, k, v], [dq, dk, dv], r);
+      if (keyMask) for (let i = 0; i < 2 * nKV * hd; i++) assert.equal(dk[i], 0, 'a padding key gets no gradient');
+    });
+  }
+
+  it('silu·mul and relu', () => {
+    const g = randn(10, 2), u = randn(10), r = randn(10);
+    const { dg, du } = ops.siluMulBackward(r, g, u);
+    checkGrads('siluMul', ([g, u]) => ops.siluMulForward(g, u), [g, u], [dg, du], r);
+    const x = randn(10);
+    checkGrads('relu', ([x]) => ops.reluForward(x), [x], [ops.reluBackward(r, x)], r);
+  });
+
+  it('causal-LM cross-entropy: shift, ignore index -100, mean or a given divisor', () => {
+    const B = 2, T = 4, V = 5, logits = randn(B * T * V, 2);
+    const labels = [1, 4, -100, 2, 0, -100, 3, 3];
+    const { loss, count, dlogits } = ops.causalLmLoss(logits, labels, B, T, V);
+    assert.equal(count, 4);                              // targets at t+1: [4, −, 2] and [−, 3, 3]
+    // By hand: the mean of −log softmax over the four scored rows.
+    let want = 0;
+    for (const [b, t] of [[0, 0], [0, 2], [1, 1], [1, 2]]) {
+      const o = (b * T + t) * V, y = labels[b * T + t + 1];
+      const lse = Math.log(Array.from({ length: V }, (_, i) => Math.exp(logits[o + i])).reduce((a, c) => a + c));
+      want += (lse - logits[o + y]) / 4;
+    }
+    assert.ok(Math.abs(loss - want) < 1e-12, `${loss} vs ${want}`);
+    const one = new Float64Array([1]);
+    checkGrads('cross-entropy', ([l]) => new Float64Array([ops.causalLmLoss(l, labels, B, T, V).loss]), [logits], [dlogits], one);
+    const d10 = ops.causalLmLoss(logits, labels, B, T, V, 10);
+    assert.ok(Math.abs(d10.loss - (want * 4) / 10) < 1e-12);
+    assert.throws(() => ops.causalLmLoss(logits, [0, 9, 0, 0, 0, 0, 0, 0], B, T, V), /label 9 at \[0, 1\] is outside the vocabulary/);
+  });
+});
+
+describe('training forwards in float32 give the inference ops', () => {
+  const f32 = (n: number) => Float32Array.from(randn(n));
+  const t = (shape: number[], d: Float32Array) => Tensor.f32(shape, d);
+  const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string) => {
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-5 * (1 + Math.abs(b[i])), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
+  };
+  it('rmsnorm, layernorm, rope, attention, siluMul', () => {
+    const rows = 4, D = 8, x = f32(rows * D), w = f32(D), b = f32(D);
+    const out = Tensor.zeros('F32', [rows, D]);
+    refBackend.rmsnorm(t([rows, D], x), t([D], w), 1e-5, out);
+    close(ops.rmsnormForward(x, w, 1e-5, rows, D).y, out.f32, 'rmsnorm');
+    refBackend.layernorm(t([rows, D], x), t([D], w), t([D], b), 1e-5, out);
+    close(ops.layernormForward(x, w, b, 1e-5, rows, D).y, out.f32, 'layernorm');
+    const pos = Int32Array.from([0, 1, 5, 9]), inv = Float32Array.from({ length: 4 }, (_, i) => 10000 ** (-i / 4));
+    const xr = t([rows, 1, D], x.slice());
+    refBackend.rope(xr, pos, inv);
+    close(ops.ropeForward(x, pos, inv, 1, D), xr.f32, 'rope');
+    const B = 1, T = 4, H = 2, nKV = 1, hd = 4;
+    const q = f32(B * T * H * hd), k = f32(B * T * nKV * hd), v = f32(B * T * nKV * hd), o = Tensor.zeros('F32', [B, T, H, hd]);
+    refBackend.attention(t([B, T, H, hd], q), t([B, T, nKV, hd], k), t([B, T, nKV, hd], v), { pastLen: 0, keyMask: null, scale: 0.5, window: 2 }, o);
+    close(ops.attentionForward(q, k, v, { B, T, H, nKV, hd, scale: 0.5, keyMask: null, window: 2 }).o, o.f32, 'attention');
+    const g = f32(16), u = f32(16), y = Tensor.zeros('F32', [16]);
+    refBackend.siluMul(t([16], g), t([16], u), y);
+    close(ops.siluMulForward(g, u), y.f32, 'siluMul');
+  });
+});
