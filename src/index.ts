@@ -84,3 +84,7 @@ export type { SavePretrainedOptions, SavePretrainedResult } from './io/save.js';
 export type { QuantizedLayerEvent } from './models/factory.js';
 export { quantStats } from './quant/stats.js';
 export type { QuantStats } from './quant/stats.js';
+export { LoraConfig, PeftError, PEFT_FORMAT_VERSION } from './peft/config.js';
+export type { LoraConfigOptions } from './peft/config.js';
+export { PeftModel, LoraLinear, countBaseParameters } from './peft/lora.js';
+export type { LoraAdapter, TrainableCount } from './peft/lora.js';

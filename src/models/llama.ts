@@ -77,6 +77,11 @@ export class LlamaForCausalLM extends DecoderLM {
     return Math.max(c.max_position_embeddings, Math.floor(s.factor * (s.original_max_position_embeddings ?? c.max_position_embeddings)));
   }
 
+  /** Every weight outside the linear layers (embedding, norms), for parameter counts. */
+  nonLinearParameters(): Tensor[] {
+    return [this.embed.weight, ...this.layers.flatMap((L) => [L.inputNorm.weight, L.postNorm.weight]), this.norm.weight];
+  }
+
   createCache(batch: number, capacity: number): KVCache {
     const c = this.config;
     return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim);

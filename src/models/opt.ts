@@ -70,6 +70,12 @@ export class OPTForCausalLM extends DecoderLM {
     this.lmHead = new Linear(backend, 'lm_head', head, null);
   }
 
+  /** Every weight outside the linear layers (embeddings, LayerNorm weights and biases), for parameter counts. */
+  nonLinearParameters(): Tensor[] {
+    const norms = [...this.layers.flatMap((L) => [L.attnNorm, L.ffnNorm]), ...(this.finalNorm ? [this.finalNorm] : [])];
+    return [this.embed.weight, this.positions.weight, ...norms.flatMap((n) => [n.weight, n.bias])];
+  }
+
   createCache(batch: number, capacity: number): KVCache {
     const c = this.config;
     return new KVCache(c.num_hidden_layers, batch, capacity, c.num_attention_heads, c.hidden_size / c.num_attention_heads);
