@@ -77,6 +77,11 @@ export class LlamaForCausalLM extends DecoderLM {
     return Math.max(c.max_position_embeddings, Math.floor(s.factor * (s.original_max_position_embeddings ?? c.max_position_embeddings)));
   }
 
+  /** RoPE inverse frequencies for positions up to maxPos (dynamic scaling depends on it). */
+  ropeInvFreq(maxPos: number): Float32Array {
+    return this.rope.get(maxPos);
+  }
+
   /** Every weight outside the linear layers (embedding, norms), for parameter counts. */
   nonLinearParameters(): Tensor[] {
     return [this.embed.weight, ...this.layers.flatMap((L) => [L.inputNorm.weight, L.postNorm.weight]), this.norm.weight];

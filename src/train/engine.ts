@@ -1,0 +1,379 @@
+// One training step's forward and backward for a decoder LM with LoRA adapters (issue 11): the loss of a batch and
+// the gradients of every active adapter's A and B. The base stays frozen (float or quantized): its linears run their
+// usual forward, and their input gradients come from the weight dequantized one layer at a time (weightT below).
+//
+// The forward mirrors the inference forwards op for op (src/models/llama.ts, opt.ts) but keeps what the backward needs
+// in explicit per-layer records and writes nothing in place, llm.c style; ops come from ./ops.ts (each one checked
+// against finite differences) and the products of the linears run on the backend (native, threaded). With
+// gradient checkpointing only each layer's input is kept, and the layer's forward runs again, with the same dropout
+// masks, when the backward reaches it.
+//
+// Families: Llama, Mistral, Qwen2 (RMSNorm, RoPE, GQA, SiLU·mul, sliding windows) and OPT (LayerNorm pre- or post-,
+// learned positions, ReLU, project_in / project_out).
+import { LlamaForCausalLM } from '../models/llama.js';
+import type { DecoderLM } from '../models/model.js';
+import { OPTForCausalLM } from '../models/opt.js';
+import { Linear, type LinearLike } from '../nn/layers.js';
+import { QuantLinear } from '../nn/quant.js';
+import { LoraLinear, type LoraAdapter } from '../peft/lora.js';
+import { dequantizeWeight, type QuantizedWeight } from '../quant/qweight.js';
+import { Tensor } from '../tensor/tensor.js';
+import { PyRandom } from '../util/pyrandom.js';
+import * as ops from './ops.js';
+
+/** A batch of B rows of T tokens: labels −100 where nothing is scored (padding, prompts); mask 0 on padding. */
+export interface TrainBatch {
+  ids: Int32Array;
+  labels: Int32Array;
+  B: number;
+  T: number;
+  /** Attention mask [B·T] (1 = a real token); null when every token is real. */
+  mask: Uint8Array | null;
+}
+
+export interface AdapterGrads { dA: Float32Array; dB: Float32Array; dBias: Float32Array | null }
+
+export interface EngineOptions {
+  gradientCheckpointing?: boolean;
+  /** Dropout on (true) or off (eval). */
+  training?: boolean;
+  /** Seed of the dropout masks (each step draws from seed and the step's counter). */
+  seed?: number;
+}
+
+/** y[M,N] = x[M,K]·w[N,K]ᵀ on the model's backend. */
+function mm(be: DecoderLM['backend'], x: Float32Array, w: Float32Array, M: number, N: number, K: number): Float32Array {
+  const out = Tensor.zeros('F32', [M, N]);
+  be.matmul(view([M, K], x), view([N, K], w), null, out);
+  return out.f32;
+}
+
+/** An F32 tensor over an existing array (no copy). */
+function view(shape: number[], a: Float32Array): Tensor<'F32'> {
+  return new Tensor('F32', shape, a);
+}
+
+function transpose(x: Float32Array, R: number, C: number): Float32Array {
+  const y = new Float32Array(R * C);
+  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) y[c * R + r] = x[r * C + c];
+  return y;
+}
+
+/** One linear's forward record. */
+interface LinRec {
+  lin: LinearLike;
+  base: LinearLike;
+  x: Float32Array;
+  M: number;
+  /** The active adapter, its dropped-out input (x itself without dropout), the dropout multipliers and t = xd·Aᵀ. */
+  a: LoraAdapter | null;
+  xd: Float32Array | null;
+  drop: Float32Array | null;
+  t: Float32Array | null;
+}
+
+export class TrainEngine {
+  readonly grads = new Map<LoraLinear, AdapterGrads>();
+  private readonly weightsT = new WeakMap<object, Float32Array>();
+  private cachedBytes = 0;
+  /** Transposed float32 copies of frozen weights are kept up to this many bytes (then made again per use). */
+  static cacheLimitBytes = 2 ** 31;
+  private step = 0;
+  private rng: PyRandom | null = null;
+
+  constructor(readonly model: DecoderLM, private readonly opts: EngineOptions = {}) {
+    if (!(model instanceof LlamaForCausalLM) && !(model instanceof OPTForCausalLM)) {
+      throw new Error(`training: ${model.config.model_type} models are not supported (llama, mistral, qwen2, opt)`);
+    }
+  }
+
+  /** Zero (or create) the gradient buffers of every active adapter. */
+  zeroGrad(): void {
+    for (const [, lin] of this.model.linears()) {
+      if (!(lin instanceof LoraLinear)) continue;
+      const a = this.active(lin);
+      if (!a) continue;
+      const g = this.grads.get(lin);
+      if (g && g.dA.length === a.A.length) { g.dA.fill(0); g.dB.fill(0); g.dBias?.fill(0); continue; }
+      this.grads.set(lin, { dA: new Float32Array(a.A.length), dB: new Float32Array(a.B.length), dBias: a.bias ? new Float32Array(a.bias.length) : null });
+    }
+  }
+
+  private active(l: LoraLinear): LoraAdapter | null {
+    if (l.disabled) return null;
+    const name = l.active.find((n) => !l.merged.includes(n));
+    return name ? l.adapters.get(name)! : null;
+  }
+
+  // ---- linears
+
+  private linFwd(lin: LinearLike, x: Float32Array, M: number, layerSeed: number): { y: Float32Array; rec: LinRec } {
+    const be = this.model.backend;
+    const lora = lin instanceof LoraLinear ? lin : null, base = lora ? lora.base : lin;
+    const y = base.forward(view([M, lin.inFeatures], x)).f32;
+    const a = lora ? this.active(lora) : null;
+    const rec: LinRec = { lin, base, x, M, a, xd: null, drop: null, t: null };
+    if (!a) return { y, rec };
+    let xd = x;
+    if (this.opts.training !== false && a.dropout > 0) {
+      const r = new PyRandom(layerSeed), keep = 1 / (1 - a.dropout);
+      const drop = new Float32Array(x.length);
+      xd = new Float32Array(x.length);
+      for (let i = 0; i < x.length; i++) { drop[i] = r.getrandbits(24) / 2 ** 24 >= a.dropout ? keep : 0; xd[i] = x[i] * drop[i]; }
+      rec.drop = drop;
+    }
+    const K = lin.inFeatures, N = lin.outFeatures;
+    const t = mm(be, xd, a.A, M, a.r, K);
+    const d = mm(be, t, a.B, M, N, a.r);
+    for (let i = 0; i < y.length; i++) y[i] += a.scaling * (d[i] + (a.bias ? a.bias[i % N] : 0));
+    rec.xd = xd;
+    rec.t = t;
+    return { y, rec };
+  }
+
+  /** The frozen weight as float32 [K, N] (transposed), for dx = dy·W. */
+  private weightT(base: LinearLike): Float32Array {
+    const key = base instanceof Linear ? base.weight.data : base instanceof QuantLinear ? base.qweight : base;
+    const hit = this.weightsT.get(key as object);
+    if (hit) return hit;
+    let w: Float32Array;
+    if (base instanceof Linear) w = base.weight.toF32();
+    else if (base instanceof QuantLinear) w = dequantizeWeight(base.qweight as QuantizedWeight);
+    else throw new Error(`training: ${base.name} is a ${base.constructor.name}, whose input gradient is not known`);
+    const wt = transpose(w, base.outFeatures, base.inFeatures);
+    if (this.cachedBytes + wt.byteLength <= TrainEngine.cacheLimitBytes) {
+      this.weightsT.set(key as object, wt);
+      this.cachedBytes += wt.byteLength;
+    }
+    return wt;
+  }
+
+  /** dx from dy, accumulating the adapter's dA, dB. */
+  private linBwd(rec: LinRec, dy: Float32Array): Float32Array {
+    const be = this.model.backend, { M, lin, a } = rec, K = lin.inFeatures, N = lin.outFeatures;
+    const dx = mm(be, dy, this.weightT(rec.base), M, K, N);
+    if (!a) return dx;
+    const g = this.grads.get(lin as LoraLinear);
+    if (!g) throw new Error(`training: no gradient buffers for ${lin.name} (call zeroGrad first)`);
+    const s = a.scaling;
+    // dB[N,r] += s·dyᵀ·t;  dt[M,r] = s·dy·B;  dA[r,K] += dtᵀ·xd;  dx += dt·A (through the dropout mask).
+    const dyT = transpose(dy, M, N);
+    const dB = mm(be, dyT, transpose(rec.t!, M, a.r), N, a.r, M);
+    for (let i = 0; i < dB.length; i++) g.dB[i] += s * dB[i];
+    if (g.dBias) for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) g.dBias[n] += s * dy[m * N + n];
+    const dt = mm(be, dy, transpose(a.B, N, a.r), M, a.r, N);
+    for (let i = 0; i < dt.length; i++) dt[i] *= s;
+    const dA = mm(be, transpose(dt, M, a.r), transpose(rec.xd!, M, K), a.r, K, M);
+    for (let i = 0; i < dA.length; i++) g.dA[i] += dA[i];
+    const dxl = mm(be, dt, transpose(a.A, a.r, K), M, K, a.r);
+    const drop = rec.drop;
+    if (drop) for (let i = 0; i < dx.length; i++) dx[i] += dxl[i] * drop[i];
+    else for (let i = 0; i < dx.length; i++) dx[i] += dxl[i];
+    return dx;
+  }
+
+  // ---- the step
+
+  /**
+   * Loss of the batch (mean over its scored tokens, or Σ/divisor) and, added into this.grads, the gradients of the
+   * active adapters. Call zeroGrad() before the first micro-batch of an optimizer step.
+   */
+  forwardBackward(batch: TrainBatch, divisor?: number): { loss: number; count: number } {
+    const { B, T } = batch;
+    if (batch.ids.length !== B * T || batch.labels.length !== B * T) throw new RangeError(`training batch: ids and labels must hold ${B}×${T} values`);
+    if (this.grads.size === 0) this.zeroGrad();
+    this.step++;
+    const seed = (this.opts.seed ?? 0) * 1_000_003 + this.step;
+    this.rng = new PyRandom(seed);
+    const fam = this.model instanceof LlamaForCausalLM ? new LlamaFamily(this.model, this, batch) : new OptFamily(this.model as OPTForCausalLM, this, batch, this.rng.getrandbits(31));
+    const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? false;
+    const layerSeeds = Array.from({ length: L }, () => this.rng!.getrandbits(31));
+    const inputs: Float32Array[] = [];
+    const recs: unknown[] = [];
+    let x = fam.embed();
+    for (let l = 0; l < L; l++) {
+      inputs.push(x);
+      const r = fam.layerFwd(l, x, layerSeeds[l]);
+      if (!ckpt) recs.push(r.rec);
+      x = r.y;
+    }
+    const head = fam.headFwd(x, this.rng.getrandbits(31));
+    const { loss, count, dlogits } = ops.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor);
+    let dx = fam.headBwd(head.rec, dlogits as Float32Array);
+    for (let l = L - 1; l >= 0; l--) {
+      const rec = ckpt ? fam.layerFwd(l, inputs[l], layerSeeds[l]).rec : recs[l];
+      dx = fam.layerBwd(l, rec, dx);
+    }
+    fam.embedBwd(dx);
+    return { loss, count };
+  }
+
+  /** Exposed to the family helpers. */
+  lin(lin: LinearLike, x: Float32Array, M: number, seed: number) { return this.linFwd(lin, x, M, seed); }
+  linBack(rec: LinRec, dy: Float32Array) { return this.linBwd(rec, dy); }
+}
+
+const f32 = (v: ops.Vec) => v as Float32Array;
+
+/** Positions 0…T−1 per row (HF's default position_ids in training), keyMask from the batch. */
+function positionsOf(B: number, T: number): Int32Array {
+  const p = new Int32Array(B * T);
+  for (let i = 0; i < p.length; i++) p[i] = i % T;
+  return p;
+}
+
+class LlamaFamily {
+  private readonly c;
+  private readonly pos: Int32Array;
+  private readonly inv: Float32Array;
+  constructor(private readonly m: LlamaForCausalLM, private readonly e: TrainEngine, private readonly b: TrainBatch) {
+    this.c = m.config;
+    this.pos = positionsOf(b.B, b.T);
+    this.inv = m.ropeInvFreq(b.T - 1);
+  }
+
+  embed(): Float32Array {
+    const H = this.c.hidden_size, out = Tensor.zeros('F32', [this.b.ids.length, H]);
+    this.m.backend.embedding(this.m.embed.weight, this.b.ids, out);
+    return out.f32;
+  }
+
+  /** The embedding table is frozen: nothing to do. */
+  embedBwd(_dx: Float32Array): void {}
+
+  layerFwd(l: number, x: Float32Array, seed: number) {
+    const c = this.c, L = this.m.layers[l], e = this.e, { B, T } = this.b, M = B * T, H = c.hidden_size;
+    const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
+    const w1 = L.inputNorm.weight.f32, w2 = L.postNorm.weight.f32;
+    const n1 = ops.rmsnormForward(x, w1, c.rms_norm_eps, M, H);
+    const q = e.lin(L.proj.q_proj, f32(n1.y), M, seed + 1), k = e.lin(L.proj.k_proj, f32(n1.y), M, seed + 2), v = e.lin(L.proj.v_proj, f32(n1.y), M, seed + 3);
+    const qr = ops.ropeForward(q.y, this.pos, this.inv, nH, hd), kr = ops.ropeForward(k.y, this.pos, this.inv, nKV, hd);
+    const sh: ops.AttentionShape = { B, T, H: nH, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0 };
+    const at = ops.attentionForward(qr, kr, v.y, sh);
+    const o = e.lin(L.proj.o_proj, f32(at.o), M, seed + 4);
+    const x1 = ops.addVec(x, o.y);
+    const n2 = ops.rmsnormForward(x1, w2, c.rms_norm_eps, M, H);
+    const g = e.lin(L.proj.gate_proj, f32(n2.y), M, seed + 5), u = e.lin(L.proj.up_proj, f32(n2.y), M, seed + 6);
+    const h = ops.siluMulForward(g.y, u.y);
+    const d = e.lin(L.proj.down_proj, f32(h), M, seed + 7);
+    return { y: f32(ops.addVec(x1, d.y)), rec: { n1, q, k, v, sh, at, o, n2, g, u, d } };
+  }
+
+  layerBwd(l: number, rec: unknown, dy: Float32Array): Float32Array {
+    const c = this.c, L = this.m.layers[l], e = this.e, M = this.b.B * this.b.T, H = c.hidden_size;
+    const r = rec as ReturnType<LlamaFamily['layerFwd']>['rec'];
+    const dh = e.linBack(r.d.rec, dy);
+    const { dg, du } = ops.siluMulBackward(dh, r.g.y, r.u.y);
+    const dn2 = ops.addVec(e.linBack(r.g.rec, f32(dg)), e.linBack(r.u.rec, f32(du)));
+    const dx1 = ops.addVec(dy, ops.rmsnormBackward(dn2, L.postNorm.weight.f32, r.n2.act, M, H).dx);
+    const dattn = e.linBack(r.o.rec, f32(dx1));
+    const { dq, dk, dv } = ops.attentionBackward(dattn, r.at.act, r.sh);
+    const dqn = ops.ropeBackward(dq, this.pos, this.inv, c.num_attention_heads, c.head_dim);
+    const dkn = ops.ropeBackward(dk, this.pos, this.inv, c.num_key_value_heads, c.head_dim);
+    const dn1 = e.linBack(r.q.rec, f32(dqn));
+    ops.accumulate(dn1, e.linBack(r.k.rec, f32(dkn)));
+    ops.accumulate(dn1, e.linBack(r.v.rec, f32(dv)));
+    return f32(ops.addVec(dx1, ops.rmsnormBackward(dn1, L.inputNorm.weight.f32, r.n1.act, M, H).dx));
+  }
+
+  headFwd(x: Float32Array, seed: number) {
+    const c = this.c, M = this.b.B * this.b.T;
+    const n = ops.rmsnormForward(x, this.m.norm.weight.f32, c.rms_norm_eps, M, c.hidden_size);
+    const h = this.e.lin(this.m.lmHead, f32(n.y), M, seed);
+    return { logits: h.y, rec: { n, h } };
+  }
+
+  headBwd(r: unknown, dlogits: Float32Array): Float32Array {
+    const M = this.b.B * this.b.T, rec = r as ReturnType<LlamaFamily['headFwd']>['rec'];
+    const dn = this.e.linBack(rec.h.rec, dlogits);
+    return f32(ops.rmsnormBackward(dn, this.m.norm.weight.f32, rec.n.act, M, this.c.hidden_size).dx);
+  }
+}
+
+class OptFamily {
+  private readonly c;
+  constructor(private readonly m: OPTForCausalLM, private readonly e: TrainEngine, private readonly b: TrainBatch, private readonly seed: number) { this.c = m.config; }
+
+  private proj: { rec: LinRec } | null = null;
+
+  embed(): Float32Array {
+    const c = this.c, { B, T, mask, ids } = this.b, be = this.m.backend, E = c.word_embed_proj_dim, H = c.hidden_size;
+    const te = Tensor.zeros('F32', [ids.length, E]);
+    be.embedding(this.m.embed.weight, ids, te);
+    let x = te.f32;
+    if (this.m.outer.project_in) { const p = this.e.lin(this.m.outer.project_in, x, ids.length, this.seed); x = p.y; this.proj = p; }
+    // OPT's positions: cumsum(mask)·mask − 1 (padding → −1), plus the offset 2.
+    const pos = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) { let s = 0; for (let t = 0; t < T; t++) { const m = mask ? mask[b * T + t] : 1; s += m; pos[b * T + t] = (m ? s - 1 : -1) + 2; } }
+    const pe = Tensor.zeros('F32', [B * T, H]);
+    be.embedding(this.m.positions.weight, pos, pe);
+    return f32(ops.addVec(x, pe.f32));
+  }
+
+  /** project_in may carry an adapter (all-linear): its gradients; the embeddings are frozen. */
+  embedBwd(dx: Float32Array): void {
+    if (this.proj) this.e.linBack(this.proj.rec, dx);
+  }
+
+  layerFwd(l: number, x: Float32Array, seed: number) {
+    const c = this.c, L = this.m.layers[l], e = this.e, { B, T } = this.b, M = B * T, H = c.hidden_size;
+    const nH = c.num_attention_heads, hd = H / nH, pre = c.do_layer_norm_before;
+    const ln = (n: typeof L.attnNorm, v: Float32Array) => ops.layernormForward(v, n.weight.f32, n.bias.f32, 1e-5, M, H);
+    const n1 = pre ? ln(L.attnNorm, x) : null;
+    const hin = n1 ? f32(n1.y) : x;
+    const q = e.lin(L.proj.q_proj, hin, M, seed + 1), k = e.lin(L.proj.k_proj, hin, M, seed + 2), v = e.lin(L.proj.v_proj, hin, M, seed + 3);
+    const sh: ops.AttentionShape = { B, T, H: nH, nKV: nH, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: 0 };
+    const at = ops.attentionForward(q.y, k.y, v.y, sh);
+    const o = e.lin(L.proj.out_proj, f32(at.o), M, seed + 4);
+    const s1 = f32(ops.addVec(x, o.y));
+    const p1 = pre ? null : ln(L.attnNorm, s1);
+    const x1 = p1 ? f32(p1.y) : s1;
+    const n2 = pre ? ln(L.ffnNorm, x1) : null;
+    const f = e.lin(L.proj.fc1, n2 ? f32(n2.y) : x1, M, seed + 5);
+    const r = ops.reluForward(f.y);
+    const d = e.lin(L.proj.fc2, f32(r), M, seed + 6);
+    const s2 = f32(ops.addVec(x1, d.y));
+    const p2 = pre ? null : ln(L.ffnNorm, s2);
+    return { y: p2 ? f32(p2.y) : s2, rec: { n1, q, k, v, sh, at, o, p1, n2, f, d, p2 } };
+  }
+
+  layerBwd(l: number, rec: unknown, dy: Float32Array): Float32Array {
+    const c = this.c, L = this.m.layers[l], e = this.e, M = this.b.B * this.b.T, H = c.hidden_size;
+    const r = rec as ReturnType<OptFamily['layerFwd']>['rec'];
+    const lnB = (n: typeof L.attnNorm, act: ops.LayerNormAct, d: ops.Vec) => f32(ops.layernormBackward(d, n.weight.f32, act, M, H).dx);
+    const ds2 = r.p2 ? lnB(L.ffnNorm, r.p2.act, dy) : dy;
+    const dr = e.linBack(r.d.rec, ds2);
+    const df = f32(ops.reluBackward(dr, r.f.y));
+    let dx1 = e.linBack(r.f.rec, df);
+    if (r.n2) dx1 = lnB(L.ffnNorm, r.n2.act, dx1);
+    ops.accumulate(dx1, ds2);
+    const ds1 = r.p1 ? lnB(L.attnNorm, r.p1.act, dx1) : dx1;
+    const dattn = e.linBack(r.o.rec, ds1);
+    const { dq, dk, dv } = ops.attentionBackward(dattn, r.at.act, r.sh);
+    const dh = e.linBack(r.q.rec, f32(dq));
+    ops.accumulate(dh, e.linBack(r.k.rec, f32(dk)));
+    ops.accumulate(dh, e.linBack(r.v.rec, f32(dv)));
+    const dxa = r.n1 ? lnB(L.attnNorm, r.n1.act, dh) : dh;
+    ops.accumulate(dxa, ds1);
+    return dxa;
+  }
+
+  headFwd(x: Float32Array, seed: number) {
+    const M = this.b.B * this.b.T, H = this.c.hidden_size, fn = this.m.finalNorm;
+    const n = fn ? ops.layernormForward(x, fn.weight.f32, fn.bias.f32, 1e-5, M, H) : null;
+    let y = n ? f32(n.y) : x;
+    const po = this.m.outer.project_out ? this.e.lin(this.m.outer.project_out, y, M, seed + 1) : null;
+    if (po) y = po.y;
+    const h = this.e.lin(this.m.lmHead, y, M, seed);
+    return { logits: h.y, rec: { n, po, h } };
+  }
+
+  headBwd(r: unknown, dlogits: Float32Array): Float32Array {
+    const rec = r as ReturnType<OptFamily['headFwd']>['rec'];
+    const M = this.b.B * this.b.T, H = this.c.hidden_size, fn = this.m.finalNorm;
+    let d = this.e.linBack(rec.h.rec, dlogits);
+    if (rec.po) d = this.e.linBack(rec.po.rec, d);
+    if (rec.n && fn) d = f32(ops.layernormBackward(d, fn.weight.f32, rec.n.act, M, H).dx);
+    return d;
+  }
+}
