@@ -78,7 +78,8 @@ export class TrainEngine {
   private cachedBytes = 0;
   /** Transposed float32 copies of frozen weights are kept up to this many bytes (then made again per use). */
   static cacheLimitBytes = 2 ** 31;
-  private step = 0;
+  /** Micro-batches run so far: with the seed, it picks each step's dropout masks (a resumed run sets it). */
+  microStep = 0;
   private rng: PyRandom | null = null;
 
   constructor(readonly model: DecoderLM, private readonly opts: EngineOptions = {}) {
@@ -182,8 +183,8 @@ export class TrainEngine {
     const { B, T } = batch;
     if (batch.ids.length !== B * T || batch.labels.length !== B * T) throw new RangeError(`training batch: ids and labels must hold ${B}×${T} values`);
     if (this.grads.size === 0) this.zeroGrad();
-    this.step++;
-    const seed = (this.opts.seed ?? 0) * 1_000_003 + this.step;
+    this.microStep++;
+    const seed = (this.opts.seed ?? 0) * 1_000_003 + this.microStep;
     this.rng = new PyRandom(seed);
     const fam = this.model instanceof LlamaForCausalLM ? new LlamaFamily(this.model, this, batch) : new OptFamily(this.model as OPTForCausalLM, this, batch, this.rng.getrandbits(31));
     const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? false;
