@@ -48,6 +48,7 @@ Options:
   --batch-size N        LAMBADA examples per forward, left-padded (default 1: on a CPU batching only adds padding)
   --json                one JSON object on stdout (below) instead of the table; progress stays on stderr
   --revision REV        Hub revision (default main)
+  --adapter DIR         a PEFT LoRA adapter folder on top of the model
   --backend cpu|ref  --threads N
   --no-mmap             read the weights into memory instead of mapping them
 
@@ -78,7 +79,7 @@ const OPTIONS = {
   ppl: { type: 'boolean', default: false }, dataset: { type: 'string' }, seqlen: { type: 'string' }, 'max-windows': { type: 'string' },
   stride: { type: 'string' }, lambada: { type: 'string' }, 'max-examples': { type: 'string' }, 'batch-size': { type: 'string' },
   json: { type: 'boolean', default: false }, revision: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' },
-  'no-mmap': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  'no-mmap': { type: 'boolean' }, adapter: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** The dataset as text: a regular file of valid UTF-8 (decoded as it is, a byte-order mark included), not empty. */

@@ -2,6 +2,7 @@
 // sized to memory, each row written as it finishes; greedy or sampled, optionally as chat.
 import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
+import { PeftModel } from '../peft/lora.js';
 import { fromPretrained, LoadedModel } from '../api.js';
 import { GenerationConfigError, type GenerationConfig } from '../generate/config.js';
 import { generateStream, GenerateOptions, GenerateResult, isRowError, type FinishReason } from '../generate/generate.js';
@@ -43,6 +44,7 @@ Options:
   --truncate                  cut a prompt that leaves no room for the new tokens from the left (keep its end);
                               without it, a prompt + new tokens longer than the model's positions is refused
   --revision REV              Hub revision (default main)
+  --adapter DIR               a PEFT LoRA adapter folder on top of the model (adapter_config.json + adapter_model.safetensors)
   --backend cpu|ref  --threads N
   --no-mmap                   read the weights into memory instead of mapping them (a mapped file that another
                               process truncates ends this one with SIGBUS)
@@ -76,7 +78,7 @@ export const GENERATION_OPTIONS = {
   'repetition-penalty': { type: 'string' }, 'no-repeat-ngram-size': { type: 'string' }, seed: { type: 'string' },
   stop: { type: 'string', multiple: true }, system: { type: 'string' }, 'chat-template': { type: 'string' },
   truncate: { type: 'boolean' }, revision: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' },
-  'no-mmap': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  'no-mmap': { type: 'boolean' }, adapter: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /**
@@ -114,9 +116,12 @@ export function maxNewTokens(m: LoadedModel, gen: GenerationConfig): number {
 }
 
 /** Load a model as generate and chat do: --backend, --revision, --no-mmap, a download bar on a terminal. */
-export async function loadModel(id: string, v: { backend?: string; revision?: string; 'no-mmap'?: boolean }): Promise<LoadedModel> {
+export async function loadModel(id: string, v: { backend?: string; revision?: string; 'no-mmap'?: boolean; adapter?: string }): Promise<LoadedModel> {
   const backend = backendOpt(v.backend);
-  return fromPretrained(id, { backend, revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress({ ttyOnly: true }) });
+  const m = await fromPretrained(id, { backend, revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress({ ttyOnly: true }) });
+  // --adapter DIR: a PEFT LoRA adapter on top (PeftModel.from_pretrained).
+  if (v.adapter !== undefined) PeftModel.fromPretrained(m.model, v.adapter);
+  return m;
 }
 
 /** --chat-template FILE: the template source, or undefined for the model's own. */

@@ -6,6 +6,7 @@ import { benchHelp, runBench } from './bench.js';
 import { chatHelp, runChat } from './chat.js';
 import { demoHelp, runDemo } from './demo.js';
 import { evalHelp, runEval } from './eval.js';
+import { finetuneHelp, mergeHelp, runFinetune, runMerge } from './finetune.js';
 import { generateHelp, runGenerate } from './generate.js';
 import { infoHelp, runInfo } from './info.js';
 import { planHelp, runPlan } from './plan.js';
@@ -24,6 +25,8 @@ Commands:
   info      describe a model: architecture, parameters, dtypes, KV bytes per token, quantization
   plan      KV-cache memory and batch-size planner for a device
   bench     measure prefill/decode speed against this machine's roofline
+  finetune  train a LoRA / QLoRA adapter (PEFT's files) with a Trainer
+  merge     fold a LoRA adapter into its base and save the merged checkpoint
 
 Run "lowbit <command> --help" for a command's options and examples; "lowbit --version" prints the version.
 `;
@@ -43,6 +46,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   info: { run: runInfo, help: infoHelp },
   plan: { run: runPlan, help: planHelp },
   bench: { run: runBench, help: benchHelp },
+  finetune: { run: runFinetune, help: finetuneHelp },
+  merge: { run: runMerge, help: mergeHelp },
 };
 
 async function main(argv: string[]): Promise<number> {
