@@ -91,7 +91,7 @@ describe('training ops: backward against finite differences (float64)', () => {
     checkGrads('relu', ([x]) => ops.reluForward(x), [x], [ops.reluBackward(r, x)], r);
   });
 
-  it('causal-LM cross-entropy: shift, ignore index -100, mean or a given divisor', () => {
+  it('causal-LM cross-entropy (shift, ignore index -100, mean or a given divisor) and the distillation KL', () => {
     const B = 2, T = 4, V = 5, logits = randn(B * T * V, 2);
     const labels = [1, 4, -100, 2, 0, -100, 3, 3];
     const { loss, count, dlogits } = ops.causalLmLoss(logits, labels, B, T, V);
@@ -106,6 +106,11 @@ describe('training ops: backward against finite differences (float64)', () => {
     assert.ok(Math.abs(loss - want) < 1e-12, `${loss} vs ${want}`);
     const one = new Float64Array([1]);
     checkGrads('cross-entropy', ([l]) => new Float64Array([ops.causalLmLoss(l, labels, B, T, V).loss]), [logits], [dlogits], one);
+    const teacher = randn(B * T * V, 2);
+    const kd = ops.distillLoss(logits, teacher, labels, B, T, V, 2);
+    assert.equal(kd.count, 4);
+    checkGrads('distillation KL', ([l]) => new Float64Array([ops.distillLoss(l, teacher, labels, B, T, V, 2).loss]), [logits], [kd.dlogits], one);
+    assert.ok(Math.abs(ops.distillLoss(teacher, teacher, labels, B, T, V, 2).loss) < 1e-12, 'KL of a distribution with itself is 0');
     const d10 = ops.causalLmLoss(logits, labels, B, T, V, 10);
     assert.ok(Math.abs(d10.loss - (want * 4) / 10) < 1e-12);
     assert.throws(() => ops.causalLmLoss(logits, [0, 9, 0, 0, 0, 0, 0, 0], B, T, V), /label 9 at \[0, 1\] is outside the vocabulary/);

@@ -52,6 +52,10 @@ Options:
   --resume                continue from the newest checkpoint-N in DIR
   --seed S                (default 42)
   --threads N             CPU threads
+  --teacher MODEL         knowledge distillation from a larger model with the same tokenizer: the loss becomes
+                          (1 − A)·CE + A·T²·KL(teacher ‖ student) on logits softened by T
+  --distill-alpha A       weight of the KL term (default 0.5)
+  --distill-temperature T softening temperature (default 2.0)
 
 Examples:
   lowbit finetune ./eval-llama-16m --quantize nf4 --data tinyshakespeare.txt --data-range 0,0.9 --seqlen 128 --out ./lora
@@ -67,6 +71,7 @@ const OPTIONS = {
   'assistant-only': { type: 'boolean', default: false }, 'gradient-checkpointing': { type: 'boolean', default: false },
   'logging-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'boolean', default: false }, seed: { type: 'string' },
   threads: { type: 'string' }, revision: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
+  teacher: { type: 'string' }, 'distill-alpha': { type: 'string' }, 'distill-temperature': { type: 'string' },
 } as const;
 
 async function loadBase(id: string, q: string | undefined, dq: boolean, data: string, seqlen: number, revision?: string): Promise<LoadedModel> {
@@ -104,11 +109,23 @@ export async function runFinetune(argv: string[]): Promise<number> {
   }, { seed: intOpt(v.seed, '--seed') ?? 42 });
   peft.printTrainableParameters((s) => process.stderr.write(s + '\n'));
   const padId = m.tokenizer.padTokenId ?? m.tokenizer.eosTokenId ?? 0;
+  let teacher: { model: LoadedModel['model']; alpha: number; temperature: number } | undefined;
+  if (v.teacher !== undefined) {
+    const t = await fromPretrained(v.teacher, { onProgress: renderProgress({ ttyOnly: true }) });
+    const sample = 'The quick brown fox: 0123456789, «ünïcödé».';
+    if (!t.tokenizer || t.config.vocab_size !== m.config.vocab_size || t.tokenizer.encode(sample).join() !== m.tokenizer.encode(sample).join()) {
+      throw new UsageError(`--teacher ${v.teacher}: its tokenizer (vocab_size ${t.config.vocab_size}) is not the student's (vocab_size ${m.config.vocab_size}); distillation needs a shared vocabulary`);
+    }
+    teacher = {
+      model: t.model, alpha: numOpt(v['distill-alpha'], '--distill-alpha', (x) => x >= 0 && x <= 1, 'a number in [0, 1]') ?? 0.5,
+      temperature: numOpt(v['distill-temperature'], '--distill-temperature', (x) => x > 0, 'a positive number') ?? 2,
+    };
+  } else if (v['distill-alpha'] !== undefined || v['distill-temperature'] !== undefined) throw new UsageError('--distill-alpha and --distill-temperature need --teacher');
   const epochs = numOpt(v.epochs, '--epochs', (x) => x > 0, 'a positive number');
   const bar = renderProgress({ label: 'train', ttyOnly: true });
   const t0 = performance.now();
   const trainer = new Trainer({
-    peft, trainDataset: data, padId,
+    peft, trainDataset: data, padId, teacher,
     args: {
       outputDir: v.out, perDeviceTrainBatchSize: intOpt(v['batch-size'], '--batch-size', 1) ?? 1, gradientAccumulationSteps: intOpt(v['grad-accum'], '--grad-accum', 1) ?? 4,
       learningRate: numOpt(v.lr, '--lr', (x) => x > 0, 'a positive number') ?? 2e-4, warmupSteps: intOpt(v['warmup-steps'], '--warmup-steps') ?? 2,

@@ -31,6 +31,9 @@ export interface TrainBatch {
   mask: Uint8Array | null;
 }
 
+/** Knowledge distillation for one batch: the teacher's logits [B, T, V], the weight α of the KL term, the temperature τ. */
+export interface Distillation { teacherLogits: Float32Array; alpha: number; temperature: number }
+
 export interface AdapterGrads { dA: Float32Array; dB: Float32Array; dBias: Float32Array | null }
 
 export interface EngineOptions {
@@ -179,7 +182,7 @@ export class TrainEngine {
    * Loss of the batch (mean over its scored tokens, or Σ/divisor) and, added into this.grads, the gradients of the
    * active adapters. Call zeroGrad() before the first micro-batch of an optimizer step.
    */
-  forwardBackward(batch: TrainBatch, divisor?: number): { loss: number; count: number } {
+  forwardBackward(batch: TrainBatch, divisor?: number, distill?: Distillation): { loss: number; count: number; ce: number; kd: number | null } {
     const { B, T } = batch;
     if (batch.ids.length !== B * T || batch.labels.length !== B * T) throw new RangeError(`training batch: ids and labels must hold ${B}×${T} values`);
     if (this.grads.size === 0) this.zeroGrad();
@@ -199,14 +202,25 @@ export class TrainEngine {
       x = r.y;
     }
     const head = fam.headFwd(x, this.rng.getrandbits(31));
-    const { loss, count, dlogits } = ops.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor);
-    let dx = fam.headBwd(head.rec, dlogits as Float32Array);
+    const V = this.model.config.vocab_size;
+    const ce = ops.causalLmLoss(head.logits, batch.labels, B, T, V, divisor);
+    let loss = ce.loss, kd: number | null = null, dlogits = ce.dlogits as Float32Array;
+    if (distill) {
+      if (distill.teacherLogits.length !== head.logits.length) throw new RangeError(`distillation: ${distill.teacherLogits.length} teacher logits for ${head.logits.length} student logits (the vocabularies must be the same)`);
+      const k = ops.distillLoss(head.logits, distill.teacherLogits, batch.labels, B, T, V, distill.temperature, divisor);
+      const a = distill.alpha;
+      kd = k.loss;
+      loss = (1 - a) * ce.loss + a * k.loss;
+      for (let i = 0; i < dlogits.length; i++) dlogits[i] = (1 - a) * dlogits[i] + a * k.dlogits[i];
+    }
+    const count = ce.count;
+    let dx = fam.headBwd(head.rec, dlogits);
     for (let l = L - 1; l >= 0; l--) {
       const rec = ckpt ? fam.layerFwd(l, inputs[l], layerSeeds[l]).rec : recs[l];
       dx = fam.layerBwd(l, rec, dx);
     }
     fam.embedBwd(dx);
-    return { loss, count };
+    return { loss, count, ce: ce.loss, kd };
   }
 
   /** Exposed to the family helpers. */

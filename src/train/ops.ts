@@ -330,6 +330,38 @@ export function causalLmLoss(logits: Vec, labels: ArrayLike<number>, B: number, 
   return { loss: div > 0 ? nll / div : 0, count, dlogits: dl };
 }
 
+/**
+ * Knowledge distillation on the causal-LM positions (those causalLmLoss scores: labels[t + 1] ≠ −100):
+ * loss = τ²·Σ KL(softmax(teacher/τ) ‖ softmax(student/τ)) / divisor (default: the scored count), the soft-target loss
+ * of Hinton et al. (τ² keeps its gradient's scale independent of τ). dlogits = τ·(softmax(student/τ) − softmax(teacher/τ)) / divisor.
+ */
+export function distillLoss(student: Vec, teacher: ArrayLike<number>, labels: ArrayLike<number>, B: number, T: number, V: number, tau: number, divisor?: number): { loss: number; count: number; dlogits: Vec } {
+  let count = 0;
+  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) if (labels[b * T + t + 1] !== IGNORE_INDEX) count++;
+  const div = divisor ?? count;
+  const dl = like(student, student.length);
+  const ps = new Float64Array(V), pt = new Float64Array(V);
+  const soft = (x: ArrayLike<number>, o: number, out: Float64Array) => {
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) max = Math.max(max, x[o + i] / tau);
+    let sum = 0;
+    for (let i = 0; i < V; i++) { out[i] = Math.exp(x[o + i] / tau - max); sum += out[i]; }
+    for (let i = 0; i < V; i++) out[i] /= sum;
+  };
+  let kl = 0;
+  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) {
+    if (labels[b * T + t + 1] === IGNORE_INDEX) continue;
+    const o = (b * T + t) * V;
+    soft(student, o, ps);
+    soft(teacher, o, pt);
+    for (let i = 0; i < V; i++) {
+      if (pt[i] > 0) kl += pt[i] * (Math.log(pt[i]) - Math.log(ps[i]));
+      if (div > 0) dl[o + i] = (tau * (ps[i] - pt[i])) / div;
+    }
+  }
+  return { loss: div > 0 ? (tau * tau * kl) / div : 0, count, dlogits: dl };
+}
+
 /** Elementwise a + b (a new array). */
 export function addVec(a: Vec, b: Vec): Vec {
   const y = like(a);

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import type { DecoderLM } from '../models/model.js';
+import type { CausalLM, DecoderLM } from '../models/model.js';
 import type { PeftModel } from '../peft/lora.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fsyncDir, tempTag, writeFileAtomic } from '../util/fs.js';
@@ -83,6 +83,11 @@ export interface TrainerOptions {
   onLog?: (e: LogEntry, total: number) => void;
   /** Called after every optimizer step (progress bars). */
   onStep?: (step: number, total: number) => void;
+  /**
+   * Knowledge distillation: loss = (1 − alpha)·CE + alpha·τ²·KL(teacher ‖ student) on the softened logits (τ =
+   * temperature). The teacher must share the student's vocabulary.
+   */
+  teacher?: { model: CausalLM; alpha?: number; temperature?: number };
 }
 
 export class Trainer {
@@ -111,6 +116,13 @@ export class Trainer {
     const stepsPerEpoch = Math.max(1, Math.floor(this.batchesPerEpoch / a.gradientAccumulationSteps));
     this.maxSteps = a.maxSteps > 0 ? a.maxSteps : Math.ceil(a.numTrainEpochs * stepsPerEpoch);
     this.warmup = a.warmupSteps > 0 ? a.warmupSteps : Math.ceil(a.warmupRatio * this.maxSteps);
+    const t = o.teacher;
+    if (t) {
+      const tv = t.model.config.vocab_size, sv = o.peft.model.config.vocab_size;
+      if (tv !== sv) throw new TrainerError(`distillation: the teacher's vocabulary (${tv} tokens) is not the student's (${sv}): distillation needs a shared vocabulary (the same tokenizer)`);
+      if (!((t.alpha ?? 0.5) >= 0 && (t.alpha ?? 0.5) <= 1)) throw new TrainerError(`distillation: alpha must be in [0, 1], got ${t.alpha}`);
+      if (!((t.temperature ?? 2) > 0)) throw new TrainerError(`distillation: temperature must be positive, got ${t.temperature}`);
+    }
   }
 
   /** The examples of micro-batch i (global count): epoch-seeded shuffles, as a sampler with a fixed seed gives. */
@@ -159,7 +171,12 @@ export class Trainer {
       const divisor = batches.reduce((acc, b) => acc + scoredCount(b.labels, b.B, b.T), 0);
       let loss = 0;
       for (const b of batches) {
-        loss += this.engine.forwardBackward(b, Math.max(1, divisor)).loss;
+        const t = this.o.teacher;
+        const distill = t ? {
+          teacherLogits: t.model.forward({ ids: b.ids, batch: b.B }, b.mask ? { attentionMask: b.mask } : {}).f32,
+          alpha: t.alpha ?? 0.5, temperature: t.temperature ?? 2,
+        } : undefined;
+        loss += this.engine.forwardBackward(b, Math.max(1, divisor), distill).loss;
         tokens += b.B * b.T;
         sinceLog.tokens += b.B * b.T;
       }
