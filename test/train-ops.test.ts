@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import * as ops from '../src/train/ops.js';
 import type { Vec } from '../src/train/ops.js';
 import { refBackend } from '../src/backend/ref/index.js';
+import { cpuBackend } from '../src/backend/cpu/index.js';
+import { loadAddon } from '../src/native/addon.js';
+import * as kernels from '../src/train/kernels.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { PyRandom } from '../src/util/pyrandom.js';
 
@@ -142,4 +145,27 @@ describe('training forwards in float32 give the inference ops', () => {
     refBackend.siluMul(t([16], g), t([16], u), y);
     close(ops.siluMulForward(g, u), y.f32, 'siluMul');
   });
+});
+
+describe('native training kernels against their twins (float32)', { skip: loadAddon() ? false : 'the native addon is not built' }, () => {
+  for (const [label, B, T, H, nKV, hd, pad, window] of [
+    ['GQA 4/2, odd sizes', 2, 7, 4, 2, 5, false, 0], ['MHA, left padding', 2, 9, 3, 3, 8, true, 0], ['sliding window 3, GQA 6/1', 1, 11, 6, 1, 4, false, 3],
+  ] as const) {
+    it(`attention forward and backward: ${label}`, () => {
+      const f = (n: number) => Float32Array.from(randn(n));
+      const keyMask = pad ? Uint8Array.from({ length: B * T }, (_, i) => (i < T && i < 3 ? 0 : 1)) : null;
+      const sh: ops.AttentionShape = { B, T, H, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask, window };
+      const q = f(B * T * H * hd), k = f(B * T * nKV * hd), v = f(B * T * nKV * hd), dO = f(B * T * H * hd);
+      const nat = kernels.attentionForward(cpuBackend, q, k, v, sh), ref = ops.attentionForward(q, k, v, sh);
+      const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string) => {
+        for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-5 * (1 + Math.abs(b[i])), `${label} ${what}[${i}]: ${a[i]} vs ${b[i]}`);
+      };
+      close(nat.o, ref.o, 'o');
+      close(nat.act.p, ref.act.p, 'p');
+      const gn = kernels.attentionBackward(cpuBackend, dO, nat.act, sh), gr = ops.attentionBackward(dO, ref.act, sh);
+      close(gn.dq, gr.dq, 'dq');
+      close(gn.dk, gr.dk, 'dk');
+      close(gn.dv, gr.dv, 'dv');
+    });
+  }
 });

@@ -23,6 +23,7 @@
 #include "ops.h"
 #include "pool.h"
 #include "scratch.h"
+#include "train.h"
 
 namespace {
 
@@ -602,6 +603,42 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// attentionTrainForward(o, p, q, k, v, mask, B, T, H, nKV, hd, scale, window): train.h; mask a Uint8Array [B·T] or null.
+Napi::Value AttentionTrainForward(const Napi::CallbackInfo& info) {
+  Args a{info, "attentionTrainForward"};
+  a.count(13);
+  const int64_t B = a.integer(6, "B", 1), T = a.integer(7, "T", 1), H = a.integer(8, "H", 1), nKV = a.integer(9, "nKV", 1), hd = a.integer(10, "hd", 1);
+  if (H % nKV) a.range_error("H must be a multiple of nKV, got H=" + std::to_string(H) + ", nKV=" + std::to_string(nKV));
+  const double scale = a.number(11, "scale");
+  const int64_t window = a.integer(12, "window");
+  float* o = a.f32(0, "o", a.mul(a.mul(B * T, H), hd));
+  float* p = a.f32(1, "p", a.mul(a.mul(B * H, T), T));
+  const float* q = a.f32(2, "q", a.mul(a.mul(B * T, H), hd));
+  const float* k = a.f32(3, "k", a.mul(a.mul(B * T, nKV), hd));
+  const float* v = a.f32(4, "v", a.mul(a.mul(B * T, nKV), hd));
+  const uint8_t* mask = nullptr;
+  if (!(info[5].IsNull() || info[5].IsUndefined())) {
+    auto m = a.typed(5, "mask", napi_uint8_array, "Uint8Array or null");
+    a.check_len("mask", int64_t(m.ElementLength()), B * T);
+    mask = a.raw<uint8_t>(m);
+  }
+  attn_train_fwd(o, p, q, k, v, mask, B, T, H, nKV, hd, float(scale), window);
+  return info.Env().Undefined();
+}
+
+// attentionTrainBackward(dq, dk, dv, dO, q, k, v, p, B, T, H, nKV, hd, scale): train.h.
+Napi::Value AttentionTrainBackward(const Napi::CallbackInfo& info) {
+  Args a{info, "attentionTrainBackward"};
+  a.count(14);
+  const int64_t B = a.integer(8, "B", 1), T = a.integer(9, "T", 1), H = a.integer(10, "H", 1), nKV = a.integer(11, "nKV", 1), hd = a.integer(12, "hd", 1);
+  if (H % nKV) a.range_error("H must be a multiple of nKV, got H=" + std::to_string(H) + ", nKV=" + std::to_string(nKV));
+  const double scale = a.number(13, "scale");
+  const int64_t nq = a.mul(a.mul(B * T, H), hd), nk = a.mul(a.mul(B * T, nKV), hd);
+  attn_train_bwd(a.f32(0, "dq", nq), a.f32(1, "dk", nk), a.f32(2, "dv", nk), a.f32(3, "dO", nq), a.f32(4, "q", nq), a.f32(5, "k", nk),
+                 a.f32(6, "v", nk), a.f32(7, "p", a.mul(a.mul(B * H, T), T)), B, T, H, nKV, hd, float(scale));
+  return info.Env().Undefined();
+}
+
 Napi::Value MemBandwidth(const Napi::CallbackInfo& info) {
   Args a{info, "memBandwidth"};
   a.count(2);
@@ -649,6 +686,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<SetLevel>(env, exports, "setLevel");
   add<Mmap>(env, exports, "mmap");
   add<MemBandwidth>(env, exports, "memBandwidth");
+  add<AttentionTrainForward>(env, exports, "attentionTrainForward");
+  add<AttentionTrainBackward>(env, exports, "attentionTrainBackward");
   add<FmaPeak>(env, exports, "fmaPeak");
   add<ScratchStatsFn>(env, exports, "scratchStats");
   add<PoolStatsFn>(env, exports, "poolStats");

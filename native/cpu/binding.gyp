@@ -15,7 +15,8 @@
         "kernels_avx2.cc",
         "kernels_avx512.cc",
         "kernels_neon.cc",
-        "roofline.cc"
+        "roofline.cc",
+        "train.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

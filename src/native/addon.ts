@@ -59,6 +59,12 @@ export interface PoolConfig {
  * buffer cannot be allocated; no native exception reaches the host process.
  */
 export interface NativeAddon {
+  /** Training attention forward (native/cpu/train.h): o [B,T,H,hd] and softmax probabilities p [B,H,T,T]. */
+  attentionTrainForward(o: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, mask: Uint8Array | null,
+    B: number, T: number, H: number, nKV: number, hd: number, scale: number, window: number): void;
+  /** Its backward: dq, dk, dv (overwritten) from dO and the forward's inputs and p. */
+  attentionTrainBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dO: Float32Array, q: Float32Array, k: Float32Array,
+    v: Float32Array, p: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, scale: number): void;
   /** y[M,N] = x[M,K]·w[N,K]ᵀ (+bias[N]); wtype from WTYPE; w is Float32Array or Uint16Array. */
   matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null): void;
   /**

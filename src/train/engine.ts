@@ -19,6 +19,7 @@ import { LoraLinear, type LoraAdapter } from '../peft/lora.js';
 import { dequantizeWeight, type QuantizedWeight } from '../quant/qweight.js';
 import { Tensor } from '../tensor/tensor.js';
 import { PyRandom } from '../util/pyrandom.js';
+import * as kernels from './kernels.js';
 import * as ops from './ops.js';
 
 /** A batch of B rows of T tokens: labels −100 where nothing is scored (padding, prompts); mask 0 on padding. */
@@ -264,7 +265,7 @@ class LlamaFamily {
     const q = e.lin(L.proj.q_proj, f32(n1.y), M, seed + 1), k = e.lin(L.proj.k_proj, f32(n1.y), M, seed + 2), v = e.lin(L.proj.v_proj, f32(n1.y), M, seed + 3);
     const qr = ops.ropeForward(q.y, this.pos, this.inv, nH, hd), kr = ops.ropeForward(k.y, this.pos, this.inv, nKV, hd);
     const sh: ops.AttentionShape = { B, T, H: nH, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0 };
-    const at = ops.attentionForward(qr, kr, v.y, sh);
+    const at = kernels.attentionForward(this.m.backend, f32(qr), f32(kr), v.y, sh);
     const o = e.lin(L.proj.o_proj, f32(at.o), M, seed + 4);
     const x1 = ops.addVec(x, o.y);
     const n2 = ops.rmsnormForward(x1, w2, c.rms_norm_eps, M, H);
@@ -282,7 +283,7 @@ class LlamaFamily {
     const dn2 = ops.addVec(e.linBack(r.g.rec, f32(dg)), e.linBack(r.u.rec, f32(du)));
     const dx1 = ops.addVec(dy, ops.rmsnormBackward(dn2, L.postNorm.weight.f32, r.n2.act, M, H).dx);
     const dattn = e.linBack(r.o.rec, f32(dx1));
-    const { dq, dk, dv } = ops.attentionBackward(dattn, r.at.act, r.sh);
+    const { dq, dk, dv } = kernels.attentionBackward(this.m.backend, dattn, r.at.act, r.sh);
     const dqn = ops.ropeBackward(dq, this.pos, this.inv, c.num_attention_heads, c.head_dim);
     const dkn = ops.ropeBackward(dk, this.pos, this.inv, c.num_key_value_heads, c.head_dim);
     const dn1 = e.linBack(r.q.rec, f32(dqn));
@@ -338,7 +339,7 @@ class OptFamily {
     const hin = n1 ? f32(n1.y) : x;
     const q = e.lin(L.proj.q_proj, hin, M, seed + 1), k = e.lin(L.proj.k_proj, hin, M, seed + 2), v = e.lin(L.proj.v_proj, hin, M, seed + 3);
     const sh: ops.AttentionShape = { B, T, H: nH, nKV: nH, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: 0 };
-    const at = ops.attentionForward(q.y, k.y, v.y, sh);
+    const at = kernels.attentionForward(this.m.backend, q.y, k.y, v.y, sh);
     const o = e.lin(L.proj.out_proj, f32(at.o), M, seed + 4);
     const s1 = f32(ops.addVec(x, o.y));
     const p1 = pre ? null : ln(L.attnNorm, s1);
@@ -364,7 +365,7 @@ class OptFamily {
     ops.accumulate(dx1, ds2);
     const ds1 = r.p1 ? lnB(L.attnNorm, r.p1.act, dx1) : dx1;
     const dattn = e.linBack(r.o.rec, ds1);
-    const { dq, dk, dv } = ops.attentionBackward(dattn, r.at.act, r.sh);
+    const { dq, dk, dv } = kernels.attentionBackward(this.m.backend, dattn, r.at.act, r.sh);
     const dh = e.linBack(r.q.rec, f32(dq));
     ops.accumulate(dh, e.linBack(r.k.rec, f32(dk)));
     ops.accumulate(dh, e.linBack(r.v.rec, f32(dv)));

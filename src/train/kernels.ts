@@ -1,0 +1,27 @@
+// The training ops that have native kernels (native/cpu/train.h), with their TypeScript twins in ./ops.ts as the
+// fallback and the reference: attention forward and backward. The cpu backend takes the native path when the addon
+// loads; any other backend (ref) runs the twins.
+import type { Backend } from '../backend/backend.js';
+import { loadAddon } from '../native/addon.js';
+import * as ops from './ops.js';
+
+function native(be: Backend) {
+  return be.name === 'cpu' ? loadAddon() : null;
+}
+
+export function attentionForward(be: Backend, q: Float32Array, k: Float32Array, v: Float32Array, sh: ops.AttentionShape): { o: Float32Array; act: ops.AttentionAct } {
+  const a = native(be);
+  if (!a) { const r = ops.attentionForward(q, k, v, sh); return { o: r.o as Float32Array, act: r.act }; }
+  const { B, T, H, nKV, hd } = sh;
+  const o = new Float32Array(B * T * H * hd), p = new Float32Array(B * H * T * T);
+  a.attentionTrainForward(o, p, q, k, v, sh.keyMask, B, T, H, nKV, hd, sh.scale, sh.window);
+  return { o, act: { q, k, v, p } };
+}
+
+export function attentionBackward(be: Backend, dO: Float32Array, act: ops.AttentionAct, sh: ops.AttentionShape): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+  const a = native(be);
+  if (!a) { const r = ops.attentionBackward(dO, act, sh); return { dq: r.dq as Float32Array, dk: r.dk as Float32Array, dv: r.dv as Float32Array }; }
+  const dq = new Float32Array(act.q.length), dk = new Float32Array(act.k.length), dv = new Float32Array(act.v.length);
+  a.attentionTrainBackward(dq, dk, dv, dO, act.q as Float32Array, act.k as Float32Array, act.v as Float32Array, act.p as Float32Array, sh.B, sh.T, sh.H, sh.nKV, sh.hd, sh.scale);
+  return { dq, dk, dv };
+}
