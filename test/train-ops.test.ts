@@ -10,6 +10,11 @@ import { refBackend } from '../src/backend/ref/index.js';
 import { cpuBackend } from '../src/backend/cpu/index.js';
 import { loadAddon } from '../src/native/addon.js';
 import * as kernels from '../src/train/kernels.js';
+import { quantize4bit } from '../src/quant/bnb4.js';
+import { rtnQuantize } from '../src/quant/gptq.js';
+import { packGptq } from '../src/quant/gptq-format.js';
+import { packAwq } from '../src/quant/awq-format.js';
+import { dequantizeWeight, fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { PyRandom } from '../src/util/pyrandom.js';
 
@@ -168,4 +173,38 @@ describe('native training kernels against their twins (float32)', { skip: loadAd
       close(gn.dv, gr.dv, 'dv');
     });
   }
+});
+
+describe('native input gradients of frozen linears (dx = dy·W) against the twin', { skip: loadAddon() ? false : 'the native addon is not built' }, () => {
+  const M = 7, N = 37, K = 160;
+  const w = Float32Array.from(randn(N * K, 0.1)), dy = Float32Array.from(randn(M * N));
+  const close = (got: Float32Array, want: ArrayLike<number>, what: string) => {
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+    for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * scale, `${what}[${i}]: ${got[i]} vs ${want[i]}`);
+  };
+  it('float32 and bfloat16 weights', () => {
+    for (const t of [Tensor.f32([N, K], w), new Tensor('BF16', [N, K], Uint16Array.from(w, (x) => new Uint16Array(new Float32Array([x]).buffer)[1]))]) {
+      const out = Tensor.zeros('F32', [M, K]);
+      cpuBackend.matmulT!(Tensor.f32([M, N], dy), t, out);
+      close(out.f32, ops.linearBackwardInput(dy, t.toF32(), M, N, K), `${t.dtype}`);
+    }
+  });
+  it('NF4 (plain and double-quantized scales), GPTQ 4-bit in act order, AWQ GEMM: never the whole weight, same product', () => {
+    const cases: [string, QuantizedWeight][] = [
+      ['nf4', fromBnb4(quantize4bit(w, [N, K], { quantType: 'nf4', blocksize: 64 }))],
+      ['nf4+dq', fromBnb4(quantize4bit(w, [N, K], { quantType: 'nf4', blocksize: 64, doubleQuant: true }))],
+    ];
+    const codes = rtnQuantize(Float32Array.from(randn(40 * K, 0.1)), [40, K], { bits: 4, groupSize: 32, sym: false }).codes;   // GPTQ packs 8 outputs per word
+    const order = Array.from({ length: K }, (_, i) => i).sort((a, b) => ((a * 37) % K) - ((b * 37) % K));
+    const act = { ...codes, gIdx: Int32Array.from({ length: K }, (_, k) => Math.floor(order.indexOf(k) / 32)) };
+    cases.push(['gptq act-order', fromGptq(packGptq(act, { sym: false, descAct: true }))]);
+    const n40 = rtnQuantize(Float32Array.from(randn(40 * K, 0.1)), [40, K], { bits: 4, groupSize: 32, sym: false }).codes;
+    cases.push(['awq gemm', fromAwq(packAwq(n40))]);
+    for (const [what, qw] of cases) {
+      const [n] = qw.shape, g = Float32Array.from(randn(M * n)), out = Tensor.zeros('F32', [M, K]);
+      assert.equal(cpuBackend.matmulQT!(Tensor.f32([M, n], g), qw, out), true, what);
+      close(out.f32, ops.linearBackwardInput(g, dequantizeWeight(qw), M, n, K), what);
+    }
+  });
 });

@@ -79,6 +79,12 @@ struct Args {
     if (!info[i].IsNumber()) type_error(std::string(name) + " must be a number");
     return info[i].As<Napi::Number>().DoubleValue();
   }
+  // An optional trailing flag: true selects the transposed product dx = dy · W (training's input gradient).
+  bool transposed(size_t i) const {
+    if (info.Length() <= i || info[i].IsUndefined()) return false;
+    if (!info[i].IsBoolean()) type_error("transposed must be true or false");
+    return info[i].As<Napi::Boolean>().Value();
+  }
   int wtype(size_t i) const {
     int64_t w = integer(i, "wtype");
     if (w > 2) range_error("wtype must be 0 (F32), 1 (BF16) or 2 (F16), got " + std::to_string(w));
@@ -130,9 +136,14 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   a.count(8);
   int wt = a.wtype(3);
   int64_t M = a.integer(4, "M"), N = a.integer(5, "N"), K = a.integer(6, "K");
+  const void* w = a.weights(2, "w", wt, a.mul(N, K));
+  if (a.transposed(8)) {  // y = dx [M, K] = x (dy [M, N]) · w
+    if (!(info[7].IsNull() || info[7].IsUndefined())) a.type_error("bias must be null for the transposed product");
+    matmul_t(a.f32(0, "dx", a.mul(M, K)), a.f32(1, "dy", a.mul(M, N)), w, wt, M, N, K);
+    return info.Env().Undefined();
+  }
   float* y = a.f32(0, "y", a.mul(M, N));
   const float* x = a.f32(1, "x", a.mul(M, K));
-  const void* w = a.weights(2, "w", wt, a.mul(N, K));
   const float* bias = a.f32_or_null(7, "bias", N);
   matmul(y, x, w, wt, M, N, K, bias);
   return info.Env().Undefined();
@@ -151,8 +162,9 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
   if (qt > 1) a.range_error("quantType must be 0 (nf4) or 1 (fp4), got " + std::to_string(qt));
   const int dt = a.wtype(14);
   const int64_t numel = a.mul(N, K), nBlocks = (numel + bs - 1) / bs;
-  float* y = a.f32(0, "y", a.mul(M, N));
-  const float* x = a.f32(1, "x", a.mul(M, K));
+  const bool tr = a.transposed(16);  // y = dx [M, K] = x (dy [M, N]) · dequant(w)
+  float* y = a.f32(0, tr ? "dx" : "y", a.mul(M, tr ? K : N));
+  const float* x = a.f32(1, tr ? "dy" : "x", a.mul(M, tr ? N : K));
   auto packed = a.typed(2, "packed", napi_uint8_array, "Uint8Array");
   a.check_len("packed", int64_t(packed.ElementLength()), (numel + 1) / 2);
   Q4Weight w{};
@@ -178,6 +190,11 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
     w.nested_blocksize = nb;
     w.offset = float(a.number(8, "nestedOffset"));
   }
+  if (tr) {
+    if (!(info[15].IsNull() || info[15].IsUndefined())) a.type_error("bias must be null for the transposed product");
+    matmul_t_q4(y, x, w, M);
+    return info.Env().Undefined();
+  }
   const float* bias = a.f32_or_null(15, "bias", N);
   matmul_q4(y, x, w, M, bias);
   return info.Env().Undefined();
@@ -195,8 +212,9 @@ Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
   const int64_t nG = a.integer(8, "nG", 1), M = a.integer(13, "M");
   if (Kpad % 64 || Kpad < K || Kpad >= K + 64) a.range_error("Kpad must be K rounded up to a multiple of 64, got K=" + std::to_string(K) + ", Kpad=" + std::to_string(Kpad));
   if (G % 32 || nG != (K + G - 1) / G) a.range_error("G must be a multiple of 32 with nG = ceil(K / G) groups, got G=" + std::to_string(G) + ", nG=" + std::to_string(nG) + ", K=" + std::to_string(K));
-  float* y = a.f32(0, "y", a.mul(M, N));
-  const float* x = a.f32(1, "x", a.mul(M, K));
+  const bool tr = a.transposed(15);  // y = dx [M, K] = x (dy [M, N]) · dequant(w)
+  float* y = a.f32(0, tr ? "dx" : "y", a.mul(M, tr ? K : N));
+  const float* x = a.f32(1, tr ? "dy" : "x", a.mul(M, tr ? N : K));
   auto codes = a.typed(2, "codes", napi_uint8_array, "Uint8Array");
   a.check_len("codes", int64_t(codes.ElementLength()), a.mul(N, Kpad / 64 * qg_chunk_bytes(int(bits))));
   QgWeight w{};
@@ -218,6 +236,11 @@ Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
     perm = a.raw<int32_t>(p);
     for (int64_t j = 0; j < K; j++)
       if (perm[j] < 0 || perm[j] >= K) a.range_error("perm[" + std::to_string(j) + "] = " + std::to_string(perm[j]) + " is outside [0, K)");
+  }
+  if (tr) {
+    if (!(info[14].IsNull() || info[14].IsUndefined())) a.type_error("bias must be null for the transposed product");
+    matmul_t_qg(y, x, w, perm, K, M);
+    return info.Env().Undefined();
   }
   const float* bias = a.f32_or_null(14, "bias", N);
   matmul_qg(y, x, w, perm, K, M, bias);

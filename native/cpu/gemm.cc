@@ -3,6 +3,7 @@
 // dequantized here, so the packing cost is amortised over M), X into [kc][MR] blocks, and a register-blocked
 // micro-kernel does the FMAs.
 #include <algorithm>
+#include <vector>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -330,6 +331,55 @@ void matmul(float* y, const float* x, const void* w, int wtype, int64_t M, int64
   const Kernels* k = active();
   if (M <= kGemvMaxM) gemv_path(k, y, x, w, wtype, M, N, K, bias);
   else gemm_path(k, y, x, w, wtype, M, N, K, bias);
+}
+
+// ---- dx = dy · W: the input gradient of a frozen linear (training). The same tiled GEMM with the weight read
+// transposed: output columns are W's columns, the reduction runs over W's rows. Each pack dequantizes the tile's kc
+// weight rows over its nr columns (row(dst, r, c0, n) writes W[r, c0 .. c0+n)), so no full weight is ever stored.
+namespace {
+
+template <class RowFn>
+void matmul_t_tiles(float* dx, const float* dy, int64_t M, int64_t N, int64_t K, RowFn&& row) {
+  const Kernels* k = active();
+  const int64_t NR = k->NR, kcMax = std::min<int64_t>(k->KC, N);
+  gemm_tiles(k, dx, dy, M, K, N, nullptr, [&](float* Bp, int64_t c0, int64_t nr, int64_t r0, int64_t kc) {
+    thread_local Scratch<float> tile, rowbuf;
+    float* t = tile.get(size_t(NR * kcMax));
+    float* rb = rowbuf.get(size_t(NR));
+    for (int64_t i = 0; i < kc; i++) {
+      row(rb, r0 + i, c0, nr);
+      for (int64_t j = 0; j < nr; j++) t[j * kc + i] = rb[j];
+    }
+    k->pack_b(Bp, t, W_F32, kc, 0, nr, 0, kc);
+  });
+}
+
+}  // namespace
+
+void matmul_t(float* dx, const float* dy, const void* w, int wtype, int64_t M, int64_t N, int64_t K) {
+  if (M == 0 || K == 0) return;
+  if (N == 0) { std::fill(dx, dx + M * K, 0.f); return; }
+  const Kernels* k = active();
+  const int64_t esz = wtype == W_F32 ? 4 : 2;
+  matmul_t_tiles(dx, dy, M, N, K, [&](float* dst, int64_t r, int64_t c0, int64_t n) {
+    k->widen(dst, static_cast<const uint8_t*>(w) + (r * K + c0) * esz, wtype, n);
+  });
+}
+
+void matmul_t_q4(float* dx, const float* dy, const Q4Weight& w, int64_t M) {
+  if (M == 0 || w.K == 0) return;
+  if (w.N == 0) { std::fill(dx, dx + M * w.K, 0.f); return; }
+  const Kernels* k = active();
+  matmul_t_tiles(dx, dy, M, w.N, w.K, [&](float* dst, int64_t r, int64_t c0, int64_t n) { k->dequant_q4(dst, w, r * w.K + c0, n); });
+}
+
+void matmul_t_qg(float* dx, const float* dy, const QgWeight& w, const int32_t* perm, int64_t K, int64_t M) {
+  if (M == 0 || K == 0) return;
+  // dy · W over the permuted, padded inputs, then back to the input order (the padding's columns are dropped).
+  std::vector<float> tmp(size_t(M * w.Kpad));
+  matmul_t_tiles(tmp.data(), dy, M, w.N, w.Kpad, [&](float* dst, int64_t r, int64_t c0, int64_t n) { qg_dequant(dst, w, r, c0, n); });
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t j = 0; j < K; j++) dx[m * K + (perm ? perm[j] : j)] = tmp[size_t(m * w.Kpad + j)];
 }
 
 }  // namespace lowbit

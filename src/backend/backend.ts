@@ -34,6 +34,13 @@ export interface Backend {
    * formats: callers go through backend/dispatch.ts, which asks supports('matmulQ', [format]) and falls back to ref.
    */
   matmulQ?(x: Tensor<'F32'>, qw: QuantizedWeight, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
+  /**
+   * Training: the input gradient of a frozen linear, out[M,K] = dy[M,N] · w[N,K] (optional; the training step falls
+   * back to a transposed float32 copy of the weight). matmulQT is the same for a quantized weight: it must never hold
+   * the whole dequantized weight.
+   */
+  matmulT?(dy: Tensor<'F32'>, w: Tensor, out: Tensor<'F32'>): void;
+  matmulQT?(dy: Tensor<'F32'>, qw: QuantizedWeight, out: Tensor<'F32'>): boolean;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   layernorm(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;

@@ -59,6 +59,8 @@ export interface PoolConfig {
  * buffer cannot be allocated; no native exception reaches the host process.
  */
 export interface NativeAddon {
+  // matmul, matmulQ4 and matmulQg take a trailing `transposed`: true computes the input gradient of a frozen linear,
+  // y = dx [M, K] = x (dy [M, N]) · W (bias null), the weight dequantized tile by tile (native/cpu/ops.h matmul_t*).
   /** Training attention forward (native/cpu/train.h): o [B,T,H,hd] and softmax probabilities p [B,H,T,T]. */
   attentionTrainForward(o: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, mask: Uint8Array | null,
     B: number, T: number, H: number, nKV: number, hd: number, scale: number, window: number): void;
@@ -66,7 +68,7 @@ export interface NativeAddon {
   attentionTrainBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dO: Float32Array, q: Float32Array, k: Float32Array,
     v: Float32Array, p: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, scale: number): void;
   /** y[M,N] = x[M,K]·w[N,K]ᵀ (+bias[N]); wtype from WTYPE; w is Float32Array or Uint16Array. */
-  matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null): void;
+  matmul(y: Float32Array, x: Float32Array, w: Float32Array | Uint16Array, wtype: number, M: number, N: number, K: number, bias: Float32Array | null, transposed?: boolean): void;
   /**
    * NF4/FP4 (bitsandbytes 4-bit) weights [N,K]: y[M,N] = x[M,K]·dequant(w)ᵀ (+bias[N]) through the fused
    * dequantize-GEMV. packed: ceil(N·K/2) bytes, high nibble first; blocks of `blocksize` over the flattened weight.
@@ -77,7 +79,7 @@ export interface NativeAddon {
    */
   matmulQ4(y: Float32Array, x: Float32Array, packed: Uint8Array, absmax: Float32Array | null, qabsmax: Uint8Array | null,
     nestedAbsmax: Float32Array | null, nestedQuantMap: Float32Array | null, nestedBlocksize: number, nestedOffset: number,
-    M: number, N: number, K: number, blocksize: number, quantType: number, dtype: number, bias: Float32Array | null): void;
+    M: number, N: number, K: number, blocksize: number, quantType: number, dtype: number, bias: Float32Array | null, transposed?: boolean): void;
   /**
    * LLM.int8 (bitsandbytes Linear8bitLt) weights [N,K]: y[M,N] = x[M,K]·Wᵀ (+bias[N]) as int8MatmulRef computes it,
    * bit for bit. CB: N·K int8 codes, SCB: N row scales (max |w| of each float16 row). The activations are quantized
@@ -92,7 +94,7 @@ export interface NativeAddon {
    */
   matmulQg(y: Float32Array, x: Float32Array, codes: Uint8Array, bits: number, N: number, K: number, Kpad: number, G: number,
     nG: number, scales: Float32Array, zeros: Uint8Array, sz: Float32Array, perm: Int32Array | null, M: number,
-    bias: Float32Array | null): void;
+    bias: Float32Array | null, transposed?: boolean): void;
   /** GPTQ (src/quant/linalg.ts has the float64 twins): H[K,K] = beta·H + (√alpha·x)ᵀ(√alpha·x) for x [T,K], both triangles. */
   gptqXtx(H: Float32Array, x: Float32Array, T: number, K: number, beta: number, alpha: number): void;
   /**

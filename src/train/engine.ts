@@ -153,10 +153,22 @@ export class TrainEngine {
     return wt;
   }
 
+  /**
+   * dy · W of a frozen layer: the backend's transposed product where it has one (weights read tile by tile, never
+   * whole), else a transposed float32 copy of the weight (ops.linearBackwardInput's product; cached while it fits).
+   */
+  private inputGrad(base: LinearLike, dy: Float32Array, M: number): Float32Array {
+    const be = this.model.backend, K = base.inFeatures, N = base.outFeatures;
+    const out = Tensor.zeros('F32', [M, K]);
+    if (base instanceof Linear && be.matmulT) { be.matmulT(view([M, N], dy), base.weight, out); return out.f32; }
+    if (base instanceof QuantLinear && be.matmulQT?.(view([M, N], dy), base.qweight as QuantizedWeight, out)) return out.f32;
+    return mm(be, dy, this.weightT(base), M, K, N);
+  }
+
   /** dx from dy, accumulating the adapter's dA, dB. */
   private linBwd(rec: LinRec, dy: Float32Array): Float32Array {
     const be = this.model.backend, { M, lin, a } = rec, K = lin.inFeatures, N = lin.outFeatures;
-    const dx = mm(be, dy, this.weightT(rec.base), M, K, N);
+    const dx = this.inputGrad(rec.base, dy, M);
     if (!a) return dx;
     const g = this.grads.get(lin as LoraLinear);
     if (!g) throw new Error(`training: no gradient buffers for ${lin.name} (call zeroGrad first)`);

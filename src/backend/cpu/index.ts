@@ -114,6 +114,32 @@ export const cpuBackend: Backend = {
     a.matmul(f32('matmul', 'out', out), f32('matmul', 'x', x), data, wtype, M, N, K, bias ? f32('matmul', 'bias', bias) : null);
   },
 
+  matmulT(dy, w, out) {
+    const a = requireAddon('cpu backend (matmulT)');
+    const [N, K] = w.shape, M = dy.numel / N;
+    if (!Number.isInteger(M) || out.numel !== M * K) throw new TypeError(`cpu matmulT: dy [${dy.shape}] and out [${out.shape}] do not fit a [${N}, ${K}] weight`);
+    const { data, wtype } = weights('matmulT', w);
+    a.matmul(f32('matmulT', 'out', out), f32('matmulT', 'dy', dy), data, wtype, M, N, K, null, true);
+  },
+
+  /** false when the format has no native transposed product here (int8; GPTQ layouts the kernels cannot take). */
+  matmulQT(dy, qw, out) {
+    const a = requireAddon('cpu backend (matmulQT)');
+    const [N, K] = qw.shape, M = dy.numel / N;
+    if (!Number.isInteger(M) || out.numel !== M * K) throw new TypeError(`cpu matmulQT: dy [${dy.shape}] and out [${out.shape}] do not fit a [${N}, ${K}] weight`);
+    if (qw.format === 'gptq' || qw.format === 'awq') {
+      const p = qgLayout(qw.format === 'gptq' ? qw.gptq : qw.awq);
+      if (!p) return false;
+      a.matmulQg(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.sz, p.perm, M, null, true);
+      return true;
+    }
+    if (qw.format === 'int8') return false;
+    const w = qw.bnb4;
+    a.matmulQ4(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), w.packed, w.nested ? bnb4Scales(w) : w.absmax,
+      null, null, null, 1, 0, M, N, K, w.blocksize, Q4TYPE[w.quantType], DTYPE_CODE[w.dtype], null, true);
+    return true;
+  },
+
   matmulQ(x, qw, bias, out) {
     const a = requireAddon('cpu backend (matmulQ)');
     const { M, N, K } = matmulQShape(x, qw.shape, bias, out);
