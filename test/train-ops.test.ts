@@ -175,6 +175,19 @@ describe('native training kernels against their twins (float32)', { skip: loadAd
   }
 });
 
+describe('native silu·mul backward against its twin', { skip: loadAddon() ? false : 'the native addon is not built' }, () => {
+  it('dg, du on 10001 values (threads split them)', () => {
+    const n = 10001, g = Float32Array.from(randn(n, 3)), u = Float32Array.from(randn(n)), dy = Float32Array.from(randn(n));
+    const nat = kernels.siluMulBackward(cpuBackend, dy, g, u), ref = ops.siluMulBackward(dy, g, u);
+    for (let i = 0; i < n; i++) {
+      assert.ok(Math.abs(nat.dg[i] - ref.dg[i]) <= 1e-5 * (1 + Math.abs(ref.dg[i])), `dg[${i}]`);
+      assert.ok(Math.abs(nat.du[i] - ref.du[i]) <= 1e-5 * (1 + Math.abs(ref.du[i])), `du[${i}]`);
+    }
+    const f = kernels.siluMulForward(cpuBackend, g, u), fr = ops.siluMulForward(g, u);
+    for (let i = 0; i < n; i++) assert.ok(Math.abs(f[i] - fr[i]) <= 1e-5 * (1 + Math.abs(fr[i])), `y[${i}]`);
+  });
+});
+
 describe('native input gradients of frozen linears (dx = dy·W) against the twin', { skip: loadAddon() ? false : 'the native addon is not built' }, () => {
   const M = 7, N = 37, K = 160;
   const w = Float32Array.from(randn(N * K, 0.1)), dy = Float32Array.from(randn(M * N));

@@ -662,6 +662,16 @@ Napi::Value AttentionTrainBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// siluMulBackward(dg, du, dy, g, u): train.h.
+Napi::Value SiluMulBackward(const Napi::CallbackInfo& info) {
+  Args a{info, "siluMulBackward"};
+  a.count(5);
+  auto g = a.typed(3, "g", napi_float32_array, "Float32Array");
+  const int64_t n = int64_t(g.ElementLength());
+  silu_mul_bwd(a.f32(0, "dg", n), a.f32(1, "du", n), a.f32(2, "dy", n), a.f32(3, "g", n), a.f32(4, "u", n), n);
+  return info.Env().Undefined();
+}
+
 Napi::Value MemBandwidth(const Napi::CallbackInfo& info) {
   Args a{info, "memBandwidth"};
   a.count(2);
@@ -711,6 +721,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add<MemBandwidth>(env, exports, "memBandwidth");
   add<AttentionTrainForward>(env, exports, "attentionTrainForward");
   add<AttentionTrainBackward>(env, exports, "attentionTrainBackward");
+  add<SiluMulBackward>(env, exports, "siluMulBackward");
   add<FmaPeak>(env, exports, "fmaPeak");
   add<ScratchStatsFn>(env, exports, "scratchStats");
   add<PoolStatsFn>(env, exports, "poolStats");

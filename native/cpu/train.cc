@@ -11,6 +11,19 @@
 
 namespace lowbit {
 
+namespace {
+// Σ a[i]·b[i] in float with 8 partial sums (vectorizable without reassociation flags).
+inline float dot8(const float* a, const float* b, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+  for (; i < n; i++) t += a[i] * b[i];
+  return t;
+}
+}  // namespace
+
 void attn_train_fwd(float* o, float* p, const float* q, const float* k, const float* v, const uint8_t* mask, int64_t B,
                     int64_t T, int64_t H, int64_t nKV, int64_t hd, float scale, int64_t window) {
   const int64_t group = H / nKV;
@@ -28,9 +41,7 @@ void attn_train_fwd(float* o, float* p, const float* q, const float* k, const fl
         for (int64_t s = first; s <= t; s++) {
           if (mask && !mask[b * T + s]) continue;
           const float* kr = k + ((b * T + s) * nKV + kh) * hd;
-          double d = 0;
-          for (int64_t i = 0; i < hd; i++) d += double(qr[i]) * kr[i];
-          prow[s] = float(d * scale);
+          prow[s] = dot8(qr, kr, hd) * scale;
           mx = std::max(mx, double(prow[s]));
         }
         if (mx == -INFINITY) continue;
@@ -78,11 +89,8 @@ void attn_train_bwd(float* dq, float* dk, float* dv, const float* dO, const floa
             if (ps == 0.f) { dp[size_t(s)] = 0.f; continue; }
             const float* vr = v + ((b * T + s) * nKV + kh) * hd;
             float* gv = dv + ((b * T + s) * nKV + kh) * hd;
-            float d = 0;
-            for (int64_t i = 0; i < hd; i++) {
-              d += go[i] * vr[i];
-              gv[i] += ps * go[i];
-            }
+            for (int64_t i = 0; i < hd; i++) gv[i] += ps * go[i];
+            const float d = dot8(go, vr, hd);
             dp[size_t(s)] = d;
             dot += double(ps) * d;
           }
@@ -99,6 +107,16 @@ void attn_train_bwd(float* dq, float* dk, float* dv, const float* dO, const floa
           }
         }
       }
+    }
+  });
+}
+
+void silu_mul_bwd(float* dg, float* du, const float* dy, const float* g, const float* u, int64_t n) {
+  parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const float s = 1.f / (1.f + std::exp(-g[i]));
+      dg[i] = dy[i] * u[i] * s * (1.f + g[i] * (1.f - s));
+      du[i] = dy[i] * g[i] * s;
     }
   });
 }

@@ -14,4 +14,7 @@ void attn_train_fwd(float* o, float* p, const float* q, const float* k, const fl
 void attn_train_bwd(float* dq, float* dk, float* dv, const float* dO, const float* q, const float* k, const float* v,
                     const float* p, int64_t B, int64_t T, int64_t H, int64_t nKV, int64_t hd, float scale);
 
+// silu·mul's backward (src/train/ops.ts siluMulBackward): dg = dy·u·σ(g)·(1 + g·(1 − σ(g))), du = dy·g·σ(g).
+void silu_mul_bwd(float* dg, float* du, const float* dy, const float* g, const float* u, int64_t n);
+
 }  // namespace lowbit

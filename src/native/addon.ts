@@ -64,6 +64,8 @@ export interface NativeAddon {
   /** Training attention forward (native/cpu/train.h): o [B,T,H,hd] and softmax probabilities p [B,H,T,T]. */
   attentionTrainForward(o: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, mask: Uint8Array | null,
     B: number, T: number, H: number, nKV: number, hd: number, scale: number, window: number): void;
+  /** dg = dy·u·σ(g)·(1 + g·(1 − σ(g))), du = dy·silu(g) (src/train/ops.ts siluMulBackward). */
+  siluMulBackward(dg: Float32Array, du: Float32Array, dy: Float32Array, g: Float32Array, u: Float32Array): void;
   /** Its backward: dq, dk, dv (overwritten) from dO and the forward's inputs and p. */
   attentionTrainBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dO: Float32Array, q: Float32Array, k: Float32Array,
     v: Float32Array, p: Float32Array, B: number, T: number, H: number, nKV: number, hd: number, scale: number): void;

@@ -121,16 +121,24 @@ export class TrainEngine {
     if (!a) return { y, rec };
     let xd = x;
     if (this.opts.training !== false && a.dropout > 0) {
-      const r = new PyRandom(layerSeed), keep = 1 / (1 - a.dropout);
+      // xorshift32 from the layer's seed: a mask per (step, layer, linear) that checkpointing can draw again.
+      let r = (layerSeed ^ 0x9e3779b9) >>> 0 || 1;
+      const keep = 1 / (1 - a.dropout), cut = a.dropout * 2 ** 32;
       const drop = new Float32Array(x.length);
       xd = new Float32Array(x.length);
-      for (let i = 0; i < x.length; i++) { drop[i] = r.getrandbits(24) / 2 ** 24 >= a.dropout ? keep : 0; xd[i] = x[i] * drop[i]; }
+      for (let i = 0; i < x.length; i++) {
+        r ^= r << 13; r >>>= 0; r ^= r >>> 17; r ^= r << 5; r >>>= 0;
+        const d = r >= cut ? keep : 0;
+        drop[i] = d;
+        xd[i] = x[i] * d;
+      }
       rec.drop = drop;
     }
     const K = lin.inFeatures, N = lin.outFeatures;
     const t = mm(be, xd, a.A, M, a.r, K);
     const d = mm(be, t, a.B, M, N, a.r);
-    for (let i = 0; i < y.length; i++) y[i] += a.scaling * (d[i] + (a.bias ? a.bias[i % N] : 0));
+    if (a.bias) for (let m = 0, i = 0; m < M; m++) for (let n = 0; n < N; n++, i++) y[i] += a.scaling * (d[i] + a.bias[n]);
+    else for (let i = 0; i < y.length; i++) y[i] += a.scaling * d[i];
     rec.xd = xd;
     rec.t = t;
     return { y, rec };
@@ -282,7 +290,7 @@ class LlamaFamily {
     const x1 = ops.addVec(x, o.y);
     const n2 = ops.rmsnormForward(x1, w2, c.rms_norm_eps, M, H);
     const g = e.lin(L.proj.gate_proj, f32(n2.y), M, seed + 5), u = e.lin(L.proj.up_proj, f32(n2.y), M, seed + 6);
-    const h = ops.siluMulForward(g.y, u.y);
+    const h = kernels.siluMulForward(this.m.backend, g.y, u.y);
     const d = e.lin(L.proj.down_proj, f32(h), M, seed + 7);
     return { y: f32(ops.addVec(x1, d.y)), rec: { n1, q, k, v, sh, at, o, n2, g, u, d } };
   }
@@ -291,7 +299,7 @@ class LlamaFamily {
     const c = this.c, L = this.m.layers[l], e = this.e, M = this.b.B * this.b.T, H = c.hidden_size;
     const r = rec as ReturnType<LlamaFamily['layerFwd']>['rec'];
     const dh = e.linBack(r.d.rec, dy);
-    const { dg, du } = ops.siluMulBackward(dh, r.g.y, r.u.y);
+    const { dg, du } = kernels.siluMulBackward(this.m.backend, dh, r.g.y, r.u.y);
     const dn2 = ops.addVec(e.linBack(r.g.rec, f32(dg)), e.linBack(r.u.rec, f32(du)));
     const dx1 = ops.addVec(dy, ops.rmsnormBackward(dn2, L.postNorm.weight.f32, r.n2.act, M, H).dx);
     const dattn = e.linBack(r.o.rec, f32(dx1));

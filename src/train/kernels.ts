@@ -1,8 +1,9 @@
 // The training ops that have native kernels (native/cpu/train.h), with their TypeScript twins in ./ops.ts as the
-// fallback and the reference: attention forward and backward. The cpu backend takes the native path when the addon
+// fallback and the reference: attention forward and backward, silu·mul forward (the inference op) and backward. The cpu backend takes the native path when the addon
 // loads; any other backend (ref) runs the twins.
 import type { Backend } from '../backend/backend.js';
 import { loadAddon } from '../native/addon.js';
+import { Tensor } from '../tensor/tensor.js';
 import * as ops from './ops.js';
 
 function native(be: Backend) {
@@ -24,4 +25,19 @@ export function attentionBackward(be: Backend, dO: Float32Array, act: ops.Attent
   const dq = new Float32Array(act.q.length), dk = new Float32Array(act.k.length), dv = new Float32Array(act.v.length);
   a.attentionTrainBackward(dq, dk, dv, dO, act.q as Float32Array, act.k as Float32Array, act.v as Float32Array, act.p as Float32Array, sh.B, sh.T, sh.H, sh.nKV, sh.hd, sh.scale);
   return { dq, dk, dv };
+}
+
+export function siluMulForward(be: Backend, g: Float32Array, u: Float32Array): Float32Array {
+  if (be.name !== 'cpu') return ops.siluMulForward(g, u) as Float32Array;
+  const out = Tensor.zeros('F32', [g.length]);
+  be.siluMul(new Tensor('F32', [g.length], g), new Tensor('F32', [u.length], u), out);
+  return out.f32;
+}
+
+export function siluMulBackward(be: Backend, dy: Float32Array, g: Float32Array, u: Float32Array): { dg: Float32Array; du: Float32Array } {
+  const a = native(be);
+  if (!a) { const r = ops.siluMulBackward(dy, g, u); return { dg: r.dg as Float32Array, du: r.du as Float32Array }; }
+  const dg = new Float32Array(g.length), du = new Float32Array(g.length);
+  a.siluMulBackward(dg, du, dy, g, u);
+  return { dg, du };
 }
