@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromPretrained } from '../src/api.js';
 import { LoraConfig, PeftError } from '../src/peft/config.js';
-import { LoraLinear, PeftModel } from '../src/peft/lora.js';
+import { getPeftModel, LoraLinear, PeftModel, prepareModelForKbitTraining } from '../src/peft/lora.js';
+import type { DecoderLM } from '../src/models/model.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { GOLDEN_DIR, maxRelErr, relErr } from './helpers.js';
 
@@ -88,6 +89,15 @@ describe('PEFT files and options', () => {
     assert.equal(a.dtype, 'F32');
     assert.deepEqual(b.shape, [(c as { num_key_value_heads: number }).num_key_value_heads * (c as { head_dim: number }).head_dim, 8]);
     assert.equal(f.names().length, 2 * 4 * c.num_hidden_layers);
+  });
+
+  it('seed 002\'s calls: prepareModelForKbitTraining turns gradient checkpointing on; getPeftModel wraps', async () => {
+    const { model } = await fromPretrained(join(GOLDEN_DIR, 'llama_gqa'), { quantizationConfig: { loadIn4bit: true, bnb4bitQuantType: 'nf4' } as never });
+    assert.equal((model as DecoderLM).gradientCheckpointing, false);
+    const m = prepareModelForKbitTraining(model);
+    assert.equal((m as DecoderLM).gradientCheckpointing, true);
+    const p = getPeftModel(m, new LoraConfig({ r: 8, lora_alpha: 32, target_modules: ['k_proj', 'o_proj', 'q_proj', 'v_proj'], lora_dropout: 0.05, bias: 'none', task_type: 'CAUSAL_LM' }));
+    assert.equal(p.loras.size, 4 * model.config.num_hidden_layers);
   });
 
   it('printTrainableParameters: PEFT\'s line and numbers', async () => {

@@ -228,6 +228,10 @@ export abstract class DecoderLM implements CausalLM {
 
   get maxPositions(): number { return this.config.max_position_embeddings; }
 
+  /** Training keeps one layer's activations at a time and recomputes them in the backward (gradient_checkpointing_enable). */
+  gradientCheckpointing = false;
+  gradientCheckpointingEnable(): void { this.gradientCheckpointing = true; }
+
   /**
    * Layer-by-layer access for quantizers that calibrate one decoder layer at a time (GPTQ): the hidden states that
    * enter decoder layer 0 for B full sequences of T tokens (ids [B·T]; no padding, positions 0 … T−1), [B·T, hidden].

@@ -332,3 +332,17 @@ export function countBaseParameters(model: CausalLM): number {
   for (const t of extra) if (!seen.has(t.data)) { seen.add(t.data); n += t.numel; }
   return n;
 }
+
+/** get_peft_model(model, config): PeftModel.wrap. */
+export function getPeftModel(model: CausalLM, config: LoraConfig | LoraConfigOptions, opts: { adapterName?: string; seed?: number } = {}): PeftModel {
+  return PeftModel.wrap(model, config, opts);
+}
+
+/**
+ * PEFT's prepare_model_for_kbit_training: the base is frozen and computes in float32 here already (quantized layers
+ * dequantize to float32; norms and embeddings are float32), so what remains is gradient checkpointing, on by default.
+ */
+export function prepareModelForKbitTraining<M extends CausalLM>(model: M, opts: { useGradientCheckpointing?: boolean } = {}): M {
+  if (opts.useGradientCheckpointing ?? true) (model as unknown as { gradientCheckpointingEnable?: () => void }).gradientCheckpointingEnable?.();
+  return model;
+}

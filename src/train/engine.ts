@@ -211,7 +211,7 @@ export class TrainEngine {
     const seed = (this.opts.seed ?? 0) * 1_000_003 + this.microStep;
     this.rng = new PyRandom(seed);
     const fam = this.model instanceof LlamaForCausalLM ? new LlamaFamily(this.model, this, batch) : new OptFamily(this.model as OPTForCausalLM, this, batch, this.rng.getrandbits(31));
-    const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? false;
+    const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? this.model.gradientCheckpointing;
     const layerSeeds = Array.from({ length: L }, () => this.rng!.getrandbits(31));
     const inputs: Float32Array[] = [];
     const recs: unknown[] = [];

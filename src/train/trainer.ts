@@ -103,7 +103,8 @@ export class Trainer {
     this.args = trainingArguments(o.args);
     const a = this.args;
     if (!o.trainDataset.length) throw new TrainerError('Trainer: the training dataset is empty');
-    this.engine = new TrainEngine(o.peft.model as DecoderLM, { gradientCheckpointing: a.gradientCheckpointing, training: true, seed: a.seed });
+    const model = o.peft.model as DecoderLM;
+    this.engine = new TrainEngine(model, { gradientCheckpointing: a.gradientCheckpointing || model.gradientCheckpointing, training: true, seed: a.seed });
     this.engine.zeroGrad();
     this.params = [];
     for (const [l, g] of this.engine.grads) {
