@@ -12,7 +12,7 @@ import { CLI, GOLDEN_DIR, KJV, lowbit, NO_DATA, ROOT, sharedData } from './helpe
 const data = sharedData();
 
 
-for (const cmd of ['demo', 'generate', 'chat', 'info', 'plan', 'bench', 'quantize']) {
+for (const cmd of ['demo', 'generate', 'chat', 'info', 'plan', 'bench', 'quantize', 'finetune', 'merge']) {
   test(`lowbit ${cmd} --help shows usage and examples`, () => {
     const r = lowbit(cmd, '--help');
     assert.equal(r.code, 0);

@@ -154,6 +154,10 @@ Usage: lowbit merge <model folder | org/name> --adapter DIR --out DIR [--force]
 The adapter (PEFT's adapter_config.json + adapter_model.safetensors) is added to the base weights (W + scaling·B·A)
 and the result written as a transformers folder (config, weights, tokenizer files). A bitsandbytes base is
 dequantized, merged and quantized again (lossy, with a warning); GPTQ and AWQ bases are refused, as in PEFT.
+
+Examples:
+  lowbit merge models/kjv-demo --adapter /tmp/kjv-lora --out /tmp/kjv-merged
+  lowbit merge ./TinyLlama-1.1B --adapter ./tl-lora --out ./tl-merged --force
 `;
 
 const MERGE_OPTIONS = { adapter: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean', default: false }, revision: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
