@@ -265,8 +265,10 @@ class LlamaFamily {
   constructor(private readonly m: LlamaForCausalLM, private readonly e: TrainEngine, private readonly b: TrainBatch) {
     this.c = m.config;
     this.pos = positionsOf(b.B, b.T);
+    this.neg = this.pos.map((p) => -p);
     this.inv = m.ropeInvFreq(b.T - 1);
   }
+  private readonly neg: Int32Array;
 
   embed(): Float32Array {
     const H = this.c.hidden_size, out = Tensor.zeros('F32', [this.b.ids.length, H]);
@@ -281,18 +283,20 @@ class LlamaFamily {
     const c = this.c, L = this.m.layers[l], e = this.e, { B, T } = this.b, M = B * T, H = c.hidden_size;
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
     const w1 = L.inputNorm.weight.f32, w2 = L.postNorm.weight.f32;
-    const n1 = ops.rmsnormForward(x, w1, c.rms_norm_eps, M, H);
-    const q = e.lin(L.proj.q_proj, f32(n1.y), M, seed + 1), k = e.lin(L.proj.k_proj, f32(n1.y), M, seed + 2), v = e.lin(L.proj.v_proj, f32(n1.y), M, seed + 3);
-    const qr = ops.ropeForward(q.y, this.pos, this.inv, nH, hd), kr = ops.ropeForward(k.y, this.pos, this.inv, nKV, hd);
+    const be = this.m.backend;
+    const n1 = kernels.rmsnormForward(be, x, w1, c.rms_norm_eps, M, H);
+    const q = e.lin(L.proj.q_proj, n1.y, M, seed + 1), k = e.lin(L.proj.k_proj, n1.y, M, seed + 2), v = e.lin(L.proj.v_proj, n1.y, M, seed + 3);
+    // The projections' outputs are needed by nothing but RoPE: rotate them in place.
+    const qr = kernels.ropeInPlace(be, q.y, this.pos, this.inv, nH, hd), kr = kernels.ropeInPlace(be, k.y, this.pos, this.inv, nKV, hd);
     const sh: ops.AttentionShape = { B, T, H: nH, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0 };
     const at = kernels.attentionForward(this.m.backend, f32(qr), f32(kr), v.y, sh);
     const o = e.lin(L.proj.o_proj, f32(at.o), M, seed + 4);
-    const x1 = ops.addVec(x, o.y);
-    const n2 = ops.rmsnormForward(x1, w2, c.rms_norm_eps, M, H);
-    const g = e.lin(L.proj.gate_proj, f32(n2.y), M, seed + 5), u = e.lin(L.proj.up_proj, f32(n2.y), M, seed + 6);
-    const h = kernels.siluMulForward(this.m.backend, g.y, u.y);
-    const d = e.lin(L.proj.down_proj, f32(h), M, seed + 7);
-    return { y: f32(ops.addVec(x1, d.y)), rec: { n1, q, k, v, sh, at, o, n2, g, u, d } };
+    const x1 = kernels.add(be, x, o.y);
+    const n2 = kernels.rmsnormForward(be, x1, w2, c.rms_norm_eps, M, H);
+    const g = e.lin(L.proj.gate_proj, n2.y, M, seed + 5), u = e.lin(L.proj.up_proj, n2.y, M, seed + 6);
+    const h = kernels.siluMulForward(be, g.y, u.y);
+    const d = e.lin(L.proj.down_proj, h, M, seed + 7);
+    return { y: kernels.add(be, x1, d.y), rec: { n1, q, k, v, sh, at, o, n2, g, u, d } };
   }
 
   layerBwd(l: number, rec: unknown, dy: Float32Array): Float32Array {
@@ -304,8 +308,8 @@ class LlamaFamily {
     const dx1 = ops.addVec(dy, ops.rmsnormBackward(dn2, L.postNorm.weight.f32, r.n2.act, M, H).dx);
     const dattn = e.linBack(r.o.rec, f32(dx1));
     const { dq, dk, dv } = kernels.attentionBackward(this.m.backend, dattn, r.at.act, r.sh);
-    const dqn = ops.ropeBackward(dq, this.pos, this.inv, c.num_attention_heads, c.head_dim);
-    const dkn = ops.ropeBackward(dk, this.pos, this.inv, c.num_key_value_heads, c.head_dim);
+    const dqn = kernels.ropeInPlace(this.m.backend, dq, this.neg, this.inv, c.num_attention_heads, c.head_dim);
+    const dkn = kernels.ropeInPlace(this.m.backend, dk, this.neg, this.inv, c.num_key_value_heads, c.head_dim);
     const dn1 = e.linBack(r.q.rec, f32(dqn));
     ops.accumulate(dn1, e.linBack(r.k.rec, f32(dkn)));
     ops.accumulate(dn1, e.linBack(r.v.rec, f32(dv)));
@@ -314,8 +318,8 @@ class LlamaFamily {
 
   headFwd(x: Float32Array, seed: number) {
     const c = this.c, M = this.b.B * this.b.T;
-    const n = ops.rmsnormForward(x, this.m.norm.weight.f32, c.rms_norm_eps, M, c.hidden_size);
-    const h = this.e.lin(this.m.lmHead, f32(n.y), M, seed);
+    const n = kernels.rmsnormForward(this.m.backend, x, this.m.norm.weight.f32, c.rms_norm_eps, M, c.hidden_size);
+    const h = this.e.lin(this.m.lmHead, n.y, M, seed);
     return { logits: h.y, rec: { n, h } };
   }
 
