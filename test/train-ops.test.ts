@@ -14,7 +14,8 @@ import { quantize4bit } from '../src/quant/bnb4.js';
 import { rtnQuantize } from '../src/quant/gptq.js';
 import { packGptq } from '../src/quant/gptq-format.js';
 import { packAwq } from '../src/quant/awq-format.js';
-import { dequantizeWeight, fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
+import { dequantizeWeight, fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../src/quant/qweight.js';
+import { quantizeInt8 } from '../src/quant/int8.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { PyRandom } from '../src/util/pyrandom.js';
 
@@ -203,10 +204,11 @@ describe('native input gradients of frozen linears (dx = dy·W) against the twin
       close(out.f32, ops.linearBackwardInput(dy, t.toF32(), M, N, K), `${t.dtype}`);
     }
   });
-  it('NF4 (plain and double-quantized scales), GPTQ 4-bit in act order, AWQ GEMM: never the whole weight, same product', () => {
+  it('NF4 (plain and double-quantized scales), LLM.int8, GPTQ 4-bit in act order, AWQ GEMM: never the whole weight, same product', () => {
     const cases: [string, QuantizedWeight][] = [
       ['nf4', fromBnb4(quantize4bit(w, [N, K], { quantType: 'nf4', blocksize: 64 }))],
       ['nf4+dq', fromBnb4(quantize4bit(w, [N, K], { quantType: 'nf4', blocksize: 64, doubleQuant: true }))],
+      ['int8', fromInt8(quantizeInt8(w, [N, K]), 6)],
     ];
     const codes = rtnQuantize(Float32Array.from(randn(40 * K, 0.1)), [40, K], { bits: 4, groupSize: 32, sym: false }).codes;   // GPTQ packs 8 outputs per word
     const order = Array.from({ length: K }, (_, i) => i).sort((a, b) => ((a * 37) % K) - ((b * 37) % K));

@@ -255,11 +255,16 @@ Napi::Value MatmulInt8(const Napi::CallbackInfo& info) {
   const int64_t M = a.integer(4, "M"), N = a.integer(5, "N"), K = a.integer(6, "K");
   const double threshold = a.number(7, "threshold");
   if (!(threshold >= 0)) a.range_error("threshold must be >= 0 (0 turns the outlier columns off), got " + std::to_string(threshold));
-  float* y = a.f32(0, "y", a.mul(M, N));
-  const float* x = a.f32(1, "x", a.mul(M, K));
   auto cb = a.typed(2, "CB", napi_int8_array, "Int8Array");
   a.check_len("CB", int64_t(cb.ElementLength()), a.mul(N, K));
   const float* scb = a.f32(3, "SCB", N);
+  if (a.transposed(9)) {  // y = dx [M, K] = x (dy [M, N]) · dequant(CB)
+    if (!(info[8].IsNull() || info[8].IsUndefined())) a.type_error("bias must be null for the transposed product");
+    matmul_t_int8(a.f32(0, "dx", a.mul(M, K)), a.f32(1, "dy", a.mul(M, N)), a.raw<int8_t>(cb), scb, M, N, K);
+    return info.Env().Undefined();
+  }
+  float* y = a.f32(0, "y", a.mul(M, N));
+  const float* x = a.f32(1, "x", a.mul(M, K));
   const float* bias = a.f32_or_null(8, "bias", N);
   matmul_int8(y, x, a.raw<int8_t>(cb), scb, M, N, K, threshold, bias);
   return info.Env().Undefined();

@@ -382,4 +382,19 @@ void matmul_t_qg(float* dx, const float* dy, const QgWeight& w, const int32_t* p
     for (int64_t j = 0; j < K; j++) dx[m * K + (perm ? perm[j] : j)] = tmp[size_t(m * w.Kpad + j)];
 }
 
+void matmul_t_int8(float* dx, const float* dy, const int8_t* CB, const float* SCB, int64_t M, int64_t N, int64_t K) {
+  if (M == 0 || K == 0) return;
+  if (N == 0) { std::fill(dx, dx + M * K, 0.f); return; }
+  // bitsandbytes' int8_vectorwise_dequant: fl32(fl32(CB·SCB)·fl32(1/127)), as dequantizeInt8.
+  const float inv127 = 1.f / 127.f;
+  matmul_t_tiles(dx, dy, M, N, K, [&](float* dst, int64_t r, int64_t c0, int64_t n) {
+    const int8_t* c = CB + r * K + c0;
+    const float s = SCB[r];
+    for (int64_t j = 0; j < n; j++) {
+      const volatile float p = float(c[j]) * s;  // rounded to float before the second product, never fused
+      dst[j] = p * inv127;
+    }
+  });
+}
+
 }  // namespace lowbit

@@ -16,6 +16,7 @@ void matmul_qg(float* y, const float* x, const QgWeight& w, const int32_t* perm,
 void matmul_t(float* dx, const float* dy, const void* w, int wtype, int64_t M, int64_t N, int64_t K);
 void matmul_t_q4(float* dx, const float* dy, const Q4Weight& w, int64_t M);
 void matmul_t_qg(float* dx, const float* dy, const QgWeight& w, const int32_t* perm, int64_t K, int64_t M);
+void matmul_t_int8(float* dx, const float* dy, const int8_t* CB, const float* SCB, int64_t M, int64_t N, int64_t K);
 // LLM.int8 (int8.cc): y[M,N] = x[M,K]·W[N,K]ᵀ (+bias[N]) with W = int8 codes CB [N,K] and row scales SCB [N];
 // activations quantized per row, columns with |x| ≥ threshold (float16) as outliers (threshold 0: none).
 void matmul_int8(float* y, const float* x, const int8_t* CB, const float* SCB, int64_t M, int64_t N, int64_t K,

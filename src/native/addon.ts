@@ -89,7 +89,7 @@ export interface NativeAddon {
    * CB·SCB/127 (threshold 0: no outliers). threshold must be ≥ 0.
    */
   matmulInt8(y: Float32Array, x: Float32Array, CB: Int8Array, SCB: Float32Array, M: number, N: number, K: number,
-    threshold: number, bias: Float32Array | null): void;
+    threshold: number, bias: Float32Array | null, transposed?: boolean): void;
   /**
    * GPTQ weights [N, K] in the kernels' layout (src/quant/qg.ts, QgPacked): y[M,N] = x[M,K]·Wᵀ (+bias). Up to 8 rows
    * of finite x: the int16-activation GEMV (qgDecodeRef's numbers); otherwise the exact dequantized weights.

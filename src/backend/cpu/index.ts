@@ -122,7 +122,7 @@ export const cpuBackend: Backend = {
     a.matmul(f32('matmulT', 'out', out), f32('matmulT', 'dy', dy), data, wtype, M, N, K, null, true);
   },
 
-  /** false when the format has no native transposed product here (int8; GPTQ layouts the kernels cannot take). */
+  /** false when the format has no native transposed product here (GPTQ layouts the kernels cannot take). */
   matmulQT(dy, qw, out) {
     const a = requireAddon('cpu backend (matmulQT)');
     const [N, K] = qw.shape, M = dy.numel / N;
@@ -133,7 +133,10 @@ export const cpuBackend: Backend = {
       a.matmulQg(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.sz, p.perm, M, null, true);
       return true;
     }
-    if (qw.format === 'int8') return false;
+    if (qw.format === 'int8') {
+      a.matmulInt8(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), qw.int8.CB, qw.int8.SCB, M, N, K, qw.threshold, null, true);
+      return true;
+    }
     const w = qw.bnb4;
     a.matmulQ4(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), w.packed, w.nested ? bnb4Scales(w) : w.absmax,
       null, null, null, 1, 0, M, N, K, w.blocksize, Q4TYPE[w.quantType], DTYPE_CODE[w.dtype], null, true);
