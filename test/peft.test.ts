@@ -100,6 +100,28 @@ describe('PEFT files and options', () => {
     assert.equal(p.loras.size, 4 * model.config.num_hidden_layers);
   });
 
+  it('bias "all" and modules_to_save: trained base tensors saved under PEFT\'s keys and loaded back', async () => {
+    const dir = join(GOLDEN_DIR, 'opt_125m_like');
+    const { model } = await fromPretrained(dir);
+    const p = PeftModel.wrap(model, { r: 2, targetModules: ['q_proj', 'v_proj'], bias: 'all', modulesToSave: ['lm_head'] });
+    const keys = [...p.trainableBase.keys()];
+    for (const k of ['base_model.model.model.decoder.layers.0.self_attn.q_proj.base_layer.bias', 'base_model.model.model.decoder.layers.0.fc1.bias',
+      'base_model.model.model.decoder.layers.0.self_attn_layer_norm.bias', 'base_model.model.lm_head.weight']) assert.ok(keys.includes(k), k);
+    let s = 3;
+    for (const t of p.trainableBase.values()) for (let i = 0; i < t.values.length; i++) { s = (s * 48271) % 2147483647; t.values[i] += 0.01 * (s / 2147483647 - 0.5); }
+    randomize(p);
+    const want = model.forward(IDS).f32.slice();
+    const out = p.saveAdapter(join(tmp, 'bias-all'));
+    const f = readSafetensors(join(out, 'adapter_model.safetensors'));
+    assert.ok(f.has('base_model.model.lm_head.weight') && f.has('base_model.model.model.decoder.final_layer_norm.bias'));
+    const fresh = (await fromPretrained(dir)).model;
+    PeftModel.fromPretrained(fresh, out);
+    assert.ok(maxRelErr(fresh.forward(IDS).f32, want) < 1e-6, 'reloaded with the trained biases and lm_head');
+    assert.throws(() => p.addAdapter('second', { targetModules: ['k_proj'], bias: 'all' }), /only the first adapter of a model may do here/);
+    const other = (await fromPretrained(dir)).model;
+    assert.throws(() => PeftModel.wrap(other, { targetModules: ['q_proj'], modulesToSave: ['q_proj'] }), /modules_to_save: .*q_proj is also a LoRA target/);
+  });
+
   it('printTrainableParameters: PEFT\'s line and numbers', async () => {
     const { model } = await fromPretrained(join(GOLDEN_DIR, 'llama_gqa'));
     const c = model.config as unknown as Record<string, number>;

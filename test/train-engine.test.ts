@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fromPretrained } from '../src/api.js';
 import type { DecoderLM } from '../src/models/model.js';
 import { PeftModel } from '../src/peft/lora.js';
+import type { LoraConfigOptions } from '../src/peft/config.js';
 import { TrainEngine, type TrainBatch } from '../src/train/engine.js';
 import { causalLmLoss } from '../src/train/ops.js';
 import { GOLDEN_DIR } from './helpers.js';
@@ -79,6 +80,31 @@ describe('training step on every family (LoRA on all linears)', () => {
       assert.equal(ck.forwardBackward(b).loss, loss);
       for (const [l, g] of eng.grads) { assert.deepEqual(ck.grads.get(l)!.dA, g.dA); assert.deepEqual(ck.grads.get(l)!.dB, g.dB); }
       void peft;
+    });
+  }
+
+  for (const [fam, cfg] of [
+    ['qwen2', { bias: 'all' }], ['opt_125m_like', { bias: 'all' }], ['opt_350m_like', { bias: 'lora_only' }], ['llama_gqa', { modulesToSave: ['lm_head'] }],
+  ] as const) {
+    it(`${fam}, ${JSON.stringify(cfg)}: the trained base tensors' gradients = central differences of the inference loss`, async () => {
+      const { model } = await fromPretrained(join(GOLDEN_DIR, fam));
+      const peft = PeftModel.wrap(model, { r: 2, loraAlpha: 4, targetModules: ['q_proj', 'v_proj'], ...(cfg as LoraConfigOptions) }, { seed: 3 });
+      assert.ok(peft.trainableBase.size > 0);
+      const trainable = new Map([...peft.trainableBase.values()].map((t) => [t.values, new Float32Array(t.values.length)]));
+      const b = batchFor(model.config.vocab_size);
+      const eng = new TrainEngine(model as DecoderLM, { training: false, trainable });
+      eng.zeroGrad();
+      eng.forwardBackward(b);
+      const params = [...trainable];
+      const want = params.reduce((acc, [, g]) => acc + g.reduce((t, v) => t + v * v, 0), 0);
+      assert.ok(want > 0, 'the base tensors get gradients');
+      const saved = params.map(([p]) => p.slice()), h = 1e-2 / Math.sqrt(want);
+      const shift = (sign: number) => params.forEach(([p, g]) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * g[j]; });
+      shift(1); const up = inferenceLoss(model as DecoderLM, b);
+      shift(-2); const down = inferenceLoss(model as DecoderLM, b);
+      params.forEach(([p], i) => p.set(saved[i]));
+      const num = (up - down) / (2 * h);
+      assert.ok(Math.abs(num - want) <= 0.02 * want, `numeric ${num}, analytic ${want}`);
     });
   }
 

@@ -34,6 +34,8 @@ Options:
   --lora-alpha A          scaling numerator (default 32; scaling = alpha / r)
   --lora-dropout P        dropout on the adapters' input (default 0.05)
   --target-modules LIST   comma-separated names, or all-linear (default q_proj,k_proj,v_proj,o_proj)
+  --bias B                none (default), all (every bias and LayerNorm bias trains too) or lora_only
+  --modules-to-save LIST  float linear layers trained whole and saved with the adapter (e.g. lm_head)
   --batch-size N          per_device_train_batch_size (default 1)
   --grad-accum N          gradient_accumulation_steps (default 4)
   --lr LR                 learning_rate (default 2e-4)
@@ -72,7 +74,14 @@ const OPTIONS = {
   'logging-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'boolean', default: false }, seed: { type: 'string' },
   threads: { type: 'string' }, revision: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
   teacher: { type: 'string' }, 'distill-alpha': { type: 'string' }, 'distill-temperature': { type: 'string' },
+  bias: { type: 'string' }, 'modules-to-save': { type: 'string' },
 } as const;
+
+function biasOpt(b: string | undefined): 'none' | 'all' | 'lora_only' {
+  if (b === undefined) return 'none';
+  if (b === 'none' || b === 'all' || b === 'lora_only') return b;
+  throw new UsageError(`--bias "${b}" is unknown (choose none, all or lora_only)`);
+}
 
 async function loadBase(id: string, q: string | undefined, dq: boolean, data: string, seqlen: number, revision?: string): Promise<LoadedModel> {
   const progress = renderProgress({ ttyOnly: true });
@@ -105,6 +114,7 @@ export async function runFinetune(argv: string[]): Promise<number> {
     r: intOpt(v['lora-r'], '--lora-r', 1) ?? 8, loraAlpha: numOpt(v['lora-alpha'], '--lora-alpha') ?? 32,
     loraDropout: numOpt(v['lora-dropout'], '--lora-dropout', (x) => x >= 0 && x < 1, 'a fraction in [0, 1)') ?? 0.05,
     targetModules: targets.length === 1 && targets[0] === 'all-linear' ? 'all-linear' : targets, taskType: 'CAUSAL_LM',
+    bias: biasOpt(v.bias), modulesToSave: v['modules-to-save'] ? v['modules-to-save'].split(',').map((x) => x.trim()).filter(Boolean) : null,
     baseModelNameOrPath: positionals[0],
   }, { seed: intOpt(v.seed, '--seed') ?? 42 });
   peft.printTrainableParameters((s) => process.stderr.write(s + '\n'));

@@ -23,7 +23,7 @@ export class OPTForCausalLM extends DecoderLM {
   readonly embed: Embedding;
   readonly positions: Embedding;
   readonly layers: Layer[] = [];
-  readonly finalNorm: LayerNorm | null;
+  finalNorm: LayerNorm | null;
   lmHead: LinearLike;
 
   /** `linear(w)` makes the factory for the (possibly renamed) weights; lm_head stays float. */

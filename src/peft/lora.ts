@@ -7,8 +7,8 @@ import { existsSync, mkdirSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { readSafetensors, writeSafetensorsTemp } from '../io/safetensors.js';
-import type { CausalLM } from '../models/model.js';
-import { Linear, type LinearLike } from '../nn/layers.js';
+import type { CausalLM, DecoderLM } from '../models/model.js';
+import { LayerNorm, Linear, type LinearLike } from '../nn/layers.js';
 import { QuantLinear, quantLinear } from '../nn/quant.js';
 import { dequantizeWeight, type QuantizedWeight } from '../quant/qweight.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -153,8 +153,6 @@ export class PeftModel {
   addAdapter(name: string, config: LoraConfig | LoraConfigOptions, seed = 0): void {
     const cfg = config instanceof LoraConfig ? config : new LoraConfig(config);
     if (this.configs.has(name)) throw new PeftError(`adapter "${name}" already exists`);
-    if (cfg.bias !== 'none') throw new PeftError(`bias "${cfg.bias}" is not supported yet (only "none", PEFT's default)`);
-    if (cfg.modulesToSave?.length) throw new PeftError('modules_to_save is not supported yet');
     const type = this.model.config.model_type, rng = new InitRng(seed);
     let n = 0;
     for (const [mod, lin] of this.model.linears()) {
@@ -170,8 +168,63 @@ export class PeftModel {
       n++;
     }
     if (n === 0) throw new PeftError(`LoraConfig: target_modules ${JSON.stringify(cfg.targetModules)} match no linear layer of this ${type} model`);
+    if (cfg.bias !== 'none' || cfg.modulesToSave?.length) {
+      if (this.configs.size > 0) throw new PeftError(`adapter "${name}": bias "${cfg.bias}" / modules_to_save train base tensors, which only the first adapter of a model may do here`);
+      this.makeBaseTrainable(cfg);
+    }
     this.configs.set(name, cfg);
     this.setAdapter(name);
+  }
+
+  /**
+   * Base tensors trained beside the adapters, by PEFT's state-dict key: biases (bias "all": every linear's and norm's;
+   * "lora_only": the LoRA layers'; keys <module>.base_layer.bias for a LoRA layer) and modules_to_save (float linear
+   * layers, trained whole: <module>.weight / .bias). Each is a float32 copy the model now holds; `decay` says whether
+   * weight decay applies (not to biases).
+   */
+  readonly trainableBase = new Map<string, { values: Float32Array; decay: boolean; copy: boolean }>();
+
+  private makeBaseTrainable(cfg: LoraConfig): void {
+    const key = (n: string) => `base_model.model.${n}`;
+    const biasCopy = (b: Tensor<'F32'> | null, k: string) => {
+      if (!b) return null;
+      const t = Tensor.f32([b.numel], b.f32);
+      this.trainableBase.set(k, { values: t.f32, decay: false, copy: false });
+      return t;
+    };
+    const withBias = (l: LinearLike, k: string): LinearLike => {
+      if (l instanceof Linear) return l.bias ? new Linear(l.backend, l.name, l.weight, biasCopy(l.bias, k)) : l;
+      if (l instanceof QuantLinear) return l.bias ? quantLinear(l.backend, l.name, l.qweight as QuantizedWeight, biasCopy(l.bias, k)) : l;
+      return l;
+    };
+    const saved = cfg.modulesToSave ?? [];
+    for (const [mod, lin] of this.model.linears()) {
+      if (!saved.some((t) => mod === t || mod.endsWith(`.${t}`))) continue;
+      if (this.loras.has(mod)) throw new PeftError(`modules_to_save: ${mod} is also a LoRA target`);
+      if (!(lin instanceof Linear)) throw new PeftError(`modules_to_save: ${mod} is not a float linear layer (a quantized layer cannot be trained whole)`);
+      const w = Tensor.f32(lin.weight.shape, lin.weight.toF32());
+      this.trainableBase.set(key(`${mod}.weight`), { values: w.f32, decay: true, copy: true });
+      const b = lin.bias ? Tensor.f32([lin.bias.numel], lin.bias.f32) : null;
+      if (b) this.trainableBase.set(key(`${mod}.bias`), { values: b.f32, decay: false, copy: true });
+      this.model.replaceLinear(mod, new Linear(lin.backend, lin.name, w, b));
+    }
+    if (saved.length && ![...this.trainableBase.values()].some((t) => t.copy)) throw new PeftError(`modules_to_save ${JSON.stringify(saved)} name no linear layer of this model`);
+    if (cfg.bias === 'none') return;
+    for (const [mod, lin] of this.model.linears()) {
+      const lora = this.loras.get(mod);
+      if (lora) lora.base = withBias(lora.base, key(`${mod}.base_layer.bias`));
+      else if (cfg.bias === 'all' && !this.trainableBase.has(key(`${mod}.weight`))) {
+        const nl = withBias(lin, key(`${mod}.bias`));
+        if (nl !== lin) this.model.replaceLinear(mod, nl);
+      }
+    }
+    if (cfg.bias !== 'all') return;
+    const m = this.model as CausalLM & Partial<Pick<DecoderLM, 'layerNorms' | 'setLayerNorm'>> & { layers?: unknown[]; finalNorm?: LayerNorm | null };
+    const ln = (n: LayerNorm) => new LayerNorm(n.backend, n.name, n.weight, biasCopy(n.bias, key(`${n.name}.bias`))!, n.eps);
+    for (let l = 0; l < (m.layers?.length ?? 0); l++) {
+      for (const [k, n] of Object.entries(m.layerNorms!(l))) if (n instanceof LayerNorm) m.setLayerNorm!(l, k, ln(n));
+    }
+    if (m.finalNorm instanceof LayerNorm) m.finalNorm = ln(m.finalNorm);
   }
 
   /** Makes `name` the one active adapter. */
@@ -196,7 +249,14 @@ export class PeftModel {
     }
     let others = 0;
     for (const l of this.loras.values()) for (const [an, a] of l.adapters) if (an !== this.activeAdapter) others += a.A.length + a.B.length + (a.bias?.length ?? 0);
-    const all = this.baseParams + trainable + others;
+    // Trained base tensors count as trainable; modules_to_save copies also add to all (PEFT keeps the original too).
+    let copies = 0;
+    const lora = trainable;
+    for (const t of this.trainableBase.values()) {
+      trainable += t.values.length;
+      if (t.copy) copies += t.values.length;
+    }
+    const all = this.baseParams + lora + others + copies;
     return { trainable, all, percent: (100 * trainable) / all };
   }
 
@@ -244,6 +304,7 @@ export class PeftModel {
       out.set(`base_model.model.${mod}.lora_B.weight`, Tensor.f32([l.outFeatures, a.r], a.B));
       if (a.bias) out.set(`base_model.model.${mod}.lora_B.bias`, Tensor.f32([l.outFeatures], a.bias));
     }
+    if (name === [...this.configs.keys()][0]) for (const [k, t] of this.trainableBase) out.set(k, Tensor.f32([t.values.length], t.values));
     return out;
   }
 
@@ -288,8 +349,15 @@ export class PeftModel {
     this.addAdapter(name, cfg, 0);
     const seen = new Set<string>();
     for (const key of file.names()) {
+      const base = this.trainableBase.get(key);
+      if (base) {
+        const t = file.get(key).toF32();
+        if (t.length !== base.values.length) throw new PeftError(`${wPath}: "${key}" has ${t.length} values, the model's ${base.values.length}`);
+        base.values.set(t);
+        continue;
+      }
       const m = /^base_model\.model\.(.+)\.lora_([AB])(?:\.[^.]+)?\.(weight|bias)$/.exec(key);
-      if (!m) throw new PeftError(`${wPath}: tensor "${key}" is not a LoRA A/B weight (modules_to_save and trained biases are not supported yet)`);
+      if (!m) throw new PeftError(`${wPath}: tensor "${key}" is neither a LoRA A/B weight nor a tensor that the adapter's bias "${cfg.bias}" / modules_to_save ${JSON.stringify(cfg.modulesToSave)} train in this model`);
       const [, mod, which, kind] = m;
       const l = this.loras.get(mod);
       const a = l?.adapters.get(name);

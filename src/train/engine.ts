@@ -38,6 +38,8 @@ export interface Distillation { teacherLogits: Float32Array; alpha: number; temp
 export interface AdapterGrads { dA: Float32Array; dB: Float32Array; dBias: Float32Array | null }
 
 export interface EngineOptions {
+  /** Base tensors trained too (bias "all"/"lora_only", modules_to_save): their values → gradient buffers. */
+  trainable?: Map<Float32Array, Float32Array>;
   gradientCheckpointing?: boolean;
   /** Dropout on (true) or off (eval). */
   training?: boolean;
@@ -92,8 +94,9 @@ export class TrainEngine {
     }
   }
 
-  /** Zero (or create) the gradient buffers of every active adapter. */
+  /** Zero (or create) the gradient buffers of every active adapter (and of trained base tensors). */
   zeroGrad(): void {
+    for (const g of this.opts.trainable?.values() ?? []) g.fill(0);
     for (const [, lin] of this.model.linears()) {
       if (!(lin instanceof LoraLinear)) continue;
       const a = this.active(lin);
@@ -173,10 +176,31 @@ export class TrainEngine {
     return mm(be, dy, this.weightT(base), M, K, N);
   }
 
+  /** Gradients of a trained base bias (Σ over rows of dy) and of a wholly trained float weight (dyᵀ·x). */
+  private baseGrads(rec: LinRec, dy: Float32Array): void {
+    const t = this.opts.trainable;
+    if (!t) return;
+    const base = rec.base, N = base.outFeatures, K = base.inFeatures, M = rec.M;
+    const bias = base instanceof Linear || base instanceof QuantLinear ? base.bias : null;
+    const gb = bias ? t.get(bias.f32) : undefined;
+    if (gb) for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) gb[n] += dy[m * N + n];
+    const gw = base instanceof Linear && base.weight.dtype === 'F32' ? t.get(base.weight.data as Float32Array) : undefined;
+    if (gw) {
+      const dw = mm(this.model.backend, transpose(dy, M, N), transpose(rec.x, M, K), N, K, M);
+      for (let i = 0; i < dw.length; i++) gw[i] += dw[i];
+    }
+  }
+
+  /** The gradient buffer of a trained base tensor (norm biases), if it is one. */
+  gradOf(values: Float32Array): Float32Array | undefined {
+    return this.opts.trainable?.get(values);
+  }
+
   /** dx from dy, accumulating the adapter's dA, dB. */
   private linBwd(rec: LinRec, dy: Float32Array): Float32Array {
     const be = this.model.backend, { M, lin, a } = rec, K = lin.inFeatures, N = lin.outFeatures;
     const dx = this.inputGrad(rec.base, dy, M);
+    this.baseGrads(rec, dy);
     if (!a) return dx;
     const g = this.grads.get(lin as LoraLinear);
     if (!g) throw new Error(`training: no gradient buffers for ${lin.name} (call zeroGrad first)`);
@@ -380,7 +404,11 @@ class OptFamily {
   layerBwd(l: number, rec: unknown, dy: Float32Array): Float32Array {
     const c = this.c, L = this.m.layers[l], e = this.e, M = this.b.B * this.b.T, H = c.hidden_size;
     const r = rec as ReturnType<OptFamily['layerFwd']>['rec'];
-    const lnB = (n: typeof L.attnNorm, act: ops.LayerNormAct, d: ops.Vec) => f32(ops.layernormBackward(d, n.weight.f32, act, M, H).dx);
+    const lnB = (n: typeof L.attnNorm, act: ops.LayerNormAct, d: ops.Vec) => {
+      const r = ops.layernormBackward(d, n.weight.f32, act, M, H), gb = e.gradOf(n.bias.f32);
+      if (gb) ops.accumulate(gb, r.db);
+      return f32(r.dx);
+    };
     const ds2 = r.p2 ? lnB(L.ffnNorm, r.p2.act, dy) : dy;
     const dr = e.linBack(r.d.rec, ds2);
     const df = f32(ops.reluBackward(dr, r.f.y));
@@ -413,7 +441,11 @@ class OptFamily {
     const M = this.b.B * this.b.T, H = this.c.hidden_size, fn = this.m.finalNorm;
     let d = this.e.linBack(rec.h.rec, dlogits);
     if (rec.po) d = this.e.linBack(rec.po.rec, d);
-    if (rec.n && fn) d = f32(ops.layernormBackward(d, fn.weight.f32, rec.n.act, M, H).dx);
+    if (rec.n && fn) {
+      const r = ops.layernormBackward(d, fn.weight.f32, rec.n.act, M, H), gb = this.e.gradOf(fn.bias.f32);
+      if (gb) ops.accumulate(gb, r.db);
+      d = f32(r.dx);
+    }
     return d;
   }
 }

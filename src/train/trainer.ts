@@ -104,13 +104,21 @@ export class Trainer {
     const a = this.args;
     if (!o.trainDataset.length) throw new TrainerError('Trainer: the training dataset is empty');
     const model = o.peft.model as DecoderLM;
-    this.engine = new TrainEngine(model, { gradientCheckpointing: a.gradientCheckpointing || model.gradientCheckpointing, training: true, seed: a.seed });
+    const trainable = new Map<Float32Array, Float32Array>(), baseParams: Param[] = [];
+    for (const [k, t] of o.peft.trainableBase) {
+      const g = new Float32Array(t.values.length);
+      trainable.set(t.values, g);
+      baseParams.push({ name: k, p: t.values, g, decay: t.decay });
+    }
+    this.engine = new TrainEngine(model, { gradientCheckpointing: a.gradientCheckpointing || model.gradientCheckpointing, training: true, seed: a.seed, trainable });
     this.engine.zeroGrad();
     this.params = [];
     for (const [l, g] of this.engine.grads) {
       const ad = l.adapters.get(o.peft.activeAdapter)!;
       this.params.push({ name: `${l.name}.lora_A`, p: ad.A, g: g.dA, decay: true }, { name: `${l.name}.lora_B`, p: ad.B, g: g.dB, decay: true });
+      if (ad.bias && g.dBias) this.params.push({ name: `${l.name}.lora_B.bias`, p: ad.bias, g: g.dBias, decay: false });
     }
+    this.params.push(...baseParams);
     if (!this.params.length) throw new TrainerError('Trainer: the model has no active LoRA adapter to train');
     this.optimizer = new AdamW(this.params, { lr: a.learningRate, betas: [a.adamBeta1, a.adamBeta2], eps: a.adamEpsilon, weightDecay: a.weightDecay });
     this.batchesPerEpoch = Math.ceil(o.trainDataset.length / a.perDeviceTrainBatchSize);
@@ -256,6 +264,12 @@ export class Trainer {
         if (!w.has(key)) throw new TrainerError(`resume: ${dir}/adapter_model.safetensors has no "${key}" (a checkpoint of another adapter?)`);
         arr.set(w.get(key).toF32());
       }
+      const bk = `base_model.model.${l.name}.lora_B.bias`;
+      if (ad.bias && w.has(bk)) ad.bias.set(w.get(bk).toF32());
+    }
+    for (const [k, t] of this.o.peft.trainableBase) {
+      if (!w.has(k)) throw new TrainerError(`resume: ${dir}/adapter_model.safetensors has no "${k}"`);
+      t.values.set(w.get(k).toF32());
     }
     const opt = readSafetensors(join(dir, 'optimizer.safetensors'));
     this.params.forEach((p, i) => {
