@@ -40,6 +40,11 @@ export interface Backend {
    * the whole dequantized weight.
    */
   matmulT?(dy: Tensor<'F32'>, w: Tensor, out: Tensor<'F32'>): void;
+  /**
+   * Several quantized linears that read the same x (q/k/v, gate/up) in one call: outs[i] = x · dequant(qws[i])ᵀ
+   * (+ biases[i]). Optional; false when this backend cannot join these weights (the caller runs them one by one).
+   */
+  matmulQMany?(x: Tensor<'F32'>, qws: QuantizedWeight[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): boolean;
   matmulQT?(dy: Tensor<'F32'>, qw: QuantizedWeight, out: Tensor<'F32'>): boolean;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;

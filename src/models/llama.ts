@@ -4,6 +4,7 @@ import type { Backend } from '../backend/backend.js';
 import type { LlamaConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, Linear, LinearLike, RMSNorm } from '../nn/layers.js';
+import { forwardShared } from '../nn/quant.js';
 import { RopeFrequencies } from '../nn/rope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { linearFactory, type LinearFactory } from './factory.js';
@@ -160,9 +161,8 @@ export class LlamaForCausalLM extends DecoderLM {
     const c = this.config, be = this.backend, L = this.layers[l];
     const { B, T, positions, invFreq, pastLen, keyMask, cache } = ctx;
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
-    const q = L.proj.q_proj.forward(h);                                // [B·T, nH·hd]
-    const k = L.proj.k_proj.forward(h);                                // [B·T, nKV·hd]
-    const v = L.proj.v_proj.forward(h);
+    // [B·T, nH·hd], [B·T, nKV·hd] ×2; one joined call where the backend can (GPTQ/AWQ).
+    const [q, k, v] = forwardShared([L.proj.q_proj, L.proj.k_proj, L.proj.v_proj], h);
     be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
     be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
     cache?.write(l, k, v, T);
@@ -176,8 +176,7 @@ export class LlamaForCausalLM extends DecoderLM {
   /** down_proj(silu(gate_proj(h))·up_proj(h)) of the normed input h [B·T, H]. */
   private mlp(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
     const L = this.layers[l];
-    const g = L.proj.gate_proj.forward(h);
-    const u = L.proj.up_proj.forward(h);
+    const [g, u] = forwardShared([L.proj.gate_proj, L.proj.up_proj], h);
     this.backend.siluMul(g, u, g);
     return L.proj.down_proj.forward(g);
   }

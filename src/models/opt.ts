@@ -4,6 +4,7 @@ import type { Backend } from '../backend/backend.js';
 import type { OptConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, LayerNorm, Linear, LinearLike } from '../nn/layers.js';
+import { forwardShared } from '../nn/quant.js';
 import { Tensor } from '../tensor/tensor.js';
 import { linearFactory, type LinearFactory } from './factory.js';
 import { checkLayerCount, DecoderLM, ForwardOptions, lastRows, prepareInput, Weights } from './model.js';
@@ -164,8 +165,7 @@ export class OPTForCausalLM extends DecoderLM {
     const c = this.config, be = this.backend, L = this.layers[l];
     const { B, T, pastLen, keyMask, cache } = ctx;
     const nH = c.num_attention_heads, hd = c.hidden_size / nH;
-    const q = L.proj.q_proj.forward(h);                                // [B·T, H] = [B, T, nH, hd]
-    const k = L.proj.k_proj.forward(h), v = L.proj.v_proj.forward(h);
+    const [q, k, v] = forwardShared([L.proj.q_proj, L.proj.k_proj, L.proj.v_proj], h);   // [B·T, H] = [B, T, nH, hd]
     cache?.write(l, k, v, T);
     const attn = Tensor.zeros('F32', [B, T, nH, hd]);
     // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.

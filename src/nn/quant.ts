@@ -42,3 +42,22 @@ export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight,
   if (qw.format === 'awq') return new AwqLinear(backend, name, qw, bias);
   return qw.format === 'int8' ? new Linear8bitLt(backend, name, qw, bias) : new Linear4bit(backend, name, qw, bias);
 }
+
+/**
+ * The linears that read the same x (q/k/v, gate/up), as one backend call when every one is a GPTQ/AWQ layer the
+ * backend can join (matmulQMany: one activation quantization, one thread-pool job); otherwise each layer's own
+ * forward. The results are the same either way.
+ */
+export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32'>[] {
+  const first = lins[0];
+  if (lins.length > 1 && lins.every((l) => l instanceof GptqLinear || l instanceof AwqLinear)) {
+    const ql = lins as (GptqLinear | AwqLinear)[];
+    const be = ql[0].backend;
+    if (be.matmulQMany && ql.every((l) => l.backend === be && l.inFeatures === first.inFeatures) && be.supports('matmulQ', ql.map((l) => l.qweight.format))) {
+      const lead = x.shape.slice(0, -1);
+      const outs = ql.map((l) => Tensor.zeros('F32', [...lead, l.outFeatures]));
+      if (be.matmulQMany(x, ql.map((l) => l.qweight), ql.map((l) => l.bias), outs)) return outs;
+    }
+  }
+  return lins.map((l) => l.forward(x));
+}

@@ -8,7 +8,7 @@
 // process may use (at most 16).
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
-import { bnb4Scales, type QuantFormat } from '../../quant/qweight.js';
+import { bnb4Scales, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
 import { unpackGptq, type GptqWeight } from '../../quant/gptq-format.js';
 import { unpackAwq, type AwqWeight } from '../../quant/awq-format.js';
 import { qgPack, type QgPacked } from '../../quant/qg.js';
@@ -36,6 +36,38 @@ function qgLayout(w: GptqWeight | AwqWeight): QgPacked | null {
   return p;
 }
 const DTYPE_CODE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
+
+// GPTQ/AWQ layers that read the same x, joined row-wise into one layout (their codes, scales and zeros concatenated)
+// so that one matmulQg call (one x quantization, one thread-pool job) serves all: keyed by the first weight, with
+// the others it was built for. The layers' own layouts are dropped once joined (rebuilt if one runs alone).
+const joined = new WeakMap<object, { others: object[]; p: QgPacked; biasKey: unknown[]; bias: Float32Array | null }>();
+function joinedLayout(ws: (GptqWeight | AwqWeight)[], biases: (Tensor<'F32'> | null)[]): { p: QgPacked; bias: Float32Array | null } | null {
+  const hit = joined.get(ws[0]);
+  if (hit && hit.others.length === ws.length - 1 && hit.others.every((o, i) => o === ws[i + 1]) && hit.biasKey.every((b, i) => b === (biases[i]?.data ?? null))) return hit;
+  const ps = ws.map((w) => qgLayout(w));
+  if (ps.some((p) => !p)) return null;
+  const p0 = ps[0]!;
+  for (const p of ps as QgPacked[]) {
+    if (p.bits !== p0.bits || p.K !== p0.K || p.Kpad !== p0.Kpad || p.G !== p0.G || p.nG !== p0.nG) return null;
+    if ((p.perm === null) !== (p0.perm === null) || (p.perm && p.perm.some((v, i) => v !== p0.perm![i]))) return null;
+  }
+  const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
+    const out = make(parts.reduce((a, x) => a + x.length, 0));
+    parts.reduce((o, x) => (out.set(x, o), o + x.length), 0);
+    return out;
+  };
+  const all = ps as QgPacked[];
+  const p: QgPacked = {
+    ...p0, N: all.reduce((a, x) => a + x.N, 0),
+    codes: cat(all.map((x) => x.codes), (n) => new Uint8Array(n)), scales: cat(all.map((x) => x.scales), (n) => new Float32Array(n)),
+    zeros: cat(all.map((x) => x.zeros), (n) => new Uint8Array(n)), sz: cat(all.map((x) => x.sz), (n) => new Float32Array(n)),
+  };
+  const bias = biases.some((b) => b) ? cat(biases.map((b, i) => b ? b.f32 : new Float32Array(all[i].N)), (n) => new Float32Array(n)) : null;
+  ws.forEach((w) => qgLayouts.delete(w));
+  const entry = { others: ws.slice(1), p, biasKey: biases.map((b) => b?.data ?? null), bias };
+  joined.set(ws[0], entry);
+  return entry;
+}
 
 /** True when the native addon is built and loads. */
 export function cpuAvailable(): boolean {
@@ -140,6 +172,24 @@ export const cpuBackend: Backend = {
     const w = qw.bnb4;
     a.matmulQ4(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), w.packed, w.nested ? bnb4Scales(w) : w.absmax,
       null, null, null, 1, 0, M, N, K, w.blocksize, Q4TYPE[w.quantType], DTYPE_CODE[w.dtype], null, true);
+    return true;
+  },
+
+  matmulQMany(x, qws, biases, outs) {
+    if (!qws.every((q) => q.format === 'gptq' || q.format === 'awq')) return false;
+    const ws = qws.map((q) => (q.format === 'gptq' ? q.gptq : (q as Extract<QuantizedWeight, { format: 'awq' }>).awq));
+    const j = joinedLayout(ws, biases);
+    if (!j) return false;
+    const a = requireAddon('cpu backend (matmulQMany)');
+    const K = qws[0].shape[1], M = x.numel / K, N = j.p.N;
+    const y = new Float32Array(M * N);
+    a.matmulQg(y, f32('matmulQMany', 'x', x), j.p.codes, j.p.bits, N, K, j.p.Kpad, j.p.G, j.p.nG, j.p.scales, j.p.zeros, j.p.sz, j.p.perm, M, j.bias);
+    let off = 0;
+    outs.forEach((o, i) => {
+      const n = qws[i].shape[0], dst = f32('matmulQMany', `out ${i}`, o);
+      for (let m = 0; m < M; m++) dst.set(y.subarray(m * N + off, m * N + off + n), m * n);
+      off += n;
+    });
     return true;
   },
 
