@@ -1,6 +1,6 @@
 // GPTQ / AWQ linears that read the same x (q/k/v, gate/up) run as one joined native call (nn/quant.ts forwardShared,
 // cpu backend matmulQMany): the logits are bit for bit those of one call per layer, in decode and prefill, with
-// biases (Qwen2's qkv) and for OPT; a LoRA-wrapped layer takes the separate path.
+// GQA and OPT's biases. Any other layer (float, bitsandbytes, a LoRA wrapper) runs alone.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
