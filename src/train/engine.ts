@@ -1,10 +1,12 @@
 // One training step's forward and backward for a decoder LM with LoRA adapters (issue 11): the loss of a batch and
-// the gradients of every active adapter's A and B. The base stays frozen (float or quantized): its linears run their
-// usual forward, and their input gradients come from the weight dequantized one layer at a time (weightT below).
+// the gradients of every active adapter's A and B (and of base tensors trained beside them). The base stays frozen
+// (float or quantized): its linears run their usual forward, and their input gradients come from the backend's
+// transposed products (Backend.matmulT / matmulQT: tiles dequantized on the fly), or from a transposed float32 copy
+// of the weight on a backend without them (weightT).
 //
 // The forward mirrors the inference forwards op for op (src/models/llama.ts, opt.ts) but keeps what the backward needs
-// in explicit per-layer records and writes nothing in place, llm.c style; ops come from ./ops.ts (each one checked
-// against finite differences) and the products of the linears run on the backend (native, threaded). With
+// in explicit per-layer records, llm.c style; ops come from ./ops.ts (each one checked against finite differences) or,
+// on the cpu backend, their native versions (./kernels.ts), and the products of the linears run on the backend. With
 // gradient checkpointing only each layer's input is kept, and the layer's forward runs again, with the same dropout
 // masks, when the backward reaches it.
 //
