@@ -3,7 +3,8 @@
 // on the text alone, and with eval-llama-16m as the teacher (loss (1 − α)·CE + α·τ²·KL). Perplexity on the last 10%
 // (GPTQ windows of --seqlen) for the untrained student, both runs and the teacher. Writes JSON.
 // Run: npx tsc -p . && node dist/bench/distill.js [--steps 60] [--seqlen 128] [--alpha 0.5] [--temperature 2]
-//      [--out FILE]   (default bench/out/distill.json; data: LOWBIT_TEST_DATA or ../shared/data)
+//      [--full] [--lr LR] [--out FILE]   (--full: the student trains whole instead of LoRA; default bench/out/distill.json;
+//      data: LOWBIT_TEST_DATA or ../shared/data)
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -21,7 +22,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
 const { values: o } = parseArgs({ options: {
   steps: { type: 'string', default: '60' }, seqlen: { type: 'string', default: '128' }, alpha: { type: 'string', default: '0.5' },
-  temperature: { type: 'string', default: '2' }, out: { type: 'string' },
+  temperature: { type: 'string', default: '2' }, out: { type: 'string' }, full: { type: 'boolean', default: false },
+  lr: { type: 'string' },
 } });
 const data = process.env.LOWBIT_TEST_DATA ?? resolve(root, '..', 'shared', 'data');
 const teacherDir = join(data, 'models', 'eval-llama-16m'), textPath = join(data, 'text', 'tinyshakespeare.txt');
@@ -50,7 +52,7 @@ const heldTokens = (m: LoadedModel) => m.tokenizer!.encode(text.slice(Math.floor
 const ppl = (m: LoadedModel) => perplexity(m.model, heldTokens(m), { seqLen: seqlen, maxWindows: 100 }).perplexity;
 
 const teacher = await fromPretrained(teacherDir);
-const results: Record<string, unknown> = { steps, seqlen, alpha: Number(o.alpha), temperature: Number(o.temperature), studentLayers: keep.length, teacherLayers: cfg.num_hidden_layers };
+const results: Record<string, unknown> = { mode: o.full ? 'full' : 'lora', steps, seqlen, alpha: Number(o.alpha), temperature: Number(o.temperature), studentLayers: keep.length, teacherLayers: cfg.num_hidden_layers };
 results.teacherPpl = ppl(teacher);
 const fresh = await fromPretrained(studentDir);
 results.studentPpl = ppl(fresh);
@@ -58,14 +60,14 @@ console.log(`teacher ppl ${(results.teacherPpl as number).toFixed(2)}, untrained
 
 for (const mode of ['text', 'distill'] as const) {
   const m = await fromPretrained(studentDir);
-  const peft = PeftModel.wrap(m.model, { r: 16, loraAlpha: 32, targetModules: 'all-linear', loraDropout: 0.05 }, { seed: 1 });
+  const peft = o.full ? null : PeftModel.wrap(m.model, { r: 16, loraAlpha: 32, targetModules: 'all-linear', loraDropout: 0.05 }, { seed: 1 });
   const train = loadTrainingData(textPath, m.tokenizer!, { seqlen, range: [0, 0.9] });
   const outDir = mkdtempSync(join(tmpdir(), `lowbit-distill-${mode}-`));
   const t0 = performance.now();
   const r = new Trainer({
-    peft, trainDataset: train, padId: 0,
+    ...(peft ? { peft } : { model: m.model }), trainDataset: train, padId: 0,
     teacher: mode === 'distill' ? { model: teacher.model, alpha: Number(o.alpha), temperature: Number(o.temperature) } : undefined,
-    args: { outputDir: outDir, perDeviceTrainBatchSize: 1, gradientAccumulationSteps: 4, learningRate: 1e-3, warmupSteps: 4, maxSteps: steps, loggingSteps: 10, saveSteps: 0, seed: 3 },
+    args: { outputDir: outDir, perDeviceTrainBatchSize: 1, gradientAccumulationSteps: 4, learningRate: Number(o.lr ?? (o.full ? 1e-4 : 1e-3)), warmupSteps: 4, maxSteps: steps, loggingSteps: 10, saveSteps: 0, seed: 3 },
   }).train();
   rmSync(outDir, { recursive: true, force: true });
   const p = ppl(m);

@@ -42,6 +42,23 @@ describe('lowbit finetune / merge / --adapter', () => {
     assert.ok(Math.abs(mp - tuned) / tuned < 0.01, `merged ${mp} vs adapter ${tuned}`);   // bf16 rounding of the merged weights
   });
 
+  it('--full: every weight trains; the folder loads and scores its text better than the base', () => {
+    const out = join(tmp, 'full');
+    const r = lowbit('finetune', KJV, '--full', '--data', held, '--seqlen', '64', '--max-steps', '8', '--grad-accum', '1', '--lr', '1e-4', '--out', out, '--json');
+    assert.equal(r.code, 0, r.err);
+    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json', 'trainer_state.json', 'loss.csv']) assert.ok(existsSync(join(out, f)), f);
+    const ppl = (dir: string) => {
+      const e = lowbit('eval', dir, '--ppl', '--dataset', held, '--seqlen', '64', '--max-windows', '8', '--json');
+      assert.equal(e.code, 0, e.err);
+      return JSON.parse(e.out).ppl as number;
+    };
+    const base = ppl(KJV), tuned = ppl(out);
+    assert.ok(tuned < base, `base ${base}, fully tuned ${tuned}`);
+    const q = lowbit('finetune', KJV, '--full', '--quantize', 'nf4', '--data', held, '--out', join(tmp, 'nope'));
+    assert.notEqual(q.code, 0);
+    assert.match(q.err, /--full trains every weight of a float model: leave out --quantize/);
+  });
+
   it('refuses bad input with a message and a non-zero exit', () => {
     let r = lowbit('finetune', KJV, '--out', join(tmp, 'x'));
     assert.notEqual(r.code, 0);

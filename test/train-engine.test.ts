@@ -12,6 +12,7 @@ import { PeftModel } from '../src/peft/lora.js';
 import type { LoraConfigOptions } from '../src/peft/config.js';
 import { TrainEngine, type TrainBatch } from '../src/train/engine.js';
 import { causalLmLoss } from '../src/train/ops.js';
+import { makeFullyTrainable } from '../src/train/full.js';
 import { GOLDEN_DIR } from './helpers.js';
 
 const FAMILIES = ['llama_gqa', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like'];
@@ -98,6 +99,29 @@ describe('training step on every family (LoRA on all linears)', () => {
       const params = [...trainable];
       const want = params.reduce((acc, [, g]) => acc + g.reduce((t, v) => t + v * v, 0), 0);
       assert.ok(want > 0, 'the base tensors get gradients');
+      const saved = params.map(([p]) => p.slice()), h = 1e-2 / Math.sqrt(want);
+      const shift = (sign: number) => params.forEach(([p, g]) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * g[j]; });
+      shift(1); const up = inferenceLoss(model as DecoderLM, b);
+      shift(-2); const down = inferenceLoss(model as DecoderLM, b);
+      params.forEach(([p], i) => p.set(saved[i]));
+      const num = (up - down) / (2 * h);
+      assert.ok(Math.abs(num - want) <= 0.02 * want, `numeric ${num}, analytic ${want}`);
+    });
+  }
+
+  for (const fam of ['llama_tied', 'qwen2', 'opt_350m_like']) {
+    it(`${fam}, full fine-tuning: every weight's gradient (embeddings, norms, linears, tied head) = central differences`, async () => {
+      const { model } = await fromPretrained(join(GOLDEN_DIR, fam));
+      const full = makeFullyTrainable(model as DecoderLM);
+      const b = batchFor(model.config.vocab_size);
+      const before = inferenceLoss(model as DecoderLM, b);
+      const trainable = new Map([...full.values()].map((t) => [t.values, new Float32Array(t.values.length)]));
+      const eng = new TrainEngine(model as DecoderLM, { training: false, trainable });
+      eng.zeroGrad();
+      assert.ok(Math.abs(eng.forwardBackward(b).loss - before) <= 1e-5 * before);
+      for (const [name, t] of full) assert.ok(trainable.get(t.values)!.some((v) => v !== 0) || /embed_positions/.test(name), `${name} gets a gradient`);
+      const params = [...trainable];
+      const want = params.reduce((acc, [, g]) => acc + g.reduce((x, v) => x + v * v, 0), 0);
       const saved = params.map(([p]) => p.slice()), h = 1e-2 / Math.sqrt(want);
       const shift = (sign: number) => params.forEach(([p, g]) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * g[j]; });
       shift(1); const up = inferenceLoss(model as DecoderLM, b);

@@ -13,6 +13,7 @@ import { collate, loadTrainingData, parseCsvTexts, type DataTokenizer, type Trai
 import { AdamW, clipGradNorm, lrLambda } from '../src/train/optim.js';
 import { latestCheckpoint, Trainer, trainingArguments } from '../src/train/trainer.js';
 import { GOLDEN_DIR } from './helpers.js';
+import { readSafetensors } from '../src/io/safetensors.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-train-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -122,6 +123,24 @@ describe('Trainer', () => {
     assert.equal(JSON.parse(readFileSync(join(out, 'trainer_state.json'), 'utf8')).global_step, 16);
     assert.equal(readFileSync(join(out, 'loss.csv'), 'utf8').trim().split('\n').length, 17);
     assert.match(readFileSync(join(out, 'loss.svg'), 'utf8'), /<polyline/);
+  });
+
+  it('full fine-tuning: the loss goes down; killed and resumed, the same curve; model.safetensors holds every weight', async () => {
+    const mk = async (out: string, onStep?: (s: number) => void) => {
+      const { model } = await fromPretrained(dir);
+      return new Trainer({ model, trainDataset: data(model.config.vocab_size), padId: 0, onStep,
+        args: { outputDir: out, perDeviceTrainBatchSize: 2, gradientAccumulationSteps: 1, maxSteps: 8, learningRate: 3e-3, loggingSteps: 1, saveSteps: 4, seed: 7 } });
+    };
+    const whole = (await mk(join(tmp, 'full-whole'))).train().logHistory;
+    assert.ok(whole[7].loss < whole[0].loss, `${whole[0].loss} → ${whole[7].loss}`);
+    const cut = join(tmp, 'full-cut');
+    const k = await mk(cut, (s) => { if (s === 6) throw new Error('killed'); });
+    assert.throws(() => k.train(), /killed/);
+    const resumed = (await mk(cut)).train({ resume: true });
+    assert.deepEqual(resumed.logHistory.map((e) => e.loss), whole.map((e) => e.loss));
+    const f = readSafetensors(join(cut, 'model.safetensors'));
+    assert.ok(f.has('model.embed_tokens.weight') && f.has('model.layers.0.self_attn.q_proj.weight') && f.has('model.norm.weight'));
+    assert.deepEqual(f.entries.get('model.layers.0.self_attn.q_proj.weight')!.shape.length, 2);
   });
 
   it('killed after a checkpoint, resumed: the same loss curve as an uninterrupted run', async () => {

@@ -129,7 +129,7 @@ inline bool qg_pairs(const Kernels* k, const QgWeight& w) { return k->qg_pairs &
 // caller takes the exact path).
 inline float qg_xmax(int bits) { return bits <= 4 ? 127.f : 8191.f; }
 bool qg_prep(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int64_t Kpad,
-             int64_t G, int64_t nG, int bits, const uint8_t* order, bool pairs);
+             int64_t G, int64_t nG, int bits, const uint8_t* order, bool pairs = false);
 // dst[j] = scale·(code − zero) of row n, permuted inputs k0 .. k0+n-1 (exact in float32: the ref's weights).
 void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n);
 

@@ -1,6 +1,9 @@
 // `lowbit finetune`: LoRA / QLoRA on a (quantized-on-load) base with the Trainer (src/train/trainer.ts), writing a
 // PEFT adapter folder; `lowbit merge`: a base plus an adapter → a plain checkpoint folder.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fromPretrained, type LoadedModel } from '../api.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { GPTQConfig } from '../io/gptqconfig.js';
 import { savePretrained } from '../io/save.js';
 import { Linear } from '../nn/layers.js';
@@ -48,6 +51,8 @@ Options:
   --data-range A,B        text files: the fraction of characters to train on (default 0,1)
   --packing               JSONL/CSV: join records and cut full blocks
   --assistant-only        chat records: the loss on the assistant turns only
+  --full                  full fine-tuning instead of LoRA: every weight of a float model trains; DIR receives
+                          model.safetensors (float32) with the model's config and tokenizer files
   --gradient-checkpointing  keep one layer's activations at a time (recompute in the backward)
   --logging-steps N       (default 1)
   --save-steps N          checkpoint every N steps (default 0: none)
@@ -74,7 +79,7 @@ const OPTIONS = {
   'logging-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'boolean', default: false }, seed: { type: 'string' },
   threads: { type: 'string' }, revision: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
   teacher: { type: 'string' }, 'distill-alpha': { type: 'string' }, 'distill-temperature': { type: 'string' },
-  bias: { type: 'string' }, 'modules-to-save': { type: 'string' },
+  bias: { type: 'string' }, 'modules-to-save': { type: 'string' }, full: { type: 'boolean', default: false },
 } as const;
 
 function biasOpt(b: string | undefined): 'none' | 'all' | 'lora_only' {
@@ -110,14 +115,15 @@ export async function runFinetune(argv: string[]): Promise<number> {
   if (!m.tokenizer) throw new UsageError(`${m.dir}: no tokenizer.json, so the training text cannot be tokenized`);
   const seqlen = Math.min(seqlenFlag ?? 256, m.model.maxPositions);
   const data = loadTrainingData(v.data, m.tokenizer, { seqlen, range, packing: v.packing, assistantOnly: v['assistant-only'] });
-  const peft = PeftModel.wrap(m.model, {
+  if (v.full && v.quantize !== undefined) throw new UsageError('--full trains every weight of a float model: leave out --quantize (QLoRA trains adapters on a quantized base)');
+  const peft = v.full ? null : PeftModel.wrap(m.model, {
     r: intOpt(v['lora-r'], '--lora-r', 1) ?? 8, loraAlpha: numOpt(v['lora-alpha'], '--lora-alpha') ?? 32,
     loraDropout: numOpt(v['lora-dropout'], '--lora-dropout', (x) => x >= 0 && x < 1, 'a fraction in [0, 1)') ?? 0.05,
     targetModules: targets.length === 1 && targets[0] === 'all-linear' ? 'all-linear' : targets, taskType: 'CAUSAL_LM',
     bias: biasOpt(v.bias), modulesToSave: v['modules-to-save'] ? v['modules-to-save'].split(',').map((x) => x.trim()).filter(Boolean) : null,
     baseModelNameOrPath: positionals[0],
   }, { seed: intOpt(v.seed, '--seed') ?? 42 });
-  peft.printTrainableParameters((s) => process.stderr.write(s + '\n'));
+  peft?.printTrainableParameters((s) => process.stderr.write(s + '\n'));
   const padId = m.tokenizer.padTokenId ?? m.tokenizer.eosTokenId ?? 0;
   let teacher: { model: LoadedModel['model']; alpha: number; temperature: number } | undefined;
   if (v.teacher !== undefined) {
@@ -135,7 +141,7 @@ export async function runFinetune(argv: string[]): Promise<number> {
   const bar = renderProgress({ label: 'train', ttyOnly: true });
   const t0 = performance.now();
   const trainer = new Trainer({
-    peft, trainDataset: data, padId, teacher,
+    ...(peft ? { peft } : { model: m.model }), trainDataset: data, padId, teacher,
     args: {
       outputDir: v.out, perDeviceTrainBatchSize: intOpt(v['batch-size'], '--batch-size', 1) ?? 1, gradientAccumulationSteps: intOpt(v['grad-accum'], '--grad-accum', 1) ?? 4,
       learningRate: numOpt(v.lr, '--lr', (x) => x > 0, 'a positive number') ?? 2e-4, warmupSteps: intOpt(v['warmup-steps'], '--warmup-steps') ?? 2,
@@ -150,10 +156,16 @@ export async function runFinetune(argv: string[]): Promise<number> {
   });
   process.stderr.write(`${data.length} examples of up to ${seqlen} tokens; ${trainer.maxSteps} steps of ${trainer.args.perDeviceTrainBatchSize}×${trainer.args.gradientAccumulationSteps} examples\n`);
   const r = trainer.train({ resume: v.resume });
+  if (v.full) {
+    // A loadable folder: the trained weights beside the source's config, generation config and tokenizer files.
+    for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+      if (existsSync(join(m.dir, f))) writeFileAtomic(join(v.out, f), readFileSync(join(m.dir, f)));
+    }
+  }
   const first = r.logHistory[0], last = r.logHistory[r.logHistory.length - 1];
   const summary = { out: v.out, steps: r.globalStep, resumedFrom: r.resumedFrom, firstLoss: first?.loss ?? null, lastLoss: last?.loss ?? null, trainSeconds: r.trainSeconds, tokens: r.tokens, tokensPerSec: r.tokens / r.trainSeconds };
   if (v.json) process.stdout.write(JSON.stringify(summary) + '\n');
-  else process.stdout.write(`trained ${r.globalStep} steps${r.resumedFrom !== null ? ` (resumed at ${r.resumedFrom})` : ''} in ${r.trainSeconds.toFixed(1)} s, ${summary.tokensPerSec.toFixed(1)} tok/s; loss ${first?.loss.toFixed(4)} → ${last?.loss.toFixed(4)}\nadapter: ${v.out}\n`);
+  else process.stdout.write(`trained ${r.globalStep} steps${r.resumedFrom !== null ? ` (resumed at ${r.resumedFrom})` : ''} in ${r.trainSeconds.toFixed(1)} s, ${summary.tokensPerSec.toFixed(1)} tok/s; loss ${first?.loss.toFixed(4)} → ${last?.loss.toFixed(4)}\n${v.full ? 'model' : 'adapter'}: ${v.out}\n`);
   return 0;
 }
 

@@ -25,9 +25,9 @@ interface Layer {
 }
 
 export class LlamaForCausalLM extends DecoderLM {
-  readonly embed: Embedding;
+  embed: Embedding;
   readonly layers: Layer[] = [];
-  readonly norm: RMSNorm;
+  norm: RMSNorm;
   lmHead: LinearLike;
   private readonly rope: RopeFrequencies;
 

@@ -21,8 +21,8 @@ interface Layer {
 }
 
 export class OPTForCausalLM extends DecoderLM {
-  readonly embed: Embedding;
-  readonly positions: Embedding;
+  embed: Embedding;
+  positions: Embedding;
   readonly layers: Layer[] = [];
   finalNorm: LayerNorm | null;
   lmHead: LinearLike;

@@ -302,9 +302,6 @@ class LlamaFamily {
     return out.f32;
   }
 
-  /** The embedding table is frozen: nothing to do. */
-  embedBwd(_dx: Float32Array): void {}
-
   layerFwd(l: number, x: Float32Array, seed: number) {
     const c = this.c, L = this.m.layers[l], e = this.e, { B, T } = this.b, M = B * T, H = c.hidden_size;
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
@@ -331,7 +328,7 @@ class LlamaFamily {
     const dh = e.linBack(r.d.rec, dy);
     const { dg, du } = kernels.siluMulBackward(this.m.backend, dh, r.g.y, r.u.y);
     const dn2 = ops.addVec(e.linBack(r.g.rec, f32(dg)), e.linBack(r.u.rec, f32(du)));
-    const dx1 = ops.addVec(dy, ops.rmsnormBackward(dn2, L.postNorm.weight.f32, r.n2.act, M, H).dx);
+    const dx1 = ops.addVec(dy, this.rmsB(dn2, L.postNorm.weight.f32, r.n2.act, M, H));
     const dattn = e.linBack(r.o.rec, f32(dx1));
     const { dq, dk, dv } = kernels.attentionBackward(this.m.backend, dattn, r.at.act, r.sh);
     const dqn = kernels.ropeInPlace(this.m.backend, dq, this.neg, this.inv, c.num_attention_heads, c.head_dim);
@@ -339,7 +336,7 @@ class LlamaFamily {
     const dn1 = e.linBack(r.q.rec, f32(dqn));
     ops.accumulate(dn1, e.linBack(r.k.rec, f32(dkn)));
     ops.accumulate(dn1, e.linBack(r.v.rec, f32(dv)));
-    return f32(ops.addVec(dx1, ops.rmsnormBackward(dn1, L.inputNorm.weight.f32, r.n1.act, M, H).dx));
+    return f32(ops.addVec(dx1, this.rmsB(dn1, L.inputNorm.weight.f32, r.n1.act, M, H)));
   }
 
   headFwd(x: Float32Array, seed: number) {
@@ -352,7 +349,20 @@ class LlamaFamily {
   headBwd(r: unknown, dlogits: Float32Array): Float32Array {
     const M = this.b.B * this.b.T, rec = r as ReturnType<LlamaFamily['headFwd']>['rec'];
     const dn = this.e.linBack(rec.h.rec, dlogits);
-    return f32(ops.rmsnormBackward(dn, this.m.norm.weight.f32, rec.n.act, M, this.c.hidden_size).dx);
+    return this.rmsB(dn, this.m.norm.weight.f32, rec.n.act, M, this.c.hidden_size);
+  }
+
+  /** RMSNorm backward; the weight's gradient is kept when the weight trains (full fine-tuning). */
+  private rmsB(d: ops.Vec, w: Float32Array, act: ops.RmsNormAct, M: number, H: number): Float32Array {
+    const r = ops.rmsnormBackward(d, w, act, M, H), gw = this.e.gradOf(w);
+    if (gw) ops.accumulate(gw, r.dw);
+    return f32(r.dx);
+  }
+
+  /** A trained embedding table's gradient (full fine-tuning). */
+  embedBwd(dx: Float32Array): void {
+    const g = this.e.gradOf(this.m.embed.weight.data as Float32Array);
+    if (g) ops.accumulate(g, ops.embeddingBackward(dx, this.b.ids, this.c.vocab_size, this.c.hidden_size));
   }
 }
 
@@ -373,13 +383,19 @@ class OptFamily {
     for (let b = 0; b < B; b++) { let s = 0; for (let t = 0; t < T; t++) { const m = mask ? mask[b * T + t] : 1; s += m; pos[b * T + t] = (m ? s - 1 : -1) + 2; } }
     const pe = Tensor.zeros('F32', [B * T, H]);
     be.embedding(this.m.positions.weight, pos, pe);
+    this.posIds = pos;
     return f32(ops.addVec(x, pe.f32));
   }
 
-  /** project_in may carry an adapter (all-linear): its gradients; the embeddings are frozen. */
+  /** project_in (an adapter, or trained whole) and, in full fine-tuning, the token and position embeddings. */
   embedBwd(dx: Float32Array): void {
-    if (this.proj) this.e.linBack(this.proj.rec, dx);
+    const gp = this.e.gradOf(this.m.positions.weight.data as Float32Array);
+    if (gp) ops.accumulate(gp, ops.embeddingBackward(dx, this.posIds!, this.m.positions.weight.shape[0], this.c.hidden_size));
+    const dt = this.proj ? this.e.linBack(this.proj.rec, dx) : dx;
+    const ge = this.e.gradOf(this.m.embed.weight.data as Float32Array);
+    if (ge) ops.accumulate(ge, ops.embeddingBackward(dt, this.b.ids, this.c.vocab_size, this.c.word_embed_proj_dim));
   }
+  private posIds: Int32Array | null = null;
 
   layerFwd(l: number, x: Float32Array, seed: number) {
     const c = this.c, L = this.m.layers[l], e = this.e, { B, T } = this.b, M = B * T, H = c.hidden_size;
@@ -407,8 +423,9 @@ class OptFamily {
     const c = this.c, L = this.m.layers[l], e = this.e, M = this.b.B * this.b.T, H = c.hidden_size;
     const r = rec as ReturnType<OptFamily['layerFwd']>['rec'];
     const lnB = (n: typeof L.attnNorm, act: ops.LayerNormAct, d: ops.Vec) => {
-      const r = ops.layernormBackward(d, n.weight.f32, act, M, H), gb = e.gradOf(n.bias.f32);
+      const r = ops.layernormBackward(d, n.weight.f32, act, M, H), gb = e.gradOf(n.bias.f32), gw = e.gradOf(n.weight.f32);
       if (gb) ops.accumulate(gb, r.db);
+      if (gw) ops.accumulate(gw, r.dw);
       return f32(r.dx);
     };
     const ds2 = r.p2 ? lnB(L.ffnNorm, r.p2.act, dy) : dy;
@@ -444,8 +461,9 @@ class OptFamily {
     let d = this.e.linBack(rec.h.rec, dlogits);
     if (rec.po) d = this.e.linBack(rec.po.rec, d);
     if (rec.n && fn) {
-      const r = ops.layernormBackward(d, fn.weight.f32, rec.n.act, M, H), gb = this.e.gradOf(fn.bias.f32);
+      const r = ops.layernormBackward(d, fn.weight.f32, rec.n.act, M, H), gb = this.e.gradOf(fn.bias.f32), gw = this.e.gradOf(fn.weight.f32);
       if (gb) ops.accumulate(gb, r.db);
+      if (gw) ops.accumulate(gw, r.dw);
       d = f32(r.dx);
     }
     return d;

@@ -13,6 +13,7 @@ import { PyRandom } from '../util/pyrandom.js';
 import { lossChart } from './chart.js';
 import { collate, type TrainExample } from './data.js';
 import { TrainEngine } from './engine.js';
+import { makeFullyTrainable, type FullParam } from './full.js';
 import { AdamW, clipGradNorm, lrLambda, SCHEDULERS, type Param, type SchedulerType } from './optim.js';
 
 export class TrainerError extends Error { override name = 'TrainerError'; }
@@ -74,7 +75,10 @@ export interface LogEntry { step: number; epoch: number; loss: number; learningR
 export interface TrainResult { globalStep: number; logHistory: LogEntry[]; resumedFrom: number | null; trainSeconds: number; tokens: number }
 
 export interface TrainerOptions {
-  peft: PeftModel;
+  /** LoRA: the PeftModel whose active adapter trains (with any base tensors its config trains). */
+  peft?: PeftModel;
+  /** Full fine-tuning instead: every weight of this float model trains (src/train/full.ts); saved as model.safetensors. */
+  model?: CausalLM;
   args: TrainingArgumentsOptions | Record<string, unknown>;
   trainDataset: TrainExample[];
   /** Padding id of the collator (the tokenizer's pad, else its EOS). */
@@ -97,15 +101,21 @@ export class Trainer {
   readonly optimizer: AdamW;
   readonly maxSteps: number;
   readonly warmup: number;
+  readonly model: DecoderLM;
+  /** Full fine-tuning: every trained tensor by HF name; null for LoRA. */
+  readonly full: Map<string, FullParam> | null;
   private readonly batchesPerEpoch: number;
 
   constructor(private readonly o: TrainerOptions) {
     this.args = trainingArguments(o.args);
     const a = this.args;
     if (!o.trainDataset.length) throw new TrainerError('Trainer: the training dataset is empty');
-    const model = o.peft.model as DecoderLM;
+    if (!o.peft === !o.model) throw new TrainerError('Trainer: give either peft (LoRA) or model (full fine-tuning)');
+    const model = (o.peft?.model ?? o.model) as DecoderLM;
+    this.model = model;
+    this.full = o.model ? makeFullyTrainable(model) : null;
     const trainable = new Map<Float32Array, Float32Array>(), baseParams: Param[] = [];
-    for (const [k, t] of o.peft.trainableBase) {
+    for (const [k, t] of this.full ?? o.peft!.trainableBase) {
       const g = new Float32Array(t.values.length);
       trainable.set(t.values, g);
       baseParams.push({ name: k, p: t.values, g, decay: t.decay });
@@ -114,12 +124,12 @@ export class Trainer {
     this.engine.zeroGrad();
     this.params = [];
     for (const [l, g] of this.engine.grads) {
-      const ad = l.adapters.get(o.peft.activeAdapter)!;
+      const ad = l.adapters.get(o.peft!.activeAdapter)!;
       this.params.push({ name: `${l.name}.lora_A`, p: ad.A, g: g.dA, decay: true }, { name: `${l.name}.lora_B`, p: ad.B, g: g.dB, decay: true });
       if (ad.bias && g.dBias) this.params.push({ name: `${l.name}.lora_B.bias`, p: ad.bias, g: g.dBias, decay: false });
     }
     this.params.push(...baseParams);
-    if (!this.params.length) throw new TrainerError('Trainer: the model has no active LoRA adapter to train');
+    if (!this.params.length) throw new TrainerError('Trainer: the model has no active LoRA adapter (or trainable tensor) to train');
     this.optimizer = new AdamW(this.params, { lr: a.learningRate, betas: [a.adamBeta1, a.adamBeta2], eps: a.adamEpsilon, weightDecay: a.weightDecay });
     this.batchesPerEpoch = Math.ceil(o.trainDataset.length / a.perDeviceTrainBatchSize);
     const stepsPerEpoch = Math.max(1, Math.floor(this.batchesPerEpoch / a.gradientAccumulationSteps));
@@ -127,7 +137,7 @@ export class Trainer {
     this.warmup = a.warmupSteps > 0 ? a.warmupSteps : Math.ceil(a.warmupRatio * this.maxSteps);
     const t = o.teacher;
     if (t) {
-      const tv = t.model.config.vocab_size, sv = o.peft.model.config.vocab_size;
+      const tv = t.model.config.vocab_size, sv = model.config.vocab_size;
       if (tv !== sv) throw new TrainerError(`distillation: the teacher's vocabulary (${tv} tokens) is not the student's (${sv}): distillation needs a shared vocabulary (the same tokenizer)`);
       if (!((t.alpha ?? 0.5) >= 0 && (t.alpha ?? 0.5) <= 1)) throw new TrainerError(`distillation: alpha must be in [0, 1], got ${t.alpha}`);
       if (!((t.temperature ?? 2) > 0)) throw new TrainerError(`distillation: temperature must be positive, got ${t.temperature}`);
@@ -212,10 +222,10 @@ export class Trainer {
     return { globalStep: this.maxSteps, logHistory: history, resumedFrom, trainSeconds, tokens };
   }
 
-  /** trainer.save_model: the adapter (PEFT files), trainer_state.json, loss.csv and loss.svg in dir. */
+  /** trainer.save_model: the adapter (PEFT files) or, fully fine-tuned, model.safetensors; trainer_state.json, loss.csv, loss.svg. */
   saveModel(dir: string, history: LogEntry[] = []): void {
     mkdirSync(dir, { recursive: true });
-    this.o.peft.saveAdapter(dir);
+    this.saveWeights(dir);
     this.writeState(dir, this.maxSteps, history);
     writeFileAtomic(join(dir, 'loss.csv'), 'step,epoch,loss,learning_rate,grad_norm,tokens_per_sec\n' +
       history.map((e) => [e.step, e.epoch, e.loss, e.learningRate, e.gradNorm, e.tokensPerSec].join(',')).join('\n') + (history.length ? '\n' : ''));
@@ -238,7 +248,7 @@ export class Trainer {
     const final = join(this.args.outputDir, `checkpoint-${step}`);
     const tmp = `${final}.tmp-${tempTag()}`;
     mkdirSync(tmp, { recursive: true });
-    this.o.peft.saveAdapter(tmp);
+    this.saveWeights(tmp);
     const t = new Map<string, Tensor>();
     this.params.forEach((p, i) => {
       t.set(`${p.name}.exp_avg`, Tensor.f32([p.p.length], this.optimizer.m[i]));
@@ -252,13 +262,41 @@ export class Trainer {
     return final;
   }
 
+  /** The trained tensors: PEFT's adapter files, or model.safetensors (float32, HF names) for full fine-tuning. */
+  private saveWeights(dir: string): void {
+    if (this.o.peft) { this.o.peft.saveAdapter(dir); return; }
+    const t = new Map<string, Tensor>();
+    const shapes = this.shapes();
+    for (const [k, p] of this.full!) t.set(k, Tensor.f32(shapes.get(k) ?? [p.values.length], p.values));
+    writeSafetensors(join(dir, 'model.safetensors'), t, { format: 'pt' });
+  }
+
+  /** Each fully trained tensor's shape, by name (the model's layers hold them). */
+  private shapes(): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    const byData = new Map<unknown, readonly number[]>();
+    const m = this.model as DecoderLM & { embed?: { weight: Tensor }; positions?: { weight: Tensor } };
+    for (const [, l] of m.linears()) if ('weight' in l) byData.set((l as { weight: Tensor }).weight.data, (l as { weight: Tensor }).weight.shape);
+    for (const e of [m.embed, m.positions]) if (e) byData.set(e.weight.data, e.weight.shape);
+    for (const [k, p] of this.full ?? []) { const s = byData.get(p.values); if (s) out.set(k, [...s]); }
+    return out;
+  }
+
   private loadCheckpoint(dir: string): { globalStep: number; logHistory: LogEntry[] } {
     const statePath = join(dir, 'trainer_state.json');
     if (!existsSync(statePath)) throw new TrainerError(`resume: ${dir} has no trainer_state.json`);
     const st = JSON.parse(readFileSync(statePath, 'utf8'));
+    if (this.full) {
+      const f = readSafetensors(join(dir, 'model.safetensors'));
+      for (const [k, p] of this.full) {
+        if (!f.has(k)) throw new TrainerError(`resume: ${dir}/model.safetensors has no "${k}"`);
+        p.values.set(f.get(k).toF32());
+      }
+      return this.loadOptimizer(dir, st);
+    }
     const w = readSafetensors(join(dir, 'adapter_model.safetensors'));
     for (const [l] of this.engine.grads) {
-      const ad = l.adapters.get(this.o.peft.activeAdapter)!;
+      const ad = l.adapters.get(this.o.peft!.activeAdapter)!;
       for (const [k, arr] of [['A', ad.A], ['B', ad.B]] as const) {
         const key = `base_model.model.${l.name}.lora_${k}.weight`;
         if (!w.has(key)) throw new TrainerError(`resume: ${dir}/adapter_model.safetensors has no "${key}" (a checkpoint of another adapter?)`);
@@ -267,10 +305,14 @@ export class Trainer {
       const bk = `base_model.model.${l.name}.lora_B.bias`;
       if (ad.bias && w.has(bk)) ad.bias.set(w.get(bk).toF32());
     }
-    for (const [k, t] of this.o.peft.trainableBase) {
+    for (const [k, t] of this.o.peft!.trainableBase) {
       if (!w.has(k)) throw new TrainerError(`resume: ${dir}/adapter_model.safetensors has no "${k}"`);
       t.values.set(w.get(k).toF32());
     }
+    return this.loadOptimizer(dir, st);
+  }
+
+  private loadOptimizer(dir: string, st: { global_step: number; log_history: Record<string, number>[] }): { globalStep: number; logHistory: LogEntry[] } {
     const opt = readSafetensors(join(dir, 'optimizer.safetensors'));
     this.params.forEach((p, i) => {
       this.optimizer.m[i].set(opt.get(`${p.name}.exp_avg`).toF32());
