@@ -7,9 +7,8 @@
 //      for Chrome DevTools or a script, to see where the JavaScript between ops goes)
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
+import { timeCpuOps } from './op-timer.js';
 import { parseArgs } from 'node:util';
-import { getBackend } from '../src/backend/index.js';
-import type { Backend } from '../src/backend/backend.js';
 import { cpuInfo, getThreads } from '../src/backend/cpu/index.js';
 import { loadAddon } from '../src/native/addon.js';
 import { parseGptqConfig } from '../src/io/gptqconfig.js';
@@ -33,24 +32,12 @@ if ((fmt !== 'bf16' && !bnb[fmt] && !gptqBits) || !(steps >= 1)) {
   process.exit(2);
 }
 
-// Time every op of the backend the model calls (the cpu backend object, wrapped in place before the model is built).
-const backend = getBackend('cpu') as Backend & Record<string, unknown>;
-const times = new Map<string, number>();
-let timing = false;
-for (const k of Object.keys(backend)) {
-  const f = backend[k];
-  if (typeof f !== 'function' || k === 'supports') continue;
-  backend[k] = function (this: unknown, ...a: unknown[]) {
-    const t = performance.now();
-    const r = (f as (...x: unknown[]) => unknown).apply(this, a);
-    if (timing) {
-      const w = a[1] as Tensor | QuantizedWeight | undefined;
-      const key = k.startsWith('matmul') && w ? `${k} ${'shape' in w && Array.isArray(w.shape) ? w.shape.join('x') : ''}` : k;
-      times.set(key, (times.get(key) ?? 0) + performance.now() - t);
-    }
-    return r;
-  };
-}
+// Time every op of the backend the model calls, matmuls by weight shape.
+const timer = timeCpuOps((k, a) => {
+  const w = a[1] as Tensor | QuantizedWeight | undefined;
+  return k.startsWith('matmul') && w ? `${k} ${'shape' in w && Array.isArray(w.shape) ? w.shape.join('x') : ''}` : k;
+});
+const { backend, times } = timer;
 
 const { config, tensors } = randomLlama(opts.shape!, 'BF16');
 const quantize = bnb[fmt] ? parseQuantizationConfig(bnb[fmt], 'decode-ops', { where: '--format', strict: true }) : undefined;
@@ -68,11 +55,11 @@ const post = (method: string, params?: object): Promise<unknown> =>
   new Promise((resolve, reject) => inspector!.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res))));
 if (inspector) { inspector.connect(); await post('Profiler.enable'); await post('Profiler.setSamplingInterval', { interval: 100 }); await post('Profiler.start'); }
 const stats0 = loadAddon()?.poolStats();
-timing = true;
+timer.on = true;
 const t0 = performance.now();
 for (let i = 0; i < steps; i++) model.forward([[11 + i]], { cache, logits: 'last' });
 const step = (performance.now() - t0) / steps;
-timing = false;
+timer.on = false;
 if (inspector) {
   const { profile } = await post('Profiler.stop') as { profile: unknown };
   writeFileSync(opts['cpu-prof']!, JSON.stringify(profile));

@@ -9,8 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getBackend } from '../src/backend/index.js';
-import type { Backend } from '../src/backend/backend.js';
+import { timeCpuOps } from './op-timer.js';
 import { getThreads } from '../src/backend/cpu/index.js';
 import { parseQuantizationConfig } from '../src/io/quantconfig.js';
 import type { DecoderLM } from '../src/models/model.js';
@@ -28,19 +27,8 @@ const { values: o } = parseArgs({ options: {
 const T = Number(o.seqlen), B = Number(o.batch), steps = Number(o.steps);
 if (o.format !== 'nf4' && o.format !== 'bf16') { console.error('--format must be nf4 or bf16'); process.exit(2); }
 
-const backend = getBackend('cpu') as Backend & Record<string, unknown>;
-const times = new Map<string, number>();
-let timing = false;
-for (const k of Object.keys(backend)) {
-  const f = backend[k];
-  if (typeof f !== 'function' || k === 'supports') continue;
-  backend[k] = function (this: unknown, ...a: unknown[]) {
-    const t = performance.now();
-    const r = (f as (...x: unknown[]) => unknown).apply(this, a);
-    if (timing) times.set(k, (times.get(k) ?? 0) + performance.now() - t);
-    return r;
-  };
-}
+const timer = timeCpuOps();
+const { backend, times } = timer;
 
 const { config, tensors } = randomLlama(o.shape!, 'BF16');
 const quantize = o.format === 'nf4' ? parseQuantizationConfig({ loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true }, 'bench', { where: '--format', strict: true }) : undefined;
@@ -59,9 +47,9 @@ for (let i = 0; i < steps; i++) {
   const e = new TrainEngine(model, { training: true });
   e.zeroGrad();
   times.clear();
-  timing = true;
+  timer.on = true;
   step.push(time(() => e.forwardBackward(batch)));
-  timing = false;
+  timer.on = false;
   if (i === 0) results.stepBackendMs = Object.fromEntries([...times].map(([k, v]) => [k, Math.round(v)]));
   const c = new TrainEngine(model, { training: true, gradientCheckpointing: true });
   c.zeroGrad();
