@@ -14,10 +14,8 @@ import type { CausalLM, DecoderLM } from '../src/models/model.js';
 import { AwqError, awqQuantize } from '../src/quant/awq.js';
 import { AWQ_LAYERS, foldScales, groupSkipReason, quantizeModelAwq, type AwqProgress } from '../src/quant/awq-driver.js';
 import { calibrationSamples } from '../src/quant/calib.js';
-import type { GptqCodes } from '../src/quant/gptq-types.js';
-import { Tensor } from '../src/tensor/tensor.js';
 import { PyRandom } from '../src/util/pyrandom.js';
-import { GOLDEN_DIR, NO_DATA, relErr, sharedData } from './helpers.js';
+import { GOLDEN_DIR, NO_DATA, relErr, sharedData, checksum, dequantizeCodes as dequantize } from './helpers.js';
 
 const FAMILIES = ['llama_gqa', 'llama_tied', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like'];
 
@@ -31,21 +29,6 @@ function randomScales(r: PyRandom, n: number): Float32Array {
   return Float32Array.from({ length: n }, () => Math.fround(10 ** ((r.getrandbits(16) / 65536) * 2 - 1)));
 }
 
-function dequantize(c: GptqCodes): Float32Array {
-  const [N, K] = c.shape, out = new Float32Array(N * K);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
-    const g = c.gIdx[k];
-    out[n * K + k] = Math.fround(c.scales[g * N + n] * (c.intWeight[n * K + k] - c.zeros[g * N + n]));
-  }
-  return out;
-}
-
-function checksum(t: Tensor): number {
-  let s = 0;
-  const d = t.data as ArrayLike<number>;
-  for (let i = 0; i < d.length; i++) s = (s * 31 + d[i]) % 1e9;
-  return s;
-}
 
 /**
  * The group size every decoder linear of the tiny models can take (K is 32, 64, 128 or 172 = 4·43): one group per

@@ -15,10 +15,9 @@ import { OPTForCausalLM } from '../src/models/opt.js';
 import { calibrationSamples } from '../src/quant/calib.js';
 import { GptqError, rtnQuantize } from '../src/quant/gptq.js';
 import { quantizeModelGptq, type GptqProgress } from '../src/quant/gptq-driver.js';
-import type { GptqCodes } from '../src/quant/gptq-types.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { PyRandom } from '../src/util/pyrandom.js';
-import { GOLDEN_DIR, NO_DATA, relErr, sharedData } from './helpers.js';
+import { GOLDEN_DIR, NO_DATA, relErr, sharedData, checksum, dequantizeCodes as dequantize } from './helpers.js';
 
 const FAMILIES = ['llama_gqa', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like'];
 
@@ -38,21 +37,6 @@ function head(model: CausalLM, x: Tensor<'F32'>): Float32Array {
   return m.lmHead.forward(m.norm.forward(x)).f32;
 }
 
-function dequantize(c: GptqCodes): Float32Array {
-  const [N, K] = c.shape, out = new Float32Array(N * K);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
-    const g = c.gIdx[k];
-    out[n * K + k] = Math.fround(c.scales[g * N + n] * (c.intWeight[n * K + k] - c.zeros[g * N + n]));
-  }
-  return out;
-}
-
-function checksum(t: Tensor): number {
-  let s = 0;
-  const d = t.data as ArrayLike<number>;
-  for (let i = 0; i < d.length; i++) s = (s * 31 + d[i]) % 1e9;
-  return s;
-}
 
 describe('GPTQ driver on every family', () => {
   for (const g of FAMILIES) {

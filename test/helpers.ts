@@ -8,6 +8,8 @@ import { fromPretrained } from '../src/api.js';
 import type { BitsAndBytesConfig } from '../src/io/quantconfig.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { setWarningHandler } from '../src/util/warn.js';
+import type { GptqCodes } from '../src/quant/gptq-types.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repo root (tests run from dist/test). */
@@ -126,4 +128,22 @@ export function simdLevels(): string[] {
   if (!addon) return [];
   const best = addon.cpuInfo().best;
   return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
+}
+
+/** The float weight that GPTQ/AWQ codes stand for: fl32(scale·(code − zero)) per (row, group of g_idx). */
+export function dequantizeCodes(c: GptqCodes): Float32Array {
+  const [N, K] = c.shape, out = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
+    const g = c.gIdx[k];
+    out[n * K + k] = Math.fround(c.scales[g * N + n] * (c.intWeight[n * K + k] - c.zeros[g * N + n]));
+  }
+  return out;
+}
+
+/** A cheap fingerprint of a tensor's values (to check that a weight was left untouched). */
+export function checksum(t: Tensor): number {
+  let s = 0;
+  const d = t.data as ArrayLike<number>;
+  for (let i = 0; i < d.length; i++) s = (s * 31 + d[i]) % 1e9;
+  return s;
 }

@@ -44,10 +44,25 @@ function inferenceLoss(model: DecoderLM, b: TrainBatch): number {
   return causalLmLoss(Float64Array.from(logits.f32), b.labels, b.B, b.T, model.config.vocab_size).loss;
 }
 
+/**
+ * The analytic directional derivative Σ g·d of the inference loss over parameters [values, gradient] along d, and
+ * its central difference with a step of 1e-2 / |d| (the parameters are restored exactly afterwards).
+ */
+function directional(model: DecoderLM, b: TrainBatch, params: (readonly [Float32Array, Float32Array])[], d: Float32Array[]): { num: number; want: number } {
+  const want = params.reduce((acc, [, g], i) => acc + g.reduce((t, v, j) => t + v * d[i][j], 0), 0);
+  const h = 1e-2 / Math.sqrt(d.reduce((acc, v) => acc + v.reduce((t, x) => t + x * x, 0), 0));
+  const saved = params.map(([p]) => p.slice());
+  const shift = (sign: number) => params.forEach(([p], i) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * d[i][j]; });
+  shift(1); const up = inferenceLoss(model, b);
+  shift(-2); const down = inferenceLoss(model, b);
+  params.forEach(([p], i) => p.set(saved[i]));
+  return { num: (up - down) / (2 * h), want };
+}
+
 describe('training step on every family (LoRA on all linears)', () => {
   for (const fam of FAMILIES) {
     it(`${fam}: loss = inference loss; gradients = central differences along two directions; checkpointing equal`, async () => {
-      const { model, peft } = await setup(fam);
+      const { model } = await setup(fam);
       const b = batchFor(model.config.vocab_size);
       const eng = new TrainEngine(model, { training: false });
       eng.zeroGrad();
@@ -63,16 +78,8 @@ describe('training step on every family (LoRA on all linears)', () => {
       // Along the gradient, and along sign(g) on a random half of the parameters (every component counts by its size,
       // and a wrong subset would show).
       const dirs = [params.map(([, g]) => Float32Array.from(g)), params.map(([, g]) => Float32Array.from(g, (v) => { s = (s * 48271) % 2147483647; return s % 2 ? Math.sign(v) : 0; }))];
-      const saved = params.map(([p]) => p.slice());
       for (const [k, d] of dirs.entries()) {
-        const want = params.reduce((acc, [, g], i) => acc + g.reduce((t, v, j) => t + v * d[i][j], 0), 0);
-        const norm = Math.sqrt(d.reduce((acc, v) => acc + v.reduce((t, x) => t + x * x, 0), 0));
-        const h = 1e-2 / norm;
-        const shift = (sign: number) => params.forEach(([p], i) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * d[i][j]; });
-        shift(1); const up = inferenceLoss(model, b);
-        shift(-2); const down = inferenceLoss(model, b);
-        params.forEach(([p], i) => p.set(saved[i]));
-        const num = (up - down) / (2 * h);
+        const { num, want } = directional(model, b, params, d);
         assert.ok(Math.abs(num - want) <= 0.02 * Math.abs(want) + 1e-4, `${fam} direction ${k}: numeric ${num}, analytic ${want}`);
       }
 
@@ -80,7 +87,6 @@ describe('training step on every family (LoRA on all linears)', () => {
       ck.zeroGrad();
       assert.equal(ck.forwardBackward(b).loss, loss);
       for (const [l, g] of eng.grads) { assert.deepEqual(ck.grads.get(l)!.dA, g.dA); assert.deepEqual(ck.grads.get(l)!.dB, g.dB); }
-      void peft;
     });
   }
 
@@ -97,14 +103,8 @@ describe('training step on every family (LoRA on all linears)', () => {
       eng.zeroGrad();
       eng.forwardBackward(b);
       const params = [...trainable];
-      const want = params.reduce((acc, [, g]) => acc + g.reduce((t, v) => t + v * v, 0), 0);
+      const { num, want } = directional(model as DecoderLM, b, params, params.map(([, g]) => g.slice()));   // along the gradient
       assert.ok(want > 0, 'the base tensors get gradients');
-      const saved = params.map(([p]) => p.slice()), h = 1e-2 / Math.sqrt(want);
-      const shift = (sign: number) => params.forEach(([p, g]) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * g[j]; });
-      shift(1); const up = inferenceLoss(model as DecoderLM, b);
-      shift(-2); const down = inferenceLoss(model as DecoderLM, b);
-      params.forEach(([p], i) => p.set(saved[i]));
-      const num = (up - down) / (2 * h);
       assert.ok(Math.abs(num - want) <= 0.02 * want, `numeric ${num}, analytic ${want}`);
     });
   }
@@ -121,13 +121,7 @@ describe('training step on every family (LoRA on all linears)', () => {
       assert.ok(Math.abs(eng.forwardBackward(b).loss - before) <= 1e-5 * before);
       for (const [name, t] of full) assert.ok(trainable.get(t.values)!.some((v) => v !== 0) || /embed_positions/.test(name), `${name} gets a gradient`);
       const params = [...trainable];
-      const want = params.reduce((acc, [, g]) => acc + g.reduce((x, v) => x + v * v, 0), 0);
-      const saved = params.map(([p]) => p.slice()), h = 1e-2 / Math.sqrt(want);
-      const shift = (sign: number) => params.forEach(([p, g]) => { for (let j = 0; j < p.length; j++) p[j] += sign * h * g[j]; });
-      shift(1); const up = inferenceLoss(model as DecoderLM, b);
-      shift(-2); const down = inferenceLoss(model as DecoderLM, b);
-      params.forEach(([p], i) => p.set(saved[i]));
-      const num = (up - down) / (2 * h);
+      const { num, want } = directional(model as DecoderLM, b, params, params.map(([, g]) => g.slice()));
       assert.ok(Math.abs(num - want) <= 0.02 * want, `numeric ${num}, analytic ${want}`);
     });
   }
