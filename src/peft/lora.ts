@@ -110,7 +110,7 @@ export class LoraLinear implements LinearLike {
         for (let i = 0; i < b.length; i++) b[i] += sign * a.scaling * a.bias[i];
         bias = Tensor.f32([b.length], b);
       }
-      this.base = new Linear(base.backend, base.name, Tensor.f32(base.weight.shape, w), bias);
+      this.base = new Linear(base.backend, base.name, new Tensor('F32', base.weight.shape, w), bias);
       return;
     }
     if (base instanceof QuantLinear) {
@@ -202,7 +202,7 @@ export class PeftModel {
       if (!saved.some((t) => mod === t || mod.endsWith(`.${t}`))) continue;
       if (this.loras.has(mod)) throw new PeftError(`modules_to_save: ${mod} is also a LoRA target`);
       if (!(lin instanceof Linear)) throw new PeftError(`modules_to_save: ${mod} is not a float linear layer (a quantized layer cannot be trained whole)`);
-      const w = Tensor.f32(lin.weight.shape, lin.weight.toF32());
+      const w = new Tensor('F32', lin.weight.shape, lin.weight.toF32());   // toF32 already copies
       this.trainableBase.set(key(`${mod}.weight`), { values: w.f32, decay: true, copy: true });
       const b = lin.bias ? Tensor.f32([lin.bias.numel], lin.bias.f32) : null;
       if (b) this.trainableBase.set(key(`${mod}.bias`), { values: b.f32, decay: false, copy: true });

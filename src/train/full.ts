@@ -8,7 +8,7 @@ import { OPTForCausalLM } from '../models/opt.js';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.js';
 import { Tensor } from '../tensor/tensor.js';
 
-export interface FullParam { values: Float32Array; decay: boolean }
+export interface FullParam { values: Float32Array; shape: number[]; decay: boolean }
 
 export function makeFullyTrainable(model: DecoderLM): Map<string, FullParam> {
   if (!(model instanceof LlamaForCausalLM) && !(model instanceof OPTForCausalLM)) throw new Error(`full fine-tuning: ${model.config.model_type} models are not supported`);
@@ -17,9 +17,9 @@ export function makeFullyTrainable(model: DecoderLM): Map<string, FullParam> {
   const copy = (t: Tensor, name: string, decay: boolean): Tensor<'F32'> => {
     let c = copies.get(t.data);
     if (!c) {
-      c = Tensor.f32(t.shape, t.toF32());
+      c = new Tensor('F32', t.shape, t.toF32());   // toF32 already copies
       copies.set(t.data, c);
-      out.set(name, { values: c.f32, decay });
+      out.set(name, { values: c.f32, shape: [...t.shape], decay });
     }
     return c;
   };

@@ -1,6 +1,6 @@
 // The training ops that have native kernels (native/cpu/train.h), with their TypeScript twins in ./ops.ts as the
 // fallback and the reference: attention forward and backward, silu·mul forward (the inference op) and backward, and
-// the inference ops for RMSNorm's forward (its backward recomputes 1/rms), RoPE both ways (the inverse rotation is the
+// the inference ops for RMSNorm's forward, RoPE both ways (the inverse rotation is the
 // rotation by −position) and residual adds. The cpu backend takes the native path when the addon
 // loads; any other backend (ref) runs the twins.
 import type { Backend } from '../backend/backend.js';
@@ -44,7 +44,7 @@ export function siluMulBackward(be: Backend, dy: Float32Array, g: Float32Array, 
   return { dg, du };
 }
 
-/** RMSNorm forward on the backend; the record has rstd null (rmsnormBackward recomputes it from x). */
+/** RMSNorm forward on the backend; the record's 1/rms per row comes from one more pass over x here. */
 export function rmsnormForward(be: Backend, x: Float32Array, w: Float32Array, eps: number, rows: number, D: number): { y: Float32Array; act: ops.RmsNormAct } {
   if (be.name !== 'cpu') { const r = ops.rmsnormForward(x, w, eps, rows, D); return { y: r.y as Float32Array, act: r.act }; }
   const out = Tensor.zeros('F32', [rows, D]);

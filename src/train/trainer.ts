@@ -266,20 +266,8 @@ export class Trainer {
   private saveWeights(dir: string): void {
     if (this.o.peft) { this.o.peft.saveAdapter(dir); return; }
     const t = new Map<string, Tensor>();
-    const shapes = this.shapes();
-    for (const [k, p] of this.full!) t.set(k, Tensor.f32(shapes.get(k) ?? [p.values.length], p.values));
+    for (const [k, p] of this.full!) t.set(k, Tensor.f32(p.shape, p.values));
     writeSafetensors(join(dir, 'model.safetensors'), t, { format: 'pt' });
-  }
-
-  /** Each fully trained tensor's shape, by name (the model's layers hold them). */
-  private shapes(): Map<string, number[]> {
-    const out = new Map<string, number[]>();
-    const byData = new Map<unknown, readonly number[]>();
-    const m = this.model as DecoderLM & { embed?: { weight: Tensor }; positions?: { weight: Tensor } };
-    for (const [, l] of m.linears()) if ('weight' in l) byData.set((l as { weight: Tensor }).weight.data, (l as { weight: Tensor }).weight.shape);
-    for (const e of [m.embed, m.positions]) if (e) byData.set(e.weight.data, e.weight.shape);
-    for (const [k, p] of this.full ?? []) { const s = byData.get(p.values); if (s) out.set(k, [...s]); }
-    return out;
   }
 
   private loadCheckpoint(dir: string): { globalStep: number; logHistory: LogEntry[] } {
