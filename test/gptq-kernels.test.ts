@@ -60,7 +60,7 @@ function exact(codes: GptqCodes, x: Float32Array, M: number, bias: Float32Array 
 
 function native(p: QgPacked, x: Float32Array, M: number, bias: Float32Array | null): Float32Array {
   const y = new Float32Array(M * p.N).fill(NaN);
-  addon!.matmulQg(y, x, p.codes, p.bits, p.N, p.K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.sz, p.perm, M, bias);
+  addon!.matmulQg(y, x, p.codes, p.bits, p.N, p.K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.perm, M, bias);
   return y;
 }
 
@@ -182,7 +182,7 @@ describe('native GPTQ matmul vs its twins', { skip }, () => {
     const y = new Float32Array(8), x = new Float32Array(64);
     const call = (o: Partial<Record<string, unknown>> = {}) => {
       const a = { codes: p.codes, bits: 4, Kpad: 64, G: 32, nG: 2, perm: null, ...o };
-      addon!.matmulQg(y, x, a.codes as Uint8Array, a.bits as number, 8, 64, a.Kpad as number, a.G as number, a.nG as number, p.scales, p.zeros, p.sz,
+      addon!.matmulQg(y, x, a.codes as Uint8Array, a.bits as number, 8, 64, a.Kpad as number, a.G as number, a.nG as number, p.scales, p.zeros,
         a.perm as Int32Array | null, 1, null);
     };
     call();

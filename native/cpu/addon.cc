@@ -200,19 +200,20 @@ Napi::Value MatmulQ4(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matmulQg(y, x, codes, bits, N, K, Kpad, G, nG, scales, zeros, sz, perm, M, bias): group-quantized integer weights
-// (GPTQ) in the QgWeight layout of kernels.h (src/quant/qg.ts builds it): codes a Uint8Array of N·(Kpad/64) chunks,
-// scales and sz Float32Arrays [N, nG], zeros a Uint8Array [N, nG], perm an Int32Array of K input indices or null.
+// matmulQg(y, x, codes, bits, N, K, Kpad, G, nG, scales, zeros, perm, M, bias): group-quantized integer weights
+// (GPTQ, AWQ) in the QgWeight layout of kernels.h (src/quant/qg.ts builds it): codes a Uint8Array of N·(Kpad/64)
+// chunks, scales a Uint16Array of float16 bits [N, nG], zeros a Uint8Array [N, nG], perm an Int32Array of K input
+// indices or null.
 Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
   Args a{info, "matmulQg"};
-  a.count(15);
+  a.count(14);
   const int64_t bits = a.integer(3, "bits", 2);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) a.range_error("bits must be 2, 3, 4 or 8, got " + std::to_string(bits));
   const int64_t N = a.integer(4, "N"), K = a.integer(5, "K"), Kpad = a.integer(6, "Kpad"), G = a.integer(7, "G", 32);
-  const int64_t nG = a.integer(8, "nG", 1), M = a.integer(13, "M");
+  const int64_t nG = a.integer(8, "nG", 1), M = a.integer(12, "M");
   if (Kpad % 64 || Kpad < K || Kpad >= K + 64) a.range_error("Kpad must be K rounded up to a multiple of 64, got K=" + std::to_string(K) + ", Kpad=" + std::to_string(Kpad));
   if (G % 32 || nG != (K + G - 1) / G) a.range_error("G must be a multiple of 32 with nG = ceil(K / G) groups, got G=" + std::to_string(G) + ", nG=" + std::to_string(nG) + ", K=" + std::to_string(K));
-  const bool tr = a.transposed(15);  // y = dx [M, K] = x (dy [M, N]) · dequant(w)
+  const bool tr = a.transposed(14);  // y = dx [M, K] = x (dy [M, N]) · dequant(w)
   float* y = a.f32(0, tr ? "dx" : "y", a.mul(M, tr ? K : N));
   const float* x = a.f32(1, tr ? "dy" : "x", a.mul(M, tr ? N : K));
   auto codes = a.typed(2, "codes", napi_uint8_array, "Uint8Array");
@@ -224,25 +225,26 @@ Napi::Value MatmulQg(const Napi::CallbackInfo& info) {
   w.Kpad = Kpad;
   w.G = G;
   w.nG = nG;
-  w.scales = a.f32(9, "scales", a.mul(N, nG));
+  auto scales = a.typed(9, "scales", napi_uint16_array, "Uint16Array (float16 bits)");
+  a.check_len("scales", int64_t(scales.ElementLength()), a.mul(N, nG));
+  w.scales = a.raw<uint16_t>(scales);
   auto zeros = a.typed(10, "zeros", napi_uint8_array, "Uint8Array");
   a.check_len("zeros", int64_t(zeros.ElementLength()), a.mul(N, nG));
   w.zeros = a.raw<uint8_t>(zeros);
-  w.sz = a.f32(11, "sz", a.mul(N, nG));
   const int32_t* perm = nullptr;
-  if (!(info[12].IsNull() || info[12].IsUndefined())) {
-    auto p = a.typed(12, "perm", napi_int32_array, "Int32Array or null");
+  if (!(info[11].IsNull() || info[11].IsUndefined())) {
+    auto p = a.typed(11, "perm", napi_int32_array, "Int32Array or null");
     a.check_len("perm", int64_t(p.ElementLength()), K);
     perm = a.raw<int32_t>(p);
     for (int64_t j = 0; j < K; j++)
       if (perm[j] < 0 || perm[j] >= K) a.range_error("perm[" + std::to_string(j) + "] = " + std::to_string(perm[j]) + " is outside [0, K)");
   }
   if (tr) {
-    if (!(info[14].IsNull() || info[14].IsUndefined())) a.type_error("bias must be null for the transposed product");
+    if (!(info[13].IsNull() || info[13].IsUndefined())) a.type_error("bias must be null for the transposed product");
     matmul_t_qg(y, x, w, perm, K, M);
     return info.Env().Undefined();
   }
-  const float* bias = a.f32_or_null(14, "bias", N);
+  const float* bias = a.f32_or_null(13, "bias", N);
   matmul_qg(y, x, w, perm, K, M, bias);
   return info.Env().Undefined();
 }

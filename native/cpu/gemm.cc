@@ -256,7 +256,7 @@ bool qg_prep(void* xqv, float* dx, float* xbar, const float* x, const int32_t* p
 void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t n) {
   const int64_t cb = qg_chunk_bytes(w.bits), nc = w.Kpad / 64;
   const uint8_t* codes = w.codes + row * nc * cb;
-  const float* s = w.scales + row * w.nG;
+  const uint16_t* s = w.scales + row * w.nG;
   const uint8_t* z = w.zeros + row * w.nG;
   int code[64];
   // Chunk by chunk: the 64 codes decoded with one switch, then scale·(code − zero) per half-chunk's group.
@@ -273,7 +273,7 @@ void qg_dequant(float* dst, const QgWeight& w, int64_t row, int64_t k0, int64_t 
       const int64_t i0 = std::max<int64_t>(lo, 32 * h), i1 = std::min<int64_t>(hi, 32 * h + 32);
       if (i0 >= i1) continue;
       const int64_t g = std::min((c * 64 + 32 * h) / w.G, w.nG - 1);  // the padding past K: the last group
-      const float sg = s[g];
+      const float sg = f16_to_f32(s[g]);
       const int zg = z[g];
       for (int64_t i = i0; i < i1; i++) dst[c * 64 + i - k0] = sg * float(code[i] - zg);
     }

@@ -109,14 +109,15 @@ bool q4i_prep(int16_t* xq, float* dx, const float* x, int64_t K, const uint8_t* 
 //   2-bit: byte i < 16 = c_i | c_{i+16} << 2 | c_{i+32} << 4 | c_{i+48} << 6;
 //   3-bit: the 2-bit layout of c & 3 (16 bytes), then 8 bytes whose bit p (little-endian) is c_p >> 2.
 // Group g covers permuted inputs [g·G, (g+1)·G), G a multiple of 32, nG = ceil(K/G) (the padding past K counts as
-// the last group); scales and zeros are per (row, group).
+// the last group); scales and zeros are per (row, group). The scales stay float16, as every GPTQ and AWQ file holds
+// them (2 bytes a group, not 4: at group 128 the weight stream is 4.19 bits a weight instead of 4.5); kernels widen
+// them exactly and form scale·zero in float32 (exact: a float16 times an integer below 256).
 struct QgWeight {
-  const uint8_t* codes;  // [N, Kpad/64 · qg_chunk_bytes(bits)]
+  const uint8_t* codes;    // [N, Kpad/64 · qg_chunk_bytes(bits)]
   int bits;
   int64_t N, Kpad, G, nG;
-  const float* scales;   // [N, nG]
-  const uint8_t* zeros;  // [N, nG]
-  const float* sz;       // [N, nG] scales·zeros (exact in float32: an f16 scale times an integer below 256)
+  const uint16_t* scales;  // [N, nG] float16 bits
+  const uint8_t* zeros;    // [N, nG]
 };
 inline int64_t qg_chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
 // Whether kernels k take this layer's x in the pair layout (Kernels::qg_pairs): 2/3/4-bit codes whose groups each
@@ -167,6 +168,16 @@ inline float f16_to_f32(uint16_t h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+// Row n of a group-quantized weight: its scales widened from float16 into s [nG] and scale·zero into sz [nG] (the
+// portable loop; x86 kernels have a vector one).
+inline void qg_row_meta(const QgWeight& w, int64_t n, float* s, float* sz) {
+  const uint16_t* h = w.scales + n * w.nG;
+  const uint8_t* z = w.zeros + n * w.nG;
+  for (int64_t g = 0; g < w.nG; g++) {
+    s[g] = f16_to_f32(h[g]);
+    sz[g] = s[g] * float(z[g]);
+  }
 }
 inline float widen1(const void* w, int wtype, int64_t i) {
   if (wtype == W_F32) return static_cast<const float*>(w)[i];

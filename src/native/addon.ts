@@ -95,7 +95,7 @@ export interface NativeAddon {
    * of finite x: the int16-activation GEMV (qgDecodeRef's numbers); otherwise the exact dequantized weights.
    */
   matmulQg(y: Float32Array, x: Float32Array, codes: Uint8Array, bits: number, N: number, K: number, Kpad: number, G: number,
-    nG: number, scales: Float32Array, zeros: Uint8Array, sz: Float32Array, perm: Int32Array | null, M: number,
+    nG: number, scales: Uint16Array, zeros: Uint8Array, perm: Int32Array | null, M: number,
     bias: Float32Array | null, transposed?: boolean): void;
   /** GPTQ (src/quant/linalg.ts has the float64 twins): H[K,K] = beta·H + (√alpha·x)ᵀ(√alpha·x) for x [T,K], both triangles. */
   gptqXtx(H: Float32Array, x: Float32Array, T: number, K: number, beta: number, alpha: number): void;

@@ -3,6 +3,7 @@
 // codes, each row cut into 64-code chunks whose bytes suit a SIMD decode with no lookups. Built once per layer from
 // the unpacked codes (GptqCodes); the file keeps AutoGPTQ's layout. qgDecodeRef is the decode kernels' twin.
 import { roundHalfEven } from './int8.js';
+import { f16ToF32, f32ToF16 } from '../tensor/dtype.js';
 import type { GptqBits, GptqCodes } from './gptq-types.js';
 
 export interface QgPacked {
@@ -17,11 +18,9 @@ export interface QgPacked {
   nG: number;
   /** [N, Kpad/64 · qgChunkBytes(bits)]. */
   codes: Uint8Array;
-  /** [N, nG]. */
-  scales: Float32Array;
+  /** [N, nG], float16 bits: every GPTQ and AWQ file stores its scales as float16, and the kernels read them so. */
+  scales: Uint16Array;
   zeros: Uint8Array;
-  /** scales · zeros, [N, nG]. */
-  sz: Float32Array;
   /** The input read at each permuted position (length K), or null for the identity. */
   perm: Int32Array | null;
 }
@@ -82,14 +81,16 @@ export function qgPack(q: GptqCodes): QgPacked | null {
       packChunk(bits, chunk, codes, (n * nc + c) * cb);
     }
   }
-  const scales = new Float32Array(N * nG), zeros = new Uint8Array(N * nG), sz = new Float32Array(N * nG);
+  const scales = new Uint16Array(N * nG), zeros = new Uint8Array(N * nG);
   for (let g = 0; g < nG; g++)
     for (let n = 0; n < N; n++) {
-      scales[n * nG + g] = q.scales[g * N + n];
+      const s = q.scales[g * N + n], h = f32ToF16(s);
+      // unpackGptq / unpackAwq widen the files' float16 scales, so this holds for every layer that reaches here.
+      if (f16ToF32(h) !== s) throw new Error(`qgPack: scale [${g}, ${n}] = ${s} is not a float16 value`);
+      scales[n * nG + g] = h;
       zeros[n * nG + g] = q.zeros[g * N + n];
-      sz[n * nG + g] = Math.fround(q.scales[g * N + n] * q.zeros[g * N + n]);
     }
-  return { bits, N, K, Kpad, G, nG, codes, scales, zeros, sz, perm: monotone ? null : order };
+  return { bits, N, K, Kpad, G, nG, codes, scales, zeros, perm: monotone ? null : order };
 }
 
 /**
@@ -152,7 +153,7 @@ export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float
         let s0 = 0, s1 = 0;
         for (let i = 0; i < 32; i++) s0 += code[i] * xq[c * 64 + i];
         for (let i = 32; i < 64; i++) s1 += code[i] * xq[c * 64 + i];
-        const s = (k: number) => p.scales[n * nG + Math.min(Math.floor(k / G), nG - 1)];
+        const s = (k: number) => f16ToF32(p.scales[n * nG + Math.min(Math.floor(k / G), nG - 1)]);
         if (halves) {
           acc[m] = Math.fround(acc[m] + Math.fround(s0 * Math.fround(s(c * 64) * dx[c])));
           acc[m] = Math.fround(acc[m] + Math.fround(s1 * Math.fround(s(c * 64 + 32) * dx[c])));
@@ -163,7 +164,10 @@ export function qgDecodeRef(x: Float32Array, M: number, p: QgPacked, bias: Float
     }
     for (let m = 0; m < M; m++) {
       let corr = 0;
-      for (let g = 0; g < nG; g++) corr = Math.fround(corr + Math.fround(p.sz[n * nG + g] * rows[m].xbar[g]));
+      for (let g = 0; g < nG; g++) {
+        const sz = Math.fround(f16ToF32(p.scales[n * nG + g]) * p.zeros[n * nG + g]);  // exact
+        corr = Math.fround(corr + Math.fround(sz * rows[m].xbar[g]));
+      }
       y[m * N + n] = Math.fround(Math.fround(acc[m] - corr) + (bias ? bias[n] : 0));
     }
   }

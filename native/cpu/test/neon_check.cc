@@ -574,7 +574,8 @@ void check_i8_act() {
 // 1..4 x rows. Both levels sum the same exact int32 per chunk; only the float32 sums differ.
 struct QgCase {
   std::vector<uint8_t> codes, zeros;
-  std::vector<float> scales, sz;
+  std::vector<uint16_t> scales;  // float16 bits
+  std::vector<float> sz;
   std::vector<int32_t> perm;
   QgWeight w{};
   int64_t K;
@@ -587,15 +588,15 @@ QgCase make_qg(int64_t Nn, int64_t K, int bits, int64_t G, bool permute) {
   for (auto& b : c.codes) b = uint8_t(rng());
   c.zeros.resize(size_t(Nn * nG));
   for (auto& z : c.zeros) z = uint8_t(rng() % (1u << bits));
-  c.scales = rnd(size_t(Nn * nG), 0.001f, 0.02f);
+  for (float v : rnd(size_t(Nn * nG), 0.001f, 0.02f)) c.scales.push_back(f32_to_f16(v));
   c.sz.resize(c.scales.size());
-  for (size_t i = 0; i < c.sz.size(); i++) c.sz[i] = c.scales[i] * float(c.zeros[i]);
+  for (size_t i = 0; i < c.sz.size(); i++) c.sz[i] = f16_to_f32(c.scales[i]) * float(c.zeros[i]);
   if (permute) {
     c.perm.resize(size_t(K));
     for (int64_t j = 0; j < K; j++) c.perm[size_t(j)] = int32_t(j);
     for (int64_t j = K - 1; j > 0; j--) std::swap(c.perm[size_t(j)], c.perm[size_t(rng() % uint64_t(j + 1))]);
   }
-  c.w = QgWeight{c.codes.data(), bits, Nn, Kpad, g, nG, c.scales.data(), c.zeros.data(), c.sz.data()};
+  c.w = QgWeight{c.codes.data(), bits, Nn, Kpad, g, nG, c.scales.data(), c.zeros.data()};
   return c;
 }
 // Σ|x|·(|s·q| + |s·z|) over row n: the scale of the rounding-error bound (x in the permuted order).

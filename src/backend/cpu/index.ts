@@ -51,7 +51,7 @@ function joinedLayout(ws: (GptqWeight | AwqWeight)[], biases: (Tensor<'F32'> | n
     if (p.bits !== p0.bits || p.K !== p0.K || p.Kpad !== p0.Kpad || p.G !== p0.G || p.nG !== p0.nG) return null;
     if ((p.perm === null) !== (p0.perm === null) || (p.perm && p.perm.some((v, i) => v !== p0.perm![i]))) return null;
   }
-  const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
+  const cat = <T extends Uint8Array | Uint16Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
     const out = make(parts.reduce((a, x) => a + x.length, 0));
     parts.reduce((o, x) => (out.set(x, o), o + x.length), 0);
     return out;
@@ -59,8 +59,8 @@ function joinedLayout(ws: (GptqWeight | AwqWeight)[], biases: (Tensor<'F32'> | n
   const all = ps as QgPacked[];
   const p: QgPacked = {
     ...p0, N: all.reduce((a, x) => a + x.N, 0),
-    codes: cat(all.map((x) => x.codes), (n) => new Uint8Array(n)), scales: cat(all.map((x) => x.scales), (n) => new Float32Array(n)),
-    zeros: cat(all.map((x) => x.zeros), (n) => new Uint8Array(n)), sz: cat(all.map((x) => x.sz), (n) => new Float32Array(n)),
+    codes: cat(all.map((x) => x.codes), (n) => new Uint8Array(n)), scales: cat(all.map((x) => x.scales), (n) => new Uint16Array(n)),
+    zeros: cat(all.map((x) => x.zeros), (n) => new Uint8Array(n)),
   };
   const bias = biases.some((b) => b) ? cat(biases.map((b, i) => b ? b.f32 : new Float32Array(all[i].N)), (n) => new Float32Array(n)) : null;
   ws.forEach((w) => qgLayouts.delete(w));
@@ -162,7 +162,7 @@ export const cpuBackend: Backend = {
     if (qw.format === 'gptq' || qw.format === 'awq') {
       const p = qgLayout(qw.format === 'gptq' ? qw.gptq : qw.awq);
       if (!p) return false;
-      a.matmulQg(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.sz, p.perm, M, null, true);
+      a.matmulQg(f32('matmulQT', 'out', out), f32('matmulQT', 'dy', dy), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros, p.perm, M, null, true);
       return true;
     }
     if (qw.format === 'int8') {
@@ -183,7 +183,7 @@ export const cpuBackend: Backend = {
     const a = requireAddon('cpu backend (matmulQMany)');
     const K = qws[0].shape[1], M = x.numel / K, N = j.p.N;
     const y = new Float32Array(M * N);
-    a.matmulQg(y, f32('matmulQMany', 'x', x), j.p.codes, j.p.bits, N, K, j.p.Kpad, j.p.G, j.p.nG, j.p.scales, j.p.zeros, j.p.sz, j.p.perm, M, j.bias);
+    a.matmulQg(y, f32('matmulQMany', 'x', x), j.p.codes, j.p.bits, N, K, j.p.Kpad, j.p.G, j.p.nG, j.p.scales, j.p.zeros, j.p.perm, M, j.bias);
     let off = 0;
     outs.forEach((o, i) => {
       const n = qws[i].shape[0], dst = f32('matmulQMany', `out ${i}`, o);
@@ -211,7 +211,7 @@ export const cpuBackend: Backend = {
         return;
       }
       a.matmulQg(f32('matmulQ', 'out', out), f32('matmulQ', 'x', x), p.codes, p.bits, N, K, p.Kpad, p.G, p.nG, p.scales, p.zeros,
-        p.sz, p.perm, M, bias ? f32('matmulQ', 'bias', bias) : null);
+        p.perm, M, bias ? f32('matmulQ', 'bias', bias) : null);
       return;
     }
     // Double-quantized scales are decoded once per weight (bnb4Scales, cached; the same float32 values as the
