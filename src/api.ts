@@ -23,8 +23,10 @@ import { quantizeLoadedGptq } from './quant/gptq-run.js';
 import { quantizeLoadedAwq } from './quant/awq-run.js';
 
 export interface LoadOptions extends ResolveOptions {
-  /** 'cpu' (native, default when built) or 'ref' (plain TypeScript), or a Backend object. */
+  /** 'cpu' (native, default when built), 'cuda' (an NVIDIA GPU) or 'ref' (plain TypeScript), or a Backend object. */
   backend?: BackendName | Backend;
+  /** transformers' device: 'cuda' runs on the GPU (the cuda backend), 'cpu' on the native CPU backend. */
+  device?: 'cpu' | 'cuda';
   /**
    * Map the safetensors files (default true: zero-copy, pages shared with the OS cache). false reads them into
    * memory instead: slower to start and memory-hungry, but immune to another process truncating a mapped file,
@@ -78,7 +80,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   checkProgressCallback(opts.onProgress, 'fromPretrained');  // before a download could call it
   const dir = await resolveModelDir(idOrDir, opts);
   const config = readConfig(join(dir, 'config.json'));
-  const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : defaultBackend();
+  if (opts.device !== undefined && opts.device !== 'cpu' && opts.device !== 'cuda') throw new ConfigError(`fromPretrained: device must be "cpu" or "cuda", got ${JSON.stringify(opts.device)}`);
+  if (opts.device && opts.backend) throw new ConfigError('fromPretrained: give device or backend, not both');
+  const backend = typeof opts.backend === 'object' ? opts.backend : opts.backend ? getBackend(opts.backend) : opts.device ? getBackend(opts.device) : defaultBackend();
   if (opts.mmap !== undefined && typeof opts.mmap !== 'boolean') throw new TypeError(`fromPretrained: mmap must be true or false, got ${JSON.stringify(opts.mmap)}`);
   const quantize = parseQuantizationConfig(opts.quantizationConfig, 'fromPretrained', { where: 'quantizationConfig', strict: true });
   if (opts.blocksize !== undefined) {
@@ -91,6 +95,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   const gptq = quantize?.method === 'gptq' ? quantize : null, awq = quantize?.method === 'awq' ? quantize : null;
   if ((gptq || awq) && config.quantization_config) {
     throw new ConfigError(`${dir}: the checkpoint is already quantized (config.json has a ${config.quantization_config.method} quantization_config); load it without quantizationConfig`);
+  }
+  if ((gptq || awq) && backend.device !== 'cpu') {
+    throw new ConfigError(`fromPretrained: ${gptq ? 'GPTQ' : 'AWQ'} calibration runs on the cpu backend; quantize there, save, and load the result (quantized formats on the GPU are the next step of docs/cuda.md)`);
   }
   const build = gptq || awq ? null : quantize;
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.

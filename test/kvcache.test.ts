@@ -1,5 +1,6 @@
 // The KV cache grows in chunks (src/nn/kvcache.ts): a long allowance costs nothing until it is used, growth keeps what
 // was cached, and a growing cache gives exactly the logits and tokens of one allocated in full.
+import { hostMemory } from '../src/backend/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpuAvailable } from '../src/backend/cpu/index.js';
@@ -35,7 +36,7 @@ function recordCaches(model: CausalLM, make?: (batch: number, capacity: number) 
 
 function cacheFor(model: CausalLM, batch: number, capacity: number, chunk: number): KVCache {
   const c = model.config as LlamaConfig;
-  return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim, chunk);
+  return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim, hostMemory, chunk);
 }
 
 test('growth keeps every cached key, value and mask bit, in chunks, and never past the maximum', () => {

@@ -27,6 +27,18 @@ export interface Backend {
   /** Whether `op` runs here for these operand dtypes (or, for matmulQ, quantized formats). */
   supports(op: OpName, types: readonly (DType | QuantFormat)[]): boolean;
 
+  // ---- memory: layers allocate their outputs here, so the same model code runs on any device.
+  /** A new tensor on this backend's device, contents unspecified (the host backends' are zeros): op outputs. */
+  empty<D extends DType>(dtype: D, shape: readonly number[]): Tensor<D>;
+  /** `t` on this backend's device (t itself when it is there already). */
+  upload<D extends DType>(t: Tensor<D>): Tensor<D>;
+  /** A host tensor with t's values (t itself when it is a host tensor); waits for the work queued before it. */
+  download<D extends DType>(t: Tensor<D>): Tensor<D>;
+  /** dst[dstOffset, dstOffset + n) = src[srcOffset, srcOffset + n), in elements of their (equal) dtype. */
+  copy(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void;
+  /** Wait for every queued op (a no-op on the host backends). */
+  synchronize(): void;
+
   /** out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]). */
   matmul(x: Tensor<'F32'>, w: Tensor, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
   /**

@@ -2,6 +2,7 @@
 // roofline (decode: weight bytes per token over memory bandwidth; prefill: FLOPs over fp32 FMA peak). Decode is
 // measured twice: on its own, and beside one busy process that the bench starts and stops itself, since a machine
 // with every core free is the exception (see the thread pool notes in native/cpu/pool.h).
+import { runCudaBench } from './bench-cuda.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fromPretrained } from '../api.js';
 import { getThreads, measureRoofline } from '../backend/cpu/index.js';
@@ -39,6 +40,9 @@ import type { GptqBits } from '../quant/gptq-types.js';
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format FORMAT [--double-quant] [--compare]]
+       lowbit bench --device cuda --shape NAME [--format bf16] [--batch 1,16] [--prompt-len 128] [--decode-len 128]
+                    [--prefill-len 512] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
+                    the copy-bandwidth roofline and prefill share of the bf16 GEMM peak, both measured in the run)
                     [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
        lowbit bench <model dir> [--format FORMAT [--double-quant] [--compare]] [--threads N] [--no-mmap]
@@ -145,9 +149,21 @@ export async function runBench(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false }, 'write-model': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
       'roofline-bytes': { type: 'string' }, format: { type: 'string' }, 'double-quant': { type: 'boolean', default: false },
-      compare: { type: 'boolean', default: false },
+      compare: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, batch: { type: 'string' },
+      'prefill-len': { type: 'string', default: '512' },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
+  if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError(`--device "${values.device}" is unknown (choose cpu or cuda)`);
+  if (values.device === 'cuda') {
+    if (!values.shape || positionals.length) throw new UsageError('--device cuda benches a --shape (random weights made on the GPU)');
+    const batches = (values.batch ?? '1').split(',').map((b) => intOpt(b, '--batch', 1)!);
+    return runCudaBench({
+      shape: values.shape, format: values.format ?? values.dtype!, batches, prompt: intOpt(values['prompt-len'], '--prompt-len', 1)!,
+      decode: Math.max(8, intOpt(values['decode-len'], '--decode-len', 1)!), prefill: intOpt(values['prefill-len'], '--prefill-len', 0)!,
+      json: values.json ? `bench-cuda-${values.shape}-${values.format ?? values.dtype}.json` : undefined, log: (s) => { process.stderr.write(s + '\n'); },
+    });
+  }
+  if (values.batch !== undefined) throw new UsageError('--batch applies to --device cuda (the cpu bench decodes one sequence)');
   const backend = getBackend('cpu');
   setThreadsOption(values.threads);
   const T = intOpt(values['prompt-len'], '--prompt-len', 1)!;

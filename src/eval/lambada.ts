@@ -207,7 +207,7 @@ export function lambada(model: CausalLM | LoadedModel, tokenizer: Tokenizer | nu
     // Left padding (token 0, masked out), so every row's targets sit at the end: [B, T].
     const ids = batch.map((b) => [...new Array<number>(T - b.input.length).fill(0), ...b.input]);
     const mask = batch.map((b) => [...new Array<number>(T - b.input.length).fill(0), ...new Array<number>(b.input.length).fill(1)]);
-    const logits = lm.forward(ids, batch.length > 1 ? { attentionMask: mask } : {}).f32;   // [B, T, V]
+    const logits = lm.backend.download(lm.forward(ids, batch.length > 1 ? { attentionMask: mask } : {})).f32;   // [B, T, V]
     batch.forEach((b, r) => {
       const m = b.targetIds.length, predicted: number[] = [];
       let nll = 0;

@@ -134,7 +134,7 @@ export function perplexity(model: CausalLM, ids: ArrayLike<number>, opts: Perple
     opts.signal?.throwIfAborted();
     const n = w.end - w.begin;
     const win = Array.from({ length: n }, (_, i) => ids[w.begin + i]);
-    const logits = model.forward([win]).f32;                      // [1, n, V]
+    const logits = model.backend.download(model.forward([win])).f32;                      // [1, n, V]
     let sum = 0;
     for (let t = n - 1 - w.scored; t < n - 1; t++) {              // position t predicts win[t + 1]
       sum += nllAt(logits.subarray(t * V, (t + 1) * V), win[t + 1], `perplexity: window ${k}, position ${t}`);

@@ -221,7 +221,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
 
   if (g.maxNewTokens === 0) finish.fill('length');
   let t0 = performance.now();
-  let logits = g.maxNewTokens > 0 ? lm.forward(ids, { attentionMask: mask, cache, logits: 'last' }).f32 : null;
+  let logits = g.maxNewTokens > 0 ? lm.backend.download(lm.forward(ids, { attentionMask: mask, cache, logits: 'last' })).f32 : null;
   timings.prefillMs = performance.now() - t0;
   t0 = performance.now();
   const report = progressReporter('generate', 'steps', g.maxNewTokens, opts.onProgress);
@@ -252,7 +252,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
     report(step + 1, undefined, allDone ? step + 1 : undefined);  // an early end is the last report
     for (const e of events) yield e;
     if (allDone) break;
-    logits = lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' }).f32;
+    logits = lm.backend.download(lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' })).f32;
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;

@@ -90,7 +90,7 @@ export class LlamaForCausalLM extends DecoderLM {
 
   createCache(batch: number, capacity: number): KVCache {
     const c = this.config;
-    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim);
+    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_key_value_heads, c.head_dim, this.backend);
   }
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
@@ -107,7 +107,7 @@ export class LlamaForCausalLM extends DecoderLM {
     for (let l = 0; l < this.layers.length; l++) x = this.layer(l, x, ctx);
     cache.advance(T);
     const last = opts.logits === 'last';
-    const hN = this.norm.forward(last ? lastRows(x, B, T) : x);
+    const hN = this.norm.forward(last ? lastRows(this.backend, x, B, T) : x);
     return this.lmHead.forward(hN).reshape([B, last ? 1 : T, c.vocab_size]);
   }
 
@@ -166,7 +166,7 @@ export class LlamaForCausalLM extends DecoderLM {
     be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
     be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
     cache?.write(l, k, v, T);
-    const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+    const attn = be.empty('F32', [B, T, nH, hd]);
     const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nKV, hd]), v: v.reshape([B, T, nKV, hd]) };  // [B, S, nKV, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd), window }, attn);

@@ -53,6 +53,8 @@ export interface CausalLM {
  */
 export class Weights {
   private read = new Set<string>();
+  /** For a device backend: each tensor as the model gets it (uploaded once, at its first read). */
+  private placed: { backend: Backend; done: Map<Tensor, Tensor> } | null = null;
   /** For a renamed view: the checkpoint's own name of each tensor, so reads are recorded under it. */
   private original: Map<string, string> | null = null;
 
@@ -70,6 +72,26 @@ export class Weights {
     return view;
   }
 
+  /**
+   * The same tensors as a model on `backend` takes them: each float tensor read through matrix() / vector() is
+   * uploaded to its device once (a tied embedding and LM head share one upload). Host backends get this object.
+   */
+  onto(backend: Backend): Weights {
+    if (backend.device === 'cpu') return this;
+    const view = new Weights(this.tensors, this.source);
+    view.read = this.read;
+    view.original = this.original;
+    view.placed = { backend, done: new Map() };
+    return view;
+  }
+
+  private place<T extends Tensor>(t: T): T {
+    if (!this.placed) return t;
+    let d = this.placed.done.get(t);
+    if (!d) { d = this.placed.backend.upload(t); this.placed.done.set(t, d); }
+    return d as T;
+  }
+
   has(name: string): boolean { return this.tensors.has(name); }
 
   matrix(name: string, shape?: readonly number[]): Tensor {
@@ -84,7 +106,7 @@ export class Weights {
       throw new UnsupportedDtypeError(this.source, `has dtype ${t.dtype}; model weights must be F32, BF16 or F16`, this.original?.get(name) ?? name);
     }
     this.read.add(this.original?.get(name) ?? name);
-    return t;
+    return this.place(t);
   }
 
   /** Any tensor by name, recorded as read (quantized layers' side tensors: absmax, SCB, quant_state…); undefined if absent. */
@@ -95,8 +117,17 @@ export class Weights {
   }
 
   vector(name: string, length: number): Tensor<'F32'> {
-    const t = this.matrix(name, [length]);
-    return t.dtype === 'F32' ? (t as Tensor<'F32'>) : new Tensor('F32', t.shape, toF32Array(t.dtype, t.data));
+    const t = this.unplaced().matrix(name, [length]);
+    return this.place(t.dtype === 'F32' ? (t as Tensor<'F32'>) : new Tensor('F32', t.shape, toF32Array(t.dtype, t.data)));
+  }
+
+  /** This view without uploads (reads still recorded). */
+  private unplaced(): Weights {
+    if (!this.placed) return this;
+    const v = new Weights(this.tensors, this.source);
+    v.read = this.read;
+    v.original = this.original;
+    return v;
   }
 
   optionalVector(name: string, length: number): Tensor<'F32'> | null {
@@ -189,10 +220,11 @@ export function checkTokenId(id: unknown, row: number, position: number, vocabSi
 }
 
 /** Rows [B·T, D] → the last position of each sequence, [B, D]. */
-export function lastRows(x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
+export function lastRows(be: Backend, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
   const D = x.shape[x.shape.length - 1];
-  const out = Tensor.zeros('F32', [B, D]);
-  for (let b = 0; b < B; b++) out.f32.set(x.f32.subarray(((b + 1) * T - 1) * D, (b + 1) * T * D), b * D);
+  if (T === 1) return x.reshape([B, D]);
+  const out = be.empty('F32', [B, D]);
+  for (let b = 0; b < B; b++) be.copy(out, b * D, x, ((b + 1) * T - 1) * D, D);
   return out;
 }
 

@@ -79,7 +79,7 @@ export class OPTForCausalLM extends DecoderLM {
 
   createCache(batch: number, capacity: number): KVCache {
     const c = this.config;
-    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_attention_heads, c.hidden_size / c.num_attention_heads);
+    return new KVCache(c.num_hidden_layers, batch, capacity, c.num_attention_heads, c.hidden_size / c.num_attention_heads, this.backend);
   }
 
   forward(inputIds: ArrayLike<number>[] | { ids: Int32Array; batch: number }, opts: ForwardOptions = {}): Tensor<'F32'> {
@@ -93,7 +93,7 @@ export class OPTForCausalLM extends DecoderLM {
     for (let l = 0; l < this.layers.length; l++) x = this.layer(l, x, { B, T, pastLen, keyMask, cache });
     cache.advance(T);
     const last = opts.logits === 'last';
-    let y = last ? lastRows(x, B, T) : x;
+    let y = last ? lastRows(this.backend, x, B, T) : x;
     if (this.finalNorm) y = this.finalNorm.forward(y);
     if (this.outer.project_out) y = this.outer.project_out.forward(y); // [B·T, E]
     return this.lmHead.forward(y).reshape([B, last ? 1 : T, c.vocab_size]);
@@ -167,7 +167,7 @@ export class OPTForCausalLM extends DecoderLM {
     const nH = c.num_attention_heads, hd = c.hidden_size / nH;
     const [q, k, v] = forwardShared([L.proj.q_proj, L.proj.k_proj, L.proj.v_proj], h);   // [B·T, H] = [B, T, nH, hd]
     cache?.write(l, k, v, T);
-    const attn = Tensor.zeros('F32', [B, T, nH, hd]);
+    const attn = be.empty('F32', [B, T, nH, hd]);
     // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nH, hd]), v: v.reshape([B, T, nH, hd]) };  // [B, S, nH, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);

@@ -16,6 +16,13 @@ export const SHAPES: Record<string, Record<string, unknown>> = {
     max_position_embeddings: 8192, rms_norm_eps: 1e-5, rope_theta: 500000.0, tie_word_embeddings: false,
     bos_token_id: 128000, eos_token_id: 128001, hidden_act: 'silu',
   },
+  'llama-3.2-1b': {
+    model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 8192,
+    num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64, vocab_size: 128256,
+    max_position_embeddings: 131072, rms_norm_eps: 1e-5, rope_theta: 500000.0, tie_word_embeddings: true,
+    rope_scaling: { rope_type: 'llama3', factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+    bos_token_id: 128000, eos_token_id: 128001, hidden_act: 'silu',
+  },
 };
 
 /** xorshift32: fast and seedable; quality is irrelevant for weights that only need realistic magnitudes. */
@@ -41,15 +48,28 @@ function fill(t: Tensor, seed: number, std: number): void {
   }
 }
 
-export function randomLlama(shape: string | Record<string, unknown>, dtype: 'F32' | 'BF16' | 'F16', seed = 1): { config: LlamaConfig; tensors: Map<string, Tensor> } {
+/** Where random tensors are made: host arrays by default; a device backend fills its own memory (benchmarks). */
+export interface RandomMaker {
+  matrix(dtype: 'F32' | 'BF16' | 'F16', shape: number[], seed: number, std: number): Tensor;
+  /** A float32 vector of ones (norm weights). */
+  ones(len: number): Tensor;
+}
+
+export function randomLlama(shape: string | Record<string, unknown>, dtype: 'F32' | 'BF16' | 'F16', seed = 1, maker?: RandomMaker): { config: LlamaConfig; tensors: Map<string, Tensor> } {
   const raw = typeof shape === 'string' ? SHAPES[shape] : shape;
   if (!raw) throw new Error(`unknown shape "${shape as string}" (known: ${Object.keys(SHAPES).join(', ')})`);
   const config = parseConfig({ ...raw, torch_dtype: { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[dtype] }, 'shape') as LlamaConfig;
   const c = config, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const tensors = new Map<string, Tensor>();
   let n = seed;
-  const mat = (name: string, shape: number[], std = 0.02) => { const t = Tensor.zeros(dtype, shape); fill(t, n++, std); tensors.set(name, t); };
+  const mat = (name: string, shape: number[], std = 0.02) => {
+    if (maker) { tensors.set(name, maker.matrix(dtype, shape, n++, std)); return; }
+    const t = Tensor.zeros(dtype, shape);
+    fill(t, n++, std);
+    tensors.set(name, t);
+  };
   const ones = (name: string, len: number) => {
+    if (maker) { tensors.set(name, maker.ones(len)); return; }
     const t = Tensor.zeros(dtype, [len]);
     (t.data as Float32Array | Uint16Array).fill(dtype === 'F32' ? 1 : dtype === 'BF16' ? 0x3f80 : 0x3c00);
     tensors.set(name, t);

@@ -23,7 +23,12 @@ export interface BuildOptions {
 }
 
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
-  const model = construct(config, weights, backend, opts);
+  if (backend.device !== 'cpu' && (config.quantization_config || opts.quantize)) {
+    const what = config.quantization_config ? `a ${config.quantization_config.method} checkpoint` : 'quantizing on load';
+    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: its kernels run float weights (F32, BF16, F16) so far; ` +
+      'quantized formats on the GPU are the next step of docs/cuda.md. Use the cpu backend for quantized models');
+  }
+  const model = construct(config, weights.onto(backend), backend, opts);
   warnUnused(config, weights, model);
   return model;
 }

@@ -8,7 +8,12 @@
 // on growth to at most the final size in total. The attention kernels take S from the tensors' shape
 // (AttentionArgs in src/backend/backend.ts), so models fetch the tensors through `layer(l)` after `begin()` and never
 // see the layout change under them.
-import { Tensor } from '../tensor/tensor.js';
+import type { Backend } from '../backend/backend.js';
+import { hostMemory } from '../backend/host.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+/** The memory half of a backend: where the cache's tensors live (the model's backend; host memory by default). */
+export type CacheMemory = Pick<Backend, 'empty' | 'copy'>;
 
 export class CacheFullError extends Error { override name = 'CacheFullError'; }
 
@@ -36,6 +41,7 @@ export class KVCache {
     readonly maxCapacity: number,
     readonly nKV: number,
     readonly headDim: number,
+    readonly memory: CacheMemory = hostMemory,
     readonly chunk = CACHE_CHUNK,
   ) {
     for (const [name, v] of Object.entries({ nLayers, batch, maxCapacity, nKV, headDim, chunk })) {
@@ -72,19 +78,19 @@ export class KVCache {
     const k: Tensor<'F32'>[] = [], v: Tensor<'F32'>[] = [];
     try {
       for (let l = 0; l < this.nLayers; l++) {
-        k.push(Tensor.zeros('F32', [B, next, this.nKV, this.headDim]));
-        v.push(Tensor.zeros('F32', [B, next, this.nKV, this.headDim]));
+        k.push(this.memory.empty('F32', [B, next, this.nKV, this.headDim]));
+        v.push(this.memory.empty('F32', [B, next, this.nKV, this.headDim]));
       }
     } catch (e) {
       const gb = (2 * this.nLayers * B * next * row * 4) / 1e9;
       throw new CacheFullError(`cannot allocate a KV cache of ${gb.toFixed(2)} GB (batch ${B} × ${next} positions × ${this.nLayers} layers, f32): ${(e as Error).message}; use fewer new tokens or a smaller batch`);
     }
-    // Only the live positions [0, length) of each row move; the rest of the new tensors stays zero.
+    // Only the live positions [0, length) of each row move; slots past `length` are never read before written.
     for (let l = 0; l < this.k.length; l++) {
-      for (let b = 0; b < B; b++) {
+      for (let b = 0; b < B && L > 0; b++) {
         const src = b * this.capacity * row, dst = b * next * row;
-        k[l].f32.set(this.k[l].f32.subarray(src, src + L * row), dst);
-        v[l].f32.set(this.v[l].f32.subarray(src, src + L * row), dst);
+        this.memory.copy(k[l], dst, this.k[l], src, L * row);
+        this.memory.copy(v[l], dst, this.v[l], src, L * row);
       }
     }
     const mask = new Uint8Array(B * next);
@@ -96,11 +102,10 @@ export class KVCache {
   write(layer: number, k: Tensor<'F32'>, v: Tensor<'F32'>, T: number): void {
     if (this.length + T > this.capacity) throw new CacheFullError(`KVCache.write: ${this.length + T} positions but ${this.capacity} allocated; call begin() first`);
     const row = this.nKV * this.headDim;
-    const K = this.k[layer].f32, V = this.v[layer].f32, ks = k.f32, vs = v.f32;
     for (let b = 0; b < this.batch; b++) {
       const src = b * T * row, dst = (b * this.capacity + this.length) * row;
-      K.set(ks.subarray(src, src + T * row), dst);
-      V.set(vs.subarray(src, src + T * row), dst);
+      this.memory.copy(this.k[layer], dst, k, src, T * row);
+      this.memory.copy(this.v[layer], dst, v, src, T * row);
     }
   }
 

@@ -26,7 +26,7 @@ export class Linear implements LinearLike {
   }
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
     const rows = x.numel / this.inFeatures;
-    const out = Tensor.zeros('F32', [...x.shape.slice(0, -1), this.outFeatures]);
+    const out = this.backend.empty('F32', [...x.shape.slice(0, -1), this.outFeatures]);
     if (!Number.isInteger(rows)) throw new Error(`${this.name}: input [${x.shape}] does not end in ${this.inFeatures}`);
     this.backend.matmul(x, this.weight, this.bias, out);
     return out;
@@ -36,7 +36,7 @@ export class Linear implements LinearLike {
 export class RMSNorm {
   constructor(readonly backend: Backend, readonly name: string, readonly weight: Tensor<'F32'>, readonly eps: number) {}
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
-    const out = Tensor.zeros('F32', x.shape);
+    const out = this.backend.empty('F32', x.shape);
     this.backend.rmsnorm(x, this.weight, this.eps, out);
     return out;
   }
@@ -45,7 +45,7 @@ export class RMSNorm {
 export class LayerNorm {
   constructor(readonly backend: Backend, readonly name: string, readonly weight: Tensor<'F32'>, readonly bias: Tensor<'F32'>, readonly eps: number) {}
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
-    const out = Tensor.zeros('F32', x.shape);
+    const out = this.backend.empty('F32', x.shape);
     this.backend.layernorm(x, this.weight, this.bias, this.eps, out);
     return out;
   }
@@ -55,7 +55,7 @@ export class Embedding {
   constructor(readonly backend: Backend, readonly name: string, readonly weight: Tensor) {}
   get dim(): number { return this.weight.shape[1]; }
   forward(ids: Int32Array): Tensor<'F32'> {
-    const out = Tensor.zeros('F32', [ids.length, this.dim]);
+    const out = this.backend.empty('F32', [ids.length, this.dim]);
     this.backend.embedding(this.weight, ids, out);
     return out;
   }

@@ -18,7 +18,7 @@ export abstract class QuantLinear<W extends QuantizedWeight = QuantizedWeight> i
   }
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
     if (x.numel % this.inFeatures !== 0) throw new ShapeError(`${this.name}: input [${x.shape}] does not end in ${this.inFeatures}`);
-    const out = Tensor.zeros('F32', [...x.shape.slice(0, -1), this.outFeatures]);
+    const out = this.backend.empty('F32', [...x.shape.slice(0, -1), this.outFeatures]);
     matmulQ(this.backend, x, this.qweight, this.bias, out);
     return out;
   }
@@ -55,7 +55,7 @@ export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32
     const be = ql[0].backend;
     if (be.matmulQMany && ql.every((l) => l.backend === be && l.inFeatures === first.inFeatures) && be.supports('matmulQ', ql.map((l) => l.qweight.format))) {
       const lead = x.shape.slice(0, -1);
-      const outs = ql.map((l) => Tensor.zeros('F32', [...lead, l.outFeatures]));
+      const outs = ql.map((l) => be.empty('F32', [...lead, l.outFeatures]));
       if (be.matmulQMany(x, ql.map((l) => l.qweight), ql.map((l) => l.bias), outs)) return outs;
     }
   }

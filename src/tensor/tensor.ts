@@ -10,6 +10,9 @@ export interface DeviceStorage {
 
 export class ShapeError extends Error { override name = 'ShapeError'; }
 
+/** A host read of a device tensor (its data stays on the device until a backend downloads it). */
+export class DeviceTensorError extends Error { override name = 'DeviceTensorError'; }
+
 /**
  * A write into a read-only tensor: a checkpoint's weights are views of its memory-mapped file (mapped read-only, so
  * a write would kill the process with SIGSEGV) and are marked read-only whether mapped or read. Take `writable()`.
@@ -31,21 +34,22 @@ export class Tensor<D extends DType = DType> {
   readonly dtype: D;
   readonly shape: readonly number[];
   readonly device: Device;
-  readonly data: AnyTypedArray;
   readonly storage?: DeviceStorage;
+  readonly #data: AnyTypedArray | null;
   /** True for a checkpoint's weights (zero-copy views of the file); see ReadOnlyTensorError. */
   readonly readOnly: boolean;
   /** "<file>: <tensor name>" for a checkpoint's tensor, else undefined. */
   readonly origin?: string;
 
-  constructor(dtype: D, shape: readonly number[], data: AnyTypedArray, device: Device = 'cpu', storage?: DeviceStorage, flags: TensorFlags = {}) {
+  constructor(dtype: D, shape: readonly number[], data: AnyTypedArray | null, device: Device = 'cpu', storage?: DeviceStorage, flags: TensorFlags = {}) {
     const n = numelOf(shape);
-    if (device === 'cpu' && data.length !== n) {
-      throw new ShapeError(`tensor of shape [${shape}] needs ${n} elements, got ${data.length}`);
+    if (device === 'cpu' && (!data || data.length !== n)) {
+      throw new ShapeError(`tensor of shape [${shape}] needs ${n} elements, got ${data ? data.length : 'none'}`);
     }
+    if (device !== 'cpu' && !storage) throw new TypeError(`a ${device} tensor needs device storage`);
     this.dtype = dtype;
     this.shape = shape;
-    this.data = data;
+    this.#data = device === 'cpu' ? data : null;
     this.device = device;
     this.storage = storage;
     this.readOnly = flags.readOnly ?? false;
@@ -62,6 +66,15 @@ export class Tensor<D extends DType = DType> {
     return new Tensor('F32', shape, arr);
   }
 
+  /** The host array (CPU tensors only: reading a device tensor's data is a DeviceTensorError, never a silent copy). */
+  get data(): AnyTypedArray {
+    if (this.#data === null) {
+      throw new DeviceTensorError(`tensor [${this.shape}] ${this.dtype}${this.origin ? ` (${this.origin})` : ''} lives on ${this.device}; ` +
+        'read it through backend.download(tensor)');
+    }
+    return this.#data;
+  }
+
   get numel(): number { return numelOf(this.shape); }
   get byteLength(): number { return this.numel * DTYPE_BYTES[this.dtype]; }
   get f32(): Float32Array {
@@ -72,7 +85,7 @@ export class Tensor<D extends DType = DType> {
   /** Same storage, new shape. */
   reshape(shape: readonly number[]): Tensor<D> {
     if (numelOf(shape) !== this.numel) throw new ShapeError(`cannot reshape [${this.shape}] to [${shape}]`);
-    return new Tensor(this.dtype, shape, this.data, this.device, this.storage, { readOnly: this.readOnly, origin: this.origin });
+    return new Tensor(this.dtype, shape, this.#data, this.device, this.storage, { readOnly: this.readOnly, origin: this.origin });
   }
 
   /** A writable copy of the data (same dtype and shape), never sharing storage with this tensor. */

@@ -6,6 +6,7 @@
 // Also the runtime controls of the native CPU runtime, part of the public API: setThreads / getThreads / cpuInfo /
 // measureRoofline. The thread count starts at LOWBIT_THREADS when that is set, else at the physical cores this
 // process may use (at most 16).
+import { hostMemory } from '../host.js';
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import type { DType } from '../../tensor/dtype.js';
 import { bnb4Scales, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
@@ -131,6 +132,7 @@ function weights(op: string, w: Tensor): { data: Float32Array | Uint16Array; wty
 export const cpuBackend: Backend = {
   name: 'cpu',
   device: 'cpu',
+  ...hostMemory,
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
     if (!cpuAvailable()) return false;

@@ -1,5 +1,6 @@
 // The reference backend: plain TypeScript, the definition of every op and the oracle in tests. Not a fast path.
 // Shapes are checked by src/backend/shapes.ts, the same rules as every other backend.
+import { hostMemory } from '../host.js';
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import { f16ToF32, type DType } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
@@ -12,6 +13,7 @@ const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
 export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32Array): void } = {
   name: 'ref',
   device: 'cpu',
+  ...hostMemory,
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
     if (op === 'matmulQ') return dtypes.every((d) => QUANT_FORMATS.includes(d as QuantFormat));

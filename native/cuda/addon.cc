@@ -1,0 +1,434 @@
+// lowbit's CUDA addon: device memory (alloc / upload / download / copy / synchronize) and the op launchers, for
+// src/backend/cuda. Device addresses cross into JavaScript as plain numbers (CUDA's 48-bit virtual addresses are
+// exact in a double); the allocation itself is an External whose finalizer frees it, so memory lives as long as
+// some tensor holds its storage. TypeScript checks shapes and bounds before any call (src/backend/cuda/index.ts);
+// this file checks argument types and every CUDA call. Memory is stream-ordered (cudaMallocAsync on the addon's one
+// stream), so an allocation or a free never waits for the device.
+#include <napi.h>
+
+#include <cstring>
+#include <string>
+
+#include "cuda_common.h"
+
+namespace lowbit_cuda {
+
+namespace {
+
+struct State {
+  bool ready = false;
+  cudaStream_t s = nullptr;
+  void* scratch[4] = {nullptr, nullptr, nullptr, nullptr};
+  size_t scratch_bytes[4] = {0, 0, 0, 0};
+};
+State& st() {
+  static State s;
+  return s;
+}
+
+void init_device() {
+  State& s = st();
+  if (s.ready) return;
+  int n = 0;
+  cuda_check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  if (n == 0) throw CudaError("no CUDA device");
+  cuda_check(cudaSetDevice(0), "cudaSetDevice");
+  cuda_check(cudaStreamCreateWithFlags(&s.s, cudaStreamNonBlocking), "cudaStreamCreate");
+  // Keep freed blocks in the pool (no trimming at every synchronize): decode allocates the same sizes each step.
+  cudaMemPool_t pool;
+  cuda_check(cudaDeviceGetDefaultMemPool(&pool, 0), "cudaDeviceGetDefaultMemPool");
+  uint64_t keep = UINT64_MAX;
+  cuda_check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  s.ready = true;
+}
+
+double num(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+int64_t integer(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const double v = num(info, i, name);
+  if (!(v >= 0 && v <= 9007199254740991.0) || v != double(int64_t(v)))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " must be a non-negative integer, got " + std::to_string(v));
+  return int64_t(v);
+}
+template <class T>
+T* ptr(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return reinterpret_cast<T*>(uintptr_t(integer(info, i, name)));
+}
+
+struct Alloc {
+  void* p;
+  size_t bytes;
+};
+
+}  // namespace
+
+cudaStream_t stream() {
+  init_device();
+  return st().s;
+}
+
+void* scratch(int slot, size_t bytes) {
+  State& s = st();
+  if (bytes > s.scratch_bytes[slot]) {
+    if (s.scratch[slot]) cuda_check(cudaFreeAsync(s.scratch[slot], stream()), "cudaFreeAsync (scratch)");
+    s.scratch[slot] = nullptr;
+    s.scratch_bytes[slot] = 0;
+    cuda_check(cudaMallocAsync(&s.scratch[slot], bytes, stream()), "cudaMallocAsync (scratch)");
+    s.scratch_bytes[slot] = bytes;
+  }
+  return s.scratch[slot];
+}
+
+namespace {
+
+#define LOWBIT_TRY try {
+#define LOWBIT_CATCH(env)                                                          \
+  }                                                                                \
+  catch (const Napi::Error&) { throw; }                                            \
+  catch (const std::exception& e) { throw Napi::Error::New(env, e.what()); }
+
+// probe() → { ok, why, name, totalBytes, freeBytes, multiprocessors, computeCapability, l2Bytes, cublas, cublasWhy }
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    o.Set("ok", false);
+    o.Set("why", e != cudaSuccess ? std::string("cudaGetDeviceCount: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")" : "no CUDA device");
+    return o;
+  }
+  try {
+    init_device();
+    cudaDeviceProp p;
+    cuda_check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
+    size_t fr = 0, tot = 0;
+    cuda_check(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+    std::string why;
+    const bool cb = cublas_available(&why);
+    o.Set("ok", true);
+    o.Set("name", p.name);
+    o.Set("totalBytes", double(tot));
+    o.Set("freeBytes", double(fr));
+    o.Set("multiprocessors", p.multiProcessorCount);
+    o.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
+    o.Set("l2Bytes", p.l2CacheSize);
+    o.Set("cublas", cb);
+    if (!cb) o.Set("cublasWhy", why);
+  } catch (const std::exception& ex) {
+    o.Set("ok", false);
+    o.Set("why", ex.what());
+  }
+  return o;
+}
+
+// alloc(bytes, zero) → { handle, ptr }: device memory, zeroed when asked; freed when handle is collected.
+Napi::Value AllocFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t bytes = integer(info, 0, "bytes");
+  const bool zero = info.Length() > 1 && info[1].ToBoolean();
+  LOWBIT_TRY
+  void* p = nullptr;
+  const size_t nb = size_t(bytes > 0 ? bytes : 1);
+  cuda_check(cudaMallocAsync(&p, nb, stream()), ("cudaMallocAsync of " + std::to_string(bytes) + " bytes").c_str());
+  if (zero) cuda_check(cudaMemsetAsync(p, 0, nb, stream()), "cudaMemsetAsync");
+  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(nb));
+  auto ext = Napi::External<Alloc>::New(env, new Alloc{p, nb}, [](Napi::Env env, Alloc* a) {
+    // A failed free at collection time has no caller to report to; the next checked call reports a broken context.
+    cudaFreeAsync(a->p, stream());
+    Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(a->bytes));
+    delete a;
+  });
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("handle", ext);
+  o.Set("ptr", double(uintptr_t(p)));
+  return o;
+  LOWBIT_CATCH(env)
+}
+
+std::pair<uint8_t*, size_t> bytes_of(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a typed array");
+  auto t = info[i].As<Napi::TypedArray>();
+  auto buf = t.ArrayBuffer();
+  return {static_cast<uint8_t*>(buf.Data()) + t.ByteOffset(), t.ByteLength()};
+}
+
+// upload(ptr, typedArray): host → device, queued (the source is staged before this returns).
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  void* d = ptr<void>(info, 0, "ptr");
+  auto [h, n] = bytes_of(info, 1, "src");
+  LOWBIT_TRY
+  if (n) cuda_check(cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (upload)");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// download(ptr, typedArray): device → host after all queued work; waits.
+Napi::Value Download(const Napi::CallbackInfo& info) {
+  const void* d = ptr<const void>(info, 0, "ptr");
+  auto [h, n] = bytes_of(info, 1, "dst");
+  LOWBIT_TRY
+  if (n) cuda_check(cudaMemcpyAsync(h, d, n, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync (download)");
+  cuda_check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (download)");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// copy(dst, src, bytes): device → device, queued.
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  void* d = ptr<void>(info, 0, "dst");
+  const void* s = ptr<const void>(info, 1, "src");
+  const int64_t n = integer(info, 2, "bytes");
+  LOWBIT_TRY
+  if (n) cuda_check(cudaMemcpyAsync(d, s, size_t(n), cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync (copy)");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+Napi::Value Memset0(const Napi::CallbackInfo& info) {
+  void* d = ptr<void>(info, 0, "ptr");
+  const int64_t n = integer(info, 1, "bytes");
+  LOWBIT_TRY
+  if (n) cuda_check(cudaMemsetAsync(d, 0, size_t(n), stream()), "cudaMemsetAsync");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  LOWBIT_TRY
+  cuda_check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+  cuda_check(cudaGetLastError(), "a kernel before synchronize");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t fr = 0, tot = 0;
+  LOWBIT_TRY
+  init_device();
+  cuda_check(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+  LOWBIT_CATCH(env)
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("freeBytes", double(fr));
+  o.Set("totalBytes", double(tot));
+  return o;
+}
+
+int wtype(const Napi::CallbackInfo& info, size_t i) {
+  const int64_t wt = integer(info, i, "wtype");
+  if (wt > 2) throw Napi::RangeError::New(info.Env(), "wtype must be 0 (F32), 1 (BF16) or 2 (F16)");
+  return int(wt);
+}
+
+// matmul(y, x, w, wtype, bias|0, M, N, K)
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const void* w = ptr<const void>(info, 2, "w");
+  const int wt = wtype(info, 3);
+  const float* b = ptr<const float>(info, 4, "bias");
+  const int64_t M = integer(info, 5, "M"), N = integer(info, 6, "N"), K = integer(info, 7, "K");
+  LOWBIT_TRY
+  matmul(y, x, w, wt, b, M, N, K);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const float* w = ptr<const float>(info, 2, "w");
+  const int64_t rows = integer(info, 3, "rows"), D = integer(info, 4, "dim");
+  const float eps = float(num(info, 5, "eps"));
+  LOWBIT_TRY
+  rmsnorm(y, x, w, rows, D, eps);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+Napi::Value Layernorm(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const float* w = ptr<const float>(info, 2, "w");
+  const float* b = ptr<const float>(info, 3, "b");
+  const int64_t rows = integer(info, 4, "rows"), D = integer(info, 5, "dim");
+  const float eps = float(num(info, 6, "eps"));
+  LOWBIT_TRY
+  layernorm(y, x, w, b, rows, D, eps);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// rope(x, positions, invFreq, rows, nHeads, hd)
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  float* x = ptr<float>(info, 0, "x");
+  const int32_t* p = ptr<const int32_t>(info, 1, "positions");
+  const float* f = ptr<const float>(info, 2, "invFreq");
+  const int64_t rows = integer(info, 3, "rows"), nH = integer(info, 4, "nHeads"), hd = integer(info, 5, "hd");
+  LOWBIT_TRY
+  rope(x, p, f, rows, int(nH), int(hd));
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, keyMask|0, scale, window)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  float* o = ptr<float>(info, 0, "out");
+  const float* q = ptr<const float>(info, 1, "q");
+  const float* k = ptr<const float>(info, 2, "k");
+  const float* v = ptr<const float>(info, 3, "v");
+  const int64_t B = integer(info, 4, "B"), T = integer(info, 5, "T"), H = integer(info, 6, "H"), nKV = integer(info, 7, "nKV");
+  const int64_t hd = integer(info, 8, "hd"), S = integer(info, 9, "S"), past = integer(info, 10, "pastLen");
+  const uint8_t* mask = ptr<const uint8_t>(info, 11, "keyMask");
+  const float scale = float(num(info, 12, "scale"));
+  const int64_t window = integer(info, 13, "window");
+  LOWBIT_TRY
+  attention(o, q, k, v, int(B), int(T), int(H), int(nKV), int(hd), S, past, mask, scale, window);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// siluMul / add: (y, a, b, n); relu: (y, x, n)
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* g = ptr<const float>(info, 1, "gate");
+  const float* u = ptr<const float>(info, 2, "up");
+  const int64_t n = integer(info, 3, "n");
+  LOWBIT_TRY
+  silu_mul(y, g, u, n);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* a = ptr<const float>(info, 1, "a");
+  const float* b = ptr<const float>(info, 2, "b");
+  const int64_t n = integer(info, 3, "n");
+  LOWBIT_TRY
+  add(y, a, b, n);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const int64_t n = integer(info, 2, "n");
+  LOWBIT_TRY
+  relu(y, x, n);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const int64_t rows = integer(info, 2, "rows"), D = integer(info, 3, "cols");
+  LOWBIT_TRY
+  softmax(y, x, rows, D);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+// embedding(y, table, wtype, ids, n, D)
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const void* t = ptr<const void>(info, 1, "table");
+  const int wt = wtype(info, 2);
+  const int32_t* ids = ptr<const int32_t>(info, 3, "ids");
+  const int64_t n = integer(info, 4, "n"), D = integer(info, 5, "dim");
+  LOWBIT_TRY
+  embedding(y, t, wt, ids, n, D);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+// argmax(out int32 [rows], x, rows, D)
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  int32_t* o = ptr<int32_t>(info, 0, "out");
+  const float* x = ptr<const float>(info, 1, "x");
+  const int64_t rows = integer(info, 2, "rows"), D = integer(info, 3, "cols");
+  LOWBIT_TRY
+  argmax_rows(o, x, rows, D);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+// fillRandom(ptr, wtype, n, seed, std)
+Napi::Value FillRandom(const Napi::CallbackInfo& info) {
+  void* d = ptr<void>(info, 0, "ptr");
+  const int wt = wtype(info, 1);
+  const int64_t n = integer(info, 2, "n"), seed = integer(info, 3, "seed");
+  const float sd = float(num(info, 4, "std"));
+  LOWBIT_TRY
+  fill_random(d, wt, n, uint32_t(seed), sd);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// elapsed(fn-free timing): eventRecord() → handle; eventElapsed(a, b) → ms (synchronizes on b).
+Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  LOWBIT_TRY
+  cudaEvent_t e;
+  cuda_check(cudaEventCreate(&e), "cudaEventCreate");
+  cuda_check(cudaEventRecord(e, stream()), "cudaEventRecord");
+  return Napi::External<CUevent_st>::New(env, e, [](Napi::Env, CUevent_st* ev) { cudaEventDestroy(ev); });
+  LOWBIT_CATCH(env)
+}
+Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsExternal() || !info[1].IsExternal()) throw Napi::TypeError::New(info.Env(), "eventElapsed takes two events");
+  cudaEvent_t a = info[0].As<Napi::External<CUevent_st>>().Data(), b = info[1].As<Napi::External<CUevent_st>>().Data();
+  float ms = 0;
+  LOWBIT_TRY
+  cuda_check(cudaEventSynchronize(b), "cudaEventSynchronize");
+  cuda_check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  LOWBIT_CATCH(info.Env())
+  return Napi::Number::New(info.Env(), ms);
+}
+
+// gemmPeak(n, iters) → TFLOP/s; copyBandwidth(bytes, iters) → GB/s (read + written).
+Napi::Value GemmPeak(const Napi::CallbackInfo& info) {
+  const int64_t n = integer(info, 0, "n"), it = integer(info, 1, "iters");
+  LOWBIT_TRY
+  return Napi::Number::New(info.Env(), gemm_peak_tflops(int(n), int(it)));
+  LOWBIT_CATCH(info.Env())
+}
+Napi::Value CopyBandwidth(const Napi::CallbackInfo& info) {
+  const int64_t b = integer(info, 0, "bytes"), it = integer(info, 1, "iters");
+  LOWBIT_TRY
+  return Napi::Number::New(info.Env(), copy_bandwidth_gbs(size_t(b), int(it)));
+  LOWBIT_CATCH(info.Env())
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemmPeak", Napi::Function::New(env, GemmPeak));
+  exports.Set("copyBandwidth", Napi::Function::New(env, CopyBandwidth));
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  exports.Set("alloc", Napi::Function::New(env, AllocFn));
+  exports.Set("upload", Napi::Function::New(env, Upload));
+  exports.Set("download", Napi::Function::New(env, Download));
+  exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("memset0", Napi::Function::New(env, Memset0));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("memInfo", Napi::Function::New(env, MemInfo));
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
+  exports.Set("layernorm", Napi::Function::New(env, Layernorm));
+  exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("relu", Napi::Function::New(env, Relu));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("embedding", Napi::Function::New(env, Embedding));
+  exports.Set("argmax", Napi::Function::New(env, Argmax));
+  exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
+  exports.Set("eventRecord", Napi::Function::New(env, EventRecord));
+  exports.Set("eventElapsed", Napi::Function::New(env, EventElapsed));
+  return exports;
+}
+
+}  // namespace
+}  // namespace lowbit_cuda
+
+static Napi::Object InitLowbitCuda(Napi::Env env, Napi::Object exports) { return lowbit_cuda::Init(env, exports); }
+NODE_API_MODULE(lowbit_cuda, InitLowbitCuda)

@@ -1,0 +1,55 @@
+// Shared by the CUDA addon's files: weight dtype codes (the CPU addon's, kernels.h WType), the error type every
+// failed CUDA or cuBLAS call becomes (the addon turns it into a JS Error naming the call), the one stream all work
+// runs on, and the launchers of kernels.cu.
+#pragma once
+#include <cuda_runtime_api.h>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace lowbit_cuda {
+
+enum WType : int { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
+
+struct CudaError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw CudaError(std::string("CUDA ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+// The stream every op is queued on (created at the first use of the device; device.cc).
+cudaStream_t stream();
+
+// kernels.cu
+void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K);
+void f32_to_half(void* dst, const float* src, int64_t n, bool bf16);
+void bias_rows(float* y, const float* bias, int64_t rows, int64_t N);
+void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps);
+void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t D, float eps);
+void rope(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd);
+void silu_mul(float* y, const float* g, const float* u, int64_t n);
+void relu(float* y, const float* x, int64_t n);
+void add(float* y, const float* a, const float* b, int64_t n);
+void softmax(float* y, const float* x, int64_t rows, int64_t D);
+void embedding(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D);
+void attention(float* out, const float* q, const float* K, const float* V, int B, int T, int H, int nKV, int hd,
+               int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale, int64_t window);
+void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D);
+void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv);
+
+// gemm.cc: y[M,N] = x[M,K]·w[N,K]ᵀ (+bias): the GEMV for M ≤ 8, else cuBLAS (x rounded to the weight's 16-bit type
+// for BF16/F16 weights, as PyTorch runs a bf16 model; plain float32 for F32 weights).
+void matmul(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K);
+// Roofline probes (timed with device events on random data): a bf16 n×n×n cuBLAS GEMM in TFLOP/s, and a
+// device-to-device copy in GB/s counting bytes read plus written.
+double gemm_peak_tflops(int n, int iters);
+double copy_bandwidth_gbs(size_t bytes, int iters);
+// Whether cuBLAS could be loaded, and why not.
+bool cublas_available(std::string* why);
+
+// Device scratch that grows and is kept (stream-ordered allocations), one per purpose.
+void* scratch(int slot, size_t bytes);
+
+}  // namespace lowbit_cuda

@@ -1,0 +1,171 @@
+// Matrix products on the device: the GEMV of kernels.cu for decode (up to 8 rows of x), cuBLAS for the rest.
+// cuBLAS is loaded at run time (dlopen), not linked: the addon then builds where CUDA's compiler and runtime exist
+// without cuBLAS (the CI machine), and loads wherever the GPU machine keeps libcublas (LOWBIT_CUBLAS names the file;
+// otherwise the loader's search path, CUDA's lib64 and PyTorch's nvidia-cublas wheel). The few declarations we call
+// are written out here with cuBLAS's documented values.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+#include "cuda_common.h"
+
+namespace lowbit_cuda {
+
+namespace {
+
+typedef struct cublasContext* cublasHandle_t;
+typedef int cublasStatus_t;  // CUBLAS_STATUS_SUCCESS = 0
+constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+constexpr int CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14;
+constexpr int CUBLAS_COMPUTE_32F = 68;  // float32 accumulation, no TF32 (CUBLAS_COMPUTE_32F_FAST_TF32 is 77)
+constexpr int CUBLAS_GEMM_DEFAULT = -1;
+
+struct Cublas {
+  void* lib = nullptr;
+  cublasHandle_t handle = nullptr;
+  std::string why;
+  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
+                            const void*, void*, int, int, int, int) = nullptr;
+  const char* (*status_name)(cublasStatus_t) = nullptr;
+};
+
+Cublas& cublas() {
+  static Cublas c;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::vector<std::string> names;
+    if (const char* p = std::getenv("LOWBIT_CUBLAS")) names.push_back(p);
+    for (const char* n : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) names.push_back(n);
+    for (const char* d : {"/usr/local/cuda/lib64/", "/usr/local/cuda/targets/x86_64-linux/lib/",
+                          "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cublas/lib/",
+                          "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/"})
+      for (const char* n : {"libcublas.so.13", "libcublas.so.12"}) names.push_back(std::string(d) + n);
+    std::string tried;
+    for (const std::string& n : names) {
+      c.lib = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (c.lib) break;
+      tried += (tried.empty() ? "" : ", ") + n;
+    }
+    if (!c.lib) {
+      c.why = "libcublas not found (tried " + tried + "); set LOWBIT_CUBLAS to its path";
+      return;
+    }
+    c.create = reinterpret_cast<decltype(c.create)>(dlsym(c.lib, "cublasCreate_v2"));
+    c.set_stream = reinterpret_cast<decltype(c.set_stream)>(dlsym(c.lib, "cublasSetStream_v2"));
+    c.gemm_ex = reinterpret_cast<decltype(c.gemm_ex)>(dlsym(c.lib, "cublasGemmEx"));
+    c.status_name = reinterpret_cast<decltype(c.status_name)>(dlsym(c.lib, "cublasGetStatusName"));
+    if (!c.create || !c.set_stream || !c.gemm_ex) {
+      c.why = "libcublas lacks cublasCreate_v2 / cublasSetStream_v2 / cublasGemmEx";
+      c.lib = nullptr;
+      return;
+    }
+    if (c.create(&c.handle) != 0) {
+      c.why = "cublasCreate failed";
+      c.lib = nullptr;
+      return;
+    }
+  });
+  return c;
+}
+
+void check(cublasStatus_t s, const char* what) {
+  if (s == 0) return;
+  const Cublas& c = cublas();
+  throw CudaError(std::string("cuBLAS ") + what + ": " + (c.status_name ? c.status_name(s) : "status " + std::to_string(s)));
+}
+
+}  // namespace
+
+bool cublas_available(std::string* why) {
+  Cublas& c = cublas();
+  if (why) *why = c.why;
+  return c.lib != nullptr;
+}
+
+void matmul(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
+  if (M == 0 || N == 0) return;
+  if (M <= 8) {
+    gemv(y, x, w, wt, bias, M, N, K);
+    return;
+  }
+  Cublas& c = cublas();
+  if (!c.lib) throw CudaError("matmul of " + std::to_string(M) + " rows needs cuBLAS: " + c.why);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) throw CudaError("matmul: a dimension is above cuBLAS's int range");
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  const float one = 1.f, zero = 0.f;
+  // Column-major: yᵀ [N, M] = w [N, K] (row-major, i.e. column-major [K, N], transposed) · xᵀ [K, M].
+  if (wt == W_F32) {
+    check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, CUDA_R_32F, int(K), x, CUDA_R_32F,
+                    int(K), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "GemmEx (f32)");
+  } else {
+    const bool bf = wt == W_BF16;
+    void* xh = scratch(0, size_t(M) * size_t(K) * 2);
+    f32_to_half(xh, x, M * K, bf);
+    const int t = bf ? CUDA_R_16BF : CUDA_R_16F;
+    check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, t, int(K), xh, t, int(K), &zero, y,
+                    CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), bf ? "GemmEx (bf16)" : "GemmEx (f16)");
+  }
+  if (bias) bias_rows(y, bias, M, N);
+}
+
+double gemm_peak_tflops(int n, int iters) {
+  Cublas& c = cublas();
+  if (!c.lib) throw CudaError("gemmPeak needs cuBLAS: " + c.why);
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  void *a = nullptr, *b = nullptr, *y = nullptr;
+  const size_t nn = size_t(n) * size_t(n);
+  cuda_check(cudaMallocAsync(&a, nn * 2, stream()), "cudaMallocAsync (gemmPeak)");
+  cuda_check(cudaMallocAsync(&b, nn * 2, stream()), "cudaMallocAsync (gemmPeak)");
+  cuda_check(cudaMallocAsync(&y, nn * 4, stream()), "cudaMallocAsync (gemmPeak)");
+  fill_random(a, W_BF16, int64_t(nn), 1, 0.02f);  // random data: zeros run faster than real weights
+  fill_random(b, W_BF16, int64_t(nn), 2, 1.f);
+  const float one = 1.f, zero = 0.f;
+  auto run = [&] {
+    check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, y, CUDA_R_32F, n,
+                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "GemmEx (gemmPeak)");
+  };
+  for (int i = 0; i < 3; i++) run();
+  cudaEvent_t e0, e1;
+  cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
+  cuda_check(cudaEventRecord(e0, stream()), "cudaEventRecord");
+  for (int i = 0; i < iters; i++) run();
+  cuda_check(cudaEventRecord(e1, stream()), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cuda_check(cudaFreeAsync(a, stream()), "cudaFreeAsync");
+  cuda_check(cudaFreeAsync(b, stream()), "cudaFreeAsync");
+  cuda_check(cudaFreeAsync(y, stream()), "cudaFreeAsync");
+  return 2.0 * double(n) * n * n * iters / (double(ms) * 1e-3) / 1e12;
+}
+
+double copy_bandwidth_gbs(size_t bytes, int iters) {
+  void *a = nullptr, *b = nullptr;
+  cuda_check(cudaMallocAsync(&a, bytes, stream()), "cudaMallocAsync (copyBandwidth)");
+  cuda_check(cudaMallocAsync(&b, bytes, stream()), "cudaMallocAsync (copyBandwidth)");
+  cuda_check(cudaMemsetAsync(a, 1, bytes, stream()), "cudaMemsetAsync");
+  cuda_check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync");
+  cudaEvent_t e0, e1;
+  cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
+  cuda_check(cudaEventRecord(e0, stream()), "cudaEventRecord");
+  for (int i = 0; i < iters; i++) cuda_check(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync");
+  cuda_check(cudaEventRecord(e1, stream()), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cuda_check(cudaFreeAsync(a, stream()), "cudaFreeAsync");
+  cuda_check(cudaFreeAsync(b, stream()), "cudaFreeAsync");
+  return 2.0 * double(bytes) * iters / (double(ms) * 1e-3) / 1e9;  // bytes read + bytes written
+}
+
+}  // namespace lowbit_cuda

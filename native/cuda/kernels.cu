@@ -1,0 +1,448 @@
+// lowbit's CUDA kernels: the op catalogue of src/backend/backend.ts on device memory. Activations are float32;
+// weights keep their checkpoint dtype (F32 / BF16 / F16) and are widened in registers. Each launcher checks its
+// launch (cuda_check) and runs on the one stream the addon owns (stream()). The TypeScript `ref` backend is every
+// kernel's twin (test/cuda.test.ts compares them on random inputs).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cfloat>
+#include <cstdint>
+
+#include "cuda_common.h"
+
+namespace lowbit_cuda {
+
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// 8 weights of one dtype from 16 bytes (F32: two 16-byte loads) widened to float.
+template <int WT> struct W8;
+template <> struct W8<W_F32> {
+  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+  }
+};
+template <> struct W8<W_BF16> {
+  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      w[2 * i] = __uint_as_float(v[i] << 16);
+      w[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+    }
+  }
+};
+template <> struct W8<W_F16> {
+  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 f = __half22float2(h[i]);
+      w[2 * i] = f.x;
+      w[2 * i + 1] = f.y;
+    }
+  }
+};
+
+__device__ __forceinline__ float widen1(const void* w, int wt, int64_t i) {
+  if (wt == W_F32) return static_cast<const float*>(w)[i];
+  const uint16_t h = static_cast<const uint16_t*>(w)[i];
+  return wt == W_BF16 ? __uint_as_float(uint32_t(h) << 16) : __half2float(__ushort_as_half(h));
+}
+
+// ---- GEMV (decode, M ≤ 8 rows of x): one warp per weight row, 8 weights per lane per step, 4 steps in flight.
+// y[m, n] = Σ_k x[m, k]·w[n, k] (+ bias[n]). K % 8 == 0 and 16-byte aligned rows take the vector loop; others the
+// scalar one (both sum in float32, lanes strided, then a warp reduction).
+template <int WT, int M>
+__global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ w,
+                            const float* __restrict__ bias, int64_t N, int64_t K, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (n >= N) return;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; m++) acc[m] = 0.f;
+  constexpr int es = WT == W_F32 ? 4 : 2;
+  const char* row = static_cast<const char*>(w) + n * K * es;
+  if (vec) {
+    const int64_t steps = K / 8;  // 8-weight groups in the row
+    int64_t s = lane;
+    for (; s + 3 * kWarp < steps; s += 4 * kWarp) {
+      float wv[4][8];
+#pragma unroll
+      for (int u = 0; u < 4; u++) W8<WT>::load(row + (s + u * kWarp) * 8 * es, wv[u]);
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int64_t k = (s + u * kWarp) * 8;
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+          const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
+          const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
+          acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w +
+                    wv[u][4] * b.x + wv[u][5] * b.y + wv[u][6] * b.z + wv[u][7] * b.w;
+        }
+      }
+    }
+    for (; s < steps; s += kWarp) {
+      float wv[8];
+      W8<WT>::load(row + s * 8 * es, wv);
+      const int64_t k = s * 8;
+#pragma unroll
+      for (int m = 0; m < M; m++) {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
+        acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+      }
+    }
+  } else {
+    for (int64_t k = lane; k < K; k += kWarp) {
+      const float wk = widen1(w, WT, n * K + k);
+#pragma unroll
+      for (int m = 0; m < M; m++) acc[m] += wk * x[m * K + k];
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; m++) {
+    const float v = warp_sum(acc[m]);
+    if (lane == 0) y[m * N + n] = v + (bias ? bias[n] : 0.f);
+  }
+}
+
+template <int WT>
+void gemv_launch(float* y, const float* x, const void* w, const float* bias, int64_t M, int64_t N, int64_t K) {
+  const bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(w) % 16) == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  const int threads = 256, rowsPerBlock = threads / kWarp;
+  const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
+  switch (M) {
+#define LOWBIT_GEMV(MM) case MM: gemv_kernel<WT, MM><<<grid, threads, 0, stream()>>>(y, x, w, bias, N, K, vec); break;
+    LOWBIT_GEMV(1) LOWBIT_GEMV(2) LOWBIT_GEMV(3) LOWBIT_GEMV(4) LOWBIT_GEMV(5) LOWBIT_GEMV(6) LOWBIT_GEMV(7) LOWBIT_GEMV(8)
+#undef LOWBIT_GEMV
+  }
+}
+
+// ---- elementwise and row kernels
+__global__ void f32_to_half_kernel(void* dst, const float* src, int64_t n, bool bf16) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (bf16) static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(src[i]);
+    else static_cast<__half*>(dst)[i] = __float2half_rn(src[i]);
+  }
+}
+
+__global__ void bias_rows_kernel(float* y, const float* bias, int64_t rows, int64_t N) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * N; i += int64_t(gridDim.x) * blockDim.x) y[i] += bias[i % N];
+}
+
+// One block per row: the mean of squares in float32 (block reduction), then x·rsqrt(ms + eps)·w.
+__global__ void rmsnorm_kernel(float* y, const float* x, const float* w, int64_t D, float eps) {
+  __shared__ float part[32];
+  const float* xr = x + int64_t(blockIdx.x) * D;
+  float* yr = y + int64_t(blockIdx.x) * D;
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i] * xr[i];
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) part[0] = t;
+  }
+  __syncthreads();
+  const float r = rsqrtf(part[0] / float(D) + eps);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * w[i];
+}
+
+__device__ float block_sum(float v, float* part) {
+  v = warp_sum(v);
+  __syncthreads();  // part may still be read from a previous call
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
+  if (threadIdx.x < 32) t = warp_sum(t);
+  if (threadIdx.x == 0) part[0] = t;
+  __syncthreads();
+  return part[0];
+}
+
+__global__ void layernorm_kernel(float* y, const float* x, const float* w, const float* b, int64_t D, float eps) {
+  __shared__ float part[32];
+  const float* xr = x + int64_t(blockIdx.x) * D;
+  float* yr = y + int64_t(blockIdx.x) * D;
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
+  const float mean = block_sum(s, part) / float(D);
+  float v = 0.f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) v += (xr[i] - mean) * (xr[i] - mean);
+  const float r = rsqrtf(block_sum(v, part) / float(D) + eps);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = (xr[i] - mean) * r * w[i] + b[i];
+}
+
+// Rotate-half RoPE in place on x [rows, nH, hd]: angle fl(p·invFreq[i]) in float32, cos/sin in double then rounded
+// (the ref's Math.cos / Math.sin of that float).
+__global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd) {
+  const int half = hd / 2;
+  const int64_t total = rows * half;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / half;
+    const int j = int(i % half);
+    const float ang = __fmul_rn(float(pos[r]), invFreq[j]);
+    const float c = float(cos(double(ang))), s = float(sin(double(ang)));
+    for (int h = 0; h < nH; h++) {
+      float* p = x + (r * nH + h) * hd;
+      const float a = p[j], b = p[j + half];
+      p[j] = a * c - b * s;
+      p[j + half] = b * c + a * s;
+    }
+  }
+}
+
+__global__ void silu_mul_kernel(float* y, const float* g, const float* u, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+__global__ void relu_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] = fmaxf(x[i], 0.f);
+}
+__global__ void add_kernel(float* y, const float* a, const float* b, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] = a[i] + b[i];
+}
+
+__global__ void softmax_kernel(float* y, const float* x, int64_t D) {
+  __shared__ float part[32];
+  const float* xr = x + int64_t(blockIdx.x) * D;
+  float* yr = y + int64_t(blockIdx.x) * D;
+  float m = -FLT_MAX;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) m = fmaxf(m, xr[i]);
+  m = warp_max(m);
+  __shared__ float mx[32];
+  if ((threadIdx.x & 31) == 0) mx[threadIdx.x / 32] = m;
+  __syncthreads();
+  float t = threadIdx.x < blockDim.x / 32 ? mx[threadIdx.x] : -FLT_MAX;
+  if (threadIdx.x < 32) t = warp_max(t);
+  if (threadIdx.x == 0) mx[0] = t;
+  __syncthreads();
+  m = mx[0];
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += expf(xr[i] - m);
+  const float inv = 1.f / block_sum(s, part);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = expf(xr[i] - m) * inv;
+}
+
+__global__ void embedding_kernel(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * D; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / D, d = i % D;
+    y[i] = widen1(table, wt, int64_t(ids[r]) * D + d);
+  }
+}
+
+// ---- attention: one block per (query token, head); each warp takes every nWarps-th visible key with a running
+// max / sum / output (online softmax), lanes holding hd/32 output elements each; the warps then merge. q [B,T,H,hd],
+// K/V [B,S,nKV,hd], keyMask [B, pastLen+T] (1 = attend) or null. A query that sees no key gets zeros (the ref).
+constexpr int kAttnMaxHd = 256;
+__global__ void attention_kernel(float* out, const float* q, const float* K, const float* V, int B, int T, int H,
+                                 int nKV, int hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale,
+                                 int64_t window) {
+  const int h = blockIdx.x % H;
+  const int64_t bt = blockIdx.x / H;
+  const int b = int(bt / T), t = int(bt % T);
+  const int kvh = h / (H / nKV);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32, nWarps = blockDim.x / 32;
+  constexpr int kPer = kAttnMaxHd / 32;
+  const int per = (hd + 31) / 32;
+  const float* qr = q + (bt * H + h) * hd;
+  float qv[kPer], o[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; j++) {
+    const int i = lane + 32 * j;
+    qv[j] = j < per && i < hd ? qr[i] : 0.f;
+    o[j] = 0.f;
+  }
+  const int64_t kvLen = pastLen + T, last = pastLen + t;
+  const int64_t first = window > 0 ? (last - window + 1 > 0 ? last - window + 1 : 0) : 0;
+  float mx = -INFINITY, sum = 0.f;
+  for (int64_t s = first + warp; s <= last; s += nWarps) {
+    if (keyMask && !keyMask[int64_t(b) * kvLen + s]) continue;
+    const float* kr = K + ((int64_t(b) * S + s) * nKV + kvh) * hd;
+    float d = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+      const int i = lane + 32 * j;
+      if (j < per && i < hd) d += qv[j] * kr[i];
+    }
+    d = warp_sum(d) * scale;
+    const float nm = fmaxf(mx, d);
+    const float c = expf(mx - nm), p = expf(d - nm);  // mx = -inf at first: c = 0
+    sum = sum * c + p;
+    const float* vr = V + ((int64_t(b) * S + s) * nKV + kvh) * hd;
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+      const int i = lane + 32 * j;
+      if (j < per && i < hd) o[j] = o[j] * c + p * vr[i];
+    }
+    mx = nm;
+  }
+  // Merge the warps: per warp (mx, sum) and its o; shared [nWarps][hd].
+  extern __shared__ float sh[];
+  float* so = sh;                       // [nWarps * hd]
+  float* sm = sh + nWarps * hd;         // [nWarps]
+  float* ss = sm + nWarps;              // [nWarps]
+#pragma unroll
+  for (int j = 0; j < kPer; j++) {
+    const int i = lane + 32 * j;
+    if (j < per && i < hd) so[warp * hd + i] = o[j];
+  }
+  if (lane == 0) { sm[warp] = mx; ss[warp] = sum; }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < nWarps; w++) M = fmaxf(M, sm[w]);
+  float* orow = out + (bt * H + h) * hd;
+  if (M == -INFINITY) {
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) orow[i] = 0.f;
+    return;
+  }
+  float tot = 0.f;
+  for (int w = 0; w < nWarps; w++) tot += sm[w] == -INFINITY ? 0.f : ss[w] * expf(sm[w] - M);
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    float a = 0.f;
+    for (int w = 0; w < nWarps; w++) if (sm[w] != -INFINITY) a += so[w * hd + i] * expf(sm[w] - M);
+    orow[i] = a / tot;
+  }
+}
+
+__global__ void argmax_kernel(int32_t* out, const float* x, int64_t D) {
+  __shared__ float bv[32];
+  __shared__ int64_t bi[32];
+  const float* xr = x + int64_t(blockIdx.x) * D;
+  float v = -INFINITY;
+  int64_t idx = 0;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+    if (xr[i] > v) { v = xr[i]; idx = i; }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
+  }
+  if ((threadIdx.x & 31) == 0) { bv[threadIdx.x / 32] = v; bi[threadIdx.x / 32] = idx; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); w++)
+      if (bv[w] > v || (bv[w] == v && bi[w] < idx)) { v = bv[w]; idx = bi[w]; }
+    out[blockIdx.x] = int32_t(idx);
+  }
+}
+
+// Random weights for benchmarks (a hash per element; the same magnitudes as src/models/random.ts).
+__global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed ^ uint32_t(i >> 32) * 40503u;
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    const float u = (float(h) / 4294967296.f * 2.f - 1.f) * stdv * 1.7320508f;
+    if (wt == W_F32) static_cast<float*>(dst)[i] = u;
+    else if (wt == W_BF16) static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(u);
+    else static_cast<__half*>(dst)[i] = __float2half_rn(u);
+  }
+}
+
+unsigned grid_for(int64_t n, int threads = 256) {
+  const int64_t g = (n + threads - 1) / threads;
+  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
+}
+
+}  // namespace
+
+void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
+  if (wt == W_F32) gemv_launch<W_F32>(y, x, w, bias, M, N, K);
+  else if (wt == W_BF16) gemv_launch<W_BF16>(y, x, w, bias, M, N, K);
+  else gemv_launch<W_F16>(y, x, w, bias, M, N, K);
+  cuda_check(cudaGetLastError(), "gemv launch");
+}
+
+void f32_to_half(void* dst, const float* src, int64_t n, bool bf16) {
+  f32_to_half_kernel<<<grid_for(n), 256, 0, stream()>>>(dst, src, n, bf16);
+  cuda_check(cudaGetLastError(), "f32_to_half launch");
+}
+
+void bias_rows(float* y, const float* bias, int64_t rows, int64_t N) {
+  bias_rows_kernel<<<grid_for(rows * N), 256, 0, stream()>>>(y, bias, rows, N);
+  cuda_check(cudaGetLastError(), "bias launch");
+}
+
+void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps) {
+  if (rows == 0) return;
+  rmsnorm_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, w, D, eps);
+  cuda_check(cudaGetLastError(), "rmsnorm launch");
+}
+
+void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t D, float eps) {
+  if (rows == 0) return;
+  layernorm_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, w, b, D, eps);
+  cuda_check(cudaGetLastError(), "layernorm launch");
+}
+
+void rope(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd) {
+  if (rows == 0) return;
+  rope_kernel<<<grid_for(rows * (hd / 2)), 256, 0, stream()>>>(x, pos, invFreq, rows, nH, hd);
+  cuda_check(cudaGetLastError(), "rope launch");
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+  if (n == 0) return;
+  silu_mul_kernel<<<grid_for(n), 256, 0, stream()>>>(y, g, u, n);
+  cuda_check(cudaGetLastError(), "siluMul launch");
+}
+void relu(float* y, const float* x, int64_t n) {
+  if (n == 0) return;
+  relu_kernel<<<grid_for(n), 256, 0, stream()>>>(y, x, n);
+  cuda_check(cudaGetLastError(), "relu launch");
+}
+void add(float* y, const float* a, const float* b, int64_t n) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n), 256, 0, stream()>>>(y, a, b, n);
+  cuda_check(cudaGetLastError(), "add launch");
+}
+void softmax(float* y, const float* x, int64_t rows, int64_t D) {
+  if (rows == 0) return;
+  softmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, D);
+  cuda_check(cudaGetLastError(), "softmax launch");
+}
+void embedding(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D) {
+  if (n == 0) return;
+  embedding_kernel<<<grid_for(n * D), 256, 0, stream()>>>(y, table, wt, ids, n, D);
+  cuda_check(cudaGetLastError(), "embedding launch");
+}
+
+void attention(float* out, const float* q, const float* K, const float* V, int B, int T, int H, int nKV, int hd,
+               int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale, int64_t window) {
+  if (hd > kAttnMaxHd) throw CudaError("attention: head_dim " + std::to_string(hd) + " is above the kernel's " + std::to_string(kAttnMaxHd));
+  if (int64_t(B) * T * H == 0) return;
+  const int threads = 128, nWarps = threads / 32;
+  const size_t shmem = size_t(nWarps) * (hd + 2) * sizeof(float);
+  attention_kernel<<<unsigned(int64_t(B) * T * H), threads, shmem, stream()>>>(out, q, K, V, B, T, H, nKV, hd, S, pastLen, keyMask, scale, window);
+  cuda_check(cudaGetLastError(), "attention launch");
+}
+
+void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D) {
+  if (rows == 0) return;
+  argmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(out, x, D);
+  cuda_check(cudaGetLastError(), "argmax launch");
+}
+
+void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
+  fill_random_kernel<<<grid_for(n), 256, 0, stream()>>>(dst, wt, n, seed, stdv);
+  cuda_check(cudaGetLastError(), "fill_random launch");
+}
+
+}  // namespace lowbit_cuda

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU machine's run (the `device` tool, from the repo root): the cuda backend's test suite, then the bench
+# (lowbit vs PyTorch eager on the same shapes). Node is not installed there, so it comes along, built here:
+#   .devdata/node.xz                (xz -c $(which node))
+#   .devdata/node_modules.tar.xz    (tar -cJf … node_modules, without typescript)
+#   dist/, native/cpu/build/, native/cuda/build/  (npx tsc -p . ; npm run build:cuda)
+# carry: [".devdata", "dist", "native/cpu/build", "native/cuda/build"]. Everything it prints also goes to $OUT.
+# Usage: bash scripts/cuda-check.sh [test] [bench] [torch]   (default: all three)
+set -uo pipefail
+OUT=${OUT:-/tmp/lowbit-out}
+mkdir -p "$OUT" /tmp/lowbit-node
+steps=${*:-test bench torch}
+exec > >(tee -a "$OUT/cuda-check.log") 2>&1
+
+if ! command -v node >/dev/null; then
+  xz -dc .devdata/node.xz > /tmp/lowbit-node/node && chmod +x /tmp/lowbit-node/node
+  export PATH=/tmp/lowbit-node:$PATH
+fi
+[ -d node_modules ] || tar -xJf .devdata/node_modules.tar.xz
+# cuBLAS: the toolkit's, or the one PyTorch's wheels bring.
+if [ -z "${LOWBIT_CUBLAS:-}" ]; then
+  LOWBIT_CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.1[0-9] 2>/dev/null | head -1)
+  [ -n "$LOWBIT_CUBLAS" ] || LOWBIT_CUBLAS=$(python3 -c "import nvidia, os, glob; print(next(iter(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], '**', 'libcublas.so.*'), recursive=True))), ''))")
+  export LOWBIT_CUBLAS
+fi
+echo "node $(node --version); cuBLAS: ${LOWBIT_CUBLAS:-none}"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+
+for s in $steps; do
+  case $s in
+    test)
+      echo "== cuda test suite"
+      node --test --test-reporter=spec dist/test/cuda.test.js 2>&1 | tail -60 ;;
+    bench)
+      echo "== lowbit bench --device cuda"
+      for shape in ${SHAPES:-llama-3-8b llama-3.2-1b}; do
+        node dist/src/cli/main.js bench --device cuda --shape "$shape" --batch 1,16 --decode-len ${DECODE:-64} --prefill-len 512 --json
+        mv -f bench-cuda-*.json "$OUT/" 2>/dev/null
+      done ;;
+    torch)
+      echo "== PyTorch eager, same shapes"
+      for shape in ${SHAPES:-llama-3-8b llama-3.2-1b}; do
+        python3 scripts/bench_torch.py --shape "$shape" --batch 1,16 --decode-len ${DECODE:-64} --prefill-len 512 --out "$OUT/torch-$shape.json"
+      done ;;
+  esac
+done

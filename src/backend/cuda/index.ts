@@ -1,0 +1,193 @@
+// The CUDA backend: the op catalogue on an NVIDIA GPU through native/cuda. Tensors live in device memory
+// (CudaStorage: an allocation and a byte offset) and have no host array; `upload` / `download` move them. Ops queue
+// on one stream and return at once; `download` and `synchronize` wait. Shapes are checked by the same functions as
+// the host backends (src/backend/shapes.ts) before any launch.
+//
+// Host-side small inputs (RoPE positions and frequencies, the attention key mask) go up once per distinct array:
+// a forward builds one positions array that all layers share, so a decode step uploads it once, not per layer.
+import type { AttentionArgs, Backend, OpName } from '../backend.js';
+import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
+import { checkCopy } from '../host.js';
+import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
+import { WTYPE } from '../../native/addon.js';
+import type { QuantFormat } from '../../quant/qweight.js';
+import { DTYPE_BYTES, allocArray, type DType } from '../../tensor/dtype.js';
+import { Tensor, type DeviceStorage } from '../../tensor/tensor.js';
+
+/** Device memory behind a tensor: an allocation (kept alive by this object) and where the tensor starts in it. */
+export class CudaStorage implements DeviceStorage {
+  readonly device = 'cuda' as const;
+  constructor(readonly alloc: CudaAlloc, readonly byteOffset: number, readonly byteLength: number) {}
+  get ptr(): number { return this.alloc.ptr + this.byteOffset; }
+}
+
+export class CudaUnavailableError extends Error { override name = 'CudaUnavailableError'; }
+
+const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
+
+function addon(): CudaAddon {
+  const { addon: a, probe } = cudaStatus();
+  if (!a) throw new CudaUnavailableError(`the cuda backend cannot run here: ${probe.why}`);
+  return a;
+}
+
+/** The device address of a cuda tensor (an error naming `op` and `what` for a host tensor). */
+function dev(op: string, what: string, t: Tensor): number {
+  if (t.device !== 'cuda' || !(t.storage instanceof CudaStorage)) {
+    throw new TypeError(`cuda ${op}: ${what} [${t.shape}] is a ${t.device} tensor; upload it first (backend.upload)`);
+  }
+  return t.storage.ptr;
+}
+
+function devF32(op: string, what: string, t: Tensor): number {
+  if (t.dtype !== 'F32') throw new TypeError(`cuda ${op}: ${what} must be F32, got ${t.dtype}`);
+  return dev(op, what, t);
+}
+
+function newTensor<D extends DType>(dtype: D, shape: readonly number[], zero: boolean): Tensor<D> {
+  const numel = shape.reduce((a, b) => a * b, 1);
+  const bytes = numel * DTYPE_BYTES[dtype];
+  const a = addon().alloc(bytes, zero);
+  return new Tensor(dtype, shape, null, 'cuda', new CudaStorage(a, 0, bytes));
+}
+
+// Small host arrays → device, once per distinct array (its contents checked on every hit).
+const smallUploads = new WeakMap<ArrayBufferView, { copy: ArrayBufferView; t: Tensor }>();
+function small(arr: Int32Array | Float32Array | Uint8Array): number {
+  const hit = smallUploads.get(arr);
+  if (hit && hit.copy.byteLength === arr.byteLength) {
+    const a = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength), b = new Uint8Array(hit.copy.buffer, hit.copy.byteOffset, hit.copy.byteLength);
+    let same = true;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { same = false; break; }
+    if (same) return dev('upload', 'array', hit.t);
+  }
+  const dtype: DType = arr instanceof Int32Array ? 'I32' : arr instanceof Float32Array ? 'F32' : 'U8';
+  const t = newTensor(dtype, [arr.length], false);
+  addon().upload(dev('upload', 'array', t), arr);
+  smallUploads.set(arr, { copy: arr.slice(), t });
+  return dev('upload', 'array', t);
+}
+
+export const cudaBackend: Backend & {
+  /** Random weights filled on the device (benchmarks): uniform with standard deviation `std`. */
+  randomTensor(dtype: DType, shape: readonly number[], seed: number, std: number): Tensor;
+  /** Per-row argmax of x [rows, cols] (greedy decoding on the device): the ids come down, not the logits. */
+  argmax(x: Tensor<'F32'>): Int32Array;
+  /** Device time between two points of the stream: mark() and elapsed(a, b) in ms. */
+  mark(): object;
+  elapsed(a: object, b: object): number;
+} = {
+  name: 'cuda',
+  device: 'cuda',
+
+  supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
+    if (op === 'matmulQ') return false;
+    if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
+    return dtypes.every((d) => d === 'F32');
+  },
+
+  empty: (dtype, shape) => newTensor(dtype, shape, false),
+
+  upload(t) {
+    if (t.device === 'cuda') return t;
+    const out = newTensor(t.dtype, t.shape, false);
+    addon().upload(dev('upload', 'out', out), t.data);
+    return out;
+  },
+
+  download(t) {
+    if (t.device === 'cpu') return t;
+    const host = allocArray(t.dtype, t.numel);
+    addon().download(dev('download', 'tensor', t), host);
+    return new Tensor(t.dtype, t.shape, host);
+  },
+
+  copy(dst, dstOffset, src, srcOffset, n) {
+    checkCopy(dst, dstOffset, src, srcOffset, n);
+    const b = DTYPE_BYTES[dst.dtype];
+    addon().copy(dev('copy', 'dst', dst) + dstOffset * b, dev('copy', 'src', src) + srcOffset * b, n * b);
+  },
+
+  synchronize() { addon().synchronize(); },
+
+  matmul(x, w, bias, out) {
+    const { M, N, K } = matmulShape(x, w, bias, out);
+    if (!FLOAT_WEIGHTS.includes(w.dtype)) throw new TypeError(`cuda matmul: weight dtype ${w.dtype} (F32, BF16 or F16)`);
+    addon().matmul(devF32('matmul', 'out', out), devF32('matmul', 'x', x), dev('matmul', 'w', w), WTYPE[w.dtype as 'F32' | 'BF16' | 'F16'],
+      bias ? devF32('matmul', 'bias', bias) : 0, M, N, K);
+  },
+
+  rmsnorm(x, w, eps, out) {
+    const { rows, D } = normShape('rmsnorm', x, { w }, out);
+    addon().rmsnorm(devF32('rmsnorm', 'out', out), devF32('rmsnorm', 'x', x), devF32('rmsnorm', 'w', w), rows, D, eps);
+  },
+
+  layernorm(x, w, b, eps, out) {
+    const { rows, D } = normShape('layernorm', x, { w, b }, out);
+    addon().layernorm(devF32('layernorm', 'out', out), devF32('layernorm', 'x', x), devF32('layernorm', 'w', w), devF32('layernorm', 'b', b), rows, D, eps);
+  },
+
+  rope(x, positions, invFreq) {
+    const { rows, nHeads, hd } = ropeShape(x, positions, invFreq);
+    x.assertWritable('rope');
+    addon().rope(devF32('rope', 'x', x), small(positions), small(invFreq), rows, nHeads, hd);
+  },
+
+  attention(q, kCache, vCache, args: AttentionArgs, out) {
+    const { B, T, H, nKV, hd, S } = attentionShape(q, kCache, vCache, args, out);
+    addon().attention(devF32('attention', 'out', out), devF32('attention', 'q', q), devF32('attention', 'k', kCache), devF32('attention', 'v', vCache),
+      B, T, H, nKV, hd, S, args.pastLen, args.keyMask ? small(args.keyMask) : 0, args.scale, args.window ?? 0);
+  },
+
+  siluMul(gate, up, out) {
+    const n = elementwiseShape('siluMul', gate, { up }, out);
+    addon().siluMul(devF32('siluMul', 'out', out), devF32('siluMul', 'gate', gate), devF32('siluMul', 'up', up), n);
+  },
+
+  relu(x, out) {
+    const n = elementwiseShape('relu', x, {}, out);
+    addon().relu(devF32('relu', 'out', out), devF32('relu', 'x', x), n);
+  },
+
+  softmax(x, out) {
+    const { rows, D } = softmaxShape(x, out);
+    addon().softmax(devF32('softmax', 'out', out), devF32('softmax', 'x', x), rows, D);
+  },
+
+  embedding(table, ids, out) {
+    const { D } = embeddingShape(table, ids, out);
+    if (!FLOAT_WEIGHTS.includes(table.dtype)) throw new TypeError(`cuda embedding: table dtype ${table.dtype} (F32, BF16 or F16)`);
+    const idsDev = newTensor('I32', [ids.length], false);
+    addon().upload(dev('embedding', 'ids', idsDev), ids);
+    addon().embedding(devF32('embedding', 'out', out), dev('embedding', 'table', table), WTYPE[table.dtype as 'F32' | 'BF16' | 'F16'],
+      dev('embedding', 'ids', idsDev), ids.length, D);
+  },
+
+  add(a, b, out) {
+    const n = elementwiseShape('add', a, { b }, out);
+    addon().add(devF32('add', 'out', out), devF32('add', 'a', a), devF32('add', 'b', b), n);
+  },
+
+  randomTensor(dtype, shape, seed, std) {
+    if (!FLOAT_WEIGHTS.includes(dtype)) throw new TypeError(`randomTensor: ${dtype} (F32, BF16 or F16)`);
+    const t = newTensor(dtype, shape, false);
+    addon().fillRandom(dev('randomTensor', 'out', t), WTYPE[dtype as 'F32' | 'BF16' | 'F16'], t.numel, seed >>> 0, std);
+    return t;
+  },
+
+  argmax(x) {
+    const cols = x.shape[x.shape.length - 1], rows = x.numel / cols;
+    const out = newTensor('I32', [rows], false);
+    addon().argmax(dev('argmax', 'out', out), devF32('argmax', 'x', x), rows, cols);
+    return this.download(out).data as Int32Array;
+  },
+
+  mark: () => addon().eventRecord(),
+  elapsed: (a, b) => addon().eventElapsed(a, b),
+};
+
+/** Whether the cuda backend can run here, and why not. */
+export function cudaAvailable(): { ok: boolean; why?: string } {
+  const { addon: a, probe } = cudaStatus();
+  return a ? { ok: true } : { ok: false, why: probe.why };
+}

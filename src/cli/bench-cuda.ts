@@ -1,0 +1,106 @@
+// `lowbit bench --device cuda`: decode and prefill speed of a random-weight model of a real shape on the GPU, against
+// the roofline measured in the same run (a device-to-device copy for bandwidth, a bf16 cuBLAS GEMM for the matrix
+// peak). The weights are made on the device (nothing crosses PCIe but ids and chosen tokens). Decode is greedy with
+// the argmax on the device, so each step sends B ids up and B ids down. scripts/bench_torch.py runs PyTorch eager on
+// the same shapes for the comparison (scripts/cuda-check.sh runs both in one call).
+import { writeFileSync } from 'node:fs';
+import { cudaBackend as cuda } from '../backend/cuda/index.js';
+import { cudaStatus } from '../native/cuda-addon.js';
+import { Weights } from '../models/model.js';
+import { randomLlama, SHAPES } from '../models/random.js';
+import { buildModel } from '../models/registry.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { LlamaConfig } from '../io/config.js';
+
+export interface CudaBenchOptions {
+  shape: string;
+  format: string;
+  batches: number[];
+  prompt: number;
+  decode: number;
+  prefill: number;
+  json?: string;
+  log: (s: string) => void;
+}
+
+export interface CudaBenchRow {
+  phase: 'decode' | 'prefill';
+  batch: number;
+  tokensPerSecond: number;
+  /** Decode: bytes one step must read (weights once, the KV cache of every row) over the measured bandwidth. */
+  rooflineTokensPerSecond: number;
+  share: number;
+}
+
+export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
+  const { addon, probe } = cudaStatus();
+  if (!addon) {
+    console.error(`lowbit bench: the cuda backend cannot run here: ${probe.why}`);
+    return 1;
+  }
+  if (o.format !== 'bf16') {
+    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU kernels run bf16/f16/f32 weights so far; int8, nf4, gptq4 and awq4 are the next step (docs/cuda.md)`);
+    return 2;
+  }
+  if (!SHAPES[o.shape]) {
+    console.error(`lowbit bench: unknown shape "${o.shape}" (known: ${Object.keys(SHAPES).join(', ')})`);
+    return 2;
+  }
+  o.log(`${probe.name}: ${(probe.totalBytes! / 2 ** 30).toFixed(1)} GiB, ${probe.multiprocessors} multiprocessors, compute ${probe.computeCapability}`);
+  o.log('measuring device copy bandwidth and bf16 GEMM peak…');
+  const bandwidth = addon.copyBandwidth(2 ** 31, 20);  // GB/s
+  const peak = probe.cublas ? addon.gemmPeak(8192, 10) : NaN;  // TFLOP/s
+  o.log(`building a random ${o.shape} (bf16) on the device…`);
+  const { config, tensors } = randomLlama(o.shape, 'BF16', 1, {
+    matrix: (dtype, shape, seed, std) => cuda.randomTensor(dtype, shape, seed, std),
+    ones: (len) => cuda.upload(new Tensor('F32', [len], new Float32Array(len).fill(1))),
+  });
+  const model = buildModel(config, new Weights(tensors, o.shape), cuda);
+  const c = config as LlamaConfig;
+  let weightBytes = 0;
+  // Every matrix is read once a step; the embedding only one row a token, unless it is also the (tied) LM head.
+  for (const [name, t] of tensors) if ((name !== 'model.embed_tokens.weight' || c.tie_word_embeddings) && t.shape.length === 2) weightBytes += t.byteLength;
+  if (!c.tie_word_embeddings) weightBytes += c.hidden_size * 2;
+  const kvRowBytes = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;  // f32 K and V, per position
+  const linearParams = (weightBytes - (c.tie_word_embeddings ? 0 : c.hidden_size * 2)) / 2;
+
+  const rows: CudaBenchRow[] = [];
+  const ids = (B: number, T: number, seed: number) => Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (seed * 7919 + b * 104729 + t * 31) % c.vocab_size));
+  for (const B of o.batches) {
+    const P = o.prompt, D = o.decode;
+    const cache = model.createCache(B, P + D + 1);
+    cache.reserve(P + D + 1);
+    let next = Array.from(cuda.argmax(model.forward(ids(B, P, B), { cache, logits: 'last' })));
+    // Warm-up steps (kernel loads, allocator pool), then the timed ones.
+    for (let i = 0; i < 3; i++) next = Array.from(cuda.argmax(model.forward(next.map((id) => [id]), { cache, logits: 'last' })));
+    const t0 = performance.now();
+    for (let i = 0; i < D - 3; i++) next = Array.from(cuda.argmax(model.forward(next.map((id) => [id]), { cache, logits: 'last' })));
+    const ms = performance.now() - t0;
+    const steps = D - 3, tps = (B * steps) / (ms / 1e3);
+    const avgPos = P + 3 + steps / 2;
+    const stepBytes = weightBytes + B * avgPos * kvRowBytes;
+    const roof = (B * bandwidth * 1e9) / stepBytes;
+    rows.push({ phase: 'decode', batch: B, tokensPerSecond: tps, rooflineTokensPerSecond: roof, share: tps / roof });
+    o.log(`decode batch ${B}: ${tps.toFixed(1)} tok/s (${(ms / steps).toFixed(2)} ms a step)`);
+  }
+  if (o.prefill > 0) {
+    const T = o.prefill;
+    const run = () => { const cache = model.createCache(1, T); model.forward(ids(1, T, 5), { cache, logits: 'last' }); cuda.synchronize(); };
+    run();
+    const t0 = performance.now();
+    const reps = 3;
+    for (let i = 0; i < reps; i++) run();
+    const s = (performance.now() - t0) / 1e3 / reps;
+    const flops = 2 * linearParams * T + 2 * 2 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * (T * (T + 1)) / 2;
+    const tflops = flops / s / 1e12;
+    rows.push({ phase: 'prefill', batch: 1, tokensPerSecond: T / s, rooflineTokensPerSecond: (peak * 1e12) / (flops / T), share: tflops / peak });
+    o.log(`prefill ${T} tokens: ${(T / s).toFixed(0)} tok/s = ${tflops.toFixed(1)} TFLOP/s`);
+  }
+  console.log(`${o.shape} bf16 on ${probe.name}: copy bandwidth ${bandwidth.toFixed(0)} GB/s, bf16 GEMM peak ${peak.toFixed(0)} TFLOP/s (measured now)`);
+  console.log('phase    batch  measured tok/s  roofline tok/s  share');
+  for (const r of rows) {
+    console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.tokensPerSecond.toFixed(1).padStart(14)}  ${r.rooflineTokensPerSecond.toFixed(1).padStart(14)}  ${(100 * r.share).toFixed(1).padStart(5)}%`);
+  }
+  if (o.json) writeFileSync(o.json, JSON.stringify({ shape: o.shape, format: o.format, device: probe.name, bandwidthGBs: bandwidth, peakTflops: peak, rows }, null, 2));
+  return 0;
+}

@@ -1,0 +1,77 @@
+// Loads the CUDA addon (native/cuda, built by scripts/build-cuda.mjs where nvcc exists) and probes the GPU once.
+// `cudaStatus()` says whether the cuda backend can run here and, when not, why (no addon built, no driver, no GPU).
+// Device addresses are plain numbers; the allocation's `handle` keeps the memory alive (its finalizer frees it).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface CudaProbe {
+  ok: boolean;
+  why?: string;
+  name?: string;
+  totalBytes?: number;
+  freeBytes?: number;
+  multiprocessors?: number;
+  computeCapability?: string;
+  l2Bytes?: number;
+  /** Whether cuBLAS loaded (prefill GEMMs need it; decode GEMVs do not). */
+  cublas?: boolean;
+  cublasWhy?: string;
+}
+
+export interface CudaAlloc { handle: object; ptr: number }
+
+/** native/cuda/addon.cc. Pointers are device addresses (0 = null); sizes are elements unless named bytes. */
+export interface CudaAddon {
+  probe(): CudaProbe;
+  alloc(bytes: number, zero: boolean): CudaAlloc;
+  upload(ptr: number, src: ArrayBufferView): void;
+  download(ptr: number, dst: ArrayBufferView): void;
+  copy(dst: number, src: number, bytes: number): void;
+  memset0(ptr: number, bytes: number): void;
+  synchronize(): void;
+  memInfo(): { freeBytes: number; totalBytes: number };
+  matmul(y: number, x: number, w: number, wtype: number, bias: number, M: number, N: number, K: number): void;
+  rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;
+  layernorm(y: number, x: number, w: number, b: number, rows: number, dim: number, eps: number): void;
+  rope(x: number, positions: number, invFreq: number, rows: number, nHeads: number, hd: number): void;
+  attention(out: number, q: number, k: number, v: number, B: number, T: number, H: number, nKV: number, hd: number, S: number,
+    pastLen: number, keyMask: number, scale: number, window: number): void;
+  siluMul(y: number, gate: number, up: number, n: number): void;
+  add(y: number, a: number, b: number, n: number): void;
+  relu(y: number, x: number, n: number): void;
+  softmax(y: number, x: number, rows: number, cols: number): void;
+  embedding(y: number, table: number, wtype: number, ids: number, n: number, dim: number): void;
+  argmax(out: number, x: number, rows: number, cols: number): void;
+  fillRandom(ptr: number, wtype: number, n: number, seed: number, std: number): void;
+  /** A bf16 n×n×n cuBLAS GEMM on random data: TFLOP/s. */
+  gemmPeak(n: number, iters: number): number;
+  /** A device-to-device copy: GB/s counting bytes read plus written. */
+  copyBandwidth(bytes: number, iters: number): number;
+  eventRecord(): object;
+  eventElapsed(a: object, b: object): number;
+}
+
+let cached: { addon: CudaAddon | null; probe: CudaProbe } | undefined;
+
+/** The addon and the GPU it found, or why the cuda backend cannot run here. */
+export function cudaStatus(): { addon: CudaAddon | null; probe: CudaProbe } {
+  if (cached) return cached;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const path = join(here, '..', '..', '..', 'native', 'cuda', 'build', 'lowbit_cuda.node');  // dist/src/native → root
+  if (!existsSync(path)) {
+    cached = { addon: null, probe: { ok: false, why: `the CUDA addon is not built (${path} is missing): npm run build:cuda where nvcc is installed` } };
+    return cached;
+  }
+  let addon: CudaAddon;
+  try {
+    addon = createRequire(import.meta.url)(path) as CudaAddon;
+  } catch (e) {
+    cached = { addon: null, probe: { ok: false, why: `the CUDA addon at ${path} failed to load: ${(e as Error).message}` } };
+    return cached;
+  }
+  const probe = addon.probe();
+  cached = { addon: probe.ok ? addon : null, probe };
+  return cached;
+}

@@ -1,0 +1,170 @@
+// The cuda backend (native/cuda) against `ref` on fresh random inputs, odd sizes included, and whole models against
+// HF transformers' golden logits and the cpu backend. Runs where a GPU and the built CUDA addon are present (the GPU
+// machine: scripts/cuda-check.sh); elsewhere every test skips and says why.
+// Tolerances (../shared/GUIDE.md): float32 paths 1e-5 relative (norm-wise); a matmul of more than 8 rows runs
+// cuBLAS on bf16/f16-rounded activations for bf16/f16 weights, as PyTorch does, so 1e-2 there.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { fromPretrained } from '../src/api.js';
+import type { Backend } from '../src/backend/backend.js';
+import { cudaAvailable, cudaBackend as cuda } from '../src/backend/cuda/index.js';
+import { refBackend as ref } from '../src/backend/ref/index.js';
+import { f32ToBf16, f32ToF16, type DType } from '../src/tensor/dtype.js';
+import { DeviceTensorError, Tensor } from '../src/tensor/tensor.js';
+import { argmax, goldenCases, maxRelErr, Rand, relErr } from './helpers.js';
+
+const status = cudaAvailable();
+const skip = status.ok ? false : `no GPU for the cuda backend: ${status.why}`;
+const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
+const rng = new Rand(SEED);
+const randn = (n: number) => Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(rng.next() + 1e-12)) * Math.cos(2 * Math.PI * rng.next()));
+
+function host(shape: number[], dtype: DType = 'F32'): Tensor {
+  const v = randn(shape.reduce((a, b) => a * b, 1));
+  if (dtype === 'F32') return new Tensor('F32', shape, v);
+  return new Tensor(dtype, shape, Uint16Array.from(v, (x) => (dtype === 'BF16' ? f32ToBf16(x) : f32ToF16(x))));
+}
+const up = <D extends DType>(t: Tensor<D>) => cuda.upload(t);
+const down = (t: Tensor) => cuda.download(t).f32;
+/** Poisoned output on the device, so an element a kernel forgot to write shows. */
+function poisoned(shape: number[]): Tensor<'F32'> {
+  return up(new Tensor('F32', shape, new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(NaN)));
+}
+function close(what: string, got: Float32Array, want: Float32Array, tol: number): void {
+  const e = relErr(got, want), m = maxRelErr(got, want);
+  assert.ok(e <= tol && m <= 10 * tol, `${what}: relative error ${e.toExponential(2)} (max ${m.toExponential(2)}) > ${tol} (seed ${SEED})`);
+}
+
+describe('cuda backend ops vs ref', { skip }, () => {
+  it('memory: upload → download is exact; copy moves a range; a device tensor has no host data', () => {
+    const t = host([3, 37]);
+    const d = up(t);
+    assert.deepEqual(down(d), t.f32);
+    assert.throws(() => d.data, DeviceTensorError);
+    assert.throws(() => d.f32, DeviceTensorError);
+    const dst = up(new Tensor('F32', [100], new Float32Array(100)));
+    cuda.copy(dst, 10, d, 5, 20);
+    const want = new Float32Array(100);
+    want.set(t.f32.subarray(5, 25), 10);
+    assert.deepEqual(down(dst), want);
+    assert.throws(() => cuda.copy(dst, 90, d, 0, 20), /run past an end/);
+    assert.throws(() => cuda.matmul(t as Tensor<'F32'>, d, null, poisoned([3, 3])), /x \[3,37\] is a cpu tensor; upload it first/);
+  });
+
+  for (const wt of ['F32', 'BF16', 'F16'] as const)
+    for (const [M, N, K] of [[1, 67, 172], [3, 5, 64], [8, 129, 200], [9, 33, 172], [33, 70, 96], [1, 1000, 4096]]) {
+      it(`matmul ${wt} M=${M} N=${N} K=${K} (+bias)`, () => {
+        const x = host([M, K]) as Tensor<'F32'>, w = host([N, K], wt), b = host([N]) as Tensor<'F32'>;
+        const want = Tensor.zeros('F32', [M, N]);
+        ref.matmul(x, w, b, want);
+        const out = poisoned([M, N]);
+        cuda.matmul(up(x), up(w), up(b), out);
+        close('matmul', down(out), want.f32, M > 8 && wt !== 'F32' ? 1e-2 : 1e-5);
+      });
+    }
+
+  it('rmsnorm, layernorm, softmax over odd rows', () => {
+    for (const D of [172, 1, 4099]) {
+      const x = host([5, D]) as Tensor<'F32'>, w = host([D]) as Tensor<'F32'>, b = host([D]) as Tensor<'F32'>;
+      const cases: [string, (be: Backend, o: Tensor<'F32'>, X: Tensor<'F32'>, W: Tensor<'F32'>, B: Tensor<'F32'>) => void][] = [
+        ['rmsnorm', (be, o, X, W) => be.rmsnorm(X, W, 1e-6, o)],
+        ['layernorm', (be, o, X, W, B) => be.layernorm(X, W, B, 1e-5, o)],
+        ['softmax', (be, o, X) => be.softmax(X, o)],
+      ];
+      for (const [name, f] of cases) {
+        const want = Tensor.zeros('F32', [5, D]);
+        f(ref, want, x, w, b);
+        const out = poisoned([5, D]);
+        f(cuda, out, up(x), up(w), up(b));
+        close(`${name} D=${D}`, down(out), want.f32, 1e-5);
+      }
+    }
+  });
+
+  it('siluMul, relu, add, embedding (every dtype)', () => {
+    const n = 1001;
+    const g = host([n]) as Tensor<'F32'>, u = host([n]) as Tensor<'F32'>;
+    for (const [name, f] of [
+      ['siluMul', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.siluMul(a, b, o)],
+      ['relu', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>) => be.relu(a, o)],
+      ['add', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.add(a, b, o)],
+    ] as const) {
+      const want = Tensor.zeros('F32', [n]);
+      f(ref, want, g, u);
+      const out = poisoned([n]);
+      f(cuda, out, up(g), up(u));
+      close(name, down(out), want.f32, 1e-6);
+    }
+    for (const dt of ['F32', 'BF16', 'F16'] as const) {
+      const table = host([50, 33], dt), ids = Int32Array.from([3, 0, 49, 3, 17]);
+      const want = Tensor.zeros('F32', [5, 33]);
+      ref.embedding(table, ids, want);
+      const out = poisoned([5, 33]);
+      cuda.embedding(up(table), ids, out);
+      assert.deepEqual(down(out), want.f32);
+    }
+  });
+
+  it('rope at odd positions', () => {
+    const rows = 7, nH = 3, hd = 34;
+    const x = host([rows, nH, hd]) as Tensor<'F32'>;
+    const pos = Int32Array.from({ length: rows }, (_, i) => i * 37 + 1), inv = Float32Array.from({ length: hd / 2 }, (_, i) => 10000 ** (-2 * i / hd));
+    const want = new Tensor('F32', x.shape, x.f32.slice());
+    ref.rope(want, pos, inv);
+    const d = up(x);
+    cuda.rope(d, pos, inv);
+    close('rope', down(d), want.f32, 1e-5);
+  });
+
+  for (const c of [
+    { B: 1, T: 1, H: 8, nKV: 2, hd: 64, S: 300, past: 250, mask: false, window: 0 },
+    { B: 2, T: 5, H: 4, nKV: 4, hd: 24, S: 20, past: 3, mask: true, window: 0 },
+    { B: 2, T: 9, H: 6, nKV: 2, hd: 128, S: 40, past: 7, mask: true, window: 5 },
+    { B: 1, T: 130, H: 2, nKV: 1, hd: 96, S: 130, past: 0, mask: false, window: 0 },
+  ]) {
+    it(`attention B=${c.B} T=${c.T} H=${c.H}/${c.nKV} hd=${c.hd} past=${c.past}${c.mask ? ' masked' : ''}${c.window ? ` window ${c.window}` : ''}`, () => {
+      const q = host([c.B, c.T, c.H, c.hd]) as Tensor<'F32'>, k = host([c.B, c.S, c.nKV, c.hd]) as Tensor<'F32'>, v = host([c.B, c.S, c.nKV, c.hd]) as Tensor<'F32'>;
+      const kvLen = c.past + c.T;
+      let keyMask: Uint8Array | null = null;
+      if (c.mask) {
+        keyMask = Uint8Array.from({ length: c.B * kvLen }, () => (rng.chance(0.8) ? 1 : 0));
+        keyMask.fill(0, 0, kvLen);  // row 0 has no visible key until its own tokens: zeros out
+        for (let t = c.past; t < kvLen; t += 2) keyMask[t] = 1;
+      }
+      const args = { pastLen: c.past, keyMask, scale: 1 / Math.sqrt(c.hd), window: c.window };
+      const want = Tensor.zeros('F32', q.shape);
+      ref.attention(q, k, v, args, want);
+      const out = poisoned([...q.shape]);
+      cuda.attention(up(q), up(k), up(v), args, out);
+      close('attention', down(out), want.f32, 1e-5);
+    });
+  }
+
+  it('argmax per row, the first of equal maxima', () => {
+    const x = host([3, 5000]) as Tensor<'F32'>;
+    x.f32[5000 + 17] = 99; x.f32[5000 + 4000] = 99;
+    assert.deepEqual([...cuda.argmax(up(x))], [0, 1, 2].map((r) => argmax(x.f32, r * 5000, 5000)));
+  });
+});
+
+describe('cuda backend: whole models', { skip }, () => {
+  for (const g of goldenCases()) {
+    it(`${g.name}: logits match transformers and the cpu backend; a cached decode matches the full forward`, async () => {
+      const { model } = await fromPretrained(g.dir, { device: 'cuda' });
+      const ids = g.ints('input_ids').rows;
+      const got = cuda.download(model.forward(ids)).f32;
+      const want = g.floats('logits').data;
+      assert.ok(relErr(got, want) < 1e-4, `${g.name}: logits off by ${relErr(got, want)}`);
+      const { model: cpu } = await fromPretrained(g.dir, { backend: 'cpu' });
+      assert.ok(relErr(got, cpu.forward(ids).f32) < 1e-4);
+      // Incremental: prefill all but the last token, then one step (not for dynamic RoPE: its frequencies follow the
+      // length seen, so transformers' own cached decode differs from its full forward; test/models.test.ts says so).
+      if (/dynamic/.test(g.name)) return;
+      const row = ids[0], cache = model.createCache(1, row.length);
+      model.forward([row.slice(0, -1)], { cache, logits: 'last' });
+      const step = cuda.download(model.forward([row.slice(-1)], { cache, logits: 'last' })).f32;
+      const V = step.length;
+      assert.ok(relErr(step, got.subarray((row.length - 1) * V, row.length * V)) < 1e-4);
+    });
+  }
+});
