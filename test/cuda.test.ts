@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import type { Backend } from '../src/backend/backend.js';
 import { cudaAvailable, cudaBackend as cuda } from '../src/backend/cuda/index.js';
+import type { CudaDecodeGraph } from '../src/backend/cuda/graph.js';
+import { generate } from '../src/generate/generate.js';
 import { refBackend as ref } from '../src/backend/ref/index.js';
 import { f32ToBf16, f32ToF16, type DType } from '../src/tensor/dtype.js';
 import { DeviceTensorError, Tensor } from '../src/tensor/tensor.js';
@@ -62,6 +64,22 @@ describe('cuda backend ops vs ref', { skip }, () => {
         close('matmul', down(out), want.f32, M > 8 && wt !== 'F32' ? 1e-2 : 1e-5);
       });
     }
+
+  it('matmulMany: q/k/v-like weights in one launch equal separate products', () => {
+    for (const [M, K] of [[1, 256], [5, 172]]) {
+      const x = host([M, K]) as Tensor<'F32'>;
+      const ws = [host([64, K], 'BF16'), host([13, K], 'BF16'), host([13, K], 'BF16')];
+      const bs = [host([64]) as Tensor<'F32'>, null, host([13]) as Tensor<'F32'>];
+      const outs = ws.map((w) => poisoned([M, w.shape[0]]));
+      assert.equal(cuda.matmulMany!(up(x), ws.map(up), bs.map((b) => (b ? up(b) : null)), outs), true);
+      ws.forEach((w, i) => {
+        const want = Tensor.zeros('F32', [M, w.shape[0]]);
+        ref.matmul(x, w, bs[i], want);
+        close(`matmulMany ${i}`, down(outs[i]), want.f32, 1e-5);
+      });
+    }
+    assert.equal(cuda.matmulMany!(up(host([9, 64]) as Tensor<'F32'>), [up(host([8, 64], 'BF16'))], [null], [poisoned([9, 8])]), false);
+  });
 
   it('rmsnorm, layernorm, softmax over odd rows', () => {
     for (const D of [172, 1, 4099]) {
@@ -166,5 +184,34 @@ describe('cuda backend: whole models', { skip }, () => {
       const V = step.length;
       assert.ok(relErr(step, got.subarray((row.length - 1) * V, row.length * V)) < 1e-4);
     });
+
+    it(`${g.name}: decode steps replayed from a CUDA graph equal eager steps`, async () => {
+      const { model } = await fromPretrained(g.dir, { device: 'cuda' });
+      const prompt = g.ints('input_ids').rows[0], feed = [3, 1, 4, 1, 5, 9, 2, 6];
+      const eagerCache = model.createCache(1, prompt.length + feed.length), graphCache = model.createCache(1, prompt.length + feed.length);
+      model.forward([prompt], { cache: eagerCache, logits: 'last' });
+      model.forward([prompt], { cache: graphCache, logits: 'last' });
+      const decoder = cuda.decoder!(model, graphCache) as CudaDecodeGraph;
+      for (const id of feed) {
+        const want = cuda.download(model.forward([[id]], { cache: eagerCache, logits: 'last' })).f32;
+        const got = cuda.download(decoder.step([id])).f32;
+        assert.ok(relErr(got, want) < 1e-6, `${g.name}: replayed step off by ${relErr(got, want)}`);
+      }
+      assert.equal(graphCache.length, eagerCache.length);
+      // Llama, Mistral and Qwen2 replay (the first step runs eager, the second is captured); OPT's learned positions
+      // are a per-step host array, so its steps stay eager.
+      if (g.name.startsWith('opt')) assert.match(decoder.unsupported ?? '', /not a step input|neither a step input/);
+      else if (/dynamic/.test(g.name)) assert.match(decoder.unsupported ?? '', /dynamic RoPE/);
+      else assert.equal(decoder.replays, feed.length - 1, decoder.unsupported ?? '');
+    });
   }
+
+  it('generate() on cuda gives the cpu backend\'s greedy tokens', async () => {
+    const g = goldenCases().find((c) => c.name === 'llama_gqa')!;
+    const { model } = await fromPretrained(g.dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(g.dir, { backend: 'cpu' });
+    const prompt = g.ints('input_ids').rows[0];
+    const run = async (m: typeof model) => (await generate(m, [prompt], { maxNewTokens: 12, doSample: false })).tokens[0];
+    assert.deepEqual(await run(model), await run(cpu));
+  });
 });

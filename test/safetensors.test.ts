@@ -13,6 +13,11 @@ import {
 import { CheckpointError, loadStateDict, parseSize, saveStateDict } from '../src/io/checkpoint.js';
 import { PyJsonError, pyFloat, pyJsonDumps } from '../src/util/pyjson.js';
 
+/** A Tensor whose data does not match its shape (the constructor refuses one): own properties over the prototype's getters. */
+function forged(props: Record<string, unknown>): Tensor {
+  return Object.defineProperties(Object.create(Tensor.prototype), Object.fromEntries(Object.entries(props).map(([k, value]) => [k, { value }]))) as Tensor;
+}
+
 const root = fs.mkdtempSync(join(os.tmpdir(), 'lowbit-st-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let dirCount = 0;
@@ -219,7 +224,7 @@ test('atomic write: a failing write leaves the target intact and no temp files b
   writeSafetensors(path, { w: Tensor.f32([2], [1, 2]) });
   const before = fs.readFileSync(path);
   // A tensor whose data does not match its shape (bypassing the Tensor constructor's own check).
-  const bad = Object.assign(Object.create(Tensor.prototype) as Tensor, { dtype: 'F32', shape: [4], data: new Float32Array(3), device: 'cpu' });
+  const bad = forged({ dtype: 'F32', shape: [4], data: new Float32Array(3), device: 'cpu' });
   assert.throws(() => writeSafetensors(path, { ok: Tensor.f32([1]), bad }),
     (e: unknown) => e instanceof SafetensorsWriteError && e.tensor === 'bad' && e.message.includes('needs 16'));
   assert.deepEqual(fs.readFileSync(path), before);
@@ -284,7 +289,7 @@ test('sharded save/load: greedy split, exact index text, stale shard cleanup', (
   // A bad tensor in the last shard of a same-named re-save: nothing in the folder may change.
   const snapshot = (): Map<string, Buffer> => new Map(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(join(dir, f))]));
   const before = snapshot();
-  const bad = Object.assign(Object.create(Tensor.prototype) as Tensor, { dtype: 'F16', shape: [16], data: new Uint16Array(15), device: 'cpu' });
+  const bad = forged({ dtype: 'F16', shape: [16], data: new Uint16Array(15), device: 'cpu' });
   assert.throws(() => saveStateDict(dir, new Map([...sd, ['lm_head.weight', bad]]), { maxShardSize: '0.2KB' }),
     (e: unknown) => e instanceof SafetensorsWriteError && e.tensor === 'lm_head.weight');
   assert.deepEqual(snapshot(), before);

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cuda_common.h"
 
@@ -17,6 +18,10 @@ namespace {
 
 struct State {
   bool ready = false;
+  // While a decode step is captured into a graph, frees of collected tensors wait here (a free queued on the
+  // capturing stream would become part of the graph).
+  bool capturing = false;
+  std::vector<void*> deferred_frees;
   cudaStream_t s = nullptr;
   void* scratch[4] = {nullptr, nullptr, nullptr, nullptr};
   size_t scratch_bytes[4] = {0, 0, 0, 0};
@@ -137,7 +142,8 @@ Napi::Value AllocFn(const Napi::CallbackInfo& info) {
   Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(nb));
   auto ext = Napi::External<Alloc>::New(env, new Alloc{p, nb}, [](Napi::Env env, Alloc* a) {
     // A failed free at collection time has no caller to report to; the next checked call reports a broken context.
-    cudaFreeAsync(a->p, stream());
+    if (st().capturing) st().deferred_frees.push_back(a->p);
+    else cudaFreeAsync(a->p, stream());
     Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(a->bytes));
     delete a;
   });
@@ -237,6 +243,30 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulMany(x, wtype, M, K, [y, w, bias|0, N] × 1-3): one GEMV launch (M ≤ 8) over weights that read the same x.
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  const float* x = ptr<const float>(info, 0, "x");
+  const int wt = wtype(info, 1);
+  const int64_t M = integer(info, 2, "M"), K = integer(info, 3, "K");
+  if (M < 1 || M > 8) throw Napi::RangeError::New(info.Env(), "matmulMany takes 1 to 8 rows of x");
+  const size_t n = (info.Length() - 4) / 4;
+  if (n < 1 || n > 3 || info.Length() != 4 + 4 * n) throw Napi::TypeError::New(info.Env(), "matmulMany takes 1 to 3 (y, w, bias, N) groups");
+  float* ys[3];
+  const void* ws[3];
+  const float* bs[3];
+  int64_t ns[3];
+  for (size_t i = 0; i < n; i++) {
+    ys[i] = ptr<float>(info, 4 + 4 * i, "y");
+    ws[i] = ptr<const void>(info, 5 + 4 * i, "w");
+    bs[i] = ptr<const float>(info, 6 + 4 * i, "bias");
+    ns[i] = integer(info, 7 + 4 * i, "N");
+  }
+  LOWBIT_TRY
+  gemv_multi(ys, ws, ns, bs, int(n), x, wt, M, K);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   float* y = ptr<float>(info, 0, "y");
   const float* x = ptr<const float>(info, 1, "x");
@@ -274,7 +304,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, keyMask|0, scale, window)
+// attention(out, q, k, v, B, T, H, nKV, hd, S, pastLen, pastLenDev|0, keyMask|0, maskStride, scale, window)
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   float* o = ptr<float>(info, 0, "out");
   const float* q = ptr<const float>(info, 1, "q");
@@ -282,11 +312,13 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const float* v = ptr<const float>(info, 3, "v");
   const int64_t B = integer(info, 4, "B"), T = integer(info, 5, "T"), H = integer(info, 6, "H"), nKV = integer(info, 7, "nKV");
   const int64_t hd = integer(info, 8, "hd"), S = integer(info, 9, "S"), past = integer(info, 10, "pastLen");
-  const uint8_t* mask = ptr<const uint8_t>(info, 11, "keyMask");
-  const float scale = float(num(info, 12, "scale"));
-  const int64_t window = integer(info, 13, "window");
+  const int64_t* pastDev = ptr<const int64_t>(info, 11, "pastLenDev");
+  const uint8_t* mask = ptr<const uint8_t>(info, 12, "keyMask");
+  const int64_t stride = integer(info, 13, "maskStride");
+  const float scale = float(num(info, 14, "scale"));
+  const int64_t window = integer(info, 15, "window");
   LOWBIT_TRY
-  attention(o, q, k, v, int(B), int(T), int(H), int(nKV), int(hd), S, past, mask, scale, window);
+  attention(o, q, k, v, int(B), int(T), int(H), int(nKV), int(hd), S, past, pastDev, mask, stride, scale, window);
   LOWBIT_CATCH(info.Env())
   return info.Env().Undefined();
 }
@@ -399,7 +431,78 @@ Napi::Value CopyBandwidth(const Napi::CallbackInfo& info) {
   LOWBIT_CATCH(info.Env())
 }
 
+// kvWrite(dst, src, B, T, cap, row, len, lenDev|0): dst [B, cap, row] rows len.. ← src [B, T, row].
+Napi::Value KvWrite(const Napi::CallbackInfo& info) {
+  float* d = ptr<float>(info, 0, "dst");
+  const float* s = ptr<const float>(info, 1, "src");
+  const int64_t B = integer(info, 2, "B"), T = integer(info, 3, "T"), cap = integer(info, 4, "cap"), row = integer(info, 5, "row");
+  const int64_t len = integer(info, 6, "len");
+  const int64_t* lenDev = ptr<const int64_t>(info, 7, "lenDev");
+  LOWBIT_TRY
+  kv_write(d, s, B, T, cap, row, len, lenDev);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// beginCapture(): the stream's work from here on is recorded, not run. endCapture() → an instantiated graph (freed
+// when collected); launchGraph(g) queues one replay.
+Napi::Value BeginCapture(const Napi::CallbackInfo& info) {
+  LOWBIT_TRY
+  if (st().capturing) throw CudaError("beginCapture: a capture is already open");
+  cuda_check(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  st().capturing = true;
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+void flush_deferred() {
+  State& s = st();
+  for (void* p : s.deferred_frees) cudaFreeAsync(p, s.s);
+  s.deferred_frees.clear();
+}
+Napi::Value EndCapture(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool discard = info.Length() > 0 && info[0].ToBoolean();
+  LOWBIT_TRY
+  if (!st().capturing) throw CudaError("endCapture: no capture is open");
+  cudaGraph_t g = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(stream(), &g);
+  st().capturing = false;
+  flush_deferred();
+  cuda_check(e, "cudaStreamEndCapture");
+  if (discard) {
+    cudaGraphDestroy(g);
+    return env.Undefined();
+  }
+  cudaGraphExec_t x = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&x, g, 0);
+  cudaGraphDestroy(g);
+  cuda_check(ie, "cudaGraphInstantiate");
+  return Napi::External<CUgraphExec_st>::New(env, x, [](Napi::Env, CUgraphExec_st* p) { cudaGraphExecDestroy(p); });
+  LOWBIT_CATCH(env)
+}
+Napi::Value LaunchGraph(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "launchGraph takes a graph from endCapture");
+  LOWBIT_TRY
+  cuda_check(cudaGraphLaunch(info[0].As<Napi::External<CUgraphExec_st>>().Data(), stream()), "cudaGraphLaunch");
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// spin(ns): a kernel that holds the stream (benchmarks).
+Napi::Value Spin(const Napi::CallbackInfo& info) {
+  const int64_t ns = integer(info, 0, "ns");
+  LOWBIT_TRY
+  spin(ns);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("spin", Napi::Function::New(env, Spin));
+  exports.Set("kvWrite", Napi::Function::New(env, KvWrite));
+  exports.Set("beginCapture", Napi::Function::New(env, BeginCapture));
+  exports.Set("endCapture", Napi::Function::New(env, EndCapture));
+  exports.Set("launchGraph", Napi::Function::New(env, LaunchGraph));
   exports.Set("gemmPeak", Napi::Function::New(env, GemmPeak));
   exports.Set("copyBandwidth", Napi::Function::New(env, CopyBandwidth));
   exports.Set("probe", Napi::Function::New(env, Probe));
@@ -411,6 +514,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
   exports.Set("rope", Napi::Function::New(env, Rope));

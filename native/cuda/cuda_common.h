@@ -24,6 +24,9 @@ cudaStream_t stream();
 
 // kernels.cu
 void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K);
+// One GEMV launch over nOut (1-3) weights of one dtype that read the same x: ws[i] [ns[i], K] → ys[i] [M, ns[i]].
+void gemv_multi(float* const* ys, const void* const* ws, const int64_t* ns, const float* const* biases, int nOut, const float* x,
+                int wt, int64_t M, int64_t K);
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16);
 void bias_rows(float* y, const float* bias, int64_t rows, int64_t N);
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps);
@@ -34,10 +37,15 @@ void relu(float* y, const float* x, int64_t n);
 void add(float* y, const float* a, const float* b, int64_t n);
 void softmax(float* y, const float* x, int64_t rows, int64_t D);
 void embedding(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D);
+// pastLenDev (a captured decode step): the cache length read from the device, replacing pastLen. keyMask [B,
+// maskStride] (maskStride 0: pastLen + T) or null.
 void attention(float* out, const float* q, const float* K, const float* V, int B, int T, int H, int nKV, int hd,
-               int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale, int64_t window);
+               int64_t S, int64_t pastLen, const int64_t* pastLenDev, const uint8_t* keyMask, int64_t maskStride,
+               float scale, int64_t window);
+void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len, const int64_t* lenDev);
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D);
 void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv);
+void spin(int64_t ns);
 
 // gemm.cc: y[M,N] = x[M,K]·w[N,K]ᵀ (+bias): the GEMV for M ≤ 8, else cuBLAS (x rounded to the weight's 16-bit type
 // for BF16/F16 weights, as PyTorch runs a bf16 model; plain float32 for F32 weights).

@@ -28,6 +28,7 @@ struct Cublas {
   std::string why;
   cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
   cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*set_workspace)(cublasHandle_t, void*, size_t) = nullptr;
   cublasStatus_t (*gemm_ex)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
                             const void*, void*, int, int, int, int) = nullptr;
   const char* (*status_name)(cublasStatus_t) = nullptr;
@@ -58,6 +59,7 @@ Cublas& cublas() {
     c.set_stream = reinterpret_cast<decltype(c.set_stream)>(dlsym(c.lib, "cublasSetStream_v2"));
     c.gemm_ex = reinterpret_cast<decltype(c.gemm_ex)>(dlsym(c.lib, "cublasGemmEx"));
     c.status_name = reinterpret_cast<decltype(c.status_name)>(dlsym(c.lib, "cublasGetStatusName"));
+    c.set_workspace = reinterpret_cast<decltype(c.set_workspace)>(dlsym(c.lib, "cublasSetWorkspace_v2"));
     if (!c.create || !c.set_stream || !c.gemm_ex) {
       c.why = "libcublas lacks cublasCreate_v2 / cublasSetStream_v2 / cublasGemmEx";
       c.lib = nullptr;
@@ -67,6 +69,12 @@ Cublas& cublas() {
       c.why = "cublasCreate failed";
       c.lib = nullptr;
       return;
+    }
+    // A workspace of our own, so that a GEMM captured into a graph never allocates.
+    if (c.set_workspace) {
+      void* ws = nullptr;
+      constexpr size_t kWorkspace = size_t(32) << 20;
+      if (cudaMalloc(&ws, kWorkspace) == cudaSuccess && c.set_workspace(c.handle, ws, kWorkspace) != 0) cudaFree(ws);
     }
   });
   return c;

@@ -63,71 +63,119 @@ __device__ __forceinline__ float widen1(const void* w, int wt, int64_t i) {
   return wt == W_BF16 ? __uint_as_float(uint32_t(h) << 16) : __half2float(__ushort_as_half(h));
 }
 
-// ---- GEMV (decode, M ≤ 8 rows of x): one warp per weight row, 8 weights per lane per step, 4 steps in flight.
-// y[m, n] = Σ_k x[m, k]·w[n, k] (+ bias[n]). K % 8 == 0 and 16-byte aligned rows take the vector loop; others the
-// scalar one (both sum in float32, lanes strided, then a warp reduction).
+// ---- GEMV (decode, M ≤ 8 rows of x): a block of 4 warps takes R = 4 consecutive weight rows; its 128 threads walk
+// K together, 8 weights a row per thread per step, two steps in flight (8 independent 16-byte loads per thread), and
+// each x chunk is loaded once for the R rows (x would otherwise cost twice the weight traffic in L1). The warps' sums
+// meet in shared memory. One block per 4 rows keeps ~N warps in flight, enough to cover the memory latency. y[m, n] = Σ_k x[m, k]·w[n, k] (+ bias[n]). Rows that are 16-byte
+// aligned with K % 8 == 0 take the vector loop; others a scalar loop (both float32 sums, lanes strided, then a warp
+// reduction). Several weights that read the same x (q/k/v, gate/up) run as one launch over their rows in turn:
+// segment i has its own weight, output and bias.
+constexpr int kRows = 4;
+struct GemvOut {
+  const void* w[3];
+  float* y[3];
+  int64_t start[3];  // first row of each output
+  int64_t n[3];      // rows of each output (its row length in y)
+  const float* bias[3];
+};
+
+__device__ __forceinline__ int gemv_seg(const GemvOut& o, int64_t n) { return n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0; }
+
+__device__ __forceinline__ void gemv_store(const GemvOut& o, int m, int64_t n, float v) {
+  const int seg = gemv_seg(o, n);
+  const int64_t r = n - o.start[seg];
+  o.y[seg][m * o.n[seg] + r] = v + (o.bias[seg] ? o.bias[seg][r] : 0.f);
+}
+
 template <int WT, int M>
-__global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x, const void* __restrict__ w,
-                            const float* __restrict__ bias, int64_t N, int64_t K, bool vec) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  if (n >= N) return;
-  float acc[M];
-#pragma unroll
-  for (int m = 0; m < M; m++) acc[m] = 0.f;
+__global__ void __launch_bounds__(128) gemv_kernel(GemvOut o, const float* __restrict__ x, int64_t N, int64_t K, bool vec) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / kWarp, T = blockDim.x;
+  const int64_t n0 = int64_t(blockIdx.x) * kRows;
   constexpr int es = WT == W_F32 ? 4 : 2;
-  const char* row = static_cast<const char*>(w) + n * K * es;
+  const char* rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t n = n0 + r < N ? n0 + r : N - 1;
+    const int seg = gemv_seg(o, n);
+    rows[r] = static_cast<const char*>(o.w[seg]) + (n - o.start[seg]) * K * es;
+  }
+  float acc[M][kRows];
+#pragma unroll
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int r = 0; r < kRows; r++) acc[m][r] = 0.f;
   if (vec) {
-    const int64_t steps = K / 8;  // 8-weight groups in the row
-    int64_t s = lane;
-    for (; s + 3 * kWarp < steps; s += 4 * kWarp) {
-      float wv[4][8];
+    const int64_t steps = K / 8;
+    int64_t s = threadIdx.x;
+    for (; s + T < steps; s += 2 * T) {
+      float wv[2][kRows][8];
 #pragma unroll
-      for (int u = 0; u < 4; u++) W8<WT>::load(row + (s + u * kWarp) * 8 * es, wv[u]);
+      for (int u = 0; u < 2; u++)
 #pragma unroll
-      for (int u = 0; u < 4; u++) {
-        const int64_t k = (s + u * kWarp) * 8;
+        for (int r = 0; r < kRows; r++) W8<WT>::load(rows[r] + (s + u * T) * 8 * es, wv[u][r]);
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const int64_t k = (s + u * T) * 8;
 #pragma unroll
         for (int m = 0; m < M; m++) {
           const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
           const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
-          acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w +
-                    wv[u][4] * b.x + wv[u][5] * b.y + wv[u][6] * b.z + wv[u][7] * b.w;
+#pragma unroll
+          for (int r = 0; r < kRows; r++)
+            acc[m][r] += wv[u][r][0] * a.x + wv[u][r][1] * a.y + wv[u][r][2] * a.z + wv[u][r][3] * a.w +
+                         wv[u][r][4] * b.x + wv[u][r][5] * b.y + wv[u][r][6] * b.z + wv[u][r][7] * b.w;
         }
       }
     }
-    for (; s < steps; s += kWarp) {
-      float wv[8];
-      W8<WT>::load(row + s * 8 * es, wv);
+    for (; s < steps; s += T) {
+      float wv[kRows][8];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) W8<WT>::load(rows[r] + s * 8 * es, wv[r]);
       const int64_t k = s * 8;
 #pragma unroll
       for (int m = 0; m < M; m++) {
         const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
         const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
-        acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+#pragma unroll
+        for (int r = 0; r < kRows; r++)
+          acc[m][r] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w + wv[r][4] * b.x + wv[r][5] * b.y +
+                       wv[r][6] * b.z + wv[r][7] * b.w;
       }
     }
   } else {
-    for (int64_t k = lane; k < K; k += kWarp) {
-      const float wk = widen1(w, WT, n * K + k);
+    for (int64_t k = threadIdx.x; k < K; k += T) {
 #pragma unroll
-      for (int m = 0; m < M; m++) acc[m] += wk * x[m * K + k];
+      for (int r = 0; r < kRows; r++) {
+        const float wk = widen1(rows[r], WT, k);
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[m][r] += wk * x[m * K + k];
+      }
     }
   }
+  __shared__ float part[4][M * kRows];
 #pragma unroll
-  for (int m = 0; m < M; m++) {
-    const float v = warp_sum(acc[m]);
-    if (lane == 0) y[m * N + n] = v + (bias ? bias[n] : 0.f);
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const float v = warp_sum(acc[m][r]);
+      if (lane == 0) part[warp][m * kRows + r] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < M * kRows) {
+    const int m = threadIdx.x / kRows, r = threadIdx.x % kRows;
+    const float v = part[0][threadIdx.x] + part[1][threadIdx.x] + part[2][threadIdx.x] + part[3][threadIdx.x];
+    if (n0 + r < N) gemv_store(o, m, n0 + r, v);
   }
 }
 
 template <int WT>
-void gemv_launch(float* y, const float* x, const void* w, const float* bias, int64_t M, int64_t N, int64_t K) {
-  const bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(w) % 16) == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
-  const int threads = 256, rowsPerBlock = threads / kWarp;
-  const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
+void gemv_launch(const GemvOut& o, int nOut, const float* x, int64_t M, int64_t N, int64_t K) {
+  bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  for (int i = 0; i < nOut; i++) vec = vec && reinterpret_cast<uintptr_t>(o.w[i]) % 16 == 0;
+  const int threads = 128;  // 4 warps: part[4] in the kernel
+  const dim3 grid(unsigned((N + kRows - 1) / kRows));
   switch (M) {
-#define LOWBIT_GEMV(MM) case MM: gemv_kernel<WT, MM><<<grid, threads, 0, stream()>>>(y, x, w, bias, N, K, vec); break;
+#define LOWBIT_GEMV(MM) case MM: gemv_kernel<WT, MM><<<grid, threads, 0, stream()>>>(o, x, N, K, vec); break;
     LOWBIT_GEMV(1) LOWBIT_GEMV(2) LOWBIT_GEMV(3) LOWBIT_GEMV(4) LOWBIT_GEMV(5) LOWBIT_GEMV(6) LOWBIT_GEMV(7) LOWBIT_GEMV(8)
 #undef LOWBIT_GEMV
   }
@@ -190,8 +238,8 @@ __global__ void layernorm_kernel(float* y, const float* x, const float* w, const
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = (xr[i] - mean) * r * w[i] + b[i];
 }
 
-// Rotate-half RoPE in place on x [rows, nH, hd]: angle fl(p·invFreq[i]) in float32, cos/sin in double then rounded
-// (the ref's Math.cos / Math.sin of that float).
+// Rotate-half RoPE in place on x [rows, nH, hd]: angle fl(p·invFreq[i]) in float32 as the ref computes it, then
+// sincosf of it.
 __global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd) {
   const int half = hd / 2;
   const int64_t total = rows * half;
@@ -199,7 +247,8 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, 
     const int64_t r = i / half;
     const int j = int(i % half);
     const float ang = __fmul_rn(float(pos[r]), invFreq[j]);
-    const float c = float(cos(double(ang))), s = float(sin(double(ang)));
+    float s, c;
+    sincosf(ang, &s, &c);  // full-precision float (not __sincosf): within 2 ulp of the ref's rounded double
     for (int h = 0; h < nH; h++) {
       float* p = x + (r * nH + h) * hd;
       const float a = p[j], b = p[j + half];
@@ -253,8 +302,9 @@ __global__ void embedding_kernel(float* y, const void* table, int wt, const int3
 // K/V [B,S,nKV,hd], keyMask [B, pastLen+T] (1 = attend) or null. A query that sees no key gets zeros (the ref).
 constexpr int kAttnMaxHd = 256;
 __global__ void attention_kernel(float* out, const float* q, const float* K, const float* V, int B, int T, int H,
-                                 int nKV, int hd, int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale,
-                                 int64_t window) {
+                                 int nKV, int hd, int64_t S, int64_t pastLen, const int64_t* pastLenDev,
+                                 const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window) {
+  if (pastLenDev) pastLen = *pastLenDev;  // a captured decode step: the cache length of this replay
   const int h = blockIdx.x % H;
   const int64_t bt = blockIdx.x / H;
   const int b = int(bt / T), t = int(bt % T);
@@ -270,7 +320,7 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
     qv[j] = j < per && i < hd ? qr[i] : 0.f;
     o[j] = 0.f;
   }
-  const int64_t kvLen = pastLen + T, last = pastLen + t;
+  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + T, last = pastLen + t;
   const int64_t first = window > 0 ? (last - window + 1 > 0 ? last - window + 1 : 0) : 0;
   float mx = -INFINITY, sum = 0.f;
   for (int64_t s = first + warp; s <= last; s += nWarps) {
@@ -344,6 +394,17 @@ __global__ void argmax_kernel(int32_t* out, const float* x, int64_t D) {
   }
 }
 
+// KV cache append: dst [B, cap, row] at position `len` (or *lenDev in a captured step) ← src [B, T, row].
+__global__ void kv_write_kernel(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len,
+                                const int64_t* lenDev) {
+  if (lenDev) len = *lenDev;
+  const int64_t n = B * T * row;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / (T * row), r = i % (T * row);
+    dst[(b * cap + len) * row + r] = src[i];
+  }
+}
+
 // Random weights for benchmarks (a hash per element; the same magnitudes as src/models/random.ts).
 __global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -356,6 +417,13 @@ __global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, 
   }
 }
 
+// Holds the stream for about `ns` nanoseconds (benchmarks: queue a step's launches behind it to time the device alone).
+__global__ void spin_kernel(int64_t ns) {
+  const int64_t t0 = clock64();
+  // clock64 counts SM cycles; ~2 GHz, so ns·2 cycles, checked with __nanosleep steps.
+  while (clock64() - t0 < ns * 2) __nanosleep(1000);
+}
+
 unsigned grid_for(int64_t n, int threads = 256) {
   const int64_t g = (n + threads - 1) / threads;
   return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
@@ -363,11 +431,28 @@ unsigned grid_for(int64_t n, int threads = 256) {
 
 }  // namespace
 
-void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
-  if (wt == W_F32) gemv_launch<W_F32>(y, x, w, bias, M, N, K);
-  else if (wt == W_BF16) gemv_launch<W_BF16>(y, x, w, bias, M, N, K);
-  else gemv_launch<W_F16>(y, x, w, bias, M, N, K);
+void gemv_multi(float* const* ys, const void* const* ws, const int64_t* ns, const float* const* biases, int nOut, const float* x,
+                int wt, int64_t M, int64_t K) {
+  GemvOut o{};
+  int64_t start = 0;
+  for (int i = 0; i < 3; i++) {
+    const int j = i < nOut ? i : nOut - 1;  // unused segments repeat the last one (start past N: never chosen)
+    o.y[i] = ys[j];
+    o.w[i] = ws[j];
+    o.n[i] = ns[j];
+    o.bias[i] = biases[j];
+    o.start[i] = i < nOut ? start : INT64_MAX;
+    if (i < nOut) start += ns[i];
+  }
+  const int64_t N = start;
+  if (wt == W_F32) gemv_launch<W_F32>(o, nOut, x, M, N, K);
+  else if (wt == W_BF16) gemv_launch<W_BF16>(o, nOut, x, M, N, K);
+  else gemv_launch<W_F16>(o, nOut, x, M, N, K);
   cuda_check(cudaGetLastError(), "gemv launch");
+}
+
+void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
+  gemv_multi(&y, &w, &N, &bias, 1, x, wt, M, K);
 }
 
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16) {
@@ -382,7 +467,7 @@ void bias_rows(float* y, const float* bias, int64_t rows, int64_t N) {
 
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, w, D, eps);
+  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(y, x, w, D, eps);
   cuda_check(cudaGetLastError(), "rmsnorm launch");
 }
 
@@ -425,12 +510,15 @@ void embedding(float* y, const void* table, int wt, const int32_t* ids, int64_t 
 }
 
 void attention(float* out, const float* q, const float* K, const float* V, int B, int T, int H, int nKV, int hd,
-               int64_t S, int64_t pastLen, const uint8_t* keyMask, float scale, int64_t window) {
+               int64_t S, int64_t pastLen, const int64_t* pastLenDev, const uint8_t* keyMask, int64_t maskStride,
+               float scale, int64_t window) {
   if (hd > kAttnMaxHd) throw CudaError("attention: head_dim " + std::to_string(hd) + " is above the kernel's " + std::to_string(kAttnMaxHd));
   if (int64_t(B) * T * H == 0) return;
-  const int threads = 128, nWarps = threads / 32;
+  // More warps per (token, head) for decode, where one query walks the whole cache: each warp takes every
+  // nWarps-th key, so the chain of dependent loads per warp is shorter.
+  const int threads = T == 1 ? 512 : 256, nWarps = threads / 32;
   const size_t shmem = size_t(nWarps) * (hd + 2) * sizeof(float);
-  attention_kernel<<<unsigned(int64_t(B) * T * H), threads, shmem, stream()>>>(out, q, K, V, B, T, H, nKV, hd, S, pastLen, keyMask, scale, window);
+  attention_kernel<<<unsigned(int64_t(B) * T * H), threads, shmem, stream()>>>(out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window);
   cuda_check(cudaGetLastError(), "attention launch");
 }
 
@@ -438,6 +526,17 @@ void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D) {
   if (rows == 0) return;
   argmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(out, x, D);
   cuda_check(cudaGetLastError(), "argmax launch");
+}
+
+void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len, const int64_t* lenDev) {
+  if (B * T * row == 0) return;
+  kv_write_kernel<<<grid_for(B * T * row), 256, 0, stream()>>>(dst, src, B, T, cap, row, len, lenDev);
+  cuda_check(cudaGetLastError(), "kv_write launch");
+}
+
+void spin(int64_t ns) {
+  spin_kernel<<<1, 1, 0, stream()>>>(ns);
+  cuda_check(cudaGetLastError(), "spin launch");
 }
 
 void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {

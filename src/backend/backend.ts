@@ -1,6 +1,8 @@
 import type { QuantFormat, QuantizedWeight } from '../quant/qweight.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
+import type { CausalLM } from '../models/model.js';
+import type { KVCache } from '../nn/kvcache.js';
 
 /** Attention over a KV cache laid out [B, S, nKV, hd] (S = cache capacity). */
 export interface AttentionArgs {
@@ -38,6 +40,12 @@ export interface Backend {
   copy(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void;
   /** Wait for every queued op (a no-op on the host backends). */
   synchronize(): void;
+  /**
+   * Optional: a runner for decode steps (one new token per row) over `cache` that is faster than calling
+   * model.forward each step (the cuda backend replays a captured CUDA graph). step(ids) returns the logits [B, 1, V],
+   * valid until the next step, exactly as forward(ids as rows, { cache, logits: 'last' }) would.
+   */
+  decoder?(model: CausalLM, cache: KVCache): { step(ids: ArrayLike<number>): Tensor<'F32'> };
 
   /** out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]). */
   matmul(x: Tensor<'F32'>, w: Tensor, bias: Tensor<'F32'> | null, out: Tensor<'F32'>): void;
@@ -58,6 +66,11 @@ export interface Backend {
    */
   matmulQMany?(x: Tensor<'F32'>, qws: QuantizedWeight[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): boolean;
   matmulQT?(dy: Tensor<'F32'>, qw: QuantizedWeight, out: Tensor<'F32'>): boolean;
+  /**
+   * Several float linears that read the same x (q/k/v, gate/up) in one call: outs[i] = x · ws[i]ᵀ (+ biases[i]).
+   * Optional; false when this backend does not join these (the caller runs them one by one).
+   */
+  matmulMany?(x: Tensor<'F32'>, ws: Tensor[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): boolean;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   layernorm(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;

@@ -20,6 +20,8 @@ export interface CudaBenchOptions {
   decode: number;
   prefill: number;
   json?: string;
+  /** Every decode step as model.forward calls (no CUDA graph): the launch overhead a replay removes. */
+  eager?: boolean;
   log: (s: string) => void;
 }
 
@@ -71,17 +73,20 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     const cache = model.createCache(B, P + D + 1);
     cache.reserve(P + D + 1);
     let next = Array.from(cuda.argmax(model.forward(ids(B, P, B), { cache, logits: 'last' })));
-    // Warm-up steps (kernel loads, allocator pool), then the timed ones.
-    for (let i = 0; i < 3; i++) next = Array.from(cuda.argmax(model.forward(next.map((id) => [id]), { cache, logits: 'last' })));
+    // Warm-up steps (kernel loads, the graph's eager step and its capture), then the timed ones: graph replays
+    // unless --eager.
+    const decoder = o.eager ? null : cuda.decoder!(model, cache);
+    const step = () => { next = Array.from(cuda.argmax(decoder ? decoder.step(next) : model.forward(next.map((id) => [id]), { cache, logits: 'last' }))); };
+    for (let i = 0; i < 3; i++) step();
     const t0 = performance.now();
-    for (let i = 0; i < D - 3; i++) next = Array.from(cuda.argmax(model.forward(next.map((id) => [id]), { cache, logits: 'last' })));
+    for (let i = 0; i < D - 3; i++) step();
     const ms = performance.now() - t0;
     const steps = D - 3, tps = (B * steps) / (ms / 1e3);
     const avgPos = P + 3 + steps / 2;
     const stepBytes = weightBytes + B * avgPos * kvRowBytes;
     const roof = (B * bandwidth * 1e9) / stepBytes;
     rows.push({ phase: 'decode', batch: B, tokensPerSecond: tps, rooflineTokensPerSecond: roof, share: tps / roof });
-    o.log(`decode batch ${B}: ${tps.toFixed(1)} tok/s (${(ms / steps).toFixed(2)} ms a step)`);
+    o.log(`decode batch ${B}${o.eager ? ' (eager)' : ''}: ${tps.toFixed(1)} tok/s (${(ms / steps).toFixed(2)} ms a step)`);
   }
   if (o.prefill > 0) {
     const T = o.prefill;

@@ -41,7 +41,7 @@ export const benchHelp = `lowbit bench — measure prefill and decode speed agai
 
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format FORMAT [--double-quant] [--compare]]
        lowbit bench --device cuda --shape NAME [--format bf16] [--batch 1,16] [--prompt-len 128] [--decode-len 128]
-                    [--prefill-len 512] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
+                    [--prefill-len 512] [--eager] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
                     the copy-bandwidth roofline and prefill share of the bf16 GEMM peak, both measured in the run)
                     [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
@@ -150,7 +150,7 @@ export async function runBench(argv: string[]): Promise<number> {
       'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
       'roofline-bytes': { type: 'string' }, format: { type: 'string' }, 'double-quant': { type: 'boolean', default: false },
       compare: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, batch: { type: 'string' },
-      'prefill-len': { type: 'string', default: '512' },
+      'prefill-len': { type: 'string', default: '512' }, eager: { type: 'boolean', default: false },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
   if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError(`--device "${values.device}" is unknown (choose cpu or cuda)`);
@@ -160,7 +160,7 @@ export async function runBench(argv: string[]): Promise<number> {
     return runCudaBench({
       shape: values.shape, format: values.format ?? values.dtype!, batches, prompt: intOpt(values['prompt-len'], '--prompt-len', 1)!,
       decode: Math.max(8, intOpt(values['decode-len'], '--decode-len', 1)!), prefill: intOpt(values['prefill-len'], '--prefill-len', 0)!,
-      json: values.json ? `bench-cuda-${values.shape}-${values.format ?? values.dtype}.json` : undefined, log: (s) => { process.stderr.write(s + '\n'); },
+      eager: values.eager, json: values.json ? `bench-cuda-${values.shape}-${values.format ?? values.dtype}.json` : undefined, log: (s) => { process.stderr.write(s + '\n'); },
     });
   }
   if (values.batch !== undefined) throw new UsageError('--batch applies to --device cuda (the cpu bench decodes one sequence)');

@@ -210,6 +210,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const { ids, mask } = padLeft(rows, feedPad);
   // Sized for the whole request but allocated in chunks as positions arrive (src/nn/kvcache.ts).
   const cache = lm.createCache(B, maxPrompt + g.maxNewTokens);
+  const decoder = lm.backend.decoder?.(lm, cache);  // the cuda backend's graph replays
   const history = ids.map((r) => r.slice());
   const tokens: number[][] = rows.map(() => []);
   const finish: (FinishReason | null)[] = rows.map(() => null);
@@ -252,7 +253,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
     report(step + 1, undefined, allDone ? step + 1 : undefined);  // an early end is the last report
     for (const e of events) yield e;
     if (allDone) break;
-    logits = lm.backend.download(lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' })).f32;
+    logits = lm.backend.download(decoder ? decoder.step(next) : lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' })).f32;
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;

@@ -33,11 +33,18 @@ export interface CudaAddon {
   synchronize(): void;
   memInfo(): { freeBytes: number; totalBytes: number };
   matmul(y: number, x: number, w: number, wtype: number, bias: number, M: number, N: number, K: number): void;
+  /** matmulMany(x, wtype, M, K, y0, w0, bias0, N0, y1, w1, bias1, N1, …): one GEMV launch over 1-3 weights (M ≤ 8). */
+  matmulMany(x: number, wtype: number, M: number, K: number, ...outs: number[]): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;
   layernorm(y: number, x: number, w: number, b: number, rows: number, dim: number, eps: number): void;
   rope(x: number, positions: number, invFreq: number, rows: number, nHeads: number, hd: number): void;
   attention(out: number, q: number, k: number, v: number, B: number, T: number, H: number, nKV: number, hd: number, S: number,
-    pastLen: number, keyMask: number, scale: number, window: number): void;
+    pastLen: number, pastLenDev: number, keyMask: number, maskStride: number, scale: number, window: number): void;
+  kvWrite(dst: number, src: number, B: number, T: number, cap: number, row: number, len: number, lenDev: number): void;
+  beginCapture(): void;
+  /** The captured work as an instantiated graph (undefined with discard). */
+  endCapture(discard?: boolean): object | undefined;
+  launchGraph(graph: object): void;
   siluMul(y: number, gate: number, up: number, n: number): void;
   add(y: number, a: number, b: number, n: number): void;
   relu(y: number, x: number, n: number): void;
@@ -49,6 +56,8 @@ export interface CudaAddon {
   gemmPeak(n: number, iters: number): number;
   /** A device-to-device copy: GB/s counting bytes read plus written. */
   copyBandwidth(bytes: number, iters: number): number;
+  /** Queue a kernel that holds the stream for about ns nanoseconds (benchmarks). */
+  spin(ns: number): void;
   eventRecord(): object;
   eventElapsed(a: object, b: object): number;
 }

@@ -13,7 +13,10 @@ import { hostMemory } from '../backend/host.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /** The memory half of a backend: where the cache's tensors live (the model's backend; host memory by default). */
-export type CacheMemory = Pick<Backend, 'empty' | 'copy'>;
+export type CacheMemory = Pick<Backend, 'empty' | 'copy'> & {
+  /** Where a backend has it: the append as one op (the cuda backend's reads the length on the device in a graph). */
+  cacheWrite?(dst: Tensor<'F32'>, src: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
+};
 
 export class CacheFullError extends Error { override name = 'CacheFullError'; }
 
@@ -101,6 +104,11 @@ export class KVCache {
   /** Store T new tokens' keys and values ([B·T, nKV·hd] each) at positions length … length+T−1. */
   write(layer: number, k: Tensor<'F32'>, v: Tensor<'F32'>, T: number): void {
     if (this.length + T > this.capacity) throw new CacheFullError(`KVCache.write: ${this.length + T} positions but ${this.capacity} allocated; call begin() first`);
+    if (this.memory.cacheWrite) {
+      this.memory.cacheWrite(this.k[layer], k, this.batch, T, this.capacity, this.length);
+      this.memory.cacheWrite(this.v[layer], v, this.batch, T, this.capacity, this.length);
+      return;
+    }
     const row = this.nKV * this.headDim;
     for (let b = 0; b < this.batch; b++) {
       const src = b * T * row, dst = (b * this.capacity + this.length) * row;

@@ -6,7 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import { matmulQ } from '../backend/dispatch.js';
 import type { AwqQuantizedWeight, Bnb4QuantizedWeight, GptqQuantizedWeight, Int8QuantizedWeight, QuantizedWeight } from '../quant/qweight.js';
 import { ShapeError, Tensor } from '../tensor/tensor.js';
-import type { LinearLike } from './layers.js';
+import { Linear, type LinearLike } from './layers.js';
 
 /** What every quantized linear layer shares: a quantized weight [out, in], a float32 bias, matmulQ through dispatch. */
 export abstract class QuantLinear<W extends QuantizedWeight = QuantizedWeight> implements LinearLike {
@@ -50,6 +50,14 @@ export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight,
  */
 export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32'>[] {
   const first = lins[0];
+  if (lins.length > 1 && lins.length <= 3 && lins.every((l) => l instanceof Linear)) {
+    const fl = lins as Linear[], be = fl[0].backend;
+    if (be.matmulMany && fl.every((l) => l.backend === be && l.inFeatures === first.inFeatures)) {
+      const lead = x.shape.slice(0, -1);
+      const outs = fl.map((l) => be.empty('F32', [...lead, l.outFeatures]));
+      if (be.matmulMany(x, fl.map((l) => l.weight), fl.map((l) => l.bias), outs)) return outs;
+    }
+  }
   if (lins.length > 1 && lins.every((l) => l instanceof GptqLinear || l instanceof AwqLinear)) {
     const ql = lins as (GptqLinear | AwqLinear)[];
     const be = ql[0].backend;

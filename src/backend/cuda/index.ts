@@ -8,6 +8,7 @@
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
 import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 import { checkCopy } from '../host.js';
+import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
 import type { QuantFormat } from '../../quant/qweight.js';
@@ -44,16 +45,51 @@ function devF32(op: string, what: string, t: Tensor): number {
   return dev(op, what, t);
 }
 
+/**
+ * A decode step being captured into a CUDA graph (src/backend/cuda/graph.ts): op outputs come from one arena in a
+ * fixed order (so every replay finds them at the same addresses), the step's varying host arrays (token ids,
+ * positions) are device slots the runner fills before each replay, and the cache length is read on the device.
+ */
+export interface CaptureState {
+  arena: CudaAlloc;
+  arenaBytes: number;
+  offset: number;
+  /** Host array → the device slot a replay reads it from. */
+  slots: Map<ArrayBufferView, number>;
+  /** Device address of the int64 cache length (pastLen) of the step being replayed. */
+  pastLen: number;
+}
+let capture: CaptureState | null = null;
+/** Bytes allocated by newTensor since the process started (the graph runner sizes its arena from one step). */
+let allocated = 0;
+
+export class ArenaFullError extends Error { override name = 'ArenaFullError'; }
+
 function newTensor<D extends DType>(dtype: D, shape: readonly number[], zero: boolean): Tensor<D> {
   const numel = shape.reduce((a, b) => a * b, 1);
   const bytes = numel * DTYPE_BYTES[dtype];
+  allocated += bytes;
+  if (capture) {
+    const off = capture.offset;
+    if (off + bytes > capture.arenaBytes) throw new ArenaFullError(`capture arena of ${capture.arenaBytes} bytes is full`);
+    capture.offset = off + Math.ceil(Math.max(bytes, 1) / 256) * 256;
+    const st = new CudaStorage(capture.arena, off, bytes);
+    if (zero) addon().memset0(st.ptr, bytes);
+    return new Tensor(dtype, shape, null, 'cuda', st);
+  }
   const a = addon().alloc(bytes, zero);
   return new Tensor(dtype, shape, null, 'cuda', new CudaStorage(a, 0, bytes));
 }
 
+/** Enter or leave capture mode (the graph runner only). */
+export function setCapture(c: CaptureState | null): void { capture = c; }
+export function allocatedBytes(): number { return allocated; }
+
 // Small host arrays → device, once per distinct array (its contents checked on every hit).
 const smallUploads = new WeakMap<ArrayBufferView, { copy: ArrayBufferView; t: Tensor }>();
 function small(arr: Int32Array | Float32Array | Uint8Array): number {
+  const slot = capture?.slots.get(arr);
+  if (slot !== undefined) return slot;
   const hit = smallUploads.get(arr);
   if (hit && hit.copy.byteLength === arr.byteLength) {
     const a = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength), b = new Uint8Array(hit.copy.buffer, hit.copy.byteOffset, hit.copy.byteLength);
@@ -61,6 +97,7 @@ function small(arr: Int32Array | Float32Array | Uint8Array): number {
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { same = false; break; }
     if (same) return dev('upload', 'array', hit.t);
   }
+  if (capture) throw new ArenaFullError('a host array that is neither a step input nor a constant reached a captured op');
   const dtype: DType = arr instanceof Int32Array ? 'I32' : arr instanceof Float32Array ? 'F32' : 'U8';
   const t = newTensor(dtype, [arr.length], false);
   addon().upload(dev('upload', 'array', t), arr);
@@ -73,6 +110,8 @@ export const cudaBackend: Backend & {
   randomTensor(dtype: DType, shape: readonly number[], seed: number, std: number): Tensor;
   /** Per-row argmax of x [rows, cols] (greedy decoding on the device): the ids come down, not the logits. */
   argmax(x: Tensor<'F32'>): Int32Array;
+  /** KV cache append: dst [B, capacity, row] rows length … length+T−1 ← src [B·T, row] (the length read on the device in a captured step). */
+  cacheWrite(dst: Tensor<'F32'>, src: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
   /** Device time between two points of the stream: mark() and elapsed(a, b) in ms. */
   mark(): object;
   elapsed(a: object, b: object): number;
@@ -117,6 +156,19 @@ export const cudaBackend: Backend & {
       bias ? devF32('matmul', 'bias', bias) : 0, M, N, K);
   },
 
+  matmulMany(x, ws, biases, outs) {
+    const K = x.shape[x.shape.length - 1], M = x.numel / K;
+    if (M > 8 || ws.length < 1 || ws.length > 3 || ws.some((w) => w.dtype !== ws[0].dtype || w.device !== 'cuda')) return false;
+    if (!FLOAT_WEIGHTS.includes(ws[0].dtype)) return false;
+    const args: number[] = [];
+    ws.forEach((w, i) => {
+      const { N } = matmulShape(x, w, biases[i], outs[i]);
+      args.push(devF32('matmulMany', 'out', outs[i]), dev('matmulMany', 'w', w), biases[i] ? devF32('matmulMany', 'bias', biases[i]!) : 0, N);
+    });
+    (addon().matmulMany as (...a: number[]) => void)(devF32('matmulMany', 'x', x), WTYPE[ws[0].dtype as 'F32' | 'BF16' | 'F16'], M, K, ...args);
+    return true;
+  },
+
   rmsnorm(x, w, eps, out) {
     const { rows, D } = normShape('rmsnorm', x, { w }, out);
     addon().rmsnorm(devF32('rmsnorm', 'out', out), devF32('rmsnorm', 'x', x), devF32('rmsnorm', 'w', w), rows, D, eps);
@@ -136,7 +188,7 @@ export const cudaBackend: Backend & {
   attention(q, kCache, vCache, args: AttentionArgs, out) {
     const { B, T, H, nKV, hd, S } = attentionShape(q, kCache, vCache, args, out);
     addon().attention(devF32('attention', 'out', out), devF32('attention', 'q', q), devF32('attention', 'k', kCache), devF32('attention', 'v', vCache),
-      B, T, H, nKV, hd, S, args.pastLen, args.keyMask ? small(args.keyMask) : 0, args.scale, args.window ?? 0);
+      B, T, H, nKV, hd, S, args.pastLen, capture ? capture.pastLen : 0, args.keyMask ? small(args.keyMask) : 0, 0, args.scale, args.window ?? 0);
   },
 
   siluMul(gate, up, out) {
@@ -157,10 +209,23 @@ export const cudaBackend: Backend & {
   embedding(table, ids, out) {
     const { D } = embeddingShape(table, ids, out);
     if (!FLOAT_WEIGHTS.includes(table.dtype)) throw new TypeError(`cuda embedding: table dtype ${table.dtype} (F32, BF16 or F16)`);
-    const idsDev = newTensor('I32', [ids.length], false);
-    addon().upload(dev('embedding', 'ids', idsDev), ids);
+    let idsPtr = capture?.slots.get(ids);
+    if (idsPtr === undefined) {
+      if (capture) throw new ArenaFullError('embedding ids that are not a step input reached a captured op');
+      const idsDev = newTensor('I32', [ids.length], false);
+      addon().upload(dev('embedding', 'ids', idsDev), ids);
+      idsPtr = dev('embedding', 'ids', idsDev);
+    }
     addon().embedding(devF32('embedding', 'out', out), dev('embedding', 'table', table), WTYPE[table.dtype as 'F32' | 'BF16' | 'F16'],
-      dev('embedding', 'ids', idsDev), ids.length, D);
+      idsPtr, ids.length, D);
+  },
+
+  cacheWrite(dst, src, B, T, capacity, length) {
+    const row = dst.numel / (B * capacity);
+    if (!Number.isInteger(row) || src.numel !== B * T * row || length + T > capacity) {
+      throw new RangeError(`cuda cacheWrite: [${src.shape}] into [${dst.shape}] at ${length} of ${capacity}`);
+    }
+    addon().kvWrite(devF32('cacheWrite', 'dst', dst), devF32('cacheWrite', 'src', src), B, T, capacity, row, length, capture ? capture.pastLen : 0);
   },
 
   add(a, b, out) {
@@ -181,6 +246,8 @@ export const cudaBackend: Backend & {
     addon().argmax(dev('argmax', 'out', out), devF32('argmax', 'x', x), rows, cols);
     return this.download(out).data as Int32Array;
   },
+
+  decoder: (model, cache) => new CudaDecodeGraph(model, cache),
 
   mark: () => addon().eventRecord(),
   elapsed: (a, b) => addon().eventElapsed(a, b),
