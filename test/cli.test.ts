@@ -65,7 +65,7 @@ test('usage errors are lowbit\'s own: negative numbers, unknown options, missing
   for (const cmd of ['generate', 'chat']) {
     r = lowbit(cmd, KJV, ...(cmd === 'generate' ? ['--prompt', 'x'] : []), '--backend', 'gpu');
     assert.equal(r.code, 2, cmd);
-    assert.match(r.err, /--backend "gpu" is unknown \(choose cpu or ref\)/);
+    assert.match(r.err, /--backend "gpu" is unknown \(choose cpu, cuda, ref\)/);
   }
   r = lowbit('plan', 'llama-2-7b', '--seq-len', '-1');
   assert.equal(r.code, 2);

@@ -142,9 +142,11 @@ Napi::Value AllocFn(const Napi::CallbackInfo& info) {
   Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(nb));
   auto ext = Napi::External<Alloc>::New(env, new Alloc{p, nb}, [](Napi::Env env, Alloc* a) {
     // A failed free at collection time has no caller to report to; the next checked call reports a broken context.
-    if (st().capturing) st().deferred_frees.push_back(a->p);
-    else cudaFreeAsync(a->p, stream());
-    Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(a->bytes));
+    if (a->p) {
+      if (st().capturing) st().deferred_frees.push_back(a->p);
+      else cudaFreeAsync(a->p, stream());
+      Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(a->bytes));
+    }
     delete a;
   });
   Napi::Object o = Napi::Object::New(env);
@@ -152,6 +154,22 @@ Napi::Value AllocFn(const Napi::CallbackInfo& info) {
   o.Set("ptr", double(uintptr_t(p)));
   return o;
   LOWBIT_CATCH(env)
+}
+
+// free(handle): give an allocation back now (queued after the work before it) instead of at collection; later
+// use of its address is the caller's error. Idempotent.
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "free takes an allocation handle");
+  Alloc* a = info[0].As<Napi::External<Alloc>>().Data();
+  if (a->p) {
+    LOWBIT_TRY
+    if (st().capturing) throw CudaError("free during a graph capture");
+    cuda_check(cudaFreeAsync(a->p, stream()), "cudaFreeAsync");
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -int64_t(a->bytes));
+    a->p = nullptr;
+    LOWBIT_CATCH(info.Env())
+  }
+  return info.Env().Undefined();
 }
 
 std::pair<uint8_t*, size_t> bytes_of(const Napi::CallbackInfo& info, size_t i, const char* name) {
@@ -507,6 +525,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("copyBandwidth", Napi::Function::New(env, CopyBandwidth));
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("alloc", Napi::Function::New(env, AllocFn));
+  exports.Set("free", Napi::Function::New(env, Free));
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("copy", Napi::Function::New(env, Copy));

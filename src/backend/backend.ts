@@ -41,6 +41,11 @@ export interface Backend {
   /** Wait for every queued op (a no-op on the host backends). */
   synchronize(): void;
   /**
+   * Optional: the model is done with these temporaries (and every view of them); a device backend reuses their
+   * memory at once instead of when they are collected. Host backends leave it to the garbage collector.
+   */
+  release?(...ts: (Tensor | null | undefined)[]): void;
+  /**
    * Optional: a runner for decode steps (one new token per row) over `cache` that is faster than calling
    * model.forward each step (the cuda backend replays a captured CUDA graph). step(ids) returns the logits [B, 1, V],
    * valid until the next step, exactly as forward(ids as rows, { cache, logits: 'last' }) would.

@@ -64,12 +64,17 @@ export function numOpt(v: string | undefined, flag: string, ok: (x: number) => b
   return n;
 }
 
-export const BACKENDS = ['cpu', 'ref'] as const;
+export const BACKENDS = ['cpu', 'cuda', 'ref'] as const;
 
-/** --backend: one of the backends this build has a name for. */
-export function backendOpt(v: string | undefined): (typeof BACKENDS)[number] | undefined {
+/** --backend (or transformers' --device cpu|cuda): one of the backends this build has a name for. */
+export function backendOpt(v: string | undefined, device?: string): (typeof BACKENDS)[number] | undefined {
+  if (device !== undefined) {
+    if (v !== undefined) throw new UsageError('give --device or --backend, not both');
+    if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device "${device}" is unknown (choose cpu or cuda)`);
+    return device;
+  }
   if (v === undefined) return undefined;
-  if (!(BACKENDS as readonly string[]).includes(v)) throw new UsageError(`--backend "${v}" is unknown (choose ${BACKENDS.join(' or ')})`);
+  if (!(BACKENDS as readonly string[]).includes(v)) throw new UsageError(`--backend "${v}" is unknown (choose ${BACKENDS.join(', ')})`);
   return v as (typeof BACKENDS)[number];
 }
 

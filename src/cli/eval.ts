@@ -49,7 +49,7 @@ Options:
   --json                one JSON object on stdout (below) instead of the table; progress stays on stderr
   --revision REV        Hub revision (default main)
   --adapter DIR         a PEFT LoRA adapter folder on top of the model
-  --backend cpu|ref  --threads N
+  --backend cpu|cuda|ref (--device cpu|cuda)  --threads N
   --no-mmap             read the weights into memory instead of mapping them
 
 Output:
@@ -78,7 +78,7 @@ export class DatasetError extends Error { override name = 'DatasetError'; }
 const OPTIONS = {
   ppl: { type: 'boolean', default: false }, dataset: { type: 'string' }, seqlen: { type: 'string' }, 'max-windows': { type: 'string' },
   stride: { type: 'string' }, lambada: { type: 'string' }, 'max-examples': { type: 'string' }, 'batch-size': { type: 'string' },
-  json: { type: 'boolean', default: false }, revision: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' },
+  json: { type: 'boolean', default: false }, revision: { type: 'string' }, backend: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
   'no-mmap': { type: 'boolean' }, adapter: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -131,7 +131,7 @@ export async function runEval(argv: string[]): Promise<number> {
   const seqFlag = intOpt(v.seqlen, '--seqlen', 2);
   const stride = intOpt(v.stride, '--stride', 1);
   const maxWindows = intOpt(v['max-windows'], '--max-windows', 1);
-  backendOpt(v.backend);
+  backendOpt(v.backend, v.device);
   setThreadsOption(v.threads);
   const text = readDataset(v.dataset);
 
@@ -196,7 +196,7 @@ type Values = ReturnType<typeof parseCommand<typeof OPTIONS>>['values'];
 async function runLambada(model: string, file: string, v: Values): Promise<number> {
   const maxExamples = intOpt(v['max-examples'], '--max-examples', 1);
   const batchSize = intOpt(v['batch-size'], '--batch-size', 1) ?? 1;
-  backendOpt(v.backend);
+  backendOpt(v.backend, v.device);
   setThreadsOption(v.threads);
   let t0 = performance.now();
   const examples = readLambada(file);                             // every line checked, even past --max-examples

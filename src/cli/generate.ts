@@ -45,7 +45,7 @@ Options:
                               without it, a prompt + new tokens longer than the model's positions is refused
   --revision REV              Hub revision (default main)
   --adapter DIR               a PEFT LoRA adapter folder on top of the model (adapter_config.json + adapter_model.safetensors)
-  --backend cpu|ref  --threads N
+  --backend cpu|cuda|ref (--device cpu|cuda)  --threads N
   --no-mmap                   read the weights into memory instead of mapping them (a mapped file that another
                               process truncates ends this one with SIGBUS)
   --json                      JSON instead of text (below)
@@ -77,7 +77,7 @@ export const GENERATION_OPTIONS = {
   'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'min-p': { type: 'string' },
   'repetition-penalty': { type: 'string' }, 'no-repeat-ngram-size': { type: 'string' }, seed: { type: 'string' },
   stop: { type: 'string', multiple: true }, system: { type: 'string' }, 'chat-template': { type: 'string' },
-  truncate: { type: 'boolean' }, revision: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' },
+  truncate: { type: 'boolean' }, revision: { type: 'string' }, backend: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
   'no-mmap': { type: 'boolean' }, adapter: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -116,8 +116,8 @@ export function maxNewTokens(m: LoadedModel, gen: GenerationConfig): number {
 }
 
 /** Load a model as generate and chat do: --backend, --revision, --no-mmap, a download bar on a terminal. */
-export async function loadModel(id: string, v: { backend?: string; revision?: string; 'no-mmap'?: boolean; adapter?: string }): Promise<LoadedModel> {
-  const backend = backendOpt(v.backend);
+export async function loadModel(id: string, v: { backend?: string; device?: string; revision?: string; 'no-mmap'?: boolean; adapter?: string }): Promise<LoadedModel> {
+  const backend = backendOpt(v.backend, v.device);
   const m = await fromPretrained(id, { backend, revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress({ ttyOnly: true }) });
   // --adapter DIR: a PEFT LoRA adapter on top (PeftModel.from_pretrained).
   if (v.adapter !== undefined) PeftModel.fromPretrained(m.model, v.adapter);
@@ -194,7 +194,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (v['chat-template'] !== undefined && !v.chat) throw new UsageError('--chat-template needs --chat');
   if (v.system !== undefined && !v.chat) throw new UsageError('--system needs --chat');
   const gen = generationFromFlags(v);
-  backendOpt(v.backend);
+  backendOpt(v.backend, v.device);
   setThreadsOption(v.threads);
   let prompts: string[];
   let lines: number[] = [];

@@ -151,8 +151,11 @@ export class LlamaForCausalLM extends DecoderLM {
   /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
   private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
     const be = this.backend, L = this.layers[l];
-    be.add(x, this.attention(l, L.inputNorm.forward(x), ctx), x);
-    be.add(x, this.mlp(l, L.postNorm.forward(x)), x);
+    const h = L.inputNorm.forward(x), a = this.attention(l, h, ctx);
+    be.add(x, a, x);
+    const h2 = L.postNorm.forward(x), m = this.mlp(l, h2);
+    be.add(x, m, x);
+    be.release?.(h, a, h2, m);  // a device backend reuses their memory at once
     return x;
   }
 
@@ -170,7 +173,9 @@ export class LlamaForCausalLM extends DecoderLM {
     const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nKV, hd]), v: v.reshape([B, T, nKV, hd]) };  // [B, S, nKV, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd), window }, attn);
-    return L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
+    const o = L.proj.o_proj.forward(attn.reshape([B * T, nH * hd]));
+    be.release?.(q, k, v, attn);
+    return o;
   }
 
   /** down_proj(silu(gate_proj(h))·up_proj(h)) of the normed input h [B·T, H]. */
@@ -178,6 +183,8 @@ export class LlamaForCausalLM extends DecoderLM {
     const L = this.layers[l];
     const [g, u] = forwardShared([L.proj.gate_proj, L.proj.up_proj], h);
     this.backend.siluMul(g, u, g);
-    return L.proj.down_proj.forward(g);
+    const d = L.proj.down_proj.forward(g);
+    this.backend.release?.(g, u);
+    return d;
   }
 }

@@ -171,7 +171,9 @@ export class OPTForCausalLM extends DecoderLM {
     // transformers scales q by hd^-0.5 before q·kᵀ; folding it into the score scale is the same product.
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nH, hd]), v: v.reshape([B, T, nH, hd]) };  // [B, S, nH, hd] each
     be.attention(q.reshape([B, T, nH, hd]), kv.k, kv.v, { pastLen, keyMask, scale: 1 / Math.sqrt(hd) }, attn);
-    return L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size]));
+    const o = L.proj.out_proj.forward(attn.reshape([B * T, c.hidden_size]));
+    be.release?.(q, k, v, attn);  // a device backend reuses their memory at once
+    return o;
   }
 
   /** fc2(relu(fc1(h))). */
@@ -179,6 +181,8 @@ export class OPTForCausalLM extends DecoderLM {
     const L = this.layers[l];
     const f = L.proj.fc1.forward(h);
     this.backend.relu(f, f);
-    return L.proj.fc2.forward(f);
+    const y = L.proj.fc2.forward(f);
+    this.backend.release?.(f);
+    return y;
   }
 }

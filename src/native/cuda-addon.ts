@@ -26,6 +26,8 @@ export interface CudaAlloc { handle: object; ptr: number }
 export interface CudaAddon {
   probe(): CudaProbe;
   alloc(bytes: number, zero: boolean): CudaAlloc;
+  /** Give an allocation back now (stream-ordered); idempotent. */
+  free(handle: object): void;
   upload(ptr: number, src: ArrayBufferView): void;
   download(ptr: number, dst: ArrayBufferView): void;
   copy(dst: number, src: number, bytes: number): void;

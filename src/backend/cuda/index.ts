@@ -149,6 +149,14 @@ export const cudaBackend: Backend & {
 
   synchronize() { addon().synchronize(); },
 
+  release(...ts) {
+    for (const t of ts) {
+      if (!t || !(t.storage instanceof CudaStorage)) continue;
+      if (capture && t.storage.alloc === capture.arena) continue;  // a captured step's outputs live in its arena
+      addon().free(t.storage.alloc.handle);
+    }
+  },
+
   matmul(x, w, bias, out) {
     const { M, N, K } = matmulShape(x, w, bias, out);
     if (!FLOAT_WEIGHTS.includes(w.dtype)) throw new TypeError(`cuda matmul: weight dtype ${w.dtype} (F32, BF16 or F16)`);
