@@ -134,6 +134,27 @@ describe('cuda backend ops vs ref', { skip }, () => {
     close('rope', down(d), want.f32, 1e-5);
   });
 
+  it('ropeAppend = rope(q), rope(k), then k and v into the cache at the length', () => {
+    const B = 2, T = 3, nH = 4, nKV = 2, hd = 10, cap = 9, len = 5;
+    const q = host([B * T, nH, hd]) as Tensor<'F32'>, k = host([B * T, nKV, hd]) as Tensor<'F32'>, v = host([B * T, nKV * hd]) as Tensor<'F32'>;
+    const kc = host([B, cap, nKV, hd]) as Tensor<'F32'>, vc = host([B, cap, nKV, hd]) as Tensor<'F32'>;
+    const pos = Int32Array.from({ length: B * T }, (_, i) => 100 + 7 * i), inv = Float32Array.from({ length: hd / 2 }, (_, i) => 10000 ** (-2 * i / hd));
+    const [dq, dk, dv, dkc, dvc] = [q, k, v, kc, vc].map((t) => up(t) as Tensor<'F32'>);
+    cuda.ropeAppend(dq, dk, dv, pos, inv, dkc, dvc, B, T, cap, len);
+    const wq = new Tensor('F32', q.shape, q.f32.slice()), wk = new Tensor('F32', k.shape, k.f32.slice());
+    ref.rope(wq, pos, inv);
+    ref.rope(wk, pos, inv);
+    const wkc = kc.f32.slice(), wvc = vc.f32.slice(), row = nKV * hd;
+    for (let b = 0; b < B; b++) {
+      wkc.set(wk.f32.subarray(b * T * row, (b + 1) * T * row), (b * cap + len) * row);
+      wvc.set(v.f32.subarray(b * T * row, (b + 1) * T * row), (b * cap + len) * row);
+    }
+    close('ropeAppend q', down(dq), wq.f32, 1e-6);
+    close('ropeAppend k', down(dk), wk.f32, 1e-6);
+    close('ropeAppend kCache', down(dkc), wkc, 1e-6);
+    assert.deepEqual(down(dvc), wvc);
+  });
+
   for (const c of [
     { B: 1, T: 1, H: 8, nKV: 2, hd: 64, S: 300, past: 250, mask: false, window: 0 },
     { B: 2, T: 5, H: 4, nKV: 4, hd: 24, S: 20, past: 3, mask: true, window: 0 },

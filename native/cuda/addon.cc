@@ -462,6 +462,24 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ropeAppend(q, k, v, positions, invFreq, kc, vc, B, T, nH, nKV, hd, cap, len, lenDev|0)
+Napi::Value RopeAppend(const Napi::CallbackInfo& info) {
+  float* q = ptr<float>(info, 0, "q");
+  float* k = ptr<float>(info, 1, "k");
+  const float* v = ptr<const float>(info, 2, "v");
+  const int32_t* pos = ptr<const int32_t>(info, 3, "positions");
+  const float* inv = ptr<const float>(info, 4, "invFreq");
+  float* kc = ptr<float>(info, 5, "kCache");
+  float* vc = ptr<float>(info, 6, "vCache");
+  const int64_t B = integer(info, 7, "B"), T = integer(info, 8, "T"), nH = integer(info, 9, "nH"), nKV = integer(info, 10, "nKV");
+  const int64_t hd = integer(info, 11, "hd"), cap = integer(info, 12, "cap"), len = integer(info, 13, "len");
+  const int64_t* lenDev = ptr<const int64_t>(info, 14, "lenDev");
+  LOWBIT_TRY
+  rope_append(q, k, v, pos, inv, kc, vc, B, T, int(nH), int(nKV), int(hd), cap, len, lenDev);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 // beginCapture(): the stream's work from here on is recorded, not run. endCapture() → an instantiated graph (freed
 // when collected); launchGraph(g) queues one replay.
 Napi::Value BeginCapture(const Napi::CallbackInfo& info) {
@@ -518,6 +536,7 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spin", Napi::Function::New(env, Spin));
   exports.Set("kvWrite", Napi::Function::New(env, KvWrite));
+  exports.Set("ropeAppend", Napi::Function::New(env, RopeAppend));
   exports.Set("beginCapture", Napi::Function::New(env, BeginCapture));
   exports.Set("endCapture", Napi::Function::New(env, EndCapture));
   exports.Set("launchGraph", Napi::Function::New(env, LaunchGraph));

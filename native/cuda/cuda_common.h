@@ -46,6 +46,8 @@ void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, i
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D);
 void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv);
 void spin(int64_t ns);
+void rope_append(float* q, float* k, const float* v, const int32_t* pos, const float* invFreq, float* kc, float* vc, int64_t B,
+                 int64_t T, int nH, int nKV, int hd, int64_t cap, int64_t len, const int64_t* lenDev);
 
 // gemm.cc: y[M,N] = x[M,K]·w[N,K]ᵀ (+bias): the GEMV for M ≤ 8, else cuBLAS (x rounded to the weight's 16-bit type
 // for BF16/F16 weights, as PyTorch runs a bf16 model; plain float32 for F32 weights).

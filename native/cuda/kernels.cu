@@ -405,6 +405,39 @@ __global__ void kv_write_kernel(float* dst, const float* src, int64_t B, int64_t
   }
 }
 
+// RoPE of q and k and the KV append in one launch (a decode step's 4 launches → 1): one thread per (row, head of q
+// or k, rotation pair). q [rows, nH, hd] and k [rows, nKV, hd] are rotated in place as rope_kernel does; k's and
+// v's rows also go to the caches kc/vc [B, cap, nKV, hd] at position len + t (len from lenDev in a captured step).
+__global__ void rope_append_kernel(float* q, float* k, const float* v, const int32_t* pos, const float* invFreq, float* kc, float* vc,
+                                   int64_t B, int64_t T, int nH, int nKV, int hd, int64_t cap, int64_t len, const int64_t* lenDev) {
+  if (lenDev) len = *lenDev;
+  const int half = hd / 2, heads = nH + nKV;
+  const int64_t total = B * T * heads * half;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int j = int(i % half);
+    const int h = int((i / half) % heads);
+    const int64_t r = i / (int64_t(half) * heads);
+    const float ang = __fmul_rn(float(pos[r]), invFreq[j]);
+    float sn, cs;
+    sincosf(ang, &sn, &cs);
+    float* p = h < nH ? q + (r * nH + h) * hd : k + (r * nKV + (h - nH)) * hd;
+    const float a = p[j], b = p[j + half];
+    const float a2 = a * cs - b * sn, b2 = b * cs + a * sn;
+    p[j] = a2;
+    p[j + half] = b2;
+    if (h >= nH) {
+      const int kh = h - nH;
+      const int64_t bb = r / T, t = r % T;
+      const int64_t o = ((bb * cap + len + t) * nKV + kh) * hd;
+      kc[o + j] = a2;
+      kc[o + j + half] = b2;
+      const float* vr = v + (r * nKV + kh) * hd;
+      vc[o + j] = vr[j];
+      vc[o + j + half] = vr[j + half];
+    }
+  }
+}
+
 // Random weights for benchmarks (a hash per element; the same magnitudes as src/models/random.ts).
 __global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -532,6 +565,14 @@ void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, i
   if (B * T * row == 0) return;
   kv_write_kernel<<<grid_for(B * T * row), 256, 0, stream()>>>(dst, src, B, T, cap, row, len, lenDev);
   cuda_check(cudaGetLastError(), "kv_write launch");
+}
+
+void rope_append(float* q, float* k, const float* v, const int32_t* pos, const float* invFreq, float* kc, float* vc, int64_t B,
+                 int64_t T, int nH, int nKV, int hd, int64_t cap, int64_t len, const int64_t* lenDev) {
+  const int64_t n = B * T * (nH + nKV) * (hd / 2);
+  if (n == 0) return;
+  rope_append_kernel<<<grid_for(n), 256, 0, stream()>>>(q, k, v, pos, invFreq, kc, vc, B, T, nH, nKV, hd, cap, len, lenDev);
+  cuda_check(cudaGetLastError(), "rope_append launch");
 }
 
 void spin(int64_t ns) {

@@ -166,9 +166,13 @@ export class LlamaForCausalLM extends DecoderLM {
     const nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
     // [B·T, nH·hd], [B·T, nKV·hd] ×2; one joined call where the backend can (GPTQ/AWQ).
     const [q, k, v] = forwardShared([L.proj.q_proj, L.proj.k_proj, L.proj.v_proj], h);
-    be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
-    be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
-    cache?.write(l, k, v, T);
+    if (cache?.memory.ropeAppend) {
+      cache.appendRoped(l, q.reshape([B * T, nH, hd]), k.reshape([B * T, nKV, hd]), v, T, positions, invFreq);  // one op (cuda)
+    } else {
+      be.rope(q.reshape([B * T, nH, hd]), positions, invFreq);
+      be.rope(k.reshape([B * T, nKV, hd]), positions, invFreq);
+      cache?.write(l, k, v, T);
+    }
     const attn = be.empty('F32', [B, T, nH, hd]);
     const window = c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0;
     const kv = cache ? cache.layer(l) : { k: k.reshape([B, T, nKV, hd]), v: v.reshape([B, T, nKV, hd]) };  // [B, S, nKV, hd] each

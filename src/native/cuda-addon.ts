@@ -43,6 +43,8 @@ export interface CudaAddon {
   attention(out: number, q: number, k: number, v: number, B: number, T: number, H: number, nKV: number, hd: number, S: number,
     pastLen: number, pastLenDev: number, keyMask: number, maskStride: number, scale: number, window: number): void;
   kvWrite(dst: number, src: number, B: number, T: number, cap: number, row: number, len: number, lenDev: number): void;
+  ropeAppend(q: number, k: number, v: number, positions: number, invFreq: number, kCache: number, vCache: number, B: number, T: number,
+    nH: number, nKV: number, hd: number, cap: number, len: number, lenDev: number): void;
   beginCapture(): void;
   /** The captured work as an instantiated graph (undefined with discard). */
   endCapture(discard?: boolean): object | undefined;

@@ -16,6 +16,9 @@ import type { Tensor } from '../tensor/tensor.js';
 export type CacheMemory = Pick<Backend, 'empty' | 'copy'> & {
   /** Where a backend has it: the append as one op (the cuda backend's reads the length on the device in a graph). */
   cacheWrite?(dst: Tensor<'F32'>, src: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
+  /** Where a backend has it: RoPE of q and k in place and the append of k and v, as one op (see appendRoped). */
+  ropeAppend?(q: Tensor<'F32'>, k: Tensor<'F32'>, v: Tensor<'F32'>, positions: Int32Array, invFreq: Float32Array,
+    kCache: Tensor<'F32'>, vCache: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
 };
 
 export class CacheFullError extends Error { override name = 'CacheFullError'; }
@@ -115,6 +118,16 @@ export class KVCache {
       this.memory.copy(this.k[layer], dst, k, src, T * row);
       this.memory.copy(this.v[layer], dst, v, src, T * row);
     }
+  }
+
+  /**
+   * RoPE of q [B·T, nH, hd] and k [B·T, nKV, hd] in place, then write(layer, k, v, T): one op on a backend that has
+   * ropeAppend (callers check `memory.ropeAppend` first), the same values as rope, rope, write.
+   */
+  appendRoped(layer: number, q: Tensor<'F32'>, k: Tensor<'F32'>, v: Tensor<'F32'>, T: number, positions: Int32Array, invFreq: Float32Array): void {
+    if (!this.memory.ropeAppend) throw new TypeError('KVCache.appendRoped: this backend has no ropeAppend');
+    if (this.length + T > this.capacity) throw new CacheFullError(`KVCache.appendRoped: ${this.length + T} positions but ${this.capacity} allocated; call begin() first`);
+    this.memory.ropeAppend(q, k, v, positions, invFreq, this.k[layer], this.v[layer], this.batch, T, this.capacity, this.length);
   }
 
   /**

@@ -112,6 +112,9 @@ export const cudaBackend: Backend & {
   argmax(x: Tensor<'F32'>): Int32Array;
   /** KV cache append: dst [B, capacity, row] rows length … length+T−1 ← src [B·T, row] (the length read on the device in a captured step). */
   cacheWrite(dst: Tensor<'F32'>, src: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
+  /** RoPE of q and k in place and their KV append, one launch (KVCache.appendRoped). */
+  ropeAppend(q: Tensor<'F32'>, k: Tensor<'F32'>, v: Tensor<'F32'>, positions: Int32Array, invFreq: Float32Array,
+    kCache: Tensor<'F32'>, vCache: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
   /** Device time between two points of the stream: mark() and elapsed(a, b) in ms. */
   mark(): object;
   elapsed(a: object, b: object): number;
@@ -226,6 +229,18 @@ export const cudaBackend: Backend & {
     }
     addon().embedding(devF32('embedding', 'out', out), dev('embedding', 'table', table), WTYPE[table.dtype as 'F32' | 'BF16' | 'F16'],
       idsPtr, ids.length, D);
+  },
+
+  ropeAppend(q, k, v, positions, invFreq, kCache, vCache, B, T, capacity, length) {
+    const { rows, nHeads: nH, hd } = ropeShape(q, positions, invFreq);
+    const { nHeads: nKV } = ropeShape(k, positions, invFreq);
+    if (rows !== B * T || v.numel !== k.numel || kCache.numel !== B * capacity * nKV * hd || vCache.numel !== kCache.numel || length + T > capacity) {
+      throw new RangeError(`cuda ropeAppend: q [${q.shape}], k [${k.shape}], v [${v.shape}] into [${kCache.shape}] at ${length} of ${capacity}`);
+    }
+    q.assertWritable('ropeAppend');
+    k.assertWritable('ropeAppend');
+    addon().ropeAppend(devF32('ropeAppend', 'q', q), devF32('ropeAppend', 'k', k), devF32('ropeAppend', 'v', v), small(positions), small(invFreq),
+      devF32('ropeAppend', 'kCache', kCache), devF32('ropeAppend', 'vCache', vCache), B, T, nH, nKV, hd, capacity, length, capture ? capture.pastLen : 0);
   },
 
   cacheWrite(dst, src, B, T, capacity, length) {
