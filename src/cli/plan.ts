@@ -1,4 +1,5 @@
 // `lowbit plan`: weights + KV cache against a device's memory; largest batch; where decode turns compute-bound.
+import { cudaStatus } from '../native/cuda-addon.js';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { cpuAvailable, measureRoofline } from '../backend/cpu/index.js';
@@ -22,6 +23,7 @@ Examples:
   lowbit plan llama-2-13b --device a100-40g --seq-len 4096 --dtype fp16
   lowbit plan llama-3-8b --device h100 --seq-len 8192 --dtype int4
   lowbit plan ./my-model --device cpu --seq-len 2048
+  lowbit plan llama-3-8b --device cuda --seq-len 8192 --dtype bf16   (this machine's GPU: free memory, measured)
 `;
 
 async function loadConfigFor(what: string): Promise<{ config: ModelConfig; label: string }> {
@@ -36,6 +38,16 @@ function cpuDevice(): DeviceSpec {
   return { name: `this CPU (${r.threads} threads)`, memoryBytes: totalmem(), bandwidth: r.bandwidthGBs * 1e9, flops: r.peakGflops * 1e9, note: 'measured: read bandwidth, fp32 FMA peak' };
 }
 
+/** --device cuda: this machine's GPU, its free memory and the bandwidth / bf16 peak measured now (the bench's probes). */
+function cudaDevice(): DeviceSpec {
+  const { addon, probe } = cudaStatus();
+  if (!addon) throw new UsageError(`--device cuda: ${probe.why}`);
+  const bw = addon.copyBandwidth(2 ** 30, 10) * 1e9 / 2;  // the copy counts bytes read and written; decode reads
+  const tflops = probe.cublas ? addon.gemmPeak(4096, 5) : NaN;
+  return { name: `${probe.name} (free now)`, memoryBytes: addon.memInfo().freeBytes, bandwidth: bw, flops: Number.isFinite(tflops) ? tflops * 1e12 : 0,
+    note: `measured: device copy bandwidth / 2${Number.isFinite(tflops) ? ', bf16 cuBLAS GEMM' : ', no cuBLAS for the GEMM peak'}` };
+}
+
 export async function runPlan(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCommand('plan', argv, {
     device: { type: 'string', default: 'a100-40g' }, 'memory-gb': { type: 'string' }, 'seq-len': { type: 'string' },
@@ -46,8 +58,8 @@ export async function runPlan(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('give one model folder, Hub id or preset (see lowbit plan --help)');
   const { config, label } = await loadConfigFor(positionals[0]);
   const devName = v.device!.toLowerCase();
-  const base = devName === 'cpu' ? cpuDevice() : DEVICES[devName];
-  if (!base) throw new UsageError(`--device "${v.device}" is unknown (choose ${Object.keys(DEVICES).join(', ')}, cpu)`);
+  const base = devName === 'cpu' ? cpuDevice() : devName === 'cuda' ? cudaDevice() : DEVICES[devName];
+  if (!base) throw new UsageError(`--device "${v.device}" is unknown (choose ${Object.keys(DEVICES).join(', ')}, cpu, cuda)`);
   const memGb = numOpt(v['memory-gb'], '--memory-gb', (x) => x > 0, 'a positive number');
   const device = { ...base, memoryBytes: memGb !== undefined ? memGb * 1e9 : base.memoryBytes };
   // A checkpoint is planned in the dtype it is stored in unless --dtype says otherwise; presets have no dtype.
