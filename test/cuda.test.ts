@@ -99,6 +99,19 @@ describe('cuda backend ops vs ref', { skip }, () => {
     }
   });
 
+  it('addRmsnorm = add, then rmsnorm', () => {
+    for (const D of [4096, 172]) {
+      const x = host([3, D]) as Tensor<'F32'>, y = host([3, D]) as Tensor<'F32'>, w = host([D]) as Tensor<'F32'>;
+      const wx = new Tensor('F32', x.shape, x.f32.slice()), want = Tensor.zeros('F32', [3, D]);
+      ref.add(wx, y, wx);
+      ref.rmsnorm(wx, w, 1e-5, want);
+      const dx = up(x) as Tensor<'F32'>, out = poisoned([3, D]);
+      cuda.addRmsnorm!(dx, up(y) as Tensor<'F32'>, up(w) as Tensor<'F32'>, 1e-5, out);
+      close(`addRmsnorm x D=${D}`, down(dx), wx.f32, 1e-6);
+      close(`addRmsnorm out D=${D}`, down(out), want.f32, 1e-5);
+    }
+  });
+
   it('siluMul, relu, add, embedding (every dtype)', () => {
     const n = 1001;
     const g = host([n]) as Tensor<'F32'>, u = host([n]) as Tensor<'F32'>;

@@ -297,6 +297,20 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// addRmsnorm(out, x, y, w, rows, dim, eps): x += y, out = rmsnorm(x)·w.
+Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
+  float* o = ptr<float>(info, 0, "out");
+  float* x = ptr<float>(info, 1, "x");
+  const float* y = ptr<const float>(info, 2, "y");
+  const float* w = ptr<const float>(info, 3, "w");
+  const int64_t rows = integer(info, 4, "rows"), D = integer(info, 5, "dim");
+  const float eps = float(num(info, 6, "eps"));
+  LOWBIT_TRY
+  add_rmsnorm(o, x, y, w, rows, D, eps);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 Napi::Value Layernorm(const Napi::CallbackInfo& info) {
   float* y = ptr<float>(info, 0, "y");
   const float* x = ptr<const float>(info, 1, "x");
@@ -555,6 +569,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
+  exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));

@@ -30,6 +30,7 @@ void gemv_multi(float* const* ys, const void* const* ws, const int64_t* ns, cons
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16);
 void bias_rows(float* y, const float* bias, int64_t rows, int64_t N);
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps);
+void add_rmsnorm(float* out, float* x, const float* y, const float* w, int64_t rows, int64_t D, float eps);
 void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t D, float eps);
 void rope(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd);
 void silu_mul(float* y, const float* g, const float* u, int64_t n);

@@ -78,6 +78,8 @@ export interface Backend {
   matmulMany?(x: Tensor<'F32'>, ws: Tensor[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): boolean;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
+  /** Optional: x += y in place, then out = rmsnorm(x, w) (the residual add and the next norm as one op). */
+  addRmsnorm?(x: Tensor<'F32'>, y: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   layernorm(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   /** In place on x [rows, nHeads, hd], HF rotate-half layout; positions has one entry per row. */
   rope(x: Tensor<'F32'>, positions: Int32Array, invFreq: Float32Array): void;

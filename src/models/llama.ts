@@ -103,8 +103,12 @@ export class LlamaForCausalLM extends DecoderLM {
     for (const p of positions) maxPos = Math.max(maxPos, p);
     const ctx: LayerContext = { B, T, positions, invFreq: this.rope.get(maxPos), pastLen, keyMask, cache };
 
-    let x = this.embed.forward(ids);                                   // [B·T, H]
-    for (let l = 0; l < this.layers.length; l++) x = this.layer(l, x, ctx);
+    const x = this.embed.forward(ids);                                 // [B·T, H]
+    // Each layer leaves its MLP output to be added at the start of the next (fused with that norm where the backend
+    // can: addRmsnorm); the last one is added here.
+    let pending: Tensor<'F32'> | null = null;
+    for (let l = 0; l < this.layers.length; l++) pending = this.layer(l, x, ctx, pending);
+    if (pending) { this.backend.add(x, pending, x); this.backend.release?.(pending); }
     cache.advance(T);
     const last = opts.logits === 'last';
     const hN = this.norm.forward(last ? lastRows(this.backend, x, B, T) : x);
@@ -118,7 +122,9 @@ export class LlamaForCausalLM extends DecoderLM {
   }
 
   forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
-    return this.layer(l, x.clone(), this.plainContext(B, T));
+    const y = x.clone();
+    this.backend.add(y, this.layer(l, y, this.plainContext(B, T), null), y);
+    return y;
   }
 
   attentionBlock(l: number, h: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
@@ -148,15 +154,17 @@ export class LlamaForCausalLM extends DecoderLM {
     return { B, T, positions, invFreq: this.rope.get(T - 1), pastLen: 0, keyMask: null, cache: null };
   }
 
-  /** Decoder layer l on x [B·T, H], in place; without a cache, the new keys and values are the whole context. */
-  private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext): Tensor<'F32'> {
-    const be = this.backend, L = this.layers[l];
-    const h = L.inputNorm.forward(x), a = this.attention(l, h, ctx);
-    be.add(x, a, x);
-    const h2 = L.postNorm.forward(x), m = this.mlp(l, h2);
-    be.add(x, m, x);
-    be.release?.(h, a, h2, m);  // a device backend reuses their memory at once
-    return x;
+  /**
+   * Decoder layer l on the residual stream x [B·T, H], in place: x += pending (the previous layer's MLP output),
+   * x += attention, and the layer's MLP output is returned for the caller to add (so each residual add can fuse with
+   * the norm after it). Without a cache, the new keys and values are the whole context.
+   */
+  private layer(l: number, x: Tensor<'F32'>, ctx: LayerContext, pending: Tensor<'F32'> | null): Tensor<'F32'> {
+    const L = this.layers[l];
+    const h = L.inputNorm.addForward(x, pending), a = this.attention(l, h, ctx);
+    const h2 = L.postNorm.addForward(x, a), m = this.mlp(l, h2);
+    this.backend.release?.(h, a, h2, pending);  // a device backend reuses their memory at once
+    return m;
   }
 
   /** o_proj(Attn(q, k, v)) of the normed input h [B·T, H]. */

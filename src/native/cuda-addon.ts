@@ -38,6 +38,7 @@ export interface CudaAddon {
   /** matmulMany(x, wtype, M, K, y0, w0, bias0, N0, y1, w1, bias1, N1, …): one GEMV launch over 1-3 weights (M ≤ 8). */
   matmulMany(x: number, wtype: number, M: number, K: number, ...outs: number[]): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;
+  addRmsnorm(out: number, x: number, y: number, w: number, rows: number, dim: number, eps: number): void;
   layernorm(y: number, x: number, w: number, b: number, rows: number, dim: number, eps: number): void;
   rope(x: number, positions: number, invFreq: number, rows: number, nHeads: number, hd: number): void;
   attention(out: number, q: number, k: number, v: number, B: number, T: number, H: number, nKV: number, hd: number, S: number,

@@ -40,6 +40,17 @@ export class RMSNorm {
     this.backend.rmsnorm(x, this.weight, this.eps, out);
     return out;
   }
+  /** x += residual (in place; none: x as it is), then forward(x): one op where the backend has addRmsnorm. */
+  addForward(x: Tensor<'F32'>, residual: Tensor<'F32'> | null): Tensor<'F32'> {
+    if (!residual) return this.forward(x);
+    if (!this.backend.addRmsnorm) {
+      this.backend.add(x, residual, x);
+      return this.forward(x);
+    }
+    const out = this.backend.empty('F32', x.shape);
+    this.backend.addRmsnorm(x, residual, this.weight, this.eps, out);
+    return out;
+  }
 }
 
 export class LayerNorm {

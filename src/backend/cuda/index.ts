@@ -185,6 +185,12 @@ export const cudaBackend: Backend & {
     addon().rmsnorm(devF32('rmsnorm', 'out', out), devF32('rmsnorm', 'x', x), devF32('rmsnorm', 'w', w), rows, D, eps);
   },
 
+  addRmsnorm(x, y, w, eps, out) {
+    const { rows, D } = normShape('addRmsnorm', x, { w }, out);
+    elementwiseShape('addRmsnorm', x, { y }, x);
+    addon().addRmsnorm(devF32('addRmsnorm', 'out', out), devF32('addRmsnorm', 'x', x), devF32('addRmsnorm', 'y', y), devF32('addRmsnorm', 'w', w), rows, D, eps);
+  },
+
   layernorm(x, w, b, eps, out) {
     const { rows, D } = normShape('layernorm', x, { w, b }, out);
     addon().layernorm(devF32('layernorm', 'out', out), devF32('layernorm', 'x', x), devF32('layernorm', 'w', w), devF32('layernorm', 'b', b), rows, D, eps);
