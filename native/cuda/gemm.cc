@@ -120,6 +120,23 @@ void matmul(float* y, const float* x, const void* w, int wt, const float* bias, 
   if (bias) bias_rows(y, bias, M, N);
 }
 
+// Device milliseconds of `iters` calls of f, timed with events on the stream.
+template <class F>
+float time_ms(int iters, F f) {
+  cudaEvent_t e0, e1;
+  cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
+  cuda_check(cudaEventRecord(e0, stream()), "cudaEventRecord");
+  for (int i = 0; i < iters; i++) f(i);
+  cuda_check(cudaEventRecord(e1, stream()), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms;
+}
+
 double gemm_peak_tflops(int n, int iters) {
   Cublas& c = cublas();
   if (!c.lib) throw CudaError("gemmPeak needs cuBLAS: " + c.why);
@@ -137,17 +154,7 @@ double gemm_peak_tflops(int n, int iters) {
                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "GemmEx (gemmPeak)");
   };
   for (int i = 0; i < 3; i++) run();
-  cudaEvent_t e0, e1;
-  cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
-  cuda_check(cudaEventRecord(e0, stream()), "cudaEventRecord");
-  for (int i = 0; i < iters; i++) run();
-  cuda_check(cudaEventRecord(e1, stream()), "cudaEventRecord");
-  cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-  float ms = 0;
-  cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  const float ms = time_ms(iters, [&](int) { run(); });
   cuda_check(cudaFreeAsync(a, stream()), "cudaFreeAsync");
   cuda_check(cudaFreeAsync(b, stream()), "cudaFreeAsync");
   cuda_check(cudaFreeAsync(y, stream()), "cudaFreeAsync");
@@ -160,17 +167,9 @@ double copy_bandwidth_gbs(size_t bytes, int iters) {
   cuda_check(cudaMallocAsync(&b, bytes, stream()), "cudaMallocAsync (copyBandwidth)");
   cuda_check(cudaMemsetAsync(a, 1, bytes, stream()), "cudaMemsetAsync");
   cuda_check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync");
-  cudaEvent_t e0, e1;
-  cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
-  cuda_check(cudaEventRecord(e0, stream()), "cudaEventRecord");
-  for (int i = 0; i < iters; i++) cuda_check(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync");
-  cuda_check(cudaEventRecord(e1, stream()), "cudaEventRecord");
-  cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-  float ms = 0;
-  cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  const float ms = time_ms(iters, [&](int i) {
+    cuda_check(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpyAsync");
+  });
   cuda_check(cudaFreeAsync(a, stream()), "cudaFreeAsync");
   cuda_check(cudaFreeAsync(b, stream()), "cudaFreeAsync");
   return 2.0 * double(bytes) * iters / (double(ms) * 1e-3) / 1e9;  // bytes read + bytes written

@@ -162,50 +162,6 @@ __global__ void bias_rows_kernel(float* y, const float* bias, int64_t rows, int6
 }
 
 // One block per row: the mean of squares in float32 (block reduction), then x·rsqrt(ms + eps)·w.
-__global__ void rmsnorm_kernel(float* y, const float* x, const float* w, int64_t D, float eps) {
-  __shared__ float part[32];
-  const float* xr = x + int64_t(blockIdx.x) * D;
-  float* yr = y + int64_t(blockIdx.x) * D;
-  float s = 0.f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i] * xr[i];
-  s = warp_sum(s);
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) part[0] = t;
-  }
-  __syncthreads();
-  const float r = rsqrtf(part[0] / float(D) + eps);
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * w[i];
-}
-
-// x += y in place, then y_out = rmsnorm(x)·w: the residual add and the next norm in one launch.
-__global__ void add_rmsnorm_kernel(float* out, float* x, const float* y, const float* w, int64_t D, float eps) {
-  __shared__ float part[32];
-  float* xr = x + int64_t(blockIdx.x) * D;
-  const float* yr = y + int64_t(blockIdx.x) * D;
-  float* orow = out + int64_t(blockIdx.x) * D;
-  float s = 0.f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const float v = xr[i] + yr[i];
-    xr[i] = v;
-    s += v * v;
-  }
-  s = warp_sum(s);
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) part[0] = t;
-  }
-  __syncthreads();
-  const float r = rsqrtf(part[0] / float(D) + eps);
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) orow[i] = xr[i] * r * w[i];
-}
-
 __device__ float block_sum(float v, float* part) {
   v = warp_sum(v);
   __syncthreads();  // part may still be read from a previous call
@@ -216,6 +172,25 @@ __device__ float block_sum(float v, float* part) {
   if (threadIdx.x == 0) part[0] = t;
   __syncthreads();
   return part[0];
+}
+
+// One block per row: with a residual, x += residual in place first (the residual add and the next norm in one
+// launch); then the mean of squares in float32 (block reduction) and out = x·rsqrt(ms + eps)·w.
+__global__ void rmsnorm_kernel(float* out, float* x, const float* residual, const float* w, int64_t D, float eps) {
+  __shared__ float part[32];
+  float* xr = x + int64_t(blockIdx.x) * D;
+  float* orow = out + int64_t(blockIdx.x) * D;
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    float v = xr[i];
+    if (residual) {
+      v += residual[int64_t(blockIdx.x) * D + i];
+      xr[i] = v;
+    }
+    s += v * v;
+  }
+  const float r = rsqrtf(block_sum(s, part) / float(D) + eps);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) orow[i] = xr[i] * r * w[i];
 }
 
 __global__ void layernorm_kernel(float* y, const float* x, const float* w, const float* b, int64_t D, float eps) {
@@ -493,13 +468,13 @@ void bias_rows(float* y, const float* bias, int64_t rows, int64_t N) {
 
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(y, x, w, D, eps);
+  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(y, const_cast<float*>(x), nullptr, w, D, eps);
   cuda_check(cudaGetLastError(), "rmsnorm launch");
 }
 
 void add_rmsnorm(float* out, float* x, const float* y, const float* w, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  add_rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(out, x, y, w, D, eps);
+  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(out, x, y, w, D, eps);
   cuda_check(cudaGetLastError(), "add_rmsnorm launch");
 }
 

@@ -16,6 +16,7 @@ import { ArenaFullError, allocatedBytes, cudaBackend as cuda, setCapture, type C
 
 export class CudaDecodeGraph {
   private graph: object | null = null;
+  /** The captured step's arena and slots: the graph reads them, so they live as long as it. */
   private state: CaptureState | null = null;
   private logits: Tensor<'F32'> | null = null;
   private slots: CudaAlloc | null = null;
@@ -59,7 +60,7 @@ export class CudaDecodeGraph {
     const idArr = Int32Array.from(ids);
     const pastLen = this.cache.length;
     if (!this.graph) {
-      const captured = this.capture(idArr, positions, pastLen);
+      const captured = this.capture(idArr, positions);
       if (!captured) return this.model.forward(rows, { cache: this.cache, logits: 'last' });
     } else {
       this.cache.begin(1, null, positions);
@@ -84,7 +85,7 @@ export class CudaDecodeGraph {
     a.upload(base + 8 * B, BigInt64Array.of(BigInt(pastLen)));
   }
 
-  private capture(ids: Int32Array, positions: Int32Array, pastLen: number): boolean {
+  private capture(ids: Int32Array, positions: Int32Array): boolean {
     const a = cudaStatus().addon!, B = ids.length;
     this.slots ??= a.alloc(8 * B + 8, true);
     const base = this.slots.ptr;
@@ -94,7 +95,6 @@ export class CudaDecodeGraph {
     for (let attempt = 0; attempt < 3; attempt++) {
       const arena = a.alloc(arenaBytes, false);
       const state: CaptureState = { arena, arenaBytes, offset: 0, slots: new Map<ArrayBufferView, number>([[ids, base], [positions, base + 4 * B]]), pastLen: base + 8 * B };
-      void pastLen;
       cuda.synchronize();
       a.beginCapture();
       setCapture(state);
