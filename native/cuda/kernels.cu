@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
+#include <utility>
 
 #include "cuda_common.h"
 
@@ -15,6 +17,49 @@ namespace lowbit_cuda {
 namespace {
 
 constexpr int kWarp = 32;
+
+// Programmatic dependent launch (sm_90 and later): every kernel here is launched with the attribute that lets it
+// start while the kernel before it drains. Each calls pdl_wait() before it touches memory an earlier kernel wrote
+// (or reads), then pdl_trigger() so that the next kernel may start in turn; the GEMV loads its first weights before
+// the wait (weights are written by uploads, never by the kernel just before). Both are no-ops below sm_90 and for a
+// kernel launched without the attribute (LOWBIT_CUDA_PDL=0).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = getenv("LOWBIT_CUDA_PDL");
+    if (e && e[0] == '0') return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return on;
+}
+
+// One launch on the addon's stream, checked, with the programmatic-dependent-launch attribute where it is on.
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cuda_check(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...), "kernel launch");
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -25,18 +70,20 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// 8 weights of one dtype from 16 bytes (F32: two 16-byte loads) widened to float.
+// 8 weights of one dtype, as loaded (16 bytes; F32: 32 in two registers' worth), widened to float.
 template <int WT> struct W8;
 template <> struct W8<W_F32> {
-  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
-    const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
-    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+  __device__ __forceinline__ static void widen(const uint4* u, float (&w)[8]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      w[4 * i] = __uint_as_float(u[i].x); w[4 * i + 1] = __uint_as_float(u[i].y);
+      w[4 * i + 2] = __uint_as_float(u[i].z); w[4 * i + 3] = __uint_as_float(u[i].w);
+    }
   }
 };
 template <> struct W8<W_BF16> {
-  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+  __device__ __forceinline__ static void widen(const uint4* u, float (&w)[8]) {
+    const uint32_t v[4] = {u->x, u->y, u->z, u->w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       w[2 * i] = __uint_as_float(v[i] << 16);
@@ -45,12 +92,11 @@ template <> struct W8<W_BF16> {
   }
 };
 template <> struct W8<W_F16> {
-  __device__ __forceinline__ static void load(const void* p, float (&w)[8]) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-    const __half2* h = reinterpret_cast<const __half2*>(&u);
+  __device__ __forceinline__ static void widen(const uint4* u, float (&w)[8]) {
+    const uint32_t v[4] = {u->x, u->y, u->z, u->w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      const float2 f = __half22float2(h[i]);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[i]));
       w[2 * i] = f.x;
       w[2 * i + 1] = f.y;
     }
@@ -63,12 +109,15 @@ __device__ __forceinline__ float widen1(const void* w, int wt, int64_t i) {
   return wt == W_BF16 ? __uint_as_float(uint32_t(h) << 16) : __half2float(__ushort_as_half(h));
 }
 
-// ---- GEMV (decode, M ≤ 8 rows of x): one warp per weight row, 8 weights per lane per step, 4 steps in flight.
+// ---- GEMV (decode, M ≤ 8 rows of x): one warp per 2 weight rows (each x chunk loaded once for both), 8 weights per
+// lane per step, U steps in flight (8 for 1-2 rows of x, else 4); the first U steps' weights are loaded before
+// pdl_wait, so they stream while the kernel before still runs.
 // y[m, n] = Σ_k x[m, k]·w[n, k] (+ bias[n]). Rows that are 16-byte aligned with K % 8 == 0 take the vector loop;
 // others the scalar one (both sum in float32, lanes strided, then a warp reduction). Several weights that read the
 // same x (q/k/v, gate/up) run as one launch over their rows in turn: segment i has its own weight, output and bias.
-// (A block of 4 warps sharing 4 rows, each x chunk loaded once for them, measured slower on the H200: 2.9 against
-// 3.3 TB/s on gate/up, 3.2 against 4.25 on the LM head; fewer warps in flight.)
+// Measured on the H200 over the 32 layers of the 8B shape (bench/cuda/gemv-variants.cu, one graph of 128 launches,
+// 13.96 GB): one row a warp 3553 GB/s (3712 with PDL), 2 rows a warp 4018 (4059 with PDL, U=8); a plain read of the
+// same matrices 4145-4181, of one 4 GiB buffer 4531. A block of warps sharing rows through shared x was slower.
 struct GemvOut {
   const void* w[3];
   float* y[3];
@@ -78,61 +127,121 @@ struct GemvOut {
 };
 
 __device__ __forceinline__ int gemv_seg(const GemvOut& o, int64_t n) { return n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0; }
+// a[i] by selects: a run-time index into a kernel parameter's array would copy the parameter to the stack.
+template <typename T> __device__ __forceinline__ T pick3(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
+
+// 8 weights as loaded (16 bytes; F32: 32), widened only when used.
+template <int WT> struct Raw8 {
+  static constexpr int V = WT == W_F32 ? 2 : 1;
+  uint4 v[V];
+  __device__ __forceinline__ void load(const char* p) {
+#pragma unroll
+    for (int i = 0; i < V; i++) v[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
+  }
+  __device__ __forceinline__ void widen(float (&w)[8]) const { W8<WT>::widen(v, w); }
+};
+
+constexpr int kGemvRows = 2;  // weight rows a warp
 
 template <int WT, int M>
 __global__ void gemv_kernel(GemvOut o, const float* __restrict__ x, int64_t N, int64_t K, bool vec) {
+  constexpr int R = kGemvRows, U = M <= 2 && WT != W_F32 ? 8 : 4, es = WT == W_F32 ? 4 : 2;
   const int lane = threadIdx.x & 31;
-  const int64_t n = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  if (n >= N) return;
-  const int seg = gemv_seg(o, n);
-  const int64_t r = n - o.start[seg];
-  constexpr int es = WT == W_F32 ? 4 : 2;
-  const char* row = static_cast<const char*>(o.w[seg]) + r * K * es;
-  float acc[M];
+  const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp) * R;
+  if (n0 >= N) return;
+  int seg[R];
+  int64_t r[R];
+  const char* row[R];
 #pragma unroll
-  for (int m = 0; m < M; m++) acc[m] = 0.f;
+  for (int i = 0; i < R; i++) {
+    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
+    seg[i] = gemv_seg(o, n);
+    r[i] = n - pick3(o.start, seg[i]);
+    row[i] = static_cast<const char*>(pick3(o.w, seg[i])) + r[i] * K * es;
+  }
+  float acc[R][M];
+#pragma unroll
+  for (int i = 0; i < R; i++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[i][m] = 0.f;
   if (vec) {
     const int64_t steps = K / 8;  // 8-weight groups in the row
     int64_t s = lane;
-    for (; s + 3 * kWarp < steps; s += 4 * kWarp) {
-      float wv[4][8];
+    Raw8<WT> raw[R][U];
+    bool full = s + (U - 1) * kWarp < steps;
+    if (full) {
 #pragma unroll
-      for (int u = 0; u < 4; u++) W8<WT>::load(row + (s + u * kWarp) * 8 * es, wv[u]);
+      for (int u = 0; u < U; u++)
 #pragma unroll
-      for (int u = 0; u < 4; u++) {
+        for (int i = 0; i < R; i++) raw[i][u].load(row[i] + (s + u * kWarp) * 8 * es);
+    }
+    pdl_wait();  // x comes from the kernel before
+    pdl_trigger();
+    while (full) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
         const int64_t k = (s + u * kWarp) * 8;
+        float w[R][8];
+#pragma unroll
+        for (int i = 0; i < R; i++) raw[i][u].widen(w[i]);
 #pragma unroll
         for (int m = 0; m < M; m++) {
           const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
           const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
-          acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w +
-                    wv[u][4] * b.x + wv[u][5] * b.y + wv[u][6] * b.z + wv[u][7] * b.w;
+#pragma unroll
+          for (int i = 0; i < R; i++)
+            acc[i][m] += w[i][0] * a.x + w[i][1] * a.y + w[i][2] * a.z + w[i][3] * a.w +
+                         w[i][4] * b.x + w[i][5] * b.y + w[i][6] * b.z + w[i][7] * b.w;
         }
+      }
+      s += U * kWarp;
+      full = s + (U - 1) * kWarp < steps;
+      if (full) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+          for (int i = 0; i < R; i++) raw[i][u].load(row[i] + (s + u * kWarp) * 8 * es);
       }
     }
     for (; s < steps; s += kWarp) {
-      float wv[8];
-      W8<WT>::load(row + s * 8 * es, wv);
       const int64_t k = s * 8;
+      float w[R][8];
+#pragma unroll
+      for (int i = 0; i < R; i++) {
+        Raw8<WT> one;
+        one.load(row[i] + s * 8 * es);
+        one.widen(w[i]);
+      }
 #pragma unroll
       for (int m = 0; m < M; m++) {
         const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
         const float4 b = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
-        acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+#pragma unroll
+        for (int i = 0; i < R; i++)
+          acc[i][m] += w[i][0] * a.x + w[i][1] * a.y + w[i][2] * a.z + w[i][3] * a.w + w[i][4] * b.x + w[i][5] * b.y + w[i][6] * b.z + w[i][7] * b.w;
       }
     }
   } else {
-    for (int64_t k = lane; k < K; k += kWarp) {
-      const float wk = widen1(row, WT, k);
+    pdl_wait();
+    pdl_trigger();
+    for (int64_t k = lane; k < K; k += kWarp)
 #pragma unroll
-      for (int m = 0; m < M; m++) acc[m] += wk * x[m * K + k];
-    }
+      for (int i = 0; i < R; i++) {
+        const float wk = widen1(row[i], WT, k);
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[i][m] += wk * x[m * K + k];
+      }
   }
-  const float* bias = o.bias[seg];
 #pragma unroll
-  for (int m = 0; m < M; m++) {
-    const float v = warp_sum(acc[m]);
-    if (lane == 0) o.y[seg][m * o.n[seg] + r] = v + (bias ? bias[r] : 0.f);
+  for (int i = 0; i < R; i++) {
+    const float* bias = pick3(o.bias, seg[i]);
+    float* y = pick3(o.y, seg[i]);
+    const int64_t ny = pick3(o.n, seg[i]);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float v = warp_sum(acc[i][m]);
+      if (lane == 0 && n0 + i < N) y[m * ny + r[i]] = v + (bias ? bias[r[i]] : 0.f);
+    }
   }
 }
 
@@ -140,10 +249,10 @@ template <int WT>
 void gemv_launch(const GemvOut& o, int nOut, const float* x, int64_t M, int64_t N, int64_t K) {
   bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
   for (int i = 0; i < nOut; i++) vec = vec && reinterpret_cast<uintptr_t>(o.w[i]) % 16 == 0;
-  const int threads = 256, rowsPerBlock = threads / kWarp;
+  const int threads = 256, rowsPerBlock = threads / kWarp * kGemvRows;
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M) {
-#define LOWBIT_GEMV(MM) case MM: gemv_kernel<WT, MM><<<grid, threads, 0, stream()>>>(o, x, N, K, vec); break;
+#define LOWBIT_GEMV(MM) case MM: launch(gemv_kernel<WT, MM>, grid, threads, 0, o, x, N, K, vec); break;
     LOWBIT_GEMV(1) LOWBIT_GEMV(2) LOWBIT_GEMV(3) LOWBIT_GEMV(4) LOWBIT_GEMV(5) LOWBIT_GEMV(6) LOWBIT_GEMV(7) LOWBIT_GEMV(8)
 #undef LOWBIT_GEMV
   }
@@ -151,6 +260,8 @@ void gemv_launch(const GemvOut& o, int nOut, const float* x, int64_t M, int64_t 
 
 // ---- elementwise and row kernels
 __global__ void f32_to_half_kernel(void* dst, const float* src, int64_t n, bool bf16) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if (bf16) static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(src[i]);
     else static_cast<__half*>(dst)[i] = __float2half_rn(src[i]);
@@ -158,6 +269,8 @@ __global__ void f32_to_half_kernel(void* dst, const float* src, int64_t n, bool 
 }
 
 __global__ void bias_rows_kernel(float* y, const float* bias, int64_t rows, int64_t N) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * N; i += int64_t(gridDim.x) * blockDim.x) y[i] += bias[i % N];
 }
 
@@ -177,6 +290,8 @@ __device__ float block_sum(float v, float* part) {
 // One block per row: with a residual, x += residual in place first (the residual add and the next norm in one
 // launch); then the mean of squares in float32 (block reduction) and out = x·rsqrt(ms + eps)·w.
 __global__ void rmsnorm_kernel(float* out, float* x, const float* residual, const float* w, int64_t D, float eps) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float part[32];
   float* xr = x + int64_t(blockIdx.x) * D;
   float* orow = out + int64_t(blockIdx.x) * D;
@@ -194,6 +309,8 @@ __global__ void rmsnorm_kernel(float* out, float* x, const float* residual, cons
 }
 
 __global__ void layernorm_kernel(float* y, const float* x, const float* w, const float* b, int64_t D, float eps) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float part[32];
   const float* xr = x + int64_t(blockIdx.x) * D;
   float* yr = y + int64_t(blockIdx.x) * D;
@@ -209,6 +326,8 @@ __global__ void layernorm_kernel(float* y, const float* x, const float* w, const
 // Rotate-half RoPE in place on x [rows, nH, hd]: angle fl(p·invFreq[i]) in float32 as the ref computes it, then
 // sincosf of it.
 __global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd) {
+  pdl_wait();
+  pdl_trigger();
   const int half = hd / 2;
   const int64_t total = rows * half;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
@@ -227,17 +346,25 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, 
 }
 
 __global__ void silu_mul_kernel(float* y, const float* g, const float* u, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
 __global__ void relu_kernel(float* y, const float* x, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] = fmaxf(x[i], 0.f);
 }
 __global__ void add_kernel(float* y, const float* a, const float* b, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] = a[i] + b[i];
 }
 
 __global__ void softmax_kernel(float* y, const float* x, int64_t D) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float part[32];
   const float* xr = x + int64_t(blockIdx.x) * D;
   float* yr = y + int64_t(blockIdx.x) * D;
@@ -259,6 +386,8 @@ __global__ void softmax_kernel(float* y, const float* x, int64_t D) {
 }
 
 __global__ void embedding_kernel(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * D; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / D, d = i % D;
     y[i] = widen1(table, wt, int64_t(ids[r]) * D + d);
@@ -272,6 +401,8 @@ constexpr int kAttnMaxHd = 256;
 __global__ void attention_kernel(float* out, const float* q, const float* K, const float* V, int B, int T, int H,
                                  int nKV, int hd, int64_t S, int64_t pastLen, const int64_t* pastLenDev,
                                  const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window) {
+  pdl_wait();
+  pdl_trigger();
   if (pastLenDev) pastLen = *pastLenDev;  // a captured decode step: the cache length of this replay
   const int h = blockIdx.x % H;
   const int64_t bt = blockIdx.x / H;
@@ -341,6 +472,8 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
 }
 
 __global__ void argmax_kernel(int32_t* out, const float* x, int64_t D) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float bv[32];
   __shared__ int64_t bi[32];
   const float* xr = x + int64_t(blockIdx.x) * D;
@@ -365,6 +498,8 @@ __global__ void argmax_kernel(int32_t* out, const float* x, int64_t D) {
 // KV cache append: dst [B, cap, row] at position `len` (or *lenDev in a captured step) ← src [B, T, row].
 __global__ void kv_write_kernel(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len,
                                 const int64_t* lenDev) {
+  pdl_wait();
+  pdl_trigger();
   if (lenDev) len = *lenDev;
   const int64_t n = B * T * row;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -378,6 +513,8 @@ __global__ void kv_write_kernel(float* dst, const float* src, int64_t B, int64_t
 // v's rows also go to the caches kc/vc [B, cap, nKV, hd] at position len + t (len from lenDev in a captured step).
 __global__ void rope_append_kernel(float* q, float* k, const float* v, const int32_t* pos, const float* invFreq, float* kc, float* vc,
                                    int64_t B, int64_t T, int nH, int nKV, int hd, int64_t cap, int64_t len, const int64_t* lenDev) {
+  pdl_wait();
+  pdl_trigger();
   if (lenDev) len = *lenDev;
   const int half = hd / 2, heads = nH + nKV;
   const int64_t total = B * T * heads * half;
@@ -408,6 +545,8 @@ __global__ void rope_append_kernel(float* q, float* k, const float* v, const int
 
 // Random weights for benchmarks (a hash per element; the same magnitudes as src/models/random.ts).
 __global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed ^ uint32_t(i >> 32) * 40503u;
     h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
@@ -420,6 +559,8 @@ __global__ void fill_random_kernel(void* dst, int wt, int64_t n, uint32_t seed, 
 
 // Holds the stream for about `ns` nanoseconds (benchmarks: queue a step's launches behind it to time the device alone).
 __global__ void spin_kernel(int64_t ns) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t0 = clock64();
   // clock64 counts SM cycles; ~2 GHz, so ns·2 cycles, checked with __nanosleep steps.
   while (clock64() - t0 < ns * 2) __nanosleep(1000);
@@ -457,62 +598,62 @@ void gemv(float* y, const float* x, const void* w, int wt, const float* bias, in
 }
 
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16) {
-  f32_to_half_kernel<<<grid_for(n), 256, 0, stream()>>>(dst, src, n, bf16);
+  launch(f32_to_half_kernel, grid_for(n), 256, 0, dst, src, n, bf16);
   cuda_check(cudaGetLastError(), "f32_to_half launch");
 }
 
 void bias_rows(float* y, const float* bias, int64_t rows, int64_t N) {
-  bias_rows_kernel<<<grid_for(rows * N), 256, 0, stream()>>>(y, bias, rows, N);
+  launch(bias_rows_kernel, grid_for(rows * N), 256, 0, y, bias, rows, N);
   cuda_check(cudaGetLastError(), "bias launch");
 }
 
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(y, const_cast<float*>(x), nullptr, w, D, eps);
+  launch(rmsnorm_kernel, unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, y, const_cast<float*>(x), nullptr, w, D, eps);
   cuda_check(cudaGetLastError(), "rmsnorm launch");
 }
 
 void add_rmsnorm(float* out, float* x, const float* y, const float* w, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, stream()>>>(out, x, y, w, D, eps);
+  launch(rmsnorm_kernel, unsigned(rows), D >= 4096 ? 1024 : D >= 1024 ? 512 : 256, 0, out, x, y, w, D, eps);
   cuda_check(cudaGetLastError(), "add_rmsnorm launch");
 }
 
 void layernorm(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
-  layernorm_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, w, b, D, eps);
+  launch(layernorm_kernel, unsigned(rows), 256, 0, y, x, w, b, D, eps);
   cuda_check(cudaGetLastError(), "layernorm launch");
 }
 
 void rope(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int nH, int hd) {
   if (rows == 0) return;
-  rope_kernel<<<grid_for(rows * (hd / 2)), 256, 0, stream()>>>(x, pos, invFreq, rows, nH, hd);
+  launch(rope_kernel, grid_for(rows * (hd / 2)), 256, 0, x, pos, invFreq, rows, nH, hd);
   cuda_check(cudaGetLastError(), "rope launch");
 }
 
 void silu_mul(float* y, const float* g, const float* u, int64_t n) {
   if (n == 0) return;
-  silu_mul_kernel<<<grid_for(n), 256, 0, stream()>>>(y, g, u, n);
+  launch(silu_mul_kernel, grid_for(n), 256, 0, y, g, u, n);
   cuda_check(cudaGetLastError(), "siluMul launch");
 }
 void relu(float* y, const float* x, int64_t n) {
   if (n == 0) return;
-  relu_kernel<<<grid_for(n), 256, 0, stream()>>>(y, x, n);
+  launch(relu_kernel, grid_for(n), 256, 0, y, x, n);
   cuda_check(cudaGetLastError(), "relu launch");
 }
 void add(float* y, const float* a, const float* b, int64_t n) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n), 256, 0, stream()>>>(y, a, b, n);
+  launch(add_kernel, grid_for(n), 256, 0, y, a, b, n);
   cuda_check(cudaGetLastError(), "add launch");
 }
 void softmax(float* y, const float* x, int64_t rows, int64_t D) {
   if (rows == 0) return;
-  softmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(y, x, D);
+  launch(softmax_kernel, unsigned(rows), 256, 0, y, x, D);
   cuda_check(cudaGetLastError(), "softmax launch");
 }
 void embedding(float* y, const void* table, int wt, const int32_t* ids, int64_t n, int64_t D) {
   if (n == 0) return;
-  embedding_kernel<<<grid_for(n * D), 256, 0, stream()>>>(y, table, wt, ids, n, D);
+  launch(embedding_kernel, grid_for(n * D), 256, 0, y, table, wt, ids, n, D);
   cuda_check(cudaGetLastError(), "embedding launch");
 }
 
@@ -525,19 +666,19 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
   // nWarps-th key, so the chain of dependent loads per warp is shorter.
   const int threads = T == 1 ? 512 : 256, nWarps = threads / 32;
   const size_t shmem = size_t(nWarps) * (hd + 2) * sizeof(float);
-  attention_kernel<<<unsigned(int64_t(B) * T * H), threads, shmem, stream()>>>(out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window);
+  launch(attention_kernel, unsigned(int64_t(B) * T * H), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window);
   cuda_check(cudaGetLastError(), "attention launch");
 }
 
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D) {
   if (rows == 0) return;
-  argmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(out, x, D);
+  launch(argmax_kernel, unsigned(rows), 256, 0, out, x, D);
   cuda_check(cudaGetLastError(), "argmax launch");
 }
 
 void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len, const int64_t* lenDev) {
   if (B * T * row == 0) return;
-  kv_write_kernel<<<grid_for(B * T * row), 256, 0, stream()>>>(dst, src, B, T, cap, row, len, lenDev);
+  launch(kv_write_kernel, grid_for(B * T * row), 256, 0, dst, src, B, T, cap, row, len, lenDev);
   cuda_check(cudaGetLastError(), "kv_write launch");
 }
 
@@ -545,18 +686,19 @@ void rope_append(float* q, float* k, const float* v, const int32_t* pos, const f
                  int64_t T, int nH, int nKV, int hd, int64_t cap, int64_t len, const int64_t* lenDev) {
   const int64_t n = B * T * (nH + nKV) * (hd / 2);
   if (n == 0) return;
-  rope_append_kernel<<<grid_for(n), 256, 0, stream()>>>(q, k, v, pos, invFreq, kc, vc, B, T, nH, nKV, hd, cap, len, lenDev);
+  launch(rope_append_kernel, grid_for(n), 256, 0, q, k, v, pos, invFreq, kc, vc, B, T, nH, nKV, hd, cap, len, lenDev);
   cuda_check(cudaGetLastError(), "rope_append launch");
 }
 
 void spin(int64_t ns) {
-  spin_kernel<<<1, 1, 0, stream()>>>(ns);
+  launch(spin_kernel, 1, 1, 0, ns);
   cuda_check(cudaGetLastError(), "spin launch");
 }
 
 void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv) {
-  fill_random_kernel<<<grid_for(n), 256, 0, stream()>>>(dst, wt, n, seed, stdv);
-  cuda_check(cudaGetLastError(), "fill_random launch");
+  launch(fill_random_kernel, grid_for(n), 256, 0, dst, wt, n, seed, stdv);
+  // These are weights: a GEMV loads its first weights before its pdl_wait, so none may still be in flight.
+  cuda_check(cudaStreamSynchronize(stream()), "fill_random");
 }
 
 }  // namespace lowbit_cuda
