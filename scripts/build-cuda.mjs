@@ -58,7 +58,7 @@ const nodeInclude = [join(dirname(process.execPath), '..', 'include', 'node'), '
 if (!nodeInclude) skip("Node's headers (node_api.h) were not found beside the node binary");
 const napiInclude = createRequire(import.meta.url)('node-addon-api').include_dir.replace(/^"|"$/g, '');
 
-const sources = readdirSync(src).filter((f) => /\.(cu|cc|h)$/.test(f));
+const sources = readdirSync(src).filter((f) => /\.(cu|cc|h|cuh)$/.test(f));
 const newest = Math.max(...sources.map((f) => statSync(join(src, f)).mtimeMs), statSync(fileURLToPath(import.meta.url)).mtimeMs);
 if (process.env.LOWBIT_REBUILD !== '1' && existsSync(target) && statSync(target).mtimeMs >= newest) {
   say(`CUDA addon is up to date (${target}); LOWBIT_REBUILD=1 forces a rebuild`);

@@ -5,7 +5,7 @@
 #   .devdata/node_modules.tar.xz    (tar -cJf … node_modules, without typescript)
 #   dist/, native/cpu/build/, native/cuda/build/  (npx tsc -p . ; npm run build:cuda)
 # carry: [".devdata", "dist", "native/cpu/build", "native/cuda/build"]. Everything it prints also goes to $OUT.
-# Usage: bash scripts/cuda-check.sh [test] [bench] [torch]   (default: all three)
+# Usage: bash scripts/cuda-check.sh [test] [bench] [torch]   (default: all three; SHAPES, FORMATS, DECODE narrow the bench)
 set -uo pipefail
 OUT=${OUT:-/tmp/lowbit-out}
 mkdir -p "$OUT" /tmp/lowbit-node
@@ -34,8 +34,10 @@ for s in $steps; do
     bench)
       echo "== lowbit bench --device cuda"
       for shape in ${SHAPES:-llama-3-8b llama-3.2-1b}; do
-        node dist/src/cli/main.js bench --device cuda --shape "$shape" --batch 1,16 --decode-len ${DECODE:-64} --prefill-len 512 --json
-        mv -f bench-cuda-*.json "$OUT/" 2>/dev/null
+        for format in ${FORMATS:-bf16 gptq4 awq4}; do
+          node dist/src/cli/main.js bench --device cuda --shape "$shape" --format "$format" --batch 1,16 --decode-len ${DECODE:-64} --prefill-len 512 --json
+          mv -f bench-cuda-*.json "$OUT/" 2>/dev/null
+        done
       done ;;
     torch)
       echo "== PyTorch eager, same shapes"

@@ -285,6 +285,55 @@ Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// qgRepack(out, src, mode, bits, perm|0, N, K, nc): a GPTQ/AWQ checkpoint tensor → the kernels' chunk layout.
+Napi::Value QgRepack(const Napi::CallbackInfo& info) {
+  uint8_t* out = ptr<uint8_t>(info, 0, "out");
+  const void* src = ptr<const void>(info, 1, "src");
+  const int64_t mode = integer(info, 2, "mode"), bits = integer(info, 3, "bits");
+  const int32_t* perm = ptr<const int32_t>(info, 4, "perm");
+  const int64_t N = integer(info, 5, "N"), K = integer(info, 6, "K"), nc = integer(info, 7, "nc");
+  if (mode < 0 || mode > 2) throw Napi::RangeError::New(info.Env(), "qgRepack: mode must be 0 (GPTQ), 1 (AWQ GEMM) or 2 (AWQ GEMV)");
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) throw Napi::RangeError::New(info.Env(), "qgRepack: bits must be 2, 3, 4 or 8");
+  if (mode > 0 && bits != 4) throw Napi::RangeError::New(info.Env(), "qgRepack: AWQ holds 4-bit codes");
+  if (nc * 64 < K) throw Napi::RangeError::New(info.Env(), "qgRepack: nc·64 must cover K");
+  LOWBIT_TRY
+  qg_repack(out, src, int(mode), int(bits), perm, N, K, int(nc));
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
+// qgMatmul(x, M, bits, K, nc, G, nG, perm|0, [y, codes, scales, zeros, bias|0, N] × 1-3)
+Napi::Value QgMatmul(const Napi::CallbackInfo& info) {
+  QgCall q;
+  const float* x = ptr<const float>(info, 0, "x");
+  const int64_t M = integer(info, 1, "M"), bits = integer(info, 2, "bits");
+  q.K = integer(info, 3, "K");
+  const int64_t nc = integer(info, 4, "nc"), G = integer(info, 5, "G"), nG = integer(info, 6, "nG");
+  q.perm = ptr<const int32_t>(info, 7, "perm");
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) throw Napi::RangeError::New(info.Env(), "qgMatmul: bits must be 2, 3, 4 or 8");
+  if (M < 0 || nc * 64 < q.K || nc * 64 - q.K >= 64 || G < 32 || G % 32 != 0 || nG < 1 || (nG - 1) * G >= nc * 64)
+    throw Napi::RangeError::New(info.Env(), "qgMatmul: inconsistent K / nc / G / nG");
+  const size_t n = (info.Length() - 8) / 6;
+  if (n < 1 || n > 3 || info.Length() != 8 + 6 * n) throw Napi::TypeError::New(info.Env(), "qgMatmul takes 1 to 3 (y, codes, scales, zeros, bias, N) groups");
+  q.bits = int(bits);
+  q.nc = int(nc);
+  q.G = int(G);
+  q.nG = int(nG);
+  q.nOut = int(n);
+  for (size_t i = 0; i < n; i++) {
+    q.y[i] = ptr<float>(info, 8 + 6 * i, "y");
+    q.codes[i] = ptr<const uint8_t>(info, 9 + 6 * i, "codes");
+    q.scales[i] = ptr<const uint16_t>(info, 10 + 6 * i, "scales");
+    q.zeros[i] = ptr<const uint8_t>(info, 11 + 6 * i, "zeros");
+    q.bias[i] = ptr<const float>(info, 12 + 6 * i, "bias");
+    q.n[i] = integer(info, 13 + 6 * i, "N");
+  }
+  LOWBIT_TRY
+  qg_matmul(q, x, M);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   float* y = ptr<float>(info, 0, "y");
   const float* x = ptr<const float>(info, 1, "x");
@@ -567,6 +616,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
+  exports.Set("qgRepack", Napi::Function::New(env, QgRepack));
+  exports.Set("qgMatmul", Napi::Function::New(env, QgMatmul));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
   exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));

@@ -60,6 +60,22 @@ double copy_bandwidth_gbs(size_t bytes, int iters);
 // Whether cuBLAS could be loaded, and why not.
 bool cublas_available(std::string* why);
 
+// GPTQ / AWQ (qg.cu): the kernels' layout built from a checkpoint's tensor (mode 0: GPTQ qweight, 1: AWQ GEMM,
+// 2: AWQ GEMV), and y = x·Wᵀ (+ bias) over 1-3 weights that share x, bits, K, groups and permutation.
+struct QgCall {
+  int bits = 4, nOut = 1, nc = 0, G = 0, nG = 0;
+  int64_t K = 0;
+  const int32_t* perm = nullptr;
+  const uint8_t* codes[3] = {};
+  const uint16_t* scales[3] = {};
+  const uint8_t* zeros[3] = {};
+  float* y[3] = {};
+  const float* bias[3] = {};
+  int64_t n[3] = {};
+};
+void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc);
+void qg_matmul(const QgCall& q, const float* x, int64_t M);
+
 // Device scratch that grows and is kept (stream-ordered allocations), one per purpose.
 void* scratch(int slot, size_t bytes);
 

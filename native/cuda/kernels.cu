@@ -7,68 +7,13 @@
 #include <cuda_runtime.h>
 #include <cfloat>
 #include <cstdint>
-#include <cstdlib>
-#include <utility>
 
 #include "cuda_common.h"
+#include "launch.cuh"
 
 namespace lowbit_cuda {
 
 namespace {
-
-constexpr int kWarp = 32;
-
-// Programmatic dependent launch (sm_90 and later): every kernel here is launched with the attribute that lets it
-// start while the kernel before it drains. Each calls pdl_wait() before it touches memory an earlier kernel wrote
-// (or reads), then pdl_trigger() so that the next kernel may start in turn; the GEMV loads its first weights before
-// the wait (weights are written by uploads, never by the kernel just before). Both are no-ops below sm_90 and for a
-// kernel launched without the attribute (LOWBIT_CUDA_PDL=0).
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-bool pdl_enabled() {
-  static const bool on = [] {
-    const char* e = getenv("LOWBIT_CUDA_PDL");
-    if (e && e[0] == '0') return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-    return major >= 9;
-  }();
-  return on;
-}
-
-// One launch on the addon's stream, checked, with the programmatic-dependent-launch attribute where it is on.
-template <typename... P, typename... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  cuda_check(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...), "kernel launch");
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // 8 weights of one dtype, as loaded (16 bytes; F32: 32 in two registers' worth), widened to float.
 template <int WT> struct W8;
@@ -471,28 +416,42 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
   }
 }
 
-__global__ void argmax_kernel(int32_t* out, const float* x, int64_t D) {
-  pdl_wait();
-  pdl_trigger();
+// Argmax of rows in two stages (one block over a 128k vocabulary took 194 µs): blocks of 256 threads each reduce a
+// chunk of a row to (max, first index of it), then one block per row reduces the chunks' pairs. Ties and a row with
+// no value above -inf (NaNs never win) give the smallest index, as the ref's scan does.
+__device__ __forceinline__ void argmax_merge(float& v, int64_t& idx, float ov, int64_t oi) {
+  if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
+}
+__device__ void argmax_block(float& v, int64_t& idx) {
   __shared__ float bv[32];
   __shared__ int64_t bi[32];
-  const float* xr = x + int64_t(blockIdx.x) * D;
-  float v = -INFINITY;
-  int64_t idx = 0;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-    if (xr[i] > v) { v = xr[i]; idx = i; }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-    const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
-    if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
-  }
+  for (int o = 16; o > 0; o >>= 1) argmax_merge(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
   if ((threadIdx.x & 31) == 0) { bv[threadIdx.x / 32] = v; bi[threadIdx.x / 32] = idx; }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x / 32); w++)
-      if (bv[w] > v || (bv[w] == v && bi[w] < idx)) { v = bv[w]; idx = bi[w]; }
-    out[blockIdx.x] = int32_t(idx);
-  }
+  if (threadIdx.x == 0)
+    for (int w = 1; w < int(blockDim.x / 32); w++) argmax_merge(v, idx, bv[w], bi[w]);
+}
+constexpr int64_t kArgmaxChunk = 4096;
+__global__ void argmax_chunks_kernel(float* pv, int64_t* pi, const float* x, int64_t D, int nChunks) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t lo = int64_t(blockIdx.x) * kArgmaxChunk, hi = lo + kArgmaxChunk < D ? lo + kArgmaxChunk : D;
+  const float* xr = x + int64_t(blockIdx.y) * D;
+  float v = -INFINITY;
+  int64_t idx = lo;
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+    if (xr[i] > v) { v = xr[i]; idx = i; }
+  argmax_block(v, idx);
+  if (threadIdx.x == 0) { pv[int64_t(blockIdx.y) * nChunks + blockIdx.x] = v; pi[int64_t(blockIdx.y) * nChunks + blockIdx.x] = idx; }
+}
+__global__ void argmax_final_kernel(int32_t* out, const float* pv, const int64_t* pi, int nChunks) {
+  pdl_wait();
+  pdl_trigger();
+  float v = -INFINITY;
+  int64_t idx = 0;
+  for (int c = threadIdx.x; c < nChunks; c += blockDim.x) argmax_merge(v, idx, pv[int64_t(blockIdx.x) * nChunks + c], pi[int64_t(blockIdx.x) * nChunks + c]);
+  argmax_block(v, idx);
+  if (threadIdx.x == 0) out[blockIdx.x] = int32_t(idx);
 }
 
 // KV cache append: dst [B, cap, row] at position `len` (or *lenDev in a captured step) ← src [B, T, row].
@@ -672,8 +631,11 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
 
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D) {
   if (rows == 0) return;
-  launch(argmax_kernel, unsigned(rows), 256, 0, out, x, D);
-  cuda_check(cudaGetLastError(), "argmax launch");
+  const int nChunks = int((D + kArgmaxChunk - 1) / kArgmaxChunk);
+  float* pv = static_cast<float*>(scratch(1, size_t(rows) * nChunks * (sizeof(float) + sizeof(int64_t))));
+  int64_t* pi = reinterpret_cast<int64_t*>(pv + ((rows * nChunks + 1) / 2) * 2);
+  launch(argmax_chunks_kernel, dim3(unsigned(nChunks), unsigned(rows)), 256, 0, pv, pi, x, D, nChunks);
+  launch(argmax_final_kernel, unsigned(rows), 256, 0, out, pv, pi, nChunks);
 }
 
 void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len, const int64_t* lenDev) {

@@ -3,14 +3,41 @@
 // peak). The weights are made on the device (nothing crosses PCIe but ids and chosen tokens). Decode is greedy with
 // the argmax on the device, so each step sends B ids up and B ids down. scripts/bench_torch.py runs PyTorch eager on
 // the same shapes for the comparison (scripts/cuda-check.sh runs both in one call).
+import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { cudaBackend as cuda } from '../backend/cuda/index.js';
+import { cudaBackend as cuda, cudaQgLayout } from '../backend/cuda/index.js';
 import { cudaStatus } from '../native/cuda-addon.js';
 import { Weights } from '../models/model.js';
 import { randomLlama, SHAPES } from '../models/random.js';
 import { buildModel } from '../models/registry.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../io/config.js';
+import { Linear } from '../nn/layers.js';
+import { quantLinear } from '../nn/quant.js';
+import { fromAwq, fromGptq, type QuantizedWeight } from '../quant/qweight.js';
+import { f32ToF16 } from '../tensor/dtype.js';
+
+/** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128). */
+export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4'] as const;
+
+/**
+ * A random 4-bit layer [N, K] as AutoGPTQ (v1, symmetric, zero 8) or AutoAWQ's GEMM layout (zero 8) writes it, group
+ * 128: random codes (the kernels' speed does not depend on them), float16 scales near 0.02/8 so outputs keep the float
+ * model's magnitudes. Made on the host, uploaded and repacked on the device at the layer's first matmul.
+ */
+function randomQuantized(format: 'gptq4' | 'awq4', N: number, K: number, seed: number): QuantizedWeight {
+  const G = 128, nG = K / G;
+  const qweight = new Int32Array((K * N) / 8);
+  for (let o = 0; o < qweight.length; o += 1 << 24) randomFillSync(qweight.subarray(o, Math.min(qweight.length, o + (1 << 24))));
+  const scales = Uint16Array.from({ length: nG * N }, (_, i) => f32ToF16(0.0025 * (0.75 + 0.5 * (((i * 2654435761 + seed) >>> 0) / 2 ** 32))));
+  if (format === 'gptq4') {
+    return fromGptq({
+      bits: 4, groupSize: G, sym: true, descAct: false, checkpointFormat: 'gptq', shape: [N, K], nGroups: nG, qweight,
+      qzeros: new Int32Array((nG * N) / 8).fill(0x77777777), scales, gIdx: Int32Array.from({ length: K }, (_, k) => Math.floor(k / G)),
+    });
+  }
+  return fromAwq({ layout: 'gemm', bits: 4, groupSize: G, shape: [N, K], nGroups: nG, qweight, qzeros: new Int32Array((nG * N) / 8).fill(-0x77777778), scales });
+}
 
 export interface CudaBenchOptions {
   shape: string;
@@ -40,8 +67,8 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     console.error(`lowbit bench: the cuda backend cannot run here: ${probe.why}`);
     return 1;
   }
-  if (o.format !== 'bf16') {
-    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU kernels run bf16/f16/f32 weights so far; int8, nf4, gptq4 and awq4 are the next step (docs/cuda.md)`);
+  if (!(CUDA_BENCH_FORMATS as readonly string[]).includes(o.format)) {
+    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU runs ${CUDA_BENCH_FORMATS.join(', ')} so far; int8 and nf4 are the next step (docs/cuda.md)`);
     return 2;
   }
   if (!SHAPES[o.shape]) {
@@ -52,7 +79,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
   o.log('measuring device copy bandwidth and bf16 GEMM peak…');
   const bandwidth = addon.copyBandwidth(2 ** 31, 20);  // GB/s
   const peak = probe.cublas ? addon.gemmPeak(8192, 10) : NaN;  // TFLOP/s
-  o.log(`building a random ${o.shape} (bf16) on the device…`);
+  o.log(`building a random ${o.shape} (bf16${o.format === 'bf16' ? '' : `, then ${o.format}`}) on the device…`);
   const { config, tensors } = randomLlama(o.shape, 'BF16', 1, {
     matrix: (dtype, shape, seed, std) => cuda.randomTensor(dtype, shape, seed, std),
     ones: (len) => cuda.upload(new Tensor('F32', [len], new Float32Array(len).fill(1))),
@@ -63,8 +90,22 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
   // Every matrix is read once a step; the embedding only one row a token, unless it is also the (tied) LM head.
   for (const [name, t] of tensors) if ((name !== 'model.embed_tokens.weight' || c.tie_word_embeddings) && t.shape.length === 2) weightBytes += t.byteLength;
   if (!c.tie_word_embeddings) weightBytes += c.hidden_size * 2;
-  const kvRowBytes = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;  // f32 K and V, per position
   const linearParams = (weightBytes - (c.tie_word_embeddings ? 0 : c.hidden_size * 2)) / 2;
+  if (o.format !== 'bf16') {
+    // Every decoder linear becomes a random 4-bit layer (lm_head stays bf16, as AutoGPTQ and AutoAWQ keep it); its
+    // device layout is built now, so that the roofline counts the bytes the kernels read.
+    o.log(`replacing the decoder's linear layers with random ${o.format} ones (group 128; lm_head stays bf16)…`);
+    let seed = 11;
+    for (const [name, lin] of model.linears()) {
+      if (!/\.layers\.\d+\./.test(name) || !(lin instanceof Linear)) continue;
+      const q = randomQuantized(o.format as 'gptq4' | 'awq4', lin.outFeatures, lin.inFeatures, seed++);
+      model.replaceLinear(name, quantLinear(cuda, name, q, lin.bias));
+      weightBytes += cudaQgLayout(q as Parameters<typeof cudaQgLayout>[0]).bytes - lin.weight.byteLength;
+      cuda.release!(lin.weight);
+    }
+    cuda.synchronize();
+  }
+  const kvRowBytes = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;  // f32 K and V, per position
 
   const rows: CudaBenchRow[] = [];
   const ids = (B: number, T: number, seed: number) => Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (seed * 7919 + b * 104729 + t * 31) % c.vocab_size));
@@ -101,7 +142,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     rows.push({ phase: 'prefill', batch: 1, tokensPerSecond: T / s, rooflineTokensPerSecond: (peak * 1e12) / (flops / T), share: tflops / peak });
     o.log(`prefill ${T} tokens: ${(T / s).toFixed(0)} tok/s = ${tflops.toFixed(1)} TFLOP/s`);
   }
-  console.log(`${o.shape} bf16 on ${probe.name}: copy bandwidth ${bandwidth.toFixed(0)} GB/s, bf16 GEMM peak ${peak.toFixed(0)} TFLOP/s (measured now)`);
+  console.log(`${o.shape} ${o.format} on ${probe.name}: copy bandwidth ${bandwidth.toFixed(0)} GB/s, bf16 GEMM peak ${peak.toFixed(0)} TFLOP/s (measured now)`);
   console.log('phase    batch  measured tok/s  roofline tok/s  share');
   for (const r of rows) {
     console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.tokensPerSecond.toFixed(1).padStart(14)}  ${r.rooflineTokensPerSecond.toFixed(1).padStart(14)}  ${(100 * r.share).toFixed(1).padStart(5)}%`);

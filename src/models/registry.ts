@@ -4,6 +4,7 @@ import { ConfigError, ModelConfig, UnsupportedModelError } from '../io/config.js
 import { warnOnce } from '../util/warn.js';
 import { LlamaForCausalLM } from './llama.js';
 import type { QuantizationSpec } from '../io/quantconfig.js';
+import type { QuantFormat } from '../quant/qweight.js';
 import { linearFactory, type QuantizedLayerEvent, type QuantizeMode } from './factory.js';
 import type { CausalLM, Weights } from './model.js';
 import { OPTForCausalLM } from './opt.js';
@@ -23,10 +24,14 @@ export interface BuildOptions {
 }
 
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
-  if (backend.device !== 'cpu' && (config.quantization_config || opts.quantize)) {
-    const what = config.quantization_config ? `a ${config.quantization_config.method} checkpoint` : 'quantizing on load';
-    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: its kernels run float weights (F32, BF16, F16) so far; ` +
-      'quantized formats on the GPU are the next step of docs/cuda.md. Use the cpu backend for quantized models');
+  // Off the CPU, a checkpoint saved quantized loads where the backend has its format's kernel (cuda: GPTQ, AWQ);
+  // quantizing on load runs on the cpu backend.
+  const stored = config.quantization_config;
+  const storedFormats: QuantFormat[] = !stored ? [] : stored.method === 'bitsandbytes' ? [stored.format] : [stored.method];
+  if (backend.device !== 'cpu' && (opts.quantize || (stored && !backend.supports('matmulQ', storedFormats)))) {
+    const what = stored ? `a ${storedFormats.join('/')} checkpoint` : 'quantizing on load';
+    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: its kernels run float weights (F32, BF16, F16), GPTQ and AWQ so far; ` +
+      'bitsandbytes NF4/FP4 and LLM.int8 on the GPU, and quantizing there, are the next steps of docs/cuda.md. Use the cpu backend for them');
   }
   const model = construct(config, weights.onto(backend), backend, opts);
   warnUnused(config, weights, model);

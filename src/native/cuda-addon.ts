@@ -37,6 +37,10 @@ export interface CudaAddon {
   matmul(y: number, x: number, w: number, wtype: number, bias: number, M: number, N: number, K: number): void;
   /** matmulMany(x, wtype, M, K, y0, w0, bias0, N0, y1, w1, bias1, N1, …): one GEMV launch over 1-3 weights (M ≤ 8). */
   matmulMany(x: number, wtype: number, M: number, K: number, ...outs: number[]): void;
+  /** A GPTQ/AWQ checkpoint tensor → the kernels' chunk layout (mode 0: GPTQ qweight, 1: AWQ GEMM, 2: AWQ GEMV). */
+  qgRepack(out: number, src: number, mode: number, bits: number, perm: number, N: number, K: number, nc: number): void;
+  /** qgMatmul(x, M, bits, K, nc, G, nG, perm, y0, codes0, scales0, zeros0, bias0, N0, …): 1-3 weights sharing x. */
+  qgMatmul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;
   addRmsnorm(out: number, x: number, y: number, w: number, rows: number, dim: number, eps: number): void;
   layernorm(y: number, x: number, w: number, b: number, rows: number, dim: number, eps: number): void;

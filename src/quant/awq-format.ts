@@ -195,6 +195,14 @@ export function unpackAwq(w: AwqWeight): GptqCodes {
   return { bits: 4, groupSize: w.groupSize, shape: [N, K], intWeight, scales, zeros, gIdx: Int32Array.from({ length: K }, (_, k) => Math.floor(k / G)) };
 }
 
+/** Scales (float16 bits) and zeros per (output, group), [N, nG] row-major: the kernels' order (QgPacked). */
+export function awqGroupParams(w: AwqWeight): { scales: Uint16Array; zeros: Uint8Array } {
+  const [N] = w.shape, G = w.nGroups, scales = new Uint16Array(N * G), zeros = new Uint8Array(N * G);
+  for (let g = 0; g < G; g++)
+    for (let n = 0; n < N; n++) { scales[n * G + g] = scaleAt(w, g, n); zeros[n * G + g] = zeroAt(w, g, n); }
+  return { scales, zeros };
+}
+
 /** The same layer in the other layout (exact both ways; GEMV needs a group size calculate_zeros_width takes). */
 export function convertAwqLayout(w: AwqWeight, to: AwqLayout, name?: string): AwqWeight {
   if (!AWQ_LAYOUTS.includes(to)) throw new AwqError(`${name ?? 'awq layer'}: version must be "gemm" or "gemv", got ${JSON.stringify(to)}`);

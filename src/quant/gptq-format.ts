@@ -142,6 +142,14 @@ function zeroAt(w: GptqWeight, g: number, n: number): number {
   return w.checkpointFormat === 'gptq' ? (z + 1) & maxq : z;
 }
 
+/** Scales (float16 bits) and zeros per (output, group), [N, nG] row-major: the kernels' order (QgPacked). */
+export function gptqGroupParams(w: GptqWeight): { scales: Uint16Array; zeros: Uint8Array } {
+  const [N] = w.shape, G = w.nGroups, scales = new Uint16Array(N * G), zeros = new Uint8Array(N * G);
+  for (let g = 0; g < G; g++)
+    for (let n = 0; n < N; n++) { scales[n * G + g] = w.scales[g * N + n]; zeros[n * G + g] = zeroAt(w, g, n); }
+  return { scales, zeros };
+}
+
 /** Back to codes: scales widened from float16, zeros per the checkpoint format. pack → unpack is exact for codes
  *  whose scales are float16 values and (v1) whose zeros are not 0; a v1 zero of 0 reads back as the file says. */
 export function unpackGptq(w: GptqWeight): GptqCodes {

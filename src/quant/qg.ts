@@ -58,17 +58,9 @@ export function chunkCode(bits: GptqBits, b: Uint8Array, o: number, p: number): 
  */
 export function qgPack(q: GptqCodes): QgPacked | null {
   const { bits } = q, [N, K] = q.shape;
-  const nG = q.groupSize === -1 ? 1 : Math.ceil(K / q.groupSize);
-  const Kpad = Math.ceil(K / 64) * 64;
-  const Gfile = q.groupSize === -1 ? K : q.groupSize;
-  const G = nG === 1 ? Kpad : Gfile;
-  if (G % 32 !== 0) return null;
-  // Stable sort of the inputs by group: act-order files list each group's inputs in their original order.
-  let monotone = true;
-  for (let k = 1; k < K; k++) if (q.gIdx[k] < q.gIdx[k - 1]) { monotone = false; break; }
-  const order = Int32Array.from({ length: K }, (_, k) => k);
-  if (!monotone) order.sort((a, b) => q.gIdx[a] - q.gIdx[b] || a - b);
-  for (let j = 0; j < K; j++) if (q.gIdx[order[j]] !== Math.floor(j / Gfile)) return null;
+  const order = qgOrder(q.gIdx, K, q.groupSize);
+  if (!order) return null;
+  const { Kpad, G, nG, perm } = order;
   const cb = qgChunkBytes(bits), nc = Kpad / 64;
   const codes = new Uint8Array(N * nc * cb), chunk = new Uint8Array(64);
   for (let n = 0; n < N; n++) {
@@ -76,7 +68,7 @@ export function qgPack(q: GptqCodes): QgPacked | null {
     for (let c = 0; c < nc; c++) {
       for (let p = 0; p < 64; p++) {
         const j = c * 64 + p;
-        chunk[p] = j < K ? q.intWeight[row + order[j]] : 0;
+        chunk[p] = j < K ? q.intWeight[row + (perm ? perm[j] : j)] : 0;
       }
       packChunk(bits, chunk, codes, (n * nc + c) * cb);
     }
@@ -90,7 +82,27 @@ export function qgPack(q: GptqCodes): QgPacked | null {
       scales[n * nG + g] = h;
       zeros[n * nG + g] = q.zeros[g * N + n];
     }
-  return { bits, N, K, Kpad, G, nG, codes, scales, zeros, perm: monotone ? null : order };
+  return { bits, N, K, Kpad, G, nG, codes, scales, zeros, perm };
+}
+
+/**
+ * The kernels' input order for a layer with this g_idx: K padded to a multiple of 64, the group size in that order
+ * (Kpad for a single group) and the permutation that makes every group a contiguous run (null: the identity), or
+ * null when no such order exists (a g_idx no act-order run writes) or the group size is not a multiple of 32.
+ */
+export function qgOrder(gIdx: Int32Array, K: number, groupSize: number): { Kpad: number; G: number; nG: number; perm: Int32Array | null } | null {
+  const nG = groupSize === -1 ? 1 : Math.ceil(K / groupSize);
+  const Kpad = Math.ceil(K / 64) * 64;
+  const Gfile = groupSize === -1 ? K : groupSize;
+  const G = nG === 1 ? Kpad : Gfile;
+  if (G % 32 !== 0) return null;
+  // Stable sort of the inputs by group: act-order files list each group's inputs in their original order.
+  let monotone = true;
+  for (let k = 1; k < K; k++) if (gIdx[k] < gIdx[k - 1]) { monotone = false; break; }
+  const order = Int32Array.from({ length: K }, (_, k) => k);
+  if (!monotone) order.sort((a, b) => gIdx[a] - gIdx[b] || a - b);
+  for (let j = 0; j < K; j++) if (gIdx[order[j]] !== Math.floor(j / Gfile)) return null;
+  return { Kpad, G, nG, perm: monotone ? null : order };
 }
 
 /**

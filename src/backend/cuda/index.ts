@@ -6,12 +6,15 @@
 // Host-side small inputs (RoPE positions and frequencies, the attention key mask) go up once per distinct array:
 // a forward builds one positions array that all layers share, so a decode step uploads it once, not per layer.
 import type { AttentionArgs, Backend, OpName } from '../backend.js';
-import { attentionShape, elementwiseShape, embeddingShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
+import { attentionShape, elementwiseShape, embeddingShape, matmulQShape, matmulShape, normShape, ropeShape, softmaxShape } from '../shapes.js';
 import { checkCopy } from '../host.js';
 import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
-import type { QuantFormat } from '../../quant/qweight.js';
+import type { AwqQuantizedWeight, GptqQuantizedWeight, QuantFormat, QuantizedWeight } from '../../quant/qweight.js';
+import { gptqGroupParams } from '../../quant/gptq-format.js';
+import { awqGroup, awqGroupParams } from '../../quant/awq-format.js';
+import { qgChunkBytes, qgOrder } from '../../quant/qg.js';
 import { DTYPE_BYTES, allocArray, type DType } from '../../tensor/dtype.js';
 import { Tensor, type DeviceStorage } from '../../tensor/tensor.js';
 
@@ -25,6 +28,8 @@ export class CudaStorage implements DeviceStorage {
 export class CudaUnavailableError extends Error { override name = 'CudaUnavailableError'; }
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
+/** Quantized formats with a cuda kernel (native/cuda/qg.cu); bitsandbytes NF4/FP4 and LLM.int8 are docs/cuda.md's next step. */
+const CUDA_QUANT: readonly QuantFormat[] = ['gptq', 'awq'];
 
 function addon(): CudaAddon {
   const { addon: a, probe } = cudaStatus();
@@ -105,6 +110,99 @@ function small(arr: Int32Array | Float32Array | Uint8Array): number {
   return dev('upload', 'array', t);
 }
 
+/**
+ * A GPTQ or AWQ layer in the kernels' layout on the device (native/cuda/qg.cu; the CPU's QgPacked): 64-code chunks in
+ * the permuted input order, float16 scales and uint8 zeros per (output, group). Built at the layer's first matmul
+ * from the checkpoint's own tensors: qweight goes up as it is and is repacked on the device.
+ */
+export interface CudaQgLayout {
+  bits: number;
+  N: number;
+  K: number;
+  /** 64-code chunks a row (Kpad / 64). */
+  nc: number;
+  G: number;
+  nG: number;
+  codes: Tensor;
+  scales: Tensor;
+  zeros: Tensor;
+  /** The input read at each permuted position, or null for the identity; its host copy decides who may share a launch. */
+  perm: Tensor | null;
+  permHost: Int32Array | null;
+  /** Device bytes one matmul reads (codes, scales, zeros). */
+  bytes: number;
+}
+
+export class CudaQuantError extends Error { override name = 'CudaQuantError'; }
+
+const qgLayouts = new WeakMap<QuantizedWeight, CudaQgLayout>();
+
+/** The device layout of a GPTQ/AWQ weight (built once; an error naming the layer's shape when it has none). */
+export function cudaQgLayout(qw: GptqQuantizedWeight | AwqQuantizedWeight): CudaQgLayout {
+  const hit = qgLayouts.get(qw);
+  if (hit) return hit;
+  if (capture) throw new ArenaFullError('a quantized weight reached a captured step before an eager one (its device layout is built at its first matmul)');
+  const [N, K] = qw.shape;
+  const a = addon();
+  let bits: number, mode: number, gIdx: Int32Array, groupSize: number, params: { scales: Uint16Array; zeros: Uint8Array }, qweight: Int32Array;
+  if (qw.format === 'gptq') {
+    const g = qw.gptq;
+    ({ bits, gIdx, groupSize, qweight } = g);
+    mode = 0;
+    params = gptqGroupParams(g);
+  } else {
+    const w = qw.awq, G = awqGroup(K, w.groupSize);
+    bits = 4;
+    mode = w.layout === 'gemm' ? 1 : 2;
+    gIdx = Int32Array.from({ length: K }, (_, k) => Math.floor(k / G));
+    groupSize = G;
+    qweight = w.qweight;
+    params = awqGroupParams(w);
+  }
+  const order = qgOrder(gIdx, K, groupSize);
+  if (!order) {
+    throw new CudaQuantError(`cuda matmulQ: the ${qw.format.toUpperCase()} layer [${N}, ${K}] with group size ${groupSize} has no GPU layout ` +
+      '(once sorted by g_idx, its groups must be contiguous runs of one size, a multiple of 32 inputs)');
+  }
+  const nc = order.Kpad / 64, nG = order.nG;
+  if (params.scales.length !== N * nG) throw new CudaQuantError(`cuda matmulQ: the ${qw.format.toUpperCase()} layer [${N}, ${K}] has ${params.scales.length / N} groups, its g_idx ${nG}`);
+  const src = cudaBackend.upload(new Tensor('I32', [qweight.length], qweight));
+  const perm = order.perm ? cudaBackend.upload(new Tensor('I32', [K], order.perm)) : null;
+  const codes = newTensor('U8', [N * nc * qgChunkBytes(bits as 2 | 3 | 4 | 8)], false);
+  a.qgRepack(dev('qgRepack', 'codes', codes), dev('qgRepack', 'qweight', src), mode, bits, perm ? dev('qgRepack', 'perm', perm) : 0, N, K, nc);
+  cudaBackend.release!(src);
+  const scales = cudaBackend.upload(new Tensor('F16', [N * nG], params.scales));
+  const zeros = cudaBackend.upload(new Tensor('U8', [N * nG], params.zeros));
+  const layout: CudaQgLayout = {
+    bits, N, K, nc, G: order.G, nG, codes, scales, zeros, perm, permHost: order.perm,
+    bytes: codes.byteLength + scales.byteLength + zeros.byteLength,
+  };
+  qgLayouts.set(qw, layout);
+  return layout;
+}
+
+function sameOrder(a: CudaQgLayout, b: CudaQgLayout): boolean {
+  if (a.bits !== b.bits || a.K !== b.K || a.nc !== b.nc || a.G !== b.G || a.nG !== b.nG || (a.permHost === null) !== (b.permHost === null)) return false;
+  return !a.permHost || a.permHost.every((v, i) => v === b.permHost![i]);
+}
+
+function qgMatmul(x: Tensor<'F32'>, ls: CudaQgLayout[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): void {
+  const l0 = ls[0], M = x.numel / l0.K;
+  const args: number[] = [];
+  ls.forEach((l, i) => {
+    args.push(devF32('matmulQ', 'out', outs[i]), dev('matmulQ', 'codes', l.codes), dev('matmulQ', 'scales', l.scales), dev('matmulQ', 'zeros', l.zeros),
+      biases[i] ? devF32('matmulQ', 'bias', biases[i]!) : 0, l.N);
+  });
+  (addon().qgMatmul as (...a: number[]) => void)(devF32('matmulQ', 'x', x), M, l0.bits, l0.K, l0.nc, l0.G, l0.nG, l0.perm ? dev('matmulQ', 'perm', l0.perm) : 0, ...args);
+}
+
+function qgOf(op: string, qw: QuantizedWeight): CudaQgLayout {
+  if (qw.format !== 'gptq' && qw.format !== 'awq') {
+    throw new CudaQuantError(`cuda ${op}: ${qw.format} weights have no GPU kernel yet (GPTQ and AWQ have; bitsandbytes NF4/FP4 and LLM.int8 are the next step of docs/cuda.md); use the cpu backend for them`);
+  }
+  return cudaQgLayout(qw);
+}
+
 export const cudaBackend: Backend & {
   /** Random weights filled on the device (benchmarks): uniform with standard deviation `std`. */
   randomTensor(dtype: DType, shape: readonly number[], seed: number, std: number): Tensor;
@@ -123,7 +221,7 @@ export const cudaBackend: Backend & {
   device: 'cuda',
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
-    if (op === 'matmulQ') return false;
+    if (op === 'matmulQ') return dtypes.every((d) => CUDA_QUANT.includes(d as QuantFormat));
     if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },
@@ -165,6 +263,20 @@ export const cudaBackend: Backend & {
     if (!FLOAT_WEIGHTS.includes(w.dtype)) throw new TypeError(`cuda matmul: weight dtype ${w.dtype} (F32, BF16 or F16)`);
     addon().matmul(devF32('matmul', 'out', out), devF32('matmul', 'x', x), dev('matmul', 'w', w), WTYPE[w.dtype as 'F32' | 'BF16' | 'F16'],
       bias ? devF32('matmul', 'bias', bias) : 0, M, N, K);
+  },
+
+  matmulQ(x, qw, bias, out) {
+    matmulQShape(x, qw.shape, bias, out);
+    qgMatmul(x, [qgOf('matmulQ', qw)], [bias], [out]);
+  },
+
+  matmulQMany(x, qws, biases, outs) {
+    if (qws.length < 1 || qws.length > 3 || !qws.every((q) => CUDA_QUANT.includes(q.format))) return false;
+    qws.forEach((q, i) => matmulQShape(x, q.shape, biases[i], outs[i]));
+    const ls = qws.map((q) => qgOf('matmulQMany', q));
+    if (!ls.every((l) => sameOrder(l, ls[0]))) return false;
+    qgMatmul(x, ls, biases, outs);
+    return true;
   },
 
   matmulMany(x, ws, biases, outs) {

@@ -1,0 +1,376 @@
+// GPTQ and AWQ on the GPU: the CPU kernels' layout (src/quant/qg.ts, QgPacked) built on the device, and its decode
+// twin qgDecodeRef computed with integer dot products.
+//
+// Layout (per weight [N, K], the input order permuted so that groups are contiguous, K padded to Kpad = 64·nc):
+// codes [N, nc, cb] (one 64-code chunk is cb bytes: 2-bit 16, 3-bit 24, 4-bit 32, 8-bit 64, packed as packChunk),
+// scales [N, nG] float16 bits, zeros [N, nG] uint8. qg_repack builds the codes from a checkpoint's own tensors
+// (AutoGPTQ's qweight [K·bits/32, N], AutoAWQ's GEMM [K, N/8] in AWQ_ORDER or GEMV [N, K/8]) and the permutation.
+//
+// Decode (≤ 16 rows of x), exactly qgDecodeRef's arithmetic but for the order of float32 sums: qg_prep quantizes each
+// x row per 64-element chunk (permuted order) to int8 (int16 against 8-bit codes) with its scale dx and the per-group
+// sums xbar; qg_gemv takes one warp per 2 weight rows and one lane per chunk: Σ code·xq exact (dp4a), times
+// fl(scale·dx) (per half-chunk where a group edge falls mid-chunk), float32 across chunks and lanes, minus
+// Σ_g fl(scale·zero)·xbar[g], plus bias. A row of x that is not finite gives NaN outputs (the CPU takes an exact path
+// there; on the GPU a non-finite activation is an error either way, and generate() stops on non-finite logits).
+// Prefill (more rows): qg_dequant writes the float16 weight W[n, k] = fl(scale·(q − z)) (float32, then rounded to
+// float16, as AutoGPTQ's kernels compute in float16), and cuBLAS multiplies.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#include "cuda_common.h"
+#include "launch.cuh"
+
+namespace lowbit_cuda {
+
+namespace {
+
+constexpr int kQgRows = 2;  // weight rows a warp
+constexpr int64_t kQgDecodeMaxRows = 16;  // rows of x the integer GEMV takes (batch-16 decode); more: dequantize + cuBLAS
+
+__host__ __device__ constexpr int chunk_bytes(int bits) { return bits == 3 ? 24 : 8 * bits; }
+
+// Code k (input order) of output row n in a checkpoint's tensor. mode 0: GPTQ qweight [K·bits/32, N] (fields may
+// cross words at 3 bits); 1: AWQ GEMM [K, N/8], output 8c+j in nibble AWQ_REVERSE_ORDER[j]; 2: AWQ GEMV [N, K/8].
+__device__ __forceinline__ uint32_t source_code(const uint32_t* src, int mode, int bits, int64_t N, int64_t K, int64_t n, int64_t k) {
+  if (mode == 0) {
+    const int64_t p = int64_t(bits) * k, w = p >> 5;
+    const int off = int(p & 31);
+    uint32_t v = src[w * N + n] >> off;
+    if (off + bits > 32) v |= src[(w + 1) * N + n] << (32 - off);
+    return v & ((1u << bits) - 1);
+  }
+  if (mode == 1) {
+    const int rev = (0x73625140 >> (4 * (n & 7))) & 15;  // AWQ_REVERSE_ORDER = [0, 4, 1, 5, 2, 6, 3, 7]
+    return (src[k * (N / 8) + n / 8] >> (4 * rev)) & 15;
+  }
+  return (src[n * (K / 8) + k / 8] >> (4 * (k & 7))) & 15;
+}
+
+// One thread per (chunk, row): the chunk's 64 codes gathered through the permutation and packed as packChunk does.
+__global__ void qg_repack_kernel(uint8_t* out, const uint32_t* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc) {
+  pdl_wait();
+  pdl_trigger();
+  const int cb = chunk_bytes(bits);
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < N * nc; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = t % N, c = t / N;  // neighbouring threads: neighbouring rows (GPTQ's qweight reads coalesce)
+    uint8_t code[64];
+    for (int p = 0; p < 64; p++) {
+      const int64_t j = c * 64 + p;
+      code[p] = j < K ? uint8_t(source_code(src, mode, bits, N, K, n, perm ? perm[j] : j)) : 0;
+    }
+    uint8_t* o = out + (n * nc + c) * cb;
+    if (bits == 8) {
+      for (int p = 0; p < 64; p++) o[p] = code[p];
+    } else if (bits == 4) {
+      for (int i = 0; i < 32; i++) o[i] = code[i] | (code[i + 32] << 4);
+    } else {
+      for (int i = 0; i < 16; i++) o[i] = (code[i] & 3) | ((code[i + 16] & 3) << 2) | ((code[i + 32] & 3) << 4) | ((code[i + 48] & 3) << 6);
+      if (bits == 3) {
+        for (int i = 0; i < 8; i++) o[16 + i] = 0;
+        for (int p = 0; p < 64; p++) o[16 + (p >> 3)] |= ((code[p] >> 2) & 1) << (p & 7);
+      }
+    }
+  }
+}
+
+// One block per x row: chunk c by warp, 2 elements a lane. xq [M, Kpad] (int8, or int16 when wide), dx [M, nc],
+// xbar [M, nG]; shared: the half-chunk sums Σxq (exact), then xbar[g] = Σ fl(dx·s) over the group's half-chunks in
+// order, as qgQuantizeX sums them.
+__global__ void qg_prep_kernel(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int nc, int G, int nG,
+                               int xmax, bool wide) {
+  extern __shared__ int hs[];  // [2·nc]
+  __shared__ int bad;
+  pdl_wait();
+  pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32, nWarps = blockDim.x / 32;
+  const int64_t m = blockIdx.x, Kpad = int64_t(nc) * 64;
+  const float* xr = x + m * K;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  for (int c = warp; c < nc; c += nWarps) {
+    const int64_t j = int64_t(c) * 64 + 2 * lane;
+    const float v0 = j < K ? xr[perm ? perm[j] : j] : 0.f, v1 = j + 1 < K ? xr[perm ? perm[j + 1] : j + 1] : 0.f;
+    if (__any_sync(0xffffffffu, !isfinite(v0) || !isfinite(v1)) && lane == 0) bad = 1;
+    const float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
+    const float inv = mx > 0.f ? __fdiv_rn(float(xmax), mx) : 0.f;
+    const float fx = float(xmax);
+    const int q0 = int(fminf(fmaxf(rintf(__fmul_rn(v0, inv)), -fx), fx)), q1 = int(fminf(fmaxf(rintf(__fmul_rn(v1, inv)), -fx), fx));
+    if (wide) {
+      reinterpret_cast<int16_t*>(xq)[m * Kpad + j] = int16_t(q0);
+      reinterpret_cast<int16_t*>(xq)[m * Kpad + j + 1] = int16_t(q1);
+    } else {
+      reinterpret_cast<int8_t*>(xq)[m * Kpad + j] = int8_t(q0);
+      reinterpret_cast<int8_t*>(xq)[m * Kpad + j + 1] = int8_t(q1);
+    }
+    int s = q0 + q1;  // lanes 0-15 hold the chunk's first 32 positions, 16-31 the last 32
+    for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) { hs[2 * c] = s; dx[m * nc + c] = __fdiv_rn(mx, float(xmax)); }
+    if (lane == 16) hs[2 * c + 1] = s;
+  }
+  __syncthreads();
+  for (int g = threadIdx.x; g < nG; g += blockDim.x) {
+    const int lo = g * (G / 32), hi = g == nG - 1 ? 2 * nc : (g + 1) * (G / 32);
+    float acc = 0.f;
+    for (int h = lo; h < hi; h++) acc = __fadd_rn(acc, __fmul_rn(dx[m * nc + (h >> 1)], float(hs[h])));
+    xbar[m * nG + g] = bad ? __int_as_float(0x7fc00000) : acc;
+  }
+}
+
+// Up to 3 weights that read the same x (q/k/v, gate/up) with the same bits, K, groups and permutation.
+struct QgOut {
+  const uint8_t* codes[3];
+  const uint16_t* scales[3];
+  const uint8_t* zeros[3];
+  float* y[3];
+  const float* bias[3];
+  int64_t start[3];  // first row of each output in the launch
+  int64_t n[3];      // rows of each output
+};
+template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
+
+__device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) { return __dp4a(int(a), int(b), c); }
+
+// Σ code·xq over the two halves of one chunk: raw = the chunk's bytes as words, xw = its xq (int8 quads; int16 pairs
+// for 8-bit codes).
+template <int BITS> struct Chunk {
+  static constexpr int CB = chunk_bytes(BITS), WORDS = CB / 4, XW = BITS == 8 ? 32 : 16;
+  __device__ __forceinline__ static void dot(const uint32_t (&raw)[WORDS], const uint32_t (&xw)[XW], int& s0, int& s1) {
+    s0 = 0;
+    s1 = 0;
+    if constexpr (BITS == 4) {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        s0 = dp4a(raw[j] & 0x0f0f0f0fu, xw[j], s0);
+        s1 = dp4a((raw[j] >> 4) & 0x0f0f0f0fu, xw[8 + j], s1);
+      }
+    } else if constexpr (BITS == 2 || BITS == 3) {
+#pragma unroll
+      for (int q = 0; q < 4; q++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          uint32_t c = (raw[j] >> (2 * q)) & 0x03030303u;
+          if constexpr (BITS == 3) {
+            const uint32_t hb = raw[4 + (2 * q + (j >> 1)) / 4] >> (8 * ((2 * q + (j >> 1)) & 3));
+            const uint32_t h = (hb >> (4 * (j & 1))) & 15u;
+            c |= ((h & 1u) | ((h & 2u) << 7) | ((h & 4u) << 14) | ((h & 8u) << 21)) << 2;
+          }
+          if (q < 2) s0 = dp4a(c, xw[4 * q + j], s0);
+          else s1 = dp4a(c, xw[4 * q + j], s1);
+        }
+    } else {  // 8-bit codes against int16 x
+#pragma unroll
+      for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+          const int p = 4 * j + b;
+          const int code = int((raw[j] >> (8 * b)) & 255u);
+          const int xv = int(int16_t(xw[p >> 1] >> (16 * (p & 1))));
+          if (p < 32) s0 += code * xv;
+          else s1 += code * xv;
+        }
+    }
+  }
+};
+
+template <int BITS>
+__device__ __forceinline__ void load_chunk(uint32_t (&raw)[Chunk<BITS>::WORDS], const uint8_t* p) {
+  if constexpr (Chunk<BITS>::CB % 16 == 0) {
+#pragma unroll
+    for (int i = 0; i < Chunk<BITS>::CB / 16; i++) {
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(p) + i);
+      raw[4 * i] = u.x; raw[4 * i + 1] = u.y; raw[4 * i + 2] = u.z; raw[4 * i + 3] = u.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < Chunk<BITS>::CB / 8; i++) {
+      const uint2 u = __ldg(reinterpret_cast<const uint2*>(p) + i);
+      raw[2 * i] = u.x; raw[2 * i + 1] = u.y;
+    }
+  }
+}
+
+__device__ __forceinline__ float f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+template <int BITS, int M>
+__global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const float* __restrict__ xbar,
+                               int64_t N, int nc, int G, int nG, int mRows) {
+  using C = Chunk<BITS>;
+  constexpr int R = kQgRows;
+  const int lane = threadIdx.x & 31;
+  const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp) * R;
+  if (n0 >= N) return;
+  const bool halves = G % 64 != 0;
+  int seg[R];
+  int64_t r[R];
+  const uint8_t* codes[R];
+  const uint16_t* sc[R];
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
+    seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
+    r[i] = n - pick(o.start, seg[i]);
+    codes[i] = pick(o.codes, seg[i]) + r[i] * nc * C::CB;
+    sc[i] = pick(o.scales, seg[i]) + r[i] * nG;
+  }
+  float acc[R][M];
+#pragma unroll
+  for (int i = 0; i < R; i++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[i][m] = 0.f;
+  uint32_t raw[R][C::WORDS];
+  int c = lane;
+  if (c < nc) {
+#pragma unroll
+    for (int i = 0; i < R; i++) load_chunk<BITS>(raw[i], codes[i] + int64_t(c) * C::CB);
+  }
+  pdl_wait();  // xq, dx and xbar come from qg_prep, just before
+  pdl_trigger();
+  const int64_t xrow = int64_t(nc) * 64 * (BITS == 8 ? 2 : 1);  // bytes of one x row's codes
+  for (; c < nc; c += kWarp) {
+    float s0f[R], s1f[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+      const int g0 = min(c * 64 / G, nG - 1), g1 = min((c * 64 + 32) / G, nG - 1);
+      s0f[i] = f16(sc[i][g0]);
+      s1f[i] = f16(sc[i][g1]);
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      if (m >= mRows) break;
+      uint32_t xw[C::XW];
+      const uint4* xp = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(xq) + m * xrow + int64_t(c) * 64 * (BITS == 8 ? 2 : 1));
+#pragma unroll
+      for (int i = 0; i < C::XW / 4; i++) {
+        const uint4 u = __ldg(xp + i);
+        xw[4 * i] = u.x; xw[4 * i + 1] = u.y; xw[4 * i + 2] = u.z; xw[4 * i + 3] = u.w;
+      }
+      const float d = dx[int64_t(m) * nc + c];
+#pragma unroll
+      for (int i = 0; i < R; i++) {
+        int s0, s1;
+        C::dot(raw[i], xw, s0, s1);
+        if (halves) acc[i][m] += float(s0) * __fmul_rn(s0f[i], d) + float(s1) * __fmul_rn(s1f[i], d);
+        else acc[i][m] += float(s0 + s1) * __fmul_rn(s0f[i], d);
+      }
+    }
+    if (c + kWarp < nc) {
+#pragma unroll
+      for (int i = 0; i < R; i++) load_chunk<BITS>(raw[i], codes[i] + int64_t(c + kWarp) * C::CB);
+    }
+  }
+  // Σ_g fl(scale·zero)·xbar[g], lanes over the groups.
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const uint8_t* z = pick(o.zeros, seg[i]) + r[i] * nG;
+    float corr[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) corr[m] = 0.f;
+    for (int g = lane; g < nG; g += kWarp) {
+      const float sz = __fmul_rn(f16(sc[i][g]), float(z[g]));
+#pragma unroll
+      for (int m = 0; m < M; m++)
+        if (m < mRows) corr[m] += sz * xbar[int64_t(m) * nG + g];
+    }
+    const float* bias = pick(o.bias, seg[i]);
+    float* y = pick(o.y, seg[i]);
+    const int64_t ny = pick(o.n, seg[i]);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float a = warp_sum(acc[i][m]), cr = warp_sum(corr[m]);
+      if (lane == 0 && n0 + i < N && m < mRows) y[m * ny + r[i]] = (a - cr) + (bias ? bias[r[i]] : 0.f);
+    }
+  }
+}
+
+// W [N, K] float16 in input order: W[n, perm[j]] = fl(scale·(q − z)) rounded to float16.
+__global__ void qg_dequant_kernel(__half* w, const uint8_t* codes, const uint16_t* scales, const uint8_t* zeros, const int32_t* perm,
+                                  int bits, int64_t N, int64_t K, int nc, int G, int nG) {
+  pdl_wait();
+  pdl_trigger();
+  const int cb = chunk_bytes(bits);
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < N * K; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = t / K, j = t % K;
+    const uint8_t* b = codes + (n * nc + j / 64) * cb;
+    const int p = int(j % 64);
+    int q;
+    if (bits == 8) q = b[p];
+    else if (bits == 4) q = p < 32 ? b[p] & 15 : b[p - 32] >> 4;
+    else {
+      q = (b[p & 15] >> (2 * (p >> 4))) & 3;
+      if (bits == 3) q |= ((b[16 + (p >> 3)] >> (p & 7)) & 1) << 2;
+    }
+    const int g = min(int(j / G), nG - 1);
+    const float v = __fmul_rn(f16(scales[n * nG + g]), float(q - int(zeros[n * nG + g])));
+    w[n * K + (perm ? perm[j] : j)] = __float2half_rn(v);
+  }
+}
+
+unsigned grid_for(int64_t n, int threads = 256) {
+  const int64_t g = (n + threads - 1) / threads;
+  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
+}
+
+template <int BITS>
+void qg_gemv_launch(const QgOut& o, const void* xq, const float* dx, const float* xbar, int64_t M, int64_t N, int nc, int G, int nG) {
+  // 9-12 rows run the 12-row kernel, 13-16 the 16-row one, over the rows there are (Mk ≥ M; the rest of xq is
+  // never read: acc rows past M are not written).
+  const int threads = 256, rowsPerBlock = threads / kWarp * kQgRows;
+  const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
+  switch (M <= 8 ? M : M <= 12 ? 12 : 16) {
+#define LOWBIT_QG(MM) case MM: launch(qg_gemv_kernel<BITS, MM>, grid, threads, 0, o, xq, dx, xbar, N, nc, G, nG, int(M)); break;
+    LOWBIT_QG(1) LOWBIT_QG(2) LOWBIT_QG(3) LOWBIT_QG(4) LOWBIT_QG(5) LOWBIT_QG(6) LOWBIT_QG(7) LOWBIT_QG(8)
+    LOWBIT_QG(12) LOWBIT_QG(16)
+#undef LOWBIT_QG
+  }
+}
+
+}  // namespace
+
+void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc) {
+  if (N * nc == 0) return;
+  launch(qg_repack_kernel, grid_for(N * nc), 256, 0, out, static_cast<const uint32_t*>(src), mode, bits, perm, N, K, nc);
+}
+
+void qg_matmul(const QgCall& q, const float* x, int64_t M) {
+  int64_t N = 0;
+  for (int i = 0; i < q.nOut; i++) N += q.n[i];
+  if (M == 0 || N == 0) return;
+  if (M > kQgDecodeMaxRows) {
+    // Prefill: each weight dequantized to float16 (one at a time, in one scratch), then cuBLAS.
+    for (int i = 0; i < q.nOut; i++) {
+      __half* w = static_cast<__half*>(scratch(3, size_t(q.n[i]) * size_t(q.K) * 2));
+      launch(qg_dequant_kernel, grid_for(q.n[i] * q.K), 256, 0, w, q.codes[i], q.scales[i], q.zeros[i], q.perm, q.bits, q.n[i], q.K, q.nc, q.G, q.nG);
+      matmul(q.y[i], x, w, W_F16, q.bias[i], M, q.n[i], q.K);
+    }
+    return;
+  }
+  const bool wide = q.bits == 8;
+  const int64_t Kpad = int64_t(q.nc) * 64;
+  const size_t xqBytes = (size_t(M) * Kpad * (wide ? 2 : 1) + 255) / 256 * 256, dxBytes = (size_t(M) * q.nc * 4 + 255) / 256 * 256;
+  uint8_t* buf = static_cast<uint8_t*>(scratch(2, xqBytes + dxBytes + size_t(M) * q.nG * 4));
+  float* dx = reinterpret_cast<float*>(buf + xqBytes);
+  float* xbar = reinterpret_cast<float*>(buf + xqBytes + dxBytes);
+  launch(qg_prep_kernel, unsigned(M), 256, size_t(2 * q.nc) * sizeof(int), buf, dx, xbar, x, q.perm, q.K, q.nc, q.G, q.nG, wide ? 8191 : 127, wide);
+  QgOut o{};
+  int64_t start = 0;
+  for (int i = 0; i < 3; i++) {
+    const int j = i < q.nOut ? i : q.nOut - 1;  // unused segments repeat the last one (start past N: never chosen)
+    o.codes[i] = q.codes[j];
+    o.scales[i] = q.scales[j];
+    o.zeros[i] = q.zeros[j];
+    o.y[i] = q.y[j];
+    o.bias[i] = q.bias[j];
+    o.n[i] = q.n[j];
+    o.start[i] = i < q.nOut ? start : INT64_MAX;
+    if (i < q.nOut) start += q.n[i];
+  }
+  switch (q.bits) {
+    case 2: qg_gemv_launch<2>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
+    case 3: qg_gemv_launch<3>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
+    case 4: qg_gemv_launch<4>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
+    default: qg_gemv_launch<8>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
+  }
+}
+
+}  // namespace lowbit_cuda
