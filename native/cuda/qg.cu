@@ -7,8 +7,9 @@
 // (AutoGPTQ's qweight [K·bits/32, N], AutoAWQ's GEMM [K, N/8] in AWQ_ORDER or GEMV [N, K/8]) and the permutation.
 //
 // Decode (≤ 16 rows of x), exactly qgDecodeRef's arithmetic but for the order of float32 sums: qg_prep quantizes each
-// x row per 64-element chunk (permuted order) to int8 (int16 against 8-bit codes) with its scale dx and the per-group
-// sums xbar; qg_gemv takes one warp per 2 weight rows and one lane per chunk: Σ code·xq exact (dp4a), times
+// x row per 64-element chunk (permuted order) to int8 (int16 against 8-bit codes) with its scale dx and the exact
+// half-chunk sums of the codes (the GEMV forms the per-group sums xbar from them); qg_gemv takes one warp per 2
+// weight rows and one lane per chunk: Σ code·xq exact (dp4a), times
 // fl(scale·dx) (per half-chunk where a group edge falls mid-chunk), float32 across chunks and lanes, minus
 // Σ_g fl(scale·zero)·xbar[g], plus bias. A row of x that is not finite gives NaN outputs (the CPU takes an exact path
 // there; on the GPU a non-finite activation is an error either way, and generate() stops on non-finite logits).
@@ -74,47 +75,37 @@ __global__ void qg_repack_kernel(uint8_t* out, const uint32_t* src, int mode, in
   }
 }
 
-// One block per x row: chunk c by warp, 2 elements a lane. xq [M, Kpad] (int8, or int16 when wide), dx [M, nc],
-// xbar [M, nG]; shared: the half-chunk sums Σxq (exact), then xbar[g] = Σ fl(dx·s) over the group's half-chunks in
-// order, as qgQuantizeX sums them.
-__global__ void qg_prep_kernel(void* xq, float* dx, float* xbar, const float* x, const int32_t* perm, int64_t K, int nc, int G, int nG,
-                               int xmax, bool wide) {
-  extern __shared__ int hs[];  // [2·nc]
-  __shared__ int bad;
+// One warp per 64-element chunk of an x row (grid: chunks / 8 × rows), 2 elements a lane: xq [M, Kpad] (int8, or
+// int16 when wide), dx [M, nc] (NaN for a chunk holding a value that is not finite), hs [M, 2·nc]: the exact sums of
+// xq over each half-chunk. The GEMV forms xbar[g] = Σ fl(dx·hs) over a group's half-chunks in order from these, as
+// qgQuantizeX sums it.
+__global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, const int32_t* perm, int64_t K, int nc, int xmax, bool wide) {
   pdl_wait();
   pdl_trigger();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32, nWarps = blockDim.x / 32;
-  const int64_t m = blockIdx.x, Kpad = int64_t(nc) * 64;
+  const int lane = threadIdx.x & 31;
+  const int c = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (c >= nc) return;
+  const int64_t m = blockIdx.y, Kpad = int64_t(nc) * 64;
   const float* xr = x + m * K;
-  if (threadIdx.x == 0) bad = 0;
-  __syncthreads();
-  for (int c = warp; c < nc; c += nWarps) {
-    const int64_t j = int64_t(c) * 64 + 2 * lane;
-    const float v0 = j < K ? xr[perm ? perm[j] : j] : 0.f, v1 = j + 1 < K ? xr[perm ? perm[j + 1] : j + 1] : 0.f;
-    if (__any_sync(0xffffffffu, !isfinite(v0) || !isfinite(v1)) && lane == 0) bad = 1;
-    const float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
-    const float inv = mx > 0.f ? __fdiv_rn(float(xmax), mx) : 0.f;
-    const float fx = float(xmax);
-    const int q0 = int(fminf(fmaxf(rintf(__fmul_rn(v0, inv)), -fx), fx)), q1 = int(fminf(fmaxf(rintf(__fmul_rn(v1, inv)), -fx), fx));
-    if (wide) {
-      reinterpret_cast<int16_t*>(xq)[m * Kpad + j] = int16_t(q0);
-      reinterpret_cast<int16_t*>(xq)[m * Kpad + j + 1] = int16_t(q1);
-    } else {
-      reinterpret_cast<int8_t*>(xq)[m * Kpad + j] = int8_t(q0);
-      reinterpret_cast<int8_t*>(xq)[m * Kpad + j + 1] = int8_t(q1);
-    }
-    int s = q0 + q1;  // lanes 0-15 hold the chunk's first 32 positions, 16-31 the last 32
-    for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) { hs[2 * c] = s; dx[m * nc + c] = __fdiv_rn(mx, float(xmax)); }
-    if (lane == 16) hs[2 * c + 1] = s;
+  const int64_t j = int64_t(c) * 64 + 2 * lane;
+  const float v0 = j < K ? xr[perm ? perm[j] : j] : 0.f, v1 = j + 1 < K ? xr[perm ? perm[j + 1] : j + 1] : 0.f;
+  const bool bad = __any_sync(0xffffffffu, !isfinite(v0) || !isfinite(v1));
+  const float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
+  const float inv = mx > 0.f ? __fdiv_rn(float(xmax), mx) : 0.f;
+  const float fx = float(xmax);
+  const int q0 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v0, inv)), -fx), fx));
+  const int q1 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v1, inv)), -fx), fx));
+  if (wide) {
+    reinterpret_cast<int16_t*>(xq)[m * Kpad + j] = int16_t(q0);
+    reinterpret_cast<int16_t*>(xq)[m * Kpad + j + 1] = int16_t(q1);
+  } else {
+    reinterpret_cast<int8_t*>(xq)[m * Kpad + j] = int8_t(q0);
+    reinterpret_cast<int8_t*>(xq)[m * Kpad + j + 1] = int8_t(q1);
   }
-  __syncthreads();
-  for (int g = threadIdx.x; g < nG; g += blockDim.x) {
-    const int lo = g * (G / 32), hi = g == nG - 1 ? 2 * nc : (g + 1) * (G / 32);
-    float acc = 0.f;
-    for (int h = lo; h < hi; h++) acc = __fadd_rn(acc, __fmul_rn(dx[m * nc + (h >> 1)], float(hs[h])));
-    xbar[m * nG + g] = bad ? __int_as_float(0x7fc00000) : acc;
-  }
+  int s = q0 + q1;  // lanes 0-15 hold the chunk's first 32 positions, 16-31 the last 32
+  for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane == 0) { hs[m * 2 * nc + 2 * c] = s; dx[m * nc + c] = bad ? __int_as_float(0x7fc00000) : __fdiv_rn(mx, float(xmax)); }
+  if (lane == 16) hs[m * 2 * nc + 2 * c + 1] = s;
 }
 
 // Up to 3 weights that read the same x (q/k/v, gate/up) with the same bits, K, groups and permutation.
@@ -193,8 +184,8 @@ __device__ __forceinline__ void load_chunk(uint32_t (&raw)[Chunk<BITS>::WORDS], 
 __device__ __forceinline__ float f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
 template <int BITS, int M>
-__global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const float* __restrict__ xbar,
-                               int64_t N, int nc, int G, int nG, int mRows) {
+__global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const int* __restrict__ hs,
+                               int64_t N, int nc, int G, int gShift, int nG, int mRows) {
   using C = Chunk<BITS>;
   constexpr int R = kQgRows;
   const int lane = threadIdx.x & 31;
@@ -224,14 +215,14 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
 #pragma unroll
     for (int i = 0; i < R; i++) load_chunk<BITS>(raw[i], codes[i] + int64_t(c) * C::CB);
   }
-  pdl_wait();  // xq, dx and xbar come from qg_prep, just before
+  pdl_wait();  // xq, dx and hs come from qg_prep, just before
   pdl_trigger();
   const int64_t xrow = int64_t(nc) * 64 * (BITS == 8 ? 2 : 1);  // bytes of one x row's codes
   for (; c < nc; c += kWarp) {
     float s0f[R], s1f[R];
 #pragma unroll
     for (int i = 0; i < R; i++) {
-      const int g0 = min(c * 64 / G, nG - 1), g1 = min((c * 64 + 32) / G, nG - 1);
+      const int k0 = c * 64, g0 = min(gShift >= 0 ? k0 >> gShift : k0 / G, nG - 1), g1 = min(gShift >= 0 ? (k0 + 32) >> gShift : (k0 + 32) / G, nG - 1);
       s0f[i] = f16(sc[i][g0]);
       s1f[i] = f16(sc[i][g1]);
     }
@@ -259,25 +250,36 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
       for (int i = 0; i < R; i++) load_chunk<BITS>(raw[i], codes[i] + int64_t(c + kWarp) * C::CB);
     }
   }
-  // Σ_g fl(scale·zero)·xbar[g], lanes over the groups.
+  // Σ_g fl(scale·zero)·xbar[g], lanes over the groups; xbar[g] = Σ fl(dx·hs) over the group's half-chunks in order
+  // (the last group also takes the padding's).
+  float corr[R][M];
+#pragma unroll
+  for (int i = 0; i < R; i++)
+#pragma unroll
+    for (int m = 0; m < M; m++) corr[i][m] = 0.f;
+  const int hpg = G / 32;
+  for (int g = lane; g < nG; g += kWarp) {
+    const int lo = g * hpg, hi = g == nG - 1 ? 2 * nc : lo + hpg;
+    float sz[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) sz[i] = __fmul_rn(f16(sc[i][g]), float(pick(o.zeros, seg[i])[r[i] * nG + g]));
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      if (m >= mRows) break;
+      float xb = 0.f;
+      for (int h = lo; h < hi; h++) xb = __fadd_rn(xb, __fmul_rn(dx[int64_t(m) * nc + (h >> 1)], float(hs[int64_t(m) * 2 * nc + h])));
+#pragma unroll
+      for (int i = 0; i < R; i++) corr[i][m] += sz[i] * xb;
+    }
+  }
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const uint8_t* z = pick(o.zeros, seg[i]) + r[i] * nG;
-    float corr[M];
-#pragma unroll
-    for (int m = 0; m < M; m++) corr[m] = 0.f;
-    for (int g = lane; g < nG; g += kWarp) {
-      const float sz = __fmul_rn(f16(sc[i][g]), float(z[g]));
-#pragma unroll
-      for (int m = 0; m < M; m++)
-        if (m < mRows) corr[m] += sz * xbar[int64_t(m) * nG + g];
-    }
     const float* bias = pick(o.bias, seg[i]);
     float* y = pick(o.y, seg[i]);
     const int64_t ny = pick(o.n, seg[i]);
 #pragma unroll
     for (int m = 0; m < M; m++) {
-      const float a = warp_sum(acc[i][m]), cr = warp_sum(corr[m]);
+      const float a = warp_sum(acc[i][m]), cr = warp_sum(corr[i][m]);
       if (lane == 0 && n0 + i < N && m < mRows) y[m * ny + r[i]] = (a - cr) + (bias ? bias[r[i]] : 0.f);
     }
   }
@@ -312,13 +314,14 @@ unsigned grid_for(int64_t n, int threads = 256) {
 }
 
 template <int BITS>
-void qg_gemv_launch(const QgOut& o, const void* xq, const float* dx, const float* xbar, int64_t M, int64_t N, int nc, int G, int nG) {
+void qg_gemv_launch(const QgOut& o, const void* xq, const float* dx, const int* hs, int64_t M, int64_t N, int nc, int G, int nG) {
+  const int gShift = (G & (G - 1)) == 0 ? __builtin_ctz(unsigned(G)) : -1;
   // 9-12 rows run the 12-row kernel, 13-16 the 16-row one, over the rows there are (Mk ≥ M; the rest of xq is
   // never read: acc rows past M are not written).
   const int threads = 256, rowsPerBlock = threads / kWarp * kQgRows;
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M <= 8 ? M : M <= 12 ? 12 : 16) {
-#define LOWBIT_QG(MM) case MM: launch(qg_gemv_kernel<BITS, MM>, grid, threads, 0, o, xq, dx, xbar, N, nc, G, nG, int(M)); break;
+#define LOWBIT_QG(MM) case MM: launch(qg_gemv_kernel<BITS, MM>, grid, threads, 0, o, xq, dx, hs, N, nc, G, gShift, nG, int(M)); break;
     LOWBIT_QG(1) LOWBIT_QG(2) LOWBIT_QG(3) LOWBIT_QG(4) LOWBIT_QG(5) LOWBIT_QG(6) LOWBIT_QG(7) LOWBIT_QG(8)
     LOWBIT_QG(12) LOWBIT_QG(16)
 #undef LOWBIT_QG
@@ -348,10 +351,10 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
   const bool wide = q.bits == 8;
   const int64_t Kpad = int64_t(q.nc) * 64;
   const size_t xqBytes = (size_t(M) * Kpad * (wide ? 2 : 1) + 255) / 256 * 256, dxBytes = (size_t(M) * q.nc * 4 + 255) / 256 * 256;
-  uint8_t* buf = static_cast<uint8_t*>(scratch(2, xqBytes + dxBytes + size_t(M) * q.nG * 4));
+  uint8_t* buf = static_cast<uint8_t*>(scratch(2, xqBytes + 3 * dxBytes));
   float* dx = reinterpret_cast<float*>(buf + xqBytes);
-  float* xbar = reinterpret_cast<float*>(buf + xqBytes + dxBytes);
-  launch(qg_prep_kernel, unsigned(M), 256, size_t(2 * q.nc) * sizeof(int), buf, dx, xbar, x, q.perm, q.K, q.nc, q.G, q.nG, wide ? 8191 : 127, wide);
+  int* hs = reinterpret_cast<int*>(buf + xqBytes + dxBytes);
+  launch(qg_prep_kernel, dim3(unsigned((q.nc + 7) / 8), unsigned(M)), 256, 0, buf, dx, hs, x, q.perm, q.K, q.nc, wide ? 8191 : 127, wide);
   QgOut o{};
   int64_t start = 0;
   for (int i = 0; i < 3; i++) {
@@ -366,10 +369,10 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
     if (i < q.nOut) start += q.n[i];
   }
   switch (q.bits) {
-    case 2: qg_gemv_launch<2>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
-    case 3: qg_gemv_launch<3>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
-    case 4: qg_gemv_launch<4>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
-    default: qg_gemv_launch<8>(o, buf, dx, xbar, M, N, q.nc, q.G, q.nG); break;
+    case 2: qg_gemv_launch<2>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
+    case 3: qg_gemv_launch<3>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
+    case 4: qg_gemv_launch<4>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
+    default: qg_gemv_launch<8>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
   }
 }
 
