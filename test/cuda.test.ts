@@ -89,6 +89,33 @@ describe('cuda backend ops vs ref', { skip }, () => {
     assert.equal(cuda.matmulMany!(up(host([9, 64]) as Tensor<'F32'>), [up(host([8, 64], 'BF16'))], [null], [poisoned([9, 8])]), false);
   });
 
+  it('matmulSiluMul: gate/up with SiLU·mul in one launch = two products and siluMul (bf16 and GPTQ, with biases)', () => {
+    const K = 256, N = 96;
+    for (const M of [1, 5]) {
+      const x = host([M, K]) as Tensor<'F32'>, wg = host([N, K], 'BF16'), wu = host([N, K], 'BF16');
+      const bg = host([N]) as Tensor<'F32'>, bu = host([N]) as Tensor<'F32'>;
+      const g = Tensor.zeros('F32', [M, N]), u = Tensor.zeros('F32', [M, N]);
+      ref.matmul(x, wg, bg, g);
+      ref.matmul(x, wu, bu, u);
+      ref.siluMul(g, u, g);
+      const out = poisoned([M, N]);
+      assert.equal(cuda.matmulSiluMul!(up(x), up(wg), up(wu), up(bg), up(bu), out), true);
+      close(`matmulSiluMul bf16 M=${M}`, down(out), g.f32, 1e-5);
+    }
+    const mk = () => fromGptq(packGptq(randomCodes(4, N, K, 64, false), { sym: false, descAct: false, checkpointFormat: 'gptq_v2' }));
+    const qg = mk(), qu = mk();
+    for (const M of [1, 12]) {
+      const x = host([M, K]) as Tensor<'F32'>, dx = up(x);
+      const a = poisoned([M, N]), b = poisoned([M, N]), out = poisoned([M, N]);
+      cuda.matmulQ!(dx, qg, null, a);
+      cuda.matmulQ!(dx, qu, null, b);
+      cuda.siluMul(a, b, a);
+      assert.equal(cuda.matmulSiluMul!(dx, qg, qu, null, null, out), true);
+      close(`matmulSiluMul gptq M=${M}`, down(out), down(a), 1e-5);
+    }
+    assert.equal(cuda.matmulSiluMul!(up(host([9, K]) as Tensor<'F32'>), up(host([N, K], 'BF16')), up(host([N, K], 'BF16')), null, null, poisoned([9, N])), false);
+  });
+
   it('rmsnorm, layernorm, softmax over odd rows', () => {
     for (const D of [172, 1, 4099]) {
       const x = host([5, D]) as Tensor<'F32'>, w = host([D]) as Tensor<'F32'>, b = host([D]) as Tensor<'F32'>;
@@ -178,6 +205,11 @@ describe('cuda backend ops vs ref', { skip }, () => {
 
   for (const c of [
     { B: 1, T: 1, H: 8, nKV: 2, hd: 64, S: 300, past: 250, mask: false, window: 0 },
+    // Decode splits the cache over blocks of 32 keys (flash-decoding), more past 8192 keys; splits past the length
+    // and masked or windowed-out ones must drop out of the merge.
+    { B: 2, T: 1, H: 8, nKV: 2, hd: 128, S: 300, past: 200, mask: true, window: 70 },
+    { B: 3, T: 1, H: 4, nKV: 4, hd: 40, S: 100, past: 0, mask: false, window: 0 },
+    { B: 1, T: 1, H: 4, nKV: 1, hd: 128, S: 9000, past: 8700, mask: false, window: 0 },
     { B: 2, T: 5, H: 4, nKV: 4, hd: 24, S: 20, past: 3, mask: true, window: 0 },
     { B: 2, T: 9, H: 6, nKV: 2, hd: 128, S: 40, past: 7, mask: true, window: 5 },
     { B: 1, T: 130, H: 2, nKV: 1, hd: 96, S: 130, past: 0, mask: false, window: 0 },

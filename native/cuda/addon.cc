@@ -23,8 +23,9 @@ struct State {
   bool capturing = false;
   std::vector<void*> deferred_frees;
   cudaStream_t s = nullptr;
-  void* scratch[4] = {nullptr, nullptr, nullptr, nullptr};
-  size_t scratch_bytes[4] = {0, 0, 0, 0};
+  void* scratch[8] = {};
+  size_t scratch_bytes[8] = {};
+  std::vector<void*> retired;  // outgrown scratch buffers (see scratch())
 };
 State& st() {
   static State s;
@@ -74,14 +75,18 @@ cudaStream_t stream() {
   return st().s;
 }
 
+// A slot that must grow gets a new buffer of at least twice the old size; the old one is kept, not freed: a captured
+// decode graph may hold its address and replay it later. Doubling keeps the kept bytes below the live ones.
 void* scratch(int slot, size_t bytes) {
   State& s = st();
   if (bytes > s.scratch_bytes[slot]) {
-    if (s.scratch[slot]) cuda_check(cudaFreeAsync(s.scratch[slot], stream()), "cudaFreeAsync (scratch)");
+    if (s.capturing) throw CudaError("scratch slot " + std::to_string(slot) + " would grow during a graph capture");
+    if (s.scratch[slot]) s.retired.push_back(s.scratch[slot]);
+    const size_t want = bytes > 2 * s.scratch_bytes[slot] ? bytes : 2 * s.scratch_bytes[slot];
     s.scratch[slot] = nullptr;
     s.scratch_bytes[slot] = 0;
-    cuda_check(cudaMallocAsync(&s.scratch[slot], bytes, stream()), "cudaMallocAsync (scratch)");
-    s.scratch_bytes[slot] = bytes;
+    cuda_check(cudaMallocAsync(&s.scratch[slot], want, stream()), "cudaMallocAsync (scratch)");
+    s.scratch_bytes[slot] = want;
   }
   return s.scratch[slot];
 }
@@ -302,9 +307,11 @@ Napi::Value QgRepack(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// qgMatmul(x, M, bits, K, nc, G, nG, perm|0, [y, codes, scales, zeros, bias|0, N] × 1-3)
-Napi::Value QgMatmul(const Napi::CallbackInfo& info) {
+// qgMatmul(x, M, bits, K, nc, G, nG, perm|0, [y, codes, scales, zeros, bias|0, N] × 1-3); qgMatmulSiluMul: the same
+// with gate and up (2 groups, one y): y = silu(x·gateᵀ)·(x·upᵀ).
+Napi::Value QgMatmulImpl(const Napi::CallbackInfo& info, bool silu) {
   QgCall q;
+  q.silu = silu;
   const float* x = ptr<const float>(info, 0, "x");
   const int64_t M = integer(info, 1, "M"), bits = integer(info, 2, "bits");
   q.K = integer(info, 3, "K");
@@ -330,6 +337,26 @@ Napi::Value QgMatmul(const Napi::CallbackInfo& info) {
   }
   LOWBIT_TRY
   qg_matmul(q, x, M);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+Napi::Value QgMatmul(const Napi::CallbackInfo& info) { return QgMatmulImpl(info, false); }
+Napi::Value QgMatmulSiluMul(const Napi::CallbackInfo& info) { return QgMatmulImpl(info, true); }
+
+// matmulSiluMul(x, wtype, M, K, y, wGate, wUp, bGate|0, bUp|0, N): gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue.
+Napi::Value MatmulSiluMul(const Napi::CallbackInfo& info) {
+  const float* x = ptr<const float>(info, 0, "x");
+  const int wt = wtype(info, 1);
+  const int64_t M = integer(info, 2, "M"), K = integer(info, 3, "K");
+  float* y = ptr<float>(info, 4, "y");
+  const void* wg = ptr<const void>(info, 5, "wGate");
+  const void* wu = ptr<const void>(info, 6, "wUp");
+  const float* bg = ptr<const float>(info, 7, "bGate");
+  const float* bu = ptr<const float>(info, 8, "bUp");
+  const int64_t N = integer(info, 9, "N");
+  if (M < 1 || M > 8) throw Napi::RangeError::New(info.Env(), "matmulSiluMul takes 1 to 8 rows of x");
+  LOWBIT_TRY
+  gemv_silu(y, x, wg, wu, bg, bu, wt, M, N, K);
   LOWBIT_CATCH(info.Env())
   return info.Env().Undefined();
 }
@@ -618,6 +645,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("qgRepack", Napi::Function::New(env, QgRepack));
   exports.Set("qgMatmul", Napi::Function::New(env, QgMatmul));
+  exports.Set("qgMatmulSiluMul", Napi::Function::New(env, QgMatmulSiluMul));
+  exports.Set("matmulSiluMul", Napi::Function::New(env, MatmulSiluMul));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
   exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));

@@ -27,6 +27,8 @@ void gemv(float* y, const float* x, const void* w, int wt, const float* bias, in
 // One GEMV launch over nOut (1-3) weights of one dtype that read the same x: ws[i] [ns[i], K] → ys[i] [M, ns[i]].
 void gemv_multi(float* const* ys, const void* const* ws, const int64_t* ns, const float* const* biases, int nOut, const float* x,
                 int wt, int64_t M, int64_t K);
+void gemv_silu(float* y, const float* x, const void* wGate, const void* wUp, const float* bGate, const float* bUp, int wt, int64_t M,
+               int64_t N, int64_t K);
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16);
 void bias_rows(float* y, const float* bias, int64_t rows, int64_t N);
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t D, float eps);
@@ -72,11 +74,14 @@ struct QgCall {
   float* y[3] = {};
   const float* bias[3] = {};
   int64_t n[3] = {};
+  // gate/up (nOut 2, equal n) with SiLU·mul in the epilogue: y[0] = silu(x·gateᵀ)·(x·upᵀ); decode rows only.
+  bool silu = false;
 };
 void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc);
 void qg_matmul(const QgCall& q, const float* x, int64_t M);
 
-// Device scratch that grows and is kept (stream-ordered allocations), one per purpose.
+// Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-7): 0 GEMM activations
+// in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials.
 void* scratch(int slot, size_t bytes);
 
 }  // namespace lowbit_cuda

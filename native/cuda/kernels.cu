@@ -69,6 +69,9 @@ struct GemvOut {
   int64_t start[3];  // first row of each output
   int64_t n[3];      // rows of each output (its row length in y)
   const float* bias[3];
+  // gate/up with SiLU·mul in the epilogue: a warp takes row n of w[0] (gate) and of w[1] (up) and writes
+  // y[0][m, n] = silu(gate)·up, as siluMul would from the two products (N = rows of each).
+  bool silu;
 };
 
 __device__ __forceinline__ int gemv_seg(const GemvOut& o, int64_t n) { return n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0; }
@@ -92,16 +95,17 @@ template <int WT, int M>
 __global__ void gemv_kernel(GemvOut o, const float* __restrict__ x, int64_t N, int64_t K, bool vec) {
   constexpr int R = kGemvRows, U = M <= 2 && WT != W_F32 ? 8 : 4, es = WT == W_F32 ? 4 : 2;
   const int lane = threadIdx.x & 31;
-  const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp) * R;
+  const int64_t warpId = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int64_t n0 = o.silu ? warpId : warpId * R;
   if (n0 >= N) return;
   int seg[R];
   int64_t r[R];
   const char* row[R];
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
-    seg[i] = gemv_seg(o, n);
-    r[i] = n - pick3(o.start, seg[i]);
+    const int64_t n = o.silu || n0 + i >= N ? n0 : n0 + i;  // past the end: row n0 again, not written
+    seg[i] = o.silu ? i : gemv_seg(o, n);
+    r[i] = o.silu ? n0 : n - pick3(o.start, seg[i]);
     row[i] = static_cast<const char*>(pick3(o.w, seg[i])) + r[i] * K * es;
   }
   float acc[R][M];
@@ -177,6 +181,14 @@ __global__ void gemv_kernel(GemvOut o, const float* __restrict__ x, int64_t N, i
         for (int m = 0; m < M; m++) acc[i][m] += wk * x[m * K + k];
       }
   }
+  if (o.silu) {
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float g = warp_sum(acc[0][m]) + (o.bias[0] ? o.bias[0][n0] : 0.f), u = warp_sum(acc[1][m]) + (o.bias[1] ? o.bias[1][n0] : 0.f);
+      if (lane == 0) o.y[0][m * N + n0] = g / (1.f + expf(-g)) * u;
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < R; i++) {
     const float* bias = pick3(o.bias, seg[i]);
@@ -194,7 +206,7 @@ template <int WT>
 void gemv_launch(const GemvOut& o, int nOut, const float* x, int64_t M, int64_t N, int64_t K) {
   bool vec = K % 8 == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
   for (int i = 0; i < nOut; i++) vec = vec && reinterpret_cast<uintptr_t>(o.w[i]) % 16 == 0;
-  const int threads = 256, rowsPerBlock = threads / kWarp * kGemvRows;
+  const int threads = 256, rowsPerBlock = threads / kWarp * (o.silu ? 1 : kGemvRows);
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M) {
 #define LOWBIT_GEMV(MM) case MM: launch(gemv_kernel<WT, MM>, grid, threads, 0, o, x, N, K, vec); break;
@@ -343,9 +355,12 @@ __global__ void embedding_kernel(float* y, const void* table, int wt, const int3
 // max / sum / output (online softmax), lanes holding hd/32 output elements each; the warps then merge. q [B,T,H,hd],
 // K/V [B,S,nKV,hd], keyMask [B, pastLen+T] (1 = attend) or null. A query that sees no key gets zeros (the ref).
 constexpr int kAttnMaxHd = 256;
+// Decode (T = 1) splits the cache over blocks (flash-decoding): gridDim.y blocks per (row, head), each over kps keys,
+// write their running max, sum and unnormalised output to part [B·H, splits, hd + 2]; attention_merge_kernel combines
+// them. Each warp's chain of dependent key loads is then kps / warps long instead of the whole cache over 16 warps.
 __global__ void attention_kernel(float* out, const float* q, const float* K, const float* V, int B, int T, int H,
                                  int nKV, int hd, int64_t S, int64_t pastLen, const int64_t* pastLenDev,
-                                 const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window) {
+                                 const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window, float* part, int64_t kps) {
   pdl_wait();
   pdl_trigger();
   if (pastLenDev) pastLen = *pastLenDev;  // a captured decode step: the cache length of this replay
@@ -364,8 +379,13 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
     qv[j] = j < per && i < hd ? qr[i] : 0.f;
     o[j] = 0.f;
   }
-  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + T, last = pastLen + t;
-  const int64_t first = window > 0 ? (last - window + 1 > 0 ? last - window + 1 : 0) : 0;
+  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + T;
+  int64_t last = pastLen + t, first = window > 0 ? (last - window + 1 > 0 ? last - window + 1 : 0) : 0;
+  if (part) {
+    const int64_t lo = int64_t(blockIdx.y) * kps;
+    first = first > lo ? first : lo;
+    last = last < lo + kps - 1 ? last : lo + kps - 1;
+  }
   float mx = -INFINITY, sum = 0.f;
   for (int64_t s = first + warp; s <= last; s += nWarps) {
     if (keyMask && !keyMask[int64_t(b) * kvLen + s]) continue;
@@ -402,9 +422,11 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
   __syncthreads();
   float M = -INFINITY;
   for (int w = 0; w < nWarps; w++) M = fmaxf(M, sm[w]);
-  float* orow = out + (bt * H + h) * hd;
+  float* prow = part ? part + (bt * H + h) * int64_t(gridDim.y) * (hd + 2) + int64_t(blockIdx.y) * (hd + 2) : nullptr;
+  float* orow = prow ? prow + 2 : out + (bt * H + h) * hd;
   if (M == -INFINITY) {
     for (int i = threadIdx.x; i < hd; i += blockDim.x) orow[i] = 0.f;
+    if (prow && threadIdx.x == 0) { prow[0] = -INFINITY; prow[1] = 0.f; }
     return;
   }
   float tot = 0.f;
@@ -412,6 +434,34 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
   for (int i = threadIdx.x; i < hd; i += blockDim.x) {
     float a = 0.f;
     for (int w = 0; w < nWarps; w++) if (sm[w] != -INFINITY) a += so[w * hd + i] * expf(sm[w] - M);
+    orow[i] = prow ? a : a / tot;
+  }
+  if (prow && threadIdx.x == 0) { prow[0] = M; prow[1] = tot; }
+}
+
+// The splits of a decode attention: out = Σ_s o_s·e^(m_s − M) / Σ_s l_s·e^(m_s − M); zeros where no key was seen.
+__global__ void attention_merge_kernel(float* out, const float* part, int hd, int nSplit) {
+  pdl_wait();
+  pdl_trigger();
+  const float* p = part + int64_t(blockIdx.x) * nSplit * (hd + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < nSplit; s++) M = fmaxf(M, p[int64_t(s) * (hd + 2)]);
+  float* orow = out + int64_t(blockIdx.x) * hd;
+  if (M == -INFINITY) {
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) orow[i] = 0.f;
+    return;
+  }
+  float tot = 0.f;
+  for (int s = 0; s < nSplit; s++) {
+    const float m = p[int64_t(s) * (hd + 2)];
+    if (m != -INFINITY) tot += p[int64_t(s) * (hd + 2) + 1] * expf(m - M);
+  }
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    float a = 0.f;
+    for (int s = 0; s < nSplit; s++) {
+      const float m = p[int64_t(s) * (hd + 2)];
+      if (m != -INFINITY) a += p[int64_t(s) * (hd + 2) + 2 + i] * expf(m - M);
+    }
     orow[i] = a / tot;
   }
 }
@@ -552,6 +602,20 @@ void gemv_multi(float* const* ys, const void* const* ws, const int64_t* ns, cons
   cuda_check(cudaGetLastError(), "gemv launch");
 }
 
+void gemv_silu(float* y, const float* x, const void* wGate, const void* wUp, const float* bGate, const float* bUp, int wt, int64_t M,
+               int64_t N, int64_t K) {
+  GemvOut o{};
+  o.silu = true;
+  o.w[0] = wGate; o.w[1] = wUp; o.w[2] = wUp;
+  o.y[0] = o.y[1] = o.y[2] = y;
+  o.bias[0] = bGate; o.bias[1] = bUp; o.bias[2] = bUp;
+  o.n[0] = o.n[1] = o.n[2] = N;
+  o.start[0] = 0; o.start[1] = o.start[2] = INT64_MAX;
+  if (wt == W_F32) gemv_launch<W_F32>(o, 2, x, M, N, K);
+  else if (wt == W_BF16) gemv_launch<W_BF16>(o, 2, x, M, N, K);
+  else gemv_launch<W_F16>(o, 2, x, M, N, K);
+}
+
 void gemv(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
   gemv_multi(&y, &w, &N, &bias, 1, x, wt, M, K);
 }
@@ -621,12 +685,21 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
                float scale, int64_t window) {
   if (hd > kAttnMaxHd) throw CudaError("attention: head_dim " + std::to_string(hd) + " is above the kernel's " + std::to_string(kAttnMaxHd));
   if (int64_t(B) * T * H == 0) return;
-  // More warps per (token, head) for decode, where one query walks the whole cache: each warp takes every
-  // nWarps-th key, so the chain of dependent loads per warp is shorter.
-  const int threads = T == 1 ? 512 : 256, nWarps = threads / 32;
+  const int threads = 256, nWarps = threads / 32;
   const size_t shmem = size_t(nWarps) * (hd + 2) * sizeof(float);
-  launch(attention_kernel, unsigned(int64_t(B) * T * H), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window);
-  cuda_check(cudaGetLastError(), "attention launch");
+  if (T == 1) {
+    // Flash-decoding: splits of kps keys over the cache's capacity S (fixed for a cache, so a captured step keeps
+    // its grid while the length grows; splits past the length exit at once), at most 256 of them.
+    const int64_t kps = S <= 256 * 32 ? 32 : (S + 255) / 256;
+    const int nSplit = int((S + kps - 1) / kps);
+    float* part = static_cast<float*>(scratch(4, size_t(B) * H * nSplit * (hd + 2) * sizeof(float)));
+    launch(attention_kernel, dim3(unsigned(int64_t(B) * H), unsigned(nSplit)), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen,
+           pastLenDev, keyMask, maskStride, scale, window, part, kps);
+    launch(attention_merge_kernel, unsigned(int64_t(B) * H), 128, 0, out, static_cast<const float*>(part), hd, nSplit);
+    return;
+  }
+  launch(attention_kernel, unsigned(int64_t(B) * T * H), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask,
+         maskStride, scale, window, static_cast<float*>(nullptr), int64_t(0));
 }
 
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D) {

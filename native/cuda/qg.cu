@@ -117,6 +117,7 @@ struct QgOut {
   const float* bias[3];
   int64_t start[3];  // first row of each output in the launch
   int64_t n[3];      // rows of each output
+  bool silu;         // gate (0) and up (1), row n of each to one warp: y[0][m, n] = silu(gate)·up
 };
 template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
 
@@ -184,12 +185,13 @@ __device__ __forceinline__ void load_chunk(uint32_t (&raw)[Chunk<BITS>::WORDS], 
 __device__ __forceinline__ float f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
 template <int BITS, int M>
-__global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const int* __restrict__ hs,
+__global__ void __launch_bounds__(256, M <= 2 ? 3 : 1) qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const int* __restrict__ hs,
                                int64_t N, int nc, int G, int gShift, int nG, int mRows) {
   using C = Chunk<BITS>;
   constexpr int R = kQgRows;
   const int lane = threadIdx.x & 31;
-  const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp) * R;
+  const int64_t warpId = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int64_t n0 = o.silu ? warpId : warpId * R;
   if (n0 >= N) return;
   const bool halves = G % 64 != 0;
   int seg[R];
@@ -198,9 +200,9 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
   const uint16_t* sc[R];
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
-    seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
-    r[i] = n - pick(o.start, seg[i]);
+    const int64_t n = o.silu || n0 + i >= N ? n0 : n0 + i;  // past the end: row n0 again, not written
+    seg[i] = o.silu ? i : n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
+    r[i] = o.silu ? n0 : n - pick(o.start, seg[i]);
     codes[i] = pick(o.codes, seg[i]) + r[i] * nc * C::CB;
     sc[i] = pick(o.scales, seg[i]) + r[i] * nG;
   }
@@ -219,6 +221,13 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
   pdl_trigger();
   const int64_t xrow = int64_t(nc) * 64 * (BITS == 8 ? 2 : 1);  // bytes of one x row's codes
   for (; c < nc; c += kWarp) {
+    // The next chunk's codes are requested before this one is used: two DRAM round trips overlap.
+    const bool more = c + kWarp < nc;
+    uint32_t nxt[R][C::WORDS];
+    if (more) {
+#pragma unroll
+      for (int i = 0; i < R; i++) load_chunk<BITS>(nxt[i], codes[i] + int64_t(c + kWarp) * C::CB);
+    }
     float s0f[R], s1f[R];
 #pragma unroll
     for (int i = 0; i < R; i++) {
@@ -245,9 +254,11 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
         else acc[i][m] += float(s0 + s1) * __fmul_rn(s0f[i], d);
       }
     }
-    if (c + kWarp < nc) {
+    if (more) {
 #pragma unroll
-      for (int i = 0; i < R; i++) load_chunk<BITS>(raw[i], codes[i] + int64_t(c + kWarp) * C::CB);
+      for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int w = 0; w < C::WORDS; w++) raw[i][w] = nxt[i][w];
     }
   }
   // Σ_g fl(scale·zero)·xbar[g], lanes over the groups; xbar[g] = Σ fl(dx·hs) over the group's half-chunks in order
@@ -271,6 +282,15 @@ __global__ void qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float
 #pragma unroll
       for (int i = 0; i < R; i++) corr[i][m] += sz[i] * xb;
     }
+  }
+  if (o.silu) {
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float g = (warp_sum(acc[0][m]) - warp_sum(corr[0][m])) + (o.bias[0] ? o.bias[0][n0] : 0.f);
+      const float u = (warp_sum(acc[1][m]) - warp_sum(corr[1][m])) + (o.bias[1] ? o.bias[1][n0] : 0.f);
+      if (lane == 0 && m < mRows) o.y[0][m * N + n0] = g / (1.f + expf(-g)) * u;
+    }
+    return;
   }
 #pragma unroll
   for (int i = 0; i < R; i++) {
@@ -318,7 +338,7 @@ void qg_gemv_launch(const QgOut& o, const void* xq, const float* dx, const int* 
   const int gShift = (G & (G - 1)) == 0 ? __builtin_ctz(unsigned(G)) : -1;
   // 9-12 rows run the 12-row kernel, 13-16 the 16-row one, over the rows there are (Mk ≥ M; the rest of xq is
   // never read: acc rows past M are not written).
-  const int threads = 256, rowsPerBlock = threads / kWarp * kQgRows;
+  const int threads = 256, rowsPerBlock = threads / kWarp * (o.silu ? 1 : kQgRows);
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M <= 8 ? M : M <= 12 ? 12 : 16) {
 #define LOWBIT_QG(MM) case MM: launch(qg_gemv_kernel<BITS, MM>, grid, threads, 0, o, xq, dx, hs, N, nc, G, gShift, nG, int(M)); break;
@@ -339,6 +359,7 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
   int64_t N = 0;
   for (int i = 0; i < q.nOut; i++) N += q.n[i];
   if (M == 0 || N == 0) return;
+  if (q.silu && (M > kQgDecodeMaxRows || q.nOut != 2 || q.n[0] != q.n[1])) throw CudaError("qg_matmul: SiLU·mul takes gate and up of equal rows, at most 16 rows of x");
   if (M > kQgDecodeMaxRows) {
     // Prefill: each weight dequantized to float16 (one at a time, in one scratch), then cuBLAS.
     for (int i = 0; i < q.nOut; i++) {
@@ -356,6 +377,7 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
   int* hs = reinterpret_cast<int*>(buf + xqBytes + dxBytes);
   launch(qg_prep_kernel, dim3(unsigned((q.nc + 7) / 8), unsigned(M)), 256, 0, buf, dx, hs, x, q.perm, q.K, q.nc, wide ? 8191 : 127, wide);
   QgOut o{};
+  o.silu = q.silu;
   int64_t start = 0;
   for (int i = 0; i < 3; i++) {
     const int j = i < q.nOut ? i : q.nOut - 1;  // unused segments repeat the last one (start past N: never chosen)
@@ -367,6 +389,10 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
     o.n[i] = q.n[j];
     o.start[i] = i < q.nOut ? start : INT64_MAX;
     if (i < q.nOut) start += q.n[i];
+  }
+  if (q.silu) {
+    N = q.n[0];
+    o.start[1] = o.start[2] = INT64_MAX;
   }
   switch (q.bits) {
     case 2: qg_gemv_launch<2>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;

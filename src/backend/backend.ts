@@ -76,6 +76,13 @@ export interface Backend {
    * Optional; false when this backend does not join these (the caller runs them one by one).
    */
   matmulMany?(x: Tensor<'F32'>, ws: Tensor[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): boolean;
+  /**
+   * Optional: a gated MLP's first half in one call, out = silu(x·gateᵀ + gateBias) · (x·upᵀ + upBias), the weights
+   * both float tensors or both quantized. False when this backend does not fuse these (the caller runs the two
+   * matmuls and siluMul); the result equals that sequence up to float summation order.
+   */
+  matmulSiluMul?(x: Tensor<'F32'>, gate: Tensor | QuantizedWeight, up: Tensor | QuantizedWeight, gateBias: Tensor<'F32'> | null,
+    upBias: Tensor<'F32'> | null, out: Tensor<'F32'>): boolean;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   /** Optional: x += y in place, then out = rmsnorm(x, w) (the residual add and the next norm as one op). */

@@ -4,7 +4,7 @@ import type { Backend } from '../backend/backend.js';
 import type { LlamaConfig } from '../io/config.js';
 import { KVCache } from '../nn/kvcache.js';
 import { Embedding, Linear, LinearLike, RMSNorm } from '../nn/layers.js';
-import { forwardShared } from '../nn/quant.js';
+import { forwardGateUp, forwardShared } from '../nn/quant.js';
 import { RopeFrequencies } from '../nn/rope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { linearFactory, type LinearFactory } from './factory.js';
@@ -193,10 +193,9 @@ export class LlamaForCausalLM extends DecoderLM {
   /** down_proj(silu(gate_proj(h))·up_proj(h)) of the normed input h [B·T, H]. */
   private mlp(l: number, h: Tensor<'F32'>): Tensor<'F32'> {
     const L = this.layers[l];
-    const [g, u] = forwardShared([L.proj.gate_proj, L.proj.up_proj], h);
-    this.backend.siluMul(g, u, g);
+    const g = forwardGateUp(this.backend, L.proj.gate_proj, L.proj.up_proj, h);
     const d = L.proj.down_proj.forward(g);
-    this.backend.release?.(g, u);
+    this.backend.release?.(g);
     return d;
   }
 }

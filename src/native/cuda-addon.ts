@@ -41,6 +41,10 @@ export interface CudaAddon {
   qgRepack(out: number, src: number, mode: number, bits: number, perm: number, N: number, K: number, nc: number): void;
   /** qgMatmul(x, M, bits, K, nc, G, nG, perm, y0, codes0, scales0, zeros0, bias0, N0, …): 1-3 weights sharing x. */
   qgMatmul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
+  /** qgMatmul with gate (group 0) and up (group 1): y0 = silu(x·gateᵀ)·(x·upᵀ); at most 16 rows of x. */
+  qgMatmulSiluMul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
+  /** Gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue. */
+  matmulSiluMul(x: number, wtype: number, M: number, K: number, y: number, wGate: number, wUp: number, bGate: number, bUp: number, N: number): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;
   addRmsnorm(out: number, x: number, y: number, w: number, rows: number, dim: number, eps: number): void;
   layernorm(y: number, x: number, w: number, b: number, rows: number, dim: number, eps: number): void;

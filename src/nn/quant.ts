@@ -44,6 +44,25 @@ export function quantLinear(backend: Backend, name: string, qw: QuantizedWeight,
 }
 
 /**
+ * silu(gate(x))·up(x) for a gated MLP on backend `be`: one call where `be` fuses it (matmulSiluMul: both layers float
+ * Linears, or both GPTQ/AWQ layers, on `be`), else the two products (forwardShared) and siluMul. The caller owns the
+ * result (release it when done).
+ */
+export function forwardGateUp(be: Backend, gate: LinearLike, up: LinearLike, x: Tensor<'F32'>): Tensor<'F32'> {
+  const parts = (l: LinearLike) => (l instanceof Linear ? { w: l.weight as Tensor | QuantizedWeight, l } : l instanceof GptqLinear || l instanceof AwqLinear ? { w: l.qweight, l } : null);
+  const g = parts(gate), u = parts(up);
+  if (be.matmulSiluMul && g && u && g.l.backend === be && u.l.backend === be && gate.outFeatures === up.outFeatures) {
+    const out = be.empty('F32', [...x.shape.slice(0, -1), gate.outFeatures]);
+    if (be.matmulSiluMul(x, g.w, u.w, g.l.bias, u.l.bias, out)) return out;
+    be.release?.(out);
+  }
+  const [gy, uy] = forwardShared([gate, up], x);
+  be.siluMul(gy, uy, gy);
+  be.release?.(uy);
+  return gy;
+}
+
+/**
  * The linears that read the same x (q/k/v, gate/up), as one backend call when every one is a GPTQ/AWQ layer the
  * backend can join (matmulQMany: one activation quantization, one thread-pool job); otherwise each layer's own
  * forward. The results are the same either way.

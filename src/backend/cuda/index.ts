@@ -186,14 +186,15 @@ function sameOrder(a: CudaQgLayout, b: CudaQgLayout): boolean {
   return !a.permHost || a.permHost.every((v, i) => v === b.permHost![i]);
 }
 
-function qgMatmul(x: Tensor<'F32'>, ls: CudaQgLayout[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): void {
+function qgMatmul(x: Tensor<'F32'>, ls: CudaQgLayout[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[], silu = false): void {
   const l0 = ls[0], M = x.numel / l0.K;
   const args: number[] = [];
   ls.forEach((l, i) => {
     args.push(devF32('matmulQ', 'out', outs[i]), dev('matmulQ', 'codes', l.codes), dev('matmulQ', 'scales', l.scales), dev('matmulQ', 'zeros', l.zeros),
       biases[i] ? devF32('matmulQ', 'bias', biases[i]!) : 0, l.N);
   });
-  (addon().qgMatmul as (...a: number[]) => void)(devF32('matmulQ', 'x', x), M, l0.bits, l0.K, l0.nc, l0.G, l0.nG, l0.perm ? dev('matmulQ', 'perm', l0.perm) : 0, ...args);
+  const a = addon(), f = (silu ? a.qgMatmulSiluMul : a.qgMatmul) as (...a: number[]) => void;
+  f(devF32('matmulQ', 'x', x), M, l0.bits, l0.K, l0.nc, l0.G, l0.nG, l0.perm ? dev('matmulQ', 'perm', l0.perm) : 0, ...args);
 }
 
 function qgOf(op: string, qw: QuantizedWeight): CudaQgLayout {
@@ -276,6 +277,26 @@ export const cudaBackend: Backend & {
     const ls = qws.map((q) => qgOf('matmulQMany', q));
     if (!ls.every((l) => sameOrder(l, ls[0]))) return false;
     qgMatmul(x, ls, biases, outs);
+    return true;
+  },
+
+  matmulSiluMul(x, gate, up, gateBias, upBias, out) {
+    const K = x.shape[x.shape.length - 1], M = x.numel / K;
+    if (gate instanceof Tensor && up instanceof Tensor) {
+      if (M > 8 || gate.dtype !== up.dtype || !FLOAT_WEIGHTS.includes(gate.dtype) || gate.device !== 'cuda' || up.device !== 'cuda') return false;
+      const { N } = matmulShape(x, gate, gateBias, out);
+      matmulShape(x, up, upBias, out);
+      addon().matmulSiluMul(devF32('matmulSiluMul', 'x', x), WTYPE[gate.dtype as 'F32' | 'BF16' | 'F16'], M, K, devF32('matmulSiluMul', 'out', out),
+        dev('matmulSiluMul', 'gate', gate), dev('matmulSiluMul', 'up', up), gateBias ? devF32('matmulSiluMul', 'gate bias', gateBias) : 0,
+        upBias ? devF32('matmulSiluMul', 'up bias', upBias) : 0, N);
+      return true;
+    }
+    if (gate instanceof Tensor || up instanceof Tensor || M > 16 || !CUDA_QUANT.includes(gate.format) || !CUDA_QUANT.includes(up.format)) return false;
+    matmulQShape(x, gate.shape, gateBias, out);
+    matmulQShape(x, up.shape, upBias, out);
+    const ls = [qgOf('matmulSiluMul', gate), qgOf('matmulSiluMul', up)];
+    if (!sameOrder(ls[0], ls[1])) return false;
+    qgMatmul(x, ls, [gateBias, upBias], [out, out], true);
     return true;
   },
 
