@@ -20,8 +20,9 @@ import { packGptq, unpackGptq } from '../src/quant/gptq-format.js';
 import { packAwq, unpackAwq } from '../src/quant/awq-format.js';
 import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
 import { qgDecodeRef, qgPack } from '../src/quant/qg.js';
-import { fromAwq, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
-import { f16ToF32 } from '../src/tensor/dtype.js';
+import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
+import { quantize4bit, type Bnb4QuantType } from '../src/quant/bnb4.js';
+import { bf16ToF32, f16ToF32 } from '../src/tensor/dtype.js';
 
 const status = cudaAvailable();
 const skip = status.ok ? false : `no GPU for the cuda backend: ${status.why}`;
@@ -210,6 +211,8 @@ describe('cuda backend ops vs ref', { skip }, () => {
     { B: 2, T: 1, H: 8, nKV: 2, hd: 128, S: 300, past: 200, mask: true, window: 70 },
     { B: 3, T: 1, H: 4, nKV: 4, hd: 40, S: 100, past: 0, mask: false, window: 0 },
     { B: 1, T: 1, H: 4, nKV: 1, hd: 128, S: 9000, past: 8700, mask: false, window: 0 },
+    { B: 2, T: 1, H: 2, nKV: 1, hd: 256, S: 70, past: 66, mask: true, window: 0 },
+    { B: 1, T: 1, H: 4, nKV: 2, hd: 32, S: 50, past: 49, mask: false, window: 9 },
     { B: 2, T: 5, H: 4, nKV: 4, hd: 24, S: 20, past: 3, mask: true, window: 0 },
     { B: 2, T: 9, H: 6, nKV: 2, hd: 128, S: 40, past: 7, mask: true, window: 5 },
     { B: 1, T: 130, H: 2, nKV: 1, hd: 96, S: 130, past: 0, mask: false, window: 0 },
@@ -313,7 +316,7 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
     assert.equal(cuda.matmulQMany!(up(host([1, K]) as Tensor<'F32'>), [qws[0], mk(32, 64)], [null, null], [poisoned([1, 64]), poisoned([1, 32])]), false);
   });
 
-  it('a row of x that is not finite gives NaN outputs for that row only; nf4 weights are refused by name', () => {
+  it('a row of x that is not finite gives NaN outputs for that row only; int8 weights are refused', () => {
     const qw = cases[0][1](), [N, K] = qw.shape;
     const x = host([2, K]) as Tensor<'F32'>;
     x.f32[K + 7] = NaN;
@@ -323,12 +326,51 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
     const packed = qgPack(unpackGptq((qw as Extract<QuantizedWeight, { format: 'gptq' }>).gptq))!;
     close('finite row', y.subarray(0, N), qgDecodeRef(x.f32.subarray(0, K), 1, packed, null)!, 1e-5);
     assert.ok(y.subarray(N).every(Number.isNaN));
-    assert.equal(cuda.supports('matmulQ', ['nf4']), false);
-    assert.equal(cuda.supports('matmulQ', ['gptq', 'awq']), true);
+    assert.equal(cuda.supports('matmulQ', ['int8']), false);
+    assert.equal(cuda.supports('matmulQ', ['gptq', 'awq', 'nf4', 'fp4']), true);
   });
 });
 
+describe('cuda NF4 / FP4 matmul (native/cuda/bnb4.cu) vs ref', { skip }, () => {
+  // The decode GEMV multiplies value·absmax unrounded: equal to ref up to float order for a float32 weight, within
+  // the weight's bf16 rounding (2^-9 a weight) for a bf16 one. Prefill dequantizes exactly, then the float matmul.
+  for (const type of ['nf4', 'fp4'] as Bnb4QuantType[])
+    for (const [dtype, doubleQuant, N, K, bs] of [['float32', false, 72, 256, 64], ['bfloat16', true, 40, 192, 64], ['float32', true, 24, 320, 128], ['float32', false, 9, 100, 64]] as const) {
+      it(`${type} ${dtype}${doubleQuant ? ' + double quant' : ''} [${N}, ${K}] block ${bs}`, () => {
+        const v = randn(N * K).map((a) => a * 0.05);
+        const vals = dtype === 'bfloat16' ? Float32Array.from(v, (a) => bf16ToF32(f32ToBf16(a))) : v;
+        const qw = fromBnb4(quantize4bit(vals, [N, K], { quantType: type, blocksize: bs, doubleQuant, dtype }), dtype);
+        const b = host([N]) as Tensor<'F32'>;
+        for (const M of [1, 3, 8, 12]) {
+          const x = host([M, K]) as Tensor<'F32'>;
+          const want = Tensor.zeros('F32', [M, N]);
+          matmulQRef(x, qw, b, want);
+          const out = poisoned([M, N]);
+          cuda.matmulQ!(up(x), qw, up(b), out);
+          const tol = M > 8 ? (dtype === 'float32' ? 1e-5 : 1e-2) : dtype === 'float32' ? 1e-5 : 5e-3;
+          close(`${type} M=${M}`, down(out), want.f32, tol);
+        }
+      });
+    }
+});
+
 describe('cuda backend: GPTQ and AWQ checkpoints (AutoGPTQ, GPTQModel, optimum, transformers, AutoAWQ fixtures)', { skip }, () => {
+  it('hf_llama_nf4dq (a bitsandbytes NF4 + double-quant checkpoint): 8 rows within bf16 rounding of the cpu backend, graph replays = eager', async () => {
+    const dir = join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_nf4dq');
+    const { model } = await fromPretrained(dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
+    const one = [[1, 5, 9, 33, 2, 60, 63, 4]];
+    close('8-token forward vs cpu', cuda.download(model.forward(one)).f32, cpu.forward(one).f32, 1e-2);
+    const eager = model.createCache(1, 12), graphed = model.createCache(1, 12);
+    model.forward(one, { cache: eager, logits: 'last' });
+    model.forward(one, { cache: graphed, logits: 'last' });
+    const decoder = cuda.decoder!(model, graphed) as CudaDecodeGraph;
+    for (const id of [3, 1, 4]) {
+      const want = cuda.download(model.forward([[id]], { cache: eager, logits: 'last' })).f32;
+      assert.ok(relErr(cuda.download(decoder.step([id])).f32, want) < 1e-6);
+    }
+    assert.equal(decoder.replays, 2, decoder.unsupported ?? '');
+  });
   const folders = ['autogptq_2bit_g64_asym_v1', 'autogptq_4bit_g32_actorder', 'gptqmodel_4bit_g32_asym_v2', 'optimum_3bit_g32_bias', 'transformers_8bit_gm1']
     .map((f) => join(ROOT, 'test', 'fixtures', 'gptq', f)).concat(['autoawq_gemm_g64_bias', 'autoawq_gemv_g32'].map((f) => join(ROOT, 'test', 'fixtures', 'awq', f)));
   const IDS = [[1, 5, 9, 33, 2, 60, 63, 4], [3, 3, 60, 61, 62, 10, 11, 12], [7, 8, 9, 10, 11, 12, 13, 14]];

@@ -91,6 +91,13 @@ void* scratch(int slot, size_t bytes) {
   return s.scratch[slot];
 }
 
+void* scratch_zeroed(int slot, size_t bytes) {
+  const size_t had = st().scratch_bytes[slot];
+  void* p = scratch(slot, bytes);
+  if (st().scratch_bytes[slot] != had) cuda_check(cudaMemsetAsync(p, 0, st().scratch_bytes[slot], stream()), "cudaMemsetAsync (scratch)");
+  return p;
+}
+
 namespace {
 
 #define LOWBIT_TRY try {
@@ -342,6 +349,33 @@ Napi::Value QgMatmulImpl(const Napi::CallbackInfo& info, bool silu) {
 }
 Napi::Value QgMatmul(const Napi::CallbackInfo& info) { return QgMatmulImpl(info, false); }
 Napi::Value QgMatmulSiluMul(const Napi::CallbackInfo& info) { return QgMatmulImpl(info, true); }
+
+// b4Matmul(x, M, K, blocksize, wtype, lut, [y, packed, absmax, bias|0, N] × 1-3): NF4/FP4 weights (bnb4.cu).
+Napi::Value B4Matmul(const Napi::CallbackInfo& info) {
+  B4Call q;
+  const float* x = ptr<const float>(info, 0, "x");
+  const int64_t M = integer(info, 1, "M");
+  q.K = integer(info, 2, "K");
+  const int64_t bs = integer(info, 3, "blocksize");
+  q.wt = wtype(info, 4);
+  q.lut = ptr<const float>(info, 5, "lut");
+  if (M < 0 || bs < 1 || q.lut == nullptr) throw Napi::RangeError::New(info.Env(), "b4Matmul: bad M, block size or table");
+  const size_t n = (info.Length() - 6) / 5;
+  if (n < 1 || n > 3 || info.Length() != 6 + 5 * n) throw Napi::TypeError::New(info.Env(), "b4Matmul takes 1 to 3 (y, packed, absmax, bias, N) groups");
+  q.blocksize = int(bs);
+  q.nOut = int(n);
+  for (size_t i = 0; i < n; i++) {
+    q.y[i] = ptr<float>(info, 6 + 5 * i, "y");
+    q.packed[i] = ptr<const uint8_t>(info, 7 + 5 * i, "packed");
+    q.absmax[i] = ptr<const float>(info, 8 + 5 * i, "absmax");
+    q.bias[i] = ptr<const float>(info, 9 + 5 * i, "bias");
+    q.n[i] = integer(info, 10 + 5 * i, "N");
+  }
+  LOWBIT_TRY
+  b4_matmul(q, x, M);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
 
 // matmulSiluMul(x, wtype, M, K, y, wGate, wUp, bGate|0, bUp|0, N): gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue.
 Napi::Value MatmulSiluMul(const Napi::CallbackInfo& info) {
@@ -647,6 +681,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("qgMatmul", Napi::Function::New(env, QgMatmul));
   exports.Set("qgMatmulSiluMul", Napi::Function::New(env, QgMatmulSiluMul));
   exports.Set("matmulSiluMul", Napi::Function::New(env, MatmulSiluMul));
+  exports.Set("b4Matmul", Napi::Function::New(env, B4Matmul));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
   exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));

@@ -80,8 +80,25 @@ struct QgCall {
 void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc);
 void qg_matmul(const QgCall& q, const float* x, int64_t M);
 
+// bitsandbytes NF4/FP4 (bnb4.cu): y = x·Wᵀ (+ bias) over 1-3 weights that share x, block size and dtype; packed as
+// the file packs it, float32 absmax per block, lut = the 16 code values (device).
+struct B4Call {
+  int nOut = 1, blocksize = 64, wt = W_BF16;
+  int64_t K = 0;
+  const float* lut = nullptr;
+  const uint8_t* packed[3] = {};
+  const float* absmax[3] = {};
+  float* y[3] = {};
+  const float* bias[3] = {};
+  int64_t n[3] = {};
+};
+void b4_matmul(const B4Call& q, const float* x, int64_t M);
+
 // Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-7): 0 GEMM activations
-// in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials.
+// in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials,
+// 5 attention split counters.
 void* scratch(int slot, size_t bytes);
+// The same, zero-filled when (re)allocated; its users leave it zero (5: attention split counters).
+void* scratch_zeroed(int slot, size_t bytes);
 
 }  // namespace lowbit_cuda

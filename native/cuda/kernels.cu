@@ -439,6 +439,130 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
   if (prow && threadIdx.x == 0) { prow[0] = M; prow[1] = tot; }
 }
 
+// Decode attention (T = 1, head_dim = 32·PER for PER = 1, 2, 4, 8), one split of kps keys a block (gridDim.y splits):
+// each lane holds PER consecutive dims (vector loads of a key's row), each warp takes 8 keys at once (their K and V
+// rows requested together, one latency for the 8), then the warps merge as attention_kernel's do and the block writes
+// its partial (running max, sum, unnormalised output) for attention_merge_kernel.
+template <int PER> struct VecF;
+template <> struct VecF<1> { __device__ __forceinline__ static void load(const float* p, float* v) { v[0] = p[0]; } };
+template <> struct VecF<2> { __device__ __forceinline__ static void load(const float* p, float* v) { const float2 a = *reinterpret_cast<const float2*>(p); v[0] = a.x; v[1] = a.y; } };
+template <> struct VecF<4> { __device__ __forceinline__ static void load(const float* p, float* v) { const float4 a = *reinterpret_cast<const float4*>(p); v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; } };
+template <> struct VecF<8> {
+  __device__ __forceinline__ static void load(const float* p, float* v) { VecF<4>::load(p, v); VecF<4>::load(p + 4, v + 4); }
+};
+
+template <int PER>
+__global__ void attention_decode_kernel(float* out, float* part, unsigned* done, const float* q, const float* K, const float* V, int H, int nKV, int64_t S, int64_t pastLen,
+                                        const int64_t* pastLenDev, const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window,
+                                        int64_t kps) {
+  pdl_wait();
+  pdl_trigger();
+  constexpr int KPW = 8, hd = 32 * PER;
+  if (pastLenDev) pastLen = *pastLenDev;
+  const int h = blockIdx.x % H, b = blockIdx.x / H, kvh = h / (H / nKV);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32, nWarps = blockDim.x / 32;
+  float qv[PER], o[PER];
+  VecF<PER>::load(q + int64_t(blockIdx.x) * hd + PER * lane, qv);
+#pragma unroll
+  for (int i = 0; i < PER; i++) o[i] = 0.f;
+  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + 1, lo0 = int64_t(blockIdx.y) * kps;
+  int64_t last = pastLen, first = window > 0 ? (last - window + 1 > 0 ? last - window + 1 : 0) : 0;
+  first = first > lo0 ? first : lo0;
+  last = last < lo0 + kps - 1 ? last : lo0 + kps - 1;
+  float mx = -INFINITY, sum = 0.f;
+  for (int64_t base = first + int64_t(warp) * KPW; base <= last; base += int64_t(nWarps) * KPW) {
+    float kk[KPW][PER], vv[KPW][PER];
+    bool ok[KPW];
+#pragma unroll
+    for (int j = 0; j < KPW; j++) {
+      const int64_t s = base + j;
+      ok[j] = s <= last && (!keyMask || keyMask[int64_t(b) * kvLen + s]);
+      if (ok[j]) {
+        const int64_t off = ((int64_t(b) * S + s) * nKV + kvh) * hd + PER * lane;
+        VecF<PER>::load(K + off, kk[j]);
+        VecF<PER>::load(V + off, vv[j]);
+      }
+    }
+    float sc[KPW], mnew = mx;
+#pragma unroll
+    for (int j = 0; j < KPW; j++) {
+      float d = 0.f;
+#pragma unroll
+      for (int i = 0; i < PER; i++) d += ok[j] ? qv[i] * kk[j][i] : 0.f;
+      sc[j] = ok[j] ? warp_sum(d) * scale : -INFINITY;
+      mnew = fmaxf(mnew, sc[j]);
+    }
+    if (mnew == -INFINITY) continue;
+    const float c = expf(mx - mnew);  // mx = -inf at first: c = 0
+    sum *= c;
+#pragma unroll
+    for (int i = 0; i < PER; i++) o[i] *= c;
+#pragma unroll
+    for (int j = 0; j < KPW; j++) {
+      if (!ok[j]) continue;
+      const float p = expf(sc[j] - mnew);
+      sum += p;
+#pragma unroll
+      for (int i = 0; i < PER; i++) o[i] += p * vv[j][i];
+    }
+    mx = mnew;
+  }
+  extern __shared__ float sh[];
+  float* so = sh;                // [nWarps * hd]
+  float* sm = sh + nWarps * hd;  // [nWarps]
+  float* ss = sm + nWarps;       // [nWarps]
+#pragma unroll
+  for (int i = 0; i < PER; i++) so[warp * hd + PER * lane + i] = o[i];
+  if (lane == 0) { sm[warp] = mx; ss[warp] = sum; }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < nWarps; w++) M = fmaxf(M, sm[w]);
+  float* prow = part + (int64_t(blockIdx.x) * gridDim.y + blockIdx.y) * (hd + 2);
+  if (M == -INFINITY) {
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) prow[2 + i] = 0.f;
+    if (threadIdx.x == 0) { prow[0] = -INFINITY; prow[1] = 0.f; }
+  } else {
+    float tot = 0.f;
+    for (int w = 0; w < nWarps; w++) tot += sm[w] == -INFINITY ? 0.f : ss[w] * expf(sm[w] - M);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+      float a = 0.f;
+      for (int w = 0; w < nWarps; w++) if (sm[w] != -INFINITY) a += so[w * hd + i] * expf(sm[w] - M);
+      prow[2 + i] = a;
+    }
+    if (threadIdx.x == 0) { prow[0] = M; prow[1] = tot; }
+  }
+  // The last split of this (row, head) to finish merges them all (no second launch): partials made visible, then
+  // counted; the counter goes back to 0 for the next call.
+  __shared__ bool lastOne;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) lastOne = atomicAdd(&done[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!lastOne) return;
+  __threadfence();
+  const float* p = part + int64_t(blockIdx.x) * gridDim.y * (hd + 2);
+  const int nSplit = gridDim.y;
+  float MM = -INFINITY;
+  for (int sp = 0; sp < nSplit; sp++) MM = fmaxf(MM, __ldcg(p + int64_t(sp) * (hd + 2)));
+  float* orow = out + int64_t(blockIdx.x) * hd;
+  float tot = 0.f;
+  if (MM != -INFINITY)
+    for (int sp = 0; sp < nSplit; sp++) {
+      const float m = __ldcg(p + int64_t(sp) * (hd + 2));
+      if (m != -INFINITY) tot += __ldcg(p + int64_t(sp) * (hd + 2) + 1) * expf(m - MM);
+    }
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    float a = 0.f;
+    if (MM != -INFINITY)
+      for (int sp = 0; sp < nSplit; sp++) {
+        const float m = __ldcg(p + int64_t(sp) * (hd + 2));
+        if (m != -INFINITY) a += __ldcg(p + int64_t(sp) * (hd + 2) + 2 + i) * expf(m - MM);
+      }
+    orow[i] = MM == -INFINITY ? 0.f : a / tot;
+  }
+  if (threadIdx.x == 0) done[blockIdx.x] = 0;
+}
+
 // The splits of a decode attention: out = Σ_s o_s·e^(m_s − M) / Σ_s l_s·e^(m_s − M); zeros where no key was seen.
 __global__ void attention_merge_kernel(float* out, const float* part, int hd, int nSplit) {
   pdl_wait();
@@ -693,9 +817,20 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
     const int64_t kps = S <= 256 * 32 ? 32 : (S + 255) / 256;
     const int nSplit = int((S + kps - 1) / kps);
     float* part = static_cast<float*>(scratch(4, size_t(B) * H * nSplit * (hd + 2) * sizeof(float)));
-    launch(attention_kernel, dim3(unsigned(int64_t(B) * H), unsigned(nSplit)), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen,
-           pastLenDev, keyMask, maskStride, scale, window, part, kps);
-    launch(attention_merge_kernel, unsigned(int64_t(B) * H), 128, 0, out, static_cast<const float*>(part), hd, nSplit);
+    unsigned* done = static_cast<unsigned*>(scratch_zeroed(5, size_t(B) * H * sizeof(unsigned)));
+    const dim3 grid(unsigned(int64_t(B) * H), unsigned(nSplit));
+    const size_t dshmem = size_t(4) * (hd + 2) * sizeof(float);  // 4 warps × 8 keys = one split of 32 in one pass
+    const uintptr_t addr = uintptr_t(q) | uintptr_t(K) | uintptr_t(V);
+    const int vecBytes = hd >= 128 ? 16 : hd == 64 ? 8 : 4;  // the decode kernel's vector loads
+    switch ((addr % vecBytes) == 0 ? hd : 0) {
+      case 32: launch(attention_decode_kernel<1>, grid, 128, dshmem, out, part, done, q, K, V, H, nKV, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, kps); break;
+      case 64: launch(attention_decode_kernel<2>, grid, 128, dshmem, out, part, done, q, K, V, H, nKV, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, kps); break;
+      case 128: launch(attention_decode_kernel<4>, grid, 128, dshmem, out, part, done, q, K, V, H, nKV, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, kps); break;
+      case 256: launch(attention_decode_kernel<8>, grid, 128, dshmem, out, part, done, q, K, V, H, nKV, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, kps); break;
+      default:
+        launch(attention_kernel, grid, threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, part, kps);
+        launch(attention_merge_kernel, unsigned(int64_t(B) * H), 128, 0, out, static_cast<const float*>(part), hd, nSplit);
+    }
     return;
   }
   launch(attention_kernel, unsigned(int64_t(B) * T * H), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask,

@@ -5,7 +5,7 @@
 // the same shapes for the comparison (scripts/cuda-check.sh runs both in one call).
 import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { cudaBackend as cuda, cudaQgLayout } from '../backend/cuda/index.js';
+import { cudaBackend as cuda, cudaB4Layout, cudaQgLayout } from '../backend/cuda/index.js';
 import { cudaStatus } from '../native/cuda-addon.js';
 import { Weights } from '../models/model.js';
 import { randomLlama, SHAPES } from '../models/random.js';
@@ -14,18 +14,25 @@ import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../io/config.js';
 import { Linear } from '../nn/layers.js';
 import { quantLinear } from '../nn/quant.js';
-import { fromAwq, fromGptq, type QuantizedWeight } from '../quant/qweight.js';
+import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../quant/qweight.js';
 import { f32ToF16 } from '../tensor/dtype.js';
 
 /** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128). */
-export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4'] as const;
+export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4', 'nf4'] as const;
 
 /**
  * A random 4-bit layer [N, K] as AutoGPTQ (v1, symmetric, zero 8) or AutoAWQ's GEMM layout (zero 8) writes it, group
  * 128: random codes (the kernels' speed does not depend on them), float16 scales near 0.02/8 so outputs keep the float
  * model's magnitudes. Made on the host, uploaded and repacked on the device at the layer's first matmul.
  */
-function randomQuantized(format: 'gptq4' | 'awq4', N: number, K: number, seed: number): QuantizedWeight {
+function randomQuantized(format: 'gptq4' | 'awq4' | 'nf4', N: number, K: number, seed: number): QuantizedWeight {
+  if (format === 'nf4') {
+    // bitsandbytes' defaults: NF4, block 64, a bf16 model; random codes, absmax near 0.05 (weights near 0.02).
+    const packed = new Uint8Array((N * K) / 2);
+    for (let o = 0; o < packed.length; o += 1 << 26) randomFillSync(packed.subarray(o, Math.min(packed.length, o + (1 << 26))));
+    const absmax = Float32Array.from({ length: (N * K) / 64 }, (_, i) => 0.04 + 0.02 * (((i * 2654435761 + seed) >>> 0) / 2 ** 32));
+    return fromBnb4({ quantType: 'nf4', blocksize: 64, dtype: 'bfloat16', shape: [N, K], packed, absmax, nested: null }, 'bfloat16');
+  }
   const G = 128, nG = K / G;
   const qweight = new Int32Array((K * N) / 8);
   for (let o = 0; o < qweight.length; o += 1 << 24) randomFillSync(qweight.subarray(o, Math.min(qweight.length, o + (1 << 24))));
@@ -94,13 +101,14 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
   if (o.format !== 'bf16') {
     // Every decoder linear becomes a random 4-bit layer (lm_head stays bf16, as AutoGPTQ and AutoAWQ keep it); its
     // device layout is built now, so that the roofline counts the bytes the kernels read.
-    o.log(`replacing the decoder's linear layers with random ${o.format} ones (group 128; lm_head stays bf16)…`);
+    o.log(`replacing the decoder's linear layers with random ${o.format} ones (${o.format === 'nf4' ? 'block 64' : 'group 128'}; lm_head stays bf16)…`);
     let seed = 11;
     for (const [name, lin] of model.linears()) {
       if (!/\.layers\.\d+\./.test(name) || !(lin instanceof Linear)) continue;
-      const q = randomQuantized(o.format as 'gptq4' | 'awq4', lin.outFeatures, lin.inFeatures, seed++);
+      const q = randomQuantized(o.format as 'gptq4' | 'awq4' | 'nf4', lin.outFeatures, lin.inFeatures, seed++);
       model.replaceLinear(name, quantLinear(cuda, name, q, lin.bias));
-      weightBytes += cudaQgLayout(q as Parameters<typeof cudaQgLayout>[0]).bytes - lin.weight.byteLength;
+      const layout = q.format === 'nf4' ? cudaB4Layout(q) : cudaQgLayout(q as Parameters<typeof cudaQgLayout>[0]);
+      weightBytes += layout.bytes - lin.weight.byteLength;
       cuda.release!(lin.weight);
     }
     cuda.synchronize();

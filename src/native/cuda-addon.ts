@@ -43,6 +43,8 @@ export interface CudaAddon {
   qgMatmul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
   /** qgMatmul with gate (group 0) and up (group 1): y0 = silu(x·gateᵀ)·(x·upᵀ); at most 16 rows of x. */
   qgMatmulSiluMul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
+  /** b4Matmul(x, M, K, blocksize, wtype, lut, y0, packed0, absmax0, bias0, N0, …): NF4/FP4, 1-3 weights sharing x. */
+  b4Matmul(x: number, M: number, K: number, blocksize: number, wtype: number, lut: number, ...outs: number[]): void;
   /** Gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue. */
   matmulSiluMul(x: number, wtype: number, M: number, K: number, y: number, wGate: number, wUp: number, bGate: number, bUp: number, N: number): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;

@@ -77,8 +77,8 @@ export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32
       if (be.matmulMany(x, fl.map((l) => l.weight), fl.map((l) => l.bias), outs)) return outs;
     }
   }
-  if (lins.length > 1 && lins.every((l) => l instanceof GptqLinear || l instanceof AwqLinear)) {
-    const ql = lins as (GptqLinear | AwqLinear)[];
+  if (lins.length > 1 && lins.every((l) => l instanceof QuantLinear)) {
+    const ql = lins as QuantLinear[];
     const be = ql[0].backend;
     if (be.matmulQMany && ql.every((l) => l.backend === be && l.inFeatures === first.inFeatures) && be.supports('matmulQ', ql.map((l) => l.qweight.format))) {
       const lead = x.shape.slice(0, -1);

@@ -11,7 +11,8 @@ import { checkCopy } from '../host.js';
 import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
-import type { AwqQuantizedWeight, GptqQuantizedWeight, QuantFormat, QuantizedWeight } from '../../quant/qweight.js';
+import { bnb4Scales, type AwqQuantizedWeight, type Bnb4QuantizedWeight, type GptqQuantizedWeight, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
+import { codeValue } from '../../quant/bnb4.js';
 import { gptqGroupParams } from '../../quant/gptq-format.js';
 import { awqGroup, awqGroupParams } from '../../quant/awq-format.js';
 import { qgChunkBytes, qgOrder } from '../../quant/qg.js';
@@ -28,8 +29,10 @@ export class CudaStorage implements DeviceStorage {
 export class CudaUnavailableError extends Error { override name = 'CudaUnavailableError'; }
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-/** Quantized formats with a cuda kernel (native/cuda/qg.cu); bitsandbytes NF4/FP4 and LLM.int8 are docs/cuda.md's next step. */
-const CUDA_QUANT: readonly QuantFormat[] = ['gptq', 'awq'];
+/** Quantized formats with a cuda kernel (native/cuda/qg.cu, bnb4.cu); LLM.int8 is docs/cuda.md's next step. */
+const CUDA_QUANT: readonly QuantFormat[] = ['gptq', 'awq', 'nf4', 'fp4'];
+const QG: readonly QuantFormat[] = ['gptq', 'awq'];
+const B4: readonly QuantFormat[] = ['nf4', 'fp4'];
 
 function addon(): CudaAddon {
   const { addon: a, probe } = cudaStatus();
@@ -198,10 +201,53 @@ function qgMatmul(x: Tensor<'F32'>, ls: CudaQgLayout[], biases: (Tensor<'F32'> |
 }
 
 function qgOf(op: string, qw: QuantizedWeight): CudaQgLayout {
-  if (qw.format !== 'gptq' && qw.format !== 'awq') {
-    throw new CudaQuantError(`cuda ${op}: ${qw.format} weights have no GPU kernel yet (GPTQ and AWQ have; bitsandbytes NF4/FP4 and LLM.int8 are the next step of docs/cuda.md); use the cpu backend for them`);
-  }
+  if (qw.format !== 'gptq' && qw.format !== 'awq') throw new CudaQuantError(`cuda ${op}: ${qw.format} is not a GPTQ/AWQ weight`);
   return cudaQgLayout(qw);
+}
+
+/** A bitsandbytes NF4/FP4 weight on the device (native/cuda/bnb4.cu): the packed codes as the file holds them and one
+ *  float32 absmax per block (a double-quantized absmax expanded once, as the CPU kernels read it). */
+export interface CudaB4Layout {
+  packed: Tensor;
+  absmax: Tensor;
+  /** The 16 code values (uploaded once through small()). */
+  lut: Float32Array;
+  K: number;
+  N: number;
+  blocksize: number;
+  /** WTYPE of the weight's dtype (the prefill's dequantized weight). */
+  wt: number;
+  bytes: number;
+}
+const b4Layouts = new WeakMap<QuantizedWeight, CudaB4Layout>();
+const b4Luts = { nf4: Float32Array.from({ length: 16 }, (_, c) => codeValue('nf4', c)), fp4: Float32Array.from({ length: 16 }, (_, c) => codeValue('fp4', c)) };
+const B4_WTYPE = { float32: WTYPE.F32, bfloat16: WTYPE.BF16, float16: WTYPE.F16 } as const;
+
+export function cudaB4Layout(qw: Bnb4QuantizedWeight): CudaB4Layout {
+  const hit = b4Layouts.get(qw);
+  if (hit) return hit;
+  if (capture) throw new ArenaFullError('a quantized weight reached a captured step before an eager one (its device layout is built at its first matmul)');
+  const w = qw.bnb4, [N, K] = qw.shape;
+  const packed = cudaBackend.upload(new Tensor('U8', [w.packed.length], w.packed));
+  const scales = bnb4Scales(w);
+  const absmax = cudaBackend.upload(new Tensor('F32', [scales.length], scales));
+  const layout: CudaB4Layout = { packed, absmax, lut: b4Luts[w.quantType], K, N, blocksize: w.blocksize, wt: B4_WTYPE[w.dtype], bytes: packed.byteLength + absmax.byteLength };
+  b4Layouts.set(qw, layout);
+  return layout;
+}
+
+function b4Matmul(x: Tensor<'F32'>, qws: Bnb4QuantizedWeight[], biases: (Tensor<'F32'> | null)[], outs: Tensor<'F32'>[]): void {
+  const ls = qws.map((q) => cudaB4Layout(q)), l0 = ls[0], M = x.numel / l0.K;
+  const args: number[] = [];
+  ls.forEach((l, i) => {
+    args.push(devF32('matmulQ', 'out', outs[i]), dev('matmulQ', 'packed', l.packed), devF32('matmulQ', 'absmax', l.absmax),
+      biases[i] ? devF32('matmulQ', 'bias', biases[i]!) : 0, l.N);
+  });
+  (addon().b4Matmul as (...a: number[]) => void)(devF32('matmulQ', 'x', x), M, l0.K, l0.blocksize, l0.wt, small(l0.lut), ...args);
+}
+
+function unsupported(op: string, qw: QuantizedWeight): never {
+  throw new CudaQuantError(`cuda ${op}: ${qw.format} weights have no GPU kernel yet (GPTQ, AWQ, NF4 and FP4 have; LLM.int8 is the next step of docs/cuda.md); use the cpu backend for them`);
 }
 
 export const cudaBackend: Backend & {
@@ -268,16 +314,27 @@ export const cudaBackend: Backend & {
 
   matmulQ(x, qw, bias, out) {
     matmulQShape(x, qw.shape, bias, out);
-    qgMatmul(x, [qgOf('matmulQ', qw)], [bias], [out]);
+    if (QG.includes(qw.format)) qgMatmul(x, [qgOf('matmulQ', qw)], [bias], [out]);
+    else if (B4.includes(qw.format)) b4Matmul(x, [qw as Bnb4QuantizedWeight], [bias], [out]);
+    else unsupported('matmulQ', qw);
   },
 
   matmulQMany(x, qws, biases, outs) {
-    if (qws.length < 1 || qws.length > 3 || !qws.every((q) => CUDA_QUANT.includes(q.format))) return false;
+    if (qws.length < 1 || qws.length > 3) return false;
     qws.forEach((q, i) => matmulQShape(x, q.shape, biases[i], outs[i]));
-    const ls = qws.map((q) => qgOf('matmulQMany', q));
-    if (!ls.every((l) => sameOrder(l, ls[0]))) return false;
-    qgMatmul(x, ls, biases, outs);
-    return true;
+    if (qws.every((q) => QG.includes(q.format))) {
+      const ls = qws.map((q) => qgOf('matmulQMany', q));
+      if (!ls.every((l) => sameOrder(l, ls[0]))) return false;
+      qgMatmul(x, ls, biases, outs);
+      return true;
+    }
+    if (qws.every((q) => B4.includes(q.format))) {
+      const ls = (qws as Bnb4QuantizedWeight[]).map((q) => cudaB4Layout(q));
+      if (!ls.every((l) => l.blocksize === ls[0].blocksize && l.wt === ls[0].wt && l.lut === ls[0].lut)) return false;
+      b4Matmul(x, qws as Bnb4QuantizedWeight[], biases, outs);
+      return true;
+    }
+    return false;
   },
 
   matmulSiluMul(x, gate, up, gateBias, upBias, out) {
@@ -291,7 +348,7 @@ export const cudaBackend: Backend & {
         upBias ? devF32('matmulSiluMul', 'up bias', upBias) : 0, N);
       return true;
     }
-    if (gate instanceof Tensor || up instanceof Tensor || M > 16 || !CUDA_QUANT.includes(gate.format) || !CUDA_QUANT.includes(up.format)) return false;
+    if (gate instanceof Tensor || up instanceof Tensor || M > 16 || !QG.includes(gate.format) || !QG.includes(up.format)) return false;
     matmulQShape(x, gate.shape, gateBias, out);
     matmulQShape(x, up.shape, upBias, out);
     const ls = [qgOf('matmulSiluMul', gate), qgOf('matmulSiluMul', up)];

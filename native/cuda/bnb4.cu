@@ -1,0 +1,217 @@
+// bitsandbytes NF4 / FP4 on the GPU. The weight stays as the file packs it (§2.2: element i in byte i/2, the high
+// nibble for even i) with one float32 absmax per block (a double-quantized absmax is expanded at load, as the CPU
+// kernels read it).
+//
+// Decode (≤ 8 rows of x): one warp per 2 weight rows, each lane 32 codes (16 bytes) a step, 4 steps in flight; the
+// code's value comes from a table in shared memory with a copy per bank (lane l reads column l: no conflicts); per
+// 32 codes Σ value·x in float32, times the block's absmax. That is the dequantized product up to float rounding, with
+// one difference: bitsandbytes rounds value·absmax to the weight's dtype before the product and this kernel does not
+// (a difference of at most 2^-9 relative a weight for bf16; none for a float32 weight).
+// Prefill (more rows): the weight dequantized exactly as dequantize_4bit does (value·absmax in float32, rounded to
+// its dtype) into a bf16 / f16 / f32 scratch, then the float matmul (cuBLAS), as a model of that dtype runs.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#include "cuda_common.h"
+#include "launch.cuh"
+
+namespace lowbit_cuda {
+
+namespace {
+
+constexpr int kB4Rows = 2;
+
+struct B4Out {
+  const uint8_t* packed[3];
+  const float* absmax[3];
+  float* y[3];
+  const float* bias[3];
+  int64_t start[3];
+  int64_t n[3];
+};
+template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
+
+// 32 codes of each of R rows (raw[i][u]) against x[m, k .. k+32): Σ value·x, times the block's absmax, into acc.
+template <int M, int R, int U>
+__device__ __forceinline__ void b4_step(const uint4 (&raw)[R][U], int u, const float* tl, const float* __restrict__ x, int64_t K, int64_t k,
+                                        const float* const (&am)[R], const int64_t (&r)[R], int bs, float (&acc)[R][M]) {
+  float part[R][M];
+#pragma unroll
+  for (int i = 0; i < R; i++)
+#pragma unroll
+    for (int m = 0; m < M; m++) part[i][m] = 0.f;
+#pragma unroll
+  for (int q = 0; q < 4; q++) {  // 4 bytes of codes = 8 elements
+    float w[R][8];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+      const uint32_t word = q == 0 ? raw[i][u].x : q == 1 ? raw[i][u].y : q == 2 ? raw[i][u].z : raw[i][u].w;
+#pragma unroll
+      for (int b = 0; b < 4; b++) {
+        w[i][2 * b] = tl[32 * ((word >> (8 * b + 4)) & 15)];
+        w[i][2 * b + 1] = tl[32 * ((word >> (8 * b)) & 15)];
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 8 * q));
+      const float4 c = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 8 * q + 4));
+#pragma unroll
+      for (int i = 0; i < R; i++)
+        part[i][m] += w[i][0] * a.x + w[i][1] * a.y + w[i][2] * a.z + w[i][3] * a.w + w[i][4] * c.x + w[i][5] * c.y + w[i][6] * c.z + w[i][7] * c.w;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const float a = am[i][(r[i] * K + k) / bs];
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[i][m] += a * part[i][m];
+  }
+}
+
+template <int M>
+__global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict__ x, int64_t N, int64_t K, int bs, bool vec) {
+  __shared__ float lut[16 * 32];
+  for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) lut[i] = lut16[i / 32];  // the table is a constant: no wait
+  __syncthreads();
+  constexpr int R = kB4Rows, U = 4;
+  const int lane = threadIdx.x & 31;
+  const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp) * R;
+  if (n0 >= N) {
+    pdl_wait();
+    pdl_trigger();
+    return;
+  }
+  int seg[R];
+  int64_t r[R];
+  const uint8_t* row[R];
+  const float* am[R];
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
+    seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
+    r[i] = n - pick(o.start, seg[i]);
+    row[i] = pick(o.packed, seg[i]) + r[i] * K / 2;
+    am[i] = pick(o.absmax, seg[i]);
+  }
+  float acc[R][M];
+#pragma unroll
+  for (int i = 0; i < R; i++)
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[i][m] = 0.f;
+  const float* tl = lut + lane;  // this lane's column: code c at tl[32·c]
+  if (vec) {
+    const int64_t steps = K / 32;  // 16-byte groups of 32 codes, each inside one block (K, bs multiples of 32)
+    int64_t s = lane;
+    uint4 raw[R][U];
+    bool full = s + (U - 1) * kWarp < steps;
+    if (full) {
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int i = 0; i < R; i++) raw[i][u] = __ldg(reinterpret_cast<const uint4*>(row[i]) + s + u * kWarp);
+    }
+    pdl_wait();  // x comes from the kernel before
+    pdl_trigger();
+    while (full) {
+#pragma unroll
+      for (int u = 0; u < U; u++) b4_step<M, R, U>(raw, u, tl, x, K, (s + u * kWarp) * 32, am, r, bs, acc);
+      s += U * kWarp;
+      full = s + (U - 1) * kWarp < steps;
+      if (full) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+          for (int i = 0; i < R; i++) raw[i][u] = __ldg(reinterpret_cast<const uint4*>(row[i]) + s + u * kWarp);
+      }
+    }
+    for (; s < steps; s += kWarp) {
+#pragma unroll
+      for (int i = 0; i < R; i++) raw[i][0] = __ldg(reinterpret_cast<const uint4*>(row[i]) + s);
+      b4_step<M, R, U>(raw, 0, tl, x, K, s * 32, am, r, bs, acc);
+    }
+  } else {
+    pdl_wait();
+    pdl_trigger();
+    for (int64_t k = lane; k < K; k += kWarp)
+#pragma unroll
+      for (int i = 0; i < R; i++) {
+        const int64_t e = r[i] * K + k;  // flattened element (blocks may span rows here)
+        const uint8_t byte = pick(o.packed, seg[i])[e / 2];
+        const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * am[i][e / bs];
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[i][m] += w * x[m * K + k];
+      }
+  }
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const float* bias = pick(o.bias, seg[i]);
+    float* y = pick(o.y, seg[i]);
+    const int64_t ny = pick(o.n, seg[i]);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float v = warp_sum(acc[i][m]);
+      if (lane == 0 && n0 + i < N) y[m * ny + r[i]] = v + (bias ? bias[r[i]] : 0.f);
+    }
+  }
+}
+
+// dequantize_4bit into W [n] of the weight's dtype: round_dtype(value(code) · absmax[block]).
+__global__ void b4_dequant_kernel(void* w, int wt, const uint8_t* packed, const float* absmax, const float* lut16, int64_t n, int bs) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const uint8_t byte = packed[e / 2];
+    const float v = __fmul_rn(lut16[(e & 1) ? byte & 15 : byte >> 4], absmax[e / bs]);
+    if (wt == W_F32) static_cast<float*>(w)[e] = v;
+    else if (wt == W_BF16) static_cast<__nv_bfloat16*>(w)[e] = __float2bfloat16_rn(v);
+    else static_cast<__half*>(w)[e] = __float2half_rn(v);
+  }
+}
+
+unsigned grid_for(int64_t n, int threads = 256) {
+  const int64_t g = (n + threads - 1) / threads;
+  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
+}
+
+}  // namespace
+
+void b4_matmul(const B4Call& q, const float* x, int64_t M) {
+  int64_t N = 0;
+  for (int i = 0; i < q.nOut; i++) N += q.n[i];
+  if (M == 0 || N == 0) return;
+  if (M > 8) {
+    const int es = q.wt == W_F32 ? 4 : 2;
+    for (int i = 0; i < q.nOut; i++) {
+      void* w = scratch(3, size_t(q.n[i]) * size_t(q.K) * es);
+      launch(b4_dequant_kernel, grid_for(q.n[i] * q.K), 256, 0, w, q.wt, q.packed[i], q.absmax[i], q.lut, q.n[i] * q.K, q.blocksize);
+      matmul(q.y[i], x, w, q.wt, q.bias[i], M, q.n[i], q.K);
+    }
+    return;
+  }
+  B4Out o{};
+  int64_t start = 0;
+  bool vec = q.K % 32 == 0 && q.blocksize % 32 == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  for (int i = 0; i < 3; i++) {
+    const int j = i < q.nOut ? i : q.nOut - 1;
+    o.packed[i] = q.packed[j];
+    o.absmax[i] = q.absmax[j];
+    o.y[i] = q.y[j];
+    o.bias[i] = q.bias[j];
+    o.n[i] = q.n[j];
+    o.start[i] = i < q.nOut ? start : INT64_MAX;
+    if (i < q.nOut) start += q.n[i];
+    vec = vec && reinterpret_cast<uintptr_t>(q.packed[j]) % 16 == 0;
+  }
+  const int threads = 256, rowsPerBlock = threads / kWarp * kB4Rows;
+  const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
+  switch (M) {
+#define LOWBIT_B4(MM) case MM: launch(b4_gemv_kernel<MM>, grid, threads, 0, o, q.lut, x, N, q.K, q.blocksize, vec); break;
+    LOWBIT_B4(1) LOWBIT_B4(2) LOWBIT_B4(3) LOWBIT_B4(4) LOWBIT_B4(5) LOWBIT_B4(6) LOWBIT_B4(7) LOWBIT_B4(8)
+#undef LOWBIT_B4
+  }
+}
+
+}  // namespace lowbit_cuda
