@@ -36,7 +36,7 @@ template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) 
 // 32 codes of each of R rows (raw[i][u]) against x[m, k .. k+32): Σ value·x, times the block's absmax, into acc.
 template <int M, int R, int U>
 __device__ __forceinline__ void b4_step(const uint4 (&raw)[R][U], int u, const float* tl, const float* __restrict__ x, int64_t K, int64_t k,
-                                        const float* const (&am)[R], const int64_t (&r)[R], int bs, float (&acc)[R][M]) {
+                                        const float* const (&am)[R], float (&acc)[R][M], int bsShift) {
   float part[R][M];
 #pragma unroll
   for (int i = 0; i < R; i++)
@@ -65,14 +65,15 @@ __device__ __forceinline__ void b4_step(const uint4 (&raw)[R][U], int u, const f
   }
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const float a = am[i][(r[i] * K + k) / bs];
+    const float a = am[i][k >> bsShift];  // am[i]: this row's first block (K is a multiple of the block size here)
 #pragma unroll
     for (int m = 0; m < M; m++) acc[i][m] += a * part[i][m];
   }
 }
 
 template <int M>
-__global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict__ x, int64_t N, int64_t K, int bs, bool vec) {
+__global__ void __launch_bounds__(256, M <= 2 ? 2 : 1)
+b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict__ x, int64_t N, int64_t K, int bs, int bsShift, bool vec) {
   __shared__ float lut[16 * 32];
   for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) lut[i] = lut16[i / 32];  // the table is a constant: no wait
   __syncthreads();
@@ -94,7 +95,7 @@ __global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const f
     seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
     r[i] = n - pick(o.start, seg[i]);
     row[i] = pick(o.packed, seg[i]) + r[i] * K / 2;
-    am[i] = pick(o.absmax, seg[i]);
+    am[i] = pick(o.absmax, seg[i]) + (vec ? (r[i] * K) >> bsShift : 0);  // vec: blocks never span rows
   }
   float acc[R][M];
 #pragma unroll
@@ -117,7 +118,7 @@ __global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const f
     pdl_trigger();
     while (full) {
 #pragma unroll
-      for (int u = 0; u < U; u++) b4_step<M, R, U>(raw, u, tl, x, K, (s + u * kWarp) * 32, am, r, bs, acc);
+      for (int u = 0; u < U; u++) b4_step<M, R, U>(raw, u, tl, x, K, (s + u * kWarp) * 32, am, acc, bsShift);
       s += U * kWarp;
       full = s + (U - 1) * kWarp < steps;
       if (full) {
@@ -130,7 +131,7 @@ __global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const f
     for (; s < steps; s += kWarp) {
 #pragma unroll
       for (int i = 0; i < R; i++) raw[i][0] = __ldg(reinterpret_cast<const uint4*>(row[i]) + s);
-      b4_step<M, R, U>(raw, 0, tl, x, K, s * 32, am, r, bs, acc);
+      b4_step<M, R, U>(raw, 0, tl, x, K, s * 32, am, acc, bsShift);
     }
   } else {
     pdl_wait();
@@ -140,7 +141,7 @@ __global__ void b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const f
       for (int i = 0; i < R; i++) {
         const int64_t e = r[i] * K + k;  // flattened element (blocks may span rows here)
         const uint8_t byte = pick(o.packed, seg[i])[e / 2];
-        const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * am[i][e / bs];
+        const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * pick(o.absmax, seg[i])[e / bs];
 #pragma unroll
         for (int m = 0; m < M; m++) acc[i][m] += w * x[m * K + k];
       }
@@ -193,7 +194,10 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
   }
   B4Out o{};
   int64_t start = 0;
-  bool vec = q.K % 32 == 0 && q.blocksize % 32 == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  // The vector path: 32-code groups inside one block and blocks inside rows (K a multiple of the block size, a power
+  // of two as bitsandbytes' are), 16-byte aligned rows.
+  const int bsShift = (q.blocksize & (q.blocksize - 1)) == 0 ? __builtin_ctz(unsigned(q.blocksize)) : -1;
+  bool vec = bsShift >= 5 && q.K % q.blocksize == 0 && (reinterpret_cast<uintptr_t>(x) % 16) == 0;
   for (int i = 0; i < 3; i++) {
     const int j = i < q.nOut ? i : q.nOut - 1;
     o.packed[i] = q.packed[j];
@@ -208,7 +212,7 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
   const int threads = 256, rowsPerBlock = threads / kWarp * kB4Rows;
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M) {
-#define LOWBIT_B4(MM) case MM: launch(b4_gemv_kernel<MM>, grid, threads, 0, o, q.lut, x, N, q.K, q.blocksize, vec); break;
+#define LOWBIT_B4(MM) case MM: launch(b4_gemv_kernel<MM>, grid, threads, 0, o, q.lut, x, N, q.K, q.blocksize, bsShift, vec); break;
     LOWBIT_B4(1) LOWBIT_B4(2) LOWBIT_B4(3) LOWBIT_B4(4) LOWBIT_B4(5) LOWBIT_B4(6) LOWBIT_B4(7) LOWBIT_B4(8)
 #undef LOWBIT_B4
   }

@@ -185,7 +185,7 @@ __device__ __forceinline__ void load_chunk(uint32_t (&raw)[Chunk<BITS>::WORDS], 
 __device__ __forceinline__ float f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
 template <int BITS, int M>
-__global__ void __launch_bounds__(256, M <= 2 ? 3 : 1) qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const int* __restrict__ hs,
+__global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kernel(QgOut o, const void* __restrict__ xq, const float* __restrict__ dx, const int* __restrict__ hs,
                                int64_t N, int nc, int G, int gShift, int nG, int mRows) {
   using C = Chunk<BITS>;
   constexpr int R = kQgRows;
