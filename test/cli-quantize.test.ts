@@ -120,6 +120,11 @@ test('lowbit info shows the quantization: format, block size, double quant, bits
   assert.match(text, /^quantization     nf4, block 64, double quant, compute bfloat16: 7 layers, 45,312 weights at 4\.130 bits\/weight \(scales included\)$/m);
   assert.match(text, /^checkpoint       70,436 bytes in safetensors files \(0\.07 MB\)$/m);
   assert.match(lowbit('info', BF16).out, /^quantization     none$/m);
+  // The GPU line: this machine's GPU against the model, or why the cuda backend cannot run here.
+  const gpu = (JSON.parse(lowbit('info', BF16, '--json').out) as { gpu: { ok: boolean; why?: string; weightsFit?: boolean } }).gpu;
+  if (gpu.ok) assert.equal(gpu.weightsFit, true);
+  else assert.ok(gpu.why && gpu.why.length > 0);
+  assert.match(lowbit('info', BF16).out, gpu.ok ? /^GPU              .*: .* free of .*; the weights fit, with room for [\d,]+ tokens/m : /^GPU              none usable here \(.+\)$/m);
 
   // On layers of real width the figure is bitsandbytes' 4 + 8/64 + 32/(64·256) ≈ 4.127: the demo model, quantized.
   const root = mkdtempSync(join(tmpdir(), 'lowbit-q-'));

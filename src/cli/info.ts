@@ -11,6 +11,7 @@ import { PyFloat } from '../util/pyjson.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { parseCommand, UsageError } from './args.js';
 import { cliMessage, maxNewTokens } from './generate.js';
+import { cudaStatus } from '../native/cuda-addon.js';
 
 export const infoHelp = `lowbit info — describe a model folder or Hub id
 
@@ -24,7 +25,9 @@ layers); for a GPTQ checkpoint bits, group size, act-order, symmetry, the zero-p
 and bits per weight with qzeros, scales and g_idx counted (4-bit g128: 4 + 20/128 + 32/out ≈ 4.16); for an AWQ
 checkpoint group size, zero point, version and layout, and bits per weight with qzeros and scales counted. The model is checked as lowbit generate checks it (config values, every tensor's
 name and shape, tokenizer files, generation_config.json and its settings against the model's positions, with
-generate's default answer length) without running it: a model info accepts, generate runs.
+generate's default answer length) without running it: a model info accepts, generate runs. Where the cuda backend
+can run, the GPU line gives its free memory now and whether the weights fit with how many tokens of lowbit's f32 KV
+cache beside them; elsewhere it says why not.
 
 Examples:
   lowbit info models/kjv-demo
@@ -62,12 +65,36 @@ function describe(q: ReturnType<typeof quantization>): string {
   return `${how}: ${q.layers} layers, ${q.params.toLocaleString('en-US')} weights at ${q.bitsPerWeight.toFixed(3)} bits/weight (scales included)`;
 }
 
+function describeGpu(g: ReturnType<typeof gpuInfo>): string {
+  if (!g.ok) return `none usable here (${g.why})`;
+  const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  return `${g.name}, compute ${g.computeCapability}: ${gb(g.freeBytes!)} free of ${gb(g.totalBytes!)}; ` +
+    (g.weightsFit ? `the weights fit, with room for ${g.kvTokensThatFit!.toLocaleString('en-US')} tokens of f32 KV cache (--device cuda)` : 'the weights do not fit');
+}
+
 /** The bytes of the safetensors files the checkpoint loads from (model.safetensors, or the index and its shards). */
 function checkpointBytes(dir: string): number {
   return checkpointFiles(dir).reduce((a, f) => a + statSync(f).size, 0);
 }
 
 const TORCH_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
+
+/**
+ * This machine's GPU against the model (`--device cuda`): its name, memory now, and whether the weights fit (lowbit
+ * keeps a float checkpoint's weights in their dtype on the device, a GPTQ/AWQ/NF4 one about as the file holds them;
+ * its KV cache there is float32). Null fields and `why` when the cuda backend cannot run here.
+ */
+function gpuInfo(weightBytes: number, kvBytesPerToken: number): { ok: boolean; why?: string; name?: string; totalBytes?: number; freeBytes?: number;
+  computeCapability?: string; cublas?: boolean; weightsFit?: boolean; kvTokensThatFit?: number } {
+  const { addon, probe } = cudaStatus();
+  if (!addon) return { ok: false, why: probe.why };
+  const { freeBytes, totalBytes } = addon.memInfo();
+  const left = freeBytes - weightBytes;
+  return {
+    ok: true, name: probe.name, totalBytes, freeBytes, computeCapability: probe.computeCapability, cublas: probe.cublas,
+    weightsFit: left > 0, kvTokensThatFit: left > 0 ? Math.floor(left / kvBytesPerToken) : 0,
+  };
+}
 
 export async function runInfo(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCommand('info', argv, {
@@ -101,6 +128,7 @@ export async function runInfo(argv: string[]): Promise<number> {
       ?? (m.quantizationConfig ? Object.fromEntries([...m.quantizationConfig].map(([k, x]) => [k, x instanceof PyFloat ? x.value : x])) : null),
     quantization: quantization(m.tensors, config.quantization_config),
     fileBytes: checkpointBytes(dir),
+    gpu: gpuInfo([...tensors.values()].reduce((a, t) => a + t.byteLength, 0), kvBytesPerToken(shape, 4)),
   };
   if (v.json) { process.stdout.write(JSON.stringify(info) + '\n'); return 0; }
   const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
@@ -113,6 +141,7 @@ export async function runInfo(argv: string[]): Promise<number> {
     `KV cache         ${info.kvBytesPerToken.toLocaleString('en-US')} bytes/token at ${config.torch_dtype ?? 'fp16'} (${info.kvBytesPerTokenLowbitCpu.toLocaleString('en-US')} in lowbit's f32 CPU cache)`,
     `checkpoint       ${info.fileBytes.toLocaleString('en-US')} bytes in safetensors files (${mb(info.fileBytes)})`,
     `quantization     ${describe(info.quantization)}`,
+    `GPU              ${describeGpu(info.gpu)}`,
   ];
   process.stdout.write(out.join('\n') + '\n');
   return 0;
