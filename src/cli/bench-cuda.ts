@@ -17,13 +17,13 @@ import { quantLinear } from '../nn/quant.js';
 import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../quant/qweight.js';
 import { f32ToF16 } from '../tensor/dtype.js';
 
-/** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128). */
+/** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128), NF4 (block 64). */
 export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4', 'nf4'] as const;
 
 /**
  * A random 4-bit layer [N, K] as AutoGPTQ (v1, symmetric, zero 8) or AutoAWQ's GEMM layout (zero 8) writes it, group
- * 128: random codes (the kernels' speed does not depend on them), float16 scales near 0.02/8 so outputs keep the float
- * model's magnitudes. Made on the host, uploaded and repacked on the device at the layer's first matmul.
+ * 128, or as bitsandbytes packs NF4 (block 64, a bf16 model): random codes (the kernels' speed does not depend on
+ * them), scales that keep the float model's magnitudes. Made on the host; its device layout is built right after.
  */
 function randomQuantized(format: 'gptq4' | 'awq4' | 'nf4', N: number, K: number, seed: number): QuantizedWeight {
   if (format === 'nf4') {
@@ -75,7 +75,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     return 1;
   }
   if (!(CUDA_BENCH_FORMATS as readonly string[]).includes(o.format)) {
-    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU runs ${CUDA_BENCH_FORMATS.join(', ')} so far; int8 and nf4 are the next step (docs/cuda.md)`);
+    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU runs ${CUDA_BENCH_FORMATS.join(', ')} so far; int8 is the next step (docs/cuda.md)`);
     return 2;
   }
   if (!SHAPES[o.shape]) {

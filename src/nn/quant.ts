@@ -63,8 +63,8 @@ export function forwardGateUp(be: Backend, gate: LinearLike, up: LinearLike, x: 
 }
 
 /**
- * The linears that read the same x (q/k/v, gate/up), as one backend call when every one is a GPTQ/AWQ layer the
- * backend can join (matmulQMany: one activation quantization, one thread-pool job); otherwise each layer's own
+ * The linears that read the same x (q/k/v, gate/up), as one backend call when the backend can join them (matmulMany
+ * for float Linears; matmulQMany for quantized ones: GPTQ/AWQ on cpu and cuda, NF4/FP4 on cuda); otherwise each layer's own
  * forward. The results are the same either way.
  */
 export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32'>[] {
@@ -75,6 +75,7 @@ export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32
       const lead = x.shape.slice(0, -1);
       const outs = fl.map((l) => be.empty('F32', [...lead, l.outFeatures]));
       if (be.matmulMany(x, fl.map((l) => l.weight), fl.map((l) => l.bias), outs)) return outs;
+      be.release?.(...outs);
     }
   }
   if (lins.length > 1 && lins.every((l) => l instanceof QuantLinear)) {
@@ -84,6 +85,7 @@ export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32
       const lead = x.shape.slice(0, -1);
       const outs = ql.map((l) => be.empty('F32', [...lead, l.outFeatures]));
       if (be.matmulQMany(x, ql.map((l) => l.qweight), ql.map((l) => l.bias), outs)) return outs;
+      be.release?.(...outs);
     }
   }
   return lins.map((l) => l.forward(x));
