@@ -31,7 +31,6 @@ struct B4Out {
   int64_t start[3];
   int64_t n[3];
 };
-template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
 
 // 8 codes of each of R rows (one 4-byte word each: byte b holds elements 2b [high nibble] and 2b+1) against
 // x[m, k .. k+8): Σ value·x, times the block's absmax, into acc. A lane takes 8 consecutive elements a step, so a
@@ -83,9 +82,9 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
   for (int i = 0; i < R; i++) {
     const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
     seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
-    r[i] = n - pick(o.start, seg[i]);
-    row[i] = pick(o.packed, seg[i]) + r[i] * K / 2;
-    am[i] = pick(o.absmax, seg[i]) + (vec ? (r[i] * K) >> bsShift : 0);  // vec: blocks never span rows
+    r[i] = n - pick3(o.start, seg[i]);
+    row[i] = pick3(o.packed, seg[i]) + r[i] * K / 2;
+    am[i] = pick3(o.absmax, seg[i]) + (vec ? (r[i] * K) >> bsShift : 0);  // vec: blocks never span rows
   }
   float acc[R][M];
 #pragma unroll
@@ -131,17 +130,17 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
 #pragma unroll
       for (int i = 0; i < R; i++) {
         const int64_t e = r[i] * K + k;  // flattened element (blocks may span rows here)
-        const uint8_t byte = pick(o.packed, seg[i])[e / 2];
-        const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * pick(o.absmax, seg[i])[e / bs];
+        const uint8_t byte = pick3(o.packed, seg[i])[e / 2];
+        const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * pick3(o.absmax, seg[i])[e / bs];
 #pragma unroll
         for (int m = 0; m < M; m++) acc[i][m] += w * x[m * K + k];
       }
   }
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const float* bias = pick(o.bias, seg[i]);
-    float* y = pick(o.y, seg[i]);
-    const int64_t ny = pick(o.n, seg[i]);
+    const float* bias = pick3(o.bias, seg[i]);
+    float* y = pick3(o.y, seg[i]);
+    const int64_t ny = pick3(o.n, seg[i]);
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float v = warp_sum(acc[i][m]);
@@ -161,11 +160,6 @@ __global__ void b4_dequant_kernel(void* w, int wt, const uint8_t* packed, const 
     else if (wt == W_BF16) static_cast<__nv_bfloat16*>(w)[e] = __float2bfloat16_rn(v);
     else static_cast<__half*>(w)[e] = __float2half_rn(v);
   }
-}
-
-unsigned grid_for(int64_t n, int threads = 256) {
-  const int64_t g = (n + threads - 1) / threads;
-  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
 }
 
 }  // namespace

@@ -75,8 +75,6 @@ struct GemvOut {
 };
 
 __device__ __forceinline__ int gemv_seg(const GemvOut& o, int64_t n) { return n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0; }
-// a[i] by selects: a run-time index into a kernel parameter's array would copy the parameter to the stack.
-template <typename T> __device__ __forceinline__ T pick3(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
 
 // 8 weights as loaded (16 bytes; F32: 32), widened only when used.
 template <int WT> struct Raw8 {
@@ -697,11 +695,6 @@ __global__ void spin_kernel(int64_t ns) {
   const int64_t t0 = clock64();
   // clock64 counts SM cycles; ~2 GHz, so ns·2 cycles, checked with __nanosleep steps.
   while (clock64() - t0 < ns * 2) __nanosleep(1000);
-}
-
-unsigned grid_for(int64_t n, int threads = 256) {
-  const int64_t g = (n + threads - 1) / threads;
-  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
 }
 
 }  // namespace

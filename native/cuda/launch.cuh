@@ -55,6 +55,15 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A&&... arg
   cuda_check(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...), "kernel launch");
 }
 
+// a[i] of a kernel parameter's small array by selects: a run-time index would copy the parameter to the stack.
+template <typename T> __device__ __forceinline__ T pick3(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
+
+// Blocks for a grid-stride loop over n elements (at least 1, at most 65535·4).
+inline unsigned grid_for(int64_t n, int threads = 256) {
+  const int64_t g = (n + threads - 1) / threads;
+  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

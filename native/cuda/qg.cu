@@ -119,7 +119,6 @@ struct QgOut {
   int64_t n[3];      // rows of each output
   bool silu;         // gate (0) and up (1), row n of each to one warp: y[0][m, n] = silu(gate)·up
 };
-template <typename T> __device__ __forceinline__ T pick(const T (&a)[3], int i) { return i == 0 ? a[0] : i == 1 ? a[1] : a[2]; }
 
 __device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) { return __dp4a(int(a), int(b), c); }
 
@@ -202,9 +201,9 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   for (int i = 0; i < R; i++) {
     const int64_t n = o.silu || n0 + i >= N ? n0 : n0 + i;  // past the end: row n0 again, not written
     seg[i] = o.silu ? i : n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
-    r[i] = o.silu ? n0 : n - pick(o.start, seg[i]);
-    codes[i] = pick(o.codes, seg[i]) + r[i] * nc * C::CB;
-    sc[i] = pick(o.scales, seg[i]) + r[i] * nG;
+    r[i] = o.silu ? n0 : n - pick3(o.start, seg[i]);
+    codes[i] = pick3(o.codes, seg[i]) + r[i] * nc * C::CB;
+    sc[i] = pick3(o.scales, seg[i]) + r[i] * nG;
   }
   float acc[R][M];
 #pragma unroll
@@ -273,7 +272,7 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
     const int lo = g * hpg, hi = g == nG - 1 ? 2 * nc : lo + hpg;
     float sz[R];
 #pragma unroll
-    for (int i = 0; i < R; i++) sz[i] = __fmul_rn(f16(sc[i][g]), float(pick(o.zeros, seg[i])[r[i] * nG + g]));
+    for (int i = 0; i < R; i++) sz[i] = __fmul_rn(f16(sc[i][g]), float(pick3(o.zeros, seg[i])[r[i] * nG + g]));
 #pragma unroll
     for (int m = 0; m < M; m++) {
       if (m >= mRows) break;
@@ -294,9 +293,9 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   }
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const float* bias = pick(o.bias, seg[i]);
-    float* y = pick(o.y, seg[i]);
-    const int64_t ny = pick(o.n, seg[i]);
+    const float* bias = pick3(o.bias, seg[i]);
+    float* y = pick3(o.y, seg[i]);
+    const int64_t ny = pick3(o.n, seg[i]);
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const float a = warp_sum(acc[i][m]), cr = warp_sum(corr[i][m]);
@@ -326,11 +325,6 @@ __global__ void qg_dequant_kernel(__half* w, const uint8_t* codes, const uint16_
     const float v = __fmul_rn(f16(scales[n * nG + g]), float(q - int(zeros[n * nG + g])));
     w[n * K + (perm ? perm[j] : j)] = __float2half_rn(v);
   }
-}
-
-unsigned grid_for(int64_t n, int threads = 256) {
-  const int64_t g = (n + threads - 1) / threads;
-  return unsigned(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
 }
 
 template <int BITS>
