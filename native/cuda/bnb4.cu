@@ -35,7 +35,7 @@ struct B4Out {
 // 8 codes of each of R rows (one 4-byte word each: byte b holds elements 2b [high nibble] and 2b+1) against
 // x[m, k .. k+8): Σ value·x, times the block's absmax, into acc. A lane takes 8 consecutive elements a step, so a
 // warp's x loads cover 1 KB in one go (32 consecutive codes a lane put each lane's x 128 bytes from the next: 32 cache
-// lines an instruction; measured 0.84 TB/s that way).
+// lines an instruction; the 8B NF4 decode ran 161.9 tok/s that way, 262.9 this way).
 template <int M, int R>
 __device__ __forceinline__ void b4_word(const uint32_t (&word)[R], const float* tl, const float* __restrict__ x, int64_t K, int64_t k,
                                         const float* const (&am)[R], float (&acc)[R][M], int bsShift) {
