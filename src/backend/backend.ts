@@ -17,7 +17,7 @@ export interface AttentionArgs {
 }
 
 export type OpName =
-  | 'matmul' | 'matmulQ' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
+  | 'matmul' | 'matmulQ' | 'matmulQMany' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
 
 /**
  * The op catalogue. Activations are F32; weights keep their checkpoint dtype (F32/BF16/F16) and are widened to
@@ -26,7 +26,8 @@ export type OpName =
 export interface Backend {
   readonly name: string;
   readonly device: Device;
-  /** Whether `op` runs here for these operand dtypes (or, for matmulQ, quantized formats). */
+  /** Whether `op` runs here for these operand dtypes (or, for matmulQ, quantized formats; for matmulQMany, whether
+   *  layers of these formats can share one call). */
   supports(op: OpName, types: readonly (DType | QuantFormat)[]): boolean;
 
   // ---- memory: layers allocate their outputs here, so the same model code runs on any device.

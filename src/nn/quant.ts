@@ -81,7 +81,7 @@ export function forwardShared(lins: LinearLike[], x: Tensor<'F32'>): Tensor<'F32
   if (lins.length > 1 && lins.every((l) => l instanceof QuantLinear)) {
     const ql = lins as QuantLinear[];
     const be = ql[0].backend;
-    if (be.matmulQMany && ql.every((l) => l.backend === be && l.inFeatures === first.inFeatures) && be.supports('matmulQ', ql.map((l) => l.qweight.format))) {
+    if (be.matmulQMany && ql.every((l) => l.backend === be && l.inFeatures === first.inFeatures) && be.supports('matmulQMany', ql.map((l) => l.qweight.format))) {
       const lead = x.shape.slice(0, -1);
       const outs = ql.map((l) => be.empty('F32', [...lead, l.outFeatures]));
       if (be.matmulQMany(x, ql.map((l) => l.qweight), ql.map((l) => l.bias), outs)) return outs;

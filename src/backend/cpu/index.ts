@@ -137,6 +137,7 @@ export const cpuBackend: Backend = {
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
     if (!cpuAvailable()) return false;
     if (op === 'matmulQ') return dtypes.every((d) => NATIVE_QUANT.includes(d as QuantFormat));
+    if (op === 'matmulQMany') return dtypes.every((d) => d === 'gptq' || d === 'awq');
     if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },

@@ -269,6 +269,7 @@ export const cudaBackend: Backend & {
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
     if (op === 'matmulQ') return dtypes.every((d) => CUDA_QUANT.includes(d as QuantFormat));
+    if (op === 'matmulQMany') return dtypes.every((d) => QG.includes(d as QuantFormat)) || dtypes.every((d) => B4.includes(d as QuantFormat));
     if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },

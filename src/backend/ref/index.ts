@@ -17,6 +17,7 @@ export const refBackend: Backend & { rowF32(w: Tensor, row: number, dst: Float32
 
   supports(op: OpName, dtypes: readonly (DType | QuantFormat)[]): boolean {
     if (op === 'matmulQ') return dtypes.every((d) => QUANT_FORMATS.includes(d as QuantFormat));
+    if (op === 'matmulQMany') return false;
     if (op === 'matmul' || op === 'embedding') return dtypes.every((d) => FLOAT_WEIGHTS.includes(d as DType));
     return dtypes.every((d) => d === 'F32');
   },
