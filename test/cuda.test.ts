@@ -7,13 +7,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import type { Backend } from '../src/backend/backend.js';
+import type { CausalLM } from '../src/models/model.js';
 import { cudaAvailable, cudaBackend as cuda } from '../src/backend/cuda/index.js';
 import type { CudaDecodeGraph } from '../src/backend/cuda/graph.js';
 import { generate } from '../src/generate/generate.js';
 import { refBackend as ref } from '../src/backend/ref/index.js';
 import { f32ToBf16, f32ToF16, type DType } from '../src/tensor/dtype.js';
 import { DeviceTensorError, Tensor } from '../src/tensor/tensor.js';
-import { argmax, goldenCases, maxRelErr, Rand, relErr, ROOT } from './helpers.js';
+import { argmax, goldenCases, maxRelErr, Rand, randomGptqCodes, relErr, ROOT } from './helpers.js';
 import { join } from 'node:path';
 import { matmulQRef } from '../src/backend/ref/quant.js';
 import { packGptq, unpackGptq } from '../src/quant/gptq-format.js';
@@ -22,7 +23,7 @@ import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
 import { qgDecodeRef, qgPack } from '../src/quant/qg.js';
 import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
 import { quantize4bit, type Bnb4QuantType } from '../src/quant/bnb4.js';
-import { bf16ToF32, f16ToF32 } from '../src/tensor/dtype.js';
+import { bf16ToF32 } from '../src/tensor/dtype.js';
 
 const status = cudaAvailable();
 const skip = status.ok ? false : `no GPU for the cuda backend: ${status.why}`;
@@ -44,6 +45,22 @@ function poisoned(shape: number[]): Tensor<'F32'> {
 function close(what: string, got: Float32Array, want: Float32Array, tol: number): void {
   const e = relErr(got, want), m = maxRelErr(got, want);
   assert.ok(e <= tol && m <= 10 * tol, `${what}: relative error ${e.toExponential(2)} (max ${m.toExponential(2)}) > ${tol} (seed ${SEED})`);
+}
+
+/** Eager steps and a CUDA-graph decoder from the same prompt: every replayed step equals the eager one (1e-6) and the
+ *  caches end at the same length. Returns the decoder, for its replay count. */
+function replaysMatchEager(model: CausalLM, prompt: number[], feed: number[], what: string): CudaDecodeGraph {
+  const eager = model.createCache(1, prompt.length + feed.length), graphed = model.createCache(1, prompt.length + feed.length);
+  model.forward([prompt], { cache: eager, logits: 'last' });
+  model.forward([prompt], { cache: graphed, logits: 'last' });
+  const decoder = cuda.decoder!(model, graphed) as CudaDecodeGraph;
+  for (const id of feed) {
+    const want = cuda.download(model.forward([[id]], { cache: eager, logits: 'last' })).f32;
+    const got = cuda.download(decoder.step([id])).f32;
+    assert.ok(relErr(got, want) < 1e-6, `${what}: replayed step off by ${relErr(got, want)}`);
+  }
+  assert.equal(graphed.length, eager.length);
+  return decoder;
 }
 
 describe('cuda backend ops vs ref', { skip }, () => {
@@ -248,20 +265,7 @@ describe('cuda backend ops vs ref', { skip }, () => {
   });
 });
 
-/** Random GPTQ codes [N, K]: float16 scales, zeros anywhere in the grid, g_idx in order or shuffled by whole columns (act-order). */
-function randomCodes(bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean): GptqCodes {
-  const nG = groupSize === -1 ? 1 : Math.ceil(K / groupSize), G = groupSize === -1 ? K : groupSize, q = 1 << bits;
-  const cols = Int32Array.from({ length: K }, (_, k) => k);
-  if (actOrder) for (let i = K - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); [cols[i], cols[j]] = [cols[j], cols[i]]; }
-  const gIdx = new Int32Array(K);
-  cols.forEach((k, j) => { gIdx[k] = Math.floor(j / G); });
-  return {
-    bits, groupSize, shape: [N, K], gIdx,
-    intWeight: Uint8Array.from({ length: N * K }, () => Math.floor(rng.next() * q)),
-    scales: Float32Array.from({ length: nG * N }, () => f16ToF32(f32ToF16(0.002 + 0.03 * rng.next()))),
-    zeros: Uint8Array.from({ length: nG * N }, () => Math.floor(rng.next() * q)),
-  };
-}
+const randomCodes = (bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean) => randomGptqCodes(rng, bits, N, K, groupSize, actOrder);
 
 describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref', { skip }, () => {
   const cases: [string, () => QuantizedWeight, GptqCodes][] = [];
@@ -361,14 +365,7 @@ describe('cuda backend: GPTQ and AWQ checkpoints (AutoGPTQ, GPTQModel, optimum, 
     const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
     const one = [[1, 5, 9, 33, 2, 60, 63, 4]];
     close('8-token forward vs cpu', cuda.download(model.forward(one)).f32, cpu.forward(one).f32, 1e-2);
-    const eager = model.createCache(1, 12), graphed = model.createCache(1, 12);
-    model.forward(one, { cache: eager, logits: 'last' });
-    model.forward(one, { cache: graphed, logits: 'last' });
-    const decoder = cuda.decoder!(model, graphed) as CudaDecodeGraph;
-    for (const id of [3, 1, 4]) {
-      const want = cuda.download(model.forward([[id]], { cache: eager, logits: 'last' })).f32;
-      assert.ok(relErr(cuda.download(decoder.step([id])).f32, want) < 1e-6);
-    }
+    const decoder = replaysMatchEager(model, one[0], [3, 1, 4], 'hf_llama_nf4dq');
     assert.equal(decoder.replays, 2, decoder.unsupported ?? '');
   });
   const folders = ['autogptq_2bit_g64_asym_v1', 'autogptq_4bit_g32_actorder', 'gptqmodel_4bit_g32_asym_v2', 'optimum_3bit_g32_bias', 'transformers_8bit_gm1']
@@ -383,15 +380,8 @@ describe('cuda backend: GPTQ and AWQ checkpoints (AutoGPTQ, GPTQModel, optimum, 
       // 3×8 rows: the prefill path (float16 weights and activations, cuBLAS) against the cpu's exact product. Measured:
       // within 1e-2 but for the 2-bit fixture (2.7e-2: a 2-bit model's float16 rounding grows through its layers).
       close('3×8 forward (prefill) vs cpu', cuda.download(model.forward(IDS)).f32, cpu.forward(IDS).f32, /2bit/.test(dir) ? 5e-2 : 1e-2);
-      const prompt = IDS[1], feed = [3, 1, 4, 1, 5];
-      const eager = model.createCache(1, prompt.length + feed.length), graphed = model.createCache(1, prompt.length + feed.length);
-      model.forward([prompt], { cache: eager, logits: 'last' });
-      model.forward([prompt], { cache: graphed, logits: 'last' });
-      const decoder = cuda.decoder!(model, graphed) as CudaDecodeGraph;
-      for (const id of feed) {
-        const want = cuda.download(model.forward([[id]], { cache: eager, logits: 'last' })).f32;
-        assert.ok(relErr(cuda.download(decoder.step([id])).f32, want) < 1e-6);
-      }
+      const feed = [3, 1, 4, 1, 5];
+      const decoder = replaysMatchEager(model, IDS[1], feed, dir);
       assert.equal(decoder.replays, feed.length - 1, decoder.unsupported ?? '');
     });
   }
@@ -419,17 +409,8 @@ describe('cuda backend: whole models', { skip }, () => {
 
     it(`${g.name}: decode steps replayed from a CUDA graph equal eager steps`, async () => {
       const { model } = await fromPretrained(g.dir, { device: 'cuda' });
-      const prompt = g.ints('input_ids').rows[0], feed = [3, 1, 4, 1, 5, 9, 2, 6];
-      const eagerCache = model.createCache(1, prompt.length + feed.length), graphCache = model.createCache(1, prompt.length + feed.length);
-      model.forward([prompt], { cache: eagerCache, logits: 'last' });
-      model.forward([prompt], { cache: graphCache, logits: 'last' });
-      const decoder = cuda.decoder!(model, graphCache) as CudaDecodeGraph;
-      for (const id of feed) {
-        const want = cuda.download(model.forward([[id]], { cache: eagerCache, logits: 'last' })).f32;
-        const got = cuda.download(decoder.step([id])).f32;
-        assert.ok(relErr(got, want) < 1e-6, `${g.name}: replayed step off by ${relErr(got, want)}`);
-      }
-      assert.equal(graphCache.length, eagerCache.length);
+      const feed = [3, 1, 4, 1, 5, 9, 2, 6];
+      const decoder = replaysMatchEager(model, g.ints('input_ids').rows[0], feed, g.name);
       // Llama, Mistral and Qwen2 replay (the first step runs eager, the second is captured); OPT's learned positions
       // are a per-step host array, so its steps stay eager.
       if (g.name.startsWith('opt')) assert.match(decoder.unsupported ?? '', /not a step input|neither a step input/);

@@ -15,10 +15,9 @@ import { dequantizeGptq, packGptq } from '../src/quant/gptq-format.js';
 import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
 import { chunkCode, packChunk, qgChunkBytes, qgDecodeRef, qgPack, qgQuantizeX, type QgPacked } from '../src/quant/qg.js';
 import { fromGptq } from '../src/quant/qweight.js';
-import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import { Rand, simdLevels } from './helpers.js';
+import { Rand, randomGptqCodes, simdLevels } from './helpers.js';
 
 const SEED = Number(process.env.LOWBIT_TEST_SEED ?? (Date.now() % 2 ** 31));
 const rng = new Rand(SEED);
@@ -28,18 +27,7 @@ const addon = loadAddon();
 const skip = addon ? false : `native addon not built: ${addonLoadError}`;
 const levels = simdLevels;
 
-/** Random codes for [N, K]: float16 scales, zeros within the bit width, g_idx in order or act-order shuffled. */
-function randomCodes(bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean): GptqCodes {
-  const maxq = (1 << bits) - 1, nG = groupSize === -1 ? 1 : Math.ceil(K / groupSize), G = groupSize === -1 ? K : groupSize;
-  const intWeight = Uint8Array.from({ length: N * K }, () => Math.floor(rng.next() * (maxq + 1)));
-  const scales = Float32Array.from({ length: nG * N }, () => f16ToF32(f32ToF16(0.001 + 0.02 * rng.next())));
-  const zeros = Uint8Array.from({ length: nG * N }, () => Math.floor(rng.next() * (maxq + 1)));
-  // act-order: g_idx[c] = (position of c in a random permutation) / G, as AutoGPTQ writes it.
-  const pos = Int32Array.from({ length: K }, (_, k) => k);
-  if (actOrder) for (let i = K - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); [pos[i], pos[j]] = [pos[j], pos[i]]; }
-  const gIdx = Int32Array.from({ length: K }, (_, k) => Math.floor(pos[k] / G));
-  return { bits, groupSize, shape: [N, K], intWeight, scales, zeros, gIdx };
-}
+const randomCodes = (bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean) => randomGptqCodes(rng, bits, N, K, groupSize, actOrder);
 
 /** The exact product with the dequantized weights (float64 sums), and Σ|x|·(|s·q| + |s·z|) per output. */
 function exact(codes: GptqCodes, x: Float32Array, M: number, bias: Float32Array | null): { y: Float64Array; mag: Float64Array } {

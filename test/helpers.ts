@@ -8,7 +8,8 @@ import { fromPretrained } from '../src/api.js';
 import type { BitsAndBytesConfig } from '../src/io/quantconfig.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { setWarningHandler } from '../src/util/warn.js';
-import type { GptqCodes } from '../src/quant/gptq-types.js';
+import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
+import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -128,6 +129,19 @@ export function simdLevels(): string[] {
   if (!addon) return [];
   const best = addon.cpuInfo().best;
   return ['scalar', ...(best === 'avx2' || best === 'avx512' ? ['avx2'] : []), ...(best === 'avx512' ? ['avx512'] : []), ...(best === 'neon' ? ['neon'] : [])];
+}
+
+/** Random GPTQ codes for [N, K]: float16 scales, zeros within the bit width, g_idx in order or act-order shuffled. */
+export function randomGptqCodes(rng: Rand, bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean): GptqCodes {
+  const maxq = (1 << bits) - 1, nG = groupSize === -1 ? 1 : Math.ceil(K / groupSize), G = groupSize === -1 ? K : groupSize;
+  const intWeight = Uint8Array.from({ length: N * K }, () => Math.floor(rng.next() * (maxq + 1)));
+  const scales = Float32Array.from({ length: nG * N }, () => f16ToF32(f32ToF16(0.001 + 0.02 * rng.next())));
+  const zeros = Uint8Array.from({ length: nG * N }, () => Math.floor(rng.next() * (maxq + 1)));
+  // act-order: g_idx[c] = (position of c in a random permutation) / G, as AutoGPTQ writes it.
+  const pos = Int32Array.from({ length: K }, (_, k) => k);
+  if (actOrder) for (let i = K - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); [pos[i], pos[j]] = [pos[j], pos[i]]; }
+  const gIdx = Int32Array.from({ length: K }, (_, k) => Math.floor(pos[k] / G));
+  return { bits, groupSize, shape: [N, K], intWeight, scales, zeros, gIdx };
 }
 
 /** The float weight that GPTQ/AWQ codes stand for: fl32(scale·(code − zero)) per (row, group of g_idx). */

@@ -5,26 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gptqGroupParams, packGptq, unpackGptq } from '../src/quant/gptq-format.js';
 import { awqGroupParams, packAwq, unpackAwq } from '../src/quant/awq-format.js';
-import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
+import type { GptqBits } from '../src/quant/gptq-types.js';
 import { qgOrder, qgPack } from '../src/quant/qg.js';
-import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
-import { Rand } from './helpers.js';
+import { f32ToF16 } from '../src/tensor/dtype.js';
+import { Rand, randomGptqCodes } from './helpers.js';
 
 const rng = new Rand(20261202);
 
-function codes(bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean): GptqCodes {
-  const nG = groupSize === -1 ? 1 : Math.ceil(K / groupSize), G = groupSize === -1 ? K : groupSize;
-  const cols = Int32Array.from({ length: K }, (_, k) => k);
-  if (actOrder) for (let i = K - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); [cols[i], cols[j]] = [cols[j], cols[i]]; }
-  const gIdx = new Int32Array(K);
-  cols.forEach((k, j) => { gIdx[k] = Math.floor(j / G); });
-  return {
-    bits, groupSize, shape: [N, K], gIdx,
-    intWeight: Uint8Array.from({ length: N * K }, () => Math.floor(rng.next() * (1 << bits))),
-    scales: Float32Array.from({ length: nG * N }, () => f16ToF32(f32ToF16(0.001 + 0.05 * rng.next()))),
-    zeros: Uint8Array.from({ length: nG * N }, () => Math.floor(rng.next() * (1 << bits))),
-  };
-}
+const codes = (bits: GptqBits, N: number, K: number, groupSize: number, actOrder: boolean) => randomGptqCodes(rng, bits, N, K, groupSize, actOrder);
 
 /** [nG, N] (the files' order) → [N, nG] (the kernels'). */
 function transpose<T extends Uint8Array | Uint16Array>(a: T, nG: number, N: number, make: (n: number) => T): T {

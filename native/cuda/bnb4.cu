@@ -26,10 +26,7 @@ constexpr int kB4Rows = 2;
 struct B4Out {
   const uint8_t* packed[3];
   const float* absmax[3];
-  float* y[3];
-  const float* bias[3];
-  int64_t start[3];
-  int64_t n[3];
+  OutSegs out;
 };
 
 // 8 codes of each of R rows (one 4-byte word each: byte b holds elements 2b [high nibble] and 2b+1) against
@@ -76,13 +73,11 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
   }
   int seg[R];
   int64_t r[R];
+  warp_rows(o.out, n0, N, seg, r);
   const uint8_t* row[R];
   const float* am[R];
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const int64_t n = n0 + i < N ? n0 + i : n0;  // past the end: row n0 again, not written
-    seg[i] = n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
-    r[i] = n - pick3(o.start, seg[i]);
     row[i] = pick3(o.packed, seg[i]) + r[i] * K / 2;
     am[i] = pick3(o.absmax, seg[i]) + (vec ? (r[i] * K) >> bsShift : 0);  // vec: blocks never span rows
   }
@@ -137,16 +132,10 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
       }
   }
 #pragma unroll
-  for (int i = 0; i < R; i++) {
-    const float* bias = pick3(o.bias, seg[i]);
-    float* y = pick3(o.y, seg[i]);
-    const int64_t ny = pick3(o.n, seg[i]);
+  for (int i = 0; i < R; i++)
 #pragma unroll
-    for (int m = 0; m < M; m++) {
-      const float v = warp_sum(acc[i][m]);
-      if (lane == 0 && n0 + i < N) y[m * ny + r[i]] = v + (bias ? bias[r[i]] : 0.f);
-    }
-  }
+    for (int m = 0; m < M; m++) acc[i][m] = warp_sum(acc[i][m]);
+  store_rows(o.out, seg, r, n0, N, M, acc);
 }
 
 // dequantize_4bit into W [n] of the weight's dtype: round_dtype(value(code) · absmax[block]).
@@ -178,7 +167,6 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
     return;
   }
   B4Out o{};
-  int64_t start = 0;
   // The vector path: 8-code words inside one block and blocks inside rows (K a multiple of the block size, a power
   // of two as bitsandbytes' are), 4-byte aligned rows of codes, 16-byte aligned x rows.
   const int bsShift = (q.blocksize & (q.blocksize - 1)) == 0 ? __builtin_ctz(unsigned(q.blocksize)) : -1;
@@ -187,13 +175,9 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
     const int j = i < q.nOut ? i : q.nOut - 1;
     o.packed[i] = q.packed[j];
     o.absmax[i] = q.absmax[j];
-    o.y[i] = q.y[j];
-    o.bias[i] = q.bias[j];
-    o.n[i] = q.n[j];
-    o.start[i] = i < q.nOut ? start : INT64_MAX;
-    if (i < q.nOut) start += q.n[i];
     vec = vec && reinterpret_cast<uintptr_t>(q.packed[j]) % 4 == 0;
   }
+  o.out.set(q.nOut, q.y, q.bias, q.n, false);
   const int threads = 256, rowsPerBlock = threads / kWarp * kB4Rows;
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M) {

@@ -349,6 +349,29 @@ __global__ void embedding_kernel(float* y, const void* table, int wt, const int3
   }
 }
 
+// Combines n partial online-softmax states (running max m(i), sum l(i), unnormalised output o(i, d)) of one
+// (query, head), the block's threads over the hd dims: dst[d] = Σ o(i,d)·e^(m(i) − M) / Σ l(i)·e^(m(i) − M), zeros
+// when no state saw a key. With ml (a split's partial for a later merge), dst gets the unnormalised sums and ml the
+// pair (M, Σ l·e^(m − M)), or (−inf, 0). Warps of a block merge through shared memory, splits through global memory.
+template <typename Mf, typename Lf, typename Of>
+__device__ __forceinline__ void merge_softmax_states(int n, int hd, Mf m, Lf l, Of o, float* dst, float* ml) {
+  float M = -INFINITY;
+  for (int i = 0; i < n; i++) M = fmaxf(M, m(i));
+  if (M == -INFINITY) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = 0.f;
+    if (ml && threadIdx.x == 0) { ml[0] = -INFINITY; ml[1] = 0.f; }
+    return;
+  }
+  float tot = 0.f;
+  for (int i = 0; i < n; i++) tot += m(i) == -INFINITY ? 0.f : l(i) * expf(m(i) - M);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float a = 0.f;
+    for (int i = 0; i < n; i++) if (m(i) != -INFINITY) a += o(i, d) * expf(m(i) - M);
+    dst[d] = ml ? a : a / tot;
+  }
+  if (ml && threadIdx.x == 0) { ml[0] = M; ml[1] = tot; }
+}
+
 // ---- attention: one block per (query token, head); each warp takes every nWarps-th visible key with a running
 // max / sum / output (online softmax), lanes holding hd/32 output elements each; the warps then merge. q [B,T,H,hd],
 // K/V [B,S,nKV,hd], keyMask [B, pastLen+T] (1 = attend) or null. A query that sees no key gets zeros (the ref).
@@ -418,23 +441,9 @@ __global__ void attention_kernel(float* out, const float* q, const float* K, con
   }
   if (lane == 0) { sm[warp] = mx; ss[warp] = sum; }
   __syncthreads();
-  float M = -INFINITY;
-  for (int w = 0; w < nWarps; w++) M = fmaxf(M, sm[w]);
   float* prow = part ? part + (bt * H + h) * int64_t(gridDim.y) * (hd + 2) + int64_t(blockIdx.y) * (hd + 2) : nullptr;
-  float* orow = prow ? prow + 2 : out + (bt * H + h) * hd;
-  if (M == -INFINITY) {
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) orow[i] = 0.f;
-    if (prow && threadIdx.x == 0) { prow[0] = -INFINITY; prow[1] = 0.f; }
-    return;
-  }
-  float tot = 0.f;
-  for (int w = 0; w < nWarps; w++) tot += sm[w] == -INFINITY ? 0.f : ss[w] * expf(sm[w] - M);
-  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-    float a = 0.f;
-    for (int w = 0; w < nWarps; w++) if (sm[w] != -INFINITY) a += so[w * hd + i] * expf(sm[w] - M);
-    orow[i] = prow ? a : a / tot;
-  }
-  if (prow && threadIdx.x == 0) { prow[0] = M; prow[1] = tot; }
+  merge_softmax_states(nWarps, hd, [&](int w) { return sm[w]; }, [&](int w) { return ss[w]; }, [&](int w, int d) { return so[w * hd + d]; },
+                       prow ? prow + 2 : out + (bt * H + h) * hd, prow);
 }
 
 // Decode attention (T = 1, head_dim = 32·PER for PER = 1, 2, 4, 8), one split of kps keys a block (gridDim.y splits):
@@ -513,22 +522,9 @@ __global__ void attention_decode_kernel(float* out, float* part, unsigned* done,
   for (int i = 0; i < PER; i++) so[warp * hd + PER * lane + i] = o[i];
   if (lane == 0) { sm[warp] = mx; ss[warp] = sum; }
   __syncthreads();
-  float M = -INFINITY;
-  for (int w = 0; w < nWarps; w++) M = fmaxf(M, sm[w]);
   float* prow = part + (int64_t(blockIdx.x) * gridDim.y + blockIdx.y) * (hd + 2);
-  if (M == -INFINITY) {
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) prow[2 + i] = 0.f;
-    if (threadIdx.x == 0) { prow[0] = -INFINITY; prow[1] = 0.f; }
-  } else {
-    float tot = 0.f;
-    for (int w = 0; w < nWarps; w++) tot += sm[w] == -INFINITY ? 0.f : ss[w] * expf(sm[w] - M);
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-      float a = 0.f;
-      for (int w = 0; w < nWarps; w++) if (sm[w] != -INFINITY) a += so[w * hd + i] * expf(sm[w] - M);
-      prow[2 + i] = a;
-    }
-    if (threadIdx.x == 0) { prow[0] = M; prow[1] = tot; }
-  }
+  merge_softmax_states(nWarps, hd, [&](int w) { return sm[w]; }, [&](int w) { return ss[w]; }, [&](int w, int d) { return so[w * hd + d]; },
+                       prow + 2, prow);
   // The last split of this (row, head) to finish merges them all (no second launch): partials made visible, then
   // counted; the counter goes back to 0 for the next call.
   __shared__ bool lastOne;
@@ -538,26 +534,10 @@ __global__ void attention_decode_kernel(float* out, float* part, unsigned* done,
   __syncthreads();
   if (!lastOne) return;
   __threadfence();
-  const float* p = part + int64_t(blockIdx.x) * gridDim.y * (hd + 2);
-  const int nSplit = gridDim.y;
-  float MM = -INFINITY;
-  for (int sp = 0; sp < nSplit; sp++) MM = fmaxf(MM, __ldcg(p + int64_t(sp) * (hd + 2)));
-  float* orow = out + int64_t(blockIdx.x) * hd;
-  float tot = 0.f;
-  if (MM != -INFINITY)
-    for (int sp = 0; sp < nSplit; sp++) {
-      const float m = __ldcg(p + int64_t(sp) * (hd + 2));
-      if (m != -INFINITY) tot += __ldcg(p + int64_t(sp) * (hd + 2) + 1) * expf(m - MM);
-    }
-  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-    float a = 0.f;
-    if (MM != -INFINITY)
-      for (int sp = 0; sp < nSplit; sp++) {
-        const float m = __ldcg(p + int64_t(sp) * (hd + 2));
-        if (m != -INFINITY) a += __ldcg(p + int64_t(sp) * (hd + 2) + 2 + i) * expf(m - MM);
-      }
-    orow[i] = MM == -INFINITY ? 0.f : a / tot;
-  }
+  const float* p = part + int64_t(blockIdx.x) * gridDim.y * (hd + 2);  // other blocks wrote it: read past L1
+  merge_softmax_states(int(gridDim.y), hd, [&](int i) { return __ldcg(p + int64_t(i) * (hd + 2)); },
+                       [&](int i) { return __ldcg(p + int64_t(i) * (hd + 2) + 1); }, [&](int i, int d) { return __ldcg(p + int64_t(i) * (hd + 2) + 2 + d); },
+                       out + int64_t(blockIdx.x) * hd, nullptr);
   if (threadIdx.x == 0) done[blockIdx.x] = 0;
 }
 
@@ -566,26 +546,8 @@ __global__ void attention_merge_kernel(float* out, const float* part, int hd, in
   pdl_wait();
   pdl_trigger();
   const float* p = part + int64_t(blockIdx.x) * nSplit * (hd + 2);
-  float M = -INFINITY;
-  for (int s = 0; s < nSplit; s++) M = fmaxf(M, p[int64_t(s) * (hd + 2)]);
-  float* orow = out + int64_t(blockIdx.x) * hd;
-  if (M == -INFINITY) {
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) orow[i] = 0.f;
-    return;
-  }
-  float tot = 0.f;
-  for (int s = 0; s < nSplit; s++) {
-    const float m = p[int64_t(s) * (hd + 2)];
-    if (m != -INFINITY) tot += p[int64_t(s) * (hd + 2) + 1] * expf(m - M);
-  }
-  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-    float a = 0.f;
-    for (int s = 0; s < nSplit; s++) {
-      const float m = p[int64_t(s) * (hd + 2)];
-      if (m != -INFINITY) a += p[int64_t(s) * (hd + 2) + 2 + i] * expf(m - M);
-    }
-    orow[i] = a / tot;
-  }
+  merge_softmax_states(nSplit, hd, [&](int i) { return p[int64_t(i) * (hd + 2)]; }, [&](int i) { return p[int64_t(i) * (hd + 2) + 1]; },
+                       [&](int i, int d) { return p[int64_t(i) * (hd + 2) + 2 + d]; }, out + int64_t(blockIdx.x) * hd, nullptr);
 }
 
 // Argmax of rows in two stages (one block over a 128k vocabulary took 194 µs): blocks of 256 threads each reduce a

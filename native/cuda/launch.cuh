@@ -2,6 +2,7 @@
 // the warp reductions (internal linkage: each .cu file gets its own copy).
 #pragma once
 #include <cuda_runtime.h>
+#include <cstdint>
 #include <cstdlib>
 #include <utility>
 
@@ -68,6 +69,74 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+
+// The outputs of a GEMV over 1-3 weights that read the same x (q/k/v, gate/up) in one launch, shared by the GPTQ/AWQ
+// and NF4 GEMVs (kernels.cu's float GEMV spells the same logic out: with these helpers nvcc gave its bf16 batch-1
+// instance 130 registers instead of 104, one 256-thread block a multiprocessor instead of two): rows [start[i], start[i] + n[i]) of the launch are weight i's, written to y[i] [M, n[i]]
+// with bias[i]; an unused slot repeats the last one and starts past every row. With silu (gate in slot 0, up in
+// slot 1) a warp takes row n of both and writes y[0][m, n] = silu(gate)·up, as siluMul would from the two products.
+struct OutSegs {
+  float* y[3];
+  const float* bias[3];
+  int64_t start[3];
+  int64_t n[3];
+  bool silu;
+  // Host: 1-3 outputs (gate and up with silu); returns the rows of the launch (of one weight with silu).
+  int64_t set(int nOut, float* const* ys, const float* const* biases, const int64_t* ns, bool gateUp) {
+    int64_t at = 0;
+    for (int i = 0; i < 3; i++) {
+      const int j = i < nOut ? i : nOut - 1;
+      y[i] = ys[j];
+      bias[i] = biases[j];
+      n[i] = ns[j];
+      start[i] = i < nOut && !(gateUp && i > 0) ? at : INT64_MAX;
+      if (i < nOut) at += ns[i];
+    }
+    silu = gateUp;
+    return gateUp ? ns[0] : at;
+  }
+};
+
+// Which weight (seg) and which of its rows (r) each of a warp's R rows is, the warp's first row n0 (R rows of the
+// launch, or with silu row n0 of gate and of up); rows past N repeat n0 and are not written.
+template <int R>
+__device__ __forceinline__ void warp_rows(const OutSegs& o, int64_t n0, int64_t N, int (&seg)[R], int64_t (&r)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    const int64_t n = o.silu || n0 + i >= N ? n0 : n0 + i;
+    seg[i] = o.silu ? i : n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
+    r[i] = o.silu ? n0 : n - pick3(o.start, seg[i]);
+  }
+}
+
+// Lane 0 writes the warp's sums v[i][m] (over the first mRows rows of x) plus bias, or silu(gate)·up.
+template <int R, int M>
+__device__ __forceinline__ void store_rows(const OutSegs& o, const int (&seg)[R], const int64_t (&r)[R], int64_t n0, int64_t N, int mRows,
+                                           const float (&v)[R][M]) {
+  if ((threadIdx.x & 31) != 0) return;
+  if (o.silu) {
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      if (m >= mRows) break;
+      const float g = v[0][m] + (o.bias[0] ? o.bias[0][n0] : 0.f), u = v[1][m] + (o.bias[1] ? o.bias[1][n0] : 0.f);
+      o.y[0][m * N + n0] = g / (1.f + expf(-g)) * u;
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < R; i++) {
+    if (n0 + i >= N) continue;
+    const float* bias = pick3(o.bias, seg[i]);
+    float* y = pick3(o.y, seg[i]);
+    const int64_t ny = pick3(o.n, seg[i]);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      if (m >= mRows) break;
+      y[m * ny + r[i]] = v[i][m] + (bias ? bias[r[i]] : 0.f);
+    }
+  }
+}
+
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;

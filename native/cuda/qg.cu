@@ -113,11 +113,7 @@ struct QgOut {
   const uint8_t* codes[3];
   const uint16_t* scales[3];
   const uint8_t* zeros[3];
-  float* y[3];
-  const float* bias[3];
-  int64_t start[3];  // first row of each output in the launch
-  int64_t n[3];      // rows of each output
-  bool silu;         // gate (0) and up (1), row n of each to one warp: y[0][m, n] = silu(gate)·up
+  OutSegs out;
 };
 
 __device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) { return __dp4a(int(a), int(b), c); }
@@ -190,18 +186,16 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   constexpr int R = kQgRows;
   const int lane = threadIdx.x & 31;
   const int64_t warpId = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  const int64_t n0 = o.silu ? warpId : warpId * R;
+  const int64_t n0 = o.out.silu ? warpId : warpId * R;
   if (n0 >= N) return;
   const bool halves = G % 64 != 0;
   int seg[R];
   int64_t r[R];
+  warp_rows(o.out, n0, N, seg, r);
   const uint8_t* codes[R];
   const uint16_t* sc[R];
 #pragma unroll
   for (int i = 0; i < R; i++) {
-    const int64_t n = o.silu || n0 + i >= N ? n0 : n0 + i;  // past the end: row n0 again, not written
-    seg[i] = o.silu ? i : n >= o.start[2] ? 2 : n >= o.start[1] ? 1 : 0;
-    r[i] = o.silu ? n0 : n - pick3(o.start, seg[i]);
     codes[i] = pick3(o.codes, seg[i]) + r[i] * nc * C::CB;
     sc[i] = pick3(o.scales, seg[i]) + r[i] * nG;
   }
@@ -282,26 +276,11 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
       for (int i = 0; i < R; i++) corr[i][m] += sz[i] * xb;
     }
   }
-  if (o.silu) {
 #pragma unroll
-    for (int m = 0; m < M; m++) {
-      const float g = (warp_sum(acc[0][m]) - warp_sum(corr[0][m])) + (o.bias[0] ? o.bias[0][n0] : 0.f);
-      const float u = (warp_sum(acc[1][m]) - warp_sum(corr[1][m])) + (o.bias[1] ? o.bias[1][n0] : 0.f);
-      if (lane == 0 && m < mRows) o.y[0][m * N + n0] = g / (1.f + expf(-g)) * u;
-    }
-    return;
-  }
+  for (int i = 0; i < R; i++)
 #pragma unroll
-  for (int i = 0; i < R; i++) {
-    const float* bias = pick3(o.bias, seg[i]);
-    float* y = pick3(o.y, seg[i]);
-    const int64_t ny = pick3(o.n, seg[i]);
-#pragma unroll
-    for (int m = 0; m < M; m++) {
-      const float a = warp_sum(acc[i][m]), cr = warp_sum(corr[i][m]);
-      if (lane == 0 && n0 + i < N && m < mRows) y[m * ny + r[i]] = (a - cr) + (bias ? bias[r[i]] : 0.f);
-    }
-  }
+    for (int m = 0; m < M; m++) acc[i][m] = warp_sum(acc[i][m]) - warp_sum(corr[i][m]);
+  store_rows(o.out, seg, r, n0, N, mRows, acc);
 }
 
 // W [N, K] float16 in input order: W[n, perm[j]] = fl(scale·(q − z)) rounded to float16.
@@ -332,7 +311,7 @@ void qg_gemv_launch(const QgOut& o, const void* xq, const float* dx, const int* 
   const int gShift = (G & (G - 1)) == 0 ? __builtin_ctz(unsigned(G)) : -1;
   // 9-12 rows run the 12-row kernel, 13-16 the 16-row one, over the rows there are (Mk ≥ M; the rest of xq is
   // never read: acc rows past M are not written).
-  const int threads = 256, rowsPerBlock = threads / kWarp * (o.silu ? 1 : kQgRows);
+  const int threads = 256, rowsPerBlock = threads / kWarp * (o.out.silu ? 1 : kQgRows);
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
   switch (M <= 8 ? M : M <= 12 ? 12 : 16) {
 #define LOWBIT_QG(MM) case MM: launch(qg_gemv_kernel<BITS, MM>, grid, threads, 0, o, xq, dx, hs, N, nc, G, gShift, nG, int(M)); break;
@@ -371,23 +350,13 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
   int* hs = reinterpret_cast<int*>(buf + xqBytes + dxBytes);
   launch(qg_prep_kernel, dim3(unsigned((q.nc + 7) / 8), unsigned(M)), 256, 0, buf, dx, hs, x, q.perm, q.K, q.nc, wide ? 8191 : 127, wide);
   QgOut o{};
-  o.silu = q.silu;
-  int64_t start = 0;
   for (int i = 0; i < 3; i++) {
-    const int j = i < q.nOut ? i : q.nOut - 1;  // unused segments repeat the last one (start past N: never chosen)
+    const int j = i < q.nOut ? i : q.nOut - 1;
     o.codes[i] = q.codes[j];
     o.scales[i] = q.scales[j];
     o.zeros[i] = q.zeros[j];
-    o.y[i] = q.y[j];
-    o.bias[i] = q.bias[j];
-    o.n[i] = q.n[j];
-    o.start[i] = i < q.nOut ? start : INT64_MAX;
-    if (i < q.nOut) start += q.n[i];
   }
-  if (q.silu) {
-    N = q.n[0];
-    o.start[1] = o.start[2] = INT64_MAX;
-  }
+  N = o.out.set(q.nOut, q.y, q.bias, q.n, q.silu);
   switch (q.bits) {
     case 2: qg_gemv_launch<2>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
     case 3: qg_gemv_launch<3>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
