@@ -204,6 +204,68 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   for (int i = 0; i < R; i++)
 #pragma unroll
     for (int m = 0; m < M; m++) acc[i][m] = 0.f;
+  const int64_t xrow = int64_t(nc) * 64 * (BITS == 8 ? 2 : 1);  // bytes of one x row's codes
+  if constexpr (BITS == 4) {
+    // 4-bit: a lane takes half a chunk a step (16 bytes: codes 16p..16p+15 in the low nibbles, 32+16p.. in the high
+    // ones), so a warp's code loads are 512 contiguous bytes and its int8 x loads 32-byte runs 64 bytes apart (with a
+    // lane a whole chunk they were 64 bytes per lane apart: 16 cache lines a load instruction). U half-chunks in flight.
+    constexpr int U = 4;
+    const int64_t steps = 2 * int64_t(nc);
+    int64_t h = lane;
+    uint4 hr[U][R];
+    bool full = h + (U - 1) * kWarp < steps;
+    if (full) {
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int i = 0; i < R; i++) hr[u][i] = __ldg(reinterpret_cast<const uint4*>(codes[i]) + h + u * kWarp);
+    }
+    pdl_wait();  // xq, dx and hs come from qg_prep, just before
+    pdl_trigger();
+    auto half_step = [&](const uint4 (&w)[R], int64_t hh) {
+      const int64_t cc = hh >> 1;
+      const int p = int(hh & 1);
+      const int k0 = int(cc) * 64, g0 = min(gShift >= 0 ? k0 >> gShift : k0 / G, nG - 1), g1 = min(gShift >= 0 ? (k0 + 32) >> gShift : (k0 + 32) / G, nG - 1);
+      float s0f[R], s1f[R];
+#pragma unroll
+      for (int i = 0; i < R; i++) { s0f[i] = f16(sc[i][g0]); s1f[i] = f16(sc[i][g1]); }
+#pragma unroll
+      for (int m = 0; m < M; m++) {
+        if (m >= mRows) break;
+        const uint8_t* xb = static_cast<const uint8_t*>(xq) + m * xrow + cc * 64 + 16 * p;
+        const uint4 xl = __ldg(reinterpret_cast<const uint4*>(xb)), xh = __ldg(reinterpret_cast<const uint4*>(xb + 32));
+        const float d = dx[int64_t(m) * nc + cc];
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+          int s0 = 0, s1 = 0;
+          s0 = dp4a(w[i].x & 0x0f0f0f0fu, xl.x, s0); s1 = dp4a((w[i].x >> 4) & 0x0f0f0f0fu, xh.x, s1);
+          s0 = dp4a(w[i].y & 0x0f0f0f0fu, xl.y, s0); s1 = dp4a((w[i].y >> 4) & 0x0f0f0f0fu, xh.y, s1);
+          s0 = dp4a(w[i].z & 0x0f0f0f0fu, xl.z, s0); s1 = dp4a((w[i].z >> 4) & 0x0f0f0f0fu, xh.z, s1);
+          s0 = dp4a(w[i].w & 0x0f0f0f0fu, xl.w, s0); s1 = dp4a((w[i].w >> 4) & 0x0f0f0f0fu, xh.w, s1);
+          if (halves) acc[i][m] += float(s0) * __fmul_rn(s0f[i], d) + float(s1) * __fmul_rn(s1f[i], d);
+          else acc[i][m] += float(s0 + s1) * __fmul_rn(s0f[i], d);
+        }
+      }
+    };
+    while (full) {
+#pragma unroll
+      for (int u = 0; u < U; u++) half_step(hr[u], h + u * kWarp);
+      h += U * kWarp;
+      full = h + (U - 1) * kWarp < steps;
+      if (full) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+          for (int i = 0; i < R; i++) hr[u][i] = __ldg(reinterpret_cast<const uint4*>(codes[i]) + h + u * kWarp);
+      }
+    }
+    for (; h < steps; h += kWarp) {
+      uint4 one[R];
+#pragma unroll
+      for (int i = 0; i < R; i++) one[i] = __ldg(reinterpret_cast<const uint4*>(codes[i]) + h);
+      half_step(one, h);
+    }
+  } else {
   uint32_t raw[R][C::WORDS];
   int c = lane;
   if (c < nc) {
@@ -212,7 +274,6 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   }
   pdl_wait();  // xq, dx and hs come from qg_prep, just before
   pdl_trigger();
-  const int64_t xrow = int64_t(nc) * 64 * (BITS == 8 ? 2 : 1);  // bytes of one x row's codes
   for (; c < nc; c += kWarp) {
     // The next chunk's codes are requested before this one is used: two DRAM round trips overlap.
     const bool more = c + kWarp < nc;
@@ -253,6 +314,7 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
 #pragma unroll
         for (int w = 0; w < C::WORDS; w++) raw[i][w] = nxt[i][w];
     }
+  }
   }
   // Σ_g fl(scale·zero)·xbar[g], lanes over the groups; xbar[g] = Σ fl(dx·hs) over the group's half-chunks in order
   // (the last group also takes the padding's).
