@@ -541,6 +541,102 @@ __global__ void attention_decode_kernel(float* out, float* part, unsigned* done,
   if (threadIdx.x == 0) done[blockIdx.x] = 0;
 }
 
+// Prefill attention (T > 1), tiled: a block of 128 threads takes 32 queries of one (row, head) and walks the visible
+// keys in tiles of 32, K and V tiles in shared memory. Thread (query qi, quarter j4) scores keys j4, j4+4, … of the
+// tile, the 4 threads of a query share the running max and sum through shuffles, and the thread keeps output dims
+// j4, j4+4, … (D4 = ceil(hd/4) of them at most). Causal, key mask and sliding window as attention_kernel; a query
+// that sees no key gets zeros. Shared: Q, K, V tiles [32][hd + 1] (padded: no bank conflicts) and P [32][33].
+constexpr int kPfQ = 32, kPfK = 32;
+template <int D4>
+__global__ void attention_prefill_kernel(float* out, const float* q, const float* K, const float* V, int T, int H, int nKV, int hd,
+                                         int64_t S, int64_t pastLen, const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window) {
+  pdl_wait();
+  pdl_trigger();
+  extern __shared__ float sh[];
+  const int ld = hd + 1;
+  float* Qs = sh;                 // [kPfQ][ld]
+  float* Ks = Qs + kPfQ * ld;     // [kPfK][ld]
+  float* Vs = Ks + kPfK * ld;     // [kPfK][ld]
+  float* Ps = Vs + kPfK * ld;     // [kPfQ][kPfK + 1]
+  const int bh = blockIdx.y, b = bh / H, h = bh % H, kvh = h / (H / nKV);
+  const int t0 = blockIdx.x * kPfQ;
+  const int tid = threadIdx.x, qi = tid / 4, j4 = tid % 4;
+  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + T;
+  // Q tile (rows past T are zeros, never written out).
+  for (int i = tid; i < kPfQ * hd; i += blockDim.x) {
+    const int r = i / hd, d = i % hd;
+    Qs[r * ld + d] = t0 + r < T ? q[((int64_t(b) * T + t0 + r) * H + h) * hd + d] : 0.f;
+  }
+  const int tq = t0 + qi;                       // this thread's query (may be past T)
+  const int64_t pos = pastLen + (tq < T ? tq : T - 1);
+  const int64_t lastPos = pastLen + (t0 + kPfQ - 1 < T ? t0 + kPfQ - 1 : T - 1);
+  const int64_t firstPos = pastLen + t0;
+  const int64_t kFirst = window > 0 ? (firstPos - window + 1 > 0 ? firstPos - window + 1 : 0) : 0;
+  float o[D4];
+#pragma unroll
+  for (int v = 0; v < D4; v++) o[v] = 0.f;
+  float mx = -INFINITY, sum = 0.f;
+  for (int64_t k0 = kFirst - kFirst % kPfK; k0 <= lastPos; k0 += kPfK) {
+    __syncthreads();  // the previous tile's K, V and P are no longer read
+    for (int i = tid; i < kPfK * hd; i += blockDim.x) {
+      const int r = i / hd, d = i % hd;
+      const int64_t sIdx = k0 + r;
+      const bool in = sIdx < S;
+      const int64_t off = ((int64_t(b) * S + (in ? sIdx : 0)) * nKV + kvh) * hd + d;
+      Ks[r * ld + d] = in ? K[off] : 0.f;
+      Vs[r * ld + d] = in ? V[off] : 0.f;
+    }
+    __syncthreads();
+    // Scores of this thread's 8 keys.
+    float sc[kPfK / 4], tmax = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kPfK / 4; u++) {
+      const int kk = j4 + 4 * u;
+      const int64_t sIdx = k0 + kk;
+      bool ok = tq < T && sIdx <= pos && sIdx < S && (window <= 0 || sIdx >= pos - window + 1);
+      if (ok && keyMask) ok = keyMask[int64_t(b) * kvLen + sIdx] != 0;
+      float d = 0.f;
+      if (ok)
+        for (int e = 0; e < hd; e++) d += Qs[qi * ld + e] * Ks[kk * ld + e];
+      sc[u] = ok ? d * scale : -INFINITY;
+      tmax = fmaxf(tmax, sc[u]);
+    }
+    // The query's 4 threads are neighbouring lanes: their max and sum by shuffles.
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float mnew = fmaxf(mx, tmax);
+    float psum = 0.f;
+#pragma unroll
+    for (int u = 0; u < kPfK / 4; u++) {
+      const float p = mnew == -INFINITY || sc[u] == -INFINITY ? 0.f : expf(sc[u] - mnew);
+      Ps[qi * (kPfK + 1) + j4 + 4 * u] = p;
+      psum += p;
+    }
+    psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+    psum += __shfl_xor_sync(0xffffffffu, psum, 2);
+    const float c = mnew == -INFINITY ? 1.f : expf(mx - mnew);  // mx = -inf at first: c = 0
+    sum = sum * c + psum;
+    mx = mnew;
+    __syncthreads();  // P of every query written
+#pragma unroll
+    for (int v = 0; v < D4; v++) {
+      const int d = j4 + 4 * v;
+      if (d >= hd) break;
+      float a = o[v] * c;
+      for (int kk = 0; kk < kPfK; kk++) a += Ps[qi * (kPfK + 1) + kk] * Vs[kk * ld + d];
+      o[v] = a;
+    }
+  }
+  if (tq >= T) return;
+  float* orow = out + ((int64_t(b) * T + tq) * H + h) * hd;
+#pragma unroll
+  for (int v = 0; v < D4; v++) {
+    const int d = j4 + 4 * v;
+    if (d >= hd) break;
+    orow[d] = mx == -INFINITY ? 0.f : o[v] / sum;
+  }
+}
+
 // The splits of a decode attention: out = Σ_s o_s·e^(m_s − M) / Σ_s l_s·e^(m_s − M); zeros where no key was seen.
 __global__ void attention_merge_kernel(float* out, const float* part, int hd, int nSplit) {
   pdl_wait();
@@ -786,6 +882,27 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
         launch(attention_kernel, grid, threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask, maskStride, scale, window, part, kps);
         launch(attention_merge_kernel, unsigned(int64_t(B) * H), 128, 0, out, static_cast<const float*>(part), hd, nSplit);
     }
+    return;
+  }
+  if (!pastLenDev) {
+    // Prefill: the tiled kernel (one block per 32 queries of a (row, head)).
+    const size_t pshmem = (size_t(kPfQ + 2 * kPfK) * (hd + 1) + size_t(kPfQ) * (kPfK + 1)) * sizeof(float);
+    const dim3 pgrid(unsigned((T + kPfQ - 1) / kPfQ), unsigned(int64_t(B) * H));
+    if (hd <= 128) {
+      static bool raised = false;
+      if (!raised) {
+        cuda_check(cudaFuncSetAttribute(attention_prefill_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, int((3 * 32 * 129 + 32 * 33) * 4)), "cudaFuncSetAttribute");
+        raised = true;
+      }
+      launch(attention_prefill_kernel<32>, pgrid, 128, pshmem, out, q, K, V, T, H, nKV, hd, S, pastLen, keyMask, maskStride, scale, window);
+      return;
+    }
+    static bool raised256 = false;
+    if (!raised256) {
+      cuda_check(cudaFuncSetAttribute(attention_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, int((3 * 32 * 257 + 32 * 33) * 4)), "cudaFuncSetAttribute");
+      raised256 = true;
+    }
+    launch(attention_prefill_kernel<64>, pgrid, 128, pshmem, out, q, K, V, T, H, nKV, hd, S, pastLen, keyMask, maskStride, scale, window);
     return;
   }
   launch(attention_kernel, unsigned(int64_t(B) * T * H), threads, shmem, out, q, K, V, B, T, H, nKV, hd, S, pastLen, pastLenDev, keyMask,
