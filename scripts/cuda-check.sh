@@ -35,7 +35,7 @@ for s in $steps; do
     bench)
       echo "== lowbit bench --device cuda"
       for shape in ${SHAPES:-llama-3-8b llama-3.2-1b}; do
-        for format in ${FORMATS:-bf16 gptq4 awq4 nf4}; do
+        for format in ${FORMATS:-bf16 gptq4 awq4 nf4 int8}; do
           node dist/src/cli/main.js bench --device cuda --shape "$shape" --format "$format" --batch 1,16 --decode-len ${DECODE:-64} --prefill-len 512 --json
           mv -f bench-cuda-*.json "$OUT/" 2>/dev/null
         done

@@ -21,7 +21,8 @@ import { packGptq, unpackGptq } from '../src/quant/gptq-format.js';
 import { packAwq, unpackAwq } from '../src/quant/awq-format.js';
 import type { GptqBits, GptqCodes } from '../src/quant/gptq-types.js';
 import { qgDecodeRef, qgPack } from '../src/quant/qg.js';
-import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../src/quant/qweight.js';
+import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../src/quant/qweight.js';
+import { quantizeInt8 } from '../src/quant/int8.js';
 import { quantize4bit, type Bnb4QuantType } from '../src/quant/bnb4.js';
 import { bf16ToF32 } from '../src/tensor/dtype.js';
 
@@ -320,7 +321,7 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
     assert.equal(cuda.matmulQMany!(up(host([1, K]) as Tensor<'F32'>), [qws[0], mk(32, 64)], [null, null], [poisoned([1, 64]), poisoned([1, 32])]), false);
   });
 
-  it('a row of x that is not finite gives NaN outputs for that row only; int8 weights are refused', () => {
+  it('a row of x that is not finite gives NaN outputs for that row only; every quantized format has a kernel', () => {
     const qw = cases[0][1](), [N, K] = qw.shape;
     const x = host([2, K]) as Tensor<'F32'>;
     x.f32[K + 7] = NaN;
@@ -330,8 +331,7 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
     const packed = qgPack(unpackGptq((qw as Extract<QuantizedWeight, { format: 'gptq' }>).gptq))!;
     close('finite row', y.subarray(0, N), qgDecodeRef(x.f32.subarray(0, K), 1, packed, null)!, 1e-5);
     assert.ok(y.subarray(N).every(Number.isNaN));
-    assert.equal(cuda.supports('matmulQ', ['int8']), false);
-    assert.equal(cuda.supports('matmulQ', ['gptq', 'awq', 'nf4', 'fp4']), true);
+    assert.equal(cuda.supports('matmulQ', ['gptq', 'awq', 'nf4', 'fp4', 'int8']), true);
   });
 });
 
@@ -356,6 +356,42 @@ describe('cuda NF4 / FP4 matmul (native/cuda/bnb4.cu) vs ref', { skip }, () => {
         }
       });
     }
+});
+
+describe('cuda LLM.int8 matmul (native/cuda/int8.cu) vs int8MatmulRef', { skip }, () => {
+  // The int8 sums are exact and the rest float64 as in the reference: only the outliers' summation order differs.
+  for (const [N, K, threshold] of [[72, 256, 6], [40, 200, 6], [33, 512, 0], [16, 4096, 3]] as const) {
+    it(`[${N}, ${K}] threshold ${threshold}`, () => {
+      const w = quantizeInt8(Float32Array.from(randn(N * K), (a) => a * 0.05), [N, K]);
+      const qw = fromInt8(w, threshold);
+      const b = host([N]) as Tensor<'F32'>;
+      for (const M of [1, 3, 8, 13]) {
+        const x = host([M, K]) as Tensor<'F32'>;
+        for (let i = 0; i < 3; i++) x.f32[Math.floor(rng.next() * M * K)] = 9 * (rng.chance(0.5) ? 1 : -1);  // outlier columns
+        const want = Tensor.zeros('F32', [M, N]);
+        matmulQRef(x, qw, b, want);
+        const out = poisoned([M, N]);
+        cuda.matmulQ!(up(x), qw, up(b), out);
+        close(`int8 M=${M}`, down(out), want.f32, 1e-6);
+      }
+    });
+  }
+  it('hf_llama_int8 (a bitsandbytes LLM.int8 checkpoint): the cpu backend\'s logits, graph replays = eager', async () => {
+    const dir = join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_int8');
+    const { model } = await fromPretrained(dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
+    const ids = [[1, 5, 9, 33, 2, 60, 63, 4], [3, 3, 60, 61, 62, 10, 11, 12]];
+    close('forward vs cpu', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
+    const eager = model.createCache(1, 12), graphed = model.createCache(1, 12);
+    model.forward([ids[0]], { cache: eager, logits: 'last' });
+    model.forward([ids[0]], { cache: graphed, logits: 'last' });
+    const decoder = cuda.decoder!(model, graphed) as CudaDecodeGraph;
+    for (const id of [3, 1, 4]) {
+      const want = cuda.download(model.forward([[id]], { cache: eager, logits: 'last' })).f32;
+      assert.ok(relErr(cuda.download(decoder.step([id])).f32, want) < 1e-6);
+    }
+    assert.equal(decoder.replays, 2, decoder.unsupported ?? '');
+  });
 });
 
 describe('cuda backend: GPTQ and AWQ checkpoints (AutoGPTQ, GPTQModel, optimum, transformers, AutoAWQ fixtures)', { skip }, () => {

@@ -377,6 +377,22 @@ Napi::Value B4Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// int8Matmul(y, x, CB, SCB, bias|0, M, N, K, threshold): LLM.int8 weights (int8.cu).
+Napi::Value Int8Matmul(const Napi::CallbackInfo& info) {
+  float* y = ptr<float>(info, 0, "y");
+  const float* x = ptr<const float>(info, 1, "x");
+  const int8_t* CB = ptr<const int8_t>(info, 2, "CB");
+  const float* SCB = ptr<const float>(info, 3, "SCB");
+  const float* b = ptr<const float>(info, 4, "bias");
+  const int64_t M = integer(info, 5, "M"), N = integer(info, 6, "N"), K = integer(info, 7, "K");
+  const float threshold = float(num(info, 8, "threshold"));
+  if (M < 0 || N < 0 || K < 1 || !(threshold >= 0.f)) throw Napi::RangeError::New(info.Env(), "int8Matmul: bad M, N, K or threshold");
+  LOWBIT_TRY
+  int8_matmul(y, x, CB, SCB, b, M, N, K, threshold);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+
 // matmulSiluMul(x, wtype, M, K, y, wGate, wUp, bGate|0, bUp|0, N): gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue.
 Napi::Value MatmulSiluMul(const Napi::CallbackInfo& info) {
   const float* x = ptr<const float>(info, 0, "x");
@@ -682,6 +698,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("qgMatmulSiluMul", Napi::Function::New(env, QgMatmulSiluMul));
   exports.Set("matmulSiluMul", Napi::Function::New(env, MatmulSiluMul));
   exports.Set("b4Matmul", Napi::Function::New(env, B4Matmul));
+  exports.Set("int8Matmul", Napi::Function::New(env, Int8Matmul));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("layernorm", Napi::Function::New(env, Layernorm));
   exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));

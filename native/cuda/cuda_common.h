@@ -93,10 +93,13 @@ struct B4Call {
   int64_t n[3] = {};
 };
 void b4_matmul(const B4Call& q, const float* x, int64_t M);
+// LLM.int8 (int8.cu): y = x·Wᵀ (+ bias) as MatMul8bitLt computes it (int8 [N, K] codes, SCB [N], outlier threshold).
+void int8_matmul(float* y, const float* x, const int8_t* CB, const float* SCB, const float* bias, int64_t M, int64_t N, int64_t K,
+                 float threshold);
 
 // Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-7): 0 GEMM activations
 // in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials,
-// 5 attention split counters.
+// 5 attention split counters, 6 LLM.int8 activations.
 void* scratch(int slot, size_t bytes);
 // The same, zero-filled when (re)allocated; its users leave it zero (5: attention split counters).
 void* scratch_zeroed(int slot, size_t bytes);

@@ -5,7 +5,7 @@
 // the same shapes for the comparison (scripts/cuda-check.sh runs both in one call).
 import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { cudaBackend as cuda, cudaB4Layout, cudaQgLayout } from '../backend/cuda/index.js';
+import { cudaBackend as cuda, cudaB4Layout, cudaInt8Layout, cudaQgLayout } from '../backend/cuda/index.js';
 import { cudaStatus } from '../native/cuda-addon.js';
 import { Weights } from '../models/model.js';
 import { randomLlama, SHAPES } from '../models/random.js';
@@ -14,18 +14,25 @@ import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../io/config.js';
 import { Linear } from '../nn/layers.js';
 import { quantLinear } from '../nn/quant.js';
-import { fromAwq, fromBnb4, fromGptq, type QuantizedWeight } from '../quant/qweight.js';
+import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../quant/qweight.js';
 import { f32ToF16 } from '../tensor/dtype.js';
 
-/** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128), NF4 (block 64). */
-export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4', 'nf4'] as const;
+/** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128), NF4 (block 64), LLM.int8. */
+export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4', 'nf4', 'int8'] as const;
 
 /**
  * A random 4-bit layer [N, K] as AutoGPTQ (v1, symmetric, zero 8) or AutoAWQ's GEMM layout (zero 8) writes it, group
  * 128, or as bitsandbytes packs NF4 (block 64, a bf16 model): random codes (the kernels' speed does not depend on
  * them), scales that keep the float model's magnitudes. Made on the host; its device layout is built right after.
  */
-function randomQuantized(format: 'gptq4' | 'awq4' | 'nf4', N: number, K: number, seed: number): QuantizedWeight {
+function randomQuantized(format: 'gptq4' | 'awq4' | 'nf4' | 'int8', N: number, K: number, seed: number): QuantizedWeight {
+  if (format === 'int8') {
+    // LLM.int8 at transformers' default threshold 6: random codes, SCB near 0.08 (weights near 0.02).
+    const CB = new Int8Array(N * K);
+    for (let o = 0; o < CB.length; o += 1 << 26) randomFillSync(CB.subarray(o, Math.min(CB.length, o + (1 << 26))));
+    const SCB = Float32Array.from({ length: N }, (_, i) => 0.06 + 0.04 * (((i * 2654435761 + seed) >>> 0) / 2 ** 32));
+    return fromInt8({ shape: [N, K], CB, SCB }, 6);
+  }
   if (format === 'nf4') {
     // bitsandbytes' defaults: NF4, block 64, a bf16 model; random codes, absmax near 0.05 (weights near 0.02).
     const packed = new Uint8Array((N * K) / 2);
@@ -75,7 +82,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     return 1;
   }
   if (!(CUDA_BENCH_FORMATS as readonly string[]).includes(o.format)) {
-    console.error(`lowbit bench: --format ${o.format} on cuda: the GPU runs ${CUDA_BENCH_FORMATS.join(', ')} so far; int8 is the next step (docs/cuda.md)`);
+    console.error(`lowbit bench: --format ${o.format} on cuda: choose ${CUDA_BENCH_FORMATS.join(", ")}`);
     return 2;
   }
   if (!SHAPES[o.shape]) {
@@ -101,13 +108,13 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
   if (o.format !== 'bf16') {
     // Every decoder linear becomes a random 4-bit layer (lm_head stays bf16, as AutoGPTQ and AutoAWQ keep it); its
     // device layout is built now, so that the roofline counts the bytes the kernels read.
-    o.log(`replacing the decoder's linear layers with random ${o.format} ones (${o.format === 'nf4' ? 'block 64' : 'group 128'}; lm_head stays bf16)…`);
+    o.log(`replacing the decoder's linear layers with random ${o.format} ones (${o.format === 'nf4' ? 'block 64' : o.format === 'int8' ? 'threshold 6' : 'group 128'}; lm_head stays bf16)…`);
     let seed = 11;
     for (const [name, lin] of model.linears()) {
       if (!/\.layers\.\d+\./.test(name) || !(lin instanceof Linear)) continue;
-      const q = randomQuantized(o.format as 'gptq4' | 'awq4' | 'nf4', lin.outFeatures, lin.inFeatures, seed++);
+      const q = randomQuantized(o.format as 'gptq4' | 'awq4' | 'nf4' | 'int8', lin.outFeatures, lin.inFeatures, seed++);
       model.replaceLinear(name, quantLinear(cuda, name, q, lin.bias));
-      const layout = q.format === 'nf4' ? cudaB4Layout(q) : cudaQgLayout(q as Parameters<typeof cudaQgLayout>[0]);
+      const layout = q.format === 'nf4' ? cudaB4Layout(q) : q.format === 'int8' ? cudaInt8Layout(q) : cudaQgLayout(q as Parameters<typeof cudaQgLayout>[0]);
       weightBytes += layout.bytes - lin.weight.byteLength;
       cuda.release!(lin.weight);
     }

@@ -40,9 +40,9 @@ import type { GptqBits } from '../quant/gptq-types.js';
 export const benchHelp = `lowbit bench — measure prefill and decode speed against this machine's roofline
 
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format FORMAT [--double-quant] [--compare]]
-       lowbit bench --device cuda --shape NAME [--format bf16|gptq4|awq4|nf4] [--batch 1,16] [--prompt-len 128] [--decode-len 128]
+       lowbit bench --device cuda --shape NAME [--format bf16|gptq4|awq4|nf4|int8] [--batch 1,16] [--prompt-len 128] [--decode-len 128]
                     [--prefill-len 512] [--eager] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
-                    the copy-bandwidth roofline and prefill share of the bf16 GEMM peak, both measured in the run; gptq4/awq4/nf4: random
+                    the copy-bandwidth roofline and prefill share of the bf16 GEMM peak, both measured in the run; gptq4/awq4/nf4/int8: random
                     4-bit codes (group 128; nf4 block 64, bf16), every decoder linear; the roofline counts the bytes the kernels read)
                     [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)

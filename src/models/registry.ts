@@ -24,14 +24,14 @@ export interface BuildOptions {
 }
 
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
-  // Off the CPU, a checkpoint saved quantized loads where the backend has its format's kernel (cuda: GPTQ, AWQ, NF4, FP4);
+  // Off the CPU, a checkpoint saved quantized loads where the backend has its format's kernel (cuda: all of them);
   // quantizing on load runs on the cpu backend.
   const stored = config.quantization_config;
   const storedFormats: QuantFormat[] = !stored ? [] : stored.method === 'bitsandbytes' ? [stored.format] : [stored.method];
   if (backend.device !== 'cpu' && (opts.quantize || (stored && !backend.supports('matmulQ', storedFormats)))) {
     const what = stored ? `a ${storedFormats.join('/')} checkpoint` : 'quantizing on load';
-    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: its kernels run float weights (F32, BF16, F16), GPTQ, AWQ, NF4 and FP4 so far; ` +
-      'LLM.int8 on the GPU, and quantizing there, are the next steps of docs/cuda.md. Use the cpu backend for them');
+    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: ` +
+      (stored ? `the ${backend.name} backend has no kernel for ${storedFormats.join('/')}` : 'quantizing runs on the cpu backend: quantize there, save, and load the result') + '. Use the cpu backend');
   }
   const model = construct(config, weights.onto(backend), backend, opts);
   warnUnused(config, weights, model);

@@ -45,6 +45,8 @@ export interface CudaAddon {
   qgMatmulSiluMul(x: number, M: number, bits: number, K: number, nc: number, G: number, nG: number, perm: number, ...outs: number[]): void;
   /** b4Matmul(x, M, K, blocksize, wtype, lut, y0, packed0, absmax0, bias0, N0, …): NF4/FP4, 1-3 weights sharing x. */
   b4Matmul(x: number, M: number, K: number, blocksize: number, wtype: number, lut: number, ...outs: number[]): void;
+  /** LLM.int8: y = x·Wᵀ (+ bias) as MatMul8bitLt computes it (int8 codes [N, K], SCB [N], outlier threshold). */
+  int8Matmul(y: number, x: number, CB: number, SCB: number, bias: number, M: number, N: number, K: number, threshold: number): void;
   /** Gate/up GEMV (M ≤ 8) with SiLU·mul in the epilogue. */
   matmulSiluMul(x: number, wtype: number, M: number, K: number, y: number, wGate: number, wUp: number, bGate: number, bUp: number, N: number): void;
   rmsnorm(y: number, x: number, w: number, rows: number, dim: number, eps: number): void;

@@ -11,7 +11,7 @@ import { checkCopy } from '../host.js';
 import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
-import { bnb4Scales, type AwqQuantizedWeight, type Bnb4QuantizedWeight, type GptqQuantizedWeight, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
+import { bnb4Scales, type AwqQuantizedWeight, type Bnb4QuantizedWeight, type GptqQuantizedWeight, type Int8QuantizedWeight, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
 import { codeValue } from '../../quant/bnb4.js';
 import { gptqGroupParams } from '../../quant/gptq-format.js';
 import { awqGroup, awqGroupParams } from '../../quant/awq-format.js';
@@ -29,8 +29,8 @@ export class CudaStorage implements DeviceStorage {
 export class CudaUnavailableError extends Error { override name = 'CudaUnavailableError'; }
 
 const FLOAT_WEIGHTS: readonly DType[] = ['F32', 'BF16', 'F16'];
-/** Quantized formats with a cuda kernel (native/cuda/qg.cu, bnb4.cu); LLM.int8 is docs/cuda.md's next step. */
-const CUDA_QUANT: readonly QuantFormat[] = ['gptq', 'awq', 'nf4', 'fp4'];
+/** Quantized formats with a cuda kernel (native/cuda/qg.cu, bnb4.cu, int8.cu). */
+const CUDA_QUANT: readonly QuantFormat[] = ['gptq', 'awq', 'nf4', 'fp4', 'int8'];
 const QG: readonly QuantFormat[] = ['gptq', 'awq'];
 const B4: readonly QuantFormat[] = ['nf4', 'fp4'];
 
@@ -246,8 +246,22 @@ function b4Matmul(x: Tensor<'F32'>, qws: Bnb4QuantizedWeight[], biases: (Tensor<
   (addon().b4Matmul as (...a: number[]) => void)(devF32('matmulQ', 'x', x), M, l0.K, l0.blocksize, l0.wt, small(l0.lut), ...args);
 }
 
+/** An LLM.int8 weight on the device (native/cuda/int8.cu): the int8 codes and SCB as the file holds them. */
+export interface CudaInt8Layout { CB: Tensor; SCB: Tensor; bytes: number }
+const int8Layouts = new WeakMap<QuantizedWeight, CudaInt8Layout>();
+export function cudaInt8Layout(qw: Int8QuantizedWeight): CudaInt8Layout {
+  const hit = int8Layouts.get(qw);
+  if (hit) return hit;
+  if (capture) throw new ArenaFullError('a quantized weight reached a captured step before an eager one (its device layout is built at its first matmul)');
+  const CB = cudaBackend.upload(new Tensor('I8', [qw.int8.CB.length], qw.int8.CB));
+  const SCB = cudaBackend.upload(new Tensor('F32', [qw.int8.SCB.length], qw.int8.SCB));
+  const layout = { CB, SCB, bytes: CB.byteLength + SCB.byteLength };
+  int8Layouts.set(qw, layout);
+  return layout;
+}
+
 function unsupported(op: string, qw: QuantizedWeight): never {
-  throw new CudaQuantError(`cuda ${op}: ${qw.format} weights have no GPU kernel yet (GPTQ, AWQ, NF4 and FP4 have; LLM.int8 is the next step of docs/cuda.md); use the cpu backend for them`);
+  throw new CudaQuantError(`cuda ${op}: ${qw.format} weights have no GPU kernel (GPTQ, AWQ, NF4, FP4 and LLM.int8 have)`);
 }
 
 export const cudaBackend: Backend & {
@@ -317,7 +331,11 @@ export const cudaBackend: Backend & {
     matmulQShape(x, qw.shape, bias, out);
     if (QG.includes(qw.format)) qgMatmul(x, [qgOf('matmulQ', qw)], [bias], [out]);
     else if (B4.includes(qw.format)) b4Matmul(x, [qw as Bnb4QuantizedWeight], [bias], [out]);
-    else unsupported('matmulQ', qw);
+    else if (qw.format === 'int8') {
+      const l = cudaInt8Layout(qw), [N, K] = qw.shape;
+      addon().int8Matmul(devF32('matmulQ', 'out', out), devF32('matmulQ', 'x', x), dev('matmulQ', 'CB', l.CB), devF32('matmulQ', 'SCB', l.SCB),
+        bias ? devF32('matmulQ', 'bias', bias) : 0, x.numel / K, N, K, qw.threshold);
+    } else unsupported('matmulQ', qw);
   },
 
   matmulQMany(x, qws, biases, outs) {
