@@ -253,16 +253,18 @@ describe('cuda backend ops vs ref', { skip }, () => {
     });
   }
 
-  it('argmax per row, the first of equal maxima (across the kernel\'s 4096-wide chunks too)', () => {
+  it('argmax per row, the first of equal maxima (across the kernel\'s 4096-wide chunks too), -1 for a non-finite row', () => {
     const x = host([3, 5000]) as Tensor<'F32'>;
     x.f32[5000 + 17] = 99; x.f32[5000 + 4000] = 99;
     assert.deepEqual([...cuda.argmax(up(x))], [0, 1, 2].map((r) => argmax(x.f32, r * 5000, 5000)));
-    const V = 128256, y = host([4, V]) as Tensor<'F32'>;
+    const V = 128256, y = host([5, V]) as Tensor<'F32'>;
     y.f32[5000] = 50; y.f32[100000] = 50;                       // row 0: equal maxima in different chunks
     y.f32[V + 4095] = 60; y.f32[V + 4096] = 60;                 // row 1: at a chunk edge
-    y.f32.fill(-Infinity, 2 * V, 3 * V);                        // row 2: nothing above -inf → 0
+    y.f32[2 * V + 70000] = -Infinity;                           // row 2: an infinity → -1 (generate() names it)
     y.f32[3 * V + V - 1] = 70;                                  // row 3: the last element
-    assert.deepEqual([...cuda.argmax(up(y))], [5000, 4095, 0, V - 1]);
+    y.f32[4 * V + 3] = NaN;                                     // row 4: a NaN → -1
+    assert.deepEqual([...cuda.argmax(up(y))], [5000, 4095, -1, V - 1, -1]);
+    assert.deepEqual([...cuda.greedyIds!(up(y))], [5000, 4095, -1, V - 1, -1]);
   });
 });
 

@@ -647,8 +647,8 @@ __global__ void attention_merge_kernel(float* out, const float* part, int hd, in
 }
 
 // Argmax of rows in two stages (one block over a 128k vocabulary took 194 µs): blocks of 256 threads each reduce a
-// chunk of a row to (max, first index of it), then one block per row reduces the chunks' pairs. Ties and a row with
-// no value above -inf (NaNs never win) give the smallest index, as the ref's scan does.
+// chunk of a row to (max, first index of it), then one block per row reduces the chunks' pairs. Ties give the smallest
+// index, as the ref's scan does; a row holding a NaN or an infinity gives -1 (greedy decoding stops on it).
 __device__ __forceinline__ void argmax_merge(float& v, int64_t& idx, float ov, int64_t oi) {
   if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
 }
@@ -669,19 +669,31 @@ __global__ void argmax_chunks_kernel(float* pv, int64_t* pi, const float* x, int
   const float* xr = x + int64_t(blockIdx.y) * D;
   float v = -INFINITY;
   int64_t idx = lo;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
-    if (xr[i] > v) { v = xr[i]; idx = i; }
+  bool bad = false;
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const float a = xr[i];
+    bad = bad || !isfinite(a);
+    if (a > v) { v = a; idx = i; }
+  }
+  bad = __syncthreads_or(bad);
   argmax_block(v, idx);
-  if (threadIdx.x == 0) { pv[int64_t(blockIdx.y) * nChunks + blockIdx.x] = v; pi[int64_t(blockIdx.y) * nChunks + blockIdx.x] = idx; }
+  // A chunk holding a NaN or an infinity reports NaN: its row's answer is -1 (generate() names the value).
+  if (threadIdx.x == 0) { pv[int64_t(blockIdx.y) * nChunks + blockIdx.x] = bad ? __int_as_float(0x7fc00000) : v; pi[int64_t(blockIdx.y) * nChunks + blockIdx.x] = idx; }
 }
 __global__ void argmax_final_kernel(int32_t* out, const float* pv, const int64_t* pi, int nChunks) {
   pdl_wait();
   pdl_trigger();
   float v = -INFINITY;
   int64_t idx = 0;
-  for (int c = threadIdx.x; c < nChunks; c += blockDim.x) argmax_merge(v, idx, pv[int64_t(blockIdx.x) * nChunks + c], pi[int64_t(blockIdx.x) * nChunks + c]);
+  bool bad = false;
+  for (int c = threadIdx.x; c < nChunks; c += blockDim.x) {
+    const float cv = pv[int64_t(blockIdx.x) * nChunks + c];
+    bad = bad || isnan(cv);
+    argmax_merge(v, idx, cv, pi[int64_t(blockIdx.x) * nChunks + c]);
+  }
+  bad = __syncthreads_or(bad);
   argmax_block(v, idx);
-  if (threadIdx.x == 0) out[blockIdx.x] = int32_t(idx);
+  if (threadIdx.x == 0) out[blockIdx.x] = bad ? -1 : int32_t(idx);
 }
 
 // KV cache append: dst [B, cap, row] at position `len` (or *lenDev in a captured step) ← src [B, T, row].

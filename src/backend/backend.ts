@@ -84,6 +84,12 @@ export interface Backend {
    */
   matmulSiluMul?(x: Tensor<'F32'>, gate: Tensor | QuantizedWeight, up: Tensor | QuantizedWeight, gateBias: Tensor<'F32'> | null,
     upBias: Tensor<'F32'> | null, out: Tensor<'F32'>): boolean;
+  /**
+   * Optional: greedy choice on the device: the per-row argmax of logits [rows, V] (the first of equal maxima), -1 for a
+   * row holding a NaN or an infinity. generate() uses it for greedy steps no logits processor changes, so only ids
+   * leave the device.
+   */
+  greedyIds?(logits: Tensor<'F32'>): Int32Array;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   /** Optional: x += y in place, then out = rmsnorm(x, w) (the residual add and the next norm as one op). */

@@ -4,6 +4,7 @@
 import type { LoadedModel } from '../api.js';
 import { checkTokenId, type CausalLM } from '../models/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { freshSeed, GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration, ResolvedGeneration } from './config.js';
 import { checkFiniteRow, processLogits } from './logits.js';
 import { argmax, Rng, sample } from './sampling.js';
@@ -221,16 +222,27 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const timings = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
 
   if (g.maxNewTokens === 0) finish.fill('length');
+  // Greedy steps that no logits processor changes take the argmax on the device where the backend has one
+  // (greedyIds): the logits stay there and only the ids come down. Other steps bring the logits to the host.
+  const be = lm.backend;
+  const onDevice = (generated: number) => !g.doSample && !!be.greedyIds && g.repetitionPenalty === 1 && g.noRepeatNgramSize <= 0 &&
+    generated >= g.minNewTokens;
   let t0 = performance.now();
-  let logits = g.maxNewTokens > 0 ? lm.backend.download(lm.forward(ids, { attentionMask: mask, cache, logits: 'last' })).f32 : null;
+  let logitsT: Tensor<'F32'> | null = g.maxNewTokens > 0 ? lm.forward(ids, { attentionMask: mask, cache, logits: 'last' }) : null;
+  let logits = logitsT && !onDevice(0) ? be.download(logitsT).f32 : null;
+  if (logitsT && !logits) be.synchronize();
   timings.prefillMs = performance.now() - t0;
   t0 = performance.now();
   const report = progressReporter('generate', 'steps', g.maxNewTokens, opts.onProgress);
-  for (let step = 0; logits && step < g.maxNewTokens; step++) {
+  for (let step = 0; logitsT && step < g.maxNewTokens; step++) {
     const next = new Array<number>(B);
+    const device = logits === null ? be.greedyIds!(logitsT) : null;
     for (let b = 0; b < B; b++) {
       if (finish[b]) { next[b] = feedPad; continue; }         // finished rows are fed padding, as in transformers
-      // NaN/Inf would make argmax return token 0 and sampling the last token: stop instead, naming where.
+      if (device && device[b] >= 0) { next[b] = device[b]; continue; }
+      // NaN/Inf would make argmax return token 0 and sampling the last token: stop instead, naming where (a row the
+      // device found non-finite comes down to be named).
+      logits ??= be.download(logitsT).f32;
       checkFiniteRow(logits, b, V, step === 0 ? 'prefill' : step);
       const scores = logits.slice(b * V, (b + 1) * V);
       processLogits(scores, history[b], tokens[b].length, g);
@@ -253,7 +265,9 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
     report(step + 1, undefined, allDone ? step + 1 : undefined);  // an early end is the last report
     for (const e of events) yield e;
     if (allDone) break;
-    logits = lm.backend.download(decoder ? decoder.step(next) : lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' })).f32;
+    logitsT = decoder ? decoder.step(next) : lm.forward(next.map((id) => [id]), { attentionMask: next.map(() => [1]), cache, logits: 'last' });
+    const generated = Math.min(...tokens.map((t, b) => (finish[b] ? Infinity : t.length)));
+    logits = onDevice(generated) ? null : be.download(logitsT).f32;
     timings.decodeSteps++;
   }
   timings.decodeMs = performance.now() - t0;

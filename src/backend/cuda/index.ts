@@ -267,7 +267,8 @@ function unsupported(op: string, qw: QuantizedWeight): never {
 export const cudaBackend: Backend & {
   /** Random weights filled on the device (benchmarks): uniform with standard deviation `std`. */
   randomTensor(dtype: DType, shape: readonly number[], seed: number, std: number): Tensor;
-  /** Per-row argmax of x [rows, cols] (greedy decoding on the device): the ids come down, not the logits. */
+  /** Per-row argmax of x [rows, cols] (greedy decoding on the device): the ids come down, not the logits; -1 for a row
+   *  holding a NaN or an infinity. */
   argmax(x: Tensor<'F32'>): Int32Array;
   /** KV cache append: dst [B, capacity, row] rows length … length+T−1 ← src [B·T, row] (the length read on the device in a captured step). */
   cacheWrite(dst: Tensor<'F32'>, src: Tensor<'F32'>, B: number, T: number, capacity: number, length: number): void;
@@ -484,6 +485,8 @@ export const cudaBackend: Backend & {
     addon().argmax(dev('argmax', 'out', out), devF32('argmax', 'x', x), rows, cols);
     return this.download(out).data as Int32Array;
   },
+
+  greedyIds(logits) { return this.argmax(logits); },
 
   decoder: (model, cache) => new CudaDecodeGraph(model, cache),
 
