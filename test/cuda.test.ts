@@ -8,9 +8,17 @@ import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import type { Backend } from '../src/backend/backend.js';
 import type { CausalLM } from '../src/models/model.js';
-import { cudaAvailable, cudaBackend as cuda } from '../src/backend/cuda/index.js';
+import { cudaAvailable, cudaBackend as cuda, cudaTrain } from '../src/backend/cuda/index.js';
+import * as trainOps from '../src/train/ops.js';
+import { TrainEngine, type TrainBatch } from '../src/train/engine.js';
+import { CudaTrainEngine } from '../src/train/device-engine.js';
+import { PeftModel } from '../src/peft/lora.js';
+import type { DecoderLM } from '../src/models/model.js';
 import type { CudaDecodeGraph } from '../src/backend/cuda/graph.js';
 import { generate } from '../src/generate/generate.js';
+import type { ResolvedGeneration } from '../src/generate/config.js';
+import { historyInputs, processLogits, softmax } from '../src/generate/logits.js';
+import { sample, type Rng } from '../src/generate/sampling.js';
 import { refBackend as ref } from '../src/backend/ref/index.js';
 import { f32ToBf16, f32ToF16, type DType } from '../src/tensor/dtype.js';
 import { DeviceTensorError, Tensor } from '../src/tensor/tensor.js';
@@ -362,12 +370,14 @@ describe('cuda NF4 / FP4 matmul (native/cuda/bnb4.cu) vs ref', { skip }, () => {
 
 describe('cuda LLM.int8 matmul (native/cuda/int8.cu) vs int8MatmulRef', { skip }, () => {
   // The int8 sums are exact and the rest float64 as in the reference: only the outliers' summation order differs.
-  for (const [N, K, threshold] of [[72, 256, 6], [40, 200, 6], [33, 512, 0], [16, 4096, 3]] as const) {
+  // Up to 16 rows: the prep kernel and the GEMV; 40 rows: cuBLAS's int8 GEMM and the epilogue (the GEMV for K = 102,
+  // not a multiple of 4). Threshold 3 on K = 4096 makes hundreds of outlier columns, with small values in them too.
+  for (const [N, K, threshold] of [[72, 256, 6], [40, 200, 6], [24, 102, 6], [33, 512, 0], [16, 4096, 3]] as const) {
     it(`[${N}, ${K}] threshold ${threshold}`, () => {
       const w = quantizeInt8(Float32Array.from(randn(N * K), (a) => a * 0.05), [N, K]);
       const qw = fromInt8(w, threshold);
       const b = host([N]) as Tensor<'F32'>;
-      for (const M of [1, 3, 8, 13]) {
+      for (const M of [1, 3, 8, 13, 16, 40]) {
         const x = host([M, K]) as Tensor<'F32'>;
         for (let i = 0; i < 3; i++) x.f32[Math.floor(rng.next() * M * K)] = 9 * (rng.chance(0.5) ? 1 : -1);  // outlier columns
         const want = Tensor.zeros('F32', [M, N]);
@@ -378,12 +388,31 @@ describe('cuda LLM.int8 matmul (native/cuda/int8.cu) vs int8MatmulRef', { skip }
       }
     });
   }
+  it('a row holding a NaN gives NaN outputs, the other rows are unchanged (decode and prefill paths)', () => {
+    const [N, K] = [24, 256];
+    const qw = fromInt8(quantizeInt8(Float32Array.from(randn(N * K), (a) => a * 0.05), [N, K]), 6);
+    for (const M of [2, 20]) {
+      const x = host([M, K]) as Tensor<'F32'>;
+      x.f32[K + 7] = NaN;
+      const want = Tensor.zeros('F32', [M, N]);
+      matmulQRef(x, qw, null, want);
+      const out = poisoned([M, N]);
+      cuda.matmulQ!(up(x), qw, null, out);
+      const y = down(out);
+      assert.ok(y.subarray(N, 2 * N).every(Number.isNaN) && want.f32.subarray(N, 2 * N).every(Number.isNaN), `M=${M}`);
+      close(`M=${M} row 0`, y.subarray(0, N), want.f32.subarray(0, N), 1e-6);
+      close(`M=${M} rows 2..`, y.subarray(2 * N), want.f32.subarray(2 * N), 1e-6);
+    }
+  });
   it('hf_llama_int8 (a bitsandbytes LLM.int8 checkpoint): the cpu backend\'s logits, graph replays = eager', async () => {
+    // A float16 model: up to 8 rows every product is exact float32 (the int8 ones the twin's), so it matches the cpu
+    // backend; at 24 rows (the int8 GEMM path) its float16 linears run on cuBLAS with x rounded to float16.
     const dir = join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_int8');
     const { model } = await fromPretrained(dir, { device: 'cuda' });
     const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
-    const ids = [[1, 5, 9, 33, 2, 60, 63, 4], [3, 3, 60, 61, 62, 10, 11, 12]];
-    close('forward vs cpu', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
+    const ids = [[1, 5, 9, 33, 2, 60, 63, 4], [3, 3, 60, 61, 62, 10, 11, 12], [7, 8, 9, 10, 11, 12, 13, 14]];
+    close('8 rows vs cpu', cuda.download(model.forward(ids.slice(0, 1))).f32, cpu.forward(ids.slice(0, 1)).f32, 1e-5);
+    close('24 rows vs cpu', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 2e-3);
     const eager = model.createCache(1, 12), graphed = model.createCache(1, 12);
     model.forward([ids[0]], { cache: eager, logits: 'last' });
     model.forward([ids[0]], { cache: graphed, logits: 'last' });
@@ -464,5 +493,220 @@ describe('cuda backend: whole models', { skip }, () => {
     const prompt = g.ints('input_ids').rows[0];
     const run = async (m: typeof model) => (await generate(m, [prompt], { maxNewTokens: 12, doSample: false })).tokens[0];
     assert.deepEqual(await run(model), await run(cpu));
+  });
+
+  it('generate() on cuda samples the cpu backend\'s tokens (same seed; penalty, n-gram bans, top-k/top-p on the device)', async () => {
+    const g = goldenCases().find((c) => c.name === 'llama_gqa')!;
+    const { model } = await fromPretrained(g.dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(g.dir, { backend: 'cpu' });
+    const prompts = g.ints('input_ids').rows.slice(0, 2);
+    const opts = { maxNewTokens: 16, temperature: 0.9, topK: 20, topP: 0.9, repetitionPenalty: 1.2, noRepeatNgramSize: 3, minNewTokens: 4, seed: 7 };
+    const got = await generate(model, prompts, opts), want = await generate(cpu, prompts, opts);
+    assert.deepEqual(got.tokens, want.tokens);
+  });
+});
+
+describe('cuda token choice (native/cuda/sample.cu) vs processLogits + sample', { skip }, () => {
+  // The device takes the host's draws u and the history-only inputs (historyInputs) and must pick the host's token. A
+  // u within 1e-9 of a cumulative boundary is redrawn: there the order of float64 sums may pick the neighbour.
+  const base: ResolvedGeneration = { maxNewTokens: 8, minNewTokens: 0, doSample: true, temperature: 1, topK: 0, topP: 1, minP: null,
+    repetitionPenalty: 1, noRepeatNgramSize: 0, eos: [2], padTokenId: 0, stopStrings: [], seed: 0 };
+  // [name, V, settings, scores on a 0.5 grid (many ties)]
+  const cases: [string, number, Partial<ResolvedGeneration>, boolean][] = [
+    ['greedy + repetition penalty + n-gram bans + min_new_tokens', 32000, { doSample: false, repetitionPenalty: 1.3, noRepeatNgramSize: 2, minNewTokens: 5 }, false],
+    ['plain sampling', 1003, {}, false],
+    ['temperature 0.7, top-k 50, top-p 0.9', 50257, { temperature: 0.7, topK: 50, topP: 0.9 }, false],
+    ['top-p 0.5, min-p 0.05, penalty 1.2', 32000, { topP: 0.5, minP: 0.05, repetitionPenalty: 1.2 }, false],
+    ['ties: top-k 7, top-p 0.8', 4099, { topK: 7, topP: 0.8 }, true],
+    ['ties: top-p 0.95 alone', 777, { topP: 0.95 }, true],
+    ['top-k 1 (greedy by sampling)', 32000, { topK: 1, temperature: 1.5 }, false],
+  ];
+  for (const [name, V, over, ties] of cases) {
+    it(`${name} (V = ${V})`, () => {
+      const g: ResolvedGeneration = { ...base, ...over };
+      const rows = 5;
+      for (let trial = 0; trial < 6; trial++) {
+        const x = Float32Array.from(randn(rows * V), (a) => (ties ? Math.round(a * 3) / 2 : a * 3));
+        const histories = Array.from({ length: rows }, (_, r) => Array.from({ length: 12 + r }, () => (rng.chance(0.5) ? rng.int(40) : rng.int(V))));
+        const generated = histories.map((_, r) => r + trial);
+        const u = new Float64Array(rows), want: number[] = [];
+        for (let r = 0; r < rows; r++) {
+          const scores = x.slice(r * V, (r + 1) * V);
+          processLogits(scores, histories[r], generated[r], g);
+          if (!g.doSample) { want.push(argmax(scores)); continue; }
+          const probs = softmax(scores);
+          for (;;) {
+            u[r] = rng.next();
+            let cum = 0, near = false;
+            for (let i = 0; i < V && cum <= u[r] + 1e-9; i++) { cum += probs[i]; if (Math.abs(cum - u[r]) < 1e-9) near = true; }
+            if (!near) break;
+          }
+          want.push(sample(scores, { next: () => u[r] } as Rng));
+        }
+        const inputs = histories.map((h, r) => historyInputs(h, generated[r], g, V));
+        const got = cuda.sampleIds!(up(new Tensor('F32', [rows, V], x)) as Tensor<'F32'>, { penalized: inputs.map((i) => i.penalized),
+          banned: inputs.map((i) => i.banned), u, repetitionPenalty: g.repetitionPenalty, doSample: g.doSample, temperature: g.temperature,
+          topK: g.topK, topP: g.topP, minP: g.minP ?? 0 });
+        assert.deepEqual(Array.from(got), want, `trial ${trial}`);
+      }
+    });
+  }
+  it('a row holding a NaN or an infinity gives -1, the others their tokens', () => {
+    const V = 1000, x = randn(3 * V);
+    x[V + 17] = NaN;
+    x[2 * V + 3] = Infinity;
+    const got = cuda.sampleIds!(up(new Tensor('F32', [3, V], x)) as Tensor<'F32'>, { penalized: [[], [], []], banned: [[], [], []],
+      u: new Float64Array(3), repetitionPenalty: 1, doSample: false, temperature: 1, topK: 0, topP: 1, minP: 0 });
+    assert.deepEqual(Array.from(got), [argmax(x.subarray(0, V)), -1, -1]);
+  });
+});
+
+describe('cuda training ops (native/cuda/train.cu) vs src/train/ops.ts', { skip }, () => {
+  const h32 = (n: number, s = 1) => Float32Array.from(randn(n), (a) => a * s);
+  const t = (shape: number[], a: Float32Array) => up(new Tensor('F32', shape, a)) as Tensor<'F32'>;
+  it('rmsnorm forward (y, rstd) and backward (dx, dw accumulated)', () => {
+    const [rows, D] = [7, 300], x = h32(rows * D), w = h32(D), dy = h32(rows * D), dw0 = h32(D);
+    const f = trainOps.rmsnormForward(x, w, 1e-5, rows, D), b = trainOps.rmsnormBackward(dy, w, f.act, rows, D);
+    const g = cudaTrain.rmsnormForward(t([rows, D], x), t([D], w), 1e-5), dw = t([D], dw0.slice());
+    close('y', down(g.y), f.y as Float32Array, 1e-5);
+    close('rstd', down(g.rstd), f.act.rstd as Float32Array, 1e-5);
+    close('dx', down(cudaTrain.rmsnormBackward(t([rows, D], dy), t([D], w), t([rows, D], x), g.rstd, dw)), b.dx as Float32Array, 1e-5);
+    close('dw', down(dw), Float32Array.from(dw0, (a, i) => a + b.dw[i]), 1e-5);
+  });
+  it('layernorm forward (y, x̂, rstd) and backward (dx, dw, db accumulated)', () => {
+    const [rows, D] = [5, 257], x = h32(rows * D), w = h32(D), bb = h32(D), dy = h32(rows * D);
+    const f = trainOps.layernormForward(x, w, bb, 1e-5, rows, D), b = trainOps.layernormBackward(dy, w, f.act, rows, D);
+    const g = cudaTrain.layernormForward(t([rows, D], x), t([D], w), t([D], bb), 1e-5);
+    close('y', down(g.y), f.y as Float32Array, 1e-5);
+    close('xhat', down(g.xhat), f.act.xhat as Float32Array, 1e-5);
+    const dw = t([D], new Float32Array(D)), db = t([D], new Float32Array(D));
+    close('dx', down(cudaTrain.layernormBackward(t([rows, D], dy), t([D], w), g.xhat, g.rstd, dw, db)), b.dx as Float32Array, 1e-5);
+    close('dw', down(dw), b.dw as Float32Array, 1e-5);
+    close('db', down(db), b.db as Float32Array, 1e-5);
+  });
+  it('silu·mul and relu backward', () => {
+    const n = 1000, g = h32(n, 3), u = h32(n), dy = h32(n);
+    const want = trainOps.siluMulBackward(dy, g, u), got = cudaTrain.siluMulBackward(t([n], dy), t([n], g), t([n], u));
+    close('dg', down(got.dg), want.dg as Float32Array, 1e-5);
+    close('du', down(got.du), want.du as Float32Array, 1e-5);
+    close('relu dx', down(cudaTrain.reluBackward(t([n], dy), t([n], g))), trainOps.reluBackward(dy, g) as Float32Array, 0);
+  });
+  it('causal-LM loss and dlogits (the shift, −100 labels, a given divisor)', () => {
+    const [B, T, V] = [2, 6, 1001], logits = h32(B * T * V, 3);
+    const labels = Int32Array.from({ length: B * T }, (_, i) => (i % 4 === 2 ? trainOps.IGNORE_INDEX : rng.int(V)));
+    for (const divisor of [undefined, 17]) {
+      const want = trainOps.causalLmLoss(logits, labels, B, T, V, divisor), got = cudaTrain.causalLmLoss(t([B * T, V], logits), labels, B, T, V, divisor);
+      assert.equal(got.count, want.count);
+      assert.ok(Math.abs(got.loss - want.loss) < 1e-5 * Math.abs(want.loss), `loss ${got.loss} vs ${want.loss}`);
+      close('dlogits', down(got.dlogits), want.dlogits as Float32Array, 1e-5);
+    }
+  });
+  for (const [name, sh] of [
+    ['GQA, key padding, window 5', { B: 2, T: 13, H: 4, nKV: 2, hd: 32, scale: 1 / Math.sqrt(32), keyMask: Uint8Array.from({ length: 26 }, (_, i) => (i === 0 || i === 14 || i === 15 ? 0 : 1)), window: 5 }],
+    ['MHA, hd 64, no mask', { B: 1, T: 40, H: 3, nKV: 3, hd: 64, scale: 0.125, keyMask: null, window: 0 }],
+  ] as [string, trainOps.AttentionShape][]) {
+    it(`attention forward (o, P) and backward (dq, dk, dv): ${name}`, () => {
+      const { B, T, H, nKV, hd } = sh, q = h32(B * T * H * hd), k = h32(B * T * nKV * hd), v = h32(B * T * nKV * hd), dO = h32(B * T * H * hd);
+      const f = trainOps.attentionForward(q, k, v, sh), b = trainOps.attentionBackward(dO, f.act, sh);
+      const qd = t([B, T, H, hd], q), kd = t([B, T, nKV, hd], k), vd = t([B, T, nKV, hd], v);
+      const g = cudaTrain.attentionForward(qd, kd, vd, sh);
+      close('o', down(g.o), f.o as Float32Array, 1e-5);
+      close('P', down(g.P), f.act.p as Float32Array, 1e-5);
+      const gb = cudaTrain.attentionBackward(t([B, T, H, hd], dO), qd, kd, vd, g.P, sh);
+      close('dq', down(gb.dq), b.dq as Float32Array, 1e-5);
+      close('dk', down(gb.dk), b.dk as Float32Array, 1e-5);
+      close('dv', down(gb.dv), b.dv as Float32Array, 1e-5);
+    });
+  }
+  it('gemm: the four transposes, accumulate, a bf16 B', () => {
+    const [M, N, K] = [9, 33, 70];
+    const A = h32(M * K), Bm = h32(K * N), C0 = h32(M * N);
+    const at = Float32Array.from({ length: K * M }, (_, i) => A[(i % M) * K + Math.floor(i / M)]);   // [K, M]
+    const bt = Float32Array.from({ length: N * K }, (_, i) => Bm[(i % K) * N + Math.floor(i / K)]);  // [N, K]
+    const want = new Float32Array(M * N);
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) { let s = 0; for (let k = 0; k < K; k++) s += A[m * K + k] * Bm[k * N + n]; want[m * N + n] = s; }
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      const got = cudaTrain.gemm(t([ta ? K : M, ta ? M : K], ta ? at : A), t([tb ? N : K, tb ? K : N], tb ? bt : Bm), M, N, K, ta, tb);
+      close(`ta ${ta} tb ${tb}`, down(got), want, 1e-5);
+    }
+    const C = t([M, N], C0.slice());
+    cudaTrain.gemm(t([M, K], A), t([K, N], Bm), M, N, K, false, false, C, true);
+    close('accumulate', down(C), Float32Array.from(want, (a, i) => a + C0[i]), 1e-5);
+    const b16 = up(new Tensor('BF16', [N, K], Uint16Array.from(bt, f32ToBf16)));
+    close('bf16 B', down(cudaTrain.gemm(t([M, K], A), b16, M, N, K, false, true)), want, 1e-2);
+  });
+});
+
+describe('cuda training step (src/train/device-engine.ts) vs TrainEngine on the cpu backend', { skip }, () => {
+  // LoRA on every linear, a padded batch: the loss and every adapter gradient as the cpu backend's engine gives them.
+  const batchFor = (V: number): TrainBatch => {
+    const B = 2, T = 8, ids = new Int32Array(B * T), labels = new Int32Array(B * T), mask = new Uint8Array(B * T);
+    let s = 7;
+    for (let i = 0; i < B * T; i++) { s = (s * 48271) % 2147483647; ids[i] = s % V; }
+    for (let i = 0; i < B * T; i++) {
+      const pad = i >= T && i % T >= 5;
+      mask[i] = pad ? 0 : 1;
+      labels[i] = pad ? -100 : ids[i];
+      if (pad) ids[i] = 0;
+    }
+    return { ids, labels, B, T, mask };
+  };
+  const wrap = (model: CausalLM) => {
+    const peft = PeftModel.wrap(model, { r: 2, loraAlpha: 4, targetModules: 'all-linear' }, { seed: 3 });
+    let s = 11;
+    for (const l of peft.loras.values()) for (const a of l.adapters.values()) for (let i = 0; i < a.B.length; i++) { s = (s * 48271) % 2147483647; a.B[i] = (s / 2147483647 - 0.5) * 0.2; }
+    return peft;
+  };
+  const compare = async (dir: string, tol: number, what: string) => {
+    const { model } = await fromPretrained(dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
+    wrap(model);
+    wrap(cpu);
+    const b = batchFor(model.config.vocab_size);
+    const dev = new CudaTrainEngine(model as DecoderLM, { training: false }), host = new TrainEngine(cpu as DecoderLM, { training: false });
+    dev.zeroGrad();
+    host.zeroGrad();
+    const got = dev.forwardBackward(b), want = host.forwardBackward(b);
+    assert.equal(got.count, want.count);
+    assert.ok(Math.abs(got.loss - want.loss) <= tol * Math.abs(want.loss), `${what}: loss ${got.loss} vs ${want.loss}`);
+    const hostGrads = [...host.grads.values()];
+    [...dev.grads.values()].forEach((g, i) => {
+      close(`${what} dA ${i}`, g.dA, hostGrads[i].dA, tol);
+      close(`${what} dB ${i}`, g.dB, hostGrads[i].dB, tol);
+    });
+    // Gradient checkpointing recomputes each layer's forward: the same numbers.
+    const ck = new CudaTrainEngine(model as DecoderLM, { training: false, gradientCheckpointing: true });
+    ck.zeroGrad();
+    assert.equal(ck.forwardBackward(b).loss, got.loss);
+    [...ck.grads.values()].forEach((g, i) => close(`${what} checkpointed dA ${i}`, g.dA, [...dev.grads.values()][i].dA, 1e-6));
+  };
+  for (const fam of ['llama_gqa', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like']) {
+    it(`${fam}: loss and adapter gradients = the cpu engine's; checkpointing equal`, async () => {
+      await compare(goldenCases().find((c) => c.name === fam)!.dir, 1e-4, fam);
+    });
+  }
+  it('QLoRA on hf_llama_nf4dq (a bitsandbytes NF4 + double-quant base): within bf16 rounding of the cpu engine', async () => {
+    await compare(join(ROOT, 'test', 'fixtures', 'bnb', 'hf_llama_nf4dq'), 2e-2, 'nf4');
+  });
+  it('dropout on the device keeps its probability and scale; trained base tensors are refused with the cpu named', async () => {
+    const x = up(new Tensor('F32', [100000], new Float32Array(100000).fill(2))) as Tensor<'F32'>;
+    const { xd, drop } = cudaTrain.dropout(x, 0.25, 9);
+    const d = down(drop), y = down(xd);
+    const kept = d.filter((v) => v !== 0).length;
+    assert.ok(Math.abs(kept / d.length - 0.75) < 0.01, `kept ${kept}`);
+    assert.ok(d.every((v, i) => (v === 0 || Math.abs(v - 1 / 0.75) < 1e-6) && y[i] === 2 * v));
+    const { model } = await fromPretrained(goldenCases().find((c) => c.name === 'qwen2')!.dir, { device: 'cuda' });
+    const trainable = new Map([[new Float32Array(4), new Float32Array(4)]]);
+    assert.throws(() => new CudaTrainEngine(model as DecoderLM, { trainable }), /cpu backend/);
+  });
+  it('a LoRA model\'s inference forward on cuda = on cpu (adapters uploaded, again after markChanged)', async () => {
+    const g = goldenCases().find((c) => c.name === 'llama_gqa')!;
+    const { model } = await fromPretrained(g.dir, { device: 'cuda' });
+    const { model: cpu } = await fromPretrained(g.dir, { backend: 'cpu' });
+    const [pd, pc] = [wrap(model), wrap(cpu)];
+    const ids = [[1, 5, 9, 33, 2, 60, 63, 4]];
+    close('lora forward', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
+    for (const p of [pd, pc]) for (const l of p.loras.values()) { l.adapters.get('default')!.B.fill(0.01); l.markChanged(); }
+    close('after markChanged', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
   });
 });

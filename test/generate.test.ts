@@ -10,7 +10,7 @@ import { fromPretrained } from '../src/api.js';
 import { checkGenerationFits, generate, generateStream, GenerateOptions, GenerateResult, isRowError } from '../src/generate/generate.js';
 import { IncrementalDecoder } from '../src/generate/stream.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
-import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP } from '../src/generate/logits.js';
+import { applyNoRepeatNgram, applyRepetitionPenalty, applyTopK, applyTopP, applyMinP, historyInputs, processLogits } from '../src/generate/logits.js';
 import { GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration } from '../src/generate/config.js';
 import { goldenCases, NO_DATA, ROOT, sharedData } from './helpers.js';
 import { join } from 'node:path';
@@ -41,6 +41,24 @@ test('no-repeat n-gram bans completions of n-grams already in the row', () => {
   const s2 = new Float32Array(6);
   applyNoRepeatNgram(s2, [4], 3);                  // too short: no ban
   assert.ok(s2.every((x) => x === 0));
+});
+
+test('historyInputs: its penalized and banned ids, applied, give processLogits\' greedy scores (what a device sampler takes)', () => {
+  const V = 50;
+  const g = resolveGeneration([{ repetitionPenalty: 1.5, noRepeatNgramSize: 2, minNewTokens: 3, eosTokenId: [7, 60] }], 4);
+  const history = [3, 9, 3, 12, -1, 9, 3, 55, 9, 3];
+  for (const generated of [1, 5]) {
+    const scores = Float32Array.from({ length: V }, (_, i) => Math.sin(i) * 4);
+    const want = scores.slice();
+    processLogits(want, history, generated, g);
+    const { penalized, banned } = historyInputs(history, generated, g, V);
+    assert.deepEqual([...penalized].sort((a, b) => a - b), [3, 9, 12]);     // each once; −1 and 55 are outside the vocabulary
+    assert.deepEqual(banned.includes(7), generated < 3);                     // eos before min_new_tokens
+    assert.ok(banned.includes(9) && !banned.includes(60));                   // "3 9" was seen, the history ends with 3
+    for (const id of penalized) scores[id] = scores[id] < 0 ? scores[id] * 1.5 : scores[id] / 1.5;
+    for (const id of banned) scores[id] = -Infinity;
+    assert.deepEqual(scores, want);
+  }
 });
 
 test('top-k keeps ties at the threshold; top-p keeps the nucleus; min-p scales with the top probability', () => {

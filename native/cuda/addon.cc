@@ -23,8 +23,8 @@ struct State {
   bool capturing = false;
   std::vector<void*> deferred_frees;
   cudaStream_t s = nullptr;
-  void* scratch[8] = {};
-  size_t scratch_bytes[8] = {};
+  void* scratch[9] = {};
+  size_t scratch_bytes[9] = {};
   std::vector<void*> retired;  // outgrown scratch buffers (see scratch())
 };
 State& st() {
@@ -542,6 +542,75 @@ Napi::Value Argmax(const Napi::CallbackInfo& info) {
   LOWBIT_CATCH(info.Env())
   return info.Env().Undefined();
 }
+// sample(out int32 [rows], x, meta int32 (sample.cu's layout), rows, V, temperature, topK, topP, minP, penalty, doSample)
+Napi::Value Sample(const Napi::CallbackInfo& info) {
+  int32_t* o = ptr<int32_t>(info, 0, "out");
+  const float* x = ptr<const float>(info, 1, "x");
+  const int32_t* meta = ptr<const int32_t>(info, 2, "meta");
+  const int64_t rows = integer(info, 3, "rows"), V = integer(info, 4, "cols");
+  const double temperature = num(info, 5, "temperature"), topP = num(info, 7, "topP"), minP = num(info, 8, "minP"), penalty = num(info, 9, "penalty");
+  const int64_t topK = integer(info, 6, "topK");
+  const bool doSample = info[10].ToBoolean();
+  if (V > INT32_MAX || topK > INT32_MAX) throw Napi::RangeError::New(info.Env(), "sample: vocabulary or top_k above the int range");
+  LOWBIT_TRY
+  sample_rows(o, x, meta, rows, V, temperature, int(topK), topP, minP, penalty, doSample);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+// train(op, …): the training ops of train.cu and gemm_rm; pointers as numbers (0 = null), sizes as integers.
+//   rmsnormFwd(y, rstd, x, w, rows, D, eps)            rmsnormBwd(dx, dw|0, dy, w, x, rstd, rows, D)
+//   layernormFwd(y, xhat, rstd, x, w, b, rows, D, eps) layernormBwd(dx, dw|0, db|0, dy, w, xhat, rstd, rows, D)
+//   siluMulBwd(dg, du, dy, g, u, n)    reluBwd(dx, dy, x, n)    causalLmLoss(dl, nll, logits, targets, rows, V, div)
+//   attentionFwd(o, P, q, k, v, keyMask|0, B, T, H, nKV, hd, scale, window)
+//   attentionBwd(dq, dk, dv, P, dO, q, k, v, B, T, H, nKV, hd, scale)
+//   gemm(C, A, B, btype, M, N, K, ta, tb, accumulate)
+//   dropout(xd, drop, x, n, p, seed)    mulAdd(y, a, b, n)
+//   b4Dequant(w, wtype, packed, absmax, lut, n, blocksize)    int8Dequant(w, CB, SCB, N, K)
+//   qgDequant(w, bits, K, nc, G, nG, perm|0, codes, scales, zeros, N)
+Napi::Value Train(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "train: the op name comes first");
+  const std::string op = info[0].As<Napi::String>();
+  auto P = [&](size_t i) { return ptr<float>(info, i, "pointer"); };
+  auto I = [&](size_t i) { return integer(info, i, "size"); };
+  auto F = [&](size_t i) { return float(num(info, i, "value")); };
+  LOWBIT_TRY
+  if (op == "rmsnormFwd") train_rmsnorm_fwd(P(1), P(2), P(3), P(4), I(5), I(6), F(7));
+  else if (op == "rmsnormBwd") train_rmsnorm_bwd(P(1), P(2), P(3), P(4), P(5), P(6), I(7), I(8));
+  else if (op == "layernormFwd") train_layernorm_fwd(P(1), P(2), P(3), P(4), P(5), P(6), I(7), I(8), F(9));
+  else if (op == "layernormBwd") train_layernorm_bwd(P(1), P(2), P(3), P(4), P(5), P(6), P(7), I(8), I(9));
+  else if (op == "siluMulBwd") train_silu_mul_bwd(P(1), P(2), P(3), P(4), P(5), I(6));
+  else if (op == "reluBwd") train_relu_bwd(P(1), P(2), P(3), I(4));
+  else if (op == "causalLmLoss") train_causal_lm_loss(P(1), P(2), P(3), ptr<const int32_t>(info, 4, "targets"), I(5), I(6), F(7));
+  else if (op == "attentionFwd")
+    train_attention_fwd(P(1), P(2), P(3), P(4), P(5), ptr<const uint8_t>(info, 6, "keyMask"), int(I(7)), int(I(8)), int(I(9)), int(I(10)),
+                        int(I(11)), F(12), int(I(13)));
+  else if (op == "attentionBwd")
+    train_attention_bwd(P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), int(I(9)), int(I(10)), int(I(11)), int(I(12)), int(I(13)), F(14));
+  else if (op == "gemm")
+    gemm_rm(P(1), P(2), ptr<const void>(info, 3, "B"), wtype(info, 4), I(5), I(6), I(7), info[8].ToBoolean(), info[9].ToBoolean(),
+            info[10].ToBoolean());
+  else if (op == "dropout") train_dropout(P(1), P(2), P(3), I(4), F(5), uint32_t(I(6)));
+  else if (op == "mulAdd") train_mul_add(P(1), P(2), P(3), I(4));
+  else if (op == "b4Dequant")
+    b4_dequant(ptr<void>(info, 1, "w"), wtype(info, 2), ptr<const uint8_t>(info, 3, "packed"), P(4), P(5), I(6), int(I(7)));
+  else if (op == "int8Dequant") int8_dequant(P(1), ptr<const int8_t>(info, 2, "CB"), P(3), I(4), I(5));
+  else if (op == "qgDequant") {
+    QgCall q;
+    q.bits = int(I(2));
+    q.K = I(3);
+    q.nc = int(I(4));
+    q.G = int(I(5));
+    q.nG = int(I(6));
+    q.perm = ptr<const int32_t>(info, 7, "perm");
+    q.codes[0] = ptr<const uint8_t>(info, 8, "codes");
+    q.scales[0] = ptr<const uint16_t>(info, 9, "scales");
+    q.zeros[0] = ptr<const uint8_t>(info, 10, "zeros");
+    q.n[0] = I(11);
+    qg_dequant(ptr<__half>(info, 1, "w"), q, 0);
+  } else throw Napi::TypeError::New(info.Env(), "train: unknown op " + op);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
 // fillRandom(ptr, wtype, n, seed, std)
 Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   void* d = ptr<void>(info, 0, "ptr");
@@ -710,6 +779,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("softmax", Napi::Function::New(env, Softmax));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
+  exports.Set("sample", Napi::Function::New(env, Sample));
+  exports.Set("train", Napi::Function::New(env, Train));
   exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
   exports.Set("eventRecord", Napi::Function::New(env, EventRecord));
   exports.Set("eventElapsed", Napi::Function::New(env, EventElapsed));

@@ -153,6 +153,10 @@ __global__ void b4_dequant_kernel(void* w, int wt, const uint8_t* packed, const 
 
 }  // namespace
 
+void b4_dequant(void* w, int wt, const uint8_t* packed, const float* absmax, const float* lut, int64_t n, int blocksize) {
+  if (n) launch(b4_dequant_kernel, grid_for(n), 256, 0, w, wt, packed, absmax, lut, n, blocksize);
+}
+
 void b4_matmul(const B4Call& q, const float* x, int64_t M) {
   int64_t N = 0;
   for (int i = 0; i < q.nOut; i++) N += q.n[i];

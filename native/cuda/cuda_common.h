@@ -2,6 +2,7 @@
 // failed CUDA or cuBLAS call becomes (the addon turns it into a JS Error naming the call), the one stream all work
 // runs on, and the launchers of kernels.cu.
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 #include <cstdint>
 #include <stdexcept>
@@ -47,6 +48,9 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
                float scale, int64_t window);
 void kv_write(float* dst, const float* src, int64_t B, int64_t T, int64_t cap, int64_t row, int64_t len, const int64_t* lenDev);
 void argmax_rows(int32_t* out, const float* x, int64_t rows, int64_t D);
+// sample.cu: the logits processors and the draw of src/generate (meta: sample.cu's layout); out[r] −1 for a non-finite row.
+void sample_rows(int32_t* out, const float* x, const int32_t* meta, int64_t rows, int64_t V, double temperature, int topK, double topP,
+                 double minP, double penalty, bool doSample);
 void fill_random(void* dst, int wt, int64_t n, uint32_t seed, float stdv);
 void spin(int64_t ns);
 void rope_append(float* q, float* k, const float* v, const int32_t* pos, const float* invFreq, float* kc, float* vc, int64_t B,
@@ -79,6 +83,8 @@ struct QgCall {
 };
 void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t* perm, int64_t N, int64_t K, int nc);
 void qg_matmul(const QgCall& q, const float* x, int64_t M);
+// Weight i of q dequantized to float16 [n[i], K] in input order (the prefill's product operand; training's dy·W).
+void qg_dequant(__half* w, const QgCall& q, int i);
 
 // bitsandbytes NF4/FP4 (bnb4.cu): y = x·Wᵀ (+ bias) over 1-3 weights that share x, block size and dtype; packed as
 // the file packs it, float32 absmax per block, lut = the 16 code values (device).
@@ -93,13 +99,43 @@ struct B4Call {
   int64_t n[3] = {};
 };
 void b4_matmul(const B4Call& q, const float* x, int64_t M);
+// dequantize_4bit into w [n] of WType wt.
+void b4_dequant(void* w, int wt, const uint8_t* packed, const float* absmax, const float* lut, int64_t n, int blocksize);
 // LLM.int8 (int8.cu): y = x·Wᵀ (+ bias) as MatMul8bitLt computes it (int8 [N, K] codes, SCB [N], outlier threshold).
 void int8_matmul(float* y, const float* x, const int8_t* CB, const float* SCB, const float* bias, int64_t M, int64_t N, int64_t K,
                  float threshold);
+// dequantizeInt8 into w [N, K] float32.
+void int8_dequant(float* w, const int8_t* CB, const float* SCB, int64_t N, int64_t K);
+// C [M, N] = CA [M, K] (row stride ldCA) · CB [N, K]ᵀ in exact int32 by cuBLAS (gemm.cc); false where cuBLAS is absent or
+// K is not a multiple of 4 (the caller then uses its own kernel).
+bool int8_gemm_s32(int32_t* C, const int8_t* CB, const int8_t* CA, int64_t M, int64_t N, int64_t K, int64_t ldCA);
+// Row-major C [M, N] (+)= op(A) [M, K] · op(B) [K, N], op a transpose where asked (A [K, M] when ta, B [N, K] when tb);
+// A float32, B of WType bt (A rounded to it when 16-bit, as matmul does); cuBLAS, float32 accumulation (gemm.cc).
+void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate);
+// train.cu: src/train/ops.ts's training ops on the device.
+void train_rmsnorm_fwd(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps);
+void train_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* w, const float* x, const float* rstd, int64_t rows, int64_t D);
+void train_layernorm_fwd(float* y, float* xhat, float* rstd, const float* x, const float* w, const float* b, int64_t rows, int64_t D, float eps);
+void train_layernorm_bwd(float* dx, float* dw, float* db, const float* dy, const float* w, const float* xhat, const float* rstd, int64_t rows,
+                         int64_t D);
+void train_silu_mul_bwd(float* dg, float* du, const float* dy, const float* g, const float* u, int64_t n);
+void train_relu_bwd(float* dx, const float* dy, const float* x, int64_t n);
+void train_causal_lm_loss(float* dl, float* nll, const float* logits, const int32_t* targets, int64_t rows, int64_t V, float div);
+// LoRA dropout: drop[i] = keep where hash(seed, i) ≥ p·2³², else 0 (keep = 1/(1 − p)); xd = x⊙drop.
+void train_dropout(float* xd, float* drop, const float* x, int64_t n, float p, uint32_t seed);
+// y += a⊙b.
+void train_mul_add(float* y, const float* a, const float* b, int64_t n);
+void train_attention_fwd(float* o, float* P, const float* q, const float* k, const float* v, const uint8_t* keyMask, int B, int T, int H,
+                         int nKV, int hd, float scale, int window);
+void train_attention_bwd(float* dq, float* dk, float* dv, float* P, const float* dO, const float* q, const float* k, const float* v, int B,
+                         int T, int H, int nKV, int hd, float scale);
+// Y [M, N] (+)= X [M, K] · W [N, K]ᵀ in float64 by cuBLAS (gemm.cc).
+void dgemm_nt(double* Y, const double* X, const double* W, int64_t M, int64_t N, int64_t K, bool accumulate);
 
-// Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-7): 0 GEMM activations
+// Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-8): 0 GEMM activations
 // in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials,
-// 5 attention split counters, 6 LLM.int8 activations.
+// 5 attention split counters, 6 LLM.int8 activations, 7 LLM.int8 int32 products (prefill), 8 the
+// sampler's work copy of the logits.
 void* scratch(int slot, size_t bytes);
 // The same, zero-filled when (re)allocated; its users leave it zero (5: attention split counters).
 void* scratch_zeroed(int slot, size_t bytes);

@@ -18,8 +18,10 @@ namespace {
 typedef struct cublasContext* cublasHandle_t;
 typedef int cublasStatus_t;  // CUBLAS_STATUS_SUCCESS = 0
 constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
-constexpr int CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14;
+constexpr int CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_8I = 3, CUDA_R_32I = 10, CUDA_R_16BF = 14;
 constexpr int CUBLAS_COMPUTE_32F = 68;  // float32 accumulation, no TF32 (CUBLAS_COMPUTE_32F_FAST_TF32 is 77)
+constexpr int CUBLAS_COMPUTE_32I = 72;  // int32 accumulation: exact int8 products
+constexpr int CUBLAS_COMPUTE_64F = 70;
 constexpr int CUBLAS_GEMM_DEFAULT = -1;
 
 struct Cublas {
@@ -118,6 +120,51 @@ void matmul(float* y, const float* x, const void* w, int wt, const float* bias, 
                     CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), bf ? "GemmEx (bf16)" : "GemmEx (f16)");
   }
   if (bias) bias_rows(y, bias, M, N);
+}
+
+void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  Cublas& c = cublas();
+  if (!c.lib) throw CudaError("gemm needs cuBLAS: " + c.why);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) throw CudaError("gemm: a dimension is above cuBLAS's int range");
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  const float one = 1.f, beta = accumulate ? 1.f : 0.f;
+  // Row-major C = op(A)·op(B) is column-major Cᵀ [N, M] = op(B)ᵀ·op(A)ᵀ; a row-major [R, C] array is column-major [C, R].
+  const int opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int ldb = int(tb ? K : N), lda = int(ta ? M : K);
+  const void* a = A;
+  int t = CUDA_R_32F;
+  if (bt != W_F32) {
+    const bool bf = bt == W_BF16;
+    void* ah = scratch(0, size_t(M) * size_t(K) * 2);
+    f32_to_half(ah, A, M * K, bf);
+    a = ah;
+    t = bf ? CUDA_R_16BF : CUDA_R_16F;
+  }
+  check(c.gemm_ex(c.handle, opB, opA, int(N), int(M), int(K), &one, B, t, ldb, a, t, lda, &beta, C, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
+                  CUBLAS_GEMM_DEFAULT), "GemmEx (training)");
+}
+
+bool int8_gemm_s32(int32_t* C, const int8_t* CB, const int8_t* CA, int64_t M, int64_t N, int64_t K, int64_t ldCA) {
+  Cublas& c = cublas();
+  // cuBLAS's int8 GEMM wants leading dimensions (and so K) in multiples of 4.
+  if (!c.lib || K % 4 != 0 || ldCA % 4 != 0 || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return false;
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  const int32_t one = 1, zero = 0;
+  // Column-major: Cᵀ [N, M] = CB [N, K] (row-major, so transposed) · CAᵀ [K, M] (CA row-major [M, ldCA]).
+  check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, CB, CUDA_R_8I, int(K), CA, CUDA_R_8I, int(ldCA),
+                  &zero, C, CUDA_R_32I, int(N), CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT), "GemmEx (int8)");
+  return true;
+}
+
+void dgemm_nt(double* Y, const double* X, const double* W, int64_t M, int64_t N, int64_t K, bool accumulate) {
+  Cublas& c = cublas();
+  if (!c.lib) throw CudaError("dgemm needs cuBLAS: " + c.why);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) throw CudaError("dgemm: a dimension is above cuBLAS's int range");
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  const double one = 1.0, beta = accumulate ? 1.0 : 0.0;
+  check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, W, CUDA_R_64F, int(K), X, CUDA_R_64F, int(K), &beta, Y,
+                  CUDA_R_64F, int(N), CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT), "GemmEx (f64)");
 }
 
 // Device milliseconds of `iters` calls of f, timed with events on the stream.

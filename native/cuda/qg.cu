@@ -390,6 +390,10 @@ void qg_repack(uint8_t* out, const void* src, int mode, int bits, const int32_t*
   launch(qg_repack_kernel, grid_for(N * nc), 256, 0, out, static_cast<const uint32_t*>(src), mode, bits, perm, N, K, nc);
 }
 
+void qg_dequant(__half* w, const QgCall& q, int i) {
+  if (q.n[i] * q.K) launch(qg_dequant_kernel, grid_for(q.n[i] * q.K), 256, 0, w, q.codes[i], q.scales[i], q.zeros[i], q.perm, q.bits, q.n[i], q.K, q.nc, q.G, q.nG);
+}
+
 void qg_matmul(const QgCall& q, const float* x, int64_t M) {
   int64_t N = 0;
   for (int i = 0; i < q.nOut; i++) N += q.n[i];

@@ -16,6 +16,25 @@ export interface AttentionArgs {
   window?: number;
 }
 
+/** One decode step's token choice on the device (Backend.sampleIds): what depends only on token history, and the draws. */
+export interface SampleStep {
+  /** Per row: the ids the repetition penalty applies to, each once (the row's whole history). */
+  penalized: readonly ArrayLike<number>[];
+  /** Per row: the ids set to −inf before the sampling warpers (no-repeat n-grams, eos before min_new_tokens). */
+  banned: readonly ArrayLike<number>[];
+  /** Per row: the uniform draw in [0, 1) that sample() would take (unused when greedy). */
+  u: Float64Array;
+  repetitionPenalty: number;
+  doSample: boolean;
+  temperature: number;
+  /** 0: off. */
+  topK: number;
+  /** 1: off. */
+  topP: number;
+  /** 0: off. */
+  minP: number;
+}
+
 export type OpName =
   | 'matmul' | 'matmulQ' | 'matmulQMany' | 'rmsnorm' | 'layernorm' | 'rope' | 'attention' | 'siluMul' | 'relu' | 'softmax' | 'embedding' | 'add';
 
@@ -90,6 +109,12 @@ export interface Backend {
    * leave the device.
    */
   greedyIds?(logits: Tensor<'F32'>): Int32Array;
+  /**
+   * Optional: src/generate's logits processors and token choice (processLogits, then sample() with step.u[row] or the
+   * argmax) per row of logits [rows, V] on the device, so only ids leave it; −1 for a row whose raw logits hold a NaN
+   * or an infinity. The same choice as the host's up to the order of float64 sums.
+   */
+  sampleIds?(logits: Tensor<'F32'>, step: SampleStep): Int32Array;
   /** Rows of x normalised by rms over the last dim, times w. */
   rmsnorm(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number, out: Tensor<'F32'>): void;
   /** Optional: x += y in place, then out = rmsnorm(x, w) (the residual add and the next norm as one op). */

@@ -16,6 +16,10 @@ import { Linear } from '../nn/layers.js';
 import { quantLinear } from '../nn/quant.js';
 import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../quant/qweight.js';
 import { f32ToF16 } from '../tensor/dtype.js';
+import type { CausalLM, DecoderLM } from '../models/model.js';
+import { PeftModel } from '../peft/lora.js';
+import { CudaTrainEngine } from '../train/device-engine.js';
+import { AdamW, type Param } from '../train/optim.js';
 
 /** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128), NF4 (block 64), LLM.int8. */
 export const CUDA_BENCH_FORMATS = ['bf16', 'gptq4', 'awq4', 'nf4', 'int8'] as const;
@@ -63,6 +67,11 @@ export interface CudaBenchOptions {
   json?: string;
   /** Every decode step as model.forward calls (no CUDA graph): the launch overhead a replay removes. */
   eager?: boolean;
+  /**
+   * LoRA training instead of decode/prefill (QLoRA with --format nf4): rank-16 adapters on every decoder linear, one
+   * sequence of `prefill` tokens a step; reports tokens/s of a step (forward, backward, AdamW) and step/forward.
+   */
+  train?: boolean;
   log: (s: string) => void;
 }
 
@@ -120,6 +129,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     }
     cuda.synchronize();
   }
+  if (o.train) return benchTrain(o, model, c, probe.name ?? 'the GPU', peak, linearParams);
   const kvRowBytes = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;  // f32 K and V, per position
 
   const rows: CudaBenchRow[] = [];
@@ -163,5 +173,60 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
     console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.tokensPerSecond.toFixed(1).padStart(14)}  ${r.rooflineTokensPerSecond.toFixed(1).padStart(14)}  ${(100 * r.share).toFixed(1).padStart(5)}%`);
   }
   if (o.json) writeFileSync(o.json, JSON.stringify({ shape: o.shape, format: o.format, device: probe.name, bandwidthGBs: bandwidth, peakTflops: peak, rows }, null, 2));
+  return 0;
+}
+
+/**
+ * QLoRA (LoRA on a quantized base) training speed: rank-16 adapters (alpha 32, PEFT's 'all-linear': every decoder
+ * linear, not lm_head), a batch of one sequence of o.prefill tokens, CudaTrainEngine's step (forward with the records,
+ * backward, the adapters' gradients down) and AdamW on the host over the adapters, against an inference forward over
+ * the same tokens with every position's logits (what the training forward computes). One warm-up step, then 3 timed.
+ */
+function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device: string, peak: number, linearParams: number): number {
+  const T = o.prefill;
+  if (T < 2) { console.error('lowbit bench --train: --prefill-len is the sequence length of a step (at least 2)'); return 2; }
+  PeftModel.wrap(model, { r: 16, loraAlpha: 32, targetModules: 'all-linear', loraDropout: 0.05 }, { seed: 1 });
+  const engine = new CudaTrainEngine(model as DecoderLM, { training: true, seed: 1 });
+  engine.zeroGrad();
+  const params: Param[] = [];
+  let adapterParams = 0;
+  for (const [l, g] of engine.grads) {
+    const a = l.adapters.get('default')!;
+    params.push({ name: `${l.name}.lora_A`, p: a.A, g: g.dA, decay: true }, { name: `${l.name}.lora_B`, p: a.B, g: g.dB, decay: true });
+    adapterParams += a.A.length + a.B.length;
+  }
+  const opt = new AdamW(params, { weightDecay: 0 });
+  const changed = () => { for (const l of engine.grads.keys()) l.markChanged(); };
+  const ids = Int32Array.from({ length: T }, (_, t) => (t * 7919 + 13) % c.vocab_size);
+  const batch = { ids, labels: ids, B: 1, T, mask: null };
+  o.log(`QLoRA bench: ${o.shape} ${o.format} base, LoRA r 16 on ${engine.grads.size} linears (${(adapterParams / 1e6).toFixed(1)}M parameters), ${T} tokens a step`);
+  let fbMs = 0, optMs = 0, loss = 0;
+  const step = () => {
+    engine.zeroGrad();
+    const t0 = performance.now();
+    loss = engine.forwardBackward(batch).loss;
+    const t1 = performance.now();
+    opt.step(1e-4);
+    changed();
+    fbMs += t1 - t0;
+    optMs += performance.now() - t1;
+  };
+  step();
+  fbMs = optMs = 0;
+  const reps = 3;
+  for (let i = 0; i < reps; i++) step();
+  const forward = () => { cuda.release!(model.forward([Array.from(ids)])); cuda.synchronize(); };
+  forward();
+  const f0 = performance.now();
+  for (let i = 0; i < reps; i++) forward();
+  const fwdMs = (performance.now() - f0) / reps, stepMs = (fbMs + optMs) / reps;
+  const flops = 6 * linearParams * T;  // forward 2, backward 4 per weight (the frozen base's weight gradient is not taken: an upper count)
+  console.log(`${o.shape} ${o.format} QLoRA training on ${device} (bf16 GEMM peak ${peak.toFixed(0)} TFLOP/s measured now), ${T} tokens a step, loss ${loss.toFixed(3)}`);
+  console.log(`step ${stepMs.toFixed(1)} ms (forward + backward ${(fbMs / reps).toFixed(1)}, AdamW on the host ${(optMs / reps).toFixed(1)}): ${(T / (stepMs / 1e3)).toFixed(0)} tokens/s`);
+  console.log(`inference forward of the same tokens (all logits): ${fwdMs.toFixed(1)} ms; step/forward ${(stepMs / fwdMs).toFixed(2)}, forward+backward/forward ${(fbMs / reps / fwdMs).toFixed(2)}`);
+  console.log(`model FLOPs at 6·params·tokens: ${(flops / (stepMs / 1e3) / 1e12).toFixed(1)} TFLOP/s (${(100 * flops / (stepMs / 1e3) / 1e12 / peak).toFixed(1)}% of peak)`);
+  if (o.json) {
+    writeFileSync(o.json, JSON.stringify({ shape: o.shape, format: o.format, device, train: { tokens: T, stepMs, forwardBackwardMs: fbMs / reps, adamwMs: optMs / reps, forwardMs: fwdMs, tokensPerSecond: T / (stepMs / 1e3), stepOverForward: stepMs / fwdMs, adapterParams, loss } }, null, 2));
+  }
   return 0;
 }

@@ -41,9 +41,11 @@ export const benchHelp = `lowbit bench — measure prefill and decode speed agai
 
 Usage: lowbit bench --shape NAME [--dtype bf16|f32|f16] [--format FORMAT [--double-quant] [--compare]]
        lowbit bench --device cuda --shape NAME [--format bf16|gptq4|awq4|nf4|int8] [--batch 1,16] [--prompt-len 128] [--decode-len 128]
-                    [--prefill-len 512] [--eager] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
+                    [--prefill-len 512] [--eager] [--train] [--json]   (an NVIDIA GPU: random weights made on the device; decode share of
                     the copy-bandwidth roofline and prefill share of the bf16 GEMM peak, both measured in the run; gptq4/awq4/nf4/int8: random
-                    4-bit codes (group 128; nf4 block 64, bf16), every decoder linear; the roofline counts the bytes the kernels read)
+                    4-bit codes (group 128; nf4 block 64, bf16), every decoder linear; the roofline counts the bytes the kernels read;
+                    --train: a LoRA training step instead (QLoRA with nf4; r 16 on every decoder linear, --prefill-len tokens a step):
+                    tokens/s and the step/forward ratio)
                     [--threads N] [--prompt-len 128] [--decode-len 128] [--no-competitor] [--roofline-bytes N] [--json]
        lowbit bench --shape NAME --dtype bf16 --write-model DIR   (save the random model as an HF folder)
        lowbit bench <model dir> [--format FORMAT [--double-quant] [--compare]] [--threads N] [--no-mmap]
@@ -151,7 +153,7 @@ export async function runBench(argv: string[]): Promise<number> {
       'no-competitor': { type: 'boolean', default: false }, 'no-mmap': { type: 'boolean', default: false },
       'roofline-bytes': { type: 'string' }, format: { type: 'string' }, 'double-quant': { type: 'boolean', default: false },
       compare: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, batch: { type: 'string' },
-      'prefill-len': { type: 'string', default: '512' }, eager: { type: 'boolean', default: false },
+      'prefill-len': { type: 'string', default: '512' }, eager: { type: 'boolean', default: false }, train: { type: 'boolean', default: false },
   });
   if (values.help) { process.stdout.write(benchHelp); return 0; }
   if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError(`--device "${values.device}" is unknown (choose cpu or cuda)`);
@@ -161,10 +163,11 @@ export async function runBench(argv: string[]): Promise<number> {
     return runCudaBench({
       shape: values.shape, format: values.format ?? values.dtype!, batches, prompt: intOpt(values['prompt-len'], '--prompt-len', 1)!,
       decode: Math.max(8, intOpt(values['decode-len'], '--decode-len', 1)!), prefill: intOpt(values['prefill-len'], '--prefill-len', 0)!,
-      eager: values.eager, json: values.json ? `bench-cuda-${values.shape}-${values.format ?? values.dtype}.json` : undefined, log: (s) => { process.stderr.write(s + '\n'); },
+      eager: values.eager, train: values.train, json: values.json ? `bench-cuda-${values.shape}-${values.format ?? values.dtype}${values.train ? '-train' : ''}.json` : undefined, log: (s) => { process.stderr.write(s + '\n'); },
     });
   }
   if (values.batch !== undefined) throw new UsageError('--batch applies to --device cuda (the cpu bench decodes one sequence)');
+  if (values.train) throw new UsageError('--train applies to --device cuda (lowbit finetune trains on the cpu)');
   const backend = getBackend('cpu');
   setThreadsOption(values.threads);
   const T = intOpt(values['prompt-len'], '--prompt-len', 1)!;

@@ -6,7 +6,7 @@ import { checkTokenId, type CausalLM } from '../models/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { freshSeed, GenerationConfig, GenerationConfigError, normalizeGenerationConfig, resolveGeneration, ResolvedGeneration } from './config.js';
-import { checkFiniteRow, processLogits } from './logits.js';
+import { checkFiniteRow, historyInputs, processLogits } from './logits.js';
 import { argmax, Rng, sample } from './sampling.js';
 import { IncrementalDecoder, StopStringMatcher } from './stream.js';
 import { progressReporter, type OnProgress } from '../util/progress.js';
@@ -222,11 +222,26 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const timings = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
 
   if (g.maxNewTokens === 0) finish.fill('length');
-  // Greedy steps that no logits processor changes take the argmax on the device where the backend has one
-  // (greedyIds): the logits stay there and only the ids come down. Other steps bring the logits to the host.
+  // The token choice runs on the device where the backend has it, so the logits stay there and only ids come down:
+  // greedy steps that no logits processor changes take its argmax (greedyIds); other steps its processors and draw
+  // (sampleIds), given what depends only on the history and the uniform draws from our Rng, in the host's order.
+  // Without them (the host backends) the logits come to the host.
   const be = lm.backend;
-  const onDevice = (generated: number) => !g.doSample && !!be.greedyIds && g.repetitionPenalty === 1 && g.noRepeatNgramSize <= 0 &&
+  const plainGreedy = (generated: number) => !g.doSample && !!be.greedyIds && g.repetitionPenalty === 1 && g.noRepeatNgramSize <= 0 &&
     generated >= g.minNewTokens;
+  const onDevice = (generated: number) => plainGreedy(generated) || !!be.sampleIds;
+  const chooseOnDevice = (t: Tensor<'F32'>, generated: number): Int32Array => {
+    if (plainGreedy(generated)) return be.greedyIds!(t);
+    const u = new Float64Array(B), penalized: number[][] = [], banned: number[][] = [];
+    for (let b = 0; b < B; b++) {
+      const h = finish[b] ? { penalized: [], banned: [] } : historyInputs(history[b], tokens[b].length, g, V);
+      penalized.push(h.penalized);
+      banned.push(h.banned);
+      if (!finish[b] && g.doSample) u[b] = rng.next();
+    }
+    return be.sampleIds!(t, { penalized, banned, u, repetitionPenalty: g.repetitionPenalty, doSample: g.doSample, temperature: g.temperature,
+      topK: g.topK, topP: g.topP, minP: g.minP ?? 0 });
+  };
   let t0 = performance.now();
   let logitsT: Tensor<'F32'> | null = g.maxNewTokens > 0 ? lm.forward(ids, { attentionMask: mask, cache, logits: 'last' }) : null;
   let logits = logitsT && !onDevice(0) ? be.download(logitsT).f32 : null;
@@ -236,7 +251,7 @@ export async function* generateStream(model: CausalLM | LoadedModel, prompts: Pr
   const report = progressReporter('generate', 'steps', g.maxNewTokens, opts.onProgress);
   for (let step = 0; logitsT && step < g.maxNewTokens; step++) {
     const next = new Array<number>(B);
-    const device = logits === null ? be.greedyIds!(logitsT) : null;
+    const device = logits === null ? chooseOnDevice(logitsT, Math.min(...tokens.map((t, b) => (finish[b] ? Infinity : t.length)))) : null;
     for (let b = 0; b < B; b++) {
       if (finish[b]) { next[b] = feedPad; continue; }         // finished rows are fed padding, as in transformers
       if (device && device[b] >= 0) { next[b] = device[b]; continue; }

@@ -47,7 +47,13 @@ export function applyRepetitionPenalty(scores: Float32Array, history: ArrayLike<
 
 /** Ban every token that would complete an n-gram already present in the row. */
 export function applyNoRepeatNgram(scores: Float32Array, history: ArrayLike<number>, n: number): void {
-  if (n <= 0 || history.length + 1 < n) return;
+  for (const id of noRepeatNgramBans(history, n)) scores[id] = -Infinity;
+}
+
+/** The tokens that would complete an n-gram already present in the row (repeats possible). */
+export function noRepeatNgramBans(history: ArrayLike<number>, n: number): number[] {
+  const bans: number[] = [];
+  if (n <= 0 || history.length + 1 < n) return bans;
   const len = history.length;
   for (let start = 0; start + n <= len; start++) {
     let match = true;
@@ -55,8 +61,25 @@ export function applyNoRepeatNgram(scores: Float32Array, history: ArrayLike<numb
     for (let j = 0; j < n - 1; j++) {
       if (history[start + j] !== history[len - n + 1 + j]) { match = false; break; }
     }
-    if (match) scores[history[start + n - 1]] = -Infinity;
+    if (match) bans.push(history[start + n - 1]);
   }
+  return bans;
+}
+
+/**
+ * What processLogits takes from a row's history, for a device sampler (Backend.sampleIds): the ids the repetition
+ * penalty applies to (each once, in range) and the ids it sets to −inf (n-gram bans, eos before min_new_tokens).
+ */
+export function historyInputs(history: ArrayLike<number>, generated: number, g: ResolvedGeneration, V: number): { penalized: number[]; banned: number[] } {
+  const penalized: number[] = [];
+  if (g.repetitionPenalty !== 1) {
+    const seen = new Set<number>();
+    for (let i = 0; i < history.length; i++) seen.add(history[i]);
+    for (const id of seen) if (id >= 0 && id < V) penalized.push(id);
+  }
+  const banned = noRepeatNgramBans(history, g.noRepeatNgramSize).filter((id) => id >= 0 && id < V);
+  if (generated < g.minNewTokens) for (const e of g.eos) if (e >= 0 && e < V) banned.push(e);
+  return { penalized, banned };
 }
 
 /** Eos can't win until enough new tokens exist. */

@@ -68,6 +68,11 @@ export interface CudaAddon {
   softmax(y: number, x: number, rows: number, cols: number): void;
   embedding(y: number, table: number, wtype: number, ids: number, n: number, dim: number): void;
   argmax(out: number, x: number, rows: number, cols: number): void;
+  /** native/cuda/train.cu and gemm.cc's gemm_rm, by op name (addon.cc lists each op's arguments). */
+  train(op: string, ...args: (number | boolean)[]): void;
+  /** native/cuda/sample.cu: out int32 [rows] from logits x [rows, cols] and meta (its layout there). */
+  sample(out: number, x: number, meta: number, rows: number, cols: number, temperature: number, topK: number, topP: number,
+    minP: number, penalty: number, doSample: boolean): void;
   fillRandom(ptr: number, wtype: number, n: number, seed: number, std: number): void;
   /** A bf16 n×n×n cuBLAS GEMM on random data: TFLOP/s. */
   gemmPeak(n: number, iters: number): number;

@@ -67,6 +67,32 @@ export class LoraLinear implements LinearLike {
     return a;
   }
 
+  /** Bumped by markChanged: device copies of the adapters older than this are made again. */
+  private version = 0;
+  private readonly deviceCopies = new WeakMap<LoraAdapter, { version: number; A: Tensor; Bs: Tensor; sBias: Tensor<'F32'> | null }>();
+
+  /**
+   * An adapter's A, B or bias changed in place (an optimizer step, a direct edit): a device backend uploads them again
+   * at the next forward. The host backends read the arrays themselves and need no call.
+   */
+  markChanged(): void { this.version++; }
+
+  /** A, scaling·B and scaling·bias on the backend's device, uploaded once per version. */
+  private deviceCopy(a: LoraAdapter) {
+    const hit = this.deviceCopies.get(a);
+    if (hit && hit.version === this.version) return hit;
+    const be = this.backend, s = a.scaling;
+    if (hit) be.release?.(hit.A, hit.Bs, hit.sBias);
+    const c = {
+      version: this.version,
+      A: be.upload(Tensor.f32([a.r, this.inFeatures], a.A)),
+      Bs: be.upload(Tensor.f32([this.outFeatures, a.r], Float32Array.from(a.B, (v) => s * v))),
+      sBias: a.bias ? be.upload(Tensor.f32([this.outFeatures], Float32Array.from(a.bias, (v) => s * v))) : null,
+    };
+    this.deviceCopies.set(a, c);
+    return c;
+  }
+
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
     const y = this.base.forward(x);
     if (this.disabled) return y;
@@ -74,6 +100,15 @@ export class LoraLinear implements LinearLike {
     for (const name of this.active) {
       if (this.merged.includes(name)) continue;
       const a = this.adapters.get(name)!;
+      if (this.backend.device !== 'cpu') {
+        // On a device: y += (x·Aᵀ)·(s·B)ᵀ + s·bias with the adapter's device copies (the scaling folded into B).
+        const be = this.backend, c = this.deviceCopy(a), t = be.empty('F32', [M, a.r]), d = be.empty('F32', [M, N]);
+        be.matmul(x.reshape([M, this.inFeatures]), c.A, null, t);
+        be.matmul(t, c.Bs, c.sBias, d);
+        be.add(y.reshape([M, N]), d, y.reshape([M, N]));
+        be.release?.(t, d);
+        continue;
+      }
       const t = Tensor.zeros('F32', [M, a.r]);
       this.backend.matmul(x.reshape([M, this.inFeatures]), Tensor.f32([a.r, this.inFeatures], a.A), null, t);
       const d = Tensor.zeros('F32', [M, N]);
@@ -384,11 +419,13 @@ export class PeftModel {
 export function countBaseParameters(model: CausalLM): number {
   let n = 0;
   const seen = new Set<unknown>();
+  // A tensor's identity: its device storage, or its host array (tied weights share either).
+  const key = (t: Tensor) => t.storage ?? t.data;
   for (const [, lin] of model.linears()) {
     const l = lin instanceof LoraLinear ? lin.base : lin;
     if (l instanceof Linear) {
-      if (seen.has(l.weight.data)) continue;
-      seen.add(l.weight.data);
+      if (seen.has(key(l.weight))) continue;
+      seen.add(key(l.weight));
       n += l.weight.numel + (l.bias?.numel ?? 0);
     } else if (l instanceof QuantLinear) {
       const qw = l.qweight as QuantizedWeight;
@@ -396,8 +433,8 @@ export function countBaseParameters(model: CausalLM): number {
       n += qw.shape[0] * qw.shape[1] + (l.bias?.numel ?? 0);
     }
   }
-  const extra = (model as CausalLM & { nonLinearParameters?: () => { data: unknown; numel: number }[] }).nonLinearParameters?.() ?? [];
-  for (const t of extra) if (!seen.has(t.data)) { seen.add(t.data); n += t.numel; }
+  const extra = (model as CausalLM & { nonLinearParameters?: () => Tensor[] }).nonLinearParameters?.() ?? [];
+  for (const t of extra) if (!seen.has(key(t))) { seen.add(key(t)); n += t.numel; }
   return n;
 }
 

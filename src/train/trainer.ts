@@ -13,6 +13,7 @@ import { PyRandom } from '../util/pyrandom.js';
 import { lossChart } from './chart.js';
 import { collate, type TrainExample } from './data.js';
 import { TrainEngine } from './engine.js';
+import { CudaTrainEngine } from './device-engine.js';
 import { makeFullyTrainable, type FullParam } from './full.js';
 import { AdamW, clipGradNorm, lrLambda, SCHEDULERS, type Param, type SchedulerType } from './optim.js';
 
@@ -96,7 +97,8 @@ export interface TrainerOptions {
 
 export class Trainer {
   readonly args: TrainingArguments;
-  readonly engine: TrainEngine;
+  /** TrainEngine on the host backends; CudaTrainEngine for a model on the cuda backend (same surface). */
+  readonly engine: TrainEngine | CudaTrainEngine;
   readonly params: Param[];
   readonly optimizer: AdamW;
   readonly maxSteps: number;
@@ -120,7 +122,8 @@ export class Trainer {
       trainable.set(t.values, g);
       baseParams.push({ name: k, p: t.values, g, decay: t.decay });
     }
-    this.engine = new TrainEngine(model, { gradientCheckpointing: a.gradientCheckpointing || model.gradientCheckpointing, training: true, seed: a.seed, trainable });
+    const eo = { gradientCheckpointing: a.gradientCheckpointing || model.gradientCheckpointing, training: true, seed: a.seed, trainable };
+    this.engine = model.backend.device === 'cuda' ? new CudaTrainEngine(model, eo) : new TrainEngine(model, eo);
     this.engine.zeroGrad();
     this.params = [];
     for (const [l, g] of this.engine.grads) {
@@ -202,6 +205,7 @@ export class Trainer {
       const gradNorm = clipGradNorm(this.params, a.maxGradNorm);
       const lr = a.learningRate * lrLambda(a.lrSchedulerType, s, this.warmup, this.maxSteps);
       this.optimizer.step(lr);
+      for (const l of this.engine.grads.keys()) l.markChanged();  // a device forward (evaluation, generate) re-uploads them
       sinceLog.loss += loss;
       sinceLog.steps++;
       this.o.onStep?.(s + 1, this.maxSteps);

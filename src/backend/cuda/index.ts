@@ -11,6 +11,7 @@ import { checkCopy } from '../host.js';
 import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
+import { IGNORE_INDEX, type AttentionShape } from '../../train/ops.js';
 import { bnb4Scales, type AwqQuantizedWeight, type Bnb4QuantizedWeight, type GptqQuantizedWeight, type Int8QuantizedWeight, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
 import { codeValue } from '../../quant/bnb4.js';
 import { gptqGroupParams } from '../../quant/gptq-format.js';
@@ -357,6 +358,21 @@ export const cudaBackend: Backend & {
     return false;
   },
 
+  matmulT(dy, w, out) {
+    const [N, K] = w.shape as [number, number], M = dy.numel / N;
+    if (w.shape.length !== 2 || dy.numel !== M * N || out.numel !== M * K) throw new RangeError(`cuda matmulT: dy [${dy.shape}], w [${w.shape}], out [${out.shape}]`);
+    cudaTrain.gemm(dy, w, M, K, N, false, false, out);
+  },
+
+  matmulQT(dy, qw, out) {
+    const [N, K] = qw.shape, M = dy.numel / N;
+    if (dy.numel !== M * N || out.numel !== M * K) throw new RangeError(`cuda matmulQT: dy [${dy.shape}], weight [${qw.shape}], out [${out.shape}]`);
+    const w = cudaDequantize(qw);
+    cudaTrain.gemm(dy, w, M, K, N, false, false, out);
+    this.release!(w);
+    return true;
+  },
+
   matmulSiluMul(x, gate, up, gateBias, upBias, out) {
     const K = x.shape[x.shape.length - 1], M = x.numel / K;
     if (gate instanceof Tensor && up instanceof Tensor) {
@@ -488,11 +504,168 @@ export const cudaBackend: Backend & {
 
   greedyIds(logits) { return this.argmax(logits); },
 
+  sampleIds(logits, step) {
+    const V = logits.shape[logits.shape.length - 1], rows = logits.numel / V;
+    if (step.u.length !== rows || step.penalized.length !== rows || step.banned.length !== rows) {
+      throw new RangeError(`cuda sampleIds: logits have ${rows} rows, the step's inputs ${step.u.length}/${step.penalized.length}/${step.banned.length}`);
+    }
+    // meta (native/cuda/sample.cu): u as float64 [rows], per row (penStart, penEnd, banStart, banEnd), then the ids.
+    let n = 6 * rows;
+    for (let r = 0; r < rows; r++) n += step.penalized[r].length + step.banned[r].length;
+    const meta = new Int32Array(n);
+    new Float64Array(meta.buffer, 0, rows).set(step.u);
+    let at = 6 * rows;
+    for (let r = 0; r < rows; r++) {
+      for (const [k, ids] of [[0, step.penalized[r]], [2, step.banned[r]]] as const) {
+        meta[2 * rows + 4 * r + k] = at;
+        for (let i = 0; i < ids.length; i++) {
+          const id = ids[i];
+          if (!(id >= 0 && id < V)) throw new RangeError(`cuda sampleIds: token id ${id} of row ${r} is outside the vocabulary (${V})`);
+          meta[at++] = id;
+        }
+        meta[2 * rows + 4 * r + k + 1] = at;
+      }
+    }
+    const metaT = this.upload(new Tensor('I32', [n], meta)), out = newTensor('I32', [rows], false);
+    addon().sample(dev('sampleIds', 'out', out), devF32('sampleIds', 'logits', logits), dev('sampleIds', 'meta', metaT), rows, V,
+      step.temperature, step.topK, step.topP, step.minP, step.repetitionPenalty, step.doSample);
+    const ids = this.download(out).data as Int32Array;
+    this.release!(metaT, out);
+    return ids;
+  },
+
   decoder: (model, cache) => new CudaDecodeGraph(model, cache),
 
   mark: () => addon().eventRecord(),
   elapsed: (a, b) => addon().eventElapsed(a, b),
 };
+
+/**
+ * The training ops on the device (native/cuda/train.cu), twins of src/train/ops.ts (test/cuda.test.ts compares them):
+ * forwards that keep what their backward needs, backwards, the causal-LM loss and a general float32 GEMM. Every
+ * tensor is a cuda F32 tensor laid out as in ops.ts; outputs are new tensors. For the training engine's device path.
+ */
+export const cudaTrain = {
+  rmsnormForward(x: Tensor<'F32'>, w: Tensor<'F32'>, eps: number): { y: Tensor<'F32'>; rstd: Tensor<'F32'> } {
+    const D = w.numel, rows = x.numel / D, y = newTensor('F32', x.shape, false), rstd = newTensor('F32', [rows], false);
+    addon().train('rmsnormFwd', p('y', y), p('rstd', rstd), p('x', x), p('w', w), rows, D, eps);
+    return { y, rstd };
+  },
+  /** dx; dw (when given) += Σ_rows dy⊙x·rstd. */
+  rmsnormBackward(dy: Tensor<'F32'>, w: Tensor<'F32'>, x: Tensor<'F32'>, rstd: Tensor<'F32'>, dw: Tensor<'F32'> | null): Tensor<'F32'> {
+    const D = w.numel, rows = dy.numel / D, dx = newTensor('F32', dy.shape, false);
+    addon().train('rmsnormBwd', p('dx', dx), dw ? p('dw', dw) : 0, p('dy', dy), p('w', w), p('x', x), p('rstd', rstd), rows, D);
+    return dx;
+  },
+  layernormForward(x: Tensor<'F32'>, w: Tensor<'F32'>, b: Tensor<'F32'>, eps: number): { y: Tensor<'F32'>; xhat: Tensor<'F32'>; rstd: Tensor<'F32'> } {
+    const D = w.numel, rows = x.numel / D;
+    const y = newTensor('F32', x.shape, false), xhat = newTensor('F32', x.shape, false), rstd = newTensor('F32', [rows], false);
+    addon().train('layernormFwd', p('y', y), p('xhat', xhat), p('rstd', rstd), p('x', x), p('w', w), p('b', b), rows, D, eps);
+    return { y, xhat, rstd };
+  },
+  /** dx; dw += Σ dy⊙x̂ and db += Σ dy when given (both or neither). */
+  layernormBackward(dy: Tensor<'F32'>, w: Tensor<'F32'>, xhat: Tensor<'F32'>, rstd: Tensor<'F32'>, dw: Tensor<'F32'> | null, db: Tensor<'F32'> | null): Tensor<'F32'> {
+    if (!dw !== !db) throw new TypeError('cuda layernormBackward: dw and db come together');
+    const D = w.numel, rows = dy.numel / D, dx = newTensor('F32', dy.shape, false);
+    addon().train('layernormBwd', p('dx', dx), dw ? p('dw', dw) : 0, db ? p('db', db) : 0, p('dy', dy), p('w', w), p('xhat', xhat), p('rstd', rstd), rows, D);
+    return dx;
+  },
+  siluMulBackward(dy: Tensor<'F32'>, g: Tensor<'F32'>, u: Tensor<'F32'>): { dg: Tensor<'F32'>; du: Tensor<'F32'> } {
+    const dg = newTensor('F32', dy.shape, false), du = newTensor('F32', dy.shape, false);
+    addon().train('siluMulBwd', p('dg', dg), p('du', du), p('dy', dy), p('g', g), p('u', u), dy.numel);
+    return { dg, du };
+  },
+  reluBackward(dy: Tensor<'F32'>, x: Tensor<'F32'>): Tensor<'F32'> {
+    const dx = newTensor('F32', dy.shape, false);
+    addon().train('reluBwd', p('dx', dx), p('dy', dy), p('x', x), dy.numel);
+    return dx;
+  },
+  /**
+   * ops.causalLmLoss on logits [B·T, V] (labels on the host, checked there): the loss, the scored count and dlogits
+   * (a new tensor; the per-row losses come down, the logits do not).
+   */
+  causalLmLoss(logits: Tensor<'F32'>, labels: ArrayLike<number>, B: number, T: number, V: number, divisor?: number): { loss: number; count: number; dlogits: Tensor<'F32'> } {
+    const targets = new Int32Array(B * T).fill(IGNORE_INDEX);
+    let count = 0;
+    for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) {
+      const y = labels[b * T + t + 1];
+      if (y === IGNORE_INDEX) continue;
+      if (!(Number.isInteger(y) && y >= 0 && y < V)) throw new RangeError(`causalLmLoss: label ${y} at [${b}, ${t + 1}] is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
+      targets[b * T + t] = y;
+      count++;
+    }
+    const div = divisor ?? count;
+    const tg = cudaBackend.upload(new Tensor('I32', [B * T], targets)), dl = newTensor('F32', logits.shape, false), nll = newTensor('F32', [B * T], false);
+    addon().train('causalLmLoss', p('dlogits', dl), p('nll', nll), p('logits', logits), dev('train', 'targets', tg), B * T, V, div);
+    const rows = cudaBackend.download(nll).f32;
+    let sum = 0;
+    for (const v of rows) sum += v;
+    cudaBackend.release!(tg, nll);
+    return { loss: div > 0 ? sum / div : 0, count, dlogits: dl };
+  },
+  /** o [B, T, H, hd] and the probabilities P [B, H, T, T] (what the backward needs besides q, k, v). */
+  attentionForward(q: Tensor<'F32'>, k: Tensor<'F32'>, v: Tensor<'F32'>, sh: AttentionShape): { o: Tensor<'F32'>; P: Tensor<'F32'> } {
+    const { B, T, H, nKV, hd, scale, keyMask, window } = sh;
+    const o = newTensor('F32', [B, T, H, hd], false), P = newTensor('F32', [B, H, T, T], false);
+    addon().train('attentionFwd', p('o', o), p('P', P), p('q', q), p('k', k), p('v', v), keyMask ? small(keyMask) : 0, B, T, H, nKV, hd, scale, window);
+    return { o, P };
+  },
+  /** LoRA dropout on the device: drop = 1/(1 − p) or 0 per element from a hash of (seed, index); xd = x⊙drop. */
+  dropout(x: Tensor<'F32'>, prob: number, seed: number): { xd: Tensor<'F32'>; drop: Tensor<'F32'> } {
+    const xd = newTensor('F32', x.shape, false), drop = newTensor('F32', x.shape, false);
+    addon().train('dropout', p('xd', xd), p('drop', drop), p('x', x), x.numel, prob, seed >>> 0);
+    return { xd, drop };
+  },
+  /** y += a⊙b. */
+  mulAdd(y: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>): void {
+    if (a.numel !== y.numel || b.numel !== y.numel) throw new RangeError('cuda mulAdd: sizes differ');
+    addon().train('mulAdd', p('y', y), p('a', a), p('b', b), y.numel);
+  },
+  /** dq, dk, dv; P is overwritten (it holds dS after). */
+  attentionBackward(dO: Tensor<'F32'>, q: Tensor<'F32'>, k: Tensor<'F32'>, v: Tensor<'F32'>, P: Tensor<'F32'>, sh: AttentionShape): { dq: Tensor<'F32'>; dk: Tensor<'F32'>; dv: Tensor<'F32'> } {
+    const { B, T, H, nKV, hd, scale } = sh;
+    const dq = newTensor('F32', q.shape, false), dk = newTensor('F32', k.shape, false), dv = newTensor('F32', v.shape, false);
+    addon().train('attentionBwd', p('dq', dq), p('dk', dk), p('dv', dv), p('P', P), p('dO', dO), p('q', q), p('k', k), p('v', v), B, T, H, nKV, hd, scale);
+    return { dq, dk, dv };
+  },
+  /**
+   * Row-major C [M, N] = op(A) [M, K] · op(B) [K, N] (A stored [K, M] when ta, B stored [N, K] when tb), into `into`
+   * (added to it when accumulate) or a new tensor. B may be BF16/F16 (A is rounded to it, as matmul does).
+   */
+  gemm(A: Tensor<'F32'>, B: Tensor, M: number, N: number, K: number, ta: boolean, tb: boolean, into?: Tensor<'F32'>, accumulate = false): Tensor<'F32'> {
+    if (A.numel !== M * K || B.numel !== K * N) throw new RangeError(`cuda gemm: A holds ${A.numel} values, B ${B.numel}, for M ${M}, N ${N}, K ${K}`);
+    if (!FLOAT_WEIGHTS.includes(B.dtype)) throw new TypeError(`cuda gemm: B is ${B.dtype} (F32, BF16 or F16)`);
+    const C = into ?? newTensor('F32', [M, N], false);
+    if (C.numel !== M * N) throw new RangeError(`cuda gemm: C holds ${C.numel} values, not ${M}×${N}`);
+    addon().train('gemm', p('C', C), p('A', A), dev('gemm', 'B', B), WTYPE[B.dtype as 'F32' | 'BF16' | 'F16'], M, N, K, ta, tb, accumulate);
+    return C;
+  },
+};
+
+function p(what: string, t: Tensor): number { return devF32('train', what, t); }
+
+/**
+ * A quantized weight dequantized on the device into a new [N, K] tensor, as its prefill product uses it: GPTQ/AWQ
+ * float16, NF4/FP4 in the weight's dtype (dequantize_4bit), LLM.int8 float32 (dequantizeInt8). The caller releases it.
+ */
+export function cudaDequantize(qw: QuantizedWeight): Tensor {
+  const [N, K] = qw.shape, a = addon();
+  if (QG.includes(qw.format)) {
+    const l = qgOf('dequantize', qw), w = newTensor('F16', [N, K], false);
+    a.train('qgDequant', dev('dequantize', 'w', w), l.bits, l.K, l.nc, l.G, l.nG, l.perm ? dev('dequantize', 'perm', l.perm) : 0,
+      dev('dequantize', 'codes', l.codes), dev('dequantize', 'scales', l.scales), dev('dequantize', 'zeros', l.zeros), N);
+    return w;
+  }
+  if (B4.includes(qw.format)) {
+    const l = cudaB4Layout(qw as Bnb4QuantizedWeight);
+    const dtype = l.wt === WTYPE.F32 ? 'F32' : l.wt === WTYPE.BF16 ? 'BF16' : 'F16', w = newTensor(dtype, [N, K], false);
+    a.train('b4Dequant', dev('dequantize', 'w', w), l.wt, dev('dequantize', 'packed', l.packed), devF32('dequantize', 'absmax', l.absmax), small(l.lut), N * K, l.blocksize);
+    return w;
+  }
+  const l = cudaInt8Layout(qw as Int8QuantizedWeight), w = newTensor('F32', [N, K], false);
+  a.train('int8Dequant', p('w', w), dev('dequantize', 'CB', l.CB), devF32('dequantize', 'SCB', l.SCB), N, K);
+  return w;
+}
 
 /** Whether the cuda backend can run here, and why not. */
 export function cudaAvailable(): { ok: boolean; why?: string } {
