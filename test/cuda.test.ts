@@ -24,6 +24,9 @@ import { f32ToBf16, f32ToF16, type DType } from '../src/tensor/dtype.js';
 import { DeviceTensorError, Tensor } from '../src/tensor/tensor.js';
 import { argmax, goldenCases, maxRelErr, Rand, randomGptqCodes, relErr, ROOT } from './helpers.js';
 import { join } from 'node:path';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Trainer } from '../src/train/trainer.js';
 import { matmulQRef } from '../src/backend/ref/quant.js';
 import { packGptq, unpackGptq } from '../src/quant/gptq-format.js';
 import { packAwq, unpackAwq } from '../src/quant/awq-format.js';
@@ -708,5 +711,26 @@ describe('cuda training step (src/train/device-engine.ts) vs TrainEngine on the 
     close('lora forward', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
     for (const p of [pd, pc]) for (const l of p.loras.values()) { l.adapters.get('default')!.B.fill(0.01); l.markChanged(); }
     close('after markChanged', cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, 1e-5);
+  });
+});
+
+describe('Trainer on cuda (the CudaTrainEngine it picks for a cuda model)', { skip }, () => {
+  it('llama_gqa, LoRA without dropout: the cpu Trainer\'s loss curve; the adapter it writes loads back', async () => {
+    const dir = goldenCases().find((c) => c.name === 'llama_gqa')!.dir;
+    const out = mkdtempSync(join(tmpdir(), 'lowbit-cuda-trainer-'));
+    const run = async (device: 'cuda' | 'cpu') => {
+      const { model } = await fromPretrained(dir, device === 'cuda' ? { device: 'cuda' } : { backend: 'cpu' });
+      const V = model.config.vocab_size;
+      const peft = PeftModel.wrap(model, { r: 4, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'down_proj'], loraDropout: 0 }, { seed: 1 });
+      const trainDataset = Array.from({ length: 8 }, (_, i) => { const ids = Array.from({ length: 12 }, (_, t) => (3 * t + i) % V); return { ids, labels: ids.slice() }; });
+      const t = new Trainer({ peft, trainDataset, padId: 0, args: { outputDir: join(out, device), perDeviceTrainBatchSize: 2, maxSteps: 6, learningRate: 1e-2, loggingSteps: 1, saveSteps: 0, seed: 7 } });
+      assert.equal(t.engine instanceof CudaTrainEngine, device === 'cuda');
+      return t.train().logHistory.map((h) => h.loss);
+    };
+    const got = await run('cuda'), want = await run('cpu');
+    assert.ok(got[5] < got[0], `loss ${got[0]} → ${got[5]}`);
+    got.forEach((l, i) => assert.ok(Math.abs(l - want[i]) <= 1e-3 * Math.abs(want[i]), `step ${i + 1}: ${l} vs ${want[i]}`));
+    assert.ok(existsSync(join(out, 'cuda', 'adapter_model.safetensors')));
+    rmSync(out, { recursive: true, force: true });
   });
 });

@@ -18,7 +18,7 @@ import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../
 import { f32ToF16 } from '../tensor/dtype.js';
 import type { CausalLM, DecoderLM } from '../models/model.js';
 import { PeftModel } from '../peft/lora.js';
-import { CudaTrainEngine } from '../train/device-engine.js';
+import { CudaTrainEngine, trainProfile } from '../train/device-engine.js';
 import { AdamW, type Param } from '../train/optim.js';
 
 /** Formats `lowbit bench --device cuda` runs: the float model, GPTQ and AWQ 4-bit (group 128), NF4 (block 64), LLM.int8. */
@@ -213,6 +213,7 @@ function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device
   };
   step();
   fbMs = optMs = 0;
+  trainProfile.clear();
   const reps = 3;
   for (let i = 0; i < reps; i++) step();
   const forward = () => { cuda.release!(model.forward([Array.from(ids)])); cuda.synchronize(); };
@@ -225,6 +226,12 @@ function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device
   console.log(`step ${stepMs.toFixed(1)} ms (forward + backward ${(fbMs / reps).toFixed(1)}, AdamW on the host ${(optMs / reps).toFixed(1)}): ${(T / (stepMs / 1e3)).toFixed(0)} tokens/s`);
   console.log(`inference forward of the same tokens (all logits): ${fwdMs.toFixed(1)} ms; step/forward ${(stepMs / fwdMs).toFixed(2)}, forward+backward/forward ${(fbMs / reps / fwdMs).toFixed(2)}`);
   console.log(`model FLOPs at 6·params·tokens: ${(flops / (stepMs / 1e3) / 1e12).toFixed(1)} TFLOP/s (${(100 * flops / (stepMs / 1e3) / 1e12 / peak).toFixed(1)}% of peak)`);
+  if (trainProfile.size) {
+    // LOWBIT_TRAIN_PROFILE=1: each part synchronized on its own, so the step above is slower than without it.
+    let sum = 0;
+    for (const [part, ms] of [...trainProfile].sort((a, b) => b[1] - a[1])) { console.log(`  ${part.padEnd(22)} ${(ms / reps).toFixed(1).padStart(8)} ms a step`); sum += ms; }
+    console.log(`  ${'the rest'.padEnd(22)} ${((fbMs - sum) / reps).toFixed(1).padStart(8)} ms a step (norms, RoPE, SiLU·mul, adds, allocation)`);
+  }
   if (o.json) {
     writeFileSync(o.json, JSON.stringify({ shape: o.shape, format: o.format, device, train: { tokens: T, stepMs, forwardBackwardMs: fbMs / reps, adamwMs: optMs / reps, forwardMs: fwdMs, tokensPerSecond: T / (stepMs / 1e3), stepOverForward: stepMs / fwdMs, adapterParams, loss } }, null, 2));
   }

@@ -295,7 +295,8 @@ export function quantizeNested(absmax: Float32Array, code: Float32Array = create
   let sum = 0;
   for (const a of absmax) sum += a;
   const offset = f(sum / absmax.length);
-  const centred = Float32Array.from(absmax, (a) => f(a - offset));
+  const centred = new Float32Array(absmax.length);  // a plain loop: Float32Array.from with a map walks an iterator
+  for (let i = 0; i < absmax.length; i++) centred[i] = f(absmax[i] - offset);
   const { q, absmax: nested } = quantizeBlockwise8(centred, code, NESTED_BLOCKSIZE, rcp);
   return { qabsmax: q, nestedAbsmax: nested, nestedQuantMap: code, nestedBlocksize: NESTED_BLOCKSIZE, offset };
 }

@@ -19,7 +19,7 @@ import type { DecoderLM } from '../models/model.js';
 import { OPTForCausalLM } from '../models/opt.js';
 import { Linear, type LinearLike } from '../nn/layers.js';
 import { QuantLinear } from '../nn/quant.js';
-import { LoraLinear, type LoraAdapter } from '../peft/lora.js';
+import { LoraLinear, scaled, type LoraAdapter } from '../peft/lora.js';
 import type { QuantizedWeight } from '../quant/qweight.js';
 import { Tensor } from '../tensor/tensor.js';
 import { PyRandom } from '../util/pyrandom.js';
@@ -28,6 +28,22 @@ import type { AttentionShape } from './ops.js';
 
 type T = Tensor<'F32'>;
 const be = cudaBackend;
+
+/**
+ * LOWBIT_TRAIN_PROFILE=1: milliseconds by part of the step, each part synchronized before and after (the step gets
+ * slower; the shares are what to read). `lowbit bench --device cuda --train` prints them.
+ */
+export const trainProfile = new Map<string, number>();
+const PROFILE = process.env.LOWBIT_TRAIN_PROFILE === '1';
+function timed<R>(part: string, f: () => R): R {
+  if (!PROFILE) return f();
+  be.synchronize();
+  const t0 = performance.now();
+  const r = f();
+  be.synchronize();
+  trainProfile.set(part, (trainProfile.get(part) ?? 0) + performance.now() - t0);
+  return r;
+}
 
 /** An adapter's device copies for one step: A, s·B, s·bias, and its gradients once its linear's backward ran. */
 interface DevAdapter { a: LoraAdapter; A: T; Bs: T; sBias: T | null; gA: T | null; gB: T | null; gBias: T | null }
@@ -92,8 +108,8 @@ export class CudaTrainEngine {
       const s = a.scaling;
       d = {
         a, A: be.upload(new Tensor('F32', [a.r, lin.inFeatures], a.A)),
-        Bs: be.upload(new Tensor('F32', [lin.outFeatures, a.r], Float32Array.from(a.B, (v) => s * v))),
-        sBias: a.bias ? be.upload(new Tensor('F32', [1, lin.outFeatures], Float32Array.from(a.bias, (v) => s * v))) : null,
+        Bs: be.upload(new Tensor('F32', [lin.outFeatures, a.r], scaled(a.B, s))),
+        sBias: a.bias ? be.upload(new Tensor('F32', [1, lin.outFeatures], scaled(a.bias, s))) : null,
         gA: null, gB: null, gBias: null,
       };
       this.devs.set(lin, d);
@@ -103,11 +119,15 @@ export class CudaTrainEngine {
 
   linFwd(lin: LinearLike, x: T, M: number, seed: number): { y: T; rec: LinRec } {
     const lora = lin instanceof LoraLinear ? lin : null, base = lora ? lora.base : lin;
-    const y = base.forward(x);
+    const y = timed('base forward', () => base.forward(x));
     const a = lora ? this.active(lora) : null;
     const rec: LinRec = { lin, base, x, M, d: null, xd: null, drop: null, t: null };
     if (!a) return { y, rec };
-    const d = this.devAdapter(lora!, a), K = lin.inFeatures, N = lin.outFeatures;
+    const d = timed('adapters up', () => this.devAdapter(lora!, a)), K = lin.inFeatures, N = lin.outFeatures;
+    return timed('lora forward', () => this.loraFwd(d, a, x, y, rec, M, K, N, seed));
+  }
+
+  private loraFwd(d: DevAdapter, a: LoraAdapter, x: T, y: T, rec: LinRec, M: number, K: number, N: number, seed: number): { y: T; rec: LinRec } {
     let xd = x;
     if (this.opts.training !== false && a.dropout > 0) {
       const r = cudaTrain.dropout(x, a.dropout, seed);
@@ -126,10 +146,16 @@ export class CudaTrainEngine {
   linBwd(rec: LinRec, dy: T): T {
     const { M, lin, d, base } = rec, K = lin.inFeatures, N = lin.outFeatures;
     const dx = be.empty('F32', [M, K]);
-    if (base instanceof Linear) be.matmulT!(dy, base.weight, dx);
-    else if (base instanceof QuantLinear) be.matmulQT!(dy, base.qweight as QuantizedWeight, dx);
-    else throw new Error(`training: ${base.name} is a ${base.constructor.name}, whose input gradient is not known`);
+    timed('base input gradient', () => {
+      if (base instanceof Linear) be.matmulT!(dy, base.weight, dx);
+      else if (base instanceof QuantLinear) be.matmulQT!(dy, base.qweight as QuantizedWeight, dx);
+      else throw new Error(`training: ${base.name} is a ${base.constructor.name}, whose input gradient is not known`);
+    });
     if (!d) return dx;
+    return timed('lora backward', () => this.loraBwd(rec, d, dy, dx, M, K, N));
+  }
+
+  private loraBwd(rec: LinRec, d: DevAdapter, dy: T, dx: T, M: number, K: number, N: number): T {
     const r = d.a.r;
     // dB = dyᵀ·t (s applied on the host);  dt = s·dy·B;  dA = dtᵀ·xd;  dx += dt·A (through the dropout mask).
     d.gB = gemm(dy, rec.t!, N, r, M, true, false);
@@ -169,7 +195,7 @@ export class CudaTrainEngine {
         x = r.y;
       }
       const head = fam.headFwd(x, rng.getrandbits(31));
-      const ce = cudaTrain.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor);
+      const ce = timed('loss', () => cudaTrain.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor));
       free(head.logits);
       let dx = fam.headBwd(head.rec, ce.dlogits);
       free(ce.dlogits, x);
@@ -183,7 +209,7 @@ export class CudaTrainEngine {
       }
       fam.embedBwd(dx);
       free(dx, inputs[0]);
-      this.collectGrads();
+      timed('gradients down', () => this.collectGrads());
       return { loss: ce.loss, count: ce.count, ce: ce.loss, kd: null };
     } finally {
       for (const d of this.devs.values()) free(d.A, d.Bs, d.sBias, d.gA, d.gB, d.gBias);
@@ -237,7 +263,7 @@ class LlamaFamily {
     be.rope(q.y.reshape([M, nH, hd]), this.pos, this.inv);
     be.rope(k.y.reshape([M, nKV, hd]), this.pos, this.inv);
     const sh: AttentionShape = { B, T, H: nH, nKV, hd, scale: 1 / Math.sqrt(hd), keyMask: this.b.mask, window: c.layer_types[l] === 'sliding_attention' ? c.sliding_window! : 0 };
-    const at = cudaTrain.attentionForward(q.y, k.y, v.y, sh);
+    const at = timed('attention forward', () => cudaTrain.attentionForward(q.y, k.y, v.y, sh));
     const o = e.linFwd(L.proj.o_proj, at.o.reshape([M, nH * hd]), M, seed + 4);
     const x1 = add(x, o.y);
     free(o.y);
@@ -264,7 +290,7 @@ class LlamaFamily {
     be.add(dx1, dy, dx1);
     free(dn2);
     const dattn = e.linBwd(r.o.rec, dx1);
-    const { dq, dk, dv } = cudaTrain.attentionBackward(dattn, r.q.y, r.k.y, r.v.y, r.at.P, r.sh);
+    const { dq, dk, dv } = timed('attention backward', () => cudaTrain.attentionBackward(dattn, r.q.y, r.k.y, r.v.y, r.at.P, r.sh));
     free(dattn);
     be.rope(dq.reshape([M, c.num_attention_heads, c.head_dim]), this.neg, this.inv);
     be.rope(dk.reshape([M, c.num_key_value_heads, c.head_dim]), this.neg, this.inv);
