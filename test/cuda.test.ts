@@ -734,3 +734,18 @@ describe('Trainer on cuda (the CudaTrainEngine it picks for a cuda model)', { sk
     rmSync(out, { recursive: true, force: true });
   });
 });
+
+describe('cuda backend: quantizing on load (bitsandbytes NF4 and LLM.int8, on the host, then the codes go up)', { skip }, () => {
+  for (const [what, quantizationConfig, tol] of [
+    ['nf4 + double quant', { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true }, 2e-3],  // the cpu's decode takes int16 activations
+    ['int8', { loadIn8bit: true }, 1e-5],
+  ] as const) {
+    it(`${what}: 8 rows = the cpu backend's model quantized the same way`, async () => {
+      const dir = goldenCases().find((c) => c.name === 'llama_gqa')!.dir;
+      const { model } = await fromPretrained(dir, { device: 'cuda', quantizationConfig });
+      const { model: cpu } = await fromPretrained(dir, { backend: 'cpu', quantizationConfig });
+      const ids = [[1, 5, 9, 33, 2, 60, 63, 4]];
+      close(what, cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, tol);
+    });
+  }
+});

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KJV, lowbit } from './helpers.js';
+import { cudaAvailable } from '../src/backend/cuda/index.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-ftcli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -74,5 +75,17 @@ describe('lowbit finetune / merge / --adapter', () => {
     r = lowbit('generate', KJV, '--adapter', join(tmp, 'nowhere'), '--prompt', 'x');
     assert.notEqual(r.code, 0);
     assert.match(r.err, /nowhere: no adapter_config\.json/);
+    // --device: cuda trains LoRA adapters; what trains on the cpu only is named; without a GPU, why it cannot run.
+    r = lowbit('finetune', KJV, '--data', held, '--device', 'tpu', '--out', join(tmp, 'x'));
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /--device "tpu" is unknown/);
+    r = lowbit('finetune', KJV, '--data', held, '--device', 'cuda', '--full', '--out', join(tmp, 'x'));
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /--full trains on the cpu backend/);
+    if (!cudaAvailable().ok) {
+      r = lowbit('finetune', KJV, '--data', held, '--device', 'cuda', '--quantize', 'nf4', '--out', join(tmp, 'x'));
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /--device cuda: /);
+    }
   });
 });

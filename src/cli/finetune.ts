@@ -15,6 +15,7 @@ import { Trainer, type LogEntry } from '../train/trainer.js';
 import { SCHEDULERS, type SchedulerType } from '../train/optim.js';
 import { intOpt, numOpt, parseCommand, renderProgress, UsageError } from './args.js';
 import { setThreadsOption } from './common.js';
+import { cudaAvailable } from '../backend/cuda/index.js';
 
 export const finetuneHelp = `lowbit finetune — train a LoRA adapter (QLoRA on a quantized base) and save it in PEFT's format
 
@@ -59,6 +60,9 @@ Options:
   --resume                continue from the newest checkpoint-N in DIR
   --seed S                (default 42)
   --threads N             CPU threads
+  --device cpu|cuda       where the model loads and trains (default cpu). cuda: an NVIDIA GPU (the base quantized on
+                          the host with --quantize nf4/fp4/int8, then trained on the device); LoRA adapters only
+                          (--full, --teacher, --bias all/lora_only and --modules-to-save train on the cpu)
   --teacher MODEL         knowledge distillation from a larger model with the same tokenizer: the loss becomes
                           (1 − A)·CE + A·T²·KL(teacher ‖ student) on logits softened by T
   --distill-alpha A       weight of the KL term (default 0.5)
@@ -77,7 +81,7 @@ const OPTIONS = {
   'max-grad-norm': { type: 'string' }, seqlen: { type: 'string' }, 'data-range': { type: 'string' }, packing: { type: 'boolean', default: false },
   'assistant-only': { type: 'boolean', default: false }, 'gradient-checkpointing': { type: 'boolean', default: false },
   'logging-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'boolean', default: false }, seed: { type: 'string' },
-  threads: { type: 'string' }, revision: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
+  threads: { type: 'string' }, device: { type: 'string' }, revision: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
   teacher: { type: 'string' }, 'distill-alpha': { type: 'string' }, 'distill-temperature': { type: 'string' },
   bias: { type: 'string' }, 'modules-to-save': { type: 'string' }, full: { type: 'boolean', default: false },
 } as const;
@@ -88,12 +92,12 @@ function biasOpt(b: string | undefined): 'none' | 'all' | 'lora_only' {
   throw new UsageError(`--bias "${b}" is unknown (choose none, all or lora_only)`);
 }
 
-async function loadBase(id: string, q: string | undefined, dq: boolean, data: string, seqlen: number, revision?: string): Promise<LoadedModel> {
+async function loadBase(id: string, q: string | undefined, dq: boolean, data: string, seqlen: number, revision: string | undefined, device: 'cpu' | 'cuda'): Promise<LoadedModel> {
   const progress = renderProgress({ ttyOnly: true });
-  if (q === undefined) return fromPretrained(id, { revision, onProgress: progress });
-  if (q === 'nf4' || q === 'fp4') return fromPretrained(id, { revision, onProgress: progress, quantizationConfig: { loadIn4bit: true, bnb4bitQuantType: q, bnb4bitUseDoubleQuant: dq } });
-  if (q === 'int8') return fromPretrained(id, { revision, onProgress: progress, quantizationConfig: { loadIn8bit: true } });
-  if (q === 'gptq4') return fromPretrained(id, { revision, onProgress: progress, quantizationConfig: new GPTQConfig({ bits: 4, groupSize: 128, dataset: data, nsamples: 32, seqlen }) });
+  if (q === undefined) return fromPretrained(id, { revision, onProgress: progress, device });
+  if (q === 'nf4' || q === 'fp4') return fromPretrained(id, { revision, onProgress: progress, device, quantizationConfig: { loadIn4bit: true, bnb4bitQuantType: q, bnb4bitUseDoubleQuant: dq } });
+  if (q === 'int8') return fromPretrained(id, { revision, onProgress: progress, device, quantizationConfig: { loadIn8bit: true } });
+  if (q === 'gptq4') return fromPretrained(id, { revision, onProgress: progress, device, quantizationConfig: new GPTQConfig({ bits: 4, groupSize: 128, dataset: data, nsamples: 32, seqlen }) });
   throw new UsageError(`--quantize "${q}" is unknown (choose nf4, fp4, int8 or gptq4)`);
 }
 
@@ -111,7 +115,16 @@ export async function runFinetune(argv: string[]): Promise<number> {
   if (!SCHEDULERS.includes(scheduler)) throw new UsageError(`--scheduler "${v.scheduler}" is unknown (choose ${SCHEDULERS.join(', ')})`);
   const targets = (v['target-modules'] ?? 'q_proj,k_proj,v_proj,o_proj').split(',').map((s) => s.trim()).filter(Boolean);
 
-  const m = await loadBase(positionals[0], v.quantize, v['double-quant']!, v.data, seqlenFlag ?? 256, v.revision);
+  const device = v.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device "${device}" is unknown (choose cpu or cuda)`);
+  if (device === 'cuda') {
+    const cpuOnly = [['--full', v.full], ['--teacher', v.teacher !== undefined], ['--bias', v.bias !== undefined && v.bias !== 'none'],
+      ['--modules-to-save', v['modules-to-save'] !== undefined], ['--quantize gptq4', v.quantize === 'gptq4']] as const;
+    for (const [flag, on] of cpuOnly) if (on) throw new UsageError(`${flag} trains on the cpu backend for now; leave out --device cuda (the GPU trains LoRA adapters)`);
+    const st = cudaAvailable();
+    if (!st.ok) throw new UsageError(`--device cuda: ${st.why}`);
+  }
+  const m = await loadBase(positionals[0], v.quantize, v['double-quant']!, v.data, seqlenFlag ?? 256, v.revision, device);
   if (!m.tokenizer) throw new UsageError(`${m.dir}: no tokenizer.json, so the training text cannot be tokenized`);
   const seqlen = Math.min(seqlenFlag ?? 256, m.model.maxPositions);
   const data = loadTrainingData(v.data, m.tokenizer, { seqlen, range, packing: v.packing, assistantOnly: v['assistant-only'] });

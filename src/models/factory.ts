@@ -107,7 +107,8 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
     throw new UnsupportedModelError(`${w.source}: ${name}: AWQ cannot quantize a layer while the model loads (its scale search needs calibration `
       + 'data run through the model block by block); load the float model and quantize it with the AWQ driver, or load an AWQ checkpoint');
   }
-  const t = w.matrix(`${name}.weight`, [out, inp]);
+  // Quantized on the host (a device backend gets the codes; their layout goes up at the layer's first matmul).
+  const t = w.unplaced().matrix(`${name}.weight`, [out, inp]);
   const x = t.toF32();                                                 // a new array: the mapping is never written
   if (spec.format === 'int8') return fromInt8(quantizeInt8(x, [out, inp]), spec.threshold);
   return fromBnb4(quantize4bit(x, [out, inp], {

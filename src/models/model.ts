@@ -121,8 +121,8 @@ export class Weights {
     return this.place(t.dtype === 'F32' ? (t as Tensor<'F32'>) : new Tensor('F32', t.shape, toF32Array(t.dtype, t.data)));
   }
 
-  /** This view without uploads (reads still recorded). */
-  private unplaced(): Weights {
+  /** This view without uploads (reads still recorded): quantize-on-load reads the float weights on the host. */
+  unplaced(): Weights {
     if (!this.placed) return this;
     const v = new Weights(this.tensors, this.source);
     v.read = this.read;

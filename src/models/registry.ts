@@ -24,14 +24,13 @@ export interface BuildOptions {
 }
 
 export function buildModel(config: ModelConfig, weights: Weights, backend: Backend, opts: BuildOptions = {}): CausalLM {
-  // Off the CPU, a checkpoint saved quantized loads where the backend has its format's kernel (cuda: all of them);
-  // quantizing on load runs on the cpu backend.
-  const stored = config.quantization_config;
-  const storedFormats: QuantFormat[] = !stored ? [] : stored.method === 'bitsandbytes' ? [stored.format] : [stored.method];
-  if (backend.device !== 'cpu' && (opts.quantize || (stored && !backend.supports('matmulQ', storedFormats)))) {
-    const what = stored ? `a ${storedFormats.join('/')} checkpoint` : 'quantizing on load';
-    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: ` +
-      (stored ? `the ${backend.name} backend has no kernel for ${storedFormats.join('/')}` : 'quantizing runs on the cpu backend: quantize there, save, and load the result') + '. Use the cpu backend');
+  // Off the CPU, a quantized model (saved so, or bitsandbytes-quantized on load: on the host, then its codes go up)
+  // loads where the backend has its format's kernel (cuda: all of them).
+  const stored = config.quantization_config, spec = stored ?? opts.quantize ?? null;
+  const formats: QuantFormat[] = !spec ? [] : spec.method === 'bitsandbytes' ? [spec.format] : [spec.method];
+  if (backend.device !== 'cpu' && spec && !backend.supports('matmulQ', formats)) {
+    const what = stored ? `a ${formats.join('/')} checkpoint` : `quantizing to ${formats.join('/')} on load`;
+    throw new ConfigError(`${weights.source}: ${what} on the ${backend.name} backend: the ${backend.name} backend has no kernel for ${formats.join('/')}. Use the cpu backend`);
   }
   const model = construct(config, weights.onto(backend), backend, opts);
   warnUnused(config, weights, model);
