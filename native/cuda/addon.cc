@@ -563,7 +563,9 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
 //   siluMulBwd(dg, du, dy, g, u, n)    reluBwd(dx, dy, x, n)    causalLmLoss(dl, nll, logits, targets, rows, V, div)
 //   attentionFwd(o, P, q, k, v, keyMask|0, B, T, H, nKV, hd, scale, window)
 //   attentionBwd(dq, dk, dv, P, dO, q, k, v, B, T, H, nKV, hd, scale)
-//   gemm(C, A, B, btype, M, N, K, ta, tb, accumulate)
+//   gemm(C, A, B, btype, M, N, K, ta, tb, accumulate, alpha)
+//   adamw(p, g, m, v, n, lr, beta1, beta2, eps, decay, stepSize, bc2s, clip)   sumsq(partials f64 [64], g, n)
+//   scaleCopy(dst, src, n, s)    zero(ptr, bytes)
 //   dropout(xd, drop, x, n, p, seed)    mulAdd(y, a, b, n)
 //   b4Dequant(w, wtype, packed, absmax, lut, n, blocksize)    int8Dequant(w, CB, SCB, N, K)
 //   qgDequant(w, bits, K, nc, G, nG, perm|0, codes, scales, zeros, N)
@@ -588,7 +590,13 @@ Napi::Value Train(const Napi::CallbackInfo& info) {
     train_attention_bwd(P(1), P(2), P(3), P(4), P(5), P(6), P(7), P(8), int(I(9)), int(I(10)), int(I(11)), int(I(12)), int(I(13)), F(14));
   else if (op == "gemm")
     gemm_rm(P(1), P(2), ptr<const void>(info, 3, "B"), wtype(info, 4), I(5), I(6), I(7), info[8].ToBoolean(), info[9].ToBoolean(),
-            info[10].ToBoolean());
+            info[10].ToBoolean(), F(11));
+  else if (op == "adamw")
+    train_adamw(P(1), P(2), P(3), P(4), I(5), num(info, 6, "lr"), num(info, 7, "beta1"), num(info, 8, "beta2"), num(info, 9, "eps"),
+                num(info, 10, "decay"), num(info, 11, "stepSize"), num(info, 12, "bc2s"), num(info, 13, "clip"));
+  else if (op == "sumsq") train_sumsq(ptr<double>(info, 1, "partials"), P(2), I(3));
+  else if (op == "scaleCopy") train_scale_copy(P(1), P(2), I(3), num(info, 4, "scale"));
+  else if (op == "zero") cuda_check(cudaMemsetAsync(ptr<void>(info, 1, "ptr"), 0, size_t(I(2)), stream()), "cudaMemsetAsync (zero)");
   else if (op == "dropout") train_dropout(P(1), P(2), P(3), I(4), F(5), uint32_t(I(6)));
   else if (op == "mulAdd") train_mul_add(P(1), P(2), P(3), I(4));
   else if (op == "b4Dequant")

@@ -109,9 +109,16 @@ void int8_dequant(float* w, const int8_t* CB, const float* SCB, int64_t N, int64
 // C [M, N] = CA [M, K] (row stride ldCA) · CB [N, K]ᵀ in exact int32 by cuBLAS (gemm.cc); false where cuBLAS is absent or
 // K is not a multiple of 4 (the caller then uses its own kernel).
 bool int8_gemm_s32(int32_t* C, const int8_t* CB, const int8_t* CA, int64_t M, int64_t N, int64_t K, int64_t ldCA);
-// Row-major C [M, N] (+)= op(A) [M, K] · op(B) [K, N], op a transpose where asked (A [K, M] when ta, B [N, K] when tb);
-// A float32, B of WType bt (A rounded to it when 16-bit, as matmul does); cuBLAS, float32 accumulation (gemm.cc).
-void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate);
+// Row-major C [M, N] (+)= alpha·op(A) [M, K] · op(B) [K, N], op a transpose where asked (A [K, M] when ta, B [N, K] when
+// tb); A float32, B of WType bt (A rounded to it when 16-bit, as matmul does); cuBLAS, float32 accumulation (gemm.cc).
+void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate, float alpha);
+// The optimizer on the device (train.cu): AdamW as src/train/optim.ts (float64 arithmetic, float32 state) with the
+// gradient first scaled by clip; Σ g² in float64, one partial per block into partials[0, kSumsqBlocks); dst = s·src.
+constexpr int kSumsqBlocks = 64;
+void train_adamw(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1, double b2, double eps, double decay,
+                 double stepSize, double bc2s, double clip);
+void train_sumsq(double* partials, const float* g, int64_t n);
+void train_scale_copy(float* dst, const float* src, int64_t n, double s);
 // train.cu: src/train/ops.ts's training ops on the device.
 void train_rmsnorm_fwd(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps);
 void train_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* w, const float* x, const float* rstd, int64_t rows, int64_t D);

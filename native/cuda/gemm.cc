@@ -122,13 +122,13 @@ void matmul(float* y, const float* x, const void* w, int wt, const float* bias, 
   if (bias) bias_rows(y, bias, M, N);
 }
 
-void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate) {
+void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate, float alpha) {
   if (M == 0 || N == 0) return;
   Cublas& c = cublas();
   if (!c.lib) throw CudaError("gemm needs cuBLAS: " + c.why);
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) throw CudaError("gemm: a dimension is above cuBLAS's int range");
   check(c.set_stream(c.handle, stream()), "SetStream");
-  const float one = 1.f, beta = accumulate ? 1.f : 0.f;
+  const float beta = accumulate ? 1.f : 0.f;
   // Row-major C = op(A)·op(B) is column-major Cᵀ [N, M] = op(B)ᵀ·op(A)ᵀ; a row-major [R, C] array is column-major [C, R].
   const int opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int ldb = int(tb ? K : N), lda = int(ta ? M : K);
@@ -141,7 +141,7 @@ void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t
     a = ah;
     t = bf ? CUDA_R_16BF : CUDA_R_16F;
   }
-  check(c.gemm_ex(c.handle, opB, opA, int(N), int(M), int(K), &one, B, t, ldb, a, t, lda, &beta, C, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
+  check(c.gemm_ex(c.handle, opB, opA, int(N), int(M), int(K), &alpha, B, t, ldb, a, t, lda, &beta, C, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
                   CUBLAS_GEMM_DEFAULT), "GemmEx (training)");
 }
 

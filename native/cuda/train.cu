@@ -309,6 +309,45 @@ __global__ void mul_add_kernel(float* y, const float* a, const float* b, int64_t
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] += a[i] * b[i];
 }
 
+// AdamW, torch's order (decay, moments, bias-corrected step) in float64 as the host's loop computes it.
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1, double b2, double eps,
+                             double decay, double stepSize, double bc2s, double clip) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double gi = clip != 1.0 ? double(float(double(g[i]) * clip)) : double(g[i]);
+    double pi = p[i];
+    if (decay != 1.0) pi = double(float(pi * decay));
+    const float mi = float(b1 * double(m[i]) + (1.0 - b1) * gi);
+    const float vi = float(b2 * double(v[i]) + (1.0 - b2) * gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = float(pi - stepSize * double(mi) / (sqrt(double(vi)) / bc2s + eps));
+  }
+}
+
+__global__ void sumsq_kernel(double* partials, const float* g, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) s += double(g[i]) * double(g[i]);
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (int w = 0; w < int(blockDim.x / 32); w++) t += sh[w];
+    partials[blockIdx.x] = t;
+  }
+}
+
+__global__ void scale_copy_kernel(float* dst, const float* src, int64_t n, double s) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = float(s * double(src[i]));
+}
+
 unsigned row_threads(int64_t D) { return D >= 4096 ? 1024 : D >= 1024 ? 512 : 256; }
 
 }  // namespace
@@ -344,6 +383,16 @@ void train_dropout(float* xd, float* drop, const float* x, int64_t n, float p, u
 }
 void train_mul_add(float* y, const float* a, const float* b, int64_t n) {
   if (n) launch(mul_add_kernel, grid_for(n), 256, 0, y, a, b, n);
+}
+void train_adamw(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1, double b2, double eps, double decay,
+                 double stepSize, double bc2s, double clip) {
+  if (n) launch(adamw_kernel, grid_for(n), 256, 0, p, g, m, v, n, lr, b1, b2, eps, decay, stepSize, bc2s, clip);
+}
+void train_sumsq(double* partials, const float* g, int64_t n) {
+  launch(sumsq_kernel, unsigned(kSumsqBlocks), 256, 0, partials, g, n);
+}
+void train_scale_copy(float* dst, const float* src, int64_t n, double s) {
+  if (n) launch(scale_copy_kernel, grid_for(n), 256, 0, dst, src, n, s);
 }
 void train_attention_fwd(float* o, float* P, const float* q, const float* k, const float* v, const uint8_t* keyMask, int B, int T, int H,
                          int nKV, int hd, float scale, int window) {

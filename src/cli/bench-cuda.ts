@@ -179,7 +179,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<number> {
 /**
  * QLoRA (LoRA on a quantized base) training speed: rank-16 adapters (alpha 32, PEFT's 'all-linear': every decoder
  * linear, not lm_head), a batch of one sequence of o.prefill tokens, CudaTrainEngine's step (forward with the records,
- * backward, the adapters' gradients down) and AdamW on the host over the adapters, against an inference forward over
+ * backward, gradient clipping and AdamW, all on the device), against an inference forward over
  * the same tokens with every position's logits (what the training forward computes). One warm-up step, then 3 timed.
  */
 function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device: string, peak: number, linearParams: number): number {
@@ -196,7 +196,7 @@ function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device
     adapterParams += a.A.length + a.B.length;
   }
   const opt = new AdamW(params, { weightDecay: 0 });
-  const changed = () => { for (const l of engine.grads.keys()) l.markChanged(); };
+  engine.attachOptimizer(opt);
   const ids = Int32Array.from({ length: T }, (_, t) => (t * 7919 + 13) % c.vocab_size);
   const batch = { ids, labels: ids, B: 1, T, mask: null };
   o.log(`QLoRA bench: ${o.shape} ${o.format} base, LoRA r 16 on ${engine.grads.size} linears (${(adapterParams / 1e6).toFixed(1)}M parameters), ${T} tokens a step`);
@@ -205,9 +205,11 @@ function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device
     engine.zeroGrad();
     const t0 = performance.now();
     loss = engine.forwardBackward(batch).loss;
+    cuda.synchronize();
     const t1 = performance.now();
-    opt.step(1e-4);
-    changed();
+    engine.clipGradNorm(1);
+    engine.adamwStep(1e-4);
+    cuda.synchronize();
     fbMs += t1 - t0;
     optMs += performance.now() - t1;
   };
@@ -223,7 +225,7 @@ function benchTrain(o: CudaBenchOptions, model: CausalLM, c: LlamaConfig, device
   const fwdMs = (performance.now() - f0) / reps, stepMs = (fbMs + optMs) / reps;
   const flops = 6 * linearParams * T;  // forward 2, backward 4 per weight (the frozen base's weight gradient is not taken: an upper count)
   console.log(`${o.shape} ${o.format} QLoRA training on ${device} (bf16 GEMM peak ${peak.toFixed(0)} TFLOP/s measured now), ${T} tokens a step, loss ${loss.toFixed(3)}`);
-  console.log(`step ${stepMs.toFixed(1)} ms (forward + backward ${(fbMs / reps).toFixed(1)}, AdamW on the host ${(optMs / reps).toFixed(1)}): ${(T / (stepMs / 1e3)).toFixed(0)} tokens/s`);
+  console.log(`step ${stepMs.toFixed(1)} ms (forward + backward ${(fbMs / reps).toFixed(1)}, clipping + AdamW on the device ${(optMs / reps).toFixed(1)}): ${(T / (stepMs / 1e3)).toFixed(0)} tokens/s`);
   console.log(`inference forward of the same tokens (all logits): ${fwdMs.toFixed(1)} ms; step/forward ${(stepMs / fwdMs).toFixed(2)}, forward+backward/forward ${(fbMs / reps / fwdMs).toFixed(2)}`);
   console.log(`model FLOPs at 6·params·tokens: ${(flops / (stepMs / 1e3) / 1e12).toFixed(1)} TFLOP/s (${(100 * flops / (stepMs / 1e3) / 1e12 / peak).toFixed(1)}% of peak)`);
   if (trainProfile.size) {

@@ -5,9 +5,11 @@
 // attention's probabilities) or is a backward (cudaTrain, twins of ./ops.ts). The frozen base's input gradient is the
 // backend's matmulT / matmulQT (a quantized weight is dequantized on the device for it, then freed).
 //
-// What stays on the host: the batch (ids, labels, mask go up once), the adapters' A and B (uploaded at each step: the
-// optimizer updates them on the host) and their gradients (they come down once, at the end of the step, and add into
-// `grads` exactly as TrainEngine's). Only the per-row losses come down besides.
+// The adapters live on the device while training: A, B (and a LoRA bias) go up at their first step, their gradients
+// accumulate there over a step's micro-batches, and AdamW (adamwStep, clipGradNorm: src/train/optim.ts's arithmetic)
+// updates them there with moments kept beside them. The host's arrays are brought up to date by syncToHost (the
+// Trainer calls it before it saves; downloadGrads fills `grads` for a caller that wants them); reloadFromHost takes
+// host-side changes (a resumed checkpoint). Per step only the batch goes up and the per-row losses come down.
 //
 // Differences from TrainEngine, by design: LoRA dropout draws its masks from a counter-based hash on the device (the
 // same keep probability and scale; not the host's xorshift sequence, so a run with dropout is not bit-for-bit the cpu
@@ -45,13 +47,18 @@ function timed<R>(part: string, f: () => R): R {
   return r;
 }
 
-/** An adapter's device copies for one step: A, s·B, s·bias, and its gradients once its linear's backward ran. */
-interface DevAdapter { a: LoraAdapter; A: T; Bs: T; sBias: T | null; gA: T | null; gB: T | null; gBias: T | null }
+/** A trained tensor on the device: values, gradient (summed over a step's micro-batches), AdamW moments. */
+interface DevParam { host: Float32Array; p: T; g: T; m: T | null; v: T | null; decay: boolean }
+/** An adapter on the device: its parameters and the products' operands s·B and s·bias (made again after each update). */
+interface DevAdapter { a: LoraAdapter; A: DevParam; B: DevParam; bias: DevParam | null; Bs: T; sBias: T | null }
+
+/** What the device AdamW reads of the host optimizer (src/train/optim.ts's AdamW). */
+export interface HostAdamW { params: { p: Float32Array; decay: boolean }[]; m: Float32Array[]; v: Float32Array[]; t: number; betas: [number, number]; eps: number; weightDecay: number }
 
 interface LinRec { lin: LinearLike; base: LinearLike; x: T; M: number; d: DevAdapter | null; xd: T | null; drop: T | null; t: T | null }
 
-function gemm(A: T, B: Tensor, M: number, N: number, K: number, ta: boolean, tb: boolean, into?: T, accumulate = false): T {
-  return cudaTrain.gemm(A, B, M, N, K, ta, tb, into, accumulate);
+function gemm(A: T, B: Tensor, M: number, N: number, K: number, ta: boolean, tb: boolean, into?: T, accumulate = false, alpha = 1): T {
+  return cudaTrain.gemm(A, B, M, N, K, ta, tb, into, accumulate, alpha);
 }
 
 function add(a: T, b: T): T {
@@ -62,10 +69,14 @@ function add(a: T, b: T): T {
 
 function free(...ts: (Tensor | null | undefined)[]): void { be.release!(...ts); }
 
+
 export class CudaTrainEngine {
   readonly grads = new Map<LoraLinear, AdapterGrads>();
   microStep = 0;
   private devs = new Map<LoraLinear, DevAdapter>();
+  private opt: HostAdamW | null = null;
+  private optIndex = new Map<Float32Array, number>();
+  private clip = 1;
   private ones = new Map<number, T>();
 
   constructor(readonly model: DecoderLM, private readonly opts: EngineOptions = {}) {
@@ -79,6 +90,7 @@ export class CudaTrainEngine {
   }
 
   zeroGrad(): void {
+    for (const q of this.params()) cudaTrain.zero(q.g);
     for (const [, lin] of this.model.linears()) {
       if (!(lin instanceof LoraLinear)) continue;
       const a = this.active(lin);
@@ -103,18 +115,100 @@ export class CudaTrainEngine {
   }
 
   private devAdapter(lin: LoraLinear, a: LoraAdapter): DevAdapter {
-    let d = this.devs.get(lin);
-    if (!d) {
-      const s = a.scaling;
-      d = {
-        a, A: be.upload(new Tensor('F32', [a.r, lin.inFeatures], a.A)),
-        Bs: be.upload(new Tensor('F32', [lin.outFeatures, a.r], scaled(a.B, s))),
-        sBias: a.bias ? be.upload(new Tensor('F32', [1, lin.outFeatures], scaled(a.bias, s))) : null,
-        gA: null, gB: null, gBias: null,
-      };
-      this.devs.set(lin, d);
-    }
+    const hit = this.devs.get(lin);
+    if (hit && hit.a === a) return hit;
+    if (hit) this.freeAdapter(hit);
+    const N = lin.outFeatures, K = lin.inFeatures;
+    const d: DevAdapter = {
+      a, A: this.param(a.A, [a.r, K], true), B: this.param(a.B, [N, a.r], true), bias: a.bias ? this.param(a.bias, [1, N], false) : null,
+      Bs: be.empty('F32', [N, a.r]), sBias: a.bias ? be.empty('F32', [1, N]) : null,
+    };
+    this.scaleOperands(d);
+    this.devs.set(lin, d);
     return d;
+  }
+
+  /** A host array on the device with a zero gradient, and its AdamW moments from the attached optimizer when it has them. */
+  private param(host: Float32Array, shape: number[], decay: boolean): DevParam {
+    const i = this.optIndex.get(host), opt = this.opt;
+    const up = (a: Float32Array) => be.upload(new Tensor('F32', shape, a));
+    return {
+      host, p: up(host), g: cudaTrain.zeros(shape), decay: i !== undefined ? opt!.params[i].decay : decay,
+      m: i !== undefined && opt!.t > 0 ? up(opt!.m[i]) : null, v: i !== undefined && opt!.t > 0 ? up(opt!.v[i]) : null,
+    };
+  }
+
+  private scaleOperands(d: DevAdapter): void {
+    cudaTrain.scaleCopy(d.Bs, d.B.p, d.a.scaling);
+    if (d.sBias && d.bias) cudaTrain.scaleCopy(d.sBias, d.bias.p, d.a.scaling);
+  }
+
+  private freeAdapter(d: DevAdapter): void {
+    for (const q of [d.A, d.B, d.bias]) if (q) free(q.p, q.g, q.m, q.v);
+    free(d.Bs, d.sBias);
+  }
+
+  private *params(): Generator<DevParam> {
+    for (const d of this.devs.values()) { yield d.A; yield d.B; if (d.bias) yield d.bias; }
+  }
+
+  /** The host optimizer whose moments and step count the device AdamW keeps (syncToHost writes them back). */
+  attachOptimizer(opt: HostAdamW): void {
+    this.opt = opt;
+    this.optIndex = new Map(opt.params.map((q, i) => [q.p, i]));
+  }
+
+  /** The global gradient norm; above maxNorm (> 0) the next adamwStep scales the gradients by maxNorm / (norm + 1e-6). */
+  clipGradNorm(maxNorm: number): number {
+    const norm = Math.sqrt(cudaTrain.sumSquares([...this.params()].map((q) => q.g)));
+    this.clip = maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+    return norm;
+  }
+
+  /** One AdamW update of every adapter on the device (the attached optimizer's settings; its step count advances). */
+  adamwStep(lr: number): void {
+    const o = this.opt;
+    if (!o) throw new Error('CudaTrainEngine.adamwStep: attach the optimizer first (attachOptimizer)');
+    o.t++;
+    const [b1, b2] = o.betas, stepSize = lr / (1 - b1 ** o.t), bc2s = Math.sqrt(1 - b2 ** o.t);
+    for (const q of this.params()) {
+      q.m ??= cudaTrain.zeros(q.p.shape);
+      q.v ??= cudaTrain.zeros(q.p.shape);
+      const decay = q.decay && o.weightDecay > 0 ? 1 - lr * o.weightDecay : 1;
+      cudaTrain.adamw(q.p, q.g, q.m, q.v, { lr, beta1: b1, beta2: b2, eps: o.eps, decay, stepSize, bc2s, clip: this.clip });
+    }
+    this.clip = 1;
+    for (const d of this.devs.values()) this.scaleOperands(d);
+  }
+
+  /** The device's adapter values (and the attached optimizer's moments) into the host arrays; inference forwards re-upload. */
+  syncToHost(): void {
+    for (const [lin, d] of this.devs) {
+      for (const q of [d.A, d.B, d.bias]) {
+        if (!q) continue;
+        q.host.set(be.download(q.p).f32);
+        const i = this.optIndex.get(q.host);
+        if (i !== undefined && q.m && q.v) { this.opt!.m[i].set(be.download(q.m).f32); this.opt!.v[i].set(be.download(q.v).f32); }
+      }
+      lin.markChanged();
+    }
+  }
+
+  /** Drop the device copies: the next step uploads the host's adapters (and the attached optimizer's moments) again. */
+  reloadFromHost(): void {
+    for (const d of this.devs.values()) this.freeAdapter(d);
+    this.devs = new Map();
+  }
+
+  /** The step's summed gradients into `grads` (host arrays, as TrainEngine leaves them). */
+  downloadGrads(): void {
+    for (const [lin, d] of this.devs) {
+      const g = this.grads.get(lin);
+      if (!g) continue;
+      g.dA.set(be.download(d.A.g).f32);
+      g.dB.set(be.download(d.B.g).f32);
+      if (g.dBias && d.bias) g.dBias.set(be.download(d.bias.g).f32);
+    }
   }
 
   linFwd(lin: LinearLike, x: T, M: number, seed: number): { y: T; rec: LinRec } {
@@ -134,7 +228,7 @@ export class CudaTrainEngine {
       xd = r.xd;
       rec.drop = r.drop;
     }
-    const t = gemm(xd, d.A, M, a.r, K, false, true);           // t = xd·Aᵀ
+    const t = gemm(xd, d.A.p, M, a.r, K, false, true);         // t = xd·Aᵀ
     gemm(t, d.Bs, M, N, a.r, false, true, y, true);             // y += s·t·Bᵀ
     if (d.sBias) gemm(this.onesOf(M), d.sBias, M, N, 1, false, false, y, true);  // y += s·bias
     rec.d = d;
@@ -157,21 +251,25 @@ export class CudaTrainEngine {
 
   private loraBwd(rec: LinRec, d: DevAdapter, dy: T, dx: T, M: number, K: number, N: number): T {
     const r = d.a.r;
-    // dB = dyᵀ·t (s applied on the host);  dt = s·dy·B;  dA = dtᵀ·xd;  dx += dt·A (through the dropout mask).
-    d.gB = gemm(dy, rec.t!, N, r, M, true, false);
-    if (d.sBias) d.gBias = gemm(this.onesOf(M), dy, 1, N, M, false, false);
+    // Summed over the step's micro-batches: dB += s·dyᵀ·t;  dt = s·dy·B;  dA += dtᵀ·xd;  dx += dt·A (through the dropout mask).
+    const s = d.a.scaling;
+    gemm(dy, rec.t!, N, r, M, true, false, d.B.g, true, s);
+    if (d.bias) gemm(this.onesOf(M), dy, 1, N, M, false, false, d.bias.g, true, s);
     const dt = gemm(dy, d.Bs, M, r, N, false, false);
-    d.gA = gemm(dt, rec.xd!, r, K, M, true, false);
+    gemm(dt, rec.xd!, r, K, M, true, false, d.A.g, true);
     if (rec.drop) {
-      const dxl = gemm(dt, d.A, M, K, r, false, false);
+      const dxl = gemm(dt, d.A.p, M, K, r, false, false);
       cudaTrain.mulAdd(dx, dxl, rec.drop);
       free(dxl);
-    } else gemm(dt, d.A, M, K, r, false, false, dx, true);
+    } else gemm(dt, d.A.p, M, K, r, false, false, dx, true);
     free(dt, rec.t);
     return dx;
   }
 
-  /** Loss of the batch and, added into this.grads, the gradients of the active adapters (as TrainEngine.forwardBackward). */
+  /**
+   * Loss of the batch (as TrainEngine.forwardBackward); the active adapters' gradients add up on the device since the
+   * last zeroGrad (downloadGrads brings them into this.grads; clipGradNorm and adamwStep use them where they are).
+   */
   forwardBackward(batch: TrainBatch, divisor?: number, distill?: Distillation): { loss: number; count: number; ce: number; kd: number | null } {
     const { B, T } = batch;
     if (batch.ids.length !== B * T || batch.labels.length !== B * T) throw new RangeError(`training batch: ids and labels must hold ${B}×${T} values`);
@@ -179,55 +277,35 @@ export class CudaTrainEngine {
     if (this.grads.size === 0) this.zeroGrad();
     this.microStep++;
     const rng = new PyRandom((this.opts.seed ?? 0) * 1_000_003 + this.microStep);
-    this.devs = new Map();
-    try {
-      const fam = this.model instanceof LlamaForCausalLM ? new LlamaFamily(this.model, this, batch) : new OptFamily(this.model as OPTForCausalLM, this, batch, rng.getrandbits(31));
-      const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? this.model.gradientCheckpointing;
-      const layerSeeds = Array.from({ length: L }, () => rng.getrandbits(31));
-      const inputs: T[] = [];
-      const recs: unknown[] = [];
-      let x = fam.embed();
-      for (let l = 0; l < L; l++) {
-        inputs.push(x);
-        const r = fam.layerFwd(l, x, layerSeeds[l]);
-        if (!ckpt) recs.push(r.rec);
-        else fam.freeRec(r.rec);
-        x = r.y;
-      }
-      const head = fam.headFwd(x, rng.getrandbits(31));
-      const ce = timed('loss', () => cudaTrain.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor));
-      free(head.logits);
-      let dx = fam.headBwd(head.rec, ce.dlogits);
-      free(ce.dlogits, x);
-      for (let l = L - 1; l >= 0; l--) {
-        const rec = ckpt ? fam.layerFwd(l, inputs[l], layerSeeds[l]).rec : recs[l];
-        const dxl = fam.layerBwd(l, rec, dx);
-        fam.freeRec(rec);
-        free(dx);
-        if (l > 0) free(inputs[l]);
-        dx = dxl;
-      }
-      fam.embedBwd(dx);
-      free(dx, inputs[0]);
-      timed('gradients down', () => this.collectGrads());
-      return { loss: ce.loss, count: ce.count, ce: ce.loss, kd: null };
-    } finally {
-      for (const d of this.devs.values()) free(d.A, d.Bs, d.sBias, d.gA, d.gB, d.gBias);
-      this.devs = new Map();
+    const fam = this.model instanceof LlamaForCausalLM ? new LlamaFamily(this.model, this, batch) : new OptFamily(this.model as OPTForCausalLM, this, batch, rng.getrandbits(31));
+    const L = this.model.layers.length, ckpt = this.opts.gradientCheckpointing ?? this.model.gradientCheckpointing;
+    const layerSeeds = Array.from({ length: L }, () => rng.getrandbits(31));
+    const inputs: T[] = [];
+    const recs: unknown[] = [];
+    let x = fam.embed();
+    for (let l = 0; l < L; l++) {
+      inputs.push(x);
+      const r = fam.layerFwd(l, x, layerSeeds[l]);
+      if (!ckpt) recs.push(r.rec);
+      else fam.freeRec(r.rec);
+      x = r.y;
     }
-  }
-
-  /** The step's adapter gradients come down and add into grads (dB and dBias times the scaling, as engine.ts). */
-  private collectGrads(): void {
-    for (const [lin, d] of this.devs) {
-      const g = this.grads.get(lin);
-      if (!g) throw new Error(`training: no gradient buffers for ${lin.name} (call zeroGrad first)`);
-      if (!d.gA || !d.gB) continue;
-      const s = d.a.scaling, dA = be.download(d.gA).f32, dB = be.download(d.gB).f32;
-      for (let i = 0; i < dA.length; i++) g.dA[i] += dA[i];
-      for (let i = 0; i < dB.length; i++) g.dB[i] += s * dB[i];
-      if (g.dBias && d.gBias) { const db = be.download(d.gBias).f32; for (let i = 0; i < db.length; i++) g.dBias[i] += s * db[i]; }
+    const head = fam.headFwd(x, rng.getrandbits(31));
+    const ce = timed('loss', () => cudaTrain.causalLmLoss(head.logits, batch.labels, B, T, this.model.config.vocab_size, divisor));
+    free(head.logits);
+    let dx = fam.headBwd(head.rec, ce.dlogits);
+    free(ce.dlogits, x);
+    for (let l = L - 1; l >= 0; l--) {
+      const rec = ckpt ? fam.layerFwd(l, inputs[l], layerSeeds[l]).rec : recs[l];
+      const dxl = fam.layerBwd(l, rec, dx);
+      fam.freeRec(rec);
+      free(dx);
+      if (l > 0) free(inputs[l]);
+      dx = dxl;
     }
+    fam.embedBwd(dx);
+    free(dx, inputs[0]);
+    return { loss: ce.loss, count: ce.count, ce: ce.loss, kd: null };
   }
 }
 

@@ -134,6 +134,8 @@ export class Trainer {
     this.params.push(...baseParams);
     if (!this.params.length) throw new TrainerError('Trainer: the model has no active LoRA adapter (or trainable tensor) to train');
     this.optimizer = new AdamW(this.params, { lr: a.learningRate, betas: [a.adamBeta1, a.adamBeta2], eps: a.adamEpsilon, weightDecay: a.weightDecay });
+    // On cuda the adapters, their gradients and the AdamW moments stay on the device between steps.
+    if (this.engine instanceof CudaTrainEngine) this.engine.attachOptimizer(this.optimizer);
     this.batchesPerEpoch = Math.ceil(o.trainDataset.length / a.perDeviceTrainBatchSize);
     const stepsPerEpoch = Math.max(1, Math.floor(this.batchesPerEpoch / a.gradientAccumulationSteps));
     this.maxSteps = a.maxSteps > 0 ? a.maxSteps : Math.ceil(a.numTrainEpochs * stepsPerEpoch);
@@ -179,6 +181,7 @@ export class Trainer {
       const dir = typeof opts.resume === 'string' ? opts.resume : latestCheckpoint(a.outputDir);
       if (dir) {
         const st = this.loadCheckpoint(dir);
+        if (this.engine instanceof CudaTrainEngine) this.engine.reloadFromHost();
         start = st.globalStep;
         resumedFrom = start;
         history.push(...st.logHistory);
@@ -202,10 +205,16 @@ export class Trainer {
         tokens += b.B * b.T;
         sinceLog.tokens += b.B * b.T;
       }
-      const gradNorm = clipGradNorm(this.params, a.maxGradNorm);
       const lr = a.learningRate * lrLambda(a.lrSchedulerType, s, this.warmup, this.maxSteps);
-      this.optimizer.step(lr);
-      for (const l of this.engine.grads.keys()) l.markChanged();  // a device forward (evaluation, generate) re-uploads them
+      const dev = this.engine instanceof CudaTrainEngine ? this.engine : null;
+      let gradNorm: number;
+      if (dev) {
+        gradNorm = dev.clipGradNorm(a.maxGradNorm);
+        dev.adamwStep(lr);
+      } else {
+        gradNorm = clipGradNorm(this.params, a.maxGradNorm);
+        this.optimizer.step(lr);
+      }
       sinceLog.loss += loss;
       sinceLog.steps++;
       this.o.onStep?.(s + 1, this.maxSteps);
@@ -219,9 +228,13 @@ export class Trainer {
         this.o.onLog?.(e, this.maxSteps);
         sinceLog = { loss: 0, steps: 0, tokens: 0, t: now };
       }
-      if (a.saveSteps > 0 && (s + 1) % a.saveSteps === 0 && s + 1 < this.maxSteps) this.saveCheckpoint(s + 1, history);
+      if (a.saveSteps > 0 && (s + 1) % a.saveSteps === 0 && s + 1 < this.maxSteps) {
+        if (this.engine instanceof CudaTrainEngine) this.engine.syncToHost();
+        this.saveCheckpoint(s + 1, history);
+      }
     }
     const trainSeconds = (performance.now() - t0) / 1000;
+    if (this.engine instanceof CudaTrainEngine) this.engine.syncToHost();  // the adapters (and moments) as trained
     this.saveModel(a.outputDir, history);
     return { globalStep: this.maxSteps, logHistory: history, resumedFrom, trainSeconds, tokens };
   }

@@ -632,13 +632,45 @@ export const cudaTrain = {
    * Row-major C [M, N] = op(A) [M, K] · op(B) [K, N] (A stored [K, M] when ta, B stored [N, K] when tb), into `into`
    * (added to it when accumulate) or a new tensor. B may be BF16/F16 (A is rounded to it, as matmul does).
    */
-  gemm(A: Tensor<'F32'>, B: Tensor, M: number, N: number, K: number, ta: boolean, tb: boolean, into?: Tensor<'F32'>, accumulate = false): Tensor<'F32'> {
+  gemm(A: Tensor<'F32'>, B: Tensor, M: number, N: number, K: number, ta: boolean, tb: boolean, into?: Tensor<'F32'>, accumulate = false, alpha = 1): Tensor<'F32'> {
     if (A.numel !== M * K || B.numel !== K * N) throw new RangeError(`cuda gemm: A holds ${A.numel} values, B ${B.numel}, for M ${M}, N ${N}, K ${K}`);
     if (!FLOAT_WEIGHTS.includes(B.dtype)) throw new TypeError(`cuda gemm: B is ${B.dtype} (F32, BF16 or F16)`);
     const C = into ?? newTensor('F32', [M, N], false);
     if (C.numel !== M * N) throw new RangeError(`cuda gemm: C holds ${C.numel} values, not ${M}×${N}`);
-    addon().train('gemm', p('C', C), p('A', A), dev('gemm', 'B', B), WTYPE[B.dtype as 'F32' | 'BF16' | 'F16'], M, N, K, ta, tb, accumulate);
+    addon().train('gemm', p('C', C), p('A', A), dev('gemm', 'B', B), WTYPE[B.dtype as 'F32' | 'BF16' | 'F16'], M, N, K, ta, tb, accumulate, alpha);
     return C;
+  },
+  /**
+   * One AdamW update of p from its gradient g (first scaled by clip) and moments m, v, as src/train/optim.ts's step:
+   * decay = 1 − lr·weight_decay (1 for no decay), stepSize = lr / (1 − β1ᵗ), bc2s = sqrt(1 − β2ᵗ).
+   */
+  adamw(pt: Tensor<'F32'>, g: Tensor<'F32'>, m: Tensor<'F32'>, v: Tensor<'F32'>, o: { lr: number; beta1: number; beta2: number; eps: number; decay: number; stepSize: number; bc2s: number; clip: number }): void {
+    addon().train('adamw', p('p', pt), p('g', g), p('m', m), p('v', v), pt.numel, o.lr, o.beta1, o.beta2, o.eps, o.decay, o.stepSize, o.bc2s, o.clip);
+  },
+  /** Σ g² over several tensors, in float64 (one download for all). */
+  sumSquares(gs: Tensor<'F32'>[]): number {
+    if (!gs.length) return 0;
+    const parts = newTensor('F32', [gs.length * 64 * 2], false);  // float64 partials, 64 a tensor (kSumsqBlocks)
+    gs.forEach((g, i) => addon().train('sumsq', dev('sumSquares', 'partials', parts) + i * 64 * 8, p('g', g), g.numel));
+    const host = cudaBackend.download(parts);
+    cudaBackend.release!(parts);
+    const d = new Float64Array(host.f32.buffer, host.f32.byteOffset, gs.length * 64);
+    let s = 0;
+    for (const x of d) s += x;
+    return s;
+  },
+  /** dst = s·src (float64 product, rounded once). */
+  scaleCopy(dst: Tensor<'F32'>, src: Tensor<'F32'>, s: number): void {
+    if (dst.numel !== src.numel) throw new RangeError('cuda scaleCopy: sizes differ');
+    addon().train('scaleCopy', p('dst', dst), p('src', src), src.numel, s);
+  },
+  /** t = 0 (a memset). */
+  zero(t: Tensor<'F32'>): void { addon().train('zero', p('t', t), t.byteLength); },
+  /** A new zero-filled F32 tensor. */
+  zeros(shape: readonly number[]): Tensor<'F32'> {
+    const t = newTensor('F32', shape, false);
+    cudaTrain.zero(t);
+    return t;
   },
 };
 
