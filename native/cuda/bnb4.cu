@@ -2,7 +2,7 @@
 // nibble for even i) with one float32 absmax per block (a double-quantized absmax is expanded at load, as the CPU
 // kernels read it).
 //
-// Decode (≤ 8 rows of x): one warp per 2 weight rows, each lane 8 codes (4 bytes) a step, 8 steps in flight; the
+// Decode (≤ 16 rows of x): one warp per 2 weight rows, each lane 8 codes (4 bytes) a step, 8 steps in flight; the
 // code's value comes from a table in shared memory with a copy per bank (lane l reads column l: no conflicts); per
 // 8 codes Σ value·x in float32, times the block's absmax. That is the dequantized product up to float rounding, with
 // one difference: bitsandbytes rounds value·absmax to the weight's dtype before the product and this kernel does not
@@ -22,6 +22,7 @@ namespace lowbit_cuda {
 namespace {
 
 constexpr int kB4Rows = 2;
+constexpr int64_t kB4DecodeMaxRows = 16;  // rows of x the GEMV takes (batch-16 decode); more: dequantize + cuBLAS
 
 struct B4Out {
   const uint8_t* packed[3];
@@ -35,7 +36,7 @@ struct B4Out {
 // lines an instruction; the 8B NF4 decode ran 161.9 tok/s that way, 262.9 this way).
 template <int M, int R>
 __device__ __forceinline__ void b4_word(const uint32_t (&word)[R], const float* tl, const float* __restrict__ x, int64_t K, int64_t k,
-                                        const float* const (&am)[R], float (&acc)[R][M], int bsShift) {
+                                        const float* const (&am)[R], float (&acc)[R][M], int bsShift, int mRows) {
   float w[R][8];
 #pragma unroll
   for (int i = 0; i < R; i++)
@@ -49,6 +50,7 @@ __device__ __forceinline__ void b4_word(const uint32_t (&word)[R], const float* 
   for (int i = 0; i < R; i++) a[i] = am[i][k >> bsShift];
 #pragma unroll
   for (int m = 0; m < M; m++) {
+    if (M > 8 && m >= mRows) break;  // the 12- and 16-row instances run fewer rows; the others run exactly M
     const float4 p = __ldg(reinterpret_cast<const float4*>(x + m * K + k));
     const float4 c = __ldg(reinterpret_cast<const float4*>(x + m * K + k + 4));
 #pragma unroll
@@ -59,7 +61,8 @@ __device__ __forceinline__ void b4_word(const uint32_t (&word)[R], const float* 
 
 template <int M>
 __global__ void __launch_bounds__(256, M <= 2 ? 2 : 1)
-b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict__ x, int64_t N, int64_t K, int bs, int bsShift, bool vec) {
+b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict__ x, int64_t N, int64_t K, int bs, int bsShift, bool vec,
+               int mRows) {
   __shared__ float lut[16 * 32];
   for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) lut[i] = lut16[i / 32];  // the table is a constant: no wait
   __syncthreads();
@@ -102,7 +105,7 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
     pdl_trigger();
     while (full) {
 #pragma unroll
-      for (int u = 0; u < U; u++) b4_word<M, R>(raw[u], tl, x, K, (s + u * kWarp) * 8, am, acc, bsShift);
+      for (int u = 0; u < U; u++) b4_word<M, R>(raw[u], tl, x, K, (s + u * kWarp) * 8, am, acc, bsShift, mRows);
       s += U * kWarp;
       full = s + (U - 1) * kWarp < steps;
       if (full) {
@@ -116,7 +119,7 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
       uint32_t one[R];
 #pragma unroll
       for (int i = 0; i < R; i++) one[i] = __ldg(reinterpret_cast<const uint32_t*>(row[i]) + s);
-      b4_word<M, R>(one, tl, x, K, s * 8, am, acc, bsShift);
+      b4_word<M, R>(one, tl, x, K, s * 8, am, acc, bsShift, mRows);
     }
   } else {
     pdl_wait();
@@ -128,14 +131,17 @@ b4_gemv_kernel(B4Out o, const float* __restrict__ lut16, const float* __restrict
         const uint8_t byte = pick3(o.packed, seg[i])[e / 2];
         const float w = lut[32 * ((e & 1) ? byte & 15 : byte >> 4)] * pick3(o.absmax, seg[i])[e / bs];
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[i][m] += w * x[m * K + k];
+        for (int m = 0; m < M; m++) {
+          if (M > 8 && m >= mRows) break;
+          acc[i][m] += w * x[m * K + k];
+        }
       }
   }
 #pragma unroll
   for (int i = 0; i < R; i++)
 #pragma unroll
     for (int m = 0; m < M; m++) acc[i][m] = warp_sum(acc[i][m]);
-  store_rows(o.out, seg, r, n0, N, M, acc);
+  store_rows(o.out, seg, r, n0, N, mRows, acc);
 }
 
 // dequantize_4bit into W [n] of the weight's dtype: round_dtype(value(code) · absmax[block]).
@@ -161,7 +167,7 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
   int64_t N = 0;
   for (int i = 0; i < q.nOut; i++) N += q.n[i];
   if (M == 0 || N == 0) return;
-  if (M > 8) {
+  if (M > kB4DecodeMaxRows) {
     const int es = q.wt == W_F32 ? 4 : 2;
     for (int i = 0; i < q.nOut; i++) {
       void* w = scratch(3, size_t(q.n[i]) * size_t(q.K) * es);
@@ -184,9 +190,10 @@ void b4_matmul(const B4Call& q, const float* x, int64_t M) {
   o.out.set(q.nOut, q.y, q.bias, q.n, false);
   const int threads = 256, rowsPerBlock = threads / kWarp * kB4Rows;
   const dim3 grid(unsigned((N + rowsPerBlock - 1) / rowsPerBlock));
-  switch (M) {
-#define LOWBIT_B4(MM) case MM: launch(b4_gemv_kernel<MM>, grid, threads, 0, o, q.lut, x, N, q.K, q.blocksize, bsShift, vec); break;
-    LOWBIT_B4(1) LOWBIT_B4(2) LOWBIT_B4(3) LOWBIT_B4(4) LOWBIT_B4(5) LOWBIT_B4(6) LOWBIT_B4(7) LOWBIT_B4(8)
+  // 9-12 rows run the 12-row instance, 13-16 the 16-row one, over the rows there are.
+  switch (M <= 8 ? M : M <= 12 ? 12 : 16) {
+#define LOWBIT_B4(MM) case MM: launch(b4_gemv_kernel<MM>, grid, threads, 0, o, q.lut, x, N, q.K, q.blocksize, bsShift, vec, int(M)); break;
+    LOWBIT_B4(1) LOWBIT_B4(2) LOWBIT_B4(3) LOWBIT_B4(4) LOWBIT_B4(5) LOWBIT_B4(6) LOWBIT_B4(7) LOWBIT_B4(8) LOWBIT_B4(12) LOWBIT_B4(16)
 #undef LOWBIT_B4
   }
 }
