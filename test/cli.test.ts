@@ -37,6 +37,9 @@ test('bad input: a clear message naming the problem and a non-zero exit', () => 
   r = lowbit('generate', join(ROOT, 'models', 'kjv-demo'), '--bogus');
   assert.equal(r.code, 2);
   assert.match(r.err, /--bogus/);
+  r = lowbit('bench', '--shape', 'llama-3.2-1b', '--train');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--train applies to --device cuda/);
 });
 
 test('usage errors are lowbit\'s own: negative numbers, unknown options, missing values, unknown backends (exit 2)', () => {
