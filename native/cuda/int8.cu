@@ -43,16 +43,8 @@ __global__ void i8_mask_kernel(uint8_t* mask, const float* x, int64_t M, int64_t
 // The block's max of mx (NaN when any thread saw one); every thread gets it.
 __device__ float block_absmax(float mx, bool nan, float* part) {
   nan = __syncthreads_or(nan);
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = mx;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
-    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
-    if (threadIdx.x == 0) part[0] = t;
-  }
-  __syncthreads();
-  return nan ? __int_as_float(0x7fc00000) : part[0];
+  const float m = block_reduce(mx, part, 0.f, ReduceMax());  // |x| ≥ 0: 0 is the identity
+  return nan ? __int_as_float(0x7fc00000) : m;
 }
 
 // CA[m, k] = round_half_even(x16·fl(rcp(SCA)·127)), 0 in outlier columns and for NaN; row stride Kp (K padded to 16).

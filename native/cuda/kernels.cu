@@ -229,19 +229,6 @@ __global__ void bias_rows_kernel(float* y, const float* bias, int64_t rows, int6
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * N; i += int64_t(gridDim.x) * blockDim.x) y[i] += bias[i % N];
 }
 
-// One block per row: the mean of squares in float32 (block reduction), then x·rsqrt(ms + eps)·w.
-__device__ float block_sum(float v, float* part) {
-  v = warp_sum(v);
-  __syncthreads();  // part may still be read from a previous call
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = v;
-  __syncthreads();
-  float t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.f;
-  if (threadIdx.x < 32) t = warp_sum(t);
-  if (threadIdx.x == 0) part[0] = t;
-  __syncthreads();
-  return part[0];
-}
-
 // One block per row: with a residual, x += residual in place first (the residual add and the next norm in one
 // launch); then the mean of squares in float32 (block reduction) and out = x·rsqrt(ms + eps)·w.
 __global__ void rmsnorm_kernel(float* out, float* x, const float* residual, const float* w, int64_t D, float eps) {

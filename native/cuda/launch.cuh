@@ -70,6 +70,28 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+struct ReduceAdd { template <class T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; } };
+struct ReduceMax { __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+
+// The whole block's reduction of v (butterfly within each warp, then the warps' results in warp 0); every thread gets
+// it. part: 32 slots of shared memory; identity fills the slots of warps the block does not have.
+template <class T, class Op>
+__device__ __forceinline__ T block_reduce(T v, T* part, T identity, Op op) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // part may still be read from a previous call
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    T t = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : identity;
+    for (int o = 16; o > 0; o >>= 1) t = op(t, __shfl_xor_sync(0xffffffffu, t, o));
+    if (threadIdx.x == 0) part[0] = t;
+  }
+  __syncthreads();
+  return part[0];
+}
+template <class T> __device__ __forceinline__ T block_sum(T v, T* part) { return block_reduce(v, part, T(0), ReduceAdd()); }
+__device__ __forceinline__ float block_max(float v, float* part) { return block_reduce(v, part, -INFINITY, ReduceMax()); }
+
 // The outputs of a GEMV over 1-3 weights that read the same x (q/k/v, gate/up) in one launch, shared by the GPTQ/AWQ
 // and NF4 GEMVs (kernels.cu's float GEMV spells the same logic out: with these helpers nvcc gave its bf16 batch-1
 // instance 130 registers instead of 104, one 256-thread block a multiprocessor instead of two): rows [start[i], start[i] + n[i]) of the launch are weight i's, written to y[i] [M, n[i]]

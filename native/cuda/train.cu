@@ -15,34 +15,6 @@ namespace lowbit_cuda {
 
 namespace {
 
-__device__ float tblock_sum(float v, float* sh) {
-  v = warp_sum(v);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : 0.f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) sh[0] = t;
-  }
-  __syncthreads();
-  return sh[0];
-}
-
-__device__ float tblock_max(float v, float* sh) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : -INFINITY;
-    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
-    if (threadIdx.x == 0) sh[0] = t;
-  }
-  __syncthreads();
-  return sh[0];
-}
-
 __global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* w, int64_t D, float eps) {
   pdl_wait();
   pdl_trigger();
@@ -50,7 +22,7 @@ __global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const 
   const float* xr = x + int64_t(blockIdx.x) * D;
   float s = 0.f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i] * xr[i];
-  const float inv = 1.f / sqrtf(tblock_sum(s, sh) / float(D) + eps);
+  const float inv = 1.f / sqrtf(block_sum(s, sh) / float(D) + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = inv;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) y[int64_t(blockIdx.x) * D + i] = w[i] * (xr[i] * inv);
 }
@@ -63,7 +35,7 @@ __global__ void rmsnorm_bwd_kernel(float* dx, const float* dy, const float* w, c
   const float inv = rstd[blockIdx.x];
   float dot = 0.f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dot += w[i] * dy[o + i] * x[o + i];
-  const float c = tblock_sum(dot, sh) * inv * inv * inv / float(D);
+  const float c = block_sum(dot, sh) * inv * inv * inv / float(D);
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dx[o + i] = inv * w[i] * dy[o + i] - c * x[o + i];
 }
 
@@ -90,10 +62,10 @@ __global__ void layernorm_fwd_kernel(float* y, float* xhat, float* rstd, const f
   const int64_t o = int64_t(blockIdx.x) * D;
   float s = 0.f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += x[o + i];
-  const float mean = tblock_sum(s, sh) / float(D);
+  const float mean = block_sum(s, sh) / float(D);
   float v = 0.f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) v += (x[o + i] - mean) * (x[o + i] - mean);
-  const float inv = 1.f / sqrtf(tblock_sum(v, sh) / float(D) + eps);
+  const float inv = 1.f / sqrtf(block_sum(v, sh) / float(D) + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = inv;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
     const float xh = (x[o + i] - mean) * inv;
@@ -113,8 +85,8 @@ __global__ void layernorm_bwd_kernel(float* dx, const float* dy, const float* w,
     mg += g;
     mgx += g * xhat[o + i];
   }
-  mg = tblock_sum(mg, sh) / float(D);
-  mgx = tblock_sum(mgx, sh) / float(D);
+  mg = block_sum(mg, sh) / float(D);
+  mgx = block_sum(mgx, sh) / float(D);
   const float inv = rstd[blockIdx.x];
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dx[o + i] = inv * (dy[o + i] * w[i] - mg - xhat[o + i] * mgx);
 }
@@ -150,10 +122,10 @@ __global__ void causal_lm_loss_kernel(float* dl, float* nll, const float* logits
   }
   float mx = -INFINITY;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, logits[o + i]);
-  mx = tblock_max(mx, sh);
+  mx = block_max(mx, sh);
   float s = 0.f;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) s += expf(logits[o + i] - mx);
-  const float lse = mx + logf(tblock_sum(s, sh));
+  const float lse = mx + logf(block_sum(s, sh));
   const float ly = logits[o + y];
   __syncthreads();  // every thread has read logits[o + y] before dl (maybe the same array) is written
   if (threadIdx.x == 0) nll[blockIdx.x] = lse - ly;
@@ -190,14 +162,14 @@ __global__ void att_fwd_kernel(float* o, float* P, const float* q, const float* 
   __syncthreads();
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < T; s += blockDim.x) mx = fmaxf(mx, pr[s]);
-  mx = tblock_max(mx, sh);
+  mx = block_max(mx, sh);
   float sum = 0.f;
   for (int s = threadIdx.x; s < T; s += blockDim.x) {
     const float e = mx == -INFINITY || pr[s] == -INFINITY ? 0.f : expf(pr[s] - mx);
     pr[s] = e;
     sum += e;
   }
-  sum = tblock_sum(sum, sh);
+  sum = block_sum(sum, sh);
   for (int s = threadIdx.x; s < T; s += blockDim.x) pr[s] = sum > 0.f ? pr[s] / sum : 0.f;
   __syncthreads();
   float* orow = o + ((int64_t(b) * T + t) * H + h) * hd;
@@ -211,8 +183,9 @@ __global__ void att_fwd_kernel(float* o, float* P, const float* q, const float* 
   }
 }
 
-// dv[b, s, kh] = Σ_{h of kh} Σ_t P[b, h, t, s]·dO[b, t, h]: one block per (b, kh, s), a thread per element of hd.
-__global__ void att_bwd_dv_kernel(float* dv, const float* dO, const float* P, int B, int T, int H, int nKV, int hd) {
+// The gradient of a kv head's row s: out[b, s, kh] = Σ_{h of kh} Σ_{t ≥ s} A[b, h, t, s]·src[b, t, h] (dv: A = P,
+// src = dO; dk: A = dS, src = q). One block per (b, kh, s), a thread per element of hd.
+__global__ void att_bwd_kv_kernel(float* out, const float* A, const float* src, int B, int T, int H, int nKV, int hd) {
   pdl_wait();
   pdl_trigger();
   const int s = blockIdx.x % T, kh = (blockIdx.x / T) % nKV, b = blockIdx.x / (T * nKV), group = H / nKV;
@@ -220,10 +193,10 @@ __global__ void att_bwd_dv_kernel(float* dv, const float* dO, const float* P, in
     float acc = 0.f;
     for (int h = kh * group; h < (kh + 1) * group; h++)
       for (int t = s; t < T; t++) {
-        const float p = P[((int64_t(b) * H + h) * T + t) * T + s];
-        if (p != 0.f) acc += p * dO[((int64_t(b) * T + t) * H + h) * hd + i];
+        const float a = A[((int64_t(b) * H + h) * T + t) * T + s];
+        if (a != 0.f) acc += a * src[((int64_t(b) * T + t) * H + h) * hd + i];
       }
-    dv[((int64_t(b) * T + s) * nKV + kh) * hd + i] = acc;
+    out[((int64_t(b) * T + s) * nKV + kh) * hd + i] = acc;
   }
 }
 
@@ -249,7 +222,7 @@ __global__ void att_bwd_ds_kernel(float* P, const float* dO, const float* v, int
   __syncthreads();
   float dot = 0.f;
   for (int s = threadIdx.x; s <= t; s += blockDim.x) dot += pr[s] * dp[s];
-  dot = tblock_sum(dot, sh);
+  dot = block_sum(dot, sh);
   for (int s = threadIdx.x; s <= t; s += blockDim.x) pr[s] = pr[s] * (dp[s] - dot) * scale;
 }
 
@@ -266,22 +239,6 @@ __global__ void att_bwd_dq_kernel(float* dq, const float* dS, const float* k, in
       if (d != 0.f) acc += d * k[((int64_t(b) * T + s) * nKV + kh) * hd + i];
     }
     dq[((int64_t(b) * T + t) * H + h) * hd + i] = acc;
-  }
-}
-
-// dk[b, s, kh] = Σ_{h of kh} Σ_t dS[b, h, t, s]·q[b, t, h]: one block per (b, kh, s).
-__global__ void att_bwd_dk_kernel(float* dk, const float* dS, const float* q, int B, int T, int H, int nKV, int hd) {
-  pdl_wait();
-  pdl_trigger();
-  const int s = blockIdx.x % T, kh = (blockIdx.x / T) % nKV, b = blockIdx.x / (T * nKV), group = H / nKV;
-  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-    float acc = 0.f;
-    for (int h = kh * group; h < (kh + 1) * group; h++)
-      for (int t = s; t < T; t++) {
-        const float d = dS[((int64_t(b) * H + h) * T + t) * T + s];
-        if (d != 0.f) acc += d * q[((int64_t(b) * T + t) * H + h) * hd + i];
-      }
-    dk[((int64_t(b) * T + s) * nKV + kh) * hd + i] = acc;
   }
 }
 
@@ -403,11 +360,11 @@ void train_attention_bwd(float* dq, float* dk, float* dv, float* P, const float*
                          int T, int H, int nKV, int hd, float scale) {
   if (!B || !T) return;
   const unsigned ht = unsigned(hd < 128 ? hd : 128);
-  launch(att_bwd_dv_kernel, unsigned(int64_t(B) * nKV * T), ht, 0, dv, dO, static_cast<const float*>(P), B, T, H, nKV, hd);
+  launch(att_bwd_kv_kernel, unsigned(int64_t(B) * nKV * T), ht, 0, dv, static_cast<const float*>(P), dO, B, T, H, nKV, hd);
   if (size_t(T) * 4 > 48 * 1024) throw CudaError("training attention: T above 12288 needs more shared memory than the backward kernel takes");
   launch(att_bwd_ds_kernel, unsigned(int64_t(B) * H * T), 256, size_t(T) * 4, P, dO, v, B, T, H, nKV, hd, scale);
   launch(att_bwd_dq_kernel, unsigned(int64_t(B) * H * T), ht, 0, dq, static_cast<const float*>(P), k, B, T, H, nKV, hd);
-  launch(att_bwd_dk_kernel, unsigned(int64_t(B) * nKV * T), ht, 0, dk, static_cast<const float*>(P), q, B, T, H, nKV, hd);
+  launch(att_bwd_kv_kernel, unsigned(int64_t(B) * nKV * T), ht, 0, dk, static_cast<const float*>(P), q, B, T, H, nKV, hd);
 }
 
 }  // namespace lowbit_cuda

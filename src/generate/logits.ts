@@ -36,13 +36,17 @@ export function checkFiniteRow(logits: Float32Array, row: number, V: number, ste
 /** Tokens seen anywhere in the row: s < 0 ? s·p : s/p, each id once. */
 export function applyRepetitionPenalty(scores: Float32Array, history: ArrayLike<number>, penalty: number): void {
   if (penalty === 1) return;
-  const seen = new Set<number>();
-  for (let i = 0; i < history.length; i++) seen.add(history[i]);
-  for (const id of seen) {
-    if (id < 0 || id >= scores.length) continue;
+  for (const id of seenIds(history, scores.length)) {
     const s = scores[id];
     scores[id] = s < 0 ? s * penalty : s / penalty;
   }
+}
+
+/** The ids in a row's history, each once, those inside the vocabulary [0, V). */
+function seenIds(history: ArrayLike<number>, V: number): number[] {
+  const seen = new Set<number>();
+  for (let i = 0; i < history.length; i++) seen.add(history[i]);
+  return [...seen].filter((id) => id >= 0 && id < V);
 }
 
 /** Ban every token that would complete an n-gram already present in the row. */
@@ -71,12 +75,7 @@ export function noRepeatNgramBans(history: ArrayLike<number>, n: number): number
  * penalty applies to (each once, in range) and the ids it sets to −inf (n-gram bans, eos before min_new_tokens).
  */
 export function historyInputs(history: ArrayLike<number>, generated: number, g: ResolvedGeneration, V: number): { penalized: number[]; banned: number[] } {
-  const penalized: number[] = [];
-  if (g.repetitionPenalty !== 1) {
-    const seen = new Set<number>();
-    for (let i = 0; i < history.length; i++) seen.add(history[i]);
-    for (const id of seen) if (id >= 0 && id < V) penalized.push(id);
-  }
+  const penalized = g.repetitionPenalty !== 1 ? seenIds(history, V) : [];
   const banned = noRepeatNgramBans(history, g.noRepeatNgramSize).filter((id) => id >= 0 && id < V);
   if (generated < g.minNewTokens) for (const e of g.eos) if (e >= 0 && e < V) banned.push(e);
   return { penalized, banned };

@@ -306,16 +306,14 @@ export const IGNORE_INDEX = -100;
  * Returns the loss, the scored count, and dlogits = (softmax − onehot) / divisor on scored rows (0 elsewhere).
  */
 export function causalLmLoss(logits: Vec, labels: ArrayLike<number>, B: number, T: number, V: number, divisor?: number): { loss: number; count: number; dlogits: Vec } {
-  let count = 0;
-  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) if (labels[b * T + t + 1] !== IGNORE_INDEX) count++;
+  const { targets, count } = shiftedTargets(labels, B, T, V);
   const div = divisor ?? count;
   const dl = like(logits, logits.length);
   let nll = 0;
-  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) {
-    const y = labels[b * T + t + 1];
+  for (let row = 0; row < B * T; row++) {
+    const y = targets[row];
     if (y === IGNORE_INDEX) continue;
-    if (!(Number.isInteger(y) && y >= 0 && y < V)) throw new RangeError(`causalLmLoss: label ${y} at [${b}, ${t + 1}] is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
-    const o = (b * T + t) * V;
+    const o = row * V;
     let max = -Infinity;
     for (let i = 0; i < V; i++) if (logits[o + i] > max) max = logits[o + i];
     let sum = 0;
@@ -328,6 +326,23 @@ export function causalLmLoss(logits: Vec, labels: ArrayLike<number>, B: number, 
     }
   }
   return { loss: div > 0 ? nll / div : 0, count, dlogits: dl };
+}
+
+/**
+ * The label each logits row [B·T] predicts, HF's shift: row (b, t) gets labels[b, t + 1], IGNORE_INDEX on the last
+ * position and where the label is; each checked against the vocabulary. count: the scored rows.
+ */
+export function shiftedTargets(labels: ArrayLike<number>, B: number, T: number, V: number): { targets: Int32Array; count: number } {
+  const targets = new Int32Array(B * T).fill(IGNORE_INDEX);
+  let count = 0;
+  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) {
+    const y = labels[b * T + t + 1];
+    if (y === IGNORE_INDEX) continue;
+    if (!(Number.isInteger(y) && y >= 0 && y < V)) throw new RangeError(`causalLmLoss: label ${y} at [${b}, ${t + 1}] is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
+    targets[b * T + t] = y;
+    count++;
+  }
+  return { targets, count };
 }
 
 /**

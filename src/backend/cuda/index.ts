@@ -11,7 +11,7 @@ import { checkCopy } from '../host.js';
 import { CudaDecodeGraph } from './graph.js';
 import { cudaStatus, type CudaAddon, type CudaAlloc } from '../../native/cuda-addon.js';
 import { WTYPE } from '../../native/addon.js';
-import { IGNORE_INDEX, type AttentionShape } from '../../train/ops.js';
+import { shiftedTargets, type AttentionShape } from '../../train/ops.js';
 import { bnb4Scales, type AwqQuantizedWeight, type Bnb4QuantizedWeight, type GptqQuantizedWeight, type Int8QuantizedWeight, type QuantFormat, type QuantizedWeight } from '../../quant/qweight.js';
 import { codeValue } from '../../quant/bnb4.js';
 import { gptqGroupParams } from '../../quant/gptq-format.js';
@@ -585,15 +585,7 @@ export const cudaTrain = {
    * (a new tensor; the per-row losses come down, the logits do not).
    */
   causalLmLoss(logits: Tensor<'F32'>, labels: ArrayLike<number>, B: number, T: number, V: number, divisor?: number): { loss: number; count: number; dlogits: Tensor<'F32'> } {
-    const targets = new Int32Array(B * T).fill(IGNORE_INDEX);
-    let count = 0;
-    for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) {
-      const y = labels[b * T + t + 1];
-      if (y === IGNORE_INDEX) continue;
-      if (!(Number.isInteger(y) && y >= 0 && y < V)) throw new RangeError(`causalLmLoss: label ${y} at [${b}, ${t + 1}] is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
-      targets[b * T + t] = y;
-      count++;
-    }
+    const { targets, count } = shiftedTargets(labels, B, T, V);
     const div = divisor ?? count;
     const tg = cudaBackend.upload(new Tensor('I32', [B * T], targets)), dl = newTensor('F32', logits.shape, false), nll = newTensor('F32', [B * T], false);
     addon().train('causalLmLoss', p('dlogits', dl), p('nll', nll), p('logits', logits), dev('train', 'targets', tg), B * T, V, div);
