@@ -96,8 +96,9 @@ export async function fromPretrained(idOrDir: string, opts: LoadOptions = {}): P
   if ((gptq || awq) && config.quantization_config) {
     throw new ConfigError(`${dir}: the checkpoint is already quantized (config.json has a ${config.quantization_config.method} quantization_config); load it without quantizationConfig`);
   }
-  if ((gptq || awq) && backend.device !== 'cpu') {
-    throw new ConfigError(`fromPretrained: ${gptq ? 'GPTQ' : 'AWQ'} calibration runs on the cpu backend; quantize there, save, and load the result (quantized formats on the GPU are the next step of docs/cuda.md)`);
+  // GPTQ and AWQ calibrate on the host backends and on cuda (src/quant/gptq-cuda.ts, awq-cuda.ts).
+  if ((gptq || awq) && backend.device !== 'cpu' && backend.device !== 'cuda') {
+    throw new ConfigError(`fromPretrained: ${gptq ? 'GPTQ' : 'AWQ'} calibration runs on the cpu backends or cuda, not ${backend.device}; quantize there, save, and load the result`);
   }
   const build = gptq || awq ? null : quantize;
   // buildModel checks the layers against config.json before building any, and warns about unused tensors.

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import type { Backend } from '../src/backend/backend.js';
 import type { CausalLM } from '../src/models/model.js';
-import { cudaAvailable, cudaBackend as cuda, cudaTrain } from '../src/backend/cuda/index.js';
+import { cudaAvailable, cudaAwq, cudaBackend as cuda, cudaTrain } from '../src/backend/cuda/index.js';
 import * as trainOps from '../src/train/ops.js';
 import { TrainEngine, type TrainBatch } from '../src/train/engine.js';
 import { CudaTrainEngine } from '../src/train/device-engine.js';
@@ -37,6 +37,15 @@ import { fromAwq, fromBnb4, fromGptq, fromInt8, type QuantizedWeight } from '../
 import { quantizeInt8 } from '../src/quant/int8.js';
 import { quantize4bit, type Bnb4QuantType } from '../src/quant/bnb4.js';
 import { bf16ToF32 } from '../src/tensor/dtype.js';
+import { checkGptqOptions, GptqCholeskyError, gptqQuantizePrepared, HessianAccumulator, outputError, prepareHessian, rtnQuantize, type GptqRunOptions, type PreparedHessian } from '../src/quant/gptq.js';
+import { CudaHessian, cudaWeightF32, gptqQuantizeCuda, outputErrorCuda, prepareHessianCuda, rtnQuantizeCuda, type CudaPreparedHessian } from '../src/quant/gptq-cuda.js';
+import { quantizeModelGptq } from '../src/quant/gptq-driver.js';
+import { quantizeModelAwq } from '../src/quant/awq-driver.js';
+import { AWQ_CLIP_STEPS, AWQ_GRID, hostAwqMath, refAwqKernels } from '../src/quant/awq.js';
+import { cudaAwqMath } from '../src/quant/awq-cuda.js';
+import { PyRandom } from '../src/util/pyrandom.js';
+import { KJV, lowbit } from './helpers.js';
+import { readFileSync } from 'node:fs';
 
 const status = cudaAvailable();
 const skip = status.ok ? false : `no GPU for the cuda backend: ${status.why}`;
@@ -753,4 +762,289 @@ describe('cuda backend: quantizing on load (bitsandbytes NF4 and LLM.int8, on th
       close(what, cuda.download(model.forward(ids)).f32, cpu.forward(ids).f32, tol);
     });
   }
+});
+
+describe('cuda GPTQ calibration (native/cuda/gptq.cu, src/quant/gptq-cuda.ts) vs the host path', { skip }, () => {
+  const opts = (o: Partial<GptqRunOptions>) => checkGptqOptions({ ...o, linalg: 'ref' });
+  /** x [T, K] with one dead column and one column much larger than the rest (act-order moves it first). */
+  const activations = (T: number, K: number) => {
+    const x = randn(T * K);
+    for (let t = 0; t < T; t++) { x[t * K + 5] = 0; x[t * K + 7] *= 8; }
+    return x;
+  };
+  const hessians = (K: number, chunks: Float32Array[], T: number) => {
+    const h = new HessianAccumulator(K, 'ref'), d = new CudaHessian(K);
+    for (const c of chunks) { h.add(c, T); d.add(up(new Tensor('F32', [T, K], c)) as Tensor<'F32'>, T); }
+    return { h, d };
+  };
+  /** The host's factorization on the device, so both column loops see the very same U. */
+  const uploaded = (p: PreparedHessian): CudaPreparedHessian => {
+    const U = up(new Tensor('F32', [p.K, p.K], p.U)) as Tensor<'F32'>;
+    return { K: p.K, dead: p.dead, perm: p.perm, U, dampPercent: p.dampPercent, release: () => cuda.release!(U) };
+  };
+  const sameCodes = (what: string, got: GptqCodes, want: GptqCodes) => {
+    assert.deepEqual(got.intWeight, want.intWeight, `${what}: codes`);
+    assert.deepEqual(got.scales, want.scales, `${what}: scales`);
+    assert.deepEqual(got.zeros, want.zeros, `${what}: zeros`);
+    assert.deepEqual(got.gIdx, want.gIdx, `${what}: g_idx`);
+  };
+
+  it('the Hessian (cuBLAS float32) and its factorization (float64) = the ref twins; dead columns and act-order as there', () => {
+    const K = 70, T = 90;
+    const { h, d } = hessians(K, [activations(T, K), activations(T, K), activations(T, K)], T);
+    close('H', down(d.H), h.H, 1e-5);
+    for (const descAct of [false, true]) {
+      const o = opts({ descAct });
+      const want = prepareHessian(h.H, K, o), got = prepareHessianCuda(d.H, K, o);
+      assert.deepEqual(got.dead, want.dead);
+      assert.equal(got.dead[5], 1);
+      assert.deepEqual(got.perm, want.perm);
+      if (descAct) assert.equal(got.perm![0], 7);
+      close(`U (descAct ${descAct})`, down(got.U), want.U, 1e-4);
+      got.release();
+    }
+    d.release();
+  });
+
+  it('one block: codes, grids, g_idx and values = gptqQuantizePrepared bit for bit (bits 2/3/4/8, groups, sym/asym, act-order, static groups)', () => {
+    const N = 37, K = 100, T = 120;
+    const { h, d } = hessians(K, [activations(T, K)], T);
+    d.release();
+    const w = randn(N * K), wd = up(new Tensor('F32', [N, K], w)) as Tensor<'F32'>;
+    let cases = 0;
+    for (const bits of [2, 3, 4, 8] as GptqBits[]) {
+      for (const groupSize of [-1, 32, 48]) {
+        for (const [sym, descAct, staticGroups] of [[true, false, false], [false, true, false], [false, true, true], [true, false, true]]) {
+          const o = opts({ bits, groupSize, sym, descAct, staticGroups });
+          const prep = prepareHessian(h.H, K, o), dp = uploaded(prep);
+          const want = gptqQuantizePrepared(w, [N, K], prep, o), got = gptqQuantizeCuda(wd, [N, K], dp, o);
+          const what = `${bits}-bit g${groupSize} ${sym ? 'sym' : 'asym'}${descAct ? ' act-order' : ''}${staticGroups ? ' static' : ''}`;
+          sameCodes(what, got.codes, want.codes);
+          assert.deepEqual(down(got.dequantized), want.dequantized, `${what}: values`);
+          assert.ok(Math.abs(got.loss - want.loss) <= 1e-9 * want.loss, `${what}: loss ${got.loss} vs ${want.loss}`);
+          cuda.release!(got.dequantized);
+          dp.release();
+          cases++;
+        }
+      }
+    }
+    assert.equal(cases, 48);
+  });
+
+  it('several blocks (the lazy update by cuBLAS in float32): ≥ 99.5% of the codes, the loss within 1e-3', () => {
+    const N = 64, K = 300, T = 400;
+    const { h, d } = hessians(K, [activations(T, K), activations(T, K)], T);
+    const w = randn(N * K), wd = up(new Tensor('F32', [N, K], w)) as Tensor<'F32'>;
+    for (const o of [opts({ bits: 4, groupSize: 128 }), opts({ bits: 3, groupSize: 64, sym: false, descAct: true, blockSize: 64 })]) {
+      const want = gptqQuantizePrepared(w, [N, K], prepareHessian(h.H, K, o), o);
+      const got = gptqQuantizeCuda(wd, [N, K], prepareHessianCuda(d.H, K, o), o);
+      let same = 0;
+      for (let i = 0; i < N * K; i++) if (got.codes.intWeight[i] === want.codes.intWeight[i]) same++;
+      assert.ok(same / (N * K) >= 0.995, `${same} of ${N * K} codes equal`);
+      assert.ok(Math.abs(got.loss - want.loss) <= 1e-3 * want.loss, `loss ${got.loss} vs ${want.loss}`);
+      const eGot = outputErrorCuda(wd, got.dequantized, d.H, N, K), eWant = outputError(w, want.dequantized, h.H, N, K, 'ref');
+      assert.ok(Math.abs(eGot - eWant) <= 2e-2 * eWant, `output error ${eGot} vs ${eWant}`);
+      const rtn = rtnQuantize(w, [N, K], o);
+      assert.ok(eGot < outputError(w, rtn.dequantized, h.H, N, K, 'ref'), 'GPTQ beats RTN');
+    }
+    d.release();
+  });
+
+  it('round to nearest = rtnQuantize bit for bit; outputError = the ref twin', () => {
+    const N = 29, K = 77, T = 50;
+    const { h, d } = hessians(K, [activations(T, K)], T);
+    const w = randn(N * K), wd = up(new Tensor('F32', [N, K], w)) as Tensor<'F32'>;
+    for (const [bits, groupSize, sym] of [[2, 16, false], [4, -1, true], [8, 32, false], [3, 100, true]] as [GptqBits, number, boolean][]) {
+      const want = rtnQuantize(w, [N, K], { bits, groupSize, sym }), got = rtnQuantizeCuda(wd, [N, K], { bits, groupSize, sym });
+      sameCodes(`rtn ${bits}-bit g${groupSize}`, got.codes, want.codes);
+      assert.deepEqual(down(got.dequantized), want.dequantized);
+      const e = outputErrorCuda(wd, got.dequantized, d.H, N, K), r = outputError(w, want.dequantized, h.H, N, K, 'ref');
+      assert.ok(Math.abs(e - r) <= 1e-4 * r, `output error ${e} vs ${r}`);
+    }
+    d.release();
+  });
+
+  it('a Hessian that is not positive definite: the host\'s GptqCholeskyError and column; a non-finite weight is named', () => {
+    const K = 40, T = 60;
+    const x = activations(T, K);
+    const { h, d } = hessians(K, [x], T);
+    const Hbad = h.H.slice();
+    Hbad[11 * K + 11] = -5;
+    const dBad = up(new Tensor('F32', [K, K], Hbad)) as Tensor<'F32'>;
+    const err = (f: () => unknown) => { try { f(); } catch (e) { return e as GptqCholeskyError; } assert.fail('no error'); };
+    const want = err(() => prepareHessian(Hbad, K, opts({})));
+    const got = err(() => prepareHessianCuda(dBad, K, opts({})));
+    assert.ok(got instanceof GptqCholeskyError);
+    assert.equal(got.column, want.column);
+    assert.equal(got.column, 11);
+    const w = randn(8 * K);
+    w[3 * K + 2] = NaN;
+    assert.throws(() => cudaWeightF32(up(new Tensor('F32', [8, K], w)), 'L0.q_proj'), /L0\.q_proj: weight \[3, 2\] is NaN/);
+    d.release();
+  });
+
+  const windows = (V: number, n: number, T: number, seed: number) => {
+    const r = new PyRandom(seed);
+    return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => r.randint(0, V - 1)));
+  };
+  for (const fam of ['llama_gqa', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like']) {
+    it(`${fam}: quantizeModelGptq on cuda = on the cpu backend (codes, errors; the quantized logits as close to the float ones)`, async () => {
+      const dir = goldenCases().find((c) => c.name === fam)!.dir;
+      const { model, config } = await fromPretrained(dir, { device: 'cuda' });
+      const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
+      const samples = windows(config.vocab_size, 6, 24, 1), test = windows(config.vocab_size, 1, 20, 2).map((w) => Array.from(w));
+      const float = cpu.forward(test).f32.slice();
+      const o = { bits: 4 as const, groupSize: 32, sym: false, descAct: true };
+      const got = quantizeModelGptq(model, samples, o), want = quantizeModelGptq(cpu, samples, o);
+      assert.deepEqual([...got.codes.keys()], [...want.codes.keys()]);
+      let same = 0, total = 0;
+      for (const [name, c] of got.codes) {
+        const wc = want.codes.get(name)!;
+        for (let i = 0; i < c.intWeight.length; i++) if (c.intWeight[i] === wc.intWeight[i]) same++;
+        total += c.intWeight.length;
+      }
+      assert.ok(same / total >= 0.98, `${fam}: ${same} of ${total} codes equal`);
+      got.stats.forEach((s, i) => {
+        const w = want.stats[i];
+        assert.ok(s.gptqError! < s.rtnError!, `${s.name}: gptq ${s.gptqError} rtn ${s.rtnError}`);
+        assert.ok(Math.abs(s.rtnError! - w.rtnError!) <= 0.05 * w.rtnError! + 1e-9, `${s.name}: rtn error ${s.rtnError} vs ${w.rtnError}`);
+        assert.ok(Math.abs(s.gptqError! - w.gptqError!) <= 0.1 * w.gptqError! + 1e-9, `${s.name}: gptq error ${s.gptqError} vs ${w.gptqError}`);
+      });
+      const eDev = relErr(cuda.download(model.forward(test)).f32, float), eHost = relErr(cpu.forward(test).f32, float);
+      assert.ok(eDev <= 1.5 * eHost + 1e-4, `${fam}: quantized logits off the float ones by ${eDev} (cuda) vs ${eHost} (cpu)`);
+    });
+  }
+
+  it('lowbit quantize --device cuda: an AutoGPTQ folder as the cpu run writes it (the report says cuda)', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'lowbit-cuda-gptq-'));
+    const args = ['--method', 'gptq', '--bits', '4', '--group-size', '64', '--dataset', join(KJV, 'heldout.txt'), '--nsamples', '4', '--seqlen', '64'];
+    const rc = lowbit('quantize', KJV, ...args, '--device', 'cuda', '--out', join(out, 'cuda'));
+    assert.equal(rc.code, 0, rc.err);
+    assert.equal(lowbit('quantize', KJV, ...args, '--out', join(out, 'cpu')).code, 0);
+    const report = JSON.parse(readFileSync(join(out, 'cuda', 'quantize_report.json'), 'utf8'));
+    assert.equal(report.device, 'cuda');
+    const [qc, qh] = ['cuda', 'cpu'].map((d) => readSafetensors(join(out, d, 'model.safetensors')));
+    assert.deepEqual(qc.names(), qh.names());
+    // The model is bf16: on the GPU its calibration GEMMs take bf16 activations (as PyTorch's would), on the cpu
+    // float32 ones, so the two runs see slightly different Hessians, and GPTQ's error feedback turns small
+    // differences into codes one step apart (74% equal in the first run); both folders are as close to the float
+    // model.
+    let same = 0, total = 0;
+    for (const name of qh.names().filter((n) => n.endsWith('.qweight'))) {
+      const a = qc.get(name).data as Int32Array, b = qh.get(name).data as Int32Array;
+      for (let i = 0; i < a.length; i++) for (let s = 0; s < 32; s += 4) { total++; if (((a[i] >>> s) & 15) === ((b[i] >>> s) & 15)) same++; }
+    }
+    assert.ok(same / total >= 0.6, `${same} of ${total} codes equal`);
+    const ids = [[1, 5, 9, 33, 2, 60, 63, 4, 8, 12, 40, 41, 17, 3, 90, 7]];
+    const float = (await fromPretrained(KJV, { backend: 'cpu' })).model.forward(ids).f32;
+    const [ec, eh] = await Promise.all(['cuda', 'cpu'].map(async (d) => relErr((await fromPretrained(join(out, d), { backend: 'cpu' })).model.forward(ids).f32, float)));
+    assert.ok(ec <= 1.5 * eh, `logits off the float model's by ${ec} (cuda folder) vs ${eh} (cpu folder)`);
+    rmSync(out, { recursive: true, force: true });
+  });
+});
+
+describe('cuda AWQ calibration (native/cuda/awq.cu, src/quant/awq-cuda.ts) vs the host path', { skip }, () => {
+  const t = (shape: number[], a: Float32Array) => up(new Tensor('F32', shape, a)) as Tensor<'F32'>;
+  const host = hostAwqMath('ref');
+  /** Weights with a few large values, so clipping has something to do. */
+  const weights = (N: number, K: number) => {
+    const w = randn(N * K);
+    for (let i = 0; i < w.length; i += 97) w[i] *= 6;
+    return w;
+  };
+
+  it('pseudo-quantization (codes, float16 grids), the Gram matrices and the clip search = refAwqKernels bit for bit', () => {
+    const N = 37, K = 256, T = 70, x = randn(T * K);
+    const s = Float32Array.from({ length: K }, (_, i) => 0.5 + (i % 7) / 5);
+    for (const [bits, G, zp] of [[4, 32, true], [4, 128, false], [3, 64, true], [4, 256, true]] as [number, number, boolean][]) {
+      const w = weights(N, K), what = `${bits}-bit g${G} ${zp ? 'zero point' : 'sym'}`;
+      const nG = K / G;
+      const want = { out: new Float32Array(N * K), codes: new Uint8Array(N * K), scales: new Float32Array(nG * N), zeros: new Uint8Array(nG * N) };
+      refAwqKernels.pseudoQuantize(w, N, K, null, bits, G, zp, want.out, want.codes, want.scales, want.zeros);
+      const got = cudaAwq.pseudoQuantize(t([N, K], w), N, K, null, bits, G, zp, true);
+      assert.deepEqual(down(got.out), want.out, `${what}: values`);
+      assert.deepEqual(cuda.download(got.codes!).data, want.codes, `${what}: codes`);
+      assert.deepEqual(down(got.scales!), want.scales, `${what}: scales`);
+      assert.deepEqual(cuda.download(got.zeros!).data, want.zeros, `${what}: zeros`);
+      const scaled = new Float32Array(N * K);
+      refAwqKernels.pseudoQuantize(w, N, K, s, bits, G, zp, scaled, null, null, null);
+      assert.deepEqual(down(cudaAwq.pseudoQuantize(t([N, K], w), N, K, t([K], s), bits, G, zp).out), scaled, `${what}: Q(w·s)/s`);
+      const gram = new Float64Array(K * G);
+      refAwqKernels.groupGram(x, T, K, G, gram);
+      const gd = cudaAwq.groupGram(t([T, K], x), T, K, G), gh = down(gd);
+      assert.deepEqual(new Float64Array(gh.buffer, gh.byteOffset, K * G), gram, `${what}: Gram`);
+      const best = new Float32Array(N * nG);
+      refAwqKernels.clipSearch(w, N, K, G, gram, T, bits, zp, AWQ_CLIP_STEPS, AWQ_GRID, best);
+      assert.deepEqual(down(cudaAwq.clipSearch(t([N, K], w), N, K, G, gd, T, bits, zp, AWQ_CLIP_STEPS, AWQ_GRID)), best, `${what}: clip maxima`);
+    }
+  });
+
+  it('the statistics, folding, clip tokens and quantization of cudaAwqMath = hostAwqMath bit for bit', () => {
+    const N = 24, K = 128, opts = { bits: 4 as const, groupSize: 32, zeroPoint: true };
+    const w = weights(N, K), s = Float32Array.from({ length: K }, (_, i) => 0.25 + (i % 5) / 3);
+    // Inputs of 700 and 500 rows: 1200 rows, every 2nd taken across the boundary.
+    const xs = [randn(700 * K), randn(500 * K)];
+    const hx = xs.map((x) => host.keepInput(new Tensor('F32', [x.length / K, K], x), K)), dx = xs.map((x) => t([x.length / K, K], x));
+    assert.deepEqual(cudaAwqMath.activationMean(dx, K), host.activationMean(hx, K));
+    const hw = host.weight(new Tensor('F32', [N, K], w), [N, K], 'w'), dw = cudaAwqMath.weight(t([N, K], w), [N, K], 'w');
+    assert.deepEqual(cudaAwqMath.weightMean([dw, dw], K, 32), host.weightMean([hw, hw], K, 32));
+    assert.deepEqual(down(cudaAwqMath.scaleColumns(dw, N, K, s)), host.scaleColumns(hw, N, K, s).f32);
+    assert.deepEqual(down(cudaAwqMath.divideLastRows(dw, N, K, s.subarray(0, 10))), host.divideLastRows(hw, N, K, s.subarray(0, 10)).f32);
+    assert.deepEqual(down(cudaAwqMath.divideTail(t([K], s), s.subarray(0, 50))), host.divideTail(new Tensor('F32', [K], s), s.subarray(0, 50)).f32);
+    for (const sc of [null, s]) {
+      const c = cudaAwqMath.clip(dw, N, K, dx, sc, opts, 'fc'), h = host.clip(hw, N, K, hx, sc, opts, 'fc');
+      assert.deepEqual(down(c.w), h.w.f32);
+      assert.equal(c.ratio, h.ratio);
+      assert.ok(h.ratio < 1, `ratio ${h.ratio}`);
+    }
+    const q = cudaAwqMath.quantize(dw, [N, K], opts, 'fc'), hq = host.quantize(hw, [N, K], opts, 'fc');
+    assert.deepEqual(q.codes, hq.codes);
+    assert.deepEqual(down(q.dequantized), hq.dequantized.f32);
+    const bad = w.slice();
+    bad[2 * K + 9] = Infinity;
+    assert.throws(() => cudaAwqMath.weight(t([N, K], bad), [N, K], 'L1.mlp.up_proj'), /L1\.mlp\.up_proj: weight \[2, 9\] is Infinity; AWQ needs finite weights/);
+  });
+
+  const windows = (V: number, n: number, T: number, seed: number) => {
+    const r = new PyRandom(seed);
+    return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => r.randint(0, V - 1)));
+  };
+  for (const fam of ['llama_gqa', 'qwen2', 'mistral_sliding', 'opt_125m_like', 'opt_350m_like']) {
+    it(`${fam}: quantizeModelAwq on cuda = on the cpu backend (α of each group, codes; the quantized logits as close to the float ones)`, async () => {
+      const dir = goldenCases().find((c) => c.name === fam)!.dir;
+      const { model, config } = await fromPretrained(dir, { device: 'cuda' });
+      const { model: cpu } = await fromPretrained(dir, { backend: 'cpu' });
+      const samples = windows(config.vocab_size, 4, 24, 1), test = windows(config.vocab_size, 1, 20, 2).map((w) => Array.from(w));
+      const float = cpu.forward(test).f32.slice();
+      const o = { bits: 4 as const, groupSize: -1 };  // G = K: 64 (the Gram matrix in shared memory) and 128-172 (in global memory)
+      const got = quantizeModelAwq(model, samples, o), want = quantizeModelAwq(cpu, samples, o);
+      assert.deepEqual(got.groups.map((g) => g.layers), want.groups.map((g) => g.layers));
+      const sameAlpha = got.groups.filter((g, i) => g.alpha === want.groups[i].alpha).length;
+      assert.ok(sameAlpha >= 0.9 * want.groups.length, `${fam}: α equal in ${sameAlpha} of ${want.groups.length} groups`);
+      got.groups.forEach((g, i) => assert.ok(Math.abs(g.lossAtAlpha0 - want.groups[i].lossAtAlpha0) <= 1e-3 * want.groups[i].lossAtAlpha0 + 1e-12, `${g.layers}: loss at α 0`));
+      let same = 0, total = 0;
+      for (const [name, c] of got.codes) {
+        const wc = want.codes.get(name)!;
+        for (let i = 0; i < c.intWeight.length; i++) if (c.intWeight[i] === wc.intWeight[i]) same++;
+        total += c.intWeight.length;
+      }
+      assert.ok(same / total >= 0.97, `${fam}: ${same} of ${total} codes equal`);
+      const eDev = relErr(cuda.download(model.forward(test)).f32, float), eHost = relErr(cpu.forward(test).f32, float);
+      assert.ok(eDev <= 1.5 * eHost + 1e-4, `${fam}: quantized logits off the float ones by ${eDev} (cuda) vs ${eHost} (cpu)`);
+    });
+  }
+
+  it('lowbit quantize --method awq --device cuda: an AutoAWQ folder as good as the cpu run\'s (the report says cuda)', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'lowbit-cuda-awq-'));
+    const args = ['--method', 'awq', '--group-size', '16', '--dataset', join(KJV, 'heldout.txt'), '--nsamples', '8', '--seqlen', '64'];
+    const rc = lowbit('quantize', KJV, ...args, '--device', 'cuda', '--out', join(out, 'cuda'));
+    assert.equal(rc.code, 0, rc.err);
+    assert.equal(lowbit('quantize', KJV, ...args, '--out', join(out, 'cpu')).code, 0);
+    assert.equal(JSON.parse(readFileSync(join(out, 'cuda', 'quantize_report.json'), 'utf8')).device, 'cuda');
+    const ids = [[1, 5, 9, 33, 2, 60, 63, 4, 8, 12, 40, 41, 17, 3, 90, 7]];
+    const float = (await fromPretrained(KJV, { backend: 'cpu' })).model.forward(ids).f32;
+    const [ec, eh] = await Promise.all(['cuda', 'cpu'].map(async (d) => relErr((await fromPretrained(join(out, d), { backend: 'cpu' })).model.forward(ids).f32, float)));
+    assert.ok(ec <= 1.5 * eh, `logits off the float model's by ${ec} (cuda folder) vs ${eh} (cpu folder)`);
+    rmSync(out, { recursive: true, force: true });
+  });
 });

@@ -12,6 +12,7 @@ import { GPTQConfig } from '../src/io/gptqconfig.js';
 import { GptqLinear } from '../src/nn/quant.js';
 import { quantizedStateDict } from '../src/io/save.js';
 import { KJV, lowbit } from './helpers.js';
+import { cudaAvailable } from '../src/backend/cuda/index.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-gptq-cli-'));
 const DATA = join(KJV, 'heldout.txt');
@@ -82,11 +83,18 @@ describe('lowbit quantize --method gptq|rtn', () => {
       [['--method', 'rtn', '--sym', '--asym', '--out', o], /--sym and --asym are exclusive/],
       [['--method', 'rtn', '--group-size', 'x', '--out', o], /--group-size must be -1 or a positive integer/],
       [['--method', 'rtn', '--damp', '2', '--out', o], /--damp/],
+      [['--method', 'rtn', '--device', 'tpu', '--out', o], /--device "tpu" is unknown \(choose cpu or cuda\)/],
+      [['--method', 'nf4', '--device', 'cuda', '--out', o], /--device applies to --method gptq, rtn or awq, not nf4/],
     ];
     for (const [args, re] of cases) {
       const r = lowbit('quantize', KJV, ...args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
       assert.match(r.err, re);
+    }
+    if (!cudaAvailable().ok) {  // where the GPU is missing, --device cuda says why before loading anything
+      const r = lowbit('quantize', KJV, '--method', 'awq', '--dataset', DATA, '--device', 'cuda', '--out', o);
+      assert.equal(r.code, 2, r.err);
+      assert.match(r.err, /--device cuda: /);
     }
     const bad = lowbit('quantize', KJV, '--method', 'rtn', '--bits', '5', '--out', o);
     assert.notEqual(bad.code, 0);

@@ -619,6 +619,63 @@ Napi::Value Train(const Napi::CallbackInfo& info) {
   LOWBIT_CATCH(info.Env())
   return info.Env().Undefined();
 }
+// gptq(op, …): GPTQ on the device (gptq.cu); pointers as numbers (0 = null).
+//   toF32(dst, src, wtype, n)    diag(out, H, K)    xtx(H, X, T, K, beta, alpha)
+//   findParams(scale, zero, W, N, ld, c0, c1, bits, sym)    columns(dst, W, perm|0, dead|0, N, K)
+//   prepare(U, A, X, fail, H, perm|0, diag, K)
+//   quantBlock(W, N, K, i1, B, U, scales, zeros, colGroup, perm|0, bits, codes, deq, err, rowLoss)
+//   blockUpdate(W, N, K, err, B, U, i1)    rtn(codes, deq, W, scales, zeros, colGroup, N, K, bits)
+//   sub(d, a, b, n)    dot(partials f64 [64], a, b, n)
+Napi::Value Gptq(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "gptq: the op name comes first");
+  const std::string op = info[0].As<Napi::String>();
+  auto P = [&](size_t i) { return ptr<float>(info, i, "pointer"); };
+  auto I = [&](size_t i) { return integer(info, i, "size"); };
+  auto I32 = [&](size_t i) { return ptr<int32_t>(info, i, "pointer"); };
+  LOWBIT_TRY
+  if (op == "toF32") gptq_to_f32(P(1), ptr<const void>(info, 2, "src"), wtype(info, 3), I(4));
+  else if (op == "diag") gptq_diag(P(1), P(2), I(3));
+  else if (op == "xtx") gptq_xtx(P(1), P(2), I(3), I(4), float(num(info, 5, "beta")), float(num(info, 6, "alpha")));
+  else if (op == "findParams") gptq_find_params(P(1), P(2), P(3), I(4), I(5), I(6), I(7), int(I(8)), info[9].ToBoolean());
+  else if (op == "columns") gptq_columns(P(1), P(2), I32(3), ptr<const uint8_t>(info, 4, "dead"), I(5), I(6));
+  else if (op == "prepare") gptq_prepare(P(1), ptr<double>(info, 2, "A"), ptr<double>(info, 3, "X"), I32(4), P(5), I32(6), P(7), I(8));
+  else if (op == "quantBlock")
+    gptq_quant_block(P(1), I(2), I(3), I(4), int(I(5)), P(6), P(7), P(8), I32(9), I32(10), int(I(11)), ptr<uint8_t>(info, 12, "codes"), P(13),
+                     P(14), ptr<double>(info, 15, "rowLoss"));
+  else if (op == "blockUpdate") gptq_block_update(P(1), I(2), I(3), P(4), int(I(5)), P(6), I(7));
+  else if (op == "rtn") gptq_rtn(ptr<uint8_t>(info, 1, "codes"), P(2), P(3), P(4), P(5), I32(6), I(7), I(8), int(I(9)));
+  else if (op == "sub") gptq_sub(P(1), P(2), P(3), I(4));
+  else if (op == "dot") gptq_dot(ptr<double>(info, 1, "partials"), P(2), P(3), I(4));
+  else throw Napi::TypeError::New(info.Env(), "gptq: unknown op " + op);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
+// awq(op, …): AWQ on the device (awq.cu); pointers as numbers (0 = null).
+//   pq(out, codes|0, scales|0, zeros|0, W, s|0, N, K, G, bits, zeroPoint)    gram(gram f64, x, T, K, G)
+//   clip(best, W, N, K, G, gram f64, T, bits, zeroPoint, nShrink, nGrid)    absSum(acc f64, x, T, K)
+//   groupAbsmax(gmax, W, N, K, G, add)    weightMean(acc f64, W, gmax, N, K, G)    scale(out, W, s, N, K, ns, mode)
+//   gatherRows(out, x, s|0, r0, step, n, K)    applyClip(out, W, max, N, K, G)
+Napi::Value Awq(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "awq: the op name comes first");
+  const std::string op = info[0].As<Napi::String>();
+  auto P = [&](size_t i) { return ptr<float>(info, i, "pointer"); };
+  auto D = [&](size_t i) { return ptr<double>(info, i, "pointer"); };
+  auto U8 = [&](size_t i) { return ptr<uint8_t>(info, i, "pointer"); };
+  auto I = [&](size_t i) { return integer(info, i, "size"); };
+  LOWBIT_TRY
+  if (op == "pq") awq_pseudo_quantize_dev(P(1), U8(2), P(3), U8(4), P(5), P(6), I(7), I(8), I(9), int(I(10)), info[11].ToBoolean());
+  else if (op == "gram") awq_group_gram_dev(D(1), P(2), I(3), I(4), I(5));
+  else if (op == "clip") awq_clip_search_dev(P(1), P(2), I(3), I(4), I(5), D(6), I(7), int(I(8)), info[9].ToBoolean(), int(I(10)), int(I(11)));
+  else if (op == "absSum") awq_abs_sum_dev(D(1), P(2), I(3), I(4));
+  else if (op == "groupAbsmax") awq_group_absmax_dev(P(1), P(2), I(3), I(4), I(5), num(info, 6, "add"));
+  else if (op == "weightMean") awq_weight_mean_dev(D(1), P(2), P(3), I(4), I(5), I(6));
+  else if (op == "scale") awq_scale_dev(P(1), P(2), P(3), I(4), I(5), I(6), int(I(7)));
+  else if (op == "gatherRows") awq_gather_rows_dev(P(1), P(2), P(3), I(4), I(5), I(6), I(7));
+  else if (op == "applyClip") awq_apply_clip_dev(P(1), P(2), P(3), I(4), I(5), I(6));
+  else throw Napi::TypeError::New(info.Env(), "awq: unknown op " + op);
+  LOWBIT_CATCH(info.Env())
+  return info.Env().Undefined();
+}
 // fillRandom(ptr, wtype, n, seed, std)
 Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   void* d = ptr<void>(info, 0, "ptr");
@@ -789,6 +846,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("sample", Napi::Function::New(env, Sample));
   exports.Set("train", Napi::Function::New(env, Train));
+  exports.Set("gptq", Napi::Function::New(env, Gptq));
+  exports.Set("awq", Napi::Function::New(env, Awq));
   exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
   exports.Set("eventRecord", Napi::Function::New(env, EventRecord));
   exports.Set("eventElapsed", Napi::Function::New(env, EventElapsed));

@@ -112,6 +112,47 @@ bool int8_gemm_s32(int32_t* C, const int8_t* CB, const int8_t* CA, int64_t M, in
 // Row-major C [M, N] (+)= alpha·op(A) [M, K] · op(B) [K, N], op a transpose where asked (A [K, M] when ta, B [N, K] when
 // tb); A float32, B of WType bt (A rounded to it when 16-bit, as matmul does); cuBLAS, float32 accumulation (gemm.cc).
 void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate, float alpha);
+// Column-major BLAS for GPTQ (gemm.cc, cuBLAS): C (m×n, ldc) = alpha·op(A)·op(B) + beta·C in float32 (no TF32); the
+// float64 triangular solve op(A)·X = alpha·B (left) or X·op(A) = alpha·B (right), A triangular, X over B; and the
+// float64 rank-k update of C's lower triangle, C = alpha·op(A)·op(A)ᵀ + beta·C (op(A) n×k; trans: A is k×n).
+void sgemm_cm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+              float beta, float* C, int64_t ldc);
+void dtrsm_cm(bool right, bool lower, bool trans, int64_t m, int64_t n, double alpha, const double* A, int64_t lda, double* B, int64_t ldb);
+void dsyrk_lower(bool trans, int64_t n, int64_t k, double alpha, const double* A, int64_t lda, double beta, double* C, int64_t ldc);
+// GPTQ (gptq.cu, driven by src/quant/gptq-cuda.ts): weights to float32; H's diagonal; H = beta·H + alpha·XᵀX for
+// X [T, K]; find_params of columns [c0, c1) of W [N, ld] into scale/zero [N]; dst [N, K] = W's columns in perm order
+// with dead columns zeroed; the factorization (U [K, K] row-major upper, H⁻¹ = UᵀU; A and X: K×K float64 scratch;
+// fail [2]: the first non-positive pivot of each Cholesky, or 0x7f7f7f7f); the column loop of block [i1, i1 + B) and
+// its lazy update; round to nearest on given grids; d = a − b; Σ a·b in float64 partials [64].
+constexpr int kGptqMaxBlock = 1024;
+void gptq_to_f32(float* dst, const void* src, int wt, int64_t n);
+void gptq_diag(float* out, const float* H, int64_t K);
+void gptq_xtx(float* H, const float* X, int64_t T, int64_t K, float beta, float alpha);
+void gptq_find_params(float* scale, float* zero, const float* W, int64_t N, int64_t ld, int64_t c0, int64_t c1, int bits, bool sym);
+void gptq_columns(float* dst, const float* W, const int32_t* perm, const uint8_t* dead, int64_t N, int64_t K);
+void gptq_prepare(float* U, double* A, double* X, int32_t* fail, const float* H, const int32_t* perm, const float* diag, int64_t K);
+void gptq_quant_block(const float* W, int64_t N, int64_t K, int64_t i1, int B, const float* U, const float* scales, const float* zeros,
+                      const int32_t* colGroup, const int32_t* perm, int bits, uint8_t* codes, float* deq, float* err, double* rowLoss);
+void gptq_block_update(float* W, int64_t N, int64_t K, const float* err, int B, const float* U, int64_t i1);
+void gptq_rtn(uint8_t* codes, float* deq, const float* W, const float* scales, const float* zeros, const int32_t* colGroup, int64_t N,
+              int64_t K, int bits);
+void gptq_sub(float* d, const float* a, const float* b, int64_t n);
+void gptq_dot(double* partials, const float* a, const float* b, int64_t n);
+// AWQ (awq.cu, driven by src/quant/awq-cuda.ts), the twins of src/quant/awq.ts's kernels and statistics: out = Q(W·s)/s
+// (codes, scales [K/G, N], zeros when given); the per-group Gram matrices [K/G, G, G] of x [T, K]; the clip search
+// (best [N, K/G]); acc[c] += Σ_t |x[t, c]|; gmax [N, K/G] = max |w| (+ add); acc[c] += Σ_r |w[r, c]| / gmax; W·diag(s)
+// (mode 0) or W's last ns rows ÷ s (mode 1); rows r0, r0 + step, … of x (÷ s); W clamped to ±max per group.
+void awq_pseudo_quantize_dev(float* out, uint8_t* codes, float* scales, uint8_t* zeros, const float* W, const float* s, int64_t N,
+                             int64_t K, int64_t G, int bits, bool zeroPoint);
+void awq_group_gram_dev(double* gram, const float* x, int64_t T, int64_t K, int64_t G);
+void awq_clip_search_dev(float* best, const float* W, int64_t N, int64_t K, int64_t G, const double* gram, int64_t T, int bits,
+                         bool zeroPoint, int nShrink, int nGrid);
+void awq_abs_sum_dev(double* acc, const float* x, int64_t T, int64_t K);
+void awq_group_absmax_dev(float* gmax, const float* W, int64_t N, int64_t K, int64_t G, double add);
+void awq_weight_mean_dev(double* acc, const float* W, const float* gmax, int64_t N, int64_t K, int64_t G);
+void awq_scale_dev(float* out, const float* W, const float* s, int64_t N, int64_t K, int64_t ns, int mode);
+void awq_gather_rows_dev(float* out, const float* x, const float* s, int64_t r0, int64_t step, int64_t n, int64_t K);
+void awq_apply_clip_dev(float* out, const float* W, const float* mx, int64_t N, int64_t K, int64_t G);
 // The optimizer on the device (train.cu): AdamW as src/train/optim.ts (float64 arithmetic, float32 state) with the
 // gradient first scaled by clip; Σ g² in float64, one partial per block into partials[0, kSumsqBlocks); dst = s·src.
 constexpr int kSumsqBlocks = 64;

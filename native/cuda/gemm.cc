@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <initializer_list>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -34,6 +36,9 @@ struct Cublas {
   cublasStatus_t (*gemm_ex)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
                             const void*, void*, int, int, int, int) = nullptr;
   const char* (*status_name)(cublasStatus_t) = nullptr;
+  // GPTQ's factorization (gptq.cu): float64 triangular solve and rank-k update.
+  cublasStatus_t (*dtrsm)(cublasHandle_t, int, int, int, int, int, int, const double*, const double*, int, double*, int) = nullptr;
+  cublasStatus_t (*dsyrk)(cublasHandle_t, int, int, int, int, const double*, const double*, int, const double*, double*, int) = nullptr;
 };
 
 Cublas& cublas() {
@@ -62,6 +67,8 @@ Cublas& cublas() {
     c.gemm_ex = reinterpret_cast<decltype(c.gemm_ex)>(dlsym(c.lib, "cublasGemmEx"));
     c.status_name = reinterpret_cast<decltype(c.status_name)>(dlsym(c.lib, "cublasGetStatusName"));
     c.set_workspace = reinterpret_cast<decltype(c.set_workspace)>(dlsym(c.lib, "cublasSetWorkspace_v2"));
+    c.dtrsm = reinterpret_cast<decltype(c.dtrsm)>(dlsym(c.lib, "cublasDtrsm_v2"));
+    c.dsyrk = reinterpret_cast<decltype(c.dsyrk)>(dlsym(c.lib, "cublasDsyrk_v2"));
     if (!c.create || !c.set_stream || !c.gemm_ex) {
       c.why = "libcublas lacks cublasCreate_v2 / cublasSetStream_v2 / cublasGemmEx";
       c.lib = nullptr;
@@ -165,6 +172,46 @@ void dgemm_nt(double* Y, const double* X, const double* W, int64_t M, int64_t N,
   const double one = 1.0, beta = accumulate ? 1.0 : 0.0;
   check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, W, CUDA_R_64F, int(K), X, CUDA_R_64F, int(K), &beta, Y,
                   CUDA_R_64F, int(N), CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT), "GemmEx (f64)");
+}
+
+static Cublas& blas_for(const char* what) {
+  Cublas& c = cublas();
+  if (!c.lib) throw CudaError(std::string(what) + " needs cuBLAS: " + c.why);
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  return c;
+}
+
+static void check_int_range(const char* what, std::initializer_list<int64_t> dims) {
+  for (int64_t d : dims)
+    if (d > INT32_MAX) throw CudaError(std::string(what) + ": a dimension is above cuBLAS's int range");
+}
+
+void sgemm_cm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+              float beta, float* C, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  Cublas& c = blas_for("sgemm");
+  check_int_range("sgemm", {m, n, k, lda, ldb, ldc});
+  check(c.gemm_ex(c.handle, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, int(m), int(n), int(k), &alpha, A, CUDA_R_32F,
+                  int(lda), B, CUDA_R_32F, int(ldb), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "GemmEx (sgemm)");
+}
+
+void dtrsm_cm(bool right, bool lower, bool trans, int64_t m, int64_t n, double alpha, const double* A, int64_t lda, double* B, int64_t ldb) {
+  if (m == 0 || n == 0) return;
+  Cublas& c = blas_for("dtrsm");
+  if (!c.dtrsm) throw CudaError("libcublas lacks cublasDtrsm_v2");
+  check_int_range("dtrsm", {m, n, lda, ldb});
+  // cublasSideMode_t LEFT 0 / RIGHT 1, cublasFillMode_t LOWER 0 / UPPER 1, CUBLAS_DIAG_NON_UNIT 0.
+  check(c.dtrsm(c.handle, right ? 1 : 0, lower ? 0 : 1, trans ? CUBLAS_OP_T : CUBLAS_OP_N, 0, int(m), int(n), &alpha, A, int(lda), B, int(ldb)),
+        "Dtrsm");
+}
+
+void dsyrk_lower(bool trans, int64_t n, int64_t k, double alpha, const double* A, int64_t lda, double beta, double* C, int64_t ldc) {
+  if (n == 0) return;
+  Cublas& c = blas_for("dsyrk");
+  if (!c.dsyrk) throw CudaError("libcublas lacks cublasDsyrk_v2");
+  check_int_range("dsyrk", {n, k, lda, ldc});
+  check(c.dsyrk(c.handle, 0, trans ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(k), &alpha, A, int(lda), &beta, C, int(ldc)), "Dsyrk");
 }
 
 // Device milliseconds of `iters` calls of f, timed with events on the stream.

@@ -1,5 +1,6 @@
 // Options several commands share.
 import { cpuAvailable, setThreads } from '../backend/cpu/index.js';
+import { cudaAvailable } from '../backend/cuda/index.js';
 import type { LoadedModel } from '../api.js';
 import { quantizedStateDict } from '../io/save.js';
 import { quantStats, type QuantStats } from '../quant/stats.js';
@@ -28,3 +29,14 @@ export function quantizedBytes(m: LoadedModel): { after: QuantStats; before: num
 
 /** "model.layers.3.mlp.up_proj" → "L3.mlp.up_proj" (OPT's model.decoder.layers too), for progress lines. */
 export const shortLayerName = (name: string): string => name.replace(/^model\.(decoder\.)?layers\./, 'L');
+
+/** --device cpu|cuda (default cpu); cuda must be able to run here (a usage error says why not). */
+export function deviceOption(flag: string | undefined): 'cpu' | 'cuda' {
+  const device = flag ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device "${device}" is unknown (choose cpu or cuda)`);
+  if (device === 'cuda') {
+    const st = cudaAvailable();
+    if (!st.ok) throw new UsageError(`--device cuda: ${st.why}`);
+  }
+  return device;
+}

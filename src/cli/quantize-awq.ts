@@ -10,12 +10,12 @@ import { quantizeLoadedAwq } from '../quant/awq-run.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { pyJsonDumps } from '../util/pyjson.js';
 import { intOpt, renderProgress, UsageError } from './args.js';
-import { quantizedBytes, shortLayerName } from './common.js';
+import { deviceOption, quantizedBytes, shortLayerName } from './common.js';
 import { join } from 'node:path';
 
 export interface AwqCliValues {
   bits?: string; 'group-size'?: string; dataset?: string; nsamples?: string; seqlen?: string; version?: string;
-  'no-zero-point'?: boolean; out: string; force?: boolean; revision?: string; 'no-mmap'?: boolean;
+  'no-zero-point'?: boolean; out: string; force?: boolean; revision?: string; 'no-mmap'?: boolean; device?: string;
 }
 
 export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<number> {
@@ -31,8 +31,10 @@ export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<nu
     nsamples: intOpt(v.nsamples, '--nsamples', 1) ?? 128, seqlen: intOpt(v.seqlen, '--seqlen', 1) ?? 512,
   }, 'lowbit quantize', { strict: true });
 
+  const device = deviceOption(v.device);
+
   const t0 = performance.now();
-  const m = await fromPretrained(model, { revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress() });
+  const m = await fromPretrained(model, { revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress(), ...(device === 'cuda' ? { device } : {}) });
   const tLoad = performance.now();
   const groupLines: string[] = [];
   const bar = renderProgress<AwqProgress>({
@@ -52,7 +54,7 @@ export async function runQuantizeAwq(model: string, v: AwqCliValues): Promise<nu
   const { after, before } = quantizedBytes(m);
   const cal = run.calibration!;
   const report = {
-    model, out: saved.dir, method: 'awq',
+    model, out: saved.dir, method: 'awq', device,
     config: { bits: spec.bits, group_size: spec.groupSize, zero_point: spec.zeroPoint, version: spec.layout },
     calibration: { source: cal.source, samples: cal.samples.length, seqlen: cal.seqlen, tokens: cal.samples.reduce((s, x) => s + x.length, 0), nsamples: spec.nsamples },
     seconds: { load: (tLoad - t0) / 1000, quantize: (tQuant - tLoad) / 1000, save: (tSave - tQuant) / 1000 },

@@ -10,14 +10,14 @@ import { quantizeLoadedGptq } from '../quant/gptq-run.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { pyJsonDumps } from '../util/pyjson.js';
 import { intOpt, numOpt, renderProgress, UsageError } from './args.js';
-import { quantizedBytes, shortLayerName } from './common.js';
+import { deviceOption, quantizedBytes, shortLayerName } from './common.js';
 import { join } from 'node:path';
 
 export interface GptqCliValues {
   method: 'gptq' | 'rtn';
   bits?: string; 'group-size'?: string; sym?: boolean; asym?: boolean; 'desc-act'?: boolean; 'static-groups'?: boolean;
   damp?: string; dataset?: string; nsamples?: string; seqlen?: string; seed?: string; 'checkpoint-format'?: string;
-  'no-true-sequential'?: boolean; out: string; force?: boolean; revision?: string; 'no-mmap'?: boolean;
+  'no-true-sequential'?: boolean; out: string; force?: boolean; revision?: string; 'no-mmap'?: boolean; device?: string;
 }
 
 const fmtErr = (e: number | undefined) => (e === undefined ? '—' : e.toExponential(3));
@@ -36,8 +36,10 @@ export async function runQuantizeGptq(model: string, v: GptqCliValues): Promise<
     seed: intOpt(v.seed, '--seed', 0) ?? 0,
   }, 'lowbit quantize', { strict: true });
 
+  const device = deviceOption(v.device);
+
   const t0 = performance.now();
-  const m = await fromPretrained(model, { revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress() });
+  const m = await fromPretrained(model, { revision: v.revision, mmap: !v['no-mmap'], onProgress: renderProgress(), ...(device === 'cuda' ? { device } : {}) });
   const tLoad = performance.now();
   const bar = renderProgress<GptqProgress>({
     label: v.method,
@@ -50,7 +52,7 @@ export async function runQuantizeGptq(model: string, v: GptqCliValues): Promise<
 
   const { after, before } = quantizedBytes(m);
   const report = {
-    model, out: saved.dir, method: v.method,
+    model, out: saved.dir, method: v.method, device,
     config: { bits: spec.bits, group_size: spec.groupSize, sym: spec.sym, desc_act: spec.descAct, static_groups: spec.staticGroups,
       damp_percent: spec.dampPercent, true_sequential: spec.trueSequential, checkpoint_format: spec.checkpointFormat },
     calibration: run.calibration ? { source: run.calibration.source, kind: run.calibration.kind, samples: run.calibration.samples.length,

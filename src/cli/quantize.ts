@@ -66,6 +66,8 @@ Options:
   --no-true-sequential  gptq: calibrate all linears of a block at once
   --version V           awq: gemm (default: AutoAWQ's and vLLM's layout) or gemv
   --no-zero-point       awq: symmetric groups instead of AutoAWQ's zero points
+  --device cpu|cuda     gptq/rtn/awq: where the model loads and calibrates (default cpu); cuda keeps activations,
+                        Hessians, candidates and weights on an NVIDIA GPU
   --revision REV        Hub revision (default main)
   --no-mmap             read the weights into memory instead of mapping them
 
@@ -78,6 +80,7 @@ Examples:
   lowbit quantize models/kjv-demo --method int8 --out /tmp/kjv-int8
   lowbit quantize ./TinyLlama-1.1B --method gptq --bits 4 --group-size 128 --dataset c4.txt --nsamples 128 --out ./tl-gptq
   lowbit quantize models/kjv-demo --method rtn --bits 4 --group-size 32 --out /tmp/kjv-rtn
+  lowbit quantize ./Llama-3-8B --method gptq --dataset c4.txt --device cuda --out ./llama3-gptq
   lowbit quantize ./TinyLlama-1.1B --method awq --dataset pile-sample.txt --out ./tl-awq
 `;
 
@@ -89,15 +92,15 @@ const OPTIONS = {
   'desc-act': { type: 'boolean' }, 'static-groups': { type: 'boolean' }, damp: { type: 'string' }, dataset: { type: 'string' },
   nsamples: { type: 'string' }, seqlen: { type: 'string' }, seed: { type: 'string' }, 'checkpoint-format': { type: 'string' },
   'no-true-sequential': { type: 'boolean' }, version: { type: 'string' }, 'no-zero-point': { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
+  device: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 const COMPUTE: Record<string, string> = { bf16: 'bfloat16', f16: 'float16', f32: 'float32' };
 const METHODS = ['int8', 'nf4', 'fp4', 'gptq', 'rtn', 'awq'];
 const GPTQ_FLAGS = ['bits', 'group-size', 'sym', 'asym', 'desc-act', 'static-groups', 'damp', 'dataset', 'nsamples', 'seqlen', 'seed',
-  'checkpoint-format', 'no-true-sequential'] as const;
+  'checkpoint-format', 'no-true-sequential', 'device'] as const;
 const BNB_FLAGS = ['double-quant', 'compute-dtype', 'blocksize', 'threshold', 'skip-modules'] as const;
-const AWQ_FLAGS = ['bits', 'group-size', 'dataset', 'nsamples', 'seqlen', 'version', 'no-zero-point'] as const;
+const AWQ_FLAGS = ['bits', 'group-size', 'dataset', 'nsamples', 'seqlen', 'version', 'no-zero-point', 'device'] as const;
 const ALL_FLAGS = [...new Set<string>([...GPTQ_FLAGS, ...BNB_FLAGS, ...AWQ_FLAGS])];
 const FLAGS_OF: Record<string, readonly string[]> = { gptq: GPTQ_FLAGS, rtn: GPTQ_FLAGS, awq: AWQ_FLAGS, int8: BNB_FLAGS, nf4: BNB_FLAGS, fp4: BNB_FLAGS };
 /** "gptq, rtn or awq": the methods a flag applies to. */

@@ -48,7 +48,10 @@ export function quantizedStateDict(m: LoadedModel): Map<string, Tensor> {
       const sd = l instanceof GptqLinear ? gptqToStateDict(name, l.qweight.gptq) : awqToStateDict(name, l.qweight.awq);
       // The layer's own bias, not the file's: AWQ divides a previous linear's bias by its scales (v_proj before
       // o_proj, OPT's fc1 before fc2). A float16 bias read from a file goes back to the same bits.
-      if (l.bias) sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(l.bias.f32, f32ToF16)));
+      if (l.bias) {
+        const b = l.bias.device === 'cpu' ? l.bias.f32 : l.backend.download(l.bias).f32;  // a cuda model's bias comes down
+        sd.set(`${name}.bias`, new Tensor('F16', [l.outFeatures], Uint16Array.from(b, f32ToF16)));
+      }
       quant.set(name, sd);
       gptq.add(name);
     }

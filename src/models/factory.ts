@@ -117,6 +117,17 @@ function quantizeFloat(w: Weights, spec: QuantizationSpec, name: string, out: nu
 }
 
 /**
+ * A float32 bias rounded to float16 and back, as AutoGPTQ's and AutoAWQ's packs store it (`bias.half()`), on the
+ * bias's own side (a device bias comes down, is rounded, and goes back up).
+ */
+function halfBias(be: Backend, bias: Tensor<'F32'>): Tensor<'F32'> {
+  const src = (bias.device === 'cpu' ? bias : be.download(bias)).f32, out = new Float32Array(src.length);
+  for (let i = 0; i < out.length; i++) out[i] = f16ToF32(f32ToF16(src[i]));
+  const t = new Tensor('F32', bias.shape, out);
+  return bias.device === 'cpu' ? t : be.upload(t);
+}
+
+/**
  * Hands GPTQ's output to a loaded float model (the GPTQ driver calls this once every layer is quantized): each
  * layer of `codesByLayer` is packed as AutoGPTQ packs it (v1 or v2 per spec.checkpointFormat) and swapped in as a
  * GptqLinear through replaceLinear, its bias kept (rounded to float16, as saved); the model's quantizationConfig becomes GPTQ's. The model then runs
@@ -138,7 +149,7 @@ export function installGptq(m: Pick<LoadedModel, 'model' | 'quantizationConfig'>
     }
     const w = packGptq(codes, { name, sym: spec.sym, descAct: spec.descAct, checkpointFormat: spec.checkpointFormat });
     // AutoGPTQ's pack stores the bias as float16 (`linear.bias.half()`): the model runs with the bias it saves.
-    const bias = old.bias && new Tensor('F32', old.bias.shape, Float32Array.from(old.bias.f32, (x) => f16ToF32(f32ToF16(x))));
+    const bias = old.bias && halfBias(m.model.backend, old.bias);
     layers.push([name, quantLinear(m.model.backend, name, fromGptq(w), bias) as GptqLinear]);
   }
   // Every layer is packed (and checked) before the first swap, so an error leaves the model as it was.
@@ -169,7 +180,7 @@ export function installAwq(m: Pick<LoadedModel, 'model' | 'quantizationConfig'>,
     }
     if (codes.groupSize !== spec.groupSize) throw new AwqError(`${name}: codes are group ${codes.groupSize}, the config says group ${spec.groupSize}`);
     const w = packAwq(codes, { name, layout: spec.layout });
-    const bias = old.bias && new Tensor('F32', old.bias.shape, Float32Array.from(old.bias.f32, (x) => f16ToF32(f32ToF16(x))));
+    const bias = old.bias && halfBias(m.model.backend, old.bias);
     layers.push([name, quantLinear(m.model.backend, name, fromAwq(w), bias) as AwqLinear]);
   }
   for (const [name, layer] of layers) m.model.replaceLinear(name, layer);

@@ -122,7 +122,7 @@ export class LlamaForCausalLM extends DecoderLM {
   }
 
   forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
-    const y = x.clone();
+    const y = this.copyOf(x);
     this.backend.add(y, this.layer(l, y, this.plainContext(B, T), null), y);
     return y;
   }

@@ -269,6 +269,14 @@ export abstract class DecoderLM implements CausalLM {
    * enter decoder layer 0 for B full sequences of T tokens (ids [B·T]; no padding, positions 0 … T−1), [B·T, hidden].
    */
   abstract layerInput(ids: Int32Array, B: number, T: number): Tensor<'F32'>;
+  /** A copy of x on the model's backend (a device tensor has no host array to clone). */
+  protected copyOf(x: Tensor<'F32'>): Tensor<'F32'> {
+    if (x.device === 'cpu') return x.clone();
+    const y = this.backend.empty('F32', x.shape);
+    this.backend.copy(y, 0, x, 0, x.numel);
+    return y;
+  }
+
   /** Decoder layer l on such hidden states x [B·T, hidden], without a cache; x is not changed, the output is new. */
   abstract forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'>;
 

@@ -108,7 +108,7 @@ export class OPTForCausalLM extends DecoderLM {
   }
 
   forwardLayer(l: number, x: Tensor<'F32'>, B: number, T: number): Tensor<'F32'> {
-    return this.layer(l, x.clone(), { B, T, pastLen: 0, keyMask: null, cache: null });
+    return this.layer(l, this.copyOf(x), { B, T, pastLen: 0, keyMask: null, cache: null });
   }
 
   /** Token embeddings (through project_in) plus the learned positions: what enters layer 0, [B·T, H]. */

@@ -70,6 +70,10 @@ export interface CudaAddon {
   argmax(out: number, x: number, rows: number, cols: number): void;
   /** native/cuda/train.cu and gemm.cc's gemm_rm, by op name (addon.cc lists each op's arguments). */
   train(op: string, ...args: (number | boolean)[]): void;
+  /** native/cuda/gptq.cu, by op name (addon.cc lists each op's arguments). */
+  gptq(op: string, ...args: (number | boolean)[]): void;
+  /** native/cuda/awq.cu, by op name (addon.cc lists each op's arguments). */
+  awq(op: string, ...args: (number | boolean)[]): void;
   /** native/cuda/sample.cu: out int32 [rows] from logits x [rows, cols] and meta (its layout there). */
   sample(out: number, x: number, meta: number, rows: number, cols: number, temperature: number, topK: number, topP: number,
     minP: number, penalty: number, doSample: boolean): void;

@@ -10,10 +10,8 @@ import { LayerNorm, Linear, RMSNorm, type LinearLike } from '../nn/layers.js';
 import { DecoderLM, type CausalLM } from '../models/model.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { OnProgress, Progress } from '../util/progress.js';
-import {
-  activationMean, applyClip, AwqError, awqQuantize, checkAwqOptions, clipSearch, clipTokens, divideLastRows, divideTail, groupOf,
-  meanSquaredError, scaleColumns, searchScales, type AwqOptions, type AwqRunOptions,
-} from './awq.js';
+import { AwqError, checkAwqOptions, groupOf, hostAwqMath, searchScalesWith, type AwqMath, type AwqOptions, type AwqRunOptions } from './awq.js';
+import { cudaAwqMath } from './awq-cuda.js';
 import type { GptqCodes } from './gptq-types.js';
 
 /** One group of linears that share an input and are scaled together (AutoAWQ's get_layers_for_scaling). */
@@ -117,13 +115,14 @@ export interface AwqModelResult {
 
 /** Wraps a linear while the float layer runs: keeps its input (one copy per tensor shared by several linears). */
 class Recorder implements LinearLike {
-  constructor(readonly inner: Linear, private readonly seen: Map<unknown, Float32Array>, readonly inputs: Float32Array[]) {}
+  constructor(readonly inner: Linear, private readonly math: AwqMath, private readonly seen: Map<unknown, Tensor<'F32'>>, readonly inputs: Tensor<'F32'>[]) {}
   get name(): string { return this.inner.name; }
   get inFeatures(): number { return this.inner.inFeatures; }
   get outFeatures(): number { return this.inner.outFeatures; }
   forward(x: Tensor<'F32'>): Tensor<'F32'> {
-    let copy = this.seen.get(x.data);
-    if (!copy) { copy = x.f32.slice(); this.seen.set(x.data, copy); }
+    const id = x.device === 'cpu' ? x.data : x.storage;  // the same tensor: its host array, or its device storage
+    let copy = this.seen.get(id);
+    if (!copy) { copy = this.math.keepInput(x, this.inner.inFeatures); this.seen.set(id, copy); }
     this.inputs.push(copy);
     return this.inner.forward(x);
   }
@@ -135,8 +134,6 @@ function floatLinear(model: CausalLM, name: string): Linear {
   if (!(lin instanceof Linear)) throw new AwqError(`AWQ: ${name} is a ${lin.constructor.name}, not a float Linear: AWQ quantizes a float model`);
   return lin;
 }
-
-const f32Tensor = (shape: readonly number[], data: Float32Array) => new Tensor('F32', shape, data);
 
 /**
  * Quantize every linear of every decoder layer with AWQ (or RTN on AWQ's grid) calibrated on `samples` (token ids;
@@ -182,10 +179,14 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
   const scaledNorms: string[] = [];
   const progress = (p: { stats?: AwqLayerStats; group?: AwqGroupStats; item: string }) =>
     onProgress?.({ task: 'quantize', done, total, unit: 'layers', elapsedMs: performance.now() - t0, ...p });
-  const quantize = (name: string, w: Float32Array, s: Omit<AwqLayerStats, 'ms' | 'shape' | 'method' | 'name'>, t: number) => {
+  // Weights and activations on the host, or on the GPU for a cuda model (src/quant/awq-cuda.ts).
+  const math = model.backend.device === 'cuda' ? cudaAwqMath : hostAwqMath(opts.kernels);
+  const weightOf = (lin: Linear) => math.weight(lin.weight, [lin.outFeatures, lin.inFeatures], lin.name);
+  const quantize = (name: string, w: Tensor<'F32'>, s: Omit<AwqLayerStats, 'ms' | 'shape' | 'method' | 'name'>, t: number) => {
     const lin = floatLinear(model, name), shape: [number, number] = [lin.outFeatures, lin.inFeatures];
-    const q = awqQuantize(w, shape, opts, name);
-    model.replaceLinear(name, new Linear(model.backend, name, f32Tensor(shape, q.dequantized), lin.bias));
+    const q = math.quantize(w, shape, opts, name);
+    math.release(w);
+    model.replaceLinear(name, new Linear(model.backend, name, q.dequantized, lin.bias));
     codes.set(name, q.codes);
     const st: AwqLayerStats = { name, shape, method, ...s, ms: performance.now() - t };
     stats.push(st);
@@ -200,7 +201,7 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
   if (method === 'rtn') {
     for (const name of perLayer.flat()) {
       signal?.throwIfAborted();
-      quantize(name, floatLinear(model, name).weight.toF32(), {}, performance.now());
+      quantize(name, weightOf(floatLinear(model, name)), {}, performance.now());
     }
     return result();
   }
@@ -213,13 +214,13 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
     const names = perLayer[l];
     // 1. The float layer on every sample, recording each linear's inputs (one array per sample).
     const originals = names.map((n) => floatLinear(model, n));
-    const inputs = new Map<string, Float32Array[]>(names.map((n) => [n, []]));
+    const inputs = new Map<string, Tensor<'F32'>[]>(names.map((n) => [n, []]));
     const outs: Tensor<'F32'>[] = [];
     try {
       inps.forEach((x, s) => {
-        const seen = new Map<unknown, Float32Array>();
-        for (const lin of originals) model.replaceLinear(lin.name, new Recorder(lin, seen, inputs.get(lin.name)!));
-        outs.push(model.forwardLayer(l, x, 1, samples[s].length));
+        const seen = new Map<unknown, Tensor<'F32'>>();
+        for (const lin of originals) model.replaceLinear(lin.name, new Recorder(lin, math, seen, inputs.get(lin.name)!));
+        outs.push(math.scoped(() => model.forwardLayer(l, x, 1, samples[s].length), (y) => [y]));
       });
     } finally {
       originals.forEach((lin) => model.replaceLinear(lin.name, lin));
@@ -241,28 +242,28 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
         if (inputs.get(n)!.some((x, s) => x !== X[s])) throw new AwqError(`AWQ: ${n} and ${layerNames[0]} do not read the same input, so they cannot be scaled together`);
         if (scaled[i].inFeatures !== K) throw new AwqError(`AWQ: ${n} has ${scaled[i].inFeatures} inputs, ${layerNames[0]} ${K}`);
       });
-      const inspect = (x: Float32Array, T: number, cands?: Float32Array[]): Float32Array => {
-        const h = f32Tensor([T, K], x);
+      // module2inspect's output on one sample (the scaled linears' outputs in order for 'layer'), with the candidates
+      // in place of the scaled linears' weights when given.
+      const inspect = (h: Tensor<'F32'>, T: number, cands?: Tensor<'F32'>[]): Tensor<'F32'>[] => {
         if (spec.inspect === 'layer' || opts.searchLoss === 'linears') {
-          const outs = scaled.map((lin, i) => {
-            const w = cands ? f32Tensor([lin.outFeatures, K], cands[i]) : lin.weight;
-            return new Linear(model.backend, lin.name, w, lin.bias).forward(h).f32;
-          });
-          if (outs.length === 1) return outs[0];
-          const cat = new Float32Array(outs.reduce((a, o) => a + o.length, 0));
-          outs.reduce((o, v) => (cat.set(v, o), o + v.length), 0);
-          return cat;
+          return scaled.map((lin, i) => new Linear(model.backend, lin.name, cands ? cands[i] : lin.weight, lin.bias).forward(h));
         }
-        if (cands) scaled.forEach((lin, i) => model.replaceLinear(lin.name, new Linear(model.backend, lin.name, f32Tensor([lin.outFeatures, K], cands[i]), lin.bias)));
+        if (cands) scaled.forEach((lin, i) => model.replaceLinear(lin.name, new Linear(model.backend, lin.name, cands[i], lin.bias)));
         try {
-          return (spec.inspect === 'self_attn' ? model.attentionBlock(l, h, 1, T) : model.mlpBlock(l, h)).f32;
+          return [spec.inspect === 'self_attn' ? model.attentionBlock(l, h, 1, T) : model.mlpBlock(l, h)];
         } finally {
           if (cands) scaled.forEach((lin) => model.replaceLinear(lin.name, lin));
         }
       };
-      const ref = X.map((x, s) => inspect(x, samples[s].length));
-      const r = searchScales(scaled.map((lin) => ({ w: lin.weight.toF32(), N: lin.outFeatures, name: lin.name })), K, activationMean(X, K), opts,
-        (cands) => meanSquaredError(X.map((x, s) => [inspect(x, samples[s].length, cands), ref[s]])));
+      const ref = X.map((x, s) => math.scoped(() => inspect(x, samples[s].length), (o) => o));
+      const ws = scaled.map((lin) => ({ w: weightOf(lin), N: lin.outFeatures, name: lin.name }));
+      const r = searchScalesWith(math, ws, K, math.activationMean(X, K), opts, (cands) => {
+        const outs = X.map((x, s) => math.scoped(() => inspect(x, samples[s].length, cands), (o) => o));
+        const loss = math.meanSquaredError(outs.flatMap((o, s) => o.map((v, i) => [v, ref[s][i]] as [Tensor<'F32'>, Tensor<'F32'>])));
+        math.release(...outs.flat());
+        return loss;
+      });
+      math.release(...ref.flat(), ...ws.map((w) => w.w));
       found.push({ spec, scales: r.scales, alpha: r.alpha });
       const g: AwqGroupStats = { layer: l, prev: p + spec.prev, layers: layerNames, inspect: spec.inspect, alpha: r.alpha, loss: r.loss, lossAtAlpha0: r.lossAtAlpha0, losses: r.losses, ms: performance.now() - t };
       groups.push(g);
@@ -272,7 +273,7 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
     // 3. Fold every group's scales: prev ÷ s, the scaled linears' input columns × s (their inputs are now x ÷ s).
     const inScale = new Map<string, { s: Float32Array; alpha: number }>();
     for (const { spec, scales: s, alpha } of found) {
-      const norm = foldScales(model, l, spec, s);
+      const norm = foldScales(model, l, spec, s, math);
       if (norm) scaledNorms.push(norm);
       for (const n of spec.layers) inScale.set(p + n, { s, alpha });
     }
@@ -282,37 +283,24 @@ export function quantizeModelAwq(model: CausalLM, samples: readonly Int32Array[]
       signal?.throwIfAborted();
       const t = performance.now();
       const lin = floatLinear(model, name), N = lin.outFeatures, K = lin.inFeatures;
-      let w = lin.weight.toF32();
+      let w = weightOf(lin);
       const sc = inScale.get(name);
       const st: Omit<AwqLayerStats, 'ms' | 'shape' | 'method' | 'name'> = sc ? { alpha: sc.alpha } : {};
       const rel = name.slice(p.length);
       if (opts.applyClip && !AWQ_NO_CLIP.some((a) => rel.includes(a))) {
-        const { x, T } = clipTokens(inputs.get(name)!, K, sc?.s ?? null);
-        const G = groupOf(opts.groupSize, K, name);
-        const best = clipSearch(w, [N, K], x, T, opts, name);
-        st.clipRatio = clipRatio(w, N, K, G, best);
-        w = applyClip(w, N, K, G, best);
+        const c = math.clip(w, N, K, inputs.get(name)!, sc?.s ?? null, opts, name);
+        st.clipRatio = c.ratio;
+        math.release(w);
+        w = c.w;
       }
       quantize(name, w, st, t);
     }
+    math.release(...new Set([...inputs.values()].flat()), ...inps);
     inputs.clear();
     inps = outs;
   }
+  math.release(...inps);
   return result();
-}
-
-/** Mean over (row, group) of best max / original max |w| (groups of all zeros count as 1). */
-function clipRatio(w: Float32Array, N: number, K: number, G: number, best: Float32Array): number {
-  let sum = 0;
-  const nG = K / G;
-  for (let n = 0; n < N; n++) {
-    for (let g = 0; g < nG; g++) {
-      let m = 0;
-      for (let k = g * G; k < (g + 1) * G; k++) m = Math.max(m, Math.abs(w[n * K + k]));
-      sum += m > 0 ? best[n * nG + g] / m : 1;
-    }
-  }
-  return sum / (N * nG);
 }
 
 /**
@@ -321,28 +309,31 @@ function clipRatio(w: Float32Array, N: number, K: number, G: number, best: Float
  * changed layer is replaced by a new one over new float32 arrays (the checkpoint's weights are never written). The
  * float function is unchanged (up to rounding). Returns the norm's name when a norm absorbed 1/s.
  */
-export function foldScales(model: DecoderLM, l: number, spec: AwqGroupSpec, s: Float32Array): string | null {
+export function foldScales(model: DecoderLM, l: number, spec: AwqGroupSpec, s: Float32Array, math: AwqMath = hostAwqMath()): string | null {
   const table = AWQ_LAYERS[model.config.model_type];
   if (!table) throw new AwqError(`AWQ: no layer table for model_type "${model.config.model_type}"`);
   const p = `${table.prefix}.${l}.`;
   const prevNorm = model.layerNorms(l)[spec.prev];
   let norm: string | null = null;
   if (prevNorm instanceof RMSNorm) {
-    model.setLayerNorm(l, spec.prev, new RMSNorm(model.backend, prevNorm.name, f32Tensor([s.length], divideTail(prevNorm.weight.f32, s)), prevNorm.eps));
+    model.setLayerNorm(l, spec.prev, new RMSNorm(model.backend, prevNorm.name, math.divideTail(prevNorm.weight, s), prevNorm.eps));
     norm = prevNorm.name;
   } else if (prevNorm instanceof LayerNorm) {
-    model.setLayerNorm(l, spec.prev, new LayerNorm(model.backend, prevNorm.name, f32Tensor([s.length], divideTail(prevNorm.weight.f32, s)),
-      f32Tensor([s.length], divideTail(prevNorm.bias.f32, s)), prevNorm.eps));
+    model.setLayerNorm(l, spec.prev, new LayerNorm(model.backend, prevNorm.name, math.divideTail(prevNorm.weight, s), math.divideTail(prevNorm.bias, s), prevNorm.eps));
     norm = prevNorm.name;
   } else {
     const prev = floatLinear(model, p + spec.prev), [N, K] = [prev.outFeatures, prev.inFeatures];
-    const bias = prev.bias ? f32Tensor([N], divideTail(prev.bias.f32, s)) : null;
-    model.replaceLinear(prev.name, new Linear(model.backend, prev.name, f32Tensor([N, K], divideLastRows(prev.weight.toF32(), N, K, s)), bias));
+    const bias = prev.bias ? math.divideTail(prev.bias, s) : null;
+    const w = math.weight(prev.weight, [N, K], prev.name);
+    model.replaceLinear(prev.name, new Linear(model.backend, prev.name, math.divideLastRows(w, N, K, s), bias));
+    math.release(w);
   }
   for (const n of spec.layers) {
     const lin = floatLinear(model, p + n), [N, K] = [lin.outFeatures, lin.inFeatures];
     if (K !== s.length) throw new AwqError(`AWQ: ${lin.name} has ${K} inputs, ${s.length} scales`);
-    model.replaceLinear(lin.name, new Linear(model.backend, lin.name, f32Tensor([N, K], scaleColumns(lin.weight.toF32(), N, K, s)), lin.bias));
+    const w = math.weight(lin.weight, [N, K], lin.name);
+    model.replaceLinear(lin.name, new Linear(model.backend, lin.name, math.scaleColumns(w, N, K, s), lin.bias));
+    math.release(w);
   }
   return norm;
 }

@@ -75,7 +75,9 @@ function keepScaledNorms(m: Pick<LoadedModel, 'model' | 'tensors'>, names: reado
     const hit = /\.layers\.(\d+)\.([^.]+)$/.exec(name);
     const norm = hit ? model.layerNorms(Number(hit[1]))[hit[2]] : undefined;
     if (!norm) throw new AwqError(`AWQ: the model has no norm "${name}"`);
-    m.tensors.set(`${name}.weight`, new Tensor('F32', norm.weight.shape, norm.weight.f32.slice()));
-    if (norm instanceof LayerNorm) m.tensors.set(`${name}.bias`, new Tensor('F32', norm.bias.shape, norm.bias.f32.slice()));
+    // A cuda model's norms live on the device: the host copy comes down.
+    const host = (t: Tensor<'F32'>) => new Tensor('F32', t.shape, t.device === 'cpu' ? t.f32.slice() : model.backend.download(t).f32);
+    m.tensors.set(`${name}.weight`, host(norm.weight));
+    if (norm instanceof LayerNorm) m.tensors.set(`${name}.bias`, host(norm.bias));
   }
 }

@@ -11,6 +11,7 @@ import { loadAddon, requireAddon } from '../native/addon.js';
 import { GPTQ_BITS, type GptqBits, type GptqCodes } from './gptq-types.js';
 import { roundHalfEven } from './linalg.js';
 import { AwqError } from './awq-format.js';
+import { Tensor } from '../tensor/tensor.js';
 
 /** Bad AWQ options or input (shapes, a group size that does not divide a layer, non-finite weights, a failed search). */
 // One error class for AWQ, its algorithm and its files alike (defined with the format, re-exported here).
@@ -352,22 +353,31 @@ export function searchScales(weights: readonly { w: Float32Array; N: number; nam
   opts: Pick<AwqRunOptions, 'bits' | 'groupSize' | 'zeroPoint' | 'duoScaling' | 'kernels'>, loss: (candidates: Float32Array[]) => number,
   nGrid = AWQ_GRID): ScaleSearchResult {
   if (!weights.length) throw new AwqError('searchScales: no layers to scale');
+  for (const l of weights) checkWeight(l.w, l.N, K, l.name);
+  const math = hostAwqMath(opts.kernels);
+  return searchScalesWith(math, weights.map((l) => ({ w: new Tensor('F32', [l.N, K], l.w), N: l.N, name: l.name })), K, xMean, opts,
+    (cands) => loss(cands.map((c) => c.f32)), nGrid);
+}
+
+/**
+ * searchScales over an AwqMath (weights on the host or a device, checked by the caller): the same grid, the same
+ * candidates, the strictly smallest loss wins. Candidates are released after their loss.
+ */
+export function searchScalesWith(math: AwqMath, weights: readonly { w: Tensor<'F32'>; N: number; name: string }[], K: number, xMean: Float32Array,
+  opts: Pick<AwqRunOptions, 'bits' | 'groupSize' | 'zeroPoint' | 'duoScaling'>, loss: (candidates: Tensor<'F32'>[]) => number, nGrid = AWQ_GRID): ScaleSearchResult {
+  if (!weights.length) throw new AwqError('searchScales: no layers to scale');
   if (xMean.length !== K) throw new AwqError(`searchScales: ${xMean.length} activation means for ${K} inputs`);
   const G = groupOf(opts.groupSize, K, weights[0].name);
-  for (const l of weights) { checkWeight(l.w, l.N, K, l.name); groupOf(opts.groupSize, K, l.name); }
-  const wMean = opts.duoScaling ? weightMean(weights.map((l) => l.w), K, G) : null;
-  const k = getAwqKernels(opts.kernels);
+  for (const l of weights) groupOf(opts.groupSize, K, l.name);
+  const wMean = opts.duoScaling ? math.weightMean(weights.map((l) => l.w), K, G) : null;
   const losses: number[] = [];
   let best: ScaleSearchResult | null = null;
   for (let i = 0; i < nGrid; i++) {
     const alpha = i / nGrid;
     const s = awqScales(xMean, wMean, alpha);
-    const cands = weights.map((l) => {
-      const out = new Float32Array(l.N * K);
-      k.pseudoQuantize(l.w, l.N, K, s, opts.bits, G, opts.zeroPoint, out, null, null, null);
-      return out;
-    });
+    const cands = weights.map((l) => math.pseudoQuantize(l.w, l.N, K, s, opts, l.name));
     const v = loss(cands);
+    math.release(...cands);
     losses.push(v);
     if (v < (best?.loss ?? Infinity)) best = { alpha, scales: s, loss: v, lossAtAlpha0: 0, losses };
   }
@@ -463,4 +473,84 @@ export function applyClip(w: Float32Array, N: number, K: number, G: number, max:
     }
   }
   return out;
+}
+
+// ---- the driver's arrays, on the host or on a device
+
+/**
+ * What quantizeModelAwq (src/quant/awq-driver.ts) does to weights and activations: on the host (this file's functions
+ * over Float32Arrays, hostAwqMath) or on the GPU (src/quant/awq-cuda.ts, the same operations rounded the same way).
+ * Tensors are F32 [rows, cols] on that side; s is always a host array.
+ */
+export interface AwqMath {
+  /** A copy of a linear's input [rows, K] that outlives the forward that made it. */
+  keepInput(x: Tensor<'F32'>, K: number): Tensor<'F32'>;
+  /** A weight as float32 [N, K] (an AwqError names a non-finite element). */
+  weight(w: Tensor, shape: [number, number], name: string): Tensor<'F32'>;
+  activationMean(inputs: readonly Tensor<'F32'>[], K: number): Float32Array;
+  weightMean(weights: readonly Tensor<'F32'>[], K: number, G: number): Float32Array;
+  pseudoQuantize(w: Tensor<'F32'>, N: number, K: number, s: Float32Array | null, opts: Pick<AwqRunOptions, 'bits' | 'groupSize' | 'zeroPoint'>, name: string): Tensor<'F32'>;
+  meanSquaredError(pairs: readonly [Tensor<'F32'>, Tensor<'F32'>][]): number;
+  scaleColumns(w: Tensor<'F32'>, N: number, K: number, s: Float32Array): Tensor<'F32'>;
+  divideLastRows(w: Tensor<'F32'>, N: number, K: number, s: Float32Array): Tensor<'F32'>;
+  divideTail(v: Tensor<'F32'>, s: Float32Array): Tensor<'F32'>;
+  /** The clip search on the inputs (÷ s when scales were folded in) and the clipped weight; ratio as the driver reports it. */
+  clip(w: Tensor<'F32'>, N: number, K: number, inputs: readonly Tensor<'F32'>[], s: Float32Array | null,
+    opts: Pick<AwqRunOptions, 'bits' | 'groupSize' | 'zeroPoint'>, name: string): { w: Tensor<'F32'>; ratio: number };
+  quantize(w: Tensor<'F32'>, shape: [number, number], opts: Pick<AwqRunOptions, 'bits' | 'groupSize' | 'zeroPoint'>, name: string): { codes: GptqCodes; dequantized: Tensor<'F32'> };
+  release(...ts: (Tensor | null | undefined)[]): void;
+  /** fn, with what its ops allocated freed after, except keep(result) (cuda; the host leaves it to the collector). */
+  scoped<T>(fn: () => T, keep: (result: T) => readonly Tensor[]): T;
+}
+
+/** Mean over (row, group) of best max / original max |w| (groups of all zeros count as 1); gmax [N, K/G]. */
+export function clipRatioOf(gmax: Float32Array, best: Float32Array): number {
+  let sum = 0;
+  for (let i = 0; i < gmax.length; i++) sum += gmax[i] > 0 ? best[i] / gmax[i] : 1;
+  return sum / gmax.length;
+}
+
+/** AwqMath over Float32Arrays on the host: this file's functions and kernels (native or ref). */
+export function hostAwqMath(kernels?: 'native' | 'ref'): AwqMath {
+  const t = (shape: readonly number[], a: Float32Array) => new Tensor('F32', shape, a);
+  const k = () => getAwqKernels(kernels);
+  return {
+    keepInput: (x, K) => t([x.numel / K, K], x.f32.slice()),
+    weight(w, shape, name) {
+      const a = w.toF32();
+      checkWeight(a, shape[0], shape[1], name);
+      return t(shape, a);
+    },
+    activationMean: (inputs, K) => activationMean(inputs.map((x) => x.f32), K),
+    weightMean: (weights, K, G) => weightMean(weights.map((w) => w.f32), K, G),
+    pseudoQuantize(w, N, K, s, opts, name) {
+      const out = new Float32Array(N * K);
+      k().pseudoQuantize(w.f32, N, K, s, opts.bits, groupOf(opts.groupSize, K, name), opts.zeroPoint, out, null, null, null);
+      return t([N, K], out);
+    },
+    meanSquaredError: (pairs) => meanSquaredError(pairs.map(([a, b]) => [a.f32, b.f32])),
+    scaleColumns: (w, N, K, s) => t([N, K], scaleColumns(w.f32, N, K, s)),
+    divideLastRows: (w, N, K, s) => t([N, K], divideLastRows(w.f32, N, K, s)),
+    divideTail: (v, s) => t(v.shape, divideTail(v.f32, s)),
+    clip(w, N, K, inputs, s, opts, name) {
+      const { x, T } = clipTokens(inputs.map((i) => i.f32), K, s);
+      const G = groupOf(opts.groupSize, K, name), nG = K / G;
+      const best = clipSearch(w.f32, [N, K], x, T, { ...opts, kernels }, name);
+      const gmax = new Float32Array(N * nG);
+      for (let n = 0; n < N; n++) {
+        for (let g = 0; g < nG; g++) {
+          let m = 0;
+          for (let c = g * G; c < (g + 1) * G; c++) m = Math.max(m, Math.abs(w.f32[n * K + c]));
+          gmax[n * nG + g] = m;
+        }
+      }
+      return { w: t([N, K], applyClip(w.f32, N, K, G, best)), ratio: clipRatioOf(gmax, best) };
+    },
+    quantize(w, shape, opts, name) {
+      const q = awqQuantize(w.f32, shape, { ...opts, kernels }, name);
+      return { codes: q.codes, dequantized: t(shape, q.dequantized) };
+    },
+    release() {},
+    scoped: (fn) => fn(),
+  };
 }

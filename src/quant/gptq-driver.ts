@@ -8,9 +8,10 @@
 import { Linear, type LinearLike } from '../nn/layers.js';
 import { DecoderLM, type CausalLM } from '../models/model.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { AnyTypedArray } from '../tensor/dtype.js';
+import { cudaBackend, cudaScope } from '../backend/cuda/index.js';
 import type { OnProgress, Progress } from '../util/progress.js';
 import { checkGptqOptions, GptqError, gptqQuantizePrepared, HessianAccumulator, outputError, prepareHessian, rtnQuantize, type GptqRunOptions, type PreparedHessian } from './gptq.js';
+import { CudaHessian, cudaWeightF32, gptqQuantizeCuda, outputErrorCuda, prepareHessianCuda, rtnQuantizeCuda, type CudaPreparedHessian } from './gptq-cuda.js';
 import type { GptqCodes, GptqOptions } from './gptq-types.js';
 
 /**
@@ -91,31 +92,107 @@ class Recorder implements LinearLike {
   }
 }
 
+/**
+ * A Hessian being accumulated and, once a linear of its group needs it, factorized: on the host (gptq.ts) or on the
+ * device (gptq-cuda.ts).
+ */
+interface Hessian { add(x: Tensor<'F32'>, tokens: number): void; release(): void }
+
+/**
+ * Where the algorithm's arrays live, by the model's backend: the host (src/quant/gptq.ts over Float32Arrays, the
+ * native or ref linear algebra) or the GPU (src/quant/gptq-cuda.ts: activations, Hessians and weights stay on the
+ * device; only codes and grids come down). Weights and dequantized weights are F32 tensors [N, K] on that side.
+ */
+interface GptqMath {
+  hessian(K: number): Hessian;
+  weight(lin: Linear): Tensor<'F32'>;
+  gptq(w: Tensor<'F32'>, shape: [number, number], h: Hessian, opts: GptqRunOptions): { codes: GptqCodes; dequantized: Tensor<'F32'>; loss: number; dampPercent: number };
+  rtn(w: Tensor<'F32'>, shape: [number, number], opts: GptqRunOptions, name: string): { codes: GptqCodes; dequantized: Tensor<'F32'> };
+  outputError(w: Tensor<'F32'>, wq: Tensor<'F32'>, h: Hessian, N: number, K: number): number;
+  release(...ts: (Tensor | null)[]): void;
+  /** fn, with what its ops allocated freed after, except keep(result) (cuda; the host leaves it to the collector). */
+  scoped<T>(fn: () => T, keep: (result: T) => readonly Tensor[]): T;
+}
+
+class HostHessian implements Hessian {
+  readonly acc: HessianAccumulator;
+  prepared?: PreparedHessian;
+  constructor(K: number, linalg: 'native' | 'ref' | undefined) { this.acc = new HessianAccumulator(K, linalg); }
+  add(x: Tensor<'F32'>, tokens: number): void { this.acc.add(x.f32, tokens, 1); }
+  release(): void {}
+}
+
+function hostMath(linalg: 'native' | 'ref' | undefined): GptqMath {
+  const host = (shape: [number, number], a: Float32Array) => new Tensor('F32', shape, a);
+  return {
+    hessian: (K) => new HostHessian(K, linalg),
+    weight: (lin) => host([lin.outFeatures, lin.inFeatures], lin.weight.toF32()),
+    gptq(w, shape, h, opts) {
+      const hh = h as HostHessian;
+      hh.prepared ??= prepareHessian(hh.acc.H, shape[1], opts);
+      const r = gptqQuantizePrepared(w.f32, shape, hh.prepared, opts);
+      return { ...r, dequantized: host(shape, r.dequantized) };
+    },
+    rtn(w, shape, opts, name) {
+      const r = rtnQuantize(w.f32, shape, opts, name);
+      return { codes: r.codes, dequantized: host(shape, r.dequantized) };
+    },
+    outputError: (w, wq, h, N, K) => outputError(w.f32, wq.f32, (h as HostHessian).acc.H, N, K, linalg),
+    release() {},
+    scoped: (fn) => fn(),
+  };
+}
+
+class DeviceHessian implements Hessian {
+  readonly acc: CudaHessian;
+  prepared?: CudaPreparedHessian;
+  constructor(K: number) { this.acc = new CudaHessian(K); }
+  add(x: Tensor<'F32'>, tokens: number): void { this.acc.add(x, tokens, 1); }
+  release(): void { this.acc.release(); this.prepared?.release(); }
+}
+
+const cudaMath: GptqMath = {
+  hessian: (K) => new DeviceHessian(K),
+  weight: (lin) => cudaWeightF32(lin.weight, lin.name),
+  gptq(w, shape, h, opts) {
+    const dh = h as DeviceHessian;
+    dh.prepared ??= prepareHessianCuda(dh.acc.H, shape[1], opts);
+    return gptqQuantizeCuda(w, shape, dh.prepared, opts);
+  },
+  rtn: (w, shape, opts, name) => rtnQuantizeCuda(w, shape, opts, name),
+  outputError: (w, wq, h, N, K) => outputErrorCuda(w, wq, (h as DeviceHessian).acc.H, N, K),
+  release(...ts) { cudaBackend.release!(...ts); },
+  scoped: (fn, keep) => cudaScope(fn, keep),
+};
+
 /** Linears that read the very same input tensor (q/k/v, gate/up) share one Hessian and one factorization. */
-interface InputGroup { acc: HessianAccumulator; data: AnyTypedArray | null; sample: number; prepared?: PreparedHessian }
+interface InputGroup { acc: Hessian; input: unknown; sample: number }
+
+/** What makes two inputs the same tensor: its host array, or its device storage. */
+const identity = (x: Tensor): unknown => (x.device === 'cpu' ? x.data : x.storage);
 
 class Pass {
   recorders: Recorder[] = [];
   groups: InputGroup[] = [];
   sample = -1;
   seen = 0;
-  constructor(private readonly linalg: 'native' | 'ref' | undefined) {}
+  constructor(private readonly math: GptqMath) {}
   record(r: Recorder, x: Tensor<'F32'>): void {
-    const tokens = x.numel / r.inFeatures;
+    const tokens = x.numel / r.inFeatures, id = identity(x);
     if (!r.group) {
       // First sample: join the group of a linear that already read this tensor, else open one.
-      const g = this.groups.find((g) => g.sample === this.sample && g.data === x.data);
+      const g = this.groups.find((g) => g.sample === this.sample && g.input === id);
       if (g) { r.group = g; return; }
-      r.group = { acc: new HessianAccumulator(r.inFeatures, this.linalg), data: null, sample: -1 };
+      r.group = { acc: this.math.hessian(r.inFeatures), input: null, sample: -1 };
       this.groups.push(r.group);
     }
     const g = r.group;
     if (g.sample === this.sample) {
-      if (g.data !== x.data) throw new GptqError(`${r.name}: its input differs from the other linears of its group in sample ${this.sample}`);
+      if (g.input !== id) throw new GptqError(`${r.name}: its input differs from the other linears of its group in sample ${this.sample}`);
       return;
     }
-    g.acc.add(x.f32, tokens, 1);
-    g.data = x.data;
+    g.acc.add(x, tokens);
+    g.input = id;
     g.sample = this.sample;
   }
 }
@@ -170,8 +247,9 @@ export function quantizeModelGptq(model: CausalLM, samples: readonly Int32Array[
     stats.push(s);
     onProgress?.({ task: 'quantize', done: ++done, total, unit: 'layers', item: s.name, elapsedMs: performance.now() - t0, stats: s });
   };
-  const replace = (lin: Linear, deq: Float32Array) => {
-    model.replaceLinear(lin.name, new Linear(model.backend, lin.name, new Tensor('F32', [lin.outFeatures, lin.inFeatures], deq), lin.bias));
+  const math = model.backend.device === 'cuda' ? cudaMath : hostMath(opts.linalg);
+  const replace = (lin: Linear, deq: Tensor<'F32'>) => {
+    model.replaceLinear(lin.name, new Linear(model.backend, lin.name, deq, lin.bias));
   };
   const result = (): GptqModelResult => ({ codes, stats, options: stripRun(opts), method, float: floatNames, ms: performance.now() - t0 });
 
@@ -179,7 +257,9 @@ export function quantizeModelGptq(model: CausalLM, samples: readonly Int32Array[
     for (const name of lists.flat(2)) {
       signal?.throwIfAborted();
       const t = performance.now(), lin = floatLinear(model, name);
-      const r = rtnQuantize(lin.weight.toF32(), [lin.outFeatures, lin.inFeatures], opts, name);
+      const w = math.weight(lin);
+      const r = math.rtn(w, [lin.outFeatures, lin.inFeatures], opts, name);
+      math.release(w);
       replace(lin, r.dequantized);
       codes.set(name, r.codes);
       report({ name, shape: [lin.outFeatures, lin.inFeatures], method, ms: performance.now() - t });
@@ -193,7 +273,7 @@ export function quantizeModelGptq(model: CausalLM, samples: readonly Int32Array[
     for (const list of lists[l]) {
       signal?.throwIfAborted();
       const tPass = performance.now();
-      const pass = new Pass(opts.linalg);
+      const pass = new Pass(math);
       const originals = list.map((n) => floatLinear(model, n));
       pass.recorders = originals.map((lin) => new Recorder(lin, pass));
       for (const r of pass.recorders) model.replaceLinear(r.name, r);
@@ -201,11 +281,13 @@ export function quantizeModelGptq(model: CausalLM, samples: readonly Int32Array[
         inps.forEach((x, s) => {
           pass.sample = s;
           pass.seen = 0;
-          try {
-            model.forwardLayer(l, x, 1, samples[s].length);
-          } catch (e) {
-            if (e !== STOP) throw e;
-          }
+          math.scoped(() => {
+            try {
+              model.forwardLayer(l, x, 1, samples[s].length);
+            } catch (e) {
+              if (e !== STOP) throw e;
+            }
+          }, () => []);
           if (pass.seen !== pass.recorders.length) throw new GptqError(`GPTQ: layer ${l} did not run every linear of [${list.join(', ')}]`);
         });
       } finally {
@@ -217,31 +299,37 @@ export function quantizeModelGptq(model: CausalLM, samples: readonly Int32Array[
         signal?.throwIfAborted();
         const t = performance.now();
         const lin = r.inner, name = lin.name, shape: [number, number] = [lin.outFeatures, lin.inFeatures];
-        const w = lin.weight.toF32();
-        const H = r.group.acc.H;
+        const w = math.weight(lin);
+        const h = r.group.acc;
         const s: GptqLayerStats = { name, shape, method, ms: 0 };
-        const rtn = method === 'rtn' || errors ? rtnQuantize(w, shape, opts, name) : null;
-        let chosen: { codes: GptqCodes; dequantized: Float32Array };
+        const rtn = method === 'rtn' || errors ? math.rtn(w, shape, opts, name) : null;
+        let chosen: { codes: GptqCodes; dequantized: Tensor<'F32'> };
         if (method === 'gptq') {
-          const runOpts = { ...opts, name };
-          r.group.prepared ??= prepareHessian(H, shape[1], runOpts);
-          const g = gptqQuantizePrepared(w, shape, r.group.prepared, runOpts);
+          const g = math.gptq(w, shape, h, { ...opts, name });
           chosen = g;
           s.gptqLoss = g.loss;
           s.dampPercent = g.dampPercent;
-          if (errors) s.gptqError = outputError(w, g.dequantized, H, shape[0], shape[1], opts.linalg);
+          if (errors) s.gptqError = math.outputError(w, g.dequantized, h, shape[0], shape[1]);
         } else {
           chosen = rtn!;
         }
-        if (errors) s.rtnError = outputError(w, rtn!.dequantized, H, shape[0], shape[1], opts.linalg);
+        if (errors) s.rtnError = math.outputError(w, rtn!.dequantized, h, shape[0], shape[1]);
+        math.release(w, rtn && rtn !== chosen ? rtn.dequantized : null);
         replace(lin, chosen.dequantized);
         codes.set(name, chosen.codes);
         s.ms = passMs + performance.now() - t;
         report(s);
       }
+      for (const g of pass.groups) g.acc.release();
     }
-    if (l + 1 < nLayers) inps.forEach((x, s) => { inps[s] = model.forwardLayer(l, x, 1, samples[s].length); });
+    if (l + 1 < nLayers) {
+      inps.forEach((x, s) => {
+        inps[s] = math.scoped(() => model.forwardLayer(l, x, 1, samples[s].length), (y) => [y]);
+        math.release(x);
+      });
+    }
   }
+  math.release(...inps);
   return result();
 }
 

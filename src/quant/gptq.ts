@@ -107,7 +107,7 @@ export function dequantCode(q: number, scale: number, zero: number): number {
   return Math.fround(scale * (q - zero));
 }
 
-function checkWeight(w: Float32Array, shape: readonly [number, number], name: string): void {
+export function checkWeight(w: Float32Array, shape: readonly [number, number], name: string): void {
   const [N, K] = shape;
   if (!(Number.isInteger(N) && Number.isInteger(K) && N >= 1 && K >= 1)) throw new GptqError(`${name}: shape must be [N ≥ 1, K ≥ 1], got [${shape}]`);
   if (w.length !== N * K) throw new GptqError(`${name}: weight has ${w.length} elements, shape [${N}, ${K}] needs ${N * K}`);
@@ -116,7 +116,7 @@ function checkWeight(w: Float32Array, shape: readonly [number, number], name: st
   }
 }
 
-function newCodes(bits: GptqBits, groupSize: number, N: number, K: number): GptqCodes {
+export function newCodes(bits: GptqBits, groupSize: number, N: number, K: number): GptqCodes {
   const nGroups = groupSize === -1 ? 1 : Math.ceil(K / groupSize);
   return {
     bits, groupSize, shape: [N, K], intWeight: new Uint8Array(N * K),
@@ -201,25 +201,37 @@ export interface PreparedHessian {
   dampPercent: number;
 }
 
-/** Dead columns, act-order permutation, damping, L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper). H is not changed. */
-export function prepareHessian(H: Float32Array, K: number, opts: GptqRunOptions): PreparedHessian {
-  const name = opts.name ?? 'gptq';
-  if (H.length !== K * K) throw new GptqError(`${name}: H has ${H.length} values, K×K = ${K * K} expected`);
-  const la = getLinalg(opts.linalg);
-  const dead = new Uint8Array(K);
-  const diag = new Float32Array(K);
-  for (let i = 0; i < K; i++) {
-    diag[i] = H[i * K + i];
-    if (diag[i] === 0) { dead[i] = 1; diag[i] = 1; }
-  }
+/**
+ * What fasterquant takes from H's diagonal alone: dead columns (diagonal 0, set to 1), the act-order permutation
+ * (descAct) and the mean diagonal the damping scales (float32, as torch's mean). Shared with src/quant/gptq-cuda.ts.
+ */
+export function hessianPlan(diagH: Float32Array, descAct: boolean): { dead: Uint8Array; diag: Float32Array; perm: Int32Array | null; mean: number } {
+  const K = diagH.length, dead = new Uint8Array(K), diag = Float32Array.from(diagH);
+  for (let i = 0; i < K; i++) if (diag[i] === 0) { dead[i] = 1; diag[i] = 1; }
   let perm: Int32Array | null = null;
-  if (opts.descAct) {
+  if (descAct) {
     // torch.argsort(diag, descending=True); ties keep column order here (torch does not promise an order).
     perm = Int32Array.from({ length: K }, (_, i) => i).sort((a, b) => diag[b] - diag[a] || a - b);
   }
   let mean = 0;
   for (let i = 0; i < K; i++) mean += diag[i];
-  mean = Math.fround(mean / K);
+  return { dead, diag, perm, mean: Math.fround(mean / K) };
+}
+
+/** The Cholesky failure of a damped Hessian (both the host and the device factorization throw it). */
+export function choleskyFailure(name: string, damp: number, column: number): GptqCholeskyError {
+  return new GptqCholeskyError(`${name}: the damped Hessian is not positive definite (Cholesky failed at column ${column} with dampPercent ${damp}); ` +
+    'its calibration inputs may hold NaN/Inf or be degenerate: raise dampPercent or set dampAutoIncrement', name, damp, column);
+}
+
+/** Dead columns, act-order permutation, damping, L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper). H is not changed. */
+export function prepareHessian(H: Float32Array, K: number, opts: GptqRunOptions): PreparedHessian {
+  const name = opts.name ?? 'gptq';
+  if (H.length !== K * K) throw new GptqError(`${name}: H has ${H.length} values, K×K = ${K * K} expected`);
+  const la = getLinalg(opts.linalg);
+  const diagH = new Float32Array(K);
+  for (let i = 0; i < K; i++) diagH[i] = H[i * K + i];
+  const { dead, diag, perm, mean } = hessianPlan(diagH, opts.descAct);
   let damp = opts.dampPercent;
   for (;;) {
     const U = new Float32Array(K * K);
@@ -238,8 +250,7 @@ export function prepareHessian(H: Float32Array, K: number, opts: GptqRunOptions)
     if (fail < 0) return { K, dead, perm, U, dampPercent: damp };
     const inc = opts.dampAutoIncrement ?? 0;
     if (inc > 0 && damp + inc < 1) { damp += inc; continue; }
-    throw new GptqCholeskyError(`${name}: the damped Hessian is not positive definite (Cholesky failed at column ${fail} with dampPercent ${damp}); ` +
-      'its calibration inputs may hold NaN/Inf or be degenerate: raise dampPercent or set dampAutoIncrement', name, damp, fail);
+    throw choleskyFailure(name, damp, fail);
   }
 }
 

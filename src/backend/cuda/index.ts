@@ -74,6 +74,43 @@ let allocated = 0;
 
 export class ArenaFullError extends Error { override name = 'ArenaFullError'; }
 
+/** Allocations of the innermost cudaScope (null: none open, or inside cudaUntracked). */
+let scope: Tensor[] | null = null;
+
+/**
+ * Runs fn and then frees every tensor the ops inside it allocated except those keep(result) names (and anything sharing
+ * their allocations), instead of leaving them to the garbage collector: a calibration pass over hundreds of samples
+ * makes garbage faster than V8 collects device memory. Uploads and the backend's caches (small host arrays, quantized
+ * layouts) are never tracked. When fn throws, everything it allocated is freed. A kept tensor joins the enclosing scope.
+ */
+export function cudaScope<T>(fn: () => T, keep: (result: T) => readonly Tensor[] = () => []): T {
+  const outer = scope, mine: Tensor[] = [];
+  scope = mine;
+  let result: T | undefined, ok = false;
+  try {
+    result = fn();
+    ok = true;
+    return result;
+  } finally {
+    scope = outer;
+    const kept = new Set(ok ? keep(result as T).map((t) => (t.storage as CudaStorage | undefined)?.alloc) : []);
+    const drop = mine.filter((t) => !kept.has((t.storage as CudaStorage).alloc));
+    cudaBackend.release!(...drop);
+    outer?.push(...mine.filter((t) => kept.has((t.storage as CudaStorage).alloc)));
+  }
+}
+
+/** fn's allocations are the caller's to keep: no open cudaScope frees them. */
+export function cudaUntracked<T>(fn: () => T): T {
+  const outer = scope;
+  scope = null;
+  try {
+    return fn();
+  } finally {
+    scope = outer;
+  }
+}
+
 function newTensor<D extends DType>(dtype: D, shape: readonly number[], zero: boolean): Tensor<D> {
   const numel = shape.reduce((a, b) => a * b, 1);
   const bytes = numel * DTYPE_BYTES[dtype];
@@ -87,7 +124,9 @@ function newTensor<D extends DType>(dtype: D, shape: readonly number[], zero: bo
     return new Tensor(dtype, shape, null, 'cuda', st);
   }
   const a = addon().alloc(bytes, zero);
-  return new Tensor(dtype, shape, null, 'cuda', new CudaStorage(a, 0, bytes));
+  const t = new Tensor(dtype, shape, null, 'cuda', new CudaStorage(a, 0, bytes));
+  scope?.push(t);
+  return t;
 }
 
 /** Enter or leave capture mode (the graph runner only). */
@@ -108,7 +147,7 @@ function small(arr: Int32Array | Float32Array | Uint8Array): number {
   }
   if (capture) throw new ArenaFullError('a host array that is neither a step input nor a constant reached a captured op');
   const dtype: DType = arr instanceof Int32Array ? 'I32' : arr instanceof Float32Array ? 'F32' : 'U8';
-  const t = newTensor(dtype, [arr.length], false);
+  const t = cudaUntracked(() => newTensor(dtype, [arr.length], false));
   addon().upload(dev('upload', 'array', t), arr);
   smallUploads.set(arr, { copy: arr.slice(), t });
   return dev('upload', 'array', t);
@@ -172,7 +211,7 @@ export function cudaQgLayout(qw: GptqQuantizedWeight | AwqQuantizedWeight): Cuda
   if (params.scales.length !== N * nG) throw new CudaQuantError(`cuda matmulQ: the ${qw.format.toUpperCase()} layer [${N}, ${K}] has ${params.scales.length / N} groups, its g_idx ${nG}`);
   const src = cudaBackend.upload(new Tensor('I32', [qweight.length], qweight));
   const perm = order.perm ? cudaBackend.upload(new Tensor('I32', [K], order.perm)) : null;
-  const codes = newTensor('U8', [N * nc * qgChunkBytes(bits as 2 | 3 | 4 | 8)], false);
+  const codes = cudaUntracked(() => newTensor('U8', [N * nc * qgChunkBytes(bits as 2 | 3 | 4 | 8)], false));  // the layout cache's
   a.qgRepack(dev('qgRepack', 'codes', codes), dev('qgRepack', 'qweight', src), mode, bits, perm ? dev('qgRepack', 'perm', perm) : 0, N, K, nc);
   cudaBackend.release!(src);
   const scales = cudaBackend.upload(new Tensor('F16', [N * nG], params.scales));
@@ -294,7 +333,7 @@ export const cudaBackend: Backend & {
 
   upload(t) {
     if (t.device === 'cuda') return t;
-    const out = newTensor(t.dtype, t.shape, false);
+    const out = cudaUntracked(() => newTensor(t.dtype, t.shape, false));
     addon().upload(dev('upload', 'out', out), t.data);
     return out;
   },
@@ -667,6 +706,187 @@ export const cudaTrain = {
 };
 
 function p(what: string, t: Tensor): number { return devF32('train', what, t); }
+
+/**
+ * GPTQ's device half (native/cuda/gptq.cu; src/quant/gptq-cuda.ts runs the algorithm over it): F32 tensors laid out
+ * as src/quant/gptq.ts's arrays (W [N, K], H [K, K], U [K, K] row-major; grids [groups, N]).
+ */
+export const cudaGptq = {
+  /** A float32 copy of a float weight on the device. */
+  toF32(w: Tensor): Tensor<'F32'> {
+    if (!FLOAT_WEIGHTS.includes(w.dtype)) throw new TypeError(`cuda gptq: the weight is ${w.dtype} (F32, BF16 or F16)`);
+    const out = newTensor('F32', w.shape, false);
+    addon().gptq('toF32', dev('gptq', 'out', out), dev('gptq', 'weight', w), WTYPE[w.dtype as 'F32' | 'BF16' | 'F16'], w.numel);
+    return out;
+  },
+  /** H's diagonal, on the host. */
+  diag(H: Tensor<'F32'>, K: number): Float32Array {
+    const d = newTensor('F32', [K], false);
+    addon().gptq('diag', g('diag', d), g('H', H), K);
+    const host = cudaBackend.download(d).f32;
+    cudaBackend.release!(d);
+    return host;
+  },
+  /** H = beta·H + alpha·XᵀX for X [T, K]. */
+  xtx(H: Tensor<'F32'>, X: Tensor<'F32'>, T: number, K: number, beta: number, alpha: number): void {
+    if (X.numel !== T * K || H.numel !== K * K) throw new RangeError(`cuda gptq xtx: X holds ${X.numel} values (T ${T} × K ${K}), H ${H.numel}`);
+    addon().gptq('xtx', g('H', H), g('X', X), T, K, beta, alpha);
+  },
+  /** find_params of columns [c0, c1) of W [N, ld] into grid slot `slot` of scale/zero [groups, N]. */
+  findParams(scale: Tensor<'F32'>, zero: Tensor<'F32'>, slot: number, W: Tensor<'F32'>, N: number, ld: number, c0: number, c1: number, bits: number, sym: boolean): void {
+    if ((slot + 1) * N > scale.numel || scale.numel !== zero.numel) throw new RangeError(`cuda gptq findParams: slot ${slot} is outside the grids`);
+    addon().gptq('findParams', g('scale', scale) + slot * N * 4, g('zero', zero) + slot * N * 4, g('W', W), N, ld, c0, c1, bits, sym);
+  },
+  /** dst [N, K] = W's columns in perm order (null: as they are), dead columns (1 in `dead`, original order) zeroed. */
+  columns(dst: Tensor<'F32'>, W: Tensor<'F32'>, perm: Tensor | null, dead: Tensor | null, N: number, K: number): void {
+    addon().gptq('columns', g('dst', dst), g('W', W), perm ? dev('gptq', 'perm', perm) : 0, dead ? dev('gptq', 'dead', dead) : 0, N, K);
+  },
+  /**
+   * U [K, K] (upper, H⁻¹ = UᵀU) from H with its diagonal replaced by `diag` (damped, in perm order) and permuted by
+   * perm: Cholesky, inverse, Cholesky in float64. Returns the first failing column of each Cholesky, or -1.
+   */
+  prepare(U: Tensor<'F32'>, H: Tensor<'F32'>, perm: Tensor | null, diag: Float32Array, K: number): [number, number] {
+    const A = newTensor('I64', [K * K], false), X = newTensor('I64', [K * K], false), fail = newTensor('I32', [2], false);
+    const d = cudaBackend.upload(new Tensor('F32', [K], diag));
+    try {
+      addon().gptq('prepare', g('U', U), dev('gptq', 'A', A), dev('gptq', 'X', X), dev('gptq', 'fail', fail), g('H', H), perm ? dev('gptq', 'perm', perm) : 0, g('diag', d), K);
+      const f = cudaBackend.download(fail).data as Int32Array;
+      return [f[0] >= 0x7f7f7f7f ? -1 : f[0], f[1] >= 0x7f7f7f7f ? -1 : f[1]];
+    } finally {
+      cudaBackend.release!(A, X, fail, d);
+    }
+  },
+  /** The column loop of block [i1, i1 + B) (refLinalg.quantizeBlock's twin); rowLoss [N] (float64 in I64 storage) accumulates. */
+  quantBlock(W: Tensor<'F32'>, N: number, K: number, i1: number, B: number, U: Tensor<'F32'>, scales: Tensor<'F32'>, zeros: Tensor<'F32'>,
+    colGroup: Tensor, perm: Tensor | null, bits: number, codes: Tensor, deq: Tensor<'F32'>, err: Tensor<'F32'>, rowLoss: Tensor): void {
+    addon().gptq('quantBlock', g('W', W), N, K, i1, B, g('U', U), g('scales', scales), g('zeros', zeros), dev('gptq', 'colGroup', colGroup),
+      perm ? dev('gptq', 'perm', perm) : 0, bits, dev('gptq', 'codes', codes), g('deq', deq), g('err', err), dev('gptq', 'rowLoss', rowLoss));
+  },
+  /** W[:, i1+B:] −= err [N, B]·U[i1:i1+B, i1+B:]. */
+  blockUpdate(W: Tensor<'F32'>, N: number, K: number, err: Tensor<'F32'>, B: number, U: Tensor<'F32'>, i1: number): void {
+    addon().gptq('blockUpdate', g('W', W), N, K, g('err', err), B, g('U', U), i1);
+  },
+  /** Round to nearest: codes (U8) and values of W [N, K], column c on grid slot colGroup[c]. */
+  rtn(codes: Tensor, deq: Tensor<'F32'>, W: Tensor<'F32'>, scales: Tensor<'F32'>, zeros: Tensor<'F32'>, colGroup: Tensor, N: number, K: number, bits: number): void {
+    addon().gptq('rtn', dev('gptq', 'codes', codes), g('deq', deq), g('W', W), g('scales', scales), g('zeros', zeros), dev('gptq', 'colGroup', colGroup), N, K, bits);
+  },
+  /** Σ a·b in float64 (a and b of equal size). */
+  dot(a: Tensor<'F32'>, b: Tensor<'F32'>): number {
+    if (a.numel !== b.numel) throw new RangeError('cuda gptq dot: sizes differ');
+    const parts = newTensor('I64', [64], false);
+    addon().gptq('dot', dev('gptq', 'partials', parts), g('a', a), g('b', b), a.numel);
+    const host = cudaBackend.download(parts).data as BigInt64Array;
+    cudaBackend.release!(parts);
+    let s = 0;
+    for (const v of new Float64Array(host.buffer, host.byteOffset, 64)) s += v;
+    return s;
+  },
+  /** Σ (a − b)² in float64. */
+  squaredDistance(A: Tensor<'F32'>, B: Tensor<'F32'>): number {
+    if (A.numel !== B.numel) throw new RangeError('cuda squaredDistance: sizes differ');
+    const D = newTensor('F32', A.shape, false);
+    addon().gptq('sub', g('D', D), g('A', A), g('B', B), A.numel);
+    const r = cudaGptq.dot(D, D);
+    cudaBackend.release!(D);
+    return r;
+  },
+  /** Σ_n dₙᵀ·H·dₙ for D = A − B (B null: D = A) [N, K] and a symmetric H (src/quant/linalg.ts quadForm). */
+  quadForm(A: Tensor<'F32'>, B: Tensor<'F32'> | null, H: Tensor<'F32'>, N: number, K: number): number {
+    const D = B ? newTensor('F32', [N, K], false) : A;
+    if (B) addon().gptq('sub', g('D', D), g('A', A), g('B', B), N * K);
+    const Y = cudaTrain.gemm(D, H, N, K, K, false, false);
+    const r = cudaGptq.dot(Y, D);
+    cudaBackend.release!(Y, ...(B ? [D] : []));
+    return r;
+  },
+};
+
+function g(what: string, t: Tensor): number { return devF32('gptq', what, t); }
+
+/** A zeroed float64 array of n on the device (F32 storage of 2n) and its values on the host. */
+function f64Zeros(n: number): Tensor<'F32'> { return cudaTrain.zeros([2 * n]); }
+function downF64(t: Tensor<'F32'>): Float64Array {
+  const h = cudaBackend.download(t).f32;
+  return new Float64Array(h.buffer, h.byteOffset, h.length / 2);
+}
+
+/**
+ * AWQ's device half (native/cuda/awq.cu; src/quant/awq-cuda.ts runs the search over it): F32 tensors laid out as
+ * src/quant/awq.ts's arrays, each op the twin of the kernel or statistic of the same name there.
+ */
+export const cudaAwq = {
+  /** Q(W·diag(s))/s [N, K] (s null: Q(W)); with codes, also the codes [N, K] and grids [K/G, N] (zeros U8). */
+  pseudoQuantize(W: Tensor<'F32'>, N: number, K: number, s: Tensor<'F32'> | null, bits: number, G: number, zeroPoint: boolean, codes = false):
+    { out: Tensor<'F32'>; codes?: Tensor; scales?: Tensor<'F32'>; zeros?: Tensor } {
+    const out = newTensor('F32', [N, K], false), nG = K / G;
+    const c = codes ? newTensor('U8', [N, K], false) : null, sc = codes ? newTensor('F32', [nG, N], false) : null, z = codes ? newTensor('U8', [nG, N], false) : null;
+    addon().awq('pq', a('out', out), c ? dev('awq', 'codes', c) : 0, sc ? a('scales', sc) : 0, z ? dev('awq', 'zeros', z) : 0, a('W', W), s ? a('s', s) : 0, N, K, G, bits, zeroPoint);
+    return c ? { out, codes: c, scales: sc!, zeros: z! } : { out };
+  },
+  /** Per-group Gram matrices [K/G, G, G] of x [T, K] (float64; F32 storage of twice the count). */
+  groupGram(x: Tensor<'F32'>, T: number, K: number, G: number): Tensor<'F32'> {
+    const gram = newTensor('F32', [2 * K * G], false);
+    addon().awq('gram', a('gram', gram), a('x', x), T, K, G);
+    return gram;
+  },
+  /** The clip search: best [N, K/G]. */
+  clipSearch(W: Tensor<'F32'>, N: number, K: number, G: number, gram: Tensor<'F32'>, T: number, bits: number, zeroPoint: boolean, nShrink: number, nGrid: number): Tensor<'F32'> {
+    const best = newTensor('F32', [N, K / G], false);
+    addon().awq('clip', a('best', best), a('W', W), N, K, G, a('gram', gram), T, bits, zeroPoint, nShrink, nGrid);
+    return best;
+  },
+  /** Σ over the inputs' rows of |x| per column, float64 in order (activationMean's sums); inputs [rows_i, K]. */
+  absSums(inputs: readonly Tensor<'F32'>[], K: number): Float64Array {
+    const acc = f64Zeros(K);
+    for (const x of inputs) addon().awq('absSum', a('acc', acc), a('x', x), x.numel / K, K);
+    const r = downF64(acc);
+    cudaBackend.release!(acc);
+    return r;
+  },
+  /** max |w| of each (row, group) [N, K/G], plus `add` in float64 then rounded (0: none). */
+  groupAbsmax(W: Tensor<'F32'>, N: number, K: number, G: number, add = 0): Tensor<'F32'> {
+    const gmax = newTensor('F32', [N, K / G], false);
+    addon().awq('groupAbsmax', a('gmax', gmax), a('W', W), N, K, G, add);
+    return gmax;
+  },
+  /** weightMean's sums over the weights [N_i, K] in order: Σ_r |w[r, c]| / (group max + 1e-6). */
+  weightSums(weights: readonly Tensor<'F32'>[], K: number, G: number): Float64Array {
+    const acc = f64Zeros(K);
+    for (const W of weights) {
+      const N = W.numel / K, gmax = cudaAwq.groupAbsmax(W, N, K, G, 1e-6);
+      addon().awq('weightMean', a('acc', acc), a('W', W), a('gmax', gmax), N, K, G);
+      cudaBackend.release!(gmax);
+    }
+    const r = downF64(acc);
+    cudaBackend.release!(acc);
+    return r;
+  },
+  /** W·diag(s) (a new [N, K]). */
+  scaleColumns(W: Tensor<'F32'>, N: number, K: number, s: Tensor<'F32'>): Tensor<'F32'> {
+    const out = newTensor('F32', [N, K], false);
+    addon().awq('scale', a('out', out), a('W', W), a('s', s), N, K, s.numel, 0);
+    return out;
+  },
+  /** W with its last len(s) rows divided by s (a new [N, K]). */
+  divideLastRows(W: Tensor<'F32'>, N: number, K: number, s: Tensor<'F32'>): Tensor<'F32'> {
+    const out = newTensor('F32', [N, K], false);
+    addon().awq('scale', a('out', out), a('W', W), a('s', s), N, K, s.numel, 1);
+    return out;
+  },
+  /** out rows [t0, t0 + n) = x rows r0, r0 + step, … divided by s (when given). */
+  gatherRows(out: Tensor<'F32'>, t0: number, x: Tensor<'F32'>, s: Tensor<'F32'> | null, r0: number, step: number, n: number, K: number): void {
+    if ((t0 + n) * K > out.numel || (n > 0 && (r0 + (n - 1) * step + 1) * K > x.numel)) throw new RangeError('cuda awq gatherRows: rows out of range');
+    addon().awq('gatherRows', a('out', out) + t0 * K * 4, a('x', x), s ? a('s', s) : 0, r0, step, n, K);
+  },
+  /** W clamped to ±max[row, group] (a new [N, K]). */
+  applyClip(W: Tensor<'F32'>, max: Tensor<'F32'>, N: number, K: number, G: number): Tensor<'F32'> {
+    const out = newTensor('F32', [N, K], false);
+    addon().awq('applyClip', a('out', out), a('W', W), a('max', max), N, K, G);
+    return out;
+  },
+};
+
+function a(what: string, t: Tensor): number { return devF32('awq', what, t); }
 
 /**
  * A quantized weight dequantized on the device into a new [N, K] tensor, as its prefill product uses it: GPTQ/AWQ
