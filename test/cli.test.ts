@@ -202,6 +202,12 @@ test('generate --chat streams an answer to the eval model\'s chat prompt', { ski
   assert.ok(out.generatedTokens > 0 && out.text.length > 0);
 });
 
+test('demo --device: cpu or cuda, named in the usage error', () => {
+  const r = lowbit('demo', '--device', 'tpu');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--device "tpu" is unknown \(choose cpu or cuda\)/);
+});
+
 test('demo runs offline on the bundled model: size, perplexity, an answer checked against the KJV text', () => {
   const r = lowbit('demo');
   assert.equal(r.code, 0, r.err);

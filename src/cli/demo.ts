@@ -10,15 +10,16 @@ import { quantizedStateDict } from '../io/save.js';
 import { generateStream } from '../generate/generate.js';
 import { chatTerminators } from '../generate/terminators.js';
 import { parseCommand, renderProgress, UsageError } from './args.js';
-import { setThreadsOption } from './common.js';
+import { deviceOption, setThreadsOption } from './common.js';
 
 export const demoHelp = `lowbit demo — what lowbit does, on the small model that ships with it (no network needed)
 
-Usage: lowbit demo [--prompt TEXT] [--threads N]
+Usage: lowbit demo [--prompt TEXT] [--threads N] [--device cpu|cuda]
 
 Loads models/kjv-demo (a 5.4M-parameter Llama trained by scripts/demo-model/ on the public-domain King James
 Bible), reports its size and perplexity on held-out verses, as it is and quantized on load (bitsandbytes LLM.int8
-and NF4 with double quantization), then streams a chat answer and sets it beside the King James text. A model
+and NF4 with double quantization), then streams a chat answer and sets it beside the King James text. --device
+cuda runs it all on an NVIDIA GPU. A model
 this small cannot look up any of 31,102 verses by reference, but it knows the text: the demo asks for John 10:11
 and starts the answer with its first two words; the model writes the rest, greedily.
 --prompt asks your own question instead (no reference check: expect KJV-flavoured text, not the verse).
@@ -35,7 +36,6 @@ const DEMO_QUANT: [string, BitsAndBytesConfig][] = [
   ['int8', { loadIn8bit: true }],
   ['nf4 + dq', { loadIn4bit: true, bnb4bitQuantType: 'nf4', bnb4bitUseDoubleQuant: true }],
 ];
-
 /**
  * The demo's question. Chosen by trying famous verses in every request form the training script used, and free
  * continuation, against the KJV text (Debian bible-kjv): recall by reference alone was wrong for all of them, while
@@ -58,11 +58,12 @@ export function wordOverlap(answer: string, reference: string): { matched: numbe
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
-  const { values: v } = parseCommand('demo', argv, { prompt: { type: 'string' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
+  const { values: v } = parseCommand('demo', argv, { prompt: { type: 'string' }, threads: { type: 'string' }, device: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
   if (v.help) { process.stdout.write(demoHelp); return 0; }
   if (!existsSync(DEMO_MODEL)) throw new UsageError(`the demo model is missing (${DEMO_MODEL})`);
   setThreadsOption(v.threads);
-  const m = await fromPretrained(DEMO_MODEL);
+  const on = deviceOption(v.device) === 'cuda' ? { device: 'cuda' as const } : {};
+  const m = await fromPretrained(DEMO_MODEL, on);
   const tok = m.tokenizer!;
   let params = 0, bytes = 0;
   for (const t of m.tensors.values()) { params += t.numel; bytes += t.byteLength; }
@@ -77,13 +78,13 @@ export async function runDemo(argv: string[]): Promise<number> {
   // The same folder quantized on load, as transformers' BitsAndBytesConfig would (lm_head stays bf16); the size is
   // what savePretrained would write.
   for (const [name, quantizationConfig] of DEMO_QUANT) {
-    const q = await fromPretrained(DEMO_MODEL, { quantizationConfig });
+    const q = await fromPretrained(DEMO_MODEL, { ...on, quantizationConfig });
     let qbytes = 0;
     for (const t of quantizedStateDict(q).values()) qbytes += t.byteLength;
     const qppl = perplexity(q.model, ids, { seqLen: 256, maxWindows: 16, onProgress: renderProgress({ ttyOnly: true }) });
     out.write(`  ${name.padEnd(14)} ${`${(qbytes / 1e6).toFixed(1)} MB`.padEnd(10)} ${qppl.perplexity.toFixed(2)}\n`);
   }
-  out.write(`  (${ppl.tokens} tokens in ${ppl.windows} windows of 256; GPTQ and AWQ rows arrive with those quantizers)\n\n`);
+  out.write(`  (${ppl.tokens} tokens in ${ppl.windows} windows of 256; GPTQ and AWQ need calibration text: lowbit quantize --method gptq|awq)\n\n`);
 
   const own = v.prompt !== undefined;
   const question = own ? v.prompt! : DEMO_QUESTION.prompt;
