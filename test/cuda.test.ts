@@ -296,6 +296,8 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
   const add = (name: string, codes: GptqCodes, make: (c: GptqCodes) => QuantizedWeight) => cases.push([name, () => make(codes), codes]);
   add('gptq 4-bit g128 [72, 256]', randomCodes(4, 72, 256, 128, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 4-bit g32 act-order [40, 192] (group edges mid-chunk)', randomCodes(4, 40, 192, 32, true), (c) => fromGptq(packGptq(c, { sym: false, descAct: true, checkpointFormat: 'gptq_v2' })));
+  add('gptq 4-bit g128 [40, 4160] (a warp of the 9-16-row MMA kernel: several batches of chunks)', randomCodes(4, 40, 4160, 128, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
+  add('gptq 4-bit g32 act-order [24, 2112] (MMA kernel, group edges mid-chunk)', randomCodes(4, 24, 2112, 32, true), (c) => fromGptq(packGptq(c, { sym: false, descAct: true, checkpointFormat: 'gptq_v2' })));
   add('gptq 4-bit one group, K=200 (padded to 256)', randomCodes(4, 24, 200, -1, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 2-bit g64 [48, 320]', randomCodes(2, 48, 320, 64, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 3-bit g128 act-order [64, 256]', randomCodes(3, 64, 256, 128, true), (c) => fromGptq(packGptq(c, { sym: false, descAct: true, checkpointFormat: 'gptq_v2' })));
@@ -331,7 +333,7 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
     const K = 256, mk = (N: number, G: number) => fromGptq(packGptq(randomCodes(4, N, K, G, false), { sym: false, descAct: false, checkpointFormat: 'gptq_v2' }));
     const qws = [mk(64, 128), mk(32, 128), mk(32, 128)];
     const bs = [host([64]) as Tensor<'F32'>, null, host([32]) as Tensor<'F32'>];
-    for (const M of [1, 5]) {
+    for (const M of [1, 5, 12]) {
       const x = host([M, K]) as Tensor<'F32'>, dx = up(x);
       const outs = qws.map((q) => poisoned([M, q.shape[0]]));
       assert.equal(cuda.matmulQMany!(dx, qws, bs.map((b) => (b ? up(b) : null)), outs), true);
@@ -346,14 +348,17 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
 
   it('a row of x that is not finite gives NaN outputs for that row only; every quantized format has a kernel', () => {
     const qw = cases[0][1](), [N, K] = qw.shape;
-    const x = host([2, K]) as Tensor<'F32'>;
-    x.f32[K + 7] = NaN;
-    const out = poisoned([2, N]);
-    cuda.matmulQ!(up(x), qw, null, out);
-    const y = down(out);
     const packed = qgPack(unpackGptq((qw as Extract<QuantizedWeight, { format: 'gptq' }>).gptq))!;
-    close('finite row', y.subarray(0, N), qgDecodeRef(x.f32.subarray(0, K), 1, packed, null)!, 1e-5);
-    assert.ok(y.subarray(N).every(Number.isNaN));
+    for (const M of [2, 12]) {  // the GEMV and the MMA kernel
+      const x = host([M, K]) as Tensor<'F32'>;
+      x.f32[K + 7] = NaN;
+      const out = poisoned([M, N]);
+      cuda.matmulQ!(up(x), qw, null, out);
+      const y = down(out);
+      close(`finite row M=${M}`, y.subarray(0, N), qgDecodeRef(x.f32.subarray(0, K), 1, packed, null)!, 1e-5);
+      assert.ok(y.subarray(N, 2 * N).every(Number.isNaN), `M=${M}`);
+      if (M > 2) close(`finite rows after M=${M}`, y.subarray(2 * N), qgDecodeRef(x.f32.subarray(2 * K), M - 2, packed, null)!, 1e-5);
+    }
     assert.equal(cuda.supports('matmulQ', ['gptq', 'awq', 'nf4', 'fp4', 'int8']), true);
   });
 });

@@ -11,7 +11,9 @@
 // half-chunk sums of the codes (the GEMV forms the per-group sums xbar from them); qg_gemv takes one warp per 2
 // weight rows and one lane per chunk: Σ code·xq exact (dp4a), times
 // fl(scale·dx) (per half-chunk where a group edge falls mid-chunk), float32 across chunks and lanes, minus
-// Σ_g fl(scale·zero)·xbar[g], plus bias. A row of x that is not finite gives NaN outputs (the CPU takes an exact path
+// Σ_g fl(scale·zero)·xbar[g], plus bias. 4-bit codes at 9-16 rows (LOWBIT_QG_MMA_ROWS) take the same arithmetic on
+// the tensor cores instead (qg_mma_kernel: int8 MMA, one instruction a half-chunk of 16 rows × 8 weight rows).
+// A row of x that is not finite gives NaN outputs (the CPU takes an exact path
 // there; on the GPU a non-finite activation is an error either way, and generate() stops on non-finite logits).
 // Prefill (more rows): qg_dequant writes the float16 weight W[n, k] = fl(scale·(q − z)) (float32, then rounded to
 // float16, as AutoGPTQ's kernels compute in float16), and cuBLAS multiplies.
@@ -75,17 +77,11 @@ __global__ void qg_repack_kernel(uint8_t* out, const uint32_t* src, int mode, in
   }
 }
 
-// One warp per 64-element chunk of an x row (grid: chunks / 8 × rows), 2 elements a lane: xq [M, Kpad] (int8, or
-// int16 when wide), dx [M, nc] (NaN for a chunk holding a value that is not finite), hs [M, 2·nc]: the exact sums of
-// xq over each half-chunk. The GEMV forms xbar[g] = Σ fl(dx·hs) over a group's half-chunks in order from these, as
-// qgQuantizeX sums it.
-__global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, const int32_t* perm, int64_t K, int nc, int xmax, bool wide) {
-  pdl_wait();
-  pdl_trigger();
-  const int lane = threadIdx.x & 31;
-  const int c = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (c >= nc) return;
-  const int64_t m = blockIdx.y, Kpad = int64_t(nc) * 64;
+// One warp's part of qg_prep: the 64-element chunk c of x row m (permuted order), 2 elements a lane quantized to
+// q0, q1; lane 0 and 16 write the half-chunk sums hs (or, with dh, fl(dx·hs) as float bits: the terms of xbar) and
+// the chunk's scale dx (NaN where a value is not finite).
+__device__ __forceinline__ void prep_row(const float* x, const int32_t* perm, int64_t K, int nc, int xmax, float* dx, int* hs, int64_t m, int c,
+                                         int lane, int& q0, int& q1, bool dh = false) {
   const float* xr = x + m * K;
   const int64_t j = int64_t(c) * 64 + 2 * lane;
   const float v0 = j < K ? xr[perm ? perm[j] : j] : 0.f, v1 = j + 1 < K ? xr[perm ? perm[j + 1] : j + 1] : 0.f;
@@ -93,8 +89,41 @@ __global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, con
   const float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
   const float inv = mx > 0.f ? __fdiv_rn(float(xmax), mx) : 0.f;
   const float fx = float(xmax);
-  const int q0 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v0, inv)), -fx), fx));
-  const int q1 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v1, inv)), -fx), fx));
+  q0 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v0, inv)), -fx), fx));
+  q1 = bad ? 0 : int(fminf(fmaxf(rintf(__fmul_rn(v1, inv)), -fx), fx));
+  int s = q0 + q1;  // lanes 0-15 hold the chunk's first 32 positions, 16-31 the last 32
+  for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const float d = bad ? __int_as_float(0x7fc00000) : __fdiv_rn(mx, float(xmax));
+  if (lane == 0) dx[m * nc + c] = d;
+  if (lane == 0 || lane == 16) hs[m * 2 * nc + 2 * c + (lane >> 4)] = dh ? __float_as_int(__fmul_rn(d, float(s))) : s;
+}
+
+// One warp per 64-element chunk of an x row (grid: chunks / 8 × rows; 16 rows with frag), 2 elements a lane: xq [M, Kpad] (int8, or
+// int16 when wide), dx [M, nc] (NaN for a chunk holding a value that is not finite), hs [M, 2·nc]: the exact sums of
+// xq over each half-chunk. The GEMV forms xbar[g] = Σ fl(dx·hs) over a group's half-chunks in order from these, as
+// qgQuantizeX sums it.
+__global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, const int32_t* perm, int64_t K, int nc, int xmax, bool wide,
+                               int mRows, bool frag) {
+  pdl_wait();
+  pdl_trigger();
+  const int lane = threadIdx.x & 31;
+  const int c = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (c >= nc) return;
+  const int64_t m = blockIdx.y, Kpad = int64_t(nc) * 64;
+  if (frag) {
+    // The MMA kernel's operand (16 rows, those past mRows zero) in its A-fragment order, 512 bytes a half-chunk:
+    // lane 4·(m mod 8) + t holds positions 8t..8t+3 of rows m and m + 8, then 8t+4..8t+7 of both (qg_mma_kernel);
+    // hs holds the float terms fl(dx·hs) of xbar instead of the integer sums.
+    int q0 = 0, q1 = 0;
+    if (m < mRows) prep_row(x, perm, K, nc, xmax, dx, hs, m, c, lane, q0, q1, true);
+    const int k = 2 * lane, kk = k & 31, reg = (m >= 8 ? 1 : 0) + 2 * ((kk >> 2) & 1);
+    const int64_t off = (int64_t(c) * 2 + (k >> 5)) * 512 + ((m & 7) * 4 + (kk >> 3)) * 16 + reg * 4 + (kk & 3);
+    *reinterpret_cast<uint16_t*>(static_cast<uint8_t*>(xq) + off) = uint16_t((q0 & 255) | ((q1 & 255) << 8));
+    return;
+  }
+  int q0, q1;
+  prep_row(x, perm, K, nc, xmax, dx, hs, m, c, lane, q0, q1);
+  const int64_t j = int64_t(c) * 64 + 2 * lane;
   if (wide) {
     reinterpret_cast<int16_t*>(xq)[m * Kpad + j] = int16_t(q0);
     reinterpret_cast<int16_t*>(xq)[m * Kpad + j + 1] = int16_t(q1);
@@ -102,10 +131,6 @@ __global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, con
     reinterpret_cast<int8_t*>(xq)[m * Kpad + j] = int8_t(q0);
     reinterpret_cast<int8_t*>(xq)[m * Kpad + j + 1] = int8_t(q1);
   }
-  int s = q0 + q1;  // lanes 0-15 hold the chunk's first 32 positions, 16-31 the last 32
-  for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if (lane == 0) { hs[m * 2 * nc + 2 * c] = s; dx[m * nc + c] = bad ? __int_as_float(0x7fc00000) : __fdiv_rn(mx, float(xmax)); }
-  if (lane == 16) hs[m * 2 * nc + 2 * c + 1] = s;
 }
 
 // Up to 3 weights that read the same x (q/k/v, gate/up) with the same bits, K, groups and permutation.
@@ -345,6 +370,252 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   store_rows(o.out, seg, r, n0, N, mRows, acc);
 }
 
+// 4-bit codes at 9-16 rows of x (batch-16 decode) on the tensor cores: mma.m16n8k32 (s8 × s8 → s32), one
+// half-chunk (32 codes, the low or the high nibbles of the chunk's 32 bytes) an instruction. The k order inside an
+// instruction is free as long as A and B agree (the int32 sums are exact): lane t of a column takes the chunk's
+// bytes 8t..8t+7 (one 8-byte load; 4 lanes read the column's 32 bytes), so B's k = 4t + i is byte 8t + i and
+// k = 16 + 4t + i is byte 8t + 4 + i, and qg_prep writes x's A fragments in that order. Each chunk's int32 products
+// are scaled by fl(scale·dx) as qg_gemv does; the zero correction and the sums over chunks, warps and groups are
+// float32 in another order. A block: kMmaCols columns of the launch (kMmaTiles n8 tiles a warp), its kMmaWarps warps
+// splitting the chunks, their sums reduced in shared memory; the block's scales and zeros are read into shared
+// memory first. With silu the columns alternate gate row r, up row r, so a thread's C columns 2t, 2t + 1 are one
+// output's gate and up.
+constexpr int kMmaWarps = 16, kMmaTiles = 4, kMmaCols = 8 * kMmaTiles, kMmaU = 4;  // chunks a warp loads at once: kMmaU
+constexpr int kStageRow = kMmaU * 32 + 16;
+
+__device__ __forceinline__ void mma_s8(int (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+               : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+// Column c of the launch: its weight slot and row (with silu: gate row c/2 for even c, up row c/2 for odd).
+__device__ __forceinline__ void mma_col(const OutSegs& o, int64_t c, int& seg, int64_t& r) {
+  if (o.silu) {
+    seg = int(c & 1);
+    r = c >> 1;
+    return;
+  }
+  seg = c >= o.start[2] ? 2 : c >= o.start[1] ? 1 : 0;
+  r = c - pick3(o.start, seg);
+}
+
+template <bool STAGE>
+__global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, const uint4* __restrict__ xf, const float* __restrict__ dx,
+                                                                      const int* __restrict__ hs, int64_t cols, int nc, int G, int gShift, int nG,
+                                                                      int mRows) {
+  constexpr int U = kMmaU, T = kMmaTiles;
+  // Shared: the warps' sums [kMmaWarps][16][kMmaCols], the terms of xbar [16][2·nc] (fl(dx·hs) a half-chunk), the
+  // block's scales [kMmaCols][nG] (f16) and zeros [kMmaCols][nG].
+  extern __shared__ float red[];
+  float* sdh = red + kMmaWarps * 16 * kMmaCols;
+  uint16_t* ssc = reinterpret_cast<uint16_t*>(sdh + 16 * 2 * nc);
+  uint8_t* szr = reinterpret_cast<uint8_t*>(ssc + kMmaCols * nG);
+  // STAGE: each warp's codes of U chunks [kMmaCols rows][U·32 bytes] (rows 144 bytes apart: fewer bank conflicts),
+  // loaded by full 128-byte lines (lane l: row 4i + l/8, 16 bytes l mod 8) and read back in fragment order.
+  uint8_t* wst = szr + ((kMmaCols * nG + 15) / 16) * 16 + (threadIdx.x / kWarp) * kMmaCols * kStageRow;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / kWarp, gq = lane >> 2, tq = lane & 3;
+  const int64_t col0 = int64_t(blockIdx.x) * kMmaCols;
+  const bool halves = G % 64 != 0;
+  // This lane's B column of each n8 tile (gq): its bytes 8t..8t+7 of each chunk; columns past the launch read
+  // column col0's and are not written.
+  const uint2* bw[T];
+#pragma unroll
+  for (int j = 0; j < T; j++) {
+    int seg;
+    int64_t r;
+    const int64_t c = col0 + 8 * j + gq;
+    mma_col(o.out, c < cols ? c : col0, seg, r);
+    bw[j] = reinterpret_cast<const uint2*>(pick3(o.codes, seg) + r * nc * 32) + tq;
+  }
+  const int per = (nc + kMmaWarps - 1) / kMmaWarps, cBeg = min(nc, warp * per), cEnd = min(nc, cBeg + per);
+  uint2 wb[U][T];
+  uint4 st[kMmaCols / 4];
+  const int su = (lane & 7) >> 1, sh = lane & 1;  // STAGE: this lane's chunk of the U and its half
+  auto fetch = [&](int c) {
+    if constexpr (STAGE) {
+      if (c + su < cEnd) {
+#pragma unroll
+        for (int i = 0; i < kMmaCols / 4; i++) {
+          int seg;
+          int64_t r;
+          const int64_t cc = col0 + 4 * i + (lane >> 3);
+          mma_col(o.out, cc < cols ? cc : col0, seg, r);
+          st[i] = __ldg(reinterpret_cast<const uint4*>(pick3(o.codes, seg) + (r * nc + c + su) * 32 + sh * 16));
+        }
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; u++)
+        if (c + u < cEnd) {
+#pragma unroll
+          for (int j = 0; j < T; j++) wb[u][j] = __ldg(bw[j] + (c + u) * 4);
+        }
+    }
+  };
+  auto settle = [&](int c) {  // STAGE: st → shared
+    if constexpr (STAGE) {
+      __syncwarp();
+      if (c + su < cEnd) {
+#pragma unroll
+        for (int i = 0; i < kMmaCols / 4; i++) *reinterpret_cast<uint4*>(wst + (4 * i + (lane >> 3)) * kStageRow + su * 32 + sh * 16) = st[i];
+      }
+      __syncwarp();
+    }
+  };
+  auto frag = [&](int u, int j) {  // this lane's 8 bytes of chunk u, tile j
+    if constexpr (STAGE) return *reinterpret_cast<const uint2*>(wst + (8 * j + gq) * kStageRow + u * 32 + 8 * tq);
+    else return wb[u][j];
+  };
+  fetch(cBeg);
+  // P loads a thread in flight at once (a loop that used each load before the next waited a round trip per item).
+  constexpr int P = 8;
+  for (int i0 = threadIdx.x; i0 < kMmaCols * nG; i0 += P * blockDim.x) {
+    uint16_t sv[P];
+    uint8_t zv[P];
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+      const int i = i0 + p * blockDim.x;
+      if (i >= kMmaCols * nG) break;
+      const int cl = i / nG, g = i - cl * nG;
+      int seg;
+      int64_t r;
+      const int64_t c = col0 + cl;
+      mma_col(o.out, c < cols ? c : col0, seg, r);
+      sv[p] = __ldg(pick3(o.scales, seg) + r * nG + g);
+      zv[p] = __ldg(pick3(o.zeros, seg) + r * nG + g);
+    }
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+      const int i = i0 + p * blockDim.x;
+      if (i >= kMmaCols * nG) break;
+      ssc[i] = sv[p];
+      szr[i] = zv[p];
+    }
+  }
+  pdl_wait();  // xf, dx and hs come from qg_prep, just before
+  pdl_trigger();
+  const float* dhg = reinterpret_cast<const float*>(hs);
+  for (int i0 = threadIdx.x; i0 < mRows * 2 * nc; i0 += P * blockDim.x) {
+    float v[P];
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+      const int i = i0 + p * blockDim.x;
+      if (i < mRows * 2 * nc) v[p] = __ldg(dhg + i);
+    }
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+      const int i = i0 + p * blockDim.x;
+      if (i < mRows * 2 * nc) sdh[i] = v[p];
+    }
+  }
+  __syncthreads();
+  float acc[T][4];
+#pragma unroll
+  for (int j = 0; j < T; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[j][i] = 0.f;
+  const bool lo = gq < mRows, hi = gq + 8 < mRows;
+  const uint16_t* mysc = ssc + (2 * tq) * nG;  // C column 8j + 2t + e: mysc[(8j + e)·nG + g]
+  for (int c = cBeg; c < cEnd; c += U) {
+    uint4 xa[U][2];
+    float dl[U], dh[U];
+#pragma unroll
+    if (c > cBeg) fetch(c);
+    for (int u = 0; u < U; u++) {
+      if (c + u >= cEnd) break;
+      xa[u][0] = __ldg(xf + int64_t(2 * (c + u)) * kWarp + lane);
+      xa[u][1] = __ldg(xf + int64_t(2 * (c + u) + 1) * kWarp + lane);
+      dl[u] = lo ? __ldg(dx + int64_t(gq) * nc + c + u) : 0.f;
+      dh[u] = hi ? __ldg(dx + int64_t(gq + 8) * nc + c + u) : 0.f;
+    }
+    settle(c);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (c + u >= cEnd) break;
+      const int k0 = (c + u) * 64;
+      const int g0 = min(gShift >= 0 ? k0 >> gShift : k0 / G, nG - 1), g1 = min(gShift >= 0 ? (k0 + 32) >> gShift : (k0 + 32) / G, nG - 1);
+#pragma unroll
+      for (int j = 0; j < T; j++) {
+        int d0[4] = {0, 0, 0, 0}, d1[4] = {0, 0, 0, 0};
+        const uint2 w = frag(u, j);
+        mma_s8(d0, xa[u][0], w.x & 0x0f0f0f0fu, w.y & 0x0f0f0f0fu);
+        if (halves) mma_s8(d1, xa[u][1], (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu);
+        else mma_s8(d0, xa[u][1], (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu);
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float s0 = f16(mysc[(8 * j + e) * nG + g0]);
+          acc[j][e] += float(d0[e]) * __fmul_rn(s0, dl[u]);
+          acc[j][2 + e] += float(d0[2 + e]) * __fmul_rn(s0, dh[u]);
+          if (halves) {
+            const float s1 = f16(mysc[(8 * j + e) * nG + g1]);
+            acc[j][e] += float(d1[e]) * __fmul_rn(s1, dl[u]);
+            acc[j][2 + e] += float(d1[2 + e]) * __fmul_rn(s1, dh[u]);
+          }
+        }
+      }
+    }
+  }
+  // Minus Σ_g fl(scale·zero)·xbar[g], the groups spread over the warps; xbar as qg_gemv forms it.
+  const int hpg = G / 32;
+  for (int g = warp; g < nG; g += kMmaWarps) {
+    const int h0 = g * hpg, h1 = g == nG - 1 ? 2 * nc : h0 + hpg;
+    float xl = 0.f, xh = 0.f;
+    for (int h = h0; h < h1; h++) {
+      if (lo) xl = __fadd_rn(xl, sdh[gq * 2 * nc + h]);
+      if (hi) xh = __fadd_rn(xh, sdh[(gq + 8) * 2 * nc + h]);
+    }
+#pragma unroll
+    for (int j = 0; j < T; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int i = (8 * j + 2 * tq + e) * nG + g;
+        const float sz = __fmul_rn(f16(ssc[i]), float(szr[i]));
+        acc[j][e] -= sz * xl;
+        acc[j][2 + e] -= sz * xh;
+      }
+  }
+  float (*part)[16][kMmaCols] = reinterpret_cast<float (*)[16][kMmaCols]>(red);
+#pragma unroll
+  for (int j = 0; j < T; j++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      part[warp][gq][8 * j + 2 * tq + e] = acc[j][e];
+      part[warp][gq + 8][8 * j + 2 * tq + e] = acc[j][2 + e];
+    }
+  __syncthreads();
+  // 16 rows × kMmaCols outputs over the block's threads.
+  for (int idx = threadIdx.x; idx < 16 * kMmaCols; idx += blockDim.x) {
+    const int m = idx / kMmaCols, cl = idx % kMmaCols;
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) v += part[w][m][cl];
+    const int64_t c = col0 + cl;
+    const OutSegs& out = o.out;
+    if (out.silu) {
+      const float up = __shfl_down_sync(0xffffffffu, v, 1);  // the odd column next to this even one
+      if (m < mRows && c < cols && (cl & 1) == 0) {
+        const int64_t r = c >> 1, N = cols >> 1;
+        const float gt = v + (out.bias[0] ? out.bias[0][r] : 0.f), u = up + (out.bias[1] ? out.bias[1][r] : 0.f);
+        out.y[0][m * N + r] = gt / (1.f + expf(-gt)) * u;
+      }
+      continue;
+    }
+    if (m >= mRows || c >= cols) continue;
+    int seg;
+    int64_t r;
+    mma_col(out, c, seg, r);
+    const float* bias = pick3(out.bias, seg);
+    pick3(out.y, seg)[m * pick3(out.n, seg) + r] = v + (bias ? bias[r] : 0.f);
+  }
+}
+
+// Dynamic shared memory of qg_mma_kernel for nc chunks and nG groups; more than kMmaMaxSmem takes qg_gemv.
+constexpr size_t mma_smem(int nc, int nG) {
+  return size_t(kMmaWarps) * 16 * kMmaCols * 4 + size_t(16) * 2 * nc * 4 + (size_t(kMmaCols) * nG * 3 + 15) / 16 * 16 + size_t(kMmaWarps) * kMmaCols * kStageRow;
+}
+constexpr int kMmaMaxSmem = 227 * 1024;
+
 // W [N, K] float16 in input order: W[n, perm[j]] = fl(scale·(q − z)) rounded to float16.
 __global__ void qg_dequant_kernel(__half* w, const uint8_t* codes, const uint16_t* scales, const uint8_t* zeros, const int32_t* perm,
                                   int bits, int64_t N, int64_t K, int nc, int G, int nG) {
@@ -366,6 +637,16 @@ __global__ void qg_dequant_kernel(__half* w, const uint8_t* codes, const uint16_
     const float v = __fmul_rn(f16(scales[n * nG + g]), float(q - int(zeros[n * nG + g])));
     w[n * K + (perm ? perm[j] : j)] = __float2half_rn(v);
   }
+}
+
+// The fewest rows of x that take the 4-bit MMA kernel (LOWBIT_QG_MMA_ROWS, 1-17: 17 turns it off); fewer take qg_gemv.
+int qg_mma_rows() {
+  static const int rows = [] {
+    const char* e = getenv("LOWBIT_QG_MMA_ROWS");
+    const int v = e ? atoi(e) : 9;
+    return v < 1 ? 1 : v > 17 ? 17 : v;
+  }();
+  return rows;
 }
 
 template <int BITS>
@@ -408,13 +689,14 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
     }
     return;
   }
-  const bool wide = q.bits == 8;
-  const int64_t Kpad = int64_t(q.nc) * 64;
-  const size_t xqBytes = (size_t(M) * Kpad * (wide ? 2 : 1) + 255) / 256 * 256, dxBytes = (size_t(M) * q.nc * 4 + 255) / 256 * 256;
+  const bool wide = q.bits == 8, mma = q.bits == 4 && M >= qg_mma_rows() && mma_smem(q.nc, q.nG) <= size_t(kMmaMaxSmem);
+  const int64_t Kpad = int64_t(q.nc) * 64, xRows = mma ? 16 : M;
+  const size_t xqBytes = (size_t(xRows) * Kpad * (wide ? 2 : 1) + 255) / 256 * 256, dxBytes = (size_t(M) * q.nc * 4 + 255) / 256 * 256;
   uint8_t* buf = static_cast<uint8_t*>(scratch(2, xqBytes + 3 * dxBytes));
   float* dx = reinterpret_cast<float*>(buf + xqBytes);
   int* hs = reinterpret_cast<int*>(buf + xqBytes + dxBytes);
-  launch(qg_prep_kernel, dim3(unsigned((q.nc + 7) / 8), unsigned(M)), 256, 0, buf, dx, hs, x, q.perm, q.K, q.nc, wide ? 8191 : 127, wide);
+  launch(qg_prep_kernel, dim3(unsigned((q.nc + 7) / 8), unsigned(xRows)), 256, 0, buf, dx, hs, x, q.perm, q.K, q.nc, wide ? 8191 : 127, wide,
+         int(M), mma);
   QgOut o{};
   for (int i = 0; i < 3; i++) {
     const int j = i < q.nOut ? i : q.nOut - 1;
@@ -423,6 +705,21 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
     o.zeros[i] = q.zeros[j];
   }
   N = o.out.set(q.nOut, q.y, q.bias, q.n, q.silu);
+  if (mma) {
+    const int gShift = (q.G & (q.G - 1)) == 0 ? __builtin_ctz(unsigned(q.G)) : -1;
+    const int64_t cols = q.silu ? 2 * N : N;
+    static int smemSet = 0;
+    static const bool stage = [] { const char* e = getenv("LOWBIT_QG_MMA_STAGE"); return e && e[0] == '1'; }();
+    const int smem = int(mma_smem(q.nc, q.nG));
+    if (smem > smemSet) {
+      cuda_check(cudaFuncSetAttribute(qg_mma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "qg_mma_kernel shared memory");
+      cuda_check(cudaFuncSetAttribute(qg_mma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "qg_mma_kernel shared memory");
+      smemSet = smem;
+    }
+    launch(stage ? qg_mma_kernel<true> : qg_mma_kernel<false>, dim3(unsigned((cols + kMmaCols - 1) / kMmaCols)), kMmaWarps * kWarp, size_t(smem), o, reinterpret_cast<const uint4*>(buf), dx, hs,
+           cols, q.nc, q.G, gShift, q.nG, int(M));
+    return;
+  }
   switch (q.bits) {
     case 2: qg_gemv_launch<2>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
     case 3: qg_gemv_launch<3>(o, buf, dx, hs, M, N, q.nc, q.G, q.nG); break;
