@@ -381,7 +381,6 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
 // memory first. With silu the columns alternate gate row r, up row r, so a thread's C columns 2t, 2t + 1 are one
 // output's gate and up.
 constexpr int kMmaWarps = 16, kMmaTiles = 4, kMmaCols = 8 * kMmaTiles, kMmaU = 4;  // chunks a warp loads at once: kMmaU
-constexpr int kStageRow = kMmaU * 32 + 16;
 
 __device__ __forceinline__ void mma_s8(int (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -400,7 +399,6 @@ __device__ __forceinline__ void mma_col(const OutSegs& o, int64_t c, int& seg, i
   r = c - pick3(o.start, seg);
 }
 
-template <bool STAGE>
 __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, const uint4* __restrict__ xf, const float* __restrict__ dx,
                                                                       const int* __restrict__ hs, int64_t cols, int nc, int G, int gShift, int nG,
                                                                       int mRows) {
@@ -411,9 +409,6 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
   float* sdh = red + kMmaWarps * 16 * kMmaCols;
   uint16_t* ssc = reinterpret_cast<uint16_t*>(sdh + 16 * 2 * nc);
   uint8_t* szr = reinterpret_cast<uint8_t*>(ssc + kMmaCols * nG);
-  // STAGE: each warp's codes of U chunks [kMmaCols rows][U·32 bytes] (rows 144 bytes apart: fewer bank conflicts),
-  // loaded by full 128-byte lines (lane l: row 4i + l/8, 16 bytes l mod 8) and read back in fragment order.
-  uint8_t* wst = szr + ((kMmaCols * nG + 15) / 16) * 16 + (threadIdx.x / kWarp) * kMmaCols * kStageRow;
   const int lane = threadIdx.x & 31, warp = threadIdx.x / kWarp, gq = lane >> 2, tq = lane & 3;
   const int64_t col0 = int64_t(blockIdx.x) * kMmaCols;
   const bool halves = G % 64 != 0;
@@ -429,43 +424,14 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
     bw[j] = reinterpret_cast<const uint2*>(pick3(o.codes, seg) + r * nc * 32) + tq;
   }
   const int per = (nc + kMmaWarps - 1) / kMmaWarps, cBeg = min(nc, warp * per), cEnd = min(nc, cBeg + per);
-  uint2 wb[U][T];
-  uint4 st[kMmaCols / 4];
-  const int su = (lane & 7) >> 1, sh = lane & 1;  // STAGE: this lane's chunk of the U and its half
+  uint2 wb[U][T];  // this lane's 8 bytes of U chunks, each tile
   auto fetch = [&](int c) {
-    if constexpr (STAGE) {
-      if (c + su < cEnd) {
 #pragma unroll
-        for (int i = 0; i < kMmaCols / 4; i++) {
-          int seg;
-          int64_t r;
-          const int64_t cc = col0 + 4 * i + (lane >> 3);
-          mma_col(o.out, cc < cols ? cc : col0, seg, r);
-          st[i] = __ldg(reinterpret_cast<const uint4*>(pick3(o.codes, seg) + (r * nc + c + su) * 32 + sh * 16));
-        }
+    for (int u = 0; u < U; u++)
+      if (c + u < cEnd) {
+#pragma unroll
+        for (int j = 0; j < T; j++) wb[u][j] = __ldg(bw[j] + (c + u) * 4);
       }
-    } else {
-#pragma unroll
-      for (int u = 0; u < U; u++)
-        if (c + u < cEnd) {
-#pragma unroll
-          for (int j = 0; j < T; j++) wb[u][j] = __ldg(bw[j] + (c + u) * 4);
-        }
-    }
-  };
-  auto settle = [&](int c) {  // STAGE: st → shared
-    if constexpr (STAGE) {
-      __syncwarp();
-      if (c + su < cEnd) {
-#pragma unroll
-        for (int i = 0; i < kMmaCols / 4; i++) *reinterpret_cast<uint4*>(wst + (4 * i + (lane >> 3)) * kStageRow + su * 32 + sh * 16) = st[i];
-      }
-      __syncwarp();
-    }
-  };
-  auto frag = [&](int u, int j) {  // this lane's 8 bytes of chunk u, tile j
-    if constexpr (STAGE) return *reinterpret_cast<const uint2*>(wst + (8 * j + gq) * kStageRow + u * 32 + 8 * tq);
-    else return wb[u][j];
   };
   fetch(cBeg);
   // P loads a thread in flight at once (a loop that used each load before the next waited a round trip per item).
@@ -529,7 +495,6 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
       dl[u] = lo ? __ldg(dx + int64_t(gq) * nc + c + u) : 0.f;
       dh[u] = hi ? __ldg(dx + int64_t(gq + 8) * nc + c + u) : 0.f;
     }
-    settle(c);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       if (c + u >= cEnd) break;
@@ -538,7 +503,7 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
 #pragma unroll
       for (int j = 0; j < T; j++) {
         int d0[4] = {0, 0, 0, 0}, d1[4] = {0, 0, 0, 0};
-        const uint2 w = frag(u, j);
+        const uint2 w = wb[u][j];
         mma_s8(d0, xa[u][0], w.x & 0x0f0f0f0fu, w.y & 0x0f0f0f0fu);
         if (halves) mma_s8(d1, xa[u][1], (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu);
         else mma_s8(d0, xa[u][1], (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu);
@@ -612,7 +577,7 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
 
 // Dynamic shared memory of qg_mma_kernel for nc chunks and nG groups; more than kMmaMaxSmem takes qg_gemv.
 constexpr size_t mma_smem(int nc, int nG) {
-  return size_t(kMmaWarps) * 16 * kMmaCols * 4 + size_t(16) * 2 * nc * 4 + (size_t(kMmaCols) * nG * 3 + 15) / 16 * 16 + size_t(kMmaWarps) * kMmaCols * kStageRow;
+  return size_t(kMmaWarps) * 16 * kMmaCols * 4 + size_t(16) * 2 * nc * 4 + size_t(kMmaCols) * nG * 3;
 }
 constexpr int kMmaMaxSmem = 227 * 1024;
 
@@ -709,14 +674,12 @@ void qg_matmul(const QgCall& q, const float* x, int64_t M) {
     const int gShift = (q.G & (q.G - 1)) == 0 ? __builtin_ctz(unsigned(q.G)) : -1;
     const int64_t cols = q.silu ? 2 * N : N;
     static int smemSet = 0;
-    static const bool stage = [] { const char* e = getenv("LOWBIT_QG_MMA_STAGE"); return e && e[0] == '1'; }();
     const int smem = int(mma_smem(q.nc, q.nG));
     if (smem > smemSet) {
-      cuda_check(cudaFuncSetAttribute(qg_mma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "qg_mma_kernel shared memory");
-      cuda_check(cudaFuncSetAttribute(qg_mma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "qg_mma_kernel shared memory");
+      cuda_check(cudaFuncSetAttribute(qg_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "qg_mma_kernel shared memory");
       smemSet = smem;
     }
-    launch(stage ? qg_mma_kernel<true> : qg_mma_kernel<false>, dim3(unsigned((cols + kMmaCols - 1) / kMmaCols)), kMmaWarps * kWarp, size_t(smem), o, reinterpret_cast<const uint4*>(buf), dx, hs,
+    launch(qg_mma_kernel, dim3(unsigned((cols + kMmaCols - 1) / kMmaCols)), kMmaWarps * kWarp, size_t(smem), o, reinterpret_cast<const uint4*>(buf), dx, hs,
            cols, q.nc, q.G, gShift, q.nG, int(M));
     return;
   }
