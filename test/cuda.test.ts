@@ -296,7 +296,7 @@ describe('cuda GPTQ / AWQ matmul (native/cuda/qg.cu) vs the decode twin and ref'
   const add = (name: string, codes: GptqCodes, make: (c: GptqCodes) => QuantizedWeight) => cases.push([name, () => make(codes), codes]);
   add('gptq 4-bit g128 [72, 256]', randomCodes(4, 72, 256, 128, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 4-bit g32 act-order [40, 192] (group edges mid-chunk)', randomCodes(4, 40, 192, 32, true), (c) => fromGptq(packGptq(c, { sym: false, descAct: true, checkpointFormat: 'gptq_v2' })));
-  add('gptq 4-bit g128 [40, 4160] (a warp of the 9-16-row MMA kernel: several batches of chunks)', randomCodes(4, 40, 4160, 128, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
+  add('gptq 4-bit g128 [40, 4160] (a warp of the 6-16-row MMA kernel: several batches of chunks)', randomCodes(4, 40, 4160, 128, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 4-bit g32 act-order [24, 2112] (MMA kernel, group edges mid-chunk)', randomCodes(4, 24, 2112, 32, true), (c) => fromGptq(packGptq(c, { sym: false, descAct: true, checkpointFormat: 'gptq_v2' })));
   add('gptq 4-bit one group, K=200 (padded to 256)', randomCodes(4, 24, 200, -1, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));
   add('gptq 2-bit g64 [48, 320]', randomCodes(2, 48, 320, 64, false), (c) => fromGptq(packGptq(c, { sym: false, descAct: false, checkpointFormat: 'gptq_v2' })));

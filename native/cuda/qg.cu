@@ -11,7 +11,7 @@
 // half-chunk sums of the codes (the GEMV forms the per-group sums xbar from them); qg_gemv takes one warp per 2
 // weight rows and one lane per chunk: Σ code·xq exact (dp4a), times
 // fl(scale·dx) (per half-chunk where a group edge falls mid-chunk), float32 across chunks and lanes, minus
-// Σ_g fl(scale·zero)·xbar[g], plus bias. 4-bit codes at 9-16 rows (LOWBIT_QG_MMA_ROWS) take the same arithmetic on
+// Σ_g fl(scale·zero)·xbar[g], plus bias. 4-bit codes at 6-16 rows (LOWBIT_QG_MMA_ROWS) take the same arithmetic on
 // the tensor cores instead (qg_mma_kernel: int8 MMA, one instruction a half-chunk of 16 rows × 8 weight rows).
 // A row of x that is not finite gives NaN outputs (the CPU takes an exact path
 // there; on the GPU a non-finite activation is an error either way, and generate() stops on non-finite logits).
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(256, BITS <= 4 && M <= 2 ? 2 : 1) qg_gemv_kern
   store_rows(o.out, seg, r, n0, N, mRows, acc);
 }
 
-// 4-bit codes at 9-16 rows of x (batch-16 decode) on the tensor cores: mma.m16n8k32 (s8 × s8 → s32), one
+// 4-bit codes at 6-16 rows of x (batch-16 decode) on the tensor cores: mma.m16n8k32 (s8 × s8 → s32), one
 // half-chunk (32 codes, the low or the high nibbles of the chunk's 32 bytes) an instruction. The k order inside an
 // instruction is free as long as A and B agree (the int32 sums are exact): lane t of a column takes the chunk's
 // bytes 8t..8t+7 (one 8-byte load; 4 lanes read the column's 32 bytes), so B's k = 4t + i is byte 8t + i and
@@ -486,8 +486,8 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp, 1) qg_mma_kernel(QgOut o, c
   for (int c = cBeg; c < cEnd; c += U) {
     uint4 xa[U][2];
     float dl[U], dh[U];
-#pragma unroll
     if (c > cBeg) fetch(c);
+#pragma unroll
     for (int u = 0; u < U; u++) {
       if (c + u >= cEnd) break;
       xa[u][0] = __ldg(xf + int64_t(2 * (c + u)) * kWarp + lane);
@@ -605,10 +605,12 @@ __global__ void qg_dequant_kernel(__half* w, const uint8_t* codes, const uint16_
 }
 
 // The fewest rows of x that take the 4-bit MMA kernel (LOWBIT_QG_MMA_ROWS, 1-17: 17 turns it off); fewer take qg_gemv.
+// 8B gptq4 decode (session 11): batch 4 GEMV 831.9 vs MMA 768.5 tok/s, batch 8 1050.5 vs 1365.6, batch 16 891 vs 2520;
+// the MMA kernel's time hardly depends on the rows, the GEMV's grows with them: 6 lies between the measured points.
 int qg_mma_rows() {
   static const int rows = [] {
     const char* e = getenv("LOWBIT_QG_MMA_ROWS");
-    const int v = e ? atoi(e) : 9;
+    const int v = e ? atoi(e) : 6;
     return v < 1 ? 1 : v > 17 ? 17 : v;
   }();
   return rows;
