@@ -98,10 +98,10 @@ __device__ __forceinline__ void prep_row(const float* x, const int32_t* perm, in
   if (lane == 0 || lane == 16) hs[m * 2 * nc + 2 * c + (lane >> 4)] = dh ? __float_as_int(__fmul_rn(d, float(s))) : s;
 }
 
-// One warp per 64-element chunk of an x row (grid: chunks / 8 × rows; 16 rows with frag), 2 elements a lane: xq [M, Kpad] (int8, or
-// int16 when wide), dx [M, nc] (NaN for a chunk holding a value that is not finite), hs [M, 2·nc]: the exact sums of
-// xq over each half-chunk. The GEMV forms xbar[g] = Σ fl(dx·hs) over a group's half-chunks in order from these, as
-// qgQuantizeX sums it.
+// One warp per 64-element chunk of an x row (grid: chunks / 8 × rows; 16 rows with frag), 2 elements a lane:
+// xq [M, Kpad] (int8, or int16 when wide), dx [M, nc] (NaN for a chunk holding a value that is not finite),
+// hs [M, 2·nc]: the exact sums of xq over each half-chunk. The GEMV forms xbar[g] = Σ fl(dx·hs) over a group's
+// half-chunks in order from these, as qgQuantizeX sums it.
 __global__ void qg_prep_kernel(void* xq, float* dx, int* hs, const float* x, const int32_t* perm, int64_t K, int nc, int xmax, bool wide,
                                int mRows, bool frag) {
   pdl_wait();
