@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { fromPretrained } from '../src/api.js';
 import type { Backend } from '../src/backend/backend.js';
 import type { CausalLM } from '../src/models/model.js';
-import { cudaAvailable, cudaAwq, cudaBackend as cuda, cudaTrain } from '../src/backend/cuda/index.js';
+import { cudaAvailable, cudaAwq, cudaBackend as cuda, CudaStorage, cudaTrain } from '../src/backend/cuda/index.js';
 import * as trainOps from '../src/train/ops.js';
 import { TrainEngine, type TrainBatch } from '../src/train/engine.js';
 import { CudaTrainEngine } from '../src/train/device-engine.js';
@@ -98,6 +98,14 @@ describe('cuda backend ops vs ref', { skip }, () => {
     want.set(t.f32.subarray(5, 25), 10);
     assert.deepEqual(down(dst), want);
     assert.throws(() => cuda.copy(dst, 90, d, 0, 20), /run past an end/);
+    // A released block goes to the next allocation of its byte size (the addon keeps it), with its new contents.
+    const a = cuda.empty('F32', [12345]), ptrOf = (x: Tensor) => (x.storage as CudaStorage).ptr;
+    const pa = ptrOf(a);
+    cuda.release!(a);
+    const b = up(new Tensor('F32', [12345], Float32Array.from({ length: 12345 }, (_, i) => i)));
+    assert.equal(ptrOf(b), pa);
+    assert.equal(down(b)[12344], 12344);
+    assert.notEqual(ptrOf(cuda.empty('F32', [12346])), pa);
     assert.throws(() => cuda.matmul(t as Tensor<'F32'>, d, null, poisoned([3, 3])), /x \[3,37\] is a cpu tensor; upload it first/);
   });
 
@@ -113,7 +121,7 @@ describe('cuda backend ops vs ref', { skip }, () => {
       });
     }
 
-  it('matmulMany: q/k/v-like weights in one launch equal separate products', () => {
+  it('matmulMany: q/k/v-like weights in one launch (one rounding of x past 8 rows) equal separate products', () => {
     for (const [M, K] of [[1, 256], [5, 172]]) {
       const x = host([M, K]) as Tensor<'F32'>;
       const ws = [host([64, K], 'BF16'), host([13, K], 'BF16'), host([13, K], 'BF16')];
@@ -126,7 +134,19 @@ describe('cuda backend ops vs ref', { skip }, () => {
         close(`matmulMany ${i}`, down(outs[i]), want.f32, 1e-5);
       });
     }
-    assert.equal(cuda.matmulMany!(up(host([9, 64]) as Tensor<'F32'>), [up(host([8, 64], 'BF16'))], [null], [poisoned([9, 8])]), false);
+    // Past 8 rows: x rounded once and a cuBLAS GEMM each, the same products as separate matmuls.
+    for (const [M, wt] of [[9, 'BF16'], [40, 'F16'], [17, 'F32']] as const) {
+      const x = up(host([M, 172]) as Tensor<'F32'>);
+      const ws = [host([64, 172], wt), host([13, 172], wt), host([13, 172], wt)].map(up);
+      const bs = [up(host([64]) as Tensor<'F32'>), null, up(host([13]) as Tensor<'F32'>)];
+      const outs = ws.map((w) => poisoned([M, w.shape[0]]));
+      assert.equal(cuda.matmulMany!(x, ws, bs, outs), true);
+      ws.forEach((w, i) => {
+        const want = poisoned([M, w.shape[0]]);
+        cuda.matmul(x, w, bs[i], want);
+        close(`matmulMany ${wt} M=${M} ${i}`, down(outs[i]), down(want), 1e-6);
+      });
+    }
   });
 
   it('matmulSiluMul: gate/up with SiLU·mul in one launch = two products and siluMul (bf16 and GPTQ, with biases)', () => {
@@ -153,7 +173,16 @@ describe('cuda backend ops vs ref', { skip }, () => {
       assert.equal(cuda.matmulSiluMul!(dx, qg, qu, null, null, out), true);
       close(`matmulSiluMul gptq M=${M}`, down(out), down(a), 1e-5);
     }
-    assert.equal(cuda.matmulSiluMul!(up(host([9, K]) as Tensor<'F32'>), up(host([N, K], 'BF16')), up(host([N, K], 'BF16')), null, null, poisoned([9, N])), false);
+    // Past 8 rows (bf16): two cuBLAS GEMMs from x rounded once, then siluMul.
+    for (const M of [9, 70]) {
+      const x = up(host([M, K]) as Tensor<'F32'>), wg = up(host([N, K], 'BF16')), wu = up(host([N, K], 'BF16')), bg = up(host([N]) as Tensor<'F32'>);
+      const a = poisoned([M, N]), b = poisoned([M, N]), out = poisoned([M, N]);
+      cuda.matmul(x, wg, bg, a);
+      cuda.matmul(x, wu, null, b);
+      cuda.siluMul(a, b, a);
+      assert.equal(cuda.matmulSiluMul!(x, wg, wu, bg, null, out), true);
+      close(`matmulSiluMul bf16 M=${M}`, down(out), down(a), 1e-6);
+    }
   });
 
   it('rmsnorm, layernorm, softmax over odd rows', () => {
@@ -188,18 +217,19 @@ describe('cuda backend ops vs ref', { skip }, () => {
   });
 
   it('siluMul, relu, add, embedding (every dtype)', () => {
-    const n = 1001;
-    const g = host([n]) as Tensor<'F32'>, u = host([n]) as Tensor<'F32'>;
-    for (const [name, f] of [
-      ['siluMul', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.siluMul(a, b, o)],
-      ['relu', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>) => be.relu(a, o)],
-      ['add', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.add(a, b, o)],
-    ] as const) {
-      const want = Tensor.zeros('F32', [n]);
-      f(ref, want, g, u);
-      const out = poisoned([n]);
-      f(cuda, out, up(g), up(u));
-      close(name, down(out), want.f32, 1e-6);
+    for (const n of [1001, 1024]) {  // siluMul: 4 values a thread when n is a multiple of 4
+      const g = host([n]) as Tensor<'F32'>, u = host([n]) as Tensor<'F32'>;
+      for (const [name, f] of [
+        ['siluMul', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.siluMul(a, b, o)],
+        ['relu', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>) => be.relu(a, o)],
+        ['add', (be: Backend, o: Tensor<'F32'>, a: Tensor<'F32'>, b: Tensor<'F32'>) => be.add(a, b, o)],
+      ] as const) {
+        const want = Tensor.zeros('F32', [n]);
+        f(ref, want, g, u);
+        const out = poisoned([n]);
+        f(cuda, out, up(g), up(u));
+        close(`${name} n=${n}`, down(out), want.f32, 1e-6);
+      }
     }
     for (const dt of ['F32', 'BF16', 'F16'] as const) {
       const table = host([50, 33], dt), ids = Int32Array.from([3, 0, 49, 3, 17]);
@@ -255,6 +285,14 @@ describe('cuda backend ops vs ref', { skip }, () => {
     { B: 2, T: 5, H: 4, nKV: 4, hd: 24, S: 20, past: 3, mask: true, window: 0 },
     { B: 2, T: 9, H: 6, nKV: 2, hd: 128, S: 40, past: 7, mask: true, window: 5 },
     { B: 1, T: 130, H: 2, nKV: 1, hd: 96, S: 130, past: 0, mask: false, window: 0 },
+    // Prefill on the tensor cores (head_dim 32, 64, 80, 96, 128; 64 queries a block, 64-key tiles): several query
+    // blocks, GQA, a past, padded rows' masks, windows across tile edges, a cache longer than the keys seen.
+    { B: 2, T: 200, H: 8, nKV: 2, hd: 128, S: 250, past: 30, mask: true, window: 0 },
+    { B: 1, T: 150, H: 4, nKV: 1, hd: 64, S: 150, past: 0, mask: false, window: 40 },
+    { B: 3, T: 77, H: 2, nKV: 2, hd: 32, S: 95, past: 13, mask: true, window: 70 },
+    { B: 1, T: 65, H: 3, nKV: 1, hd: 80, S: 65, past: 0, mask: false, window: 0 },
+    // head_dim 256 stays on the CUDA-core kernel.
+    { B: 1, T: 40, H: 2, nKV: 1, hd: 256, S: 41, past: 1, mask: false, window: 0 },
   ]) {
     it(`attention B=${c.B} T=${c.T} H=${c.H}/${c.nKV} hd=${c.hd} past=${c.past}${c.mask ? ' masked' : ''}${c.window ? ` window ${c.window}` : ''}`, () => {
       const q = host([c.B, c.T, c.H, c.hd]) as Tensor<'F32'>, k = host([c.B, c.S, c.nKV, c.hd]) as Tensor<'F32'>, v = host([c.B, c.S, c.nKV, c.hd]) as Tensor<'F32'>;

@@ -59,6 +59,13 @@ void rope_append(float* q, float* k, const float* v, const int32_t* pos, const f
 // gemm.cc: y[M,N] = x[M,K]·w[N,K]ᵀ (+bias): the GEMV for M ≤ 8, else cuBLAS (x rounded to the weight's 16-bit type
 // for BF16/F16 weights, as PyTorch runs a bf16 model; plain float32 for F32 weights).
 void matmul(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K);
+// The same for 1-3 weights of one dtype that read the same x (q/k/v): one GEMV launch, or x rounded once and a GEMM
+// each.
+void matmul_multi(float* const* ys, const void* const* ws, const int64_t* ns, const float* const* biases, int nOut, const float* x,
+                  int wt, int64_t M, int64_t K);
+// y = silu(x·gateᵀ + bGate)·(x·upᵀ + bUp): the fused GEMV, or x rounded once, two GEMMs and silu_mul.
+void matmul_silu(float* y, const float* x, const void* wGate, const void* wUp, const float* bGate, const float* bUp, int wt, int64_t M,
+                 int64_t N, int64_t K);
 // Roofline probes (timed with device events on random data): a bf16 n×n×n cuBLAS GEMM in TFLOP/s, and a
 // device-to-device copy in GB/s counting bytes read plus written.
 double gemm_peak_tflops(int n, int iters);
@@ -180,10 +187,10 @@ void train_attention_bwd(float* dq, float* dk, float* dv, float* P, const float*
 // Y [M, N] (+)= X [M, K] · W [N, K]ᵀ in float64 by cuBLAS (gemm.cc).
 void dgemm_nt(double* Y, const double* X, const double* W, int64_t M, int64_t N, int64_t K, bool accumulate);
 
-// Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-8): 0 GEMM activations
+// Device scratch that grows and is kept (stream-ordered allocations), one per purpose (slots 0-9): 0 GEMM activations
 // in bf16/f16, 1 argmax partials, 2 GPTQ/AWQ activations, 3 GPTQ/AWQ float16 weights (prefill), 4 attention partials,
 // 5 attention split counters, 6 LLM.int8 activations, 7 LLM.int8 int32 products (prefill), 8 the
-// sampler's work copy of the logits.
+// sampler's work copy of the logits, 9 the up projection of a GEMM-path matmulSiluMul.
 void* scratch(int slot, size_t bytes);
 // The same, zero-filled when (re)allocated; its users leave it zero (5: attention split counters).
 void* scratch_zeroed(int slot, size_t bytes);

@@ -103,30 +103,62 @@ bool cublas_available(std::string* why) {
   return c.lib != nullptr;
 }
 
-void matmul(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
-  if (M == 0 || N == 0) return;
-  if (M <= 8) {
-    gemv(y, x, w, wt, bias, M, N, K);
-    return;
-  }
+// y [M, N] = xin [M, K] · w [N, K]ᵀ (+ bias) by cuBLAS; xin is x already rounded to w's 16-bit type (or float32 x
+// for F32 weights).
+static void gemm_rows(float* y, const void* xin, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
+  Cublas& c = cublas();
+  check(c.set_stream(c.handle, stream()), "SetStream");
+  const float one = 1.f, zero = 0.f;
+  const int t = wt == W_F32 ? CUDA_R_32F : wt == W_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  // Column-major: yᵀ [N, M] = w [N, K] (row-major, i.e. column-major [K, N], transposed) · xᵀ [K, M].
+  check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, t, int(K), xin, t, int(K), &zero, y, CUDA_R_32F,
+                  int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        wt == W_F32 ? "GemmEx (f32)" : wt == W_BF16 ? "GemmEx (bf16)" : "GemmEx (f16)");
+  if (bias) bias_rows(y, bias, M, N);
+}
+
+// x as the GEMM reads it: rounded once to the weight's 16-bit type (scratch slot 0), or x itself for F32 weights.
+static const void* gemm_input(const float* x, int wt, int64_t M, int64_t N, int64_t K) {
   Cublas& c = cublas();
   if (!c.lib) throw CudaError("matmul of " + std::to_string(M) + " rows needs cuBLAS: " + c.why);
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) throw CudaError("matmul: a dimension is above cuBLAS's int range");
-  check(c.set_stream(c.handle, stream()), "SetStream");
-  const float one = 1.f, zero = 0.f;
-  // Column-major: yᵀ [N, M] = w [N, K] (row-major, i.e. column-major [K, N], transposed) · xᵀ [K, M].
-  if (wt == W_F32) {
-    check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, CUDA_R_32F, int(K), x, CUDA_R_32F,
-                    int(K), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "GemmEx (f32)");
-  } else {
-    const bool bf = wt == W_BF16;
-    void* xh = scratch(0, size_t(M) * size_t(K) * 2);
-    f32_to_half(xh, x, M * K, bf);
-    const int t = bf ? CUDA_R_16BF : CUDA_R_16F;
-    check(c.gemm_ex(c.handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, t, int(K), xh, t, int(K), &zero, y,
-                    CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), bf ? "GemmEx (bf16)" : "GemmEx (f16)");
+  if (wt == W_F32) return x;
+  void* xh = scratch(0, size_t(M) * size_t(K) * 2);
+  f32_to_half(xh, x, M * K, wt == W_BF16);
+  return xh;
+}
+
+void matmul(float* y, const float* x, const void* w, int wt, const float* bias, int64_t M, int64_t N, int64_t K) {
+  if (N == 0) return;
+  matmul_multi(&y, &w, &N, &bias, 1, x, wt, M, K);
+}
+
+void matmul_multi(float* const* ys, const void* const* ws, const int64_t* ns, const float* const* biases, int nOut, const float* x,
+                  int wt, int64_t M, int64_t K) {
+  if (M == 0) return;
+  if (M <= 8) {
+    gemv_multi(ys, ws, ns, biases, nOut, x, wt, M, K);
+    return;
   }
-  if (bias) bias_rows(y, bias, M, N);
+  int64_t maxN = 0;
+  for (int i = 0; i < nOut; i++) maxN = ns[i] > maxN ? ns[i] : maxN;
+  const void* xin = gemm_input(x, wt, M, maxN, K);
+  for (int i = 0; i < nOut; i++)
+    if (ns[i] > 0) gemm_rows(ys[i], xin, ws[i], wt, biases[i], M, ns[i], K);
+}
+
+void matmul_silu(float* y, const float* x, const void* wGate, const void* wUp, const float* bGate, const float* bUp, int wt, int64_t M,
+                 int64_t N, int64_t K) {
+  if (M == 0 || N == 0) return;
+  if (M <= 8) {
+    gemv_silu(y, x, wGate, wUp, bGate, bUp, wt, M, N, K);
+    return;
+  }
+  const void* xin = gemm_input(x, wt, M, N, K);
+  float* u = static_cast<float*>(scratch(9, size_t(M) * size_t(N) * sizeof(float)));
+  gemm_rows(y, xin, wGate, wt, bGate, M, N, K);
+  gemm_rows(u, xin, wUp, wt, bUp, M, N, K);
+  silu_mul(y, y, u, M * N);
 }
 
 void gemm_rm(float* C, const float* A, const void* B, int bt, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool accumulate, float alpha) {

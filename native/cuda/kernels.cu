@@ -222,6 +222,23 @@ __global__ void f32_to_half_kernel(void* dst, const float* src, int64_t n, bool 
     else static_cast<__half*>(dst)[i] = __float2half_rn(src[i]);
   }
 }
+// The same, 8 values a thread (two 16-byte loads, one 16-byte store): n8 groups of 8, both pointers 16-byte aligned.
+__device__ __forceinline__ uint32_t pack_half2(float a, float b, bool bf16) {
+  if (bf16) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__global__ void f32_to_half8_kernel(uint4* dst, const float4* src, int64_t n8, bool bf16) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 a = src[2 * i], b = src[2 * i + 1];
+    dst[i] = make_uint4(pack_half2(a.x, a.y, bf16), pack_half2(a.z, a.w, bf16), pack_half2(b.x, b.y, bf16), pack_half2(b.z, b.w, bf16));
+  }
+}
 
 __global__ void bias_rows_kernel(float* y, const float* bias, int64_t rows, int64_t N) {
   pdl_wait();
@@ -292,6 +309,16 @@ __global__ void silu_mul_kernel(float* y, const float* g, const float* u, int64_
   pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+// The same, 4 values a thread (16-byte loads and store): n4 groups of 4, every pointer 16-byte aligned.
+__global__ void silu_mul4_kernel(float4* y, const float4* g, const float4* u, int64_t n4) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 a = g[i], b = u[i];
+    y[i] = make_float4(a.x / (1.f + expf(-a.x)) * b.x, a.y / (1.f + expf(-a.y)) * b.y, a.z / (1.f + expf(-a.z)) * b.z,
+                       a.w / (1.f + expf(-a.w)) * b.w);
+  }
 }
 __global__ void relu_kernel(float* y, const float* x, int64_t n) {
   pdl_wait();
@@ -624,6 +651,235 @@ __global__ void attention_prefill_kernel(float* out, const float* q, const float
   }
 }
 
+// Prefill attention on the tensor cores (T > 1; hd = 8·ND, 16-byte-aligned rows): flash-attention 2 in 3xTF32.
+// A block of 4 warps takes 64 queries of one (row, head), each warp 16 of them, and walks the visible keys in tiles
+// of 64 (K and V tiles in shared memory by cp.async, V's landing while S is computed; rows padded to hd + 4 floats:
+// the fragment loads below hit 32 banks).
+// S = Q·Kᵀ and O += P·V run as mma.m16n8k8 with TF32 operands, each operand split into a TF32 part and the TF32
+// rounding of its remainder, and three products (small·big, big·small, big·big) summed in float32: about float32's
+// precision (the ref's, within 1e-5), at a fraction of the CUDA-core kernel's time, which shared-memory loads bound.
+// The online softmax runs on S's accumulator registers: a thread holds rows g and g+8 of its warp's 16 (g = lane/4)
+// and columns 2·tg, 2·tg+1 of each 8-key tile (tg = lane%4); the row's 4 threads share max and sum by shuffles.
+// P goes from those registers straight into P·V's A operand: its k order inside an 8-key step is free as long as
+// V's rows follow it, so A's column tg is key 2·tg and column tg+4 key 2·tg+1, and B reads V's rows 2·tg, 2·tg+1.
+// Causal, key mask and sliding window as attention_kernel; a query that sees no key gets zeros. The heaviest query
+// blocks (the last, with the most keys) are launched first.
+constexpr int kTcQ = 64, kTcK = 64;
+__device__ __forceinline__ uint32_t tf32_of(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ void tf32_split(float x, uint32_t& big, uint32_t& small) {
+  big = tf32_of(x);
+  small = tf32_of(x - __uint_as_float(big));
+}
+__device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// c[n] += a·b[n] for NB tiles in about float32 precision: a = (ab, as), b[n] = (bb, bs), big and small TF32 parts
+// ({b0, b1} each). The three products of one tile depend on each other through c[n], so they go in three sweeps over
+// the tiles: NB independent MMAs between two dependent ones.
+// 16 bytes global → shared without a register round trip (cp.async; zeros when !valid, src then unread).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+template <int NB>
+__device__ __forceinline__ void mma_3xtf32(float (*c)[4], const uint32_t (&ab)[4], const uint32_t (&as)[4], const uint32_t (*bb)[2],
+                                           const uint32_t (*bs)[2]) {
+#pragma unroll
+  for (int n = 0; n < NB; n++) mma_tf32(c[n], as[0], as[1], as[2], as[3], bb[n][0], bb[n][1]);
+#pragma unroll
+  for (int n = 0; n < NB; n++) mma_tf32(c[n], ab[0], ab[1], ab[2], ab[3], bs[n][0], bs[n][1]);
+#pragma unroll
+  for (int n = 0; n < NB; n++) mma_tf32(c[n], ab[0], ab[1], ab[2], ab[3], bb[n][0], bb[n][1]);
+}
+// O's output tiles N0 … N0+7 (fewer at the end) += P·V for one 8-key step: vb points at V's row 2·tg, column g.
+template <int ND, int N0>
+__device__ __forceinline__ void pv_tiles(float (*o)[4], const float* vb, int ld, const uint32_t (&ab)[4], const uint32_t (&as)[4]) {
+  if constexpr (N0 < ND) {
+    constexpr int NB = ND - N0 < 8 ? ND - N0 : 8;
+    uint32_t bb[NB][2], bs[NB][2];
+#pragma unroll
+    for (int n = 0; n < NB; n++) {
+      tf32_split(vb[8 * (N0 + n)], bb[n][0], bs[n][0]);
+      tf32_split(vb[ld + 8 * (N0 + n)], bb[n][1], bs[n][1]);
+    }
+    mma_3xtf32<NB>(o + N0, ab, as, bb, bs);
+    pv_tiles<ND, N0 + 8>(o, vb, ld, ab, as);
+  }
+}
+
+template <int ND>
+__global__ void __launch_bounds__(128) attention_prefill_tc_kernel(float* out, const float* q, const float* K, const float* V, int T, int H,
+                                                                   int nKV, int64_t S, int64_t pastLen, const uint8_t* keyMask,
+                                                                   int64_t maskStride, float scale, int64_t window) {
+  pdl_wait();
+  pdl_trigger();
+  constexpr int hd = 8 * ND, ld = hd + 4, V4 = hd / 4;
+  extern __shared__ float sh[];
+  float* Qs = sh;                     // [kTcQ][ld]
+  float* Ks = Qs + kTcQ * ld;         // [kTcK][ld]
+  float* Vs = Ks + kTcK * ld;         // [kTcK][ld]
+  int* kOk = reinterpret_cast<int*>(Vs + kTcK * ld);  // [kTcK]: the key exists and the mask lets it be seen
+  const int bh = blockIdx.y, b = bh / H, h = bh % H, kvh = h / (H / nKV);
+  const int t0 = (int(gridDim.x) - 1 - int(blockIdx.x)) * kTcQ;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tg = lane & 3;
+  const int64_t kvLen = maskStride > 0 ? maskStride : pastLen + T;
+  // Every tile goes global → shared by cp.async, all of a thread's copies in flight at once: Q with the first K tile
+  // (group 1), then V (group 2), which lands while S is computed.
+  for (int i = tid; i < kTcQ * V4; i += blockDim.x) {
+    const int r = i / V4, c = i % V4;
+    const bool in = t0 + r < T;
+    cp_async16(Qs + r * ld + 4 * c, in ? q + ((int64_t(b) * T + t0 + r) * H + h) * hd + 4 * c : q, in);
+  }
+  // This thread's two rows (g and g + 8 of the warp's 16) and their positions; rows past T see nothing.
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  const bool live0 = t0 + r0 < T, live1 = t0 + r1 < T;
+  const int64_t pos0 = pastLen + t0 + r0, pos1 = pastLen + t0 + r1;
+  const int64_t lastPos = pastLen + (t0 + kTcQ - 1 < T ? t0 + kTcQ - 1 : T - 1);
+  const int64_t firstPos = pastLen + t0;
+  const int64_t kFirst = window > 0 ? (firstPos - window + 1 > 0 ? firstPos - window + 1 : 0) : 0;
+  const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
+  float o[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  for (int64_t k0 = kFirst - kFirst % kTcK; k0 <= lastPos; k0 += kTcK) {
+    __syncthreads();  // the previous tile's K, V and flags are no longer read
+    for (int i = tid; i < kTcK * V4; i += blockDim.x) {
+      const int r = i / V4, c = i % V4;
+      const int64_t s = k0 + r;
+      cp_async16(Ks + r * ld + 4 * c, s < S ? K + ((int64_t(b) * S + s) * nKV + kvh) * hd + 4 * c : K, s < S);
+    }
+    cp_async_commit();
+    for (int i = tid; i < kTcK * V4; i += blockDim.x) {
+      const int r = i / V4, c = i % V4;
+      const int64_t s = k0 + r;
+      cp_async16(Vs + r * ld + 4 * c, s < S ? V + ((int64_t(b) * S + s) * nKV + kvh) * hd + 4 * c : V, s < S);
+    }
+    cp_async_commit();
+    if (tid < kTcK) {
+      const int64_t s = k0 + tid;
+      kOk[tid] = s < S && (!keyMask || keyMask[int64_t(b) * kvLen + s] != 0);
+    }
+    cp_async_wait<1>();  // this thread's Q and K copies
+    __syncthreads();     // everyone's
+    // S = Q·Kᵀ for this warp's 16 rows and the tile's 64 keys (8 tiles of 8).
+    float sc[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+    for (int e = 0; e < ND; e++) {
+      uint32_t ab[4], as[4];
+      const float* qa = Qs + (warp * 16 + g) * ld + 8 * e + tg;
+      tf32_split(qa[0], ab[0], as[0]);
+      tf32_split(qa[8 * ld], ab[1], as[1]);
+      tf32_split(qa[4], ab[2], as[2]);
+      tf32_split(qa[8 * ld + 4], ab[3], as[3]);
+      uint32_t bb[8][2], bs[8][2];
+#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        const float* kb = Ks + (8 * n + g) * ld + 8 * e + tg;
+        tf32_split(kb[0], bb[n][0], bs[n][0]);
+        tf32_split(kb[4], bb[n][1], bs[n][1]);
+      }
+      mma_3xtf32<8>(sc, ab, as, bb, bs);
+    }
+    // Mask, scale, and the rows' new maxima.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const int kk = 8 * n + 2 * tg + j;
+        const int64_t s = k0 + kk;
+        const bool ok = kOk[kk] != 0;
+        const bool ok0 = ok && live0 && s <= pos0 && (window <= 0 || s >= pos0 - window + 1);
+        const bool ok1 = ok && live1 && s <= pos1 && (window <= 0 || s >= pos1 - window + 1);
+        sc[n][j] = ok0 ? sc[n][j] * sl2 : -INFINITY;
+        sc[n][2 + j] = ok1 ? sc[n][2 + j] * sl2 : -INFINITY;
+        mx0 = fmaxf(mx0, sc[n][j]);
+        mx1 = fmaxf(mx1, sc[n][2 + j]);
+      }
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float c0 = mn0 == -INFINITY ? 1.f : exp2f(m0 - mn0), c1 = mn1 == -INFINITY ? 1.f : exp2f(m1 - mn1);  // m = -inf: 0
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        sc[n][j] = sc[n][j] == -INFINITY ? 0.f : exp2f(sc[n][j] - mn0);
+        sc[n][2 + j] = sc[n][2 + j] == -INFINITY ? 0.f : exp2f(sc[n][2 + j] - mn1);
+        ps0 += sc[n][j];
+        ps1 += sc[n][2 + j];
+      }
+    }
+    l0 = l0 * c0 + ps0;  // this thread's part of the row sums; the 4 parts are added at the end
+    l1 = l1 * c1 + ps1;
+    m0 = mn0;
+    m1 = mn1;
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+      o[n][0] *= c0; o[n][1] *= c0;
+      o[n][2] *= c1; o[n][3] *= c1;
+    }
+    // O += P·V, 8 keys a step.
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+      uint32_t ab[4], as[4];
+      tf32_split(sc[kk][0], ab[0], as[0]);  // (row g,     key 2tg)
+      tf32_split(sc[kk][2], ab[1], as[1]);  // (row g + 8, key 2tg)
+      tf32_split(sc[kk][1], ab[2], as[2]);  // (row g,     key 2tg + 1)
+      tf32_split(sc[kk][3], ab[3], as[3]);  // (row g + 8, key 2tg + 1)
+      pv_tiles<ND, 0>(o, Vs + (8 * kk + 2 * tg) * ld + g, ld, ab, as);  // in groups of 8 tiles, as S's
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (live0) {
+    float* orow = out + ((int64_t(b) * T + t0 + r0) * H + h) * hd + 2 * tg;
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+      *reinterpret_cast<float2*>(orow + 8 * n) = m0 == -INFINITY ? make_float2(0.f, 0.f) : make_float2(o[n][0] / l0, o[n][1] / l0);
+  }
+  if (live1) {
+    float* orow = out + ((int64_t(b) * T + t0 + r1) * H + h) * hd + 2 * tg;
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+      *reinterpret_cast<float2*>(orow + 8 * n) = m1 == -INFINITY ? make_float2(0.f, 0.f) : make_float2(o[n][2] / l1, o[n][3] / l1);
+  }
+}
+
+template <int ND>
+void attention_prefill_tc(float* out, const float* q, const float* K, const float* V, int B, int T, int H, int nKV, int64_t S, int64_t pastLen,
+                          const uint8_t* keyMask, int64_t maskStride, float scale, int64_t window) {
+  constexpr int ld = 8 * ND + 4;
+  const size_t shmem = size_t(kTcQ + 2 * kTcK) * ld * sizeof(float) + kTcK * sizeof(int);
+  static bool raised = false;
+  if (!raised) {
+    cuda_check(cudaFuncSetAttribute(attention_prefill_tc_kernel<ND>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shmem)), "cudaFuncSetAttribute");
+    raised = true;
+  }
+  const dim3 grid(unsigned((T + kTcQ - 1) / kTcQ), unsigned(int64_t(B) * H));
+  launch(attention_prefill_tc_kernel<ND>, grid, 128, shmem, out, q, K, V, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window);
+}
+
 // The splits of a decode attention: out = Σ_s o_s·e^(m_s − M) / Σ_s l_s·e^(m_s − M); zeros where no key was seen.
 __global__ void attention_merge_kernel(float* out, const float* part, int hd, int nSplit) {
   pdl_wait();
@@ -795,8 +1051,10 @@ void gemv(float* y, const float* x, const void* w, int wt, const float* bias, in
 }
 
 void f32_to_half(void* dst, const float* src, int64_t n, bool bf16) {
-  launch(f32_to_half_kernel, grid_for(n), 256, 0, dst, src, n, bf16);
-  cuda_check(cudaGetLastError(), "f32_to_half launch");
+  if (n % 8 == 0 && (uintptr_t(dst) | uintptr_t(src)) % 16 == 0)
+    launch(f32_to_half8_kernel, grid_for(n / 8), 256, 0, static_cast<uint4*>(dst), reinterpret_cast<const float4*>(src), n / 8, bf16);
+  else
+    launch(f32_to_half_kernel, grid_for(n), 256, 0, dst, src, n, bf16);
 }
 
 void bias_rows(float* y, const float* bias, int64_t rows, int64_t N) {
@@ -830,8 +1088,11 @@ void rope(float* x, const int32_t* pos, const float* invFreq, int64_t rows, int 
 
 void silu_mul(float* y, const float* g, const float* u, int64_t n) {
   if (n == 0) return;
-  launch(silu_mul_kernel, grid_for(n), 256, 0, y, g, u, n);
-  cuda_check(cudaGetLastError(), "siluMul launch");
+  if (n % 4 == 0 && (uintptr_t(y) | uintptr_t(g) | uintptr_t(u)) % 16 == 0)
+    launch(silu_mul4_kernel, grid_for(n / 4), 256, 0, reinterpret_cast<float4*>(y), reinterpret_cast<const float4*>(g),
+           reinterpret_cast<const float4*>(u), n / 4);
+  else
+    launch(silu_mul_kernel, grid_for(n), 256, 0, y, g, u, n);
 }
 void relu(float* y, const float* x, int64_t n) {
   if (n == 0) return;
@@ -884,7 +1145,20 @@ void attention(float* out, const float* q, const float* K, const float* V, int B
     return;
   }
   if (!pastLenDev) {
-    // Prefill: the tiled kernel (one block per 32 queries of a (row, head)).
+    // Prefill on the tensor cores where head_dim has a kernel and the rows are 16-byte aligned (LOWBIT_CUDA_ATTN_TC=0:
+    // the CUDA-core kernel below, for A/B runs).
+    static const bool tc = [] { const char* e = getenv("LOWBIT_CUDA_ATTN_TC"); return !(e && e[0] == '0'); }();
+    if (tc && ((uintptr_t(q) | uintptr_t(K) | uintptr_t(V) | uintptr_t(out)) % 16) == 0) {
+      switch (hd) {
+        case 32: attention_prefill_tc<4>(out, q, K, V, B, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window); return;
+        case 64: attention_prefill_tc<8>(out, q, K, V, B, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window); return;
+        case 80: attention_prefill_tc<10>(out, q, K, V, B, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window); return;
+        case 96: attention_prefill_tc<12>(out, q, K, V, B, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window); return;
+        case 128: attention_prefill_tc<16>(out, q, K, V, B, T, H, nKV, S, pastLen, keyMask, maskStride, scale, window); return;
+        default: break;
+      }
+    }
+    // Otherwise the tiled CUDA-core kernel (one block per 32 queries of a (row, head)).
     const size_t pshmem = (size_t(kPfQ + 2 * kPfK) * (hd + 1) + size_t(kPfQ) * (kPfK + 1)) * sizeof(float);
     const dim3 pgrid(unsigned((T + kPfQ - 1) / kPfQ), unsigned(int64_t(B) * H));
     if (hd <= 128) {

@@ -415,7 +415,7 @@ export const cudaBackend: Backend & {
   matmulSiluMul(x, gate, up, gateBias, upBias, out) {
     const K = x.shape[x.shape.length - 1], M = x.numel / K;
     if (gate instanceof Tensor && up instanceof Tensor) {
-      if (M > 8 || gate.dtype !== up.dtype || !FLOAT_WEIGHTS.includes(gate.dtype) || gate.device !== 'cuda' || up.device !== 'cuda') return false;
+      if (M < 1 || gate.dtype !== up.dtype || !FLOAT_WEIGHTS.includes(gate.dtype) || gate.device !== 'cuda' || up.device !== 'cuda') return false;
       const { N } = matmulShape(x, gate, gateBias, out);
       matmulShape(x, up, upBias, out);
       addon().matmulSiluMul(devF32('matmulSiluMul', 'x', x), WTYPE[gate.dtype as 'F32' | 'BF16' | 'F16'], M, K, devF32('matmulSiluMul', 'out', out),
@@ -434,7 +434,7 @@ export const cudaBackend: Backend & {
 
   matmulMany(x, ws, biases, outs) {
     const K = x.shape[x.shape.length - 1], M = x.numel / K;
-    if (M > 8 || ws.length < 1 || ws.length > 3 || ws.some((w) => w.dtype !== ws[0].dtype || w.device !== 'cuda')) return false;
+    if (M < 1 || ws.length < 1 || ws.length > 3 || ws.some((w) => w.dtype !== ws[0].dtype || w.device !== 'cuda')) return false;
     if (!FLOAT_WEIGHTS.includes(ws[0].dtype)) return false;
     const args: number[] = [];
     ws.forEach((w, i) => {
