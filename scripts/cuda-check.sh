@@ -5,8 +5,9 @@
 #   .devdata/node_modules.tar.xz    (tar -cJf … node_modules, without typescript)
 #   dist/, native/cpu/build/, native/cuda/build/  (npx tsc -p . ; npm run build:cuda)
 # carry: [".devdata", "dist", "native/cpu/build", "native/cuda/build"]. Everything it prints also goes to $OUT.
-# Usage: bash scripts/cuda-check.sh [test] [bench] [torch] [profile]   (default: the first three; SHAPES, FORMATS, DECODE
-#        narrow the bench; profile: ncu's per-kernel device time of a few eager decode steps of the first SHAPES × FORMATS)
+# Usage: bash scripts/cuda-check.sh [test] [bench] [torch] [profile] [profile-prefill]   (default: the first three; SHAPES,
+#        FORMATS, DECODE narrow the bench; profile: ncu's per-kernel device time of a few eager decode steps of the first
+#        SHAPES × FORMATS; profile-prefill: the same for 512-token prefills)
 set -uo pipefail
 OUT=${OUT:-/tmp/lowbit-out}
 mkdir -p "$OUT" /tmp/lowbit-node
@@ -50,6 +51,15 @@ for s in $steps; do
       # One line a kernel and grid: name, grid, invocations, average µs.
       awk '/^  [a-zA-Z_].*Invocations/ { name=$0; sub(/^  (void )?/, "", name); sub(/lowbit_cuda::<unnamed>::/, "", name); sub(/\(.*\) \(/, " (", name); sub(/, Device.*Invocations /, " ×", name) }
            /gpu__time_duration.sum/ { printf "%-90s %s %s\n", substr(name, 1, 90), $NF, $2 }' "$OUT/ncu-$shape-$format.txt" ;;
+    profile-prefill)
+      shape=${SHAPES%% *}; shape=${shape:-llama-3-8b}; format=${FORMATS%% *}; format=${format:-bf16}
+      echo "== ncu: per-kernel device time, $shape $format, 512-token prefills (4 of them; the 8 decode steps' kernels have 1-row grids)"
+      NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+      "$NCU" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        --kernel-name regex:'^(?!fill_random|qg_repack)' node dist/src/cli/main.js bench --device cuda --shape "$shape" \
+        --format "$format" --batch 1 --prompt-len 1 --decode-len 8 --prefill-len 512 --eager > "$OUT/ncu-prefill-$shape-$format.txt" 2>&1
+      awk '/^  [a-zA-Z_].*Invocations/ { name=$0; sub(/^  (void )?/, "", name); sub(/lowbit_cuda::<unnamed>::/, "", name); sub(/\(.*\) \(/, " (", name); sub(/, Device.*Invocations /, " ×", name) }
+           /gpu__time_duration.sum/ { printf "%-90s %s %s\n", substr(name, 1, 90), $NF, $2 }' "$OUT/ncu-prefill-$shape-$format.txt" ;;
     torch)
       echo "== PyTorch eager, same shapes"
       for shape in ${SHAPES:-llama-3-8b llama-3.2-1b}; do

@@ -1,0 +1,88 @@
+// Where the host's time goes while it queues a prefill on the GPU: every cuda backend op is wrapped (wall clock around
+// each call), a random bf16 model of a real shape prefills T tokens a few times, and the ops are listed by their total
+// host time, with each op's slowest single call. A call that waits for the device (a synchronizing copy, an allocation
+// that blocks) shows as one slow call; the device then idles while the host catches up. The last line sets the host's
+// queueing time against the wall time of the whole prefill (device work included).
+// Run on the GPU machine: node dist/bench/cuda/prefill-host.js [--shape llama-3-8b] [--tokens 512] [--reps 3]
+import { PerformanceObserver } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { cudaBackend as cuda } from '../../src/backend/cuda/index.js';
+import { cudaStatus } from '../../src/native/cuda-addon.js';
+import { Weights } from '../../src/models/model.js';
+import { randomLlama } from '../../src/models/random.js';
+import { buildModel } from '../../src/models/registry.js';
+import { Tensor } from '../../src/tensor/tensor.js';
+
+const { values } = parseArgs({ options: { shape: { type: 'string', default: 'llama-3-8b' }, tokens: { type: 'string', default: '512' }, reps: { type: 'string', default: '3' } } });
+const T = Number(values.tokens), reps = Number(values.reps);
+
+const { config, tensors } = randomLlama(values.shape!, 'BF16', 1, {
+  matrix: (dtype, shape, seed, std) => cuda.randomTensor(dtype, shape, seed, std),
+  ones: (len) => cuda.upload(new Tensor('F32', [len], new Float32Array(len).fill(1))),
+});
+const model = buildModel(config, new Weights(tensors, values.shape!), cuda);
+
+const stats = new Map<string, { total: number; max: number; calls: number }>();
+let on = false;
+const be = cuda as unknown as Record<string, unknown>;
+for (const k of Object.keys(be)) {
+  const f = be[k];
+  if (typeof f !== 'function' || k === 'supports') continue;
+  be[k] = function (this: unknown, ...a: unknown[]) {
+    const t = performance.now();
+    const r = (f as (...x: unknown[]) => unknown).apply(this, a);
+    if (on) {
+      const dt = performance.now() - t, s = stats.get(k) ?? { total: 0, max: 0, calls: 0 };
+      s.total += dt; s.max = Math.max(s.max, dt); s.calls++;
+      stats.set(k, s);
+    }
+    return r;
+  };
+}
+
+// The addon's own calls under `empty` and `release` (device allocation and free), and the garbage collector's pauses.
+const addon = cudaStatus().addon as unknown as Record<string, (...a: unknown[]) => unknown>;
+for (const k of ['alloc', 'free']) {
+  const f = addon[k];
+  addon[k] = (...a: unknown[]) => {
+    const t = performance.now();
+    const r = f(...a);
+    if (on) {
+      const dt = performance.now() - t, s = stats.get(`addon.${k}`) ?? { total: 0, max: 0, calls: 0 };
+      s.total += dt; s.max = Math.max(s.max, dt); s.calls++;
+      stats.set(`addon.${k}`, s);
+    }
+    return r;
+  };
+}
+let gcMs = 0, gcs = 0;
+new PerformanceObserver((list) => { if (on) for (const e of list.getEntries()) { gcMs += e.duration; gcs++; } }).observe({ entryTypes: ['gc'] });
+
+const ids = [Array.from({ length: T }, (_, t) => (t * 31 + 5) % config.vocab_size)];
+const prefill = (): { queued: number; wall: number } => {
+  const t0 = performance.now();
+  const cache = model.createCache(1, T);
+  model.forward(ids, { cache, logits: 'last' });
+  const t1 = performance.now();
+  cuda.synchronize();
+  return { queued: t1 - t0, wall: performance.now() - t0 };
+};
+prefill();
+cuda.synchronize();
+// An allocation and its release alone, same size each time (the kept block is reused).
+{
+  const t = performance.now();
+  for (let i = 0; i < 2000; i++) cuda.release!(cuda.empty('F32', [4096]));
+  console.log(`empty + release of 16 KB: ${((performance.now() - t) * 1000 / 2000).toFixed(1)} µs a pair`);
+}
+on = true;
+let queued = 0, wall = 0;
+for (let i = 0; i < reps; i++) { const r = prefill(); queued += r.queued; wall += r.wall; }
+on = false;
+console.log(`${values.shape} bf16, ${T}-token prefill, ${reps} runs: host time per op a prefill (ms), slowest call (ms), calls a prefill`);
+for (const [k, s] of [...stats].sort((a, b) => b[1].total - a[1].total)) {
+  console.log(`${k.padEnd(16)} ${(s.total / reps).toFixed(2).padStart(9)} ${s.max.toFixed(3).padStart(9)} ${String(s.calls / reps).padStart(6)}`);
+}
+await new Promise((r) => setTimeout(r, 10));  // the gc observer's entries arrive asynchronously
+console.log(`garbage collection: ${(gcMs / reps).toFixed(2)} ms in ${(gcs / reps).toFixed(1)} pauses a prefill`);
+console.log(`queued in ${(queued / reps).toFixed(1)} ms a prefill; wall ${(wall / reps).toFixed(1)} ms (the device's work included)`);
