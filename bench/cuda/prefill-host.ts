@@ -1,9 +1,11 @@
 // Where the host's time goes while it queues a prefill on the GPU: every cuda backend op is wrapped (wall clock around
 // each call), a random bf16 model of a real shape prefills T tokens a few times, and the ops are listed by their total
-// host time, with each op's slowest single call. A call that waits for the device (a synchronizing copy, an allocation
-// that blocks) shows as one slow call; the device then idles while the host catches up. The last line sets the host's
-// queueing time against the wall time of the whole prefill (device work included).
+// host time, with each op's slowest single call, then the collector's pauses in the timed window. A call that waits
+// (for the device, or for a collection that V8 starts because the addon reports device bytes as external memory)
+// shows as one slow call; the device then idles while the host catches up. The last line sets the host's queueing
+// time against the wall time of the whole prefill (device work included).
 // Run on the GPU machine: node dist/bench/cuda/prefill-host.js [--shape llama-3-8b] [--tokens 512] [--reps 3]
+//   (LOWBIT_CUDA_V8_EXTERNAL=0 for the A/B without the external-memory report; docs/cuda.md, session 12)
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { cudaBackend as cuda } from '../../src/backend/cuda/index.js';
@@ -55,8 +57,9 @@ for (const k of ['alloc', 'free']) {
     return r;
   };
 }
-let gcMs = 0, gcs = 0;
-new PerformanceObserver((list) => { if (on) for (const e of list.getEntries()) { gcMs += e.duration; gcs++; } }).observe({ entryTypes: ['gc'] });
+// Entries arrive after the fact: keep them all and count those that started inside the timed window.
+const gcEntries: { start: number; ms: number }[] = [];
+new PerformanceObserver((list) => { for (const e of list.getEntries()) gcEntries.push({ start: e.startTime, ms: e.duration }); }).observe({ entryTypes: ['gc'] });
 
 const ids = [Array.from({ length: T }, (_, t) => (t * 31 + 5) % config.vocab_size)];
 const prefill = (): { queued: number; wall: number } => {
@@ -69,20 +72,17 @@ const prefill = (): { queued: number; wall: number } => {
 };
 prefill();
 cuda.synchronize();
-// An allocation and its release alone, same size each time (the kept block is reused).
-{
-  const t = performance.now();
-  for (let i = 0; i < 2000; i++) cuda.release!(cuda.empty('F32', [4096]));
-  console.log(`empty + release of 16 KB: ${((performance.now() - t) * 1000 / 2000).toFixed(1)} µs a pair`);
-}
 on = true;
 let queued = 0, wall = 0;
+const w0 = performance.now();
 for (let i = 0; i < reps; i++) { const r = prefill(); queued += r.queued; wall += r.wall; }
+const w1 = performance.now();
 on = false;
 console.log(`${values.shape} bf16, ${T}-token prefill, ${reps} runs: host time per op a prefill (ms), slowest call (ms), calls a prefill`);
 for (const [k, s] of [...stats].sort((a, b) => b[1].total - a[1].total)) {
   console.log(`${k.padEnd(16)} ${(s.total / reps).toFixed(2).padStart(9)} ${s.max.toFixed(3).padStart(9)} ${String(s.calls / reps).padStart(6)}`);
 }
-await new Promise((r) => setTimeout(r, 10));  // the gc observer's entries arrive asynchronously
-console.log(`garbage collection: ${(gcMs / reps).toFixed(2)} ms in ${(gcs / reps).toFixed(1)} pauses a prefill`);
+await new Promise((r) => setTimeout(r, 50));  // the gc observer's entries arrive asynchronously
+const gcs = gcEntries.filter((e) => e.start >= w0 && e.start < w1), gcMs = gcs.reduce((a, e) => a + e.ms, 0);
+console.log(`garbage collection: ${(gcMs / reps).toFixed(2)} ms in ${(gcs.length / reps).toFixed(1)} pauses a prefill`);
 console.log(`queued in ${(queued / reps).toFixed(1)} ms a prefill; wall ${(wall / reps).toFixed(1)} ms (the device's work included)`);

@@ -3,14 +3,12 @@
 // exact in a double); the allocation itself is an External whose finalizer frees it, so memory lives as long as
 // some tensor holds its storage. TypeScript checks shapes and bounds before any call (src/backend/cuda/index.ts);
 // this file checks argument types and every CUDA call. Memory is stream-ordered (cudaMallocAsync on the addon's one
-// stream, freed blocks kept for the next allocation of their size: device_alloc), so an allocation or a free never
-// waits for the device.
+// stream), so an allocation or a free never waits for the device.
 #include <napi.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "cuda_common.h"
@@ -29,9 +27,6 @@ struct State {
   void* scratch[10] = {};
   size_t scratch_bytes[10] = {};
   std::vector<void*> retired;  // outgrown scratch buffers (see scratch())
-  // Freed allocations by exact byte size, for the next allocation of that size (device_alloc).
-  std::unordered_map<size_t, std::vector<void*>> free_blocks;
-  size_t cached_bytes = 0;
 };
 State& st() {
   static State s;
@@ -74,61 +69,13 @@ struct Alloc {
   size_t bytes;
 };
 
-// Tensor memory. A freed block is kept under its byte size and handed to the next allocation of that size: a prefill,
-// a decode step or a training step asks for the same sizes each time, and cudaMallocAsync costs 20 µs to over a
-// millisecond a call (measured on the H200 during a 512-token prefill, where it made the host fall behind the device)
-// while a reuse costs nothing. On the one stream, a block's earlier users run before its next owner's kernels, so the
-// reuse needs no wait. When the device is out of memory, the kept blocks go back to the pool and the allocation is
-// tried once more.
-void release_cached_blocks() {
-  State& s = st();
-  for (auto& [bytes, ps] : s.free_blocks)
-    for (void* p : ps) cuda_check(cudaFreeAsync(p, s.s), "cudaFreeAsync");
-  s.free_blocks.clear();
-  s.cached_bytes = 0;
-}
-// cudaMallocAsync on the stream; out of memory, once more after the kept blocks went back to the pool.
-void* malloc_or_release(size_t nb, const char* what) {
-  State& s = st();
-  void* p = nullptr;
-  cudaError_t e = cudaMallocAsync(&p, nb, stream());
-  if (e == cudaErrorMemoryAllocation && s.cached_bytes > 0) {
-    cudaGetLastError();  // not sticky: clear it
-    release_cached_blocks();
-    e = cudaMallocAsync(&p, nb, stream());
-  }
-  cuda_check(e, (std::string(what) + " of " + std::to_string(nb) + " bytes").c_str());
-  return p;
-}
-// LOWBIT_CUDA_KEEP_BLOCKS=0: every free goes back to the pool at once (A/B runs, memory debugging).
-bool keep_blocks() {
-  static const bool on = [] { const char* e = getenv("LOWBIT_CUDA_KEEP_BLOCKS"); return !(e && e[0] == '0'); }();
-  return on;
-}
-void* device_alloc(size_t nb) {
-  State& s = st();
-  auto it = s.free_blocks.find(nb);
-  if (it != s.free_blocks.end() && !it->second.empty()) {
-    void* p = it->second.back();
-    it->second.pop_back();
-    s.cached_bytes -= nb;
-    return p;
-  }
-  return malloc_or_release(nb, "cudaMallocAsync");
-}
-// Device bytes are reported to V8 as external memory, so that the collector runs (and frees unreleased tensors) as
-// device memory fills; LOWBIT_CUDA_V8_EXTERNAL=0 leaves that out (a measurement of its cost).
+// Device bytes are reported to V8 as external memory, so that the collector runs, and frees the tensors nobody
+// released, as device memory fills up. LOWBIT_CUDA_V8_EXTERNAL=0 leaves that out: on the H200, reporting every
+// allocation cost 4 collections and 8 ms of host time per 512-token prefill of the 8B shape (28.0 against 20.1 ms a
+// prefill; docs/cuda.md), but without it only the host heap's own collections free what the program did not release.
 bool tell_v8() {
   static const bool on = [] { const char* e = getenv("LOWBIT_CUDA_V8_EXTERNAL"); return !(e && e[0] == '0'); }();
   return on;
-}
-// Unchecked: the collector's finalizer has no caller to report to (the explicit free checks the status).
-cudaError_t device_free(void* p, size_t nb) {
-  State& s = st();
-  if (!keep_blocks()) return cudaFreeAsync(p, s.s);
-  s.free_blocks[nb].push_back(p);
-  s.cached_bytes += nb;
-  return cudaSuccess;
 }
 
 }  // namespace
@@ -148,7 +95,7 @@ void* scratch(int slot, size_t bytes) {
     const size_t want = bytes > 2 * s.scratch_bytes[slot] ? bytes : 2 * s.scratch_bytes[slot];
     s.scratch[slot] = nullptr;
     s.scratch_bytes[slot] = 0;
-    s.scratch[slot] = malloc_or_release(want, "cudaMallocAsync (scratch)");
+    cuda_check(cudaMallocAsync(&s.scratch[slot], want, stream()), "cudaMallocAsync (scratch)");
     s.scratch_bytes[slot] = want;
   }
   return s.scratch[slot];
@@ -210,16 +157,16 @@ Napi::Value AllocFn(const Napi::CallbackInfo& info) {
   const int64_t bytes = integer(info, 0, "bytes");
   const bool zero = info.Length() > 1 && info[1].ToBoolean();
   LOWBIT_TRY
+  void* p = nullptr;
   const size_t nb = size_t(bytes > 0 ? bytes : 1);
-  stream();  // the device is set up
-  void* p = device_alloc(nb);
+  cuda_check(cudaMallocAsync(&p, nb, stream()), ("cudaMallocAsync of " + std::to_string(bytes) + " bytes").c_str());
   if (zero) cuda_check(cudaMemsetAsync(p, 0, nb, stream()), "cudaMemsetAsync");
   if (tell_v8()) Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(nb));
   auto ext = Napi::External<Alloc>::New(env, new Alloc{p, nb}, [](Napi::Env env, Alloc* a) {
     // A failed free at collection time has no caller to report to; the next checked call reports a broken context.
     if (a->p) {
       if (st().capturing) st().deferred_frees.push_back(a->p);
-      else device_free(a->p, a->bytes);
+      else cudaFreeAsync(a->p, stream());
       if (tell_v8()) Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(a->bytes));
     }
     delete a;
@@ -239,7 +186,7 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   if (a->p) {
     LOWBIT_TRY
     if (st().capturing) throw CudaError("free during a graph capture");
-    cuda_check(device_free(a->p, a->bytes), "cudaFreeAsync");
+    cuda_check(cudaFreeAsync(a->p, stream()), "cudaFreeAsync");
     if (tell_v8()) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -int64_t(a->bytes));
     a->p = nullptr;
     LOWBIT_CATCH(info.Env())
