@@ -9,15 +9,23 @@ export interface OpTimer { backend: Backend; times: Map<string, number>; on: boo
 export function timeCpuOps(key: (op: string, args: unknown[]) => string = (op) => op): OpTimer {
   const backend = getBackend('cpu') as Backend & Record<string, unknown>;
   const timer: OpTimer = { backend, times: new Map(), on: false };
-  for (const k of Object.keys(backend)) {
-    const f = backend[k];
+  wrapOps(backend, (k, a, ms) => {
+    if (timer.on) { const name = key(k, a); timer.times.set(name, (timer.times.get(name) ?? 0) + ms); }
+  });
+  return timer;
+}
+
+/** Wraps every function of obj (or those named in `only`; never `supports`) in place: each call reports its wall time. */
+export function wrapOps(obj: object, record: (op: string, args: unknown[], ms: number) => void, only?: readonly string[]): void {
+  const o = obj as Record<string, unknown>;
+  for (const k of only ?? Object.keys(o)) {
+    const f = o[k];
     if (typeof f !== 'function' || k === 'supports') continue;
-    backend[k] = function (this: unknown, ...a: unknown[]) {
+    o[k] = function (this: unknown, ...a: unknown[]) {
       const t = performance.now();
       const r = (f as (...x: unknown[]) => unknown).apply(this, a);
-      if (timer.on) { const name = key(k, a); timer.times.set(name, (timer.times.get(name) ?? 0) + performance.now() - t); }
+      record(k, a, performance.now() - t);
       return r;
     };
   }
-  return timer;
 }

@@ -14,6 +14,7 @@ import { Weights } from '../../src/models/model.js';
 import { randomLlama } from '../../src/models/random.js';
 import { buildModel } from '../../src/models/registry.js';
 import { Tensor } from '../../src/tensor/tensor.js';
+import { wrapOps } from '../op-timer.js';
 
 const { values } = parseArgs({ options: { shape: { type: 'string', default: 'llama-3-8b' }, tokens: { type: 'string', default: '512' }, reps: { type: 'string', default: '3' } } });
 const T = Number(values.tokens), reps = Number(values.reps);
@@ -26,37 +27,15 @@ const model = buildModel(config, new Weights(tensors, values.shape!), cuda);
 
 const stats = new Map<string, { total: number; max: number; calls: number }>();
 let on = false;
-const be = cuda as unknown as Record<string, unknown>;
-for (const k of Object.keys(be)) {
-  const f = be[k];
-  if (typeof f !== 'function' || k === 'supports') continue;
-  be[k] = function (this: unknown, ...a: unknown[]) {
-    const t = performance.now();
-    const r = (f as (...x: unknown[]) => unknown).apply(this, a);
-    if (on) {
-      const dt = performance.now() - t, s = stats.get(k) ?? { total: 0, max: 0, calls: 0 };
-      s.total += dt; s.max = Math.max(s.max, dt); s.calls++;
-      stats.set(k, s);
-    }
-    return r;
-  };
-}
-
+const record = (prefix: string) => (k: string, _a: unknown[], ms: number) => {
+  if (!on) return;
+  const s = stats.get(prefix + k) ?? { total: 0, max: 0, calls: 0 };
+  s.total += ms; s.max = Math.max(s.max, ms); s.calls++;
+  stats.set(prefix + k, s);
+};
+wrapOps(cuda, record(''));
 // The addon's own calls under `empty` and `release` (device allocation and free), and the garbage collector's pauses.
-const addon = cudaStatus().addon as unknown as Record<string, (...a: unknown[]) => unknown>;
-for (const k of ['alloc', 'free']) {
-  const f = addon[k];
-  addon[k] = (...a: unknown[]) => {
-    const t = performance.now();
-    const r = f(...a);
-    if (on) {
-      const dt = performance.now() - t, s = stats.get(`addon.${k}`) ?? { total: 0, max: 0, calls: 0 };
-      s.total += dt; s.max = Math.max(s.max, dt); s.calls++;
-      stats.set(`addon.${k}`, s);
-    }
-    return r;
-  };
-}
+wrapOps(cudaStatus().addon!, record('addon.'), ['alloc', 'free']);
 // Entries arrive after the fact: keep them all and count those that started inside the timed window.
 const gcEntries: { start: number; ms: number }[] = [];
 new PerformanceObserver((list) => { for (const e of list.getEntries()) gcEntries.push({ start: e.startTime, ms: e.duration }); }).observe({ entryTypes: ['gc'] });
