@@ -304,11 +304,12 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const float* invFreq, 
   }
 }
 
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + expf(-g)) * u; }
 __global__ void silu_mul_kernel(float* y, const float* g, const float* u, int64_t n) {
   pdl_wait();
   pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+    y[i] = silu_times(g[i], u[i]);
 }
 // The same, 4 values a thread (16-byte loads and store): n4 groups of 4, every pointer 16-byte aligned.
 __global__ void silu_mul4_kernel(float4* y, const float4* g, const float4* u, int64_t n4) {
@@ -316,8 +317,7 @@ __global__ void silu_mul4_kernel(float4* y, const float4* g, const float4* u, in
   pdl_trigger();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
     const float4 a = g[i], b = u[i];
-    y[i] = make_float4(a.x / (1.f + expf(-a.x)) * b.x, a.y / (1.f + expf(-a.y)) * b.y, a.z / (1.f + expf(-a.z)) * b.z,
-                       a.w / (1.f + expf(-a.w)) * b.w);
+    y[i] = make_float4(silu_times(a.x, b.x), silu_times(a.y, b.y), silu_times(a.z, b.z), silu_times(a.w, b.w));
   }
 }
 __global__ void relu_kernel(float* y, const float* x, int64_t n) {
@@ -676,8 +676,8 @@ __device__ __forceinline__ void tf32_split(float x, uint32_t& big, uint32_t& sma
 }
 __device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 // c[n] += a·b[n] for NB tiles in about float32 precision: a = (ab, as), b[n] = (bb, bs), big and small TF32 parts
 // ({b0, b1} each). The three products of one tile depend on each other through c[n], so they go in three sweeps over
